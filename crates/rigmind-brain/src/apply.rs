@@ -1,0 +1,253 @@
+//! Carrying decisions out on the files, and keeping the state in step.
+//!
+//! Each action reads the task where it is, writes it where it goes (whole file,
+//! atomically), removes the old copy, then updates the state exactly as a later
+//! observation of the files would. One decision line per action.
+
+use chrono::{DateTime, Utc};
+use rigmind_queue::batch::BatchState;
+use rigmind_queue::fsio::{self, Sync};
+use rigmind_queue::logs::{Decision, Logs};
+use rigmind_queue::task::{FailureKind, TaskFile, TaskStatus};
+use rigmind_queue::{Layout, QueueError, TaskDir};
+use serde_json::json;
+
+use crate::observe::obj;
+use crate::policy::Action;
+use crate::state::{BrainState, FailureInfo, JobStatus};
+
+/// Applies one action. An error leaves the files as they were (the task stays where
+/// it is) and the action is decided again on the next round.
+pub fn apply(
+    layout: &Layout,
+    logs: &Logs,
+    state: &mut BrainState,
+    action: &Action,
+    now: DateTime<Utc>,
+) -> Result<(), QueueError> {
+    match action {
+        Action::Release { batch, job, reason } => {
+            let b = state
+                .batches
+                .get_mut(batch)
+                .expect("decided on a known batch");
+            let j = &b.jobs[*job];
+            let from = layout.private_dir(batch).join(&j.file_name);
+            let mut t = TaskFile::read(&from)?;
+            t.status = TaskStatus::Queued;
+            let to = t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)?;
+            fsio::remove_if_exists(&from)?;
+            logs.decision(
+                &Decision::new("release")
+                    .kv("batch", batch)
+                    .kv("task", &t.name)
+                    .kv("plan_task_id", &t.plan_task_id)
+                    .kv("task_id", &t.task_id)
+                    .kv("class", t.task_class.map_or("none", |c| c.as_str()))
+                    .kv("reason", reason),
+            )?;
+            logs.event(
+                "release",
+                obj(json!({"batch": batch, "task": t.name, "task_id": t.task_id,
+                           "file": to.file_name().and_then(|n| n.to_str())})),
+            )?;
+            b.set_status(*job, JobStatus::Queued);
+        }
+        Action::Retry {
+            batch,
+            job,
+            not_before,
+            reason,
+        } => {
+            let b = state
+                .batches
+                .get_mut(batch)
+                .expect("decided on a known batch");
+            let from = layout.dir(TaskDir::Failed).join(&b.jobs[*job].file_name);
+            let mut t = TaskFile::read(&from)?;
+            let previous = t.error.clone();
+            t.clear_run_results();
+            t.retry_count += 1;
+            t.status = TaskStatus::Queued;
+            t.not_before = Some(rigmind_queue::time::to_rfc3339(*not_before));
+            if let Some(p) = previous {
+                t.extra.insert("last_error".into(), json!(p));
+            }
+            t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)?;
+            fsio::remove_if_exists(&from)?;
+            logs.decision(
+                &Decision::new("retry")
+                    .kv("batch", batch)
+                    .kv("task", &t.name)
+                    .kv("plan_task_id", &t.plan_task_id)
+                    .kv("task_id", &t.task_id)
+                    .kv("retry", t.retry_count)
+                    .kv("not_before", t.not_before.as_deref().unwrap_or(""))
+                    .kv("reason", reason),
+            )?;
+            logs.event(
+                "retry",
+                obj(json!({"batch": batch, "task": t.name, "task_id": t.task_id,
+                           "retry": t.retry_count, "not_before": t.not_before})),
+            )?;
+            b.set_status(*job, JobStatus::Queued);
+        }
+        Action::Fail { batch, job, reason } => {
+            let b = state
+                .batches
+                .get_mut(batch)
+                .expect("decided on a known batch");
+            let j = &b.jobs[*job];
+            let t = TaskFile::read(&layout.dir(TaskDir::Failed).join(&j.file_name)).ok();
+            let kind = match j.status {
+                JobStatus::Failed(f) => f.kind,
+                _ => FailureKind::WorkerFailure,
+            };
+            let why = t
+                .as_ref()
+                .and_then(|t| t.error.clone())
+                .map_or(reason.clone(), |e| format!("{e}; {reason}"));
+            logs.decision(
+                &Decision::new("fail")
+                    .kv("batch", batch)
+                    .kv("task", &j.name)
+                    .kv("plan_task_id", &j.plan_task_id)
+                    .opt("worker", t.as_ref().and_then(|t| t.worker_id.clone()))
+                    .opt(
+                        "elapsed_seconds",
+                        t.as_ref().and_then(|t| t.elapsed_seconds),
+                    )
+                    .kv("failure_kind", kind)
+                    .kv("reason", why),
+            )?;
+            logs.event(
+                "fail",
+                obj(json!({"batch": batch, "task": j.name, "task_id": j.task_id,
+                           "failure_kind": kind.as_str()})),
+            )?;
+            b.unhandled_failures.remove(job);
+        }
+        Action::Cascade { batch, job, cause } => {
+            let b = state
+                .batches
+                .get_mut(batch)
+                .expect("decided on a known batch");
+            let cause_name = b.jobs[*cause].name.clone();
+            let from = layout.private_dir(batch).join(&b.jobs[*job].file_name);
+            let mut t = TaskFile::read(&from)?;
+            t.status = TaskStatus::Failed;
+            t.failure_kind = Some(FailureKind::DependencyFailed);
+            t.error = Some(format!("dependency '{cause_name}' failed"));
+            t.finished_at = Some(rigmind_queue::time::to_rfc3339(now));
+            t.write_to(&layout.dir(TaskDir::Failed), Sync::Data)?;
+            fsio::remove_if_exists(&from)?;
+            logs.decision(
+                &Decision::new("cascade")
+                    .kv("batch", batch)
+                    .kv("task", &t.name)
+                    .kv("plan_task_id", &t.plan_task_id)
+                    .kv("failure_kind", FailureKind::DependencyFailed)
+                    .kv("reason", format!("dependency '{cause_name}' failed")),
+            )?;
+            logs.event(
+                "cascade",
+                obj(json!({"batch": batch, "task": t.name, "task_id": t.task_id,
+                           "cause": cause_name})),
+            )?;
+            b.set_status(
+                *job,
+                JobStatus::Failed(FailureInfo {
+                    kind: FailureKind::DependencyFailed,
+                    retry_count: t.retry_count,
+                    retries: t.retries,
+                }),
+            );
+            b.unhandled_failures.remove(job);
+        }
+        Action::Revive { batch, job, cause } => {
+            let b = state
+                .batches
+                .get_mut(batch)
+                .expect("decided on a known batch");
+            let cause_name = b.jobs[*cause].name.clone();
+            let from = layout.dir(TaskDir::Failed).join(&b.jobs[*job].file_name);
+            let mut t = TaskFile::read(&from)?;
+            t.clear_run_results();
+            t.status = TaskStatus::Pending;
+            t.write_to(&layout.private_dir(batch), Sync::Data)?;
+            fsio::remove_if_exists(&from)?;
+            logs.decision(
+                &Decision::new("revive")
+                    .kv("batch", batch)
+                    .kv("task", &t.name)
+                    .kv("plan_task_id", &t.plan_task_id)
+                    .kv(
+                        "reason",
+                        format!("dependency '{cause_name}' is running again"),
+                    ),
+            )?;
+            b.set_status(*job, JobStatus::Pending);
+        }
+        Action::Settle { batch, state: to } => {
+            let b = state
+                .batches
+                .get_mut(batch)
+                .expect("decided on a known batch");
+            b.record.state = *to;
+            if to.is_done() {
+                let submitted = rigmind_queue::time::parse_rfc3339(&b.record.submitted_at);
+                b.record.finished_at = Some(rigmind_queue::time::to_rfc3339(now));
+                b.record.elapsed_seconds =
+                    submitted.map(|s| ((now - s).num_milliseconds() as f64 / 1000.0).max(0.0));
+            } else {
+                b.record.finished_at = None;
+                b.record.elapsed_seconds = None;
+            }
+            b.record.write(layout)?;
+            b.dirty = false;
+            let c = b.record.counts;
+            let kind = if to.is_done() {
+                "batch_done"
+            } else {
+                "batch_reopened"
+            };
+            logs.decision(
+                &Decision::new(kind)
+                    .kv("batch", batch)
+                    .kv("plan", &b.record.name)
+                    .kv("state", to.as_str())
+                    .kv("complete", c.complete)
+                    .kv("failed", c.failed)
+                    .kv("total", c.total)
+                    .opt("elapsed_seconds", b.record.elapsed_seconds)
+                    .kv(
+                        "reason",
+                        match to {
+                            BatchState::Complete => "every task completed",
+                            BatchState::Failed => "nothing left to run; some tasks failed",
+                            BatchState::Running => "a task was sent back to run",
+                        },
+                    ),
+            )?;
+            logs.event(
+                kind,
+                obj(
+                    json!({"batch": batch, "state": to.as_str(), "complete": c.complete,
+                           "failed": c.failed, "total": c.total}),
+                ),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the records of batches whose counts changed since the last write.
+pub fn flush_records(layout: &Layout, state: &mut BrainState) -> Result<(), QueueError> {
+    for b in state.batches.values_mut() {
+        if b.dirty {
+            b.record.write(layout)?;
+            b.dirty = false;
+        }
+    }
+    Ok(())
+}

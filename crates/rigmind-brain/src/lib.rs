@@ -1,0 +1,35 @@
+//! The brain: takes submitted plans, keeps each batch's dependency DAG, releases
+//! ready tasks into the queue, follows completions and failures, and logs every
+//! decision for people.
+//!
+//! The split follows one rule: decisions are pure ([`policy::decide`] over
+//! [`state::BrainState`]), and everything that touches files is elsewhere —
+//! [`rebuild`] reads them at start, [`observe`] follows them while running,
+//! [`submit`] turns a plan into a batch, [`apply`] carries decisions out, and
+//! [`run`] is the loop that ties them together.
+
+pub mod apply;
+pub mod observe;
+pub mod policy;
+pub mod rebuild;
+pub mod run;
+pub mod state;
+pub mod submit;
+
+pub use run::{run_brain, BrainOptions};
+
+/// A failure of the brain that stops it; each names the path or batch concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum BrainError {
+    #[error(transparent)]
+    Queue(#[from] rigmind_queue::QueueError),
+    #[error(transparent)]
+    Config(#[from] rigmind_config::ConfigError),
+    #[error("another brain (pid {pid}) is already running on {root}")]
+    AlreadyRunning {
+        pid: String,
+        root: std::path::PathBuf,
+    },
+    #[error(transparent)]
+    Watch(#[from] rigmind_queue::watch::WatchError),
+}

@@ -1,0 +1,351 @@
+//! The brain's decisions, as a pure function of the state it has read and the time.
+//!
+//! [`decide`] looks only at what changed (the ready set, failures not yet handled,
+//! jobs back from failed, batches whose state no longer matches their counts) and
+//! returns [`Action`]s; the live brain applies them to the files ([`crate::apply`]) and
+//! calls it again until nothing is left to do. Tests call it directly on hand-built
+//! states, and later the simulator will too: there is one policy, never two.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use chrono::{DateTime, Utc};
+use rigmind_queue::batch::BatchState;
+use rigmind_queue::task::FailureKind;
+
+use crate::state::{Batch, BrainState, JobStatus};
+
+/// One decision for the apply layer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// private_tasks → queue: every dependency is complete.
+    Release {
+        batch: String,
+        job: usize,
+        reason: String,
+    },
+    /// failed → queue after a backoff: a worker failure with retries left.
+    Retry {
+        batch: String,
+        job: usize,
+        not_before: DateTime<Utc>,
+        reason: String,
+    },
+    /// A failure is final (no retries left, or not retryable).
+    Fail {
+        batch: String,
+        job: usize,
+        reason: String,
+    },
+    /// private_tasks → failed: a dependency (`cause`) failed for good.
+    Cascade {
+        batch: String,
+        job: usize,
+        cause: usize,
+    },
+    /// failed → private_tasks: it failed only because `cause` failed, and `cause`
+    /// has been sent back to run again.
+    Revive {
+        batch: String,
+        job: usize,
+        cause: usize,
+    },
+    /// The batch's overall state changed (done, or running again).
+    Settle { batch: String, state: BatchState },
+}
+
+/// First backoff before a retry; it doubles with each retry, up to [`MAX_BACKOFF_SECS`].
+pub const BASE_BACKOFF_SECS: f64 = 2.0;
+/// The longest wait before a retry.
+pub const MAX_BACKOFF_SECS: f64 = 300.0;
+
+/// Everything that should happen now, in the order to apply it.
+pub fn decide(state: &BrainState, now: DateTime<Utc>) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for (id, batch) in &state.batches {
+        let before = actions.len();
+        decide_failures(id, batch, now, &mut actions);
+        decide_revivals(id, batch, &mut actions);
+        for &i in &batch.ready {
+            let n = batch.jobs[i].deps.len();
+            let reason = match n {
+                0 => "no dependencies".to_string(),
+                1 => "its 1 dependency is complete".to_string(),
+                n => format!("all {n} dependencies complete"),
+            };
+            actions.push(Action::Release {
+                batch: id.clone(),
+                job: i,
+                reason,
+            });
+        }
+        // A batch settles only once nothing else is decided for it this round.
+        let settled = batch.settled_state();
+        if actions.len() == before && settled != batch.record.state {
+            actions.push(Action::Settle {
+                batch: id.clone(),
+                state: settled,
+            });
+        }
+    }
+    actions
+}
+
+fn decide_failures(id: &str, batch: &Batch, now: DateTime<Utc>, out: &mut Vec<Action>) {
+    let mut cascaded = BTreeSet::new();
+    for &i in &batch.unhandled_failures {
+        let JobStatus::Failed(info) = batch.jobs[i].status else {
+            continue;
+        };
+        let job = &batch.jobs[i];
+        if info.retryable() {
+            let delay = backoff_secs(&job.task_id, info.retry_count);
+            out.push(Action::Retry {
+                batch: id.to_string(),
+                job: i,
+                not_before: now + chrono::Duration::milliseconds((delay * 1000.0) as i64),
+                reason: format!(
+                    "{}; retry {} of {} in {:.1}s",
+                    info.kind,
+                    info.retry_count + 1,
+                    info.retries,
+                    delay
+                ),
+            });
+            continue;
+        }
+        let reason = if info.kind == FailureKind::DependencyFailed {
+            "a dependency failed".to_string()
+        } else if matches!(
+            info.kind,
+            FailureKind::WorkerFailure | FailureKind::Timeout | FailureKind::LostWorker
+        ) {
+            format!("{}; no retries left ({} allowed)", info.kind, info.retries)
+        } else {
+            format!("{}; not retried", info.kind)
+        };
+        out.push(Action::Fail {
+            batch: id.to_string(),
+            job: i,
+            reason,
+        });
+        // Everything still waiting downstream can never run now.
+        let mut queue: VecDeque<usize> = job.dependents.iter().copied().collect();
+        while let Some(d) = queue.pop_front() {
+            if batch.jobs[d].status != JobStatus::Pending || !cascaded.insert(d) {
+                continue;
+            }
+            out.push(Action::Cascade {
+                batch: id.to_string(),
+                job: d,
+                cause: i,
+            });
+            queue.extend(batch.jobs[d].dependents.iter().copied());
+        }
+    }
+}
+
+fn decide_revivals(id: &str, batch: &Batch, out: &mut Vec<Action>) {
+    let mut revived = BTreeSet::new();
+    for &r in &batch.revived {
+        for &d in &batch.jobs[r].dependents {
+            let job = &batch.jobs[d];
+            let by_dependency = matches!(
+                job.status,
+                JobStatus::Failed(f) if f.kind == FailureKind::DependencyFailed
+            );
+            let no_failed_dep = job
+                .deps
+                .iter()
+                .all(|x| !matches!(batch.jobs[*x].status, JobStatus::Failed(_)));
+            if by_dependency && no_failed_dep && revived.insert(d) {
+                out.push(Action::Revive {
+                    batch: id.to_string(),
+                    job: d,
+                    cause: r,
+                });
+            }
+        }
+    }
+}
+
+/// Exponential backoff with jitter: `2s · 2^retry`, capped, ±25 %. The jitter comes
+/// from the task id, so the function stays pure and retries of many tasks that
+/// failed together still spread out.
+pub fn backoff_secs(task_id: &str, retry_count: u32) -> f64 {
+    let base = (BASE_BACKOFF_SECS * 2f64.powi(retry_count.min(16) as i32)).min(MAX_BACKOFF_SECS);
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in task_id.bytes().chain(retry_count.to_le_bytes()) {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    let unit = (h % 10_000) as f64 / 10_000.0; // [0, 1)
+    base * (0.75 + 0.5 * unit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::batch;
+    use crate::state::FailureInfo;
+
+    fn state_of(b: Batch) -> BrainState {
+        let mut s = BrainState::default();
+        s.insert(b);
+        s
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .into()
+    }
+
+    #[test]
+    fn releases_roots_then_dependents() {
+        let mut s = state_of(batch(&[&[], &[0], &[0]]));
+        let a = decide(&s, now());
+        assert_eq!(
+            a,
+            vec![Action::Release {
+                batch: "b".into(),
+                job: 0,
+                reason: "no dependencies".into()
+            }]
+        );
+        let b = s.batches.get_mut("b").unwrap();
+        b.set_status(0, JobStatus::Queued);
+        assert!(decide(&s, now()).is_empty());
+        s.batches
+            .get_mut("b")
+            .unwrap()
+            .set_status(0, JobStatus::Complete);
+        let released: Vec<usize> = decide(&s, now())
+            .into_iter()
+            .map(|a| match a {
+                Action::Release { job, .. } => job,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(released, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_final_failure_cascades_transitively_and_settles_last() {
+        // 0 -> 1 -> 2, and 3 independent.
+        let mut s = state_of(batch(&[&[], &[0], &[1], &[]]));
+        let b = s.batches.get_mut("b").unwrap();
+        b.set_status(3, JobStatus::Complete);
+        let info = FailureInfo {
+            kind: FailureKind::WorkerFailure,
+            retry_count: 0,
+            retries: 0,
+        };
+        b.set_status(0, JobStatus::Failed(info));
+        let a = decide(&s, now());
+        assert!(
+            matches!(&a[0], Action::Fail { job: 0, reason, .. } if reason.contains("no retries left"))
+        );
+        assert_eq!(
+            a[1..],
+            [
+                Action::Cascade {
+                    batch: "b".into(),
+                    job: 1,
+                    cause: 0
+                },
+                Action::Cascade {
+                    batch: "b".into(),
+                    job: 2,
+                    cause: 0
+                },
+            ]
+        );
+        assert!(!a.iter().any(|x| matches!(x, Action::Settle { .. })));
+    }
+
+    #[test]
+    fn worker_failures_with_retries_left_are_retried_with_backoff() {
+        let mut s = state_of(batch(&[&[]]));
+        let info = FailureInfo {
+            kind: FailureKind::Timeout,
+            retry_count: 1,
+            retries: 3,
+        };
+        s.batches
+            .get_mut("b")
+            .unwrap()
+            .set_status(0, JobStatus::Failed(info));
+        match &decide(&s, now())[0] {
+            Action::Retry {
+                not_before, reason, ..
+            } => {
+                let wait = (*not_before - now()).num_milliseconds() as f64 / 1000.0;
+                assert!((3.0..=5.0).contains(&wait), "{wait}");
+                assert!(reason.starts_with("timeout; retry 2 of 3"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Definition errors are never retried.
+        let def = FailureInfo {
+            kind: FailureKind::DefinitionError,
+            retry_count: 0,
+            retries: 3,
+        };
+        s.batches
+            .get_mut("b")
+            .unwrap()
+            .set_status(0, JobStatus::Failed(def));
+        assert!(matches!(&decide(&s, now())[0], Action::Fail { .. }));
+    }
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_is_capped() {
+        for r in 0..5 {
+            let b = backoff_secs("t", r);
+            let base = 2.0 * 2f64.powi(r as i32);
+            assert!(b >= base * 0.75 && b <= base * 1.25, "{r}: {b}");
+        }
+        assert!(backoff_secs("t", 40) <= MAX_BACKOFF_SECS * 1.25);
+        assert_ne!(backoff_secs("a", 0), backoff_secs("b", 0));
+    }
+
+    #[test]
+    fn a_batch_settles_when_nothing_is_left() {
+        let mut s = state_of(batch(&[&[]]));
+        s.batches
+            .get_mut("b")
+            .unwrap()
+            .set_status(0, JobStatus::Complete);
+        assert_eq!(
+            decide(&s, now()),
+            vec![Action::Settle {
+                batch: "b".into(),
+                state: BatchState::Complete
+            }]
+        );
+    }
+
+    #[test]
+    fn a_retried_failure_revives_its_cascaded_dependents() {
+        let mut s = state_of(batch(&[&[], &[0]]));
+        let b = s.batches.get_mut("b").unwrap();
+        let fail = |kind| {
+            JobStatus::Failed(FailureInfo {
+                kind,
+                retry_count: 0,
+                retries: 0,
+            })
+        };
+        b.set_status(0, fail(FailureKind::WorkerFailure));
+        b.set_status(1, fail(FailureKind::DependencyFailed));
+        b.unhandled_failures.clear();
+        b.set_status(0, JobStatus::Queued);
+        assert_eq!(
+            decide(&s, now()),
+            vec![Action::Revive {
+                batch: "b".into(),
+                job: 1,
+                cause: 0
+            }]
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! A brain starting on an existing root rebuilds every batch from the files alone.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rigmind_queue::batch::BatchRecord;
+use rigmind_queue::fsio;
+use rigmind_queue::logs::{Decision, Logs};
+use rigmind_queue::task::{TaskFile, TaskName};
+use rigmind_queue::{Layout, QueueError, TaskDir};
+use rigmind_types::Executor;
+
+use crate::observe::{failure_info, Place};
+use crate::state::{Batch, BrainState, Job, JobStatus};
+
+/// Reads every batch record and task file under the root into a [`BrainState`].
+///
+/// A task found in two places (a crash between a write and a removal) keeps its
+/// latest state and the stale copy is removed, with a decision logged. Dependencies
+/// are resolved from the `depends_on` names of pending tasks: a name is a task of the
+/// batch, or a plan task whose items it waits for all of.
+pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
+    let mut state = BrainState::default();
+    // Every public file, grouped by batch: file name -> places.
+    let mut public: HashMap<String, BTreeMap<String, Vec<TaskDir>>> = HashMap::new();
+    for d in TaskDir::ALL {
+        for name in fsio::list_names(&layout.dir(d))? {
+            if let Some(tn) = TaskName::parse(&name) {
+                public
+                    .entry(tn.batch)
+                    .or_default()
+                    .entry(name)
+                    .or_default()
+                    .push(d);
+            }
+        }
+    }
+    for record in BatchRecord::read_all(layout)? {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                logs.decision(&Decision::new("skip_batch").kv("reason", e))?;
+                continue;
+            }
+        };
+        let batch_id = record.batch_id.clone();
+        let mut files: BTreeMap<String, Vec<Place>> = BTreeMap::new();
+        for name in fsio::list_names(&layout.private_dir(&batch_id))? {
+            files.entry(name).or_default().push(Place::Private);
+        }
+        for (name, dirs) in public.remove(&batch_id).unwrap_or_default() {
+            let places = files.entry(name).or_default();
+            places.extend(dirs.into_iter().map(Place::Public));
+        }
+        let mut jobs = Vec::with_capacity(files.len());
+        let mut pending_deps: Vec<(usize, Vec<String>)> = Vec::new();
+        for (file_name, places) in files {
+            let Some(tn) = TaskName::parse(&file_name) else {
+                continue;
+            };
+            let latest = latest(&places);
+            for stale in places.iter().filter(|p| **p != latest) {
+                let path = place_dir(layout, &batch_id, *stale).join(&file_name);
+                fsio::remove_if_exists(&path)?;
+                logs.decision(
+                    &Decision::new("resolve_duplicate")
+                        .kv("batch", &batch_id)
+                        .kv("task", &tn.name)
+                        .kv("kept", place_name(latest))
+                        .kv("removed", place_name(*stale))
+                        .kv(
+                            "reason",
+                            "found in two places after a crash; the later state wins",
+                        ),
+                )?;
+            }
+            let path = place_dir(layout, &batch_id, latest).join(&file_name);
+            // Pending and failed files are read (dependencies, failure); the others
+            // are known by their name alone.
+            let task = match latest {
+                Place::Private | Place::Public(TaskDir::Failed) => TaskFile::read(&path).ok(),
+                _ => None,
+            };
+            let status = match latest {
+                Place::Private => JobStatus::Pending,
+                Place::Public(TaskDir::Queue) => JobStatus::Queued,
+                Place::Public(TaskDir::Processing) => JobStatus::Processing,
+                Place::Public(TaskDir::Complete) => JobStatus::Complete,
+                Place::Public(TaskDir::Failed) => JobStatus::Failed(failure_info(task.as_ref())),
+            };
+            let plan_task_id = task
+                .as_ref()
+                .map(|t| t.plan_task_id.clone())
+                .unwrap_or_else(|| plan_task_of(&tn.name));
+            if status == JobStatus::Pending {
+                let deps = task
+                    .as_ref()
+                    .map(|t| t.depends_on.clone())
+                    .unwrap_or_default();
+                pending_deps.push((jobs.len(), deps));
+            }
+            jobs.push(Job {
+                name: tn.name.clone(),
+                plan_task_id,
+                task_id: task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default(),
+                file_name,
+                executor: task.as_ref().map_or(Executor::Worker, |t| t.executor),
+                status,
+                deps: Vec::new(),
+                dependents: Vec::new(),
+                unmet: 0,
+            });
+        }
+        resolve_dependencies(&mut jobs, pending_deps);
+        let mut batch = Batch::new(record, jobs);
+        batch.refresh_counts();
+        state.insert(batch);
+    }
+    Ok(state)
+}
+
+/// `transcribe[ep1]` → `transcribe`.
+fn plan_task_of(name: &str) -> String {
+    name.split('[').next().unwrap_or(name).to_string()
+}
+
+fn resolve_dependencies(jobs: &mut [Job], pending: Vec<(usize, Vec<String>)>) {
+    let by_name: HashMap<&str, usize> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (j.name.as_str(), i))
+        .collect();
+    let mut by_plan_task: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, j) in jobs.iter().enumerate() {
+        by_plan_task
+            .entry(j.plan_task_id.as_str())
+            .or_default()
+            .push(i);
+    }
+    let resolved: Vec<(usize, Vec<usize>)> = pending
+        .into_iter()
+        .map(|(i, names)| {
+            let mut deps: Vec<usize> = names
+                .iter()
+                .flat_map(|n| match by_name.get(n.as_str()) {
+                    Some(&d) => vec![d],
+                    None => by_plan_task.get(n.as_str()).cloned().unwrap_or_default(),
+                })
+                .collect();
+            deps.sort_unstable();
+            deps.dedup();
+            (i, deps)
+        })
+        .collect();
+    for (i, deps) in resolved {
+        jobs[i].deps = deps;
+    }
+}
+
+fn latest(places: &[Place]) -> Place {
+    let rank = |p: &Place| match p {
+        Place::Private => 0,
+        Place::Public(TaskDir::Queue) => 1,
+        Place::Public(TaskDir::Processing) => 2,
+        Place::Public(TaskDir::Failed) => 3,
+        Place::Public(TaskDir::Complete) => 4,
+    };
+    *places
+        .iter()
+        .max_by_key(|p| rank(p))
+        .expect("at least one place")
+}
+
+fn place_dir(layout: &Layout, batch: &str, p: Place) -> std::path::PathBuf {
+    match p {
+        Place::Private => layout.private_dir(batch),
+        Place::Public(d) => layout.dir(d),
+    }
+}
+
+fn place_name(p: Place) -> &'static str {
+    match p {
+        Place::Private => "private_tasks",
+        Place::Public(d) => d.as_str(),
+    }
+}

@@ -1,0 +1,365 @@
+//! The brain's loop: wake on file events (or a periodic rescan, for events the kernel
+//! dropped), bring the state up to date, decide, apply, repeat.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rigmind_config::RigConfig;
+use rigmind_exec::{mark_started, run_and_file, Runner};
+use rigmind_queue::claim::{QueueIndex, QueueLock};
+use rigmind_queue::fsio::{self, Sync};
+use rigmind_queue::logs::{Decision, Logs};
+use rigmind_queue::task::{FailureKind, TaskFile, TaskStatus};
+use rigmind_queue::watch::{watch_dirs, Change};
+use rigmind_queue::{Layout, TaskDir};
+use rigmind_types::Executor;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::apply::{apply, flush_records};
+use crate::observe::refresh;
+use crate::policy::decide;
+use crate::state::{BrainState, JobStatus};
+use crate::submit::{load_plan, new_batch_id, submit_plan};
+use crate::BrainError;
+
+/// The task-file `action` of a plan submission.
+pub const EXECUTE_PLAN: &str = "execute_plan";
+
+/// How the brain runs.
+#[derive(Debug, Clone)]
+pub struct BrainOptions {
+    pub root: PathBuf,
+    /// How often the directories are re-listed in full, in case events were lost.
+    pub rescan_every: Duration,
+    /// How often `brain/brain.json` is rewritten.
+    pub heartbeat_every: Duration,
+}
+
+impl BrainOptions {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            rescan_every: Duration::from_secs(2),
+            heartbeat_every: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs the brain until `shutdown` resolves; brain-executed tasks still running then
+/// are stopped and put back into the queue.
+pub async fn run_brain(
+    opts: BrainOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BrainError> {
+    let layout = Layout::new(&opts.root);
+    layout.ensure()?;
+    let lock_path = layout.brain_lock();
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| rigmind_queue::QueueError::Io {
+            op: "open lock",
+            path: lock_path.clone(),
+            source: e,
+        })?;
+    let mut lock = fd_lock::RwLock::new(lock_file);
+    let _held = lock.try_write().map_err(|_| BrainError::AlreadyRunning {
+        pid: std::fs::read_to_string(layout.brain_state())
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["pid"].as_u64())
+            .map_or("unknown".into(), |p| p.to_string()),
+        root: opts.root.clone(),
+    })?;
+    let config = RigConfig::load(&layout.rig_toml())?;
+    let logs = Logs::new(&layout);
+    let mut state = crate::rebuild::rebuild(&layout, &logs)?;
+    let started_at = rigmind_queue::time::now_rfc3339();
+    logs.decision(
+        &Decision::new("start")
+            .kv("pid", std::process::id())
+            .kv("batches", state.batches.len())
+            .kv("root", layout.root().display())
+            .kv("reason", "brain started; state rebuilt from the files"),
+    )?;
+    tracing::info!(root = %layout.root().display(), batches = state.batches.len(), "brain started");
+
+    let dirs: Vec<PathBuf> = TaskDir::ALL.iter().map(|d| layout.dir(*d)).collect();
+    let (watcher, mut rx) = watch_dirs(&dirs)?;
+
+    let mut queue_lock = QueueLock::open(&layout)?;
+    let mut brain_queue = QueueIndex::default();
+    brain_queue.rescan(&layout)?;
+    let runner = Runner {
+        worker_id: "brain".into(),
+        gpu: None,
+        cuda_visible_devices: None,
+        default_workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+    };
+    let (abort_tx, abort_rx) = watch::channel(false);
+    let mut running: JoinSet<String> = JoinSet::new();
+    let mut rescan = tokio::time::interval(opts.rescan_every);
+    let mut heartbeat = tokio::time::interval(opts.heartbeat_every);
+    tokio::pin!(shutdown);
+    let mut stopping = false;
+
+    loop {
+        converge(&layout, &logs, &mut state);
+        if let Err(e) = flush_records(&layout, &mut state) {
+            tracing::warn!("{e}");
+        }
+        // Brain-executed tasks: plan submissions and `executor: brain` commands.
+        loop {
+            if stopping {
+                break;
+            }
+            let Some(claimed) = claim_brain_task(&layout, &mut queue_lock, &mut brain_queue) else {
+                break;
+            };
+            let mut task = match TaskFile::read(&claimed.path) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    continue;
+                }
+            };
+            if task.action.as_deref() == Some(EXECUTE_PLAN) {
+                execute_plan(&layout, &logs, &mut state, &config, &claimed.path, task);
+                continue;
+            }
+            if let Err(e) = mark_started(&layout, &claimed.path, &mut task, &runner) {
+                tracing::warn!("{e}");
+                continue;
+            }
+            let (layout2, runner2, abort) = (layout.clone(), runner.clone(), abort_rx.clone());
+            let path = claimed.path.clone();
+            let name = claimed.file_name.clone();
+            running.spawn(async move {
+                if let Err(e) = run_and_file(&layout2, &path, task, &runner2, abort).await {
+                    tracing::warn!("{e}");
+                }
+                name
+            });
+        }
+        if stopping && running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some(first) = rx.recv() => {
+                let mut names = BTreeSet::new();
+                let mut overflow = false;
+                let mut take = |c: Change| match c {
+                    Change::Paths(paths) => names.extend(paths),
+                    Change::Rescan => overflow = true,
+                };
+                take(first);
+                while let Ok(c) = rx.try_recv() {
+                    take(c);
+                }
+                if overflow {
+                    full_rescan(&layout, &logs, &mut state, &mut brain_queue);
+                }
+                for p in names {
+                    let Some(name) = p.file_name().and_then(|n| n.to_str()) else { continue };
+                    if p.parent() == Some(layout.dir(TaskDir::Queue).as_path()) {
+                        brain_queue.note(&layout, name);
+                    }
+                    refresh(&layout, &logs, &mut state, name);
+                }
+            }
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                if let Ok(name) = done {
+                    refresh(&layout, &logs, &mut state, &name);
+                }
+            }
+            _ = rescan.tick() => full_rescan(&layout, &logs, &mut state, &mut brain_queue),
+            _ = heartbeat.tick() => write_heartbeat(&layout, &started_at, &state),
+            _ = &mut shutdown, if !stopping => {
+                stopping = true;
+                let _ = abort_tx.send(true);
+            }
+        }
+    }
+    let _ = flush_records(&layout, &mut state);
+    logs.decision(
+        &Decision::new("stop")
+            .kv("pid", std::process::id())
+            .kv("reason", "shutdown requested"),
+    )?;
+    let _ = fsio::remove_if_exists(&layout.brain_state());
+    drop(watcher);
+    Ok(())
+}
+
+/// Claims the next task that the brain itself runs (`executor: brain`).
+fn claim_brain_task(
+    layout: &Layout,
+    lock: &mut QueueLock,
+    index: &mut QueueIndex,
+) -> Option<rigmind_queue::claim::Claimed> {
+    lock.claim(layout, index, |e| {
+        (e.executor == Executor::Brain).then_some(1)
+    })
+    .unwrap_or_else(|e| {
+        tracing::warn!("{e}");
+        None
+    })
+}
+
+/// Decides and applies until nothing is left to do. A failed action is logged and
+/// left for the next round: its task stays where it is.
+fn converge(layout: &Layout, logs: &Logs, state: &mut BrainState) {
+    for _round in 0..1000 {
+        let now = chrono::Utc::now();
+        let actions = decide(state, now);
+        if actions.is_empty() {
+            return;
+        }
+        let mut progressed = false;
+        for a in &actions {
+            match apply(layout, logs, state, a, now) {
+                Ok(()) => progressed = true,
+                Err(e) => tracing::warn!(action = ?a, "{e}"),
+            }
+        }
+        if !progressed {
+            return;
+        }
+    }
+}
+
+/// Re-lists every directory and brings each job whose place changed into the state.
+fn full_rescan(layout: &Layout, logs: &Logs, state: &mut BrainState, brain_queue: &mut QueueIndex) {
+    if let Err(e) = brain_queue.rescan(layout) {
+        tracing::warn!("{e}");
+    }
+    let mut seen: HashMap<String, JobStatus> = HashMap::new();
+    for d in TaskDir::ALL {
+        let status = match d {
+            TaskDir::Queue => JobStatus::Queued,
+            TaskDir::Processing => JobStatus::Processing,
+            TaskDir::Complete => JobStatus::Complete,
+            TaskDir::Failed => JobStatus::Failed(crate::observe::failure_info(None)),
+        };
+        for name in fsio::list_names(&layout.dir(d)).unwrap_or_default() {
+            seen.insert(name, status);
+        }
+    }
+    let mut changed = Vec::new();
+    for (id, b) in &state.batches {
+        if !b.active() && b.record.counts.failed == 0 {
+            continue;
+        }
+        for name in fsio::list_names(&layout.private_dir(id)).unwrap_or_default() {
+            seen.entry(name).or_insert(JobStatus::Pending);
+        }
+        for j in &b.jobs {
+            let differs = match (seen.get(&j.file_name), j.status) {
+                (None, _) => false,
+                (Some(JobStatus::Failed(_)), JobStatus::Failed(_)) => false,
+                (Some(s), now) => *s != now,
+            };
+            if differs {
+                changed.push(j.file_name.clone());
+            }
+        }
+    }
+    for name in changed {
+        refresh(layout, logs, state, &name);
+    }
+}
+
+/// Turns an `execute_plan` task into a batch, or files it as failed with the plan's
+/// errors. A batch whose record exists was submitted before a crash: not again.
+fn execute_plan(
+    layout: &Layout,
+    logs: &Logs,
+    state: &mut BrainState,
+    config: &RigConfig,
+    path: &Path,
+    mut task: TaskFile,
+) {
+    let started = std::time::Instant::now();
+    task.worker_id = Some("brain".into());
+    task.started_at = Some(rigmind_queue::time::now_rfc3339());
+    if task.batch_id.trim().is_empty() {
+        task.batch_id = new_batch_id(layout);
+    }
+    let plan_file = task.plan_file.clone().unwrap_or_default();
+    let result = if layout.batch_file(&task.batch_id).exists() {
+        Ok(())
+    } else {
+        load_plan(&plan_file, config)
+            .map_err(crate::submit::SubmitError::from)
+            .and_then(|plan| submit_plan(layout, logs, state, &plan, &task.batch_id, config))
+    };
+    task.finished_at = Some(rigmind_queue::time::now_rfc3339());
+    task.elapsed_seconds = Some(started.elapsed().as_secs_f64());
+    let dir = match result {
+        Ok(()) => {
+            task.status = TaskStatus::Complete;
+            task.return_code = Some(0);
+            TaskDir::Complete
+        }
+        Err(e) => {
+            let _ = logs.decision(
+                &Decision::new("reject")
+                    .kv("batch", &task.batch_id)
+                    .kv("file", plan_file.display())
+                    .kv("reason", e.to_string().lines().next().unwrap_or("")),
+            );
+            let _ = logs.event(
+                "reject",
+                crate::observe::obj(json!({"batch": task.batch_id, "file": plan_file,
+                                           "errors": e.to_string()})),
+            );
+            task.status = TaskStatus::Failed;
+            task.failure_kind = Some(FailureKind::DefinitionError);
+            task.error = Some(e.to_string());
+            TaskDir::Failed
+        }
+    };
+    if let Err(e) = rigmind_exec::file_into(layout, path, &task, dir, Sync::Data) {
+        tracing::warn!("{e}");
+    }
+}
+
+fn write_heartbeat(layout: &Layout, started_at: &str, state: &BrainState) {
+    let running = state
+        .batches
+        .values()
+        .filter(|b| !b.record.state.is_done())
+        .count();
+    let v = json!({
+        "pid": std::process::id(),
+        "started_at": started_at,
+        "heartbeat_at": rigmind_queue::time::now_rfc3339(),
+        "batches": state.batches.len(),
+        "running_batches": running,
+    });
+    let mut bytes = serde_json::to_vec_pretty(&v).unwrap_or_default();
+    bytes.push(b'\n');
+    if let Err(e) = fsio::write_atomic(&layout.brain_state(), &bytes, Sync::None) {
+        tracing::warn!("{e}");
+    }
+}
+
+/// Writes the task that asks the brain to submit `plan_file` as batch `batch_id`.
+pub fn write_execute_plan(
+    layout: &Layout,
+    plan_file: &Path,
+    batch_id: &str,
+) -> Result<PathBuf, rigmind_queue::QueueError> {
+    let mut t = TaskFile::new(batch_id, EXECUTE_PLAN, rigmind_types::TaskClass::Cpu);
+    t.executor = Executor::Brain;
+    t.action = Some(EXECUTE_PLAN.into());
+    t.status = TaskStatus::Queued;
+    t.plan_file = Some(std::path::absolute(plan_file).unwrap_or_else(|_| plan_file.to_path_buf()));
+    t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)
+}

@@ -1,0 +1,299 @@
+//! What the brain has read of the files: batches, their jobs, and where each job is.
+//!
+//! The state is rebuilt from the files at start and kept in step with them by
+//! [`BrainState::set_status`], which also keeps the derived indices (unmet dependency
+//! counts, the ready set, failures not yet handled) that let [`crate::policy::decide`]
+//! work in time proportional to what changed, not to the size of the batch.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rigmind_queue::batch::{BatchRecord, BatchState, Counts};
+use rigmind_queue::task::FailureKind;
+use rigmind_types::Executor;
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    /// In `brain/private_tasks/<batch>/`, waiting on dependencies.
+    Pending,
+    Queued,
+    Processing,
+    Complete,
+    Failed(FailureInfo),
+}
+
+/// What the brain needs of a failure to decide what follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureInfo {
+    pub kind: FailureKind,
+    /// Automatic retries already made.
+    pub retry_count: u32,
+    /// Automatic retries allowed.
+    pub retries: u32,
+}
+
+impl FailureInfo {
+    /// Worker failures are retried while retries remain; definition errors,
+    /// dependency failures and cancellations never are.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            FailureKind::WorkerFailure | FailureKind::Timeout | FailureKind::LostWorker
+        ) && self.retry_count < self.retries
+    }
+}
+
+/// One task of a batch, as the brain tracks it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub plan_task_id: String,
+    pub task_id: String,
+    pub file_name: String,
+    pub executor: Executor,
+    pub status: JobStatus,
+    /// Indices of the jobs it waits for.
+    pub deps: Vec<usize>,
+    /// Indices of the jobs waiting for it.
+    pub dependents: Vec<usize>,
+    /// How many of `deps` are not complete.
+    pub unmet: usize,
+}
+
+/// A submitted plan and its jobs.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub record: BatchRecord,
+    pub jobs: Vec<Job>,
+    pub by_file: HashMap<String, usize>,
+    /// Pending jobs whose dependencies are all complete.
+    pub ready: BTreeSet<usize>,
+    /// Failed jobs whose consequence (retry, or failing dependents) is not decided.
+    pub unhandled_failures: BTreeSet<usize>,
+    /// Jobs back from failed: dependents failed because of them may run again.
+    pub revived: BTreeSet<usize>,
+    /// The record on disk is behind the state.
+    pub dirty: bool,
+}
+
+impl Batch {
+    /// Builds a batch from its jobs (deps given, dependents derived) and statuses.
+    pub fn new(record: BatchRecord, mut jobs: Vec<Job>) -> Self {
+        let by_file = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.file_name.clone(), i))
+            .collect();
+        for j in &mut jobs {
+            j.dependents.clear();
+        }
+        for i in 0..jobs.len() {
+            for d in jobs[i].deps.clone() {
+                jobs[d].dependents.push(i);
+            }
+        }
+        let mut b = Batch {
+            record,
+            jobs,
+            by_file,
+            ready: BTreeSet::new(),
+            unhandled_failures: BTreeSet::new(),
+            revived: BTreeSet::new(),
+            dirty: true,
+        };
+        for i in 0..b.jobs.len() {
+            b.jobs[i].unmet = b.jobs[i]
+                .deps
+                .iter()
+                .filter(|d| b.jobs[**d].status != JobStatus::Complete)
+                .count();
+            match b.jobs[i].status {
+                JobStatus::Pending if b.jobs[i].unmet == 0 => {
+                    b.ready.insert(i);
+                }
+                JobStatus::Failed(_) => {
+                    b.unhandled_failures.insert(i);
+                }
+                _ => {}
+            }
+        }
+        b.refresh_counts();
+        b
+    }
+
+    /// Recomputes the record's counts from the jobs.
+    pub fn refresh_counts(&mut self) {
+        let mut c = Counts {
+            total: self.jobs.len(),
+            ..Counts::default()
+        };
+        for j in &self.jobs {
+            match j.status {
+                JobStatus::Pending => c.pending += 1,
+                JobStatus::Queued => c.queued += 1,
+                JobStatus::Processing => c.processing += 1,
+                JobStatus::Complete => c.complete += 1,
+                JobStatus::Failed(_) => c.failed += 1,
+            }
+        }
+        if c != self.record.counts {
+            self.record.counts = c;
+            self.dirty = true;
+        }
+    }
+
+    /// True while some job can still run (pending, queued or processing, or a
+    /// failure whose retry is not decided yet).
+    pub fn active(&self) -> bool {
+        let c = &self.record.counts;
+        c.pending + c.queued + c.processing > 0 || !self.unhandled_failures.is_empty()
+    }
+
+    /// Moves job `i` to `status`, keeping counts and derived indices right.
+    pub fn set_status(&mut self, i: usize, status: JobStatus) {
+        let old = self.jobs[i].status;
+        if old == status {
+            return;
+        }
+        self.jobs[i].status = status;
+        let was_complete = old == JobStatus::Complete;
+        let is_complete = status == JobStatus::Complete;
+        if was_complete != is_complete {
+            for k in 0..self.jobs[i].dependents.len() {
+                let d = self.jobs[i].dependents[k];
+                let job = &mut self.jobs[d];
+                if is_complete {
+                    job.unmet = job.unmet.saturating_sub(1);
+                } else {
+                    job.unmet += 1;
+                }
+                let ready = job.status == JobStatus::Pending && job.unmet == 0;
+                if ready {
+                    self.ready.insert(d);
+                } else {
+                    self.ready.remove(&d);
+                }
+            }
+        }
+        match status {
+            JobStatus::Pending if self.jobs[i].unmet == 0 => {
+                self.ready.insert(i);
+            }
+            _ => {
+                self.ready.remove(&i);
+            }
+        }
+        match status {
+            JobStatus::Failed(_) => {
+                self.unhandled_failures.insert(i);
+            }
+            _ => {
+                self.unhandled_failures.remove(&i);
+            }
+        }
+        if matches!(old, JobStatus::Failed(_))
+            && matches!(
+                status,
+                JobStatus::Queued | JobStatus::Pending | JobStatus::Processing
+            )
+        {
+            self.revived.insert(i);
+        }
+        // Counts: one out, one in.
+        let c = &mut self.record.counts;
+        for (st, delta) in [(old, -1i64), (status, 1)] {
+            let slot = match st {
+                JobStatus::Pending => &mut c.pending,
+                JobStatus::Queued => &mut c.queued,
+                JobStatus::Processing => &mut c.processing,
+                JobStatus::Complete => &mut c.complete,
+                JobStatus::Failed(_) => &mut c.failed,
+            };
+            *slot = (*slot as i64 + delta).max(0) as usize;
+        }
+        self.dirty = true;
+    }
+
+    /// The state the batch is in by its counts.
+    pub fn settled_state(&self) -> BatchState {
+        if self.active() {
+            BatchState::Running
+        } else if self.record.counts.failed > 0 {
+            BatchState::Failed
+        } else {
+            BatchState::Complete
+        }
+    }
+}
+
+/// Everything the brain has read.
+#[derive(Debug, Default)]
+pub struct BrainState {
+    pub batches: BTreeMap<String, Batch>,
+    /// The next submission sequence number (claim order across batches).
+    pub next_seq: u64,
+}
+
+impl BrainState {
+    /// Adds a batch, advancing the sequence past its tasks.
+    pub fn insert(&mut self, batch: Batch) {
+        self.next_seq = self
+            .next_seq
+            .max(batch.record.seq_base + batch.jobs.len() as u64 + 1);
+        self.batches.insert(batch.record.batch_id.clone(), batch);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use rigmind_queue::batch::BatchState;
+
+    /// A batch over `deps` (job i waits for deps[i]), all pending.
+    pub fn batch(deps: &[&[usize]]) -> Batch {
+        let jobs = deps
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Job {
+                name: format!("j{i}"),
+                plan_task_id: format!("j{i}"),
+                task_id: format!("id{i}"),
+                file_name: format!("p05-{i:08}-b-j{i}.json"),
+                executor: Executor::Worker,
+                status: JobStatus::Pending,
+                deps: d.to_vec(),
+                dependents: vec![],
+                unmet: 0,
+            })
+            .collect();
+        let record = BatchRecord {
+            batch_id: "b".into(),
+            name: "t".into(),
+            plan_file: "plan.md".into(),
+            workdir: ".".into(),
+            submitted_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: None,
+            elapsed_seconds: None,
+            state: BatchState::Running,
+            counts: Counts::default(),
+            seq_base: 1,
+        };
+        Batch::new(record, jobs)
+    }
+
+    #[test]
+    fn completing_dependencies_makes_dependents_ready() {
+        // 0 -> 2, 1 -> 2 (fan-in), 2 -> 3
+        let mut b = batch(&[&[], &[], &[0, 1], &[2]]);
+        assert_eq!(b.ready.iter().copied().collect::<Vec<_>>(), vec![0, 1]);
+        b.set_status(0, JobStatus::Queued);
+        b.set_status(1, JobStatus::Queued);
+        assert!(b.ready.is_empty());
+        b.set_status(0, JobStatus::Complete);
+        assert!(b.ready.is_empty(), "2 still waits for 1");
+        b.set_status(1, JobStatus::Complete);
+        assert_eq!(b.ready.iter().copied().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(b.record.counts.complete, 2);
+        assert_eq!(b.record.counts.pending, 2);
+    }
+}

@@ -1,0 +1,131 @@
+//! Command-line arguments of the three binaries.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The shared root: `--root`, else `RIGMIND_ROOT`, else `./shared`.
+#[derive(Debug, Clone, Args)]
+pub struct RootArg {
+    /// The shared directory (default: $RIGMIND_ROOT, else ./shared).
+    #[arg(long, env = "RIGMIND_ROOT", default_value = "shared")]
+    pub root: PathBuf,
+}
+
+/// rigmind: a batch orchestrator for one multi-GPU box.
+#[derive(Debug, Parser)]
+#[command(name = "rigmind", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a plan from start to end: starts a brain and workers, submits, waits,
+    /// stops them and prints a summary. Exit 0 iff every task completed.
+    Run(RunArgs),
+    /// Submit a plan to a running (or later started) brain; prints the batch id last.
+    Submit(SubmitArgs),
+    /// Wait for a batch: exit 0 all complete, 1 any failed, 2 timed out.
+    Wait(WaitArgs),
+    /// Queue depths, workers and batches.
+    Status(StatusArgs),
+    /// Check plans without running them: exit 0 if valid (warnings allowed), 1 if not.
+    Validate(ValidateArgs),
+    /// Send a failed task (by id or name) back to the queue.
+    Retry(RetryArgs),
+    /// Run the brain (same as the `brain` binary).
+    Brain(BrainArgs),
+    /// Run a worker (same as the `worker` binary).
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The plan file.
+    pub plan: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
+    /// How many workers to start (default: one per GPU of rig.toml, else 2 CPU
+    /// workers that also take script tasks).
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    pub plan: PathBuf,
+    #[command(flatten)]
+    pub root: RootArg,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// The batch id that `submit` printed.
+    pub batch: String,
+    #[command(flatten)]
+    pub root: RootArg,
+    /// Give up after this many seconds (exit 2).
+    #[arg(long)]
+    pub timeout: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub root: RootArg,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Plan files.
+    #[arg(required = true)]
+    pub plans: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// A failed task's id, name (e.g. `transcribe[ep1]`) or file name.
+    pub task: String,
+    #[command(flatten)]
+    pub root: RootArg,
+}
+
+/// brain: releases ready tasks of every submitted plan into the queue.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "brain", version, about)]
+pub struct BrainArgs {
+    #[command(flatten)]
+    pub root: RootArg,
+    /// Seconds between full rescans of the directories (events can be lost).
+    #[arg(long, default_value_t = 2.0)]
+    pub rescan: f64,
+}
+
+/// worker: claims tasks from the queue and runs them, one at a time.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "worker", version, about)]
+pub struct WorkerArgs {
+    /// This worker's id (its state is workers/<id>.json).
+    #[arg(long)]
+    pub id: String,
+    /// The GPU to pin to (sets CUDA_VISIBLE_DEVICES and RIGMIND_GPU).
+    #[arg(long)]
+    pub gpu: Option<String>,
+    /// Task classes to claim, preferred first (cpu, script).
+    #[arg(long, value_delimiter = ',', default_value = "cpu")]
+    pub classes: Vec<String>,
+    #[command(flatten)]
+    pub root: RootArg,
+    /// Seconds a running task may go on after SIGTERM before it is stopped and
+    /// put back into the queue.
+    #[arg(long, default_value_t = 30.0)]
+    pub grace: f64,
+    /// Seconds between full rescans of the queue (events can be lost).
+    #[arg(long, default_value_t = 2.0)]
+    pub rescan: f64,
+}

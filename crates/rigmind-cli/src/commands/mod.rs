@@ -1,0 +1,119 @@
+//! One function per command; each returns the process exit code.
+
+mod retry;
+mod run;
+mod status;
+mod submit;
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rigmind_brain::{run_brain, BrainOptions};
+use rigmind_plan::Severity;
+use rigmind_types::TaskClass;
+use rigmind_worker::{run_worker, WorkerOptions};
+
+use crate::args::{BrainArgs, Command, ValidateArgs, WorkerArgs};
+
+pub use submit::{submit_plan_file, wait_for_batch, WaitOutcome};
+
+/// Runs one `rigmind` command.
+pub fn dispatch(cmd: Command) -> Result<i32> {
+    match cmd {
+        Command::Run(a) => run::run(a),
+        Command::Submit(a) => submit::submit(a),
+        Command::Wait(a) => submit::wait(a),
+        Command::Status(a) => status::status(a),
+        Command::Validate(a) => validate(a),
+        Command::Retry(a) => retry::retry(a),
+        Command::Brain(a) => brain(a),
+        Command::Worker(a) => worker(a),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// `brain --root DIR`
+pub fn brain(a: BrainArgs) -> Result<i32> {
+    let mut opts = BrainOptions::new(&a.root.root);
+    opts.rescan_every = secs(a.rescan, "--rescan")?;
+    runtime()?.block_on(run_brain(opts, crate::signals::stop_requested()))?;
+    Ok(0)
+}
+
+/// `worker --id ID [--gpu N] [--classes cpu,script] --root DIR`
+pub fn worker(a: WorkerArgs) -> Result<i32> {
+    let mut opts = WorkerOptions::new(&a.id, &a.root.root);
+    opts.gpu = a.gpu.clone();
+    opts.classes = a
+        .classes
+        .iter()
+        .map(|c| match c.parse::<TaskClass>() {
+            Ok(TaskClass::Cpu) => Ok(TaskClass::Cpu),
+            Ok(TaskClass::Script) => Ok(TaskClass::Script),
+            Ok(other) => bail!(
+                "worker '{}': class '{other}' cannot be claimed by this worker (cpu and script can)",
+                a.id
+            ),
+            Err(e) => bail!("worker '{}': {e}", a.id),
+        })
+        .collect::<Result<_>>()?;
+    opts.grace = secs(a.grace, "--grace")?;
+    opts.rescan_every = secs(a.rescan, "--rescan")?;
+    let summary = runtime()?.block_on(run_worker(opts, crate::signals::stop_requested()))?;
+    tracing::info!(
+        worker = %a.id,
+        completed = summary.completed,
+        failed = summary.failed,
+        returned = summary.returned,
+        "worker stopped"
+    );
+    Ok(0)
+}
+
+fn secs(v: f64, flag: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(v).with_context(|| format!("{flag} {v}: not a number of seconds"))
+}
+
+/// `rigmind validate PLAN...`
+pub fn validate(a: ValidateArgs) -> Result<i32> {
+    let mut ok = true;
+    for path in &a.plans {
+        match rigmind_plan::load(path) {
+            Ok(plan) => {
+                for w in &plan.warnings {
+                    eprintln!("{w}");
+                }
+                println!(
+                    "{}: valid plan '{}', {} tasks{}",
+                    path.display(),
+                    plan.name,
+                    plan.jobs.len(),
+                    match plan.warnings.len() {
+                        0 => String::new(),
+                        n => format!(", {n} warning(s)"),
+                    }
+                );
+            }
+            Err(e) => {
+                ok = false;
+                for d in &e.diagnostics {
+                    eprintln!("{d}");
+                }
+                let errors = e
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.severity == Severity::Error)
+                    .count();
+                println!("{}: invalid, {errors} error(s)", path.display());
+            }
+        }
+    }
+    Ok(if ok { 0 } else { 1 })
+}

@@ -1,0 +1,240 @@
+//! `rigmind run PLAN`: the one-command path — brain, workers, submit, wait, stop.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rigmind_config::RigConfig;
+use rigmind_queue::batch::{BatchRecord, BatchState};
+use rigmind_queue::task::{TaskFile, TaskName};
+use rigmind_queue::workers::lock_is_held;
+use rigmind_queue::{fsio, Layout, TaskDir};
+
+use super::submit::{submit_plan_file, wait_for_batch, WaitOutcome};
+use crate::args::RunArgs;
+
+/// A child process started by `run`, stopped with SIGTERM at the end.
+struct Started {
+    what: String,
+    child: Child,
+}
+
+/// `rigmind run PLAN [--root DIR] [--workers N]`
+pub fn run(a: RunArgs) -> Result<i32> {
+    let layout = Layout::new(&a.root.root);
+    layout.ensure()?;
+    let config = RigConfig::load(&layout.rig_toml())?;
+    // Errors in the plan show before anything starts.
+    let batch = match submit_plan_file(&layout, &a.plan) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return Ok(1);
+        }
+    };
+    let exe = std::env::current_exe().context("finding the rigmind executable")?;
+    let mut started: Vec<Started> = Vec::new();
+    if lock_is_held(&layout.brain_lock()) == Some(true) {
+        eprintln!(
+            "rigmind: using the brain already running on {}",
+            layout.root().display()
+        );
+    } else {
+        started.push(spawn(&exe, &layout, "brain", &["brain"])?);
+    }
+    for (id, gpu, classes) in worker_plan(&layout, &config, a.workers) {
+        let mut args = vec!["worker", "--id", id.as_str(), "--classes", classes];
+        if let Some(g) = gpu.as_deref() {
+            args.extend(["--gpu", g]);
+        }
+        started.push(spawn(&exe, &layout, &id, &args)?);
+    }
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        // Ctrl-C: stop the children cleanly instead of leaving them behind.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(crate::signals::stop_requested());
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+
+    let t0 = Instant::now();
+    let mut last = String::new();
+    let mut died: Option<String> = None;
+    let outcome = wait_for_batch(&layout, &batch, None, |r: Option<&BatchRecord>| {
+        if let Some(r) = r {
+            let line = progress_line(r);
+            if line != last {
+                eprintln!("[{:>7.1}s] {line}", t0.elapsed().as_secs_f64());
+                last = line;
+            }
+        }
+        for s in started.iter_mut() {
+            if !matches!(s.child.try_wait(), Ok(None)) {
+                died = Some(s.what.clone());
+                return false;
+            }
+        }
+        !interrupted.load(Ordering::SeqCst)
+    });
+    let outcome = outcome?;
+    stop_all(&mut started);
+    if let Some(what) = died {
+        eprintln!(
+            "rigmind: {what} exited before the batch was done; see {}",
+            layout.logs_dir().join(format!("{what}.log")).display()
+        );
+        return Ok(1);
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        eprintln!("rigmind: interrupted");
+        return Ok(130);
+    }
+    match outcome {
+        WaitOutcome::Done(r) => {
+            print_summary(&layout, &r, t0.elapsed());
+            Ok(if r.state == BatchState::Complete {
+                0
+            } else {
+                1
+            })
+        }
+        WaitOutcome::Rejected(errors) => {
+            eprintln!("{errors}");
+            Ok(1)
+        }
+        WaitOutcome::TimedOut | WaitOutcome::Stopped => Ok(2),
+    }
+}
+
+/// The workers to start: `--workers N`, else one per `[[gpu]]` of rig.toml, else 2
+/// CPU workers that also take script tasks.
+fn worker_plan(
+    layout: &Layout,
+    config: &RigConfig,
+    n: Option<usize>,
+) -> Vec<(String, Option<String>, &'static str)> {
+    if n.is_none() && !config.gpus.is_empty() {
+        return config
+            .gpus
+            .iter()
+            .map(|g| (g.worker.clone(), Some(g.index.to_string()), "script,cpu"))
+            .collect();
+    }
+    let count = n.unwrap_or_else(|| {
+        eprintln!(
+            "rigmind: no GPU declared in {}; starting 2 CPU workers (classes cpu,script)",
+            layout.rig_toml().display()
+        );
+        2
+    });
+    // Ids not held by a live worker, so that a second `run` on the root can coexist.
+    let mut out = Vec::new();
+    let mut k = 1;
+    while out.len() < count {
+        let id = format!("cpu_{k}");
+        if lock_is_held(&layout.worker_lock(&id)) != Some(true) {
+            out.push((id, None, "cpu,script"));
+        }
+        k += 1;
+    }
+    out
+}
+
+fn spawn(exe: &Path, layout: &Layout, what: &str, args: &[&str]) -> Result<Started> {
+    let log_path = layout.logs_dir().join(format!("{what}.log"));
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let child = Command::new(exe)
+        .args(args)
+        .arg("--root")
+        .arg(layout.root())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    Ok(Started {
+        what: what.to_string(),
+        child,
+    })
+}
+
+/// SIGTERM to every child, then up to 15 s for them to exit before SIGKILL.
+fn stop_all(started: &mut [Started]) {
+    for s in started.iter() {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for s in started.iter_mut() {
+        loop {
+            match s.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    eprintln!("rigmind: {} did not stop in time; killing it", s.what);
+                    let _ = s.child.kill();
+                    let _ = s.child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+fn progress_line(r: &BatchRecord) -> String {
+    let c = r.counts;
+    format!(
+        "batch {} '{}': {}/{} complete, {} running, {} queued, {} waiting, {} failed",
+        r.batch_id, r.name, c.complete, c.total, c.processing, c.queued, c.pending, c.failed
+    )
+}
+
+fn print_summary(layout: &Layout, r: &BatchRecord, took: Duration) {
+    let c = r.counts;
+    println!(
+        "batch {} '{}': {} — {} of {} complete, {} failed, in {:.1}s",
+        r.batch_id,
+        r.name,
+        r.state.as_str(),
+        c.complete,
+        c.total,
+        c.failed,
+        took.as_secs_f64()
+    );
+    if c.failed == 0 {
+        return;
+    }
+    let dir = layout.dir(TaskDir::Failed);
+    for name in fsio::list_names(&dir).unwrap_or_default() {
+        if TaskName::parse(&name).is_none_or(|n| n.batch != r.batch_id) {
+            continue;
+        }
+        if let Ok(t) = TaskFile::read(&dir.join(&name)) {
+            println!(
+                "  failed: {} ({}): {}{}",
+                t.name,
+                t.failure_kind.map_or("failed", |k| k.as_str()),
+                t.error.as_deref().unwrap_or(""),
+                t.log_path
+                    .as_ref()
+                    .map_or(String::new(), |p| format!(" — log: {}", p.display()))
+            );
+        }
+    }
+}

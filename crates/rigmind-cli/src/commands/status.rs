@@ -1,0 +1,184 @@
+//! `rigmind status`: queue depths per directory and class, workers, batches.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use chrono::Utc;
+use rigmind_queue::batch::BatchRecord;
+use rigmind_queue::task::TaskFile;
+use rigmind_queue::workers::{lock_is_held, WorkerState};
+use rigmind_queue::{fsio, Layout, TaskDir};
+use serde::Serialize;
+
+use crate::args::StatusArgs;
+
+#[derive(Debug, Serialize)]
+struct Status {
+    root: String,
+    brain: Option<BrainStatus>,
+    /// directory -> class -> count (`invalid` for files that are not tasks).
+    queues: BTreeMap<String, BTreeMap<String, usize>>,
+    rejected: usize,
+    workers: Vec<WorkerStatus>,
+    batches: Vec<BatchRecord>,
+}
+
+#[derive(Debug, Serialize)]
+struct BrainStatus {
+    alive: bool,
+    pid: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct WorkerStatus {
+    worker_id: String,
+    alive: bool,
+    state: String,
+    gpu: Option<String>,
+    current_task: Option<String>,
+    heartbeat_age_seconds: Option<f64>,
+    tasks_done: u64,
+    tasks_failed: u64,
+}
+
+/// `rigmind status [--json]`
+pub fn status(a: StatusArgs) -> Result<i32> {
+    let layout = Layout::new(&a.root.root);
+    let s = gather(&layout)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print_tables(&s);
+    }
+    Ok(0)
+}
+
+fn gather(layout: &Layout) -> Result<Status> {
+    let mut queues = BTreeMap::new();
+    for d in TaskDir::ALL {
+        let dir = layout.dir(d);
+        let mut by_class: BTreeMap<String, usize> = BTreeMap::new();
+        for name in fsio::list_names(&dir)? {
+            let class = match TaskFile::read(&dir.join(&name)) {
+                Ok(t) => t
+                    .task_class
+                    .map_or("unclassified".into(), |c| c.to_string()),
+                Err(_) => "invalid".into(),
+            };
+            *by_class.entry(class).or_default() += 1;
+        }
+        queues.insert(d.as_str().to_string(), by_class);
+    }
+    let now = Utc::now();
+    let mut workers = Vec::new();
+    for w in WorkerState::read_all(layout)?.into_iter().flatten() {
+        let alive = lock_is_held(&layout.worker_lock(&w.worker_id)) == Some(true);
+        let age = rigmind_queue::time::parse_rfc3339(&w.heartbeat_at)
+            .map(|t| (now - t).num_milliseconds() as f64 / 1000.0);
+        workers.push(WorkerStatus {
+            worker_id: w.worker_id,
+            alive,
+            state: if alive { w.state } else { "dead".into() },
+            gpu: w.gpu,
+            current_task: w.current_task_name,
+            heartbeat_age_seconds: age,
+            tasks_done: w.tasks_done,
+            tasks_failed: w.tasks_failed,
+        });
+    }
+    let brain = lock_is_held(&layout.brain_lock()).map(|alive| BrainStatus {
+        alive,
+        pid: std::fs::read_to_string(layout.brain_state())
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["pid"].as_u64()),
+    });
+    Ok(Status {
+        root: layout.root().display().to_string(),
+        brain,
+        queues,
+        rejected: fsio::list_names(&layout.rejected_dir())?.len(),
+        workers,
+        batches: BatchRecord::read_all(layout)?
+            .into_iter()
+            .flatten()
+            .collect(),
+    })
+}
+
+fn print_tables(s: &Status) {
+    println!("root: {}", s.root);
+    match &s.brain {
+        Some(b) if b.alive => println!("brain: running (pid {})", b.pid.unwrap_or(0)),
+        _ => println!("brain: not running"),
+    }
+    println!();
+    println!("{:<12} {:>7}  by class", "directory", "tasks");
+    for (dir, classes) in &s.queues {
+        let total: usize = classes.values().sum();
+        let detail: Vec<String> = classes.iter().map(|(c, n)| format!("{c}={n}")).collect();
+        println!("{dir:<12} {total:>7}  {}", detail.join(" "));
+    }
+    if s.rejected > 0 {
+        println!(
+            "{:<12} {:>7}  (files that were not valid tasks)",
+            "rejected", s.rejected
+        );
+    }
+    println!();
+    if s.workers.is_empty() {
+        println!("workers: none");
+    } else {
+        println!(
+            "{:<14} {:<9} {:<5} {:>9} {:>6} {:>6}  current task",
+            "worker", "state", "gpu", "heartbeat", "done", "failed"
+        );
+        for w in &s.workers {
+            println!(
+                "{:<14} {:<9} {:<5} {:>9} {:>6} {:>6}  {}",
+                w.worker_id,
+                w.state,
+                w.gpu.as_deref().unwrap_or("-"),
+                w.heartbeat_age_seconds
+                    .map_or("-".into(), |a| format!("{a:.0}s ago")),
+                w.tasks_done,
+                w.tasks_failed,
+                w.current_task.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    println!();
+    if s.batches.is_empty() {
+        println!("batches: none");
+    } else {
+        println!(
+            "{:<8} {:<20} {:<9} {:>6} {:>7} {:>6} {:>5} {:>7} {:>6}",
+            "batch", "plan", "state", "total", "pending", "queued", "run", "done", "failed"
+        );
+        for b in &s.batches {
+            let c = b.counts;
+            println!(
+                "{:<8} {:<20} {:<9} {:>6} {:>7} {:>6} {:>5} {:>7} {:>6}",
+                b.batch_id,
+                truncate(&b.name, 20),
+                b.state.as_str(),
+                c.total,
+                c.pending,
+                c.queued,
+                c.processing,
+                c.complete,
+                c.failed
+            );
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}

@@ -1,0 +1,147 @@
+//! `rigmind submit` and `rigmind wait`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rigmind_brain::run::write_execute_plan;
+use rigmind_brain::submit::{load_plan, new_batch_id};
+use rigmind_config::RigConfig;
+use rigmind_queue::batch::{BatchRecord, BatchState};
+use rigmind_queue::task::{TaskFile, TaskName};
+use rigmind_queue::{fsio, Layout, TaskDir};
+
+use crate::args::{SubmitArgs, WaitArgs};
+
+/// Validates a plan here (so errors show at once, with their lines), then writes the
+/// `execute_plan` task that the brain turns into the batch. Returns the batch id.
+pub fn submit_plan_file(layout: &Layout, plan: &Path) -> Result<String> {
+    layout.ensure()?;
+    let config = RigConfig::load(&layout.rig_toml())?;
+    let expanded = load_plan(plan, &config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for w in &expanded.warnings {
+        eprintln!("{w}");
+    }
+    let batch = new_batch_id(layout);
+    write_execute_plan(layout, plan, &batch)
+        .with_context(|| format!("submitting {}", plan.display()))?;
+    Ok(batch)
+}
+
+/// `rigmind submit PLAN`
+pub fn submit(a: SubmitArgs) -> Result<i32> {
+    let layout = Layout::new(&a.root.root);
+    let batch = match submit_plan_file(&layout, &a.plan) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return Ok(1);
+        }
+    };
+    if rigmind_queue::workers::lock_is_held(&layout.brain_lock()) != Some(true) {
+        eprintln!(
+            "note: no brain is running on {}; the plan waits in tasks/queue/ until one starts (brain --root {})",
+            layout.root().display(),
+            layout.root().display()
+        );
+    }
+    println!("{batch}");
+    Ok(0)
+}
+
+/// How a wait ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WaitOutcome {
+    Done(BatchRecord),
+    /// The brain refused the plan; the text is its errors.
+    Rejected(String),
+    TimedOut,
+    /// `tick` asked to stop waiting.
+    Stopped,
+}
+
+/// Waits until the batch is done, the brain rejects its plan, or the timeout passes;
+/// `tick` is called with the record (once there is one) each time it is read, and
+/// stops the wait by returning false.
+pub fn wait_for_batch(
+    layout: &Layout,
+    batch: &str,
+    timeout: Option<Duration>,
+    mut tick: impl FnMut(Option<&BatchRecord>) -> bool,
+) -> Result<WaitOutcome> {
+    let start = Instant::now();
+    loop {
+        let record = BatchRecord::read(&layout.batch_file(batch));
+        if !tick(record.as_ref().ok()) {
+            return Ok(WaitOutcome::Stopped);
+        }
+        match record {
+            Ok(r) => {
+                if r.state.is_done() {
+                    return Ok(WaitOutcome::Done(r));
+                }
+            }
+            Err(e) if e.is_not_found() => {
+                if let Some(errors) = rejection(layout, batch) {
+                    return Ok(WaitOutcome::Rejected(errors));
+                }
+            }
+            Err(e) => tracing::debug!("{e}"),
+        }
+        if timeout.is_some_and(|t| start.elapsed() >= t) {
+            return Ok(WaitOutcome::TimedOut);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The errors of a batch's `execute_plan` task that the brain filed as failed.
+fn rejection(layout: &Layout, batch: &str) -> Option<String> {
+    let dir = layout.dir(TaskDir::Failed);
+    fsio::list_names(&dir).ok()?.into_iter().find_map(|n| {
+        let tn = TaskName::parse(&n)?;
+        if tn.batch != batch || tn.name != rigmind_brain::run::EXECUTE_PLAN {
+            return None;
+        }
+        let t = TaskFile::read(&dir.join(&n)).ok()?;
+        Some(t.error.unwrap_or_else(|| "rejected".into()))
+    })
+}
+
+/// `rigmind wait BATCH`
+pub fn wait(a: WaitArgs) -> Result<i32> {
+    let layout = Layout::new(&a.root.root);
+    let timeout = a.timeout.map(Duration::from_secs_f64);
+    match wait_for_batch(&layout, &a.batch, timeout, |_| true)? {
+        WaitOutcome::Done(r) => {
+            println!(
+                "batch {} ({}): {} — {} complete, {} failed of {}",
+                r.batch_id,
+                r.name,
+                r.state.as_str(),
+                r.counts.complete,
+                r.counts.failed,
+                r.counts.total
+            );
+            Ok(if r.state == BatchState::Complete {
+                0
+            } else {
+                1
+            })
+        }
+        WaitOutcome::Rejected(errors) => {
+            eprintln!("{errors}");
+            println!("batch {}: plan rejected by the brain", a.batch);
+            Ok(1)
+        }
+        WaitOutcome::Stopped => Ok(2),
+        WaitOutcome::TimedOut => {
+            println!(
+                "batch {}: still running after {:?}",
+                a.batch,
+                a.timeout.unwrap_or(0.0)
+            );
+            Ok(2)
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Running one claimed task and filing its result.
+//!
+//! Workers and the brain's own executor (`executor: brain`) both come here, so a task
+//! runs the same way wherever it runs: `bash -c` in the plan's directory, in a process
+//! group of its own (so a timeout kills everything it started), stdout and stderr
+//! appended to `logs/tasks/<task_id>.log`, and the result fields of queue-layout.md
+//! written into the file that moves to `complete/` or `failed/`.
+
+mod shell;
+
+pub use shell::{run_shell, Abort, ShellOutcome, ShellRun};
+
+use std::path::{Path, PathBuf};
+
+use rigmind_queue::fsio::{self, Sync};
+use rigmind_queue::task::{FailureKind, TaskFile, TaskStatus};
+use rigmind_queue::{Layout, QueueError, TaskDir};
+use rigmind_types::TaskClass;
+
+/// Who is running the task, for the task's result and environment.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    pub worker_id: String,
+    /// The GPU the runner is pinned to: exported as `RIGMIND_GPU`.
+    pub gpu: Option<String>,
+    /// Exported as `CUDA_VISIBLE_DEVICES` when set.
+    pub cuda_visible_devices: Option<String>,
+    /// Where a task without a `workdir` runs.
+    pub default_workdir: PathBuf,
+}
+
+/// How a run ended, as far as the queue is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filed {
+    /// Moved to `complete/`.
+    Complete,
+    /// Moved to `failed/` with this kind.
+    Failed(FailureKind),
+    /// Put back into `queue/` unrun to the end (the runner is shutting down).
+    Returned,
+}
+
+/// Marks a claimed task as running under `runner` (rewrites it in `processing/`).
+pub fn mark_started(
+    layout: &Layout,
+    path: &Path,
+    task: &mut TaskFile,
+    runner: &Runner,
+) -> Result<(), QueueError> {
+    task.status = TaskStatus::Processing;
+    task.worker_id = Some(runner.worker_id.clone());
+    task.gpu = runner.gpu.clone();
+    task.started_at = Some(rigmind_queue::time::now_rfc3339());
+    task.attempts += 1;
+    task.log_path = Some(layout.task_log(&task.task_id));
+    fsio::write_atomic(path, &task.to_bytes(), Sync::Data)
+}
+
+/// Runs a claimed, started task to its end and files it into `complete/` or
+/// `failed/` (or back into `queue/` when aborted). `processing_path` is where it is now.
+pub async fn run_and_file(
+    layout: &Layout,
+    processing_path: &Path,
+    mut task: TaskFile,
+    runner: &Runner,
+    abort: Abort,
+) -> Result<Filed, QueueError> {
+    let outcome = match task.command.clone() {
+        Some(cmd) if task.task_class != Some(TaskClass::Llm) => {
+            let log = layout.task_log(&task.task_id);
+            let workdir = task
+                .workdir
+                .clone()
+                .unwrap_or_else(|| runner.default_workdir.clone());
+            let run = ShellRun {
+                command: &cmd,
+                workdir: &workdir,
+                env: environment(&task, runner),
+                timeout_secs: task.timeout_seconds,
+                log_path: &log,
+                header: format!(
+                    "--- rigmind: {} attempt {} on {} at {} ---",
+                    task.name,
+                    task.attempts,
+                    runner.worker_id,
+                    rigmind_queue::time::now_rfc3339()
+                ),
+            };
+            run_shell(run, abort).await
+        }
+        _ => ShellOutcome::not_runnable(format!(
+            "task '{}' has no command a {} runner can run",
+            task.name, runner.worker_id
+        )),
+    };
+    if outcome.aborted {
+        task.status = TaskStatus::Queued;
+        task.clear_run_results();
+        task.attempts = task.attempts.saturating_sub(1);
+        file_into(layout, processing_path, &task, TaskDir::Queue, Sync::Data)?;
+        return Ok(Filed::Returned);
+    }
+    task.finished_at = Some(rigmind_queue::time::now_rfc3339());
+    task.elapsed_seconds = Some((outcome.elapsed_secs * 1000.0).round() / 1000.0);
+    task.return_code = outcome.return_code;
+    task.output_lines = Some(outcome.output_lines);
+    let (dir, filed) = match outcome.failure() {
+        None => {
+            task.status = TaskStatus::Complete;
+            (TaskDir::Complete, Filed::Complete)
+        }
+        Some((kind, reason)) => {
+            task.status = TaskStatus::Failed;
+            task.failure_kind = Some(kind);
+            task.error = Some(reason);
+            task.error_snippet = Some(outcome.stderr_tail.clone());
+            (TaskDir::Failed, Filed::Failed(kind))
+        }
+    };
+    file_into(layout, processing_path, &task, dir, Sync::Data)?;
+    Ok(filed)
+}
+
+/// Writes `task` into `dir`, then removes it from where it was. A crash between the
+/// two leaves it in both places, which the brain resolves (the later state wins).
+pub fn file_into(
+    layout: &Layout,
+    from: &Path,
+    task: &TaskFile,
+    dir: TaskDir,
+    sync: Sync,
+) -> Result<PathBuf, QueueError> {
+    let to = task.write_to(&layout.dir(dir), sync)?;
+    if to != from {
+        fsio::remove_if_exists(from)?;
+    }
+    Ok(to)
+}
+
+fn environment(task: &TaskFile, runner: &Runner) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("RIGMIND_TASK_ID".to_string(), task.task_id.clone()),
+        ("RIGMIND_TASK_NAME".to_string(), task.name.clone()),
+        ("RIGMIND_BATCH_ID".to_string(), task.batch_id.clone()),
+        ("RIGMIND_WORKER_ID".to_string(), runner.worker_id.clone()),
+        (
+            "RIGMIND_GPU".to_string(),
+            runner.gpu.clone().unwrap_or_default(),
+        ),
+    ];
+    if let Some(cvd) = &runner.cuda_visible_devices {
+        env.push(("CUDA_VISIBLE_DEVICES".to_string(), cvd.clone()));
+    }
+    env.extend(task.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
+}

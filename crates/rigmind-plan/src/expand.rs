@@ -1,0 +1,429 @@
+//! [`Plan`] → [`ExpandedPlan`]: for_each expansion, substitution, dependency edges, cycles.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use rigmind_types::{Executor, TaskClass};
+
+use crate::diag::{Diagnostic, Diags, PlanError, Severity};
+use crate::parse::{ForEach, Plan, PlanTask};
+
+/// Values used where neither the task nor the plan's Defaults set them (rig.toml's
+/// `[defaults]`, else the spec's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpandDefaults {
+    pub timeout_secs: f64,
+    pub retries: u32,
+}
+
+impl Default for ExpandDefaults {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 1800.0,
+            retries: 3,
+        }
+    }
+}
+
+/// One runnable task after expansion: `transcribe[ep1]` or a plain `init`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// `name` or `name[stem]`.
+    pub name: String,
+    /// The plan task it came from.
+    pub plan_task_id: String,
+    /// Line of the plan task's heading.
+    pub line: usize,
+    pub task_class: TaskClass,
+    /// True when the plan did not say the class and it was inferred (a warning).
+    pub class_inferred: bool,
+    pub command: Option<String>,
+    /// Indices into [`ExpandedPlan::jobs`], sorted, no duplicates.
+    pub depends_on: Vec<usize>,
+    /// Compact display form for task files: `init`, `transcribe[ep1]`, or `transcribe`
+    /// for all items of a fan-in.
+    pub depends_on_names: Vec<String>,
+    pub priority: u8,
+    pub timeout_secs: f64,
+    pub retries: u32,
+    pub executor: Executor,
+    pub group: Option<String>,
+    pub vram_mb: Option<u64>,
+    pub env: Vec<(String, String)>,
+    pub model: Option<String>,
+    pub prompt: Option<String>,
+    pub prompt_file: Option<String>,
+    pub system: Option<String>,
+    pub output: Option<String>,
+    pub sensitive: bool,
+    pub estimate_secs: Option<f64>,
+    /// The for_each item and its 0-based index, for fanned-out jobs.
+    pub item: Option<String>,
+    pub index: Option<usize>,
+}
+
+/// A plan ready to submit: its jobs in plan order, items in sorted order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpandedPlan {
+    pub path: PathBuf,
+    pub dir: PathBuf,
+    pub name: String,
+    pub description: String,
+    pub jobs: Vec<Job>,
+    /// Parse and expansion warnings.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Expands `for_each` (globs against `plan.dir`), substitutes `{item}` `{stem}`
+/// `{index}` in fanned-out tasks, resolves dependencies, infers missing classes.
+///
+/// Dependency rules between two plan tasks: both over the same `for_each` value →
+/// item-wise; only the dependent fans out → every item waits for the one job; only
+/// the dependency fans out → fan-in on all its items; both over different values →
+/// every item waits for all items (with a warning).
+pub fn expand(plan: &Plan, defaults: &ExpandDefaults) -> Result<ExpandedPlan, PlanError> {
+    let mut d = Diags::new(&plan.path);
+    d.list.extend(
+        plan.warnings
+            .iter()
+            .filter(|w| w.severity == Severity::Warning)
+            .cloned(),
+    );
+    crate::dag::check(&plan.tasks, &mut d);
+    let index = crate::dag::name_index(&plan.tasks);
+    if index.len() != plan.tasks.len() {
+        let mut seen = HashSet::new();
+        for t in &plan.tasks {
+            if !seen.insert(t.name.as_str()) {
+                d.error(t.line, format!("duplicate task name '{}'", t.name));
+            }
+        }
+    }
+
+    // Items (and stems) of each fanned-out task; equal for_each values share one expansion.
+    let mut cache: Vec<(&ForEach, Option<Items>)> = Vec::new();
+    let mut items: Vec<Option<Items>> = Vec::with_capacity(plan.tasks.len());
+    for t in &plan.tasks {
+        let Some(fe) = &t.for_each else {
+            items.push(None);
+            continue;
+        };
+        if let Some((_, cached)) = cache.iter().find(|(f, _)| *f == fe) {
+            if cached.is_none() {
+                // The first task with this value already reported its error; report here too.
+                report_for_each_error(t, fe, &plan.dir, &mut d);
+            }
+            items.push(Some(cached.clone().unwrap_or_default()));
+            continue;
+        }
+        let expanded = expand_items(t, fe, &plan.dir, &mut d);
+        cache.push((fe, expanded.clone()));
+        items.push(Some(expanded.unwrap_or_default()));
+    }
+    if d.has_errors() {
+        return Err(PlanError {
+            diagnostics: d.sorted(),
+        });
+    }
+
+    // Job index ranges per plan task.
+    let mut starts = Vec::with_capacity(plan.tasks.len());
+    let mut total = 0;
+    for it in &items {
+        starts.push(total);
+        total += it.as_ref().map_or(1, Vec::len);
+    }
+
+    let mut jobs = Vec::with_capacity(total);
+    for (ti, t) in plan.tasks.iter().enumerate() {
+        // Resolved dependencies of this plan task, in order, without repeats.
+        // With each: whether both fan out over the same for_each value (item-wise).
+        let mut deps: Vec<(usize, bool)> = Vec::new();
+        for name in &t.depends_on {
+            if let Some(&u) = index.get(name.as_str()) {
+                if !deps.iter().any(|&(v, _)| v == u) {
+                    let same = t.for_each.is_some() && plan.tasks[u].for_each == t.for_each;
+                    deps.push((u, same));
+                }
+            }
+        }
+        if let Some(its) = &items[ti] {
+            for &(u, same) in &deps {
+                let dep = &plan.tasks[u];
+                if dep.for_each.is_some() && !same {
+                    d.warning(
+                        t.depends_on_line,
+                        format!(
+                            "task '{}' and its dependency '{}' fan out over different for_each values; \
+                             each item of '{}' waits for all items of '{}'",
+                            t.name, dep.name, t.name, dep.name
+                        ),
+                    );
+                }
+            }
+            for (i, (item, stem)) in its.iter().enumerate() {
+                let (depends_on, depends_on_names) = edges(plan, &items, &starts, &deps, Some(i));
+                let sub = |s: &String| substitute(s, item, stem, i);
+                jobs.push(make_job(
+                    t,
+                    format!("{}[{stem}]", t.name),
+                    defaults,
+                    Fill {
+                        command: t.command.as_ref().map(sub),
+                        prompt: t.prompt.as_ref().map(sub),
+                        prompt_file: t.prompt_file.as_ref().map(sub),
+                        output: t.output.as_ref().map(sub),
+                        env: t.env.iter().map(|(k, v)| (k.clone(), sub(v))).collect(),
+                        item: Some(item.clone()),
+                        index: Some(i),
+                    },
+                    depends_on,
+                    depends_on_names,
+                ));
+            }
+        } else {
+            let (depends_on, depends_on_names) = edges(plan, &items, &starts, &deps, None);
+            jobs.push(make_job(
+                t,
+                t.name.clone(),
+                defaults,
+                Fill {
+                    command: t.command.clone(),
+                    prompt: t.prompt.clone(),
+                    prompt_file: t.prompt_file.clone(),
+                    output: t.output.clone(),
+                    env: t.env.clone(),
+                    item: None,
+                    index: None,
+                },
+                depends_on,
+                depends_on_names,
+            ));
+        }
+    }
+
+    let mut warnings = d.sorted();
+    warnings.retain(|w| w.severity == Severity::Warning);
+    Ok(ExpandedPlan {
+        path: plan.path.clone(),
+        dir: plan.dir.clone(),
+        name: plan.name.clone(),
+        description: plan.description.clone(),
+        jobs,
+        warnings,
+    })
+}
+
+/// `(item, stem)` pairs of a fanned-out task.
+type Items = Vec<(String, String)>;
+
+/// The per-item values of a job.
+struct Fill {
+    command: Option<String>,
+    prompt: Option<String>,
+    prompt_file: Option<String>,
+    output: Option<String>,
+    env: Vec<(String, String)>,
+    item: Option<String>,
+    index: Option<usize>,
+}
+
+fn make_job(
+    t: &PlanTask,
+    name: String,
+    defaults: &ExpandDefaults,
+    fill: Fill,
+    depends_on: Vec<usize>,
+    depends_on_names: Vec<String>,
+) -> Job {
+    let (task_class, class_inferred) = match t.task_class {
+        Some(c) => (c, false),
+        None => (
+            rigmind_types::infer_class(fill.command.as_deref(), fill.prompt.is_some()),
+            true,
+        ),
+    };
+    Job {
+        name,
+        plan_task_id: t.name.clone(),
+        line: t.line,
+        task_class,
+        class_inferred,
+        command: fill.command,
+        depends_on,
+        depends_on_names,
+        priority: t.priority,
+        timeout_secs: t.timeout_secs.unwrap_or(defaults.timeout_secs),
+        retries: t.retries.unwrap_or(defaults.retries),
+        executor: t.executor,
+        group: t.group.clone(),
+        vram_mb: t.vram_mb,
+        env: fill.env,
+        model: t.model.clone(),
+        prompt: fill.prompt,
+        prompt_file: fill.prompt_file,
+        system: t.system.clone(),
+        output: fill.output,
+        sensitive: t.sensitive,
+        estimate_secs: t.estimate_secs,
+        item: fill.item,
+        index: fill.index,
+    }
+}
+
+/// The dependency edges of one job (`item`: its index when the task fans out).
+fn edges(
+    plan: &Plan,
+    items: &[Option<Items>],
+    starts: &[usize],
+    deps: &[(usize, bool)],
+    item: Option<usize>,
+) -> (Vec<usize>, Vec<String>) {
+    let mut ids = Vec::new();
+    let mut names = Vec::new();
+    for &(u, same) in deps {
+        let dep = &plan.tasks[u];
+        match (&items[u], item) {
+            (None, _) => {
+                ids.push(starts[u]);
+                names.push(dep.name.clone());
+            }
+            (Some(dep_items), Some(i)) if same && i < dep_items.len() => {
+                ids.push(starts[u] + i);
+                names.push(format!("{}[{}]", dep.name, dep_items[i].1));
+            }
+            (Some(dep_items), _) => {
+                ids.extend(starts[u]..starts[u] + dep_items.len());
+                names.push(dep.name.clone());
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    (ids, names)
+}
+
+/// Items of a `for_each` with their stems, or `None` after reporting an error.
+fn expand_items(t: &PlanTask, fe: &ForEach, dir: &Path, d: &mut Diags) -> Option<Items> {
+    let raw = match list_items(fe, dir) {
+        Ok(items) => items,
+        Err(msg) => {
+            d.error(t.for_each_line, format!("task '{}': {msg}", t.name));
+            return None;
+        }
+    };
+    let mut stems: HashMap<String, usize> = HashMap::with_capacity(raw.len());
+    let mut out = Vec::with_capacity(raw.len());
+    let mut ok = true;
+    for (i, item) in raw.into_iter().enumerate() {
+        let stem = stem_of(&item);
+        if let Some(&first) = stems.get(&stem) {
+            let first_item: &(String, String) = &out[first];
+            d.error(
+                t.for_each_line,
+                format!(
+                    "task '{}': for_each items '{}' and '{item}' have the same stem '{stem}'",
+                    t.name, first_item.0
+                ),
+            );
+            ok = false;
+        } else {
+            stems.insert(stem.clone(), i);
+        }
+        out.push((item, stem));
+    }
+    ok.then_some(out)
+}
+
+/// Re-reports the error of an already expanded (failed) for_each value for another task.
+fn report_for_each_error(t: &PlanTask, fe: &ForEach, dir: &Path, d: &mut Diags) {
+    let mut scratch = Diags::new(Path::new(""));
+    expand_items(t, fe, dir, &mut scratch);
+    for diag in scratch.list {
+        d.error(t.for_each_line, diag.message);
+    }
+}
+
+fn list_items(fe: &ForEach, dir: &Path) -> Result<Vec<String>, String> {
+    match fe {
+        ForEach::List(items) if items.is_empty() => Err("for_each list is empty".to_string()),
+        ForEach::List(items) => Ok(items.clone()),
+        ForEach::Glob(pattern) => {
+            let full = if Path::new(pattern).is_absolute() {
+                pattern.clone()
+            } else {
+                let base = glob::Pattern::escape(&dir.to_string_lossy());
+                format!("{}/{pattern}", base.trim_end_matches('/'))
+            };
+            let paths =
+                glob::glob(&full).map_err(|e| format!("bad for_each glob '{pattern}': {e}"))?;
+            let mut items: Vec<String> = paths
+                .filter_map(Result::ok)
+                .map(|p| match p.strip_prefix(dir) {
+                    Ok(rel) => rel.to_string_lossy().into_owned(),
+                    Err(_) => p.to_string_lossy().into_owned(),
+                })
+                .collect();
+            items.sort();
+            if items.is_empty() {
+                Err(format!("for_each glob '{pattern}' matched no files"))
+            } else {
+                Ok(items)
+            }
+        }
+    }
+}
+
+/// File name without directory and last extension.
+pub(crate) fn stem_of(item: &str) -> String {
+    Path::new(item)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| item.to_string())
+}
+
+/// Replaces `{item}`, `{stem}` and `{index}` in one pass (substituted text is not rescanned).
+pub(crate) fn substitute(s: &str, item: &str, stem: &str, index: usize) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('{') {
+        out.push_str(&rest[..pos]);
+        let tail = &rest[pos..];
+        if let Some(r) = tail.strip_prefix("{item}") {
+            out.push_str(item);
+            rest = r;
+        } else if let Some(r) = tail.strip_prefix("{stem}") {
+            out.push_str(stem);
+            rest = r;
+        } else if let Some(r) = tail.strip_prefix("{index}") {
+            out.push_str(&index.to_string());
+            rest = r;
+        } else {
+            out.push('{');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitution_is_one_pass() {
+        assert_eq!(
+            substitute("a {item} {stem} {index} {x} {print $1}", "{stem}", "s", 3),
+            "a {stem} s 3 {x} {print $1}"
+        );
+        assert_eq!(substitute("{{item}}", "i", "s", 0), "{i}");
+    }
+
+    #[test]
+    fn stems() {
+        assert_eq!(stem_of("inputs/ep1.mp3"), "ep1");
+        assert_eq!(stem_of("a.tar.gz"), "a.tar");
+        assert_eq!(stem_of("plain"), "plain");
+    }
+}

@@ -1,0 +1,95 @@
+//! `brain/batches/<batch>.json`: one record per submitted plan.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::QueueError;
+use crate::fsio;
+use crate::layout::Layout;
+
+/// Where a batch stands as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchState {
+    /// Some task is pending, queued or running.
+    Running,
+    /// Every task completed.
+    Complete,
+    /// Nothing left to run, and at least one task failed.
+    Failed,
+}
+
+impl BatchState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Complete => "complete",
+            Self::Failed => "failed",
+        }
+    }
+    /// True once nothing is left to run.
+    pub fn is_done(self) -> bool {
+        self != Self::Running
+    }
+}
+
+/// How many of a batch's tasks are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub total: usize,
+    pub pending: usize,
+    pub queued: usize,
+    pub processing: usize,
+    pub complete: usize,
+    pub failed: usize,
+}
+
+/// One record per submitted plan, kept current by the brain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub batch_id: String,
+    /// The plan's name (its `# Plan:` heading).
+    pub name: String,
+    pub plan_file: PathBuf,
+    pub workdir: PathBuf,
+    pub submitted_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_seconds: Option<f64>,
+    pub state: BatchState,
+    pub counts: Counts,
+    /// The first submission sequence number of this batch's tasks.
+    pub seq_base: u64,
+}
+
+impl BatchRecord {
+    pub fn read(path: &Path) -> Result<Self, QueueError> {
+        let bytes = fsio::read(path)?;
+        serde_json::from_slice(&bytes).map_err(|e| QueueError::Invalid {
+            path: path.to_path_buf(),
+            what: "batch record",
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn write(&self, layout: &Layout) -> Result<(), QueueError> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("a batch record serialises");
+        bytes.push(b'\n');
+        fsio::write_atomic(&layout.batch_file(&self.batch_id), &bytes, fsio::Sync::Data)
+    }
+
+    /// Every batch record under the root, oldest submission first; unreadable ones
+    /// are returned as errors beside the good ones.
+    pub fn read_all(layout: &Layout) -> Result<Vec<Result<Self, QueueError>>, QueueError> {
+        let dir = layout.batches_dir();
+        let mut out: Vec<Result<Self, QueueError>> = fsio::list_names(&dir)?
+            .into_iter()
+            .filter(|n| n.ends_with(".json"))
+            .map(|n| Self::read(&dir.join(n)))
+            .collect();
+        out.sort_by_key(|r| r.as_ref().map(|b| b.seq_base).unwrap_or(u64::MAX));
+        Ok(out)
+    }
+}

@@ -1,0 +1,270 @@
+//! Claiming: one task, one worker, always, in the claim order of queue-layout.md.
+//!
+//! A worker keeps a [`QueueIndex`] of what it has read of `tasks/queue/` (updated from
+//! file-system events and a periodic rescan) so that choosing a task costs no disk
+//! reads. The claim itself is an atomic rename into `processing/` made while holding
+//! the queue lock: the rename decides which worker wins, and the lock makes the choice
+//! and the rename one step, which the rig-wide limits of later issues (concurrency
+//! groups) count on.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use rigmind_types::{Executor, TaskClass};
+
+use crate::error::QueueError;
+use crate::fsio;
+use crate::layout::{Layout, TaskDir};
+use crate::task::{TaskFile, TaskName};
+
+/// What a worker must know of a queued task to decide whether to claim it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueEntry {
+    pub file_name: String,
+    pub task_class: Option<TaskClass>,
+    pub executor: Executor,
+    pub target_worker: Option<String>,
+    pub not_before: Option<DateTime<Utc>>,
+    pub vram_mb: Option<u64>,
+    pub group: Option<String>,
+}
+
+impl QueueEntry {
+    fn from_task(file_name: &str, t: &TaskFile) -> Self {
+        Self {
+            file_name: file_name.to_string(),
+            task_class: t.task_class,
+            executor: t.executor,
+            target_worker: t.target_worker.clone(),
+            not_before: t.not_before.as_deref().and_then(crate::time::parse_rfc3339),
+            vram_mb: t.vram_mb,
+            group: t.group.clone(),
+        }
+    }
+}
+
+/// A worker's picture of `tasks/queue/`. Unreadable files are remembered as `None`
+/// and skipped (the brain moves them aside).
+#[derive(Debug, Default)]
+pub struct QueueIndex {
+    entries: BTreeMap<String, Option<QueueEntry>>,
+}
+
+impl QueueIndex {
+    /// Re-lists the queue: reads files not seen before, forgets files that are gone.
+    pub fn rescan(&mut self, layout: &Layout) -> Result<(), QueueError> {
+        let dir = layout.dir(TaskDir::Queue);
+        let names = fsio::list_names(&dir)?;
+        let mut fresh = BTreeMap::new();
+        for name in names {
+            let entry = match self.entries.remove(&name) {
+                Some(known) => known,
+                None => read_entry(&dir, &name),
+            };
+            fresh.insert(name, entry);
+        }
+        self.entries = fresh;
+        Ok(())
+    }
+
+    /// Takes note of one queue file named by an event: (re)reads it, or forgets it.
+    pub fn note(&mut self, layout: &Layout, file_name: &str) {
+        if file_name.starts_with('.') {
+            return;
+        }
+        let dir = layout.dir(TaskDir::Queue);
+        if dir.join(file_name).exists() {
+            let entry = read_entry(&dir, file_name);
+            self.entries.insert(file_name.to_string(), entry);
+        } else {
+            self.entries.remove(file_name);
+        }
+    }
+
+    /// Forgets a file (claimed by someone, or gone).
+    pub fn forget(&mut self, file_name: &str) {
+        self.entries.remove(file_name);
+    }
+
+    /// The readable entries, in file-name order.
+    pub fn entries(&self) -> impl Iterator<Item = &QueueEntry> {
+        self.entries.values().flatten()
+    }
+
+    /// How many readable tasks the index holds.
+    pub fn len(&self) -> usize {
+        self.entries.values().filter(|e| e.is_some()).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The best entry by claim order: the lowest tier that `tier` gives (None: not
+    /// claimable by this worker now), then file-name order (priority, then age).
+    pub fn best(&self, tier: impl Fn(&QueueEntry) -> Option<u8>) -> Option<&QueueEntry> {
+        let mut best: Option<(u8, &QueueEntry)> = None;
+        for entry in self.entries.values().flatten() {
+            let Some(t) = tier(entry) else { continue };
+            if t == 0 {
+                return Some(entry);
+            }
+            if best.is_none_or(|(bt, _)| t < bt) {
+                best = Some((t, entry));
+            }
+            // Past the resource tasks (rank 0) a tier-1 winner cannot be beaten.
+            let rank = TaskName::parse(&entry.file_name).map_or(0, |n| n.rank);
+            if best.is_some_and(|(bt, _)| bt <= 1) && rank > 0 {
+                break;
+            }
+        }
+        best.map(|(_, e)| e)
+    }
+}
+
+fn read_entry(dir: &Path, name: &str) -> Option<QueueEntry> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).ok()?;
+    let t = TaskFile::from_bytes(&path, &bytes).ok()?;
+    Some(QueueEntry::from_task(name, &t))
+}
+
+/// The rig-wide claim lock (`tasks/.claim.lock`), held only for the moment of a claim.
+pub struct QueueLock {
+    lock: fd_lock::RwLock<File>,
+    path: PathBuf,
+}
+
+impl QueueLock {
+    pub fn open(layout: &Layout) -> Result<Self, QueueError> {
+        let path = layout.queue_lock();
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| QueueError::io("open lock", &path, e))?;
+        Ok(Self {
+            lock: fd_lock::RwLock::new(file),
+            path,
+        })
+    }
+
+    /// Claims the best task `tier` allows: renames it from `queue/` into
+    /// `processing/` under the lock and returns it as read from there. `Ok(None)`
+    /// when nothing claimable is left.
+    pub fn claim(
+        &mut self,
+        layout: &Layout,
+        index: &mut QueueIndex,
+        tier: impl Fn(&QueueEntry) -> Option<u8>,
+    ) -> Result<Option<Claimed>, QueueError> {
+        let queue = layout.dir(TaskDir::Queue);
+        let processing = layout.dir(TaskDir::Processing);
+        let _guard = self
+            .lock
+            .write()
+            .map_err(|e| QueueError::io("lock", &self.path, e))?;
+        loop {
+            let Some(entry) = index.best(&tier) else {
+                return Ok(None);
+            };
+            let name = entry.file_name.clone();
+            index.forget(&name);
+            let from = queue.join(&name);
+            let to = processing.join(&name);
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {
+                    return Ok(Some(Claimed {
+                        file_name: name,
+                        path: to,
+                    }))
+                }
+                // Another worker (or the user) took it first: try the next one.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(QueueError::io("claim", &from, e)),
+            }
+        }
+    }
+}
+
+/// A task just renamed into `processing/`; read it with [`TaskFile::read`].
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub file_name: String,
+    pub path: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsio::Sync;
+
+    fn put(layout: &Layout, name: &str, class: TaskClass, prio: u8, seq: u64) -> String {
+        let mut t = TaskFile::new("b1", name, class);
+        t.priority = prio;
+        t.seq = seq;
+        t.status = crate::TaskStatus::Queued;
+        t.write_to(&layout.dir(TaskDir::Queue), Sync::None).unwrap();
+        t.file_name()
+    }
+
+    #[test]
+    fn claims_by_tier_then_priority_then_age_and_never_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.ensure().unwrap();
+        let old_cpu = put(&layout, "a", TaskClass::Cpu, 5, 1);
+        let new_cpu = put(&layout, "b", TaskClass::Cpu, 5, 2);
+        let urgent_cpu = put(&layout, "c", TaskClass::Cpu, 8, 3);
+        let script = put(&layout, "d", TaskClass::Script, 9, 4);
+        std::fs::write(layout.dir(TaskDir::Queue).join("junk.json"), b"{").unwrap();
+
+        let mut index = QueueIndex::default();
+        index.rescan(&layout).unwrap();
+        assert_eq!(index.len(), 4);
+        let mut lock = QueueLock::open(&layout).unwrap();
+        // A worker that prefers cpu and can also run script work.
+        let tier = |e: &QueueEntry| match e.task_class {
+            Some(TaskClass::Cpu) => Some(1),
+            Some(TaskClass::Script) => Some(2),
+            _ => None,
+        };
+        let order: Vec<String> = std::iter::from_fn(|| {
+            lock.claim(&layout, &mut index, tier)
+                .unwrap()
+                .map(|c| c.file_name)
+        })
+        .collect();
+        assert_eq!(order, vec![urgent_cpu, old_cpu, new_cpu, script]);
+        assert_eq!(
+            fsio::list_names(&layout.dir(TaskDir::Queue)).unwrap(),
+            vec!["junk.json"]
+        );
+    }
+
+    #[test]
+    fn a_task_taken_by_another_worker_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.ensure().unwrap();
+        let first = put(&layout, "a", TaskClass::Cpu, 5, 1);
+        let second = put(&layout, "b", TaskClass::Cpu, 5, 2);
+        let mut index = QueueIndex::default();
+        index.rescan(&layout).unwrap();
+        // Someone else claims the first one behind this worker's back.
+        std::fs::remove_file(layout.dir(TaskDir::Queue).join(&first)).unwrap();
+        let mut lock = QueueLock::open(&layout).unwrap();
+        let got = lock
+            .claim(&layout, &mut index, |_| Some(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.file_name, second);
+        assert!(lock
+            .claim(&layout, &mut index, |_| Some(1))
+            .unwrap()
+            .is_none());
+    }
+}

@@ -1,0 +1,143 @@
+//! Whole-file writes that no reader ever sees half done.
+//!
+//! Every state file is written beside its place under a dot-name (which `ls` and every
+//! reader skip), flushed to disk, then renamed in. A rename is atomic, so a reader sees
+//! the old file or the new one, never a mix; the flush before it means a crash cannot
+//! leave a renamed-in file empty. The directory itself is flushed only where the
+//! caller asks ([`Sync::Dir`]): on ext4 and xfs the journal already keeps renames in
+//! order, so a crash can lose only the newest moves, never reorder them, and the
+//! expensive directory flush is kept for results.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::QueueError;
+
+/// How durable a write must be before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// No flush: for heartbeats and records that are rewritten all the time.
+    None,
+    /// The file's data is on disk before it is renamed in.
+    Data,
+    /// As `Data`, and the directory entry too: the write survives a power cut.
+    Dir,
+}
+
+/// Writes `bytes` to `path` atomically (write beside, flush, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8], sync: Sync) -> Result<(), QueueError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(
+        ".{file_name}.{}.{}.tmp",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| QueueError::io("create", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| QueueError::io("write", &tmp, e))?;
+        if sync != Sync::None {
+            f.sync_data()
+                .map_err(|e| QueueError::io("flush", &tmp, e))?;
+        }
+        drop(f);
+        fs::rename(&tmp, path).map_err(|e| QueueError::io("rename into", path, e))?;
+        if sync == Sync::Dir {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        // Nothing half-written may stay behind (a full disk leaves a short tmp file).
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Flushes a directory's entries to disk.
+pub fn sync_dir(dir: &Path) -> Result<(), QueueError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| QueueError::io("flush directory", dir, e))
+}
+
+/// Reads a whole file, naming the path on error.
+pub fn read(path: &Path) -> Result<Vec<u8>, QueueError> {
+    fs::read(path).map_err(|e| QueueError::io("read", path, e))
+}
+
+/// Removes a file; one that is already gone is not an error.
+pub fn remove_if_exists(path: &Path) -> Result<(), QueueError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(QueueError::io("remove", path, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The visible entries of a directory (no dot-files, no temporaries), sorted.
+pub fn list_names(dir: &Path) -> Result<Vec<String>, QueueError> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(QueueError::io("list", dir, e)),
+    };
+    let mut names = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| QueueError::io("list", dir, e))?;
+        if let Some(name) = entry.file_name().to_str() {
+            if !name.starts_with('.') {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
+}
+
+/// Appends one line to a log with a single `write` on an `O_APPEND` file, so that
+/// lines from several processes never interleave.
+pub fn append_line(path: &Path, line: &str) -> Result<(), QueueError> {
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line);
+    buf.push('\n');
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| QueueError::io("open log", path, e))?;
+    f.write_all(buf.as_bytes())
+        .map_err(|e| QueueError::io("append to", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.json");
+        write_atomic(&p, b"one", Sync::Data).unwrap();
+        write_atomic(&p, b"two", Sync::Dir).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let all: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(all.len(), 1, "temporaries left behind");
+        assert_eq!(list_names(dir.path()).unwrap(), vec!["a.json"]);
+    }
+
+    #[test]
+    fn failed_write_names_the_path_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("missing-dir").join("a.json");
+        let err = write_atomic(&p, b"x", Sync::Data).unwrap_err();
+        assert!(err.to_string().contains("missing-dir"), "{err}");
+    }
+}

@@ -1,0 +1,20 @@
+//! The shared directory protocol: what users see with `ls` and `cat` (queue-layout.md).
+//!
+//! This crate owns the file formats and every move between directories; the brain,
+//! the workers and the CLI all go through it so that the rules (atomic writes, one
+//! claim per task, claim order, quarantine of bad files) live in one place.
+
+pub mod batch;
+pub mod claim;
+pub mod error;
+pub mod fsio;
+pub mod layout;
+pub mod logs;
+pub mod task;
+pub mod time;
+pub mod watch;
+pub mod workers;
+
+pub use error::QueueError;
+pub use layout::{Layout, TaskDir};
+pub use task::{FailureKind, TaskFile, TaskName, TaskStatus};

@@ -1,0 +1,482 @@
+//! The task file: its JSON fields (queue-layout.md) and its name on disk.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rigmind_types::{Executor, TaskClass};
+use serde::{Deserialize, Serialize};
+
+use crate::error::QueueError;
+use crate::fsio;
+
+/// Where a task is in its life; mirrors the directory it lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Pending,
+    Queued,
+    Processing,
+    Complete,
+    Failed,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Queued => "queued",
+            Self::Processing => "processing",
+            Self::Complete => "complete",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Why a task failed (queue-layout.md's `failure_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The command exited non-zero (or could not start).
+    WorkerFailure,
+    /// The task cannot run as written; never retried.
+    DefinitionError,
+    /// A task it depends on failed.
+    DependencyFailed,
+    /// It ran past its timeout and its process group was killed.
+    Timeout,
+    /// The worker holding it died.
+    LostWorker,
+    /// Cancelled by the operator.
+    Cancelled,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WorkerFailure => "worker_failure",
+            Self::DefinitionError => "definition_error",
+            Self::DependencyFailed => "dependency_failed",
+            Self::Timeout => "timeout",
+            Self::LostWorker => "lost_worker",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One task, as a JSON file. Fields the protocol does not know are kept as they were
+/// (`extra`), so a hand-added note survives every move.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskFile {
+    pub task_id: String,
+    pub batch_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub plan_task_id: String,
+    /// `shell`, `llm` or `resource`; derived from the class when written.
+    #[serde(rename = "type", default)]
+    pub task_type: String,
+    /// `None` only in a file written by hand or by an older tool.
+    #[serde(default)]
+    pub task_class: Option<TaskClass>,
+    #[serde(default)]
+    pub executor: Executor,
+    /// What a brain-executed task does: `execute_plan`, or a shell `command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    pub status: TaskStatus,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    pub retry_count: u32,
+
+    // --- the definition, from the plan ---
+    /// Claim order among tasks of equal priority (older first).
+    #[serde(default)]
+    pub seq: u64,
+    /// The plan file this task came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_file: Option<PathBuf>,
+    /// Where the command runs: the plan's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<PathBuf>,
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: f64,
+    /// How many times a worker failure is retried.
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sensitive: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// For resource tasks: the worker that must run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_worker: Option<String>,
+
+    // --- results, added by the worker ---
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    /// Process group of the running command, so a dead worker's commands can be found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_snippet: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_lines: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second: Option<f64>,
+
+    // --- added by the brain ---
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix_applied: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_kind: Option<FailureKind>,
+    /// Human-readable reason for the failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// No worker claims the task before this time (retry backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn default_priority() -> u8 {
+    5
+}
+fn default_timeout() -> f64 {
+    1800.0
+}
+
+impl TaskFile {
+    /// A fresh task with the given identity; everything else at its default.
+    pub fn new(batch_id: &str, name: &str, class: TaskClass) -> Self {
+        Self {
+            task_id: uuid::Uuid::new_v4().to_string(),
+            batch_id: batch_id.to_string(),
+            name: name.to_string(),
+            plan_task_id: name.to_string(),
+            task_type: class.task_type().to_string(),
+            task_class: Some(class),
+            executor: Executor::Worker,
+            action: None,
+            command: None,
+            depends_on: Vec::new(),
+            priority: default_priority(),
+            status: TaskStatus::Pending,
+            created_at: crate::time::now_rfc3339(),
+            retry_count: 0,
+            seq: 0,
+            plan_file: None,
+            workdir: None,
+            timeout_seconds: default_timeout(),
+            retries: 0,
+            group: None,
+            vram_mb: None,
+            env: BTreeMap::new(),
+            model: None,
+            prompt: None,
+            prompt_file: None,
+            system: None,
+            output: None,
+            sensitive: false,
+            estimate_seconds: None,
+            item: None,
+            index: None,
+            target_worker: None,
+            worker_id: None,
+            gpu: None,
+            pgid: None,
+            started_at: None,
+            finished_at: None,
+            elapsed_seconds: None,
+            return_code: None,
+            error_snippet: None,
+            output_lines: None,
+            log_path: None,
+            eval_count: None,
+            tokens_per_second: None,
+            fix_applied: None,
+            failure_kind: None,
+            error: None,
+            not_before: None,
+            attempts: 0,
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// The name this task's file has in every directory.
+    pub fn file_name(&self) -> String {
+        TaskName {
+            rank: 10u8.saturating_sub(self.priority.min(10)),
+            seq: self.seq,
+            batch: self.batch_id.clone(),
+            name: self.name.clone(),
+        }
+        .to_file_name()
+    }
+
+    /// Serialises as written to disk: pretty JSON so that `cat` reads well.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a task always serialises");
+        v.push(b'\n');
+        v
+    }
+
+    /// Parses and checks a task file's bytes; `path` names it in the error.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, QueueError> {
+        let invalid = |reason: String| QueueError::Invalid {
+            path: path.to_path_buf(),
+            what: "task file",
+            reason,
+        };
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            return Err(invalid("the file is empty".into()));
+        }
+        let t: TaskFile = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+        if t.task_id.trim().is_empty() {
+            return Err(invalid("task_id is empty".into()));
+        }
+        if t.name.trim().is_empty() {
+            return Err(invalid("name is empty".into()));
+        }
+        if t.batch_id.trim().is_empty() {
+            return Err(invalid("batch_id is empty".into()));
+        }
+        if !(1..=10).contains(&t.priority) {
+            return Err(invalid(format!("priority {} is not 1..10", t.priority)));
+        }
+        Ok(t)
+    }
+
+    /// Reads a task file from disk.
+    pub fn read(path: &Path) -> Result<Self, QueueError> {
+        let bytes = fsio::read(path)?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Writes the task atomically to `dir` under its file name.
+    pub fn write_to(&self, dir: &Path, sync: fsio::Sync) -> Result<PathBuf, QueueError> {
+        let path = dir.join(self.file_name());
+        fsio::write_atomic(&path, &self.to_bytes(), sync)?;
+        Ok(path)
+    }
+
+    /// Clears everything a run or a failure added, for a task sent back to run again.
+    pub fn clear_run_results(&mut self) {
+        self.worker_id = None;
+        self.gpu = None;
+        self.pgid = None;
+        self.started_at = None;
+        self.finished_at = None;
+        self.elapsed_seconds = None;
+        self.return_code = None;
+        self.error_snippet = None;
+        self.output_lines = None;
+        self.eval_count = None;
+        self.tokens_per_second = None;
+        self.failure_kind = None;
+        self.error = None;
+    }
+}
+
+/// The parts of a task's file name: `pRR-SSSSSSSS-<batch>-<name>.json`.
+///
+/// `RR` is the claim rank, `10 - priority`, so that `ls` lists the queue in claim
+/// order: resource tasks (priority 10) as `p00`, a default priority-5 task as `p05`.
+/// `SSSSSSSS` is the submission sequence (older first).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TaskName {
+    pub rank: u8,
+    pub seq: u64,
+    pub batch: String,
+    pub name: String,
+}
+
+impl TaskName {
+    /// The file name. Characters that cannot (or should not) stand in a file name
+    /// are percent-encoded (`/` → `%2F`, a space → `%20`, `%` → `%25`), so that two
+    /// task names never share a file name and the name can be read back.
+    pub fn to_file_name(&self) -> String {
+        let mut safe = String::with_capacity(self.name.len());
+        for c in self.name.chars() {
+            if c == '/' || c == '\\' || c == '%' || c.is_control() || c.is_whitespace() {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    safe.push_str(&format!("%{b:02X}"));
+                }
+            } else {
+                safe.push(c);
+            }
+        }
+        format!(
+            "p{:02}-{:08}-{}-{}.json",
+            self.rank, self.seq, self.batch, safe
+        )
+    }
+
+    /// Parses a file name written by [`TaskName::to_file_name`].
+    pub fn parse(file_name: &str) -> Option<TaskName> {
+        let stem = file_name.strip_suffix(".json")?;
+        let rest = stem.strip_prefix('p')?;
+        let (rank, rest) = rest.split_once('-')?;
+        let (seq, rest) = rest.split_once('-')?;
+        let (batch, name) = rest.split_once('-')?;
+        if rank.len() != 2 || batch.is_empty() || name.is_empty() {
+            return None;
+        }
+        Some(TaskName {
+            rank: rank.parse().ok()?,
+            seq: seq.parse().ok()?,
+            batch: batch.to_string(),
+            name: percent_decode(name)?,
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_sort_in_claim_order_and_parse_back() {
+        let mut hi = TaskFile::new("ab12cd", "load_llm", TaskClass::Resource);
+        hi.priority = 10;
+        hi.seq = 7;
+        let mut lo = TaskFile::new("ab12cd", "transcribe[ep 1]", TaskClass::Script);
+        lo.seq = 3;
+        let (h, l) = (hi.file_name(), lo.file_name());
+        assert_eq!(h, "p00-00000007-ab12cd-load_llm.json");
+        assert_eq!(l, "p05-00000003-ab12cd-transcribe[ep%201].json");
+        assert!(h < l);
+        let parsed = TaskName::parse(&l).unwrap();
+        assert_eq!(
+            (parsed.rank, parsed.seq, parsed.batch.as_str()),
+            (5, 3, "ab12cd")
+        );
+        assert_eq!(parsed.name, "transcribe[ep 1]");
+        let odd = TaskName {
+            rank: 5,
+            seq: 1,
+            batch: "b".into(),
+            name: "a/b%c d".into(),
+        };
+        assert_eq!(TaskName::parse(&odd.to_file_name()).unwrap(), odd);
+        assert!(TaskName::parse("notes.txt").is_none());
+        assert!(TaskName::parse("p5-1-x.json").is_none());
+    }
+
+    #[test]
+    fn round_trip_keeps_unknown_fields() {
+        let mut t = TaskFile::new("b1", "init", TaskClass::Cpu);
+        t.command = Some("true".into());
+        t.extra
+            .insert("note".into(), serde_json::json!("hand-added"));
+        let back = TaskFile::from_bytes(Path::new("x.json"), &t.to_bytes()).unwrap();
+        assert_eq!(back, t);
+        assert!(String::from_utf8(t.to_bytes())
+            .unwrap()
+            .contains("\"note\": \"hand-added\""));
+    }
+
+    #[test]
+    fn bad_files_are_named_errors() {
+        let p = Path::new("tasks/queue/x.json");
+        for bytes in [
+            &b""[..],
+            b"   ",
+            b"{",
+            b"\x00\x01binary",
+            b"[]",
+            b"{\"task_id\":\"a\"}",
+        ] {
+            let e = TaskFile::from_bytes(p, bytes).unwrap_err().to_string();
+            assert!(
+                e.starts_with("tasks/queue/x.json: not a valid task file"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_without_task_class_still_reads() {
+        let json =
+            br#"{"task_id":"1","batch_id":"b","name":"n","status":"queued","command":"echo"}"#;
+        let t = TaskFile::from_bytes(Path::new("x"), json).unwrap();
+        assert_eq!(t.task_class, None);
+        assert_eq!(t.priority, 5);
+    }
+}

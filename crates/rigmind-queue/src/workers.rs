@@ -1,0 +1,73 @@
+//! `workers/<id>.json`: each worker's heartbeat and what it is doing.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::QueueError;
+use crate::fsio;
+use crate::layout::Layout;
+
+/// A worker's published state, rewritten with each heartbeat and each change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerState {
+    pub worker_id: String,
+    pub pid: u32,
+    pub hostname: String,
+    /// The GPU it is pinned to (`--gpu`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    pub classes: Vec<String>,
+    /// `idle`, `busy` or `stopping` (GPU states come with the GPU issue).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_task: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_task_name: Option<String>,
+    pub started_at: String,
+    pub heartbeat_at: String,
+    pub tasks_done: u64,
+    pub tasks_failed: u64,
+}
+
+impl WorkerState {
+    pub fn write(&self, layout: &Layout) -> Result<(), QueueError> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("worker state serialises");
+        bytes.push(b'\n');
+        fsio::write_atomic(
+            &layout.worker_file(&self.worker_id),
+            &bytes,
+            fsio::Sync::None,
+        )
+    }
+
+    pub fn read(path: &Path) -> Result<Self, QueueError> {
+        let bytes = fsio::read(path)?;
+        serde_json::from_slice(&bytes).map_err(|e| QueueError::Invalid {
+            path: path.to_path_buf(),
+            what: "worker state",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Every worker state file under the root, by worker id.
+    pub fn read_all(layout: &Layout) -> Result<Vec<Result<Self, QueueError>>, QueueError> {
+        let dir = layout.workers_dir();
+        Ok(fsio::list_names(&dir)?
+            .into_iter()
+            .filter(|n| n.ends_with(".json"))
+            .map(|n| Self::read(&dir.join(n)))
+            .collect())
+    }
+}
+
+/// Tells whether a process holds the lock file at `path` (a live worker or brain).
+///
+/// The kernel drops a lock when its holder dies, however it dies, so a lock that can
+/// be taken means nobody alive holds it. Returns `None` when the file does not exist.
+pub fn lock_is_held(path: &Path) -> Option<bool> {
+    let file = std::fs::OpenOptions::new().write(true).open(path).ok()?;
+    let mut lock = fd_lock::RwLock::new(file);
+    let held = lock.try_write().is_err();
+    Some(held)
+}

@@ -1,0 +1,297 @@
+//! The worker: one per GPU (or a few for CPU work), claiming tasks from
+//! `tasks/queue/` in claim order and running them one at a time.
+//!
+//! It wakes on file events in the queue (inotify through notify), with a periodic
+//! rescan for events the kernel may drop, publishes its state in
+//! `workers/<id>.json`, and holds `workers/<id>.lock` for its whole life so that
+//! anyone can tell whether it is alive.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::Utc;
+use rigmind_exec::{mark_started, run_and_file, Filed, Runner};
+use rigmind_queue::claim::{QueueEntry, QueueIndex, QueueLock};
+use rigmind_queue::task::TaskFile;
+use rigmind_queue::watch::{watch_dirs, Change, WatchError};
+use rigmind_queue::workers::WorkerState;
+use rigmind_queue::{Layout, QueueError, TaskDir};
+use rigmind_types::{Executor, TaskClass};
+use tokio::sync::watch;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub id: String,
+    pub root: PathBuf,
+    /// The GPU it is pinned to (an index).
+    pub gpu: Option<String>,
+    /// The classes it claims; the first is its preferred class.
+    pub classes: Vec<TaskClass>,
+    pub rescan_every: Duration,
+    pub heartbeat_every: Duration,
+    /// How long a running task may go on after a shutdown request before it is
+    /// stopped and put back into the queue.
+    pub grace: Duration,
+}
+
+impl WorkerOptions {
+    pub fn new(id: impl Into<String>, root: impl Into<PathBuf>) -> Self {
+        Self {
+            id: id.into(),
+            root: root.into(),
+            gpu: None,
+            classes: vec![TaskClass::Cpu],
+            rescan_every: Duration::from_secs(2),
+            heartbeat_every: Duration::from_secs(5),
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A failure that stops the worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("worker '{id}' is already running on {root} (lock {lock} is held)")]
+    AlreadyRunning {
+        id: String,
+        root: PathBuf,
+        lock: PathBuf,
+    },
+    #[error("worker '{0}': an id may hold only letters, digits, '_', '-' and '.'")]
+    BadId(String),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+}
+
+/// What a worker did in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerSummary {
+    pub completed: u64,
+    pub failed: u64,
+    pub returned: u64,
+}
+
+/// The claim tier of a queued task for this worker: `None` when it may not claim it
+/// now; 1 for its preferred class, 2 for the others (queue-layout.md, claim order).
+pub fn tier(opts: &WorkerOptions, e: &QueueEntry, now: chrono::DateTime<Utc>) -> Option<u8> {
+    if e.executor != Executor::Worker {
+        return None;
+    }
+    if e.not_before.is_some_and(|t| t > now) {
+        return None;
+    }
+    if e.target_worker.as_ref().is_some_and(|t| *t != opts.id) {
+        return None;
+    }
+    let class = e.task_class?;
+    let pos = opts.classes.iter().position(|c| *c == class)?;
+    Some(if pos == 0 { 1 } else { 2 })
+}
+
+/// Runs the worker until `shutdown` resolves.
+pub async fn run_worker(
+    opts: WorkerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<WorkerSummary, WorkerError> {
+    if opts.id.is_empty()
+        || !opts
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return Err(WorkerError::BadId(opts.id.clone()));
+    }
+    let layout = Layout::new(&opts.root);
+    layout.ensure()?;
+    let lock_path = layout.worker_lock(&opts.id);
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| QueueError::Io {
+            op: "open lock",
+            path: lock_path.clone(),
+            source: e,
+        })?;
+    let mut life_lock = fd_lock::RwLock::new(lock_file);
+    let _alive = life_lock
+        .try_write()
+        .map_err(|_| WorkerError::AlreadyRunning {
+            id: opts.id.clone(),
+            root: opts.root.clone(),
+            lock: lock_path.clone(),
+        })?;
+
+    let (watcher, mut rx) = watch_dirs(&[layout.dir(TaskDir::Queue)])?;
+
+    let runner = Runner {
+        worker_id: opts.id.clone(),
+        gpu: opts.gpu.clone(),
+        cuda_visible_devices: opts.gpu.clone(),
+        default_workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+    };
+    let now = rigmind_queue::time::now_rfc3339();
+    let mut me = WorkerState {
+        worker_id: opts.id.clone(),
+        pid: std::process::id(),
+        hostname: hostname(),
+        gpu: opts.gpu.clone(),
+        classes: opts.classes.iter().map(|c| c.to_string()).collect(),
+        state: "idle".into(),
+        current_task: None,
+        current_task_name: None,
+        started_at: now.clone(),
+        heartbeat_at: now,
+        tasks_done: 0,
+        tasks_failed: 0,
+    };
+    publish(&layout, &mut me, "idle", None);
+    tracing::info!(worker = %opts.id, classes = ?me.classes, gpu = ?opts.gpu, "worker started");
+
+    let mut index = QueueIndex::default();
+    index.rescan(&layout)?;
+    let mut claim_lock = QueueLock::open(&layout)?;
+    let mut rescan = tokio::time::interval(opts.rescan_every);
+    let mut heartbeat = tokio::time::interval(opts.heartbeat_every);
+    let (abort_tx, abort_rx) = watch::channel(false);
+    let mut summary = WorkerSummary::default();
+    tokio::pin!(shutdown);
+    let mut stopping = false;
+
+    while !stopping {
+        while let Ok(ev) = rx.try_recv() {
+            note_event(&layout, &mut index, ev);
+        }
+        let now = Utc::now();
+        let claimed = claim_lock.claim(&layout, &mut index, |e| tier(&opts, e, now));
+        let claimed = match claimed {
+            Ok(c) => c,
+            Err(e) => {
+                // A full disk or a permission problem: say so, keep the task where
+                // it is, and try again after the next rescan.
+                tracing::warn!(worker = %opts.id, "{e}");
+                None
+            }
+        };
+        let Some(claimed) = claimed else {
+            if me.state != "idle" {
+                publish(&layout, &mut me, "idle", None);
+            }
+            let due = next_due(&opts, &index, now);
+            tokio::select! {
+                Some(ev) = rx.recv() => note_event(&layout, &mut index, ev),
+                _ = rescan.tick() => {
+                    if let Err(e) = index.rescan(&layout) {
+                        tracing::warn!(worker = %opts.id, "{e}");
+                    }
+                }
+                _ = heartbeat.tick() => publish(&layout, &mut me, "idle", None),
+                _ = tokio::time::sleep(due) => {}
+                _ = &mut shutdown => stopping = true,
+            }
+            continue;
+        };
+        let mut task = match TaskFile::read(&claimed.path) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(worker = %opts.id, "{e}; left in processing/ for the brain");
+                continue;
+            }
+        };
+        if let Err(e) = mark_started(&layout, &claimed.path, &mut task, &runner) {
+            tracing::warn!(worker = %opts.id, "{e}");
+        }
+        publish(&layout, &mut me, "busy", Some(&task));
+        let run = run_and_file(&layout, &claimed.path, task, &runner, abort_rx.clone());
+        tokio::pin!(run);
+        let filed = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = heartbeat.tick() => {
+                    me.heartbeat_at = rigmind_queue::time::now_rfc3339();
+                    let _ = me.write(&layout);
+                }
+                _ = &mut shutdown, if !stopping => {
+                    stopping = true;
+                    publish(&layout, &mut me, "stopping", None);
+                    tracing::info!(worker = %opts.id, grace = ?opts.grace, "stopping: finishing the running task");
+                    let abort_tx = abort_tx.clone();
+                    let grace = opts.grace;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(grace).await;
+                        let _ = abort_tx.send(true);
+                    });
+                }
+            }
+        };
+        match filed {
+            Ok(Filed::Complete) => {
+                summary.completed += 1;
+                me.tasks_done += 1;
+            }
+            Ok(Filed::Failed(_)) => {
+                summary.failed += 1;
+                me.tasks_failed += 1;
+            }
+            Ok(Filed::Returned) => summary.returned += 1,
+            Err(e) => tracing::warn!(worker = %opts.id, "{e}"),
+        }
+    }
+    publish(&layout, &mut me, "stopped", None);
+    drop(watcher);
+    Ok(summary)
+}
+
+fn note_event(layout: &Layout, index: &mut QueueIndex, change: Change) {
+    match change {
+        Change::Paths(paths) => {
+            for p in paths {
+                if let Some(name) = p.file_name().and_then(|n| n.to_str()) {
+                    index.note(layout, name);
+                }
+            }
+        }
+        Change::Rescan => {
+            if let Err(e) = index.rescan(layout) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
+
+/// How long until a task held back by `not_before` becomes claimable (capped).
+fn next_due(opts: &WorkerOptions, index: &QueueIndex, now: chrono::DateTime<Utc>) -> Duration {
+    let cap = Duration::from_secs(3600);
+    index
+        .entries()
+        .filter_map(|e| {
+            let t = e.not_before?;
+            let mut now_entry = e.clone();
+            now_entry.not_before = None;
+            tier(opts, &now_entry, now)?;
+            (t - now).to_std().ok()
+        })
+        .min()
+        .map_or(cap, |d| d.min(cap) + Duration::from_millis(5))
+}
+
+fn publish(layout: &Layout, me: &mut WorkerState, state: &str, task: Option<&TaskFile>) {
+    me.state = state.to_string();
+    me.current_task = task.map(|t| t.task_id.clone());
+    me.current_task_name = task.map(|t| t.name.clone());
+    me.heartbeat_at = rigmind_queue::time::now_rfc3339();
+    if let Err(e) = me.write(layout) {
+        tracing::warn!(worker = %me.worker_id, "{e}");
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
