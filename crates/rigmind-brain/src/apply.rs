@@ -35,22 +35,9 @@ pub fn apply(
             let from = layout.private_dir(batch).join(&j.file_name);
             let mut t = TaskFile::read(&from)?;
             t.status = TaskStatus::Queued;
-            let to = t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)?;
+            t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)?;
             fsio::remove_if_exists(&from)?;
-            logs.decision(
-                &Decision::new("release")
-                    .kv("batch", batch)
-                    .kv("task", &t.name)
-                    .kv("plan_task_id", &t.plan_task_id)
-                    .kv("task_id", &t.task_id)
-                    .kv("class", t.task_class.map_or("none", |c| c.as_str()))
-                    .kv("reason", reason),
-            )?;
-            logs.event(
-                "release",
-                obj(json!({"batch": batch, "task": t.name, "task_id": t.task_id,
-                           "file": to.file_name().and_then(|n| n.to_str())})),
-            )?;
+            log_release(logs, batch, &t, reason)?;
             b.set_status(*job, JobStatus::Queued);
         }
         Action::Retry {
@@ -239,6 +226,29 @@ pub fn apply(
         }
     }
     Ok(())
+}
+
+/// The decision line and event of a release.
+pub(crate) fn log_release(
+    logs: &Logs,
+    batch: &str,
+    t: &TaskFile,
+    reason: &str,
+) -> Result<(), QueueError> {
+    logs.decision(
+        &Decision::new("release")
+            .kv("batch", batch)
+            .kv("task", &t.name)
+            .kv("plan_task_id", &t.plan_task_id)
+            .kv("task_id", &t.task_id)
+            .kv("class", t.task_class.map_or("none", |c| c.as_str()))
+            .kv("reason", reason),
+    )?;
+    logs.event(
+        "release",
+        obj(json!({"batch": batch, "task": t.name, "task_id": t.task_id,
+                   "file": t.file_name()})),
+    )
 }
 
 /// Writes the records of batches whose counts changed since the last write.

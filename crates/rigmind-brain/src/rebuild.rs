@@ -43,6 +43,20 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
             }
         };
         let batch_id = record.batch_id.clone();
+        // A submission that stopped while queueing its ready tasks: finish it.
+        if let Some(ready) = crate::submit::read_manifest(layout, &batch_id) {
+            let known = public.get(&batch_id);
+            crate::submit::queue_manifest(layout, logs, &batch_id, &ready, |name| {
+                known.is_some_and(|k| k.contains_key(name))
+            })?;
+            for t in &ready {
+                public
+                    .entry(batch_id.clone())
+                    .or_default()
+                    .entry(t.file_name())
+                    .or_insert_with(|| vec![TaskDir::Queue]);
+            }
+        }
         let mut files: BTreeMap<String, Vec<Place>> = BTreeMap::new();
         for name in fsio::list_names(&layout.private_dir(&batch_id))? {
             files.entry(name).or_default().push(Place::Private);

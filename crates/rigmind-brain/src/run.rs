@@ -29,6 +29,9 @@ use crate::BrainError;
 /// The task-file `action` of a plan submission.
 pub const EXECUTE_PLAN: &str = "execute_plan";
 
+/// How often the batch records' counts are brought up to date while tasks run.
+const RECORD_EVERY: Duration = Duration::from_millis(500);
+
 /// How the brain runs.
 #[derive(Debug, Clone)]
 pub struct BrainOptions {
@@ -108,11 +111,17 @@ pub async fn run_brain(
     let mut heartbeat = tokio::time::interval(opts.heartbeat_every);
     tokio::pin!(shutdown);
     let mut stopping = false;
+    let mut last_flush = std::time::Instant::now() - RECORD_EVERY;
 
     loop {
         converge(&layout, &logs, &mut state);
-        if let Err(e) = flush_records(&layout, &mut state) {
-            tracing::warn!("{e}");
+        // Counts are derived from the files, so the records are rewritten at most
+        // twice a second (a settled batch writes its record at once, in apply).
+        if last_flush.elapsed() >= RECORD_EVERY {
+            if let Err(e) = flush_records(&layout, &mut state) {
+                tracing::warn!("{e}");
+            }
+            last_flush = std::time::Instant::now();
         }
         // Brain-executed tasks: plan submissions and `executor: brain` commands.
         loop {

@@ -9,7 +9,7 @@ use rigmind_queue::batch::{BatchRecord, BatchState, Counts};
 use rigmind_queue::fsio::{self, Sync};
 use rigmind_queue::logs::{Decision, Logs};
 use rigmind_queue::task::{TaskFile, TaskStatus};
-use rigmind_queue::{Layout, QueueError};
+use rigmind_queue::{Layout, QueueError, TaskDir};
 use rigmind_types::TaskClass;
 
 use crate::state::{Batch, BrainState, Job, JobStatus};
@@ -81,6 +81,8 @@ pub fn submit_plan(
     let seq_base = state.next_seq.max(1);
     let now = rigmind_queue::time::now_rfc3339();
     let mut jobs = Vec::with_capacity(plan.jobs.len());
+    let mut ready_now = Vec::new();
+    let mut written = Vec::new();
     for (i, j) in plan.jobs.iter().enumerate() {
         let mut t = TaskFile::new(batch_id, &j.name, j.task_class);
         t.plan_task_id = j.plan_task_id.clone();
@@ -122,21 +124,37 @@ pub fn submit_plan(
             )?;
             t.fix_applied = Some(fix);
         }
-        // Durability for the whole batch comes from one filesystem flush below.
-        t.write_to(&dir, Sync::None)?;
+        let file_name = t.file_name();
+        let (task_id, name, plan_task_id, executor) = (
+            t.task_id.clone(),
+            t.name.clone(),
+            t.plan_task_id.clone(),
+            t.executor,
+        );
+        if j.depends_on.is_empty() {
+            t.status = TaskStatus::Queued;
+            ready_now.push(t);
+        } else {
+            // Flushed together below, as one group commit.
+            written.push(t.write_to(&dir, Sync::None)?);
+        }
         jobs.push(Job {
-            name: t.name.clone(),
-            plan_task_id: t.plan_task_id.clone(),
-            task_id: t.task_id.clone(),
-            file_name: t.file_name(),
-            executor: t.executor,
+            name,
+            plan_task_id,
+            task_id,
+            file_name,
+            executor,
             status: JobStatus::Pending,
             deps: j.depends_on.clone(),
             dependents: Vec::new(),
             unmet: 0,
         });
     }
-    sync_filesystem(&dir)?;
+    // Tasks with no dependencies go straight to the queue instead of passing through
+    // private_tasks/. The manifest makes that step replayable: written (and flushed)
+    // before the batch record commits the batch, removed once they are all queued.
+    written.push(write_manifest(&dir, &ready_now)?);
+    fsio::sync_group(&written)?;
     let record = BatchRecord {
         batch_id: batch_id.to_string(),
         name: plan.name.clone(),
@@ -155,16 +173,22 @@ pub fn submit_plan(
     };
     record.write(layout)?;
     fsio::sync_dir(&layout.batches_dir())?;
-    let batch = Batch::new(record, jobs);
     logs.decision(
         &Decision::new("submit")
             .kv("batch", batch_id)
             .kv("plan", &plan.name)
             .kv("file", plan.path.display())
-            .kv("tasks", batch.jobs.len())
-            .kv("ready", batch.ready.len())
+            .kv("tasks", jobs.len())
+            .kv("ready", ready_now.len())
             .kv("reason", "plan accepted"),
     )?;
+    let mut batch = Batch::new(record, jobs);
+    queue_manifest(layout, logs, batch_id, &ready_now, |_| false)?;
+    for t in &ready_now {
+        if let Some(&i) = batch.by_file.get(&t.file_name()) {
+            batch.set_status(i, JobStatus::Queued);
+        }
+    }
     logs.event(
         "submit",
         serde_json::json!({"batch": batch_id, "plan": plan.name, "tasks": batch.jobs.len()})
@@ -176,27 +200,45 @@ pub fn submit_plan(
     Ok(())
 }
 
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+/// The manifest of the tasks a submission queues at once: `private_tasks/<batch>/.ready.json`.
+pub fn manifest_path(layout: &Layout, batch: &str) -> PathBuf {
+    layout.private_dir(batch).join(MANIFEST)
 }
 
-/// Flushes the whole filesystem holding `dir` in one call (cheaper than flushing
-/// thousands of task files one by one).
-fn sync_filesystem(dir: &Path) -> Result<(), QueueError> {
-    let f = std::fs::File::open(dir).map_err(|e| QueueError::Io {
-        op: "open",
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: syncfs only reads the descriptor, which `f` keeps open.
-    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
-    if rc != 0 {
-        return Err(QueueError::Io {
-            op: "flush filesystem of",
-            path: dir.to_path_buf(),
-            source: std::io::Error::last_os_error(),
-        });
+const MANIFEST: &str = ".ready.json";
+
+fn write_manifest(dir: &Path, tasks: &[TaskFile]) -> Result<PathBuf, QueueError> {
+    let bytes = serde_json::to_vec(tasks).expect("tasks serialise");
+    let path = dir.join(MANIFEST);
+    fsio::write_atomic(&path, &bytes, Sync::None)?;
+    Ok(path)
+}
+
+/// Reads a manifest left by a submission that did not finish queueing.
+pub fn read_manifest(layout: &Layout, batch: &str) -> Option<Vec<TaskFile>> {
+    let bytes = std::fs::read(manifest_path(layout, batch)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Writes the manifest's tasks into the queue (all but those `present` says exist
+/// somewhere already), logs their release, flushes, and removes the manifest.
+pub fn queue_manifest(
+    layout: &Layout,
+    logs: &Logs,
+    batch: &str,
+    tasks: &[TaskFile],
+    present: impl Fn(&str) -> bool,
+) -> Result<(), QueueError> {
+    let queue = layout.dir(TaskDir::Queue);
+    let mut written = Vec::new();
+    for t in tasks.iter().filter(|t| !present(&t.file_name())) {
+        written.push(t.write_to(&queue, Sync::None)?);
+        crate::apply::log_release(logs, batch, t, "no dependencies")?;
     }
-    Ok(())
+    fsio::sync_group(&written)?;
+    fsio::remove_if_exists(&manifest_path(layout, batch))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }

@@ -85,6 +85,9 @@ pub struct ValidateArgs {
     /// Plan files.
     #[arg(required = true)]
     pub plans: Vec<PathBuf>,
+    /// The root whose rig.toml gives the defaults (as `submit` would use).
+    #[command(flatten)]
+    pub root: RootArg,
 }
 
 #[derive(Debug, Args)]

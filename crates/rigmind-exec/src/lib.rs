@@ -53,7 +53,10 @@ pub fn mark_started(
     task.started_at = Some(rigmind_queue::time::now_rfc3339());
     task.attempts += 1;
     task.log_path = Some(layout.task_log(&task.task_id));
-    fsio::write_atomic(path, &task.to_bytes(), Sync::Data)
+    // This replaces the claimed file by rename: the journal orders the new data
+    // before the rename (ext4's default data=ordered), so a crash leaves the old
+    // version or the new one, and no flush is needed for that.
+    fsio::write_atomic(path, &task.to_bytes(), Sync::None)
 }
 
 /// Runs a claimed, started task to its end and files it into `complete/` or

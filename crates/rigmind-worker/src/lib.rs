@@ -160,13 +160,16 @@ pub async fn run_worker(
     let mut heartbeat = tokio::time::interval(opts.heartbeat_every);
     let (abort_tx, abort_rx) = watch::channel(false);
     let mut summary = WorkerSummary::default();
+    let mut last_publish = std::time::Instant::now();
     tokio::pin!(shutdown);
     let mut stopping = false;
 
     while !stopping {
+        let mut pending = Vec::new();
         while let Ok(ev) = rx.try_recv() {
-            note_event(&layout, &mut index, ev);
+            pending.push(ev);
         }
+        note_events(&layout, &mut index, pending);
         let now = Utc::now();
         let claimed = claim_lock.claim(&layout, &mut index, |e| tier(&opts, e, now));
         let claimed = match claimed {
@@ -184,7 +187,7 @@ pub async fn run_worker(
             }
             let due = next_due(&opts, &index, now);
             tokio::select! {
-                Some(ev) = rx.recv() => note_event(&layout, &mut index, ev),
+                Some(ev) = rx.recv() => note_events(&layout, &mut index, vec![ev]),
                 _ = rescan.tick() => {
                     if let Err(e) = index.rescan(&layout) {
                         tracing::warn!(worker = %opts.id, "{e}");
@@ -206,7 +209,13 @@ pub async fn run_worker(
         if let Err(e) = mark_started(&layout, &claimed.path, &mut task, &runner) {
             tracing::warn!(worker = %opts.id, "{e}");
         }
-        publish(&layout, &mut me, "busy", Some(&task));
+        // A stream of short tasks would rewrite the state file for each one; a
+        // second-old current task is fine for people, and the processing/ file is
+        // the exact record of who runs what.
+        if me.state != "busy" || last_publish.elapsed() >= Duration::from_secs(1) {
+            publish(&layout, &mut me, "busy", Some(&task));
+            last_publish = std::time::Instant::now();
+        }
         let run = run_and_file(&layout, &claimed.path, task, &runner, abort_rx.clone());
         tokio::pin!(run);
         let filed = loop {
@@ -247,20 +256,27 @@ pub async fn run_worker(
     Ok(summary)
 }
 
-fn note_event(layout: &Layout, index: &mut QueueIndex, change: Change) {
-    match change {
-        Change::Paths(paths) => {
-            for p in paths {
-                if let Some(name) = p.file_name().and_then(|n| n.to_str()) {
-                    index.note(layout, name);
+/// Brings the index up to date with a burst of changes, reading each file once
+/// however many events named it (a rename alone raises two).
+fn note_events(layout: &Layout, index: &mut QueueIndex, changes: Vec<Change>) {
+    let mut names = std::collections::BTreeSet::new();
+    for change in changes {
+        match change {
+            Change::Paths(paths) => names.extend(
+                paths
+                    .iter()
+                    .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(String::from)),
+            ),
+            Change::Rescan => {
+                if let Err(e) = index.rescan(layout) {
+                    tracing::warn!("{e}");
                 }
+                return;
             }
         }
-        Change::Rescan => {
-            if let Err(e) = index.rescan(layout) {
-                tracing::warn!("{e}");
-            }
-        }
+    }
+    for name in names {
+        index.note(layout, &name);
     }
 }
 

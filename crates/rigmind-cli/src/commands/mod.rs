@@ -83,9 +83,11 @@ fn secs(v: f64, flag: &str) -> Result<Duration> {
 
 /// `rigmind validate PLAN...`
 pub fn validate(a: ValidateArgs) -> Result<i32> {
+    let config =
+        rigmind_config::RigConfig::load(&rigmind_queue::Layout::new(&a.root.root).rig_toml())?;
     let mut ok = true;
     for path in &a.plans {
-        match rigmind_plan::load(path) {
+        match rigmind_brain::submit::load_plan(path, &config) {
             Ok(plan) => {
                 for w in &plan.warnings {
                     eprintln!("{w}");

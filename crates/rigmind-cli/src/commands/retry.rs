@@ -1,6 +1,7 @@
 //! `rigmind retry TASK`: a failed task back to the queue, as a user's `mv` would.
 
 use anyhow::{bail, Result};
+use rigmind_queue::batch::{BatchRecord, BatchState};
 use rigmind_queue::fsio::{self, Sync};
 use rigmind_queue::task::{TaskFile, TaskStatus};
 use rigmind_queue::{Layout, TaskDir};
@@ -55,6 +56,13 @@ pub fn retry(a: RetryArgs) -> Result<i32> {
     t.not_before = None;
     t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)?;
     fsio::remove_if_exists(&path)?;
+    // The batch runs again; the brain confirms this when it sees the task.
+    if let Ok(mut record) = BatchRecord::read(&layout.batch_file(&t.batch_id)) {
+        record.state = BatchState::Running;
+        record.finished_at = None;
+        record.elapsed_seconds = None;
+        let _ = record.write(&layout);
+    }
     println!(
         "requeued {} (batch {}, id {})",
         t.name, t.batch_id, t.task_id

@@ -76,8 +76,10 @@ pub fn wait_for_batch(
             return Ok(WaitOutcome::Stopped);
         }
         match record {
+            // A task sent back by hand (`mv`, `retry`) reopens a batch before the
+            // brain has rewritten its record: the files have the last word.
             Ok(r) => {
-                if r.state.is_done() {
+                if r.state.is_done() && !has_live_tasks(layout, batch) {
                     return Ok(WaitOutcome::Done(r));
                 }
             }
@@ -93,6 +95,16 @@ pub fn wait_for_batch(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// True while a task of the batch sits in `queue/` or `processing/`.
+fn has_live_tasks(layout: &Layout, batch: &str) -> bool {
+    [TaskDir::Queue, TaskDir::Processing].iter().any(|d| {
+        fsio::list_names(&layout.dir(*d))
+            .unwrap_or_default()
+            .iter()
+            .any(|n| TaskName::parse(n).is_some_and(|t| t.batch == batch))
+    })
 }
 
 /// The errors of a batch's `execute_plan` task that the brain filed as failed.

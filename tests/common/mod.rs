@@ -1,0 +1,187 @@
+//! A real rig for end-to-end tests: the real `brain`, `worker` and `rigmind`
+//! binaries on a temporary root. Processes are killed when the rig is dropped.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const RIGMIND: &str = env!("CARGO_BIN_EXE_rigmind");
+pub const BRAIN: &str = env!("CARGO_BIN_EXE_brain");
+pub const WORKER: &str = env!("CARGO_BIN_EXE_worker");
+
+pub struct Rig {
+    pub dir: tempfile::TempDir,
+    pub children: Vec<(String, Child)>,
+}
+
+impl Rig {
+    /// A fresh temp dir holding `root/` (the shared root) and room for plans.
+    pub fn new() -> Self {
+        Rig {
+            dir: tempfile::tempdir().expect("temp dir"),
+            children: Vec::new(),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// Writes a file under the temp dir (e.g. a plan) and returns its path.
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Copies a fixture from tests/fixtures into the temp dir.
+    pub fn fixture(&self, name: &str) -> PathBuf {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name),
+        )
+        .unwrap();
+        self.write(name, &text)
+    }
+
+    fn spawn(&mut self, what: &str, exe: &str, args: &[&str]) {
+        let log = std::fs::File::create(self.dir.path().join(format!("{what}.stderr"))).unwrap();
+        let child = Command::new(exe)
+            .args(args)
+            .arg("--root")
+            .arg(self.root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        self.children.push((what.to_string(), child));
+    }
+
+    pub fn start_brain(&mut self) {
+        self.spawn("brain", BRAIN, &["--rescan", "0.5"]);
+    }
+
+    pub fn start_worker(&mut self, id: &str, extra: &[&str]) {
+        let mut args = vec!["--id", id, "--rescan", "0.5"];
+        args.extend_from_slice(extra);
+        self.spawn(id, WORKER, &args);
+    }
+
+    /// Runs `rigmind ARGS --root ROOT` to its end.
+    pub fn rigmind(&self, args: &[&str]) -> Output {
+        Command::new(RIGMIND)
+            .args(args)
+            .arg("--root")
+            .arg(self.root())
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run rigmind")
+    }
+
+    /// `rigmind submit PLAN`: the batch id (the last line of stdout).
+    pub fn submit(&self, plan: &Path) -> String {
+        let out = self.rigmind(&["submit", plan.to_str().unwrap()]);
+        assert!(out.status.success(), "submit failed: {}", text(&out.stderr));
+        text(&out.stdout).lines().last().unwrap().trim().to_string()
+    }
+
+    /// `rigmind wait BATCH --timeout 60`: its exit code.
+    pub fn wait(&self, batch: &str) -> i32 {
+        let out = self.rigmind(&["wait", batch, "--timeout", "60"]);
+        out.status.code().unwrap_or(-1)
+    }
+
+    /// Sends SIGTERM to a started process and waits (up to 20 s) for its exit code.
+    pub fn stop(&mut self, what: &str) -> Option<i32> {
+        let i = self.children.iter().position(|(w, _)| w == what)?;
+        let (_, mut child) = self.children.remove(i);
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{what} did not stop within 20s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn names_in(&self, dir: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.root().join("tasks").join(dir))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// The task files of a directory, parsed.
+    pub fn tasks_in(&self, dir: &str) -> Vec<serde_json::Value> {
+        self.names_in(dir)
+            .iter()
+            .map(|n| {
+                let p = self.root().join("tasks").join(dir).join(n);
+                serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+            })
+            .collect()
+    }
+
+    /// The task of `dir` with this name.
+    pub fn task(&self, dir: &str, name: &str) -> serde_json::Value {
+        self.tasks_in(dir)
+            .into_iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("no task {name} in {dir}: {:?}", self.names_in(dir)))
+    }
+
+    pub fn decisions(&self) -> Vec<String> {
+        std::fs::read_to_string(self.root().join("logs/brain_decisions.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Decision lines containing every one of `needles`.
+    pub fn decisions_with(&self, needles: &[&str]) -> Vec<String> {
+        self.decisions()
+            .into_iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .collect()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Polls `f` until it is true or `secs` pass.
+pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
