@@ -65,7 +65,28 @@ bash_link_ms=$(echo "($t1 - $t0) * 1000 / $chain" | bc -l)
 chain_s=$(batch_elapsed "$work/root2")
 link_ms=$(echo "$chain_s * 1000 / $chain" | bc -l)
 
+# The filesystem's own cost per file, measured now: the protocol writes a few files
+# per task, xargs none, so the ratio moves with this.
+fs=$(python3 - "$work" << 'PY'
+import os, sys, time
+d = os.path.join(sys.argv[1], "fsprobe"); os.makedirs(d)
+def probe(sync):
+    t = time.perf_counter()
+    for i in range(200):
+        p = f"{d}/.t{i}"
+        f = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(f, b"x" * 600)
+        if sync:
+            os.fdatasync(f)
+        os.close(f)
+        os.rename(p, f"{d}/{sync}-{i}")
+    return (time.perf_counter() - t) / 200 * 1000
+print("%.2f %.2f" % (probe(False), probe(True)))
+PY
+)
 printf '| measure | value |\n| --- | --- |\n'
+printf '| filesystem now: create+write+rename per file | %s ms |\n' "${fs%% *}"
+printf '| filesystem now: the same with fdatasync | %s ms |\n' "${fs##* }"
 printf '| xargs -P 2, %d x bash -c true | %.2f s |\n' "$n" "$xargs_s"
 printf '| rigmind, %d tasks, 2 workers: submit to batch done | %.2f s |\n' "$n" "$batch_s"
 printf '| rigmind run, whole command (start, submit, wait, stop) | %.2f s |\n' "$run_s"

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rigmind_config::RigConfig;
-use rigmind_exec::{mark_started, run_and_file, Runner};
+use rigmind_exec::{run_claimed, Runner};
 use rigmind_queue::claim::{QueueIndex, QueueLock};
 use rigmind_queue::fsio::{self, Sync};
 use rigmind_queue::logs::{Decision, Logs};
@@ -131,7 +131,7 @@ pub async fn run_brain(
             let Some(claimed) = claim_brain_task(&layout, &mut queue_lock, &mut brain_queue) else {
                 break;
             };
-            let mut task = match TaskFile::read(&claimed.path) {
+            let task = match TaskFile::read(&claimed.path) {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::warn!("{e}");
@@ -142,15 +142,12 @@ pub async fn run_brain(
                 execute_plan(&layout, &logs, &mut state, &config, &claimed.path, task);
                 continue;
             }
-            if let Err(e) = mark_started(&layout, &claimed.path, &mut task, &runner) {
-                tracing::warn!("{e}");
-                continue;
-            }
             let (layout2, runner2, abort) = (layout.clone(), runner.clone(), abort_rx.clone());
             let path = claimed.path.clone();
             let name = claimed.file_name.clone();
             running.spawn(async move {
-                if let Err(e) = run_and_file(&layout2, &path, task, &runner2, abort).await {
+                let finished = run_claimed(&layout2, &path, task, &runner2, abort).await;
+                if let Err(e) = finished.file(&layout2) {
                     tracing::warn!("{e}");
                 }
                 name

@@ -40,34 +40,41 @@ pub enum Filed {
     Returned,
 }
 
-/// Marks a claimed task as running under `runner` (rewrites it in `processing/`).
-pub fn mark_started(
+/// A task whose run is over, to be filed by [`Finished::file`].
+#[derive(Debug)]
+pub struct Finished {
+    pub task: TaskFile,
+    /// Where the task is now (in `processing/`).
+    pub from: PathBuf,
+    pub dir: TaskDir,
+    pub filed: Filed,
+}
+
+impl Finished {
+    /// Writes the result into `complete/` or `failed/` (or the task back into
+    /// `queue/`) and removes it from `processing/`. Blocking file I/O.
+    pub fn file(&self, layout: &Layout) -> Result<Filed, QueueError> {
+        file_into(layout, &self.from, &self.task, self.dir, Sync::Data)?;
+        Ok(self.filed)
+    }
+}
+
+/// Runs a claimed task to its end (or its timeout, or an abort). The start is
+/// recorded in `processing/` (worker, times, log path, process group) while the
+/// command already runs. The result still has to be filed ([`Finished::file`]).
+pub async fn run_claimed(
     layout: &Layout,
-    path: &Path,
-    task: &mut TaskFile,
+    processing_path: &Path,
+    mut task: TaskFile,
     runner: &Runner,
-) -> Result<(), QueueError> {
+    abort: Abort,
+) -> Finished {
     task.status = TaskStatus::Processing;
     task.worker_id = Some(runner.worker_id.clone());
     task.gpu = runner.gpu.clone();
     task.started_at = Some(rigmind_queue::time::now_rfc3339());
     task.attempts += 1;
     task.log_path = Some(layout.task_log(&task.task_id));
-    // This replaces the claimed file by rename: the journal orders the new data
-    // before the rename (ext4's default data=ordered), so a crash leaves the old
-    // version or the new one, and no flush is needed for that.
-    fsio::write_atomic(path, &task.to_bytes(), Sync::None)
-}
-
-/// Runs a claimed, started task to its end and files it into `complete/` or
-/// `failed/` (or back into `queue/` when aborted). `processing_path` is where it is now.
-pub async fn run_and_file(
-    layout: &Layout,
-    processing_path: &Path,
-    mut task: TaskFile,
-    runner: &Runner,
-    abort: Abort,
-) -> Result<Filed, QueueError> {
     let outcome = match task.command.clone() {
         Some(cmd) if task.task_class != Some(TaskClass::Llm) => {
             let log = layout.task_log(&task.task_id);
@@ -86,22 +93,36 @@ pub async fn run_and_file(
                     task.name,
                     task.attempts,
                     runner.worker_id,
-                    rigmind_queue::time::now_rfc3339()
+                    task.started_at.as_deref().unwrap_or("")
                 ),
             };
-            run_shell(run, abort).await
+            let record = |pgid: Option<i32>| {
+                task.pgid = pgid;
+                // This replaces the claimed file by rename: the journal orders the
+                // new data before the rename (ext4's default data=ordered), so a
+                // crash leaves the old version or the new one without a flush.
+                if let Err(e) = fsio::write_atomic(processing_path, &task.to_bytes(), Sync::None) {
+                    tracing::warn!(task = %task.name, "recording the start: {e}");
+                }
+            };
+            run_shell(run, abort, record).await
         }
         _ => ShellOutcome::not_runnable(format!(
             "task '{}' has no command a {} runner can run",
             task.name, runner.worker_id
         )),
     };
+    let from = processing_path.to_path_buf();
     if outcome.aborted {
         task.status = TaskStatus::Queued;
         task.clear_run_results();
         task.attempts = task.attempts.saturating_sub(1);
-        file_into(layout, processing_path, &task, TaskDir::Queue, Sync::Data)?;
-        return Ok(Filed::Returned);
+        return Finished {
+            task,
+            from,
+            dir: TaskDir::Queue,
+            filed: Filed::Returned,
+        };
     }
     task.finished_at = Some(rigmind_queue::time::now_rfc3339());
     task.elapsed_seconds = Some((outcome.elapsed_secs * 1000.0).round() / 1000.0);
@@ -120,8 +141,12 @@ pub async fn run_and_file(
             (TaskDir::Failed, Filed::Failed(kind))
         }
     };
-    file_into(layout, processing_path, &task, dir, Sync::Data)?;
-    Ok(filed)
+    Finished {
+        task,
+        from,
+        dir,
+        filed,
+    }
 }
 
 /// Writes `task` into `dir`, then removes it from where it was. A crash between the

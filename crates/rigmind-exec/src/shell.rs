@@ -79,28 +79,36 @@ impl ShellOutcome {
 
 const TAIL_CHARS: usize = 200;
 
+/// bash, found on PATH once: a spawn then need not walk PATH again.
+fn bash() -> &'static Path {
+    static BASH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BASH.get_or_init(|| {
+        std::env::var_os("PATH")
+            .and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("bash"))
+                    .find(|p| p.is_file())
+            })
+            .unwrap_or_else(|| "bash".into())
+    })
+}
+
 /// Runs the command to its end, its timeout, or an abort.
-pub async fn run_shell(run: ShellRun<'_>, mut abort: Abort) -> ShellOutcome {
+///
+/// `on_spawn` is called with the process group right after the command starts, so
+/// that the caller's bookkeeping (and this function's log file) happen while the
+/// command already runs rather than before it.
+pub async fn run_shell(
+    run: ShellRun<'_>,
+    mut abort: Abort,
+    on_spawn: impl FnOnce(Option<i32>),
+) -> ShellOutcome {
     let started = Instant::now();
     let mut outcome = ShellOutcome {
         timeout_secs: run.timeout_secs,
         ..ShellOutcome::default()
     };
-    let log = match OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(run.log_path)
-    {
-        Ok(mut f) => {
-            let _ = writeln!(f, "{}", run.header);
-            Arc::new(Mutex::new(f))
-        }
-        Err(e) => {
-            outcome.spawn_error = Some(format!("cannot open log {}: {e}", run.log_path.display()));
-            return outcome;
-        }
-    };
-    let mut cmd = Command::new("bash");
+    let mut cmd = Command::new(bash());
     cmd.arg("-c")
         .arg(run.command)
         .current_dir(run.workdir)
@@ -120,6 +128,23 @@ pub async fn run_shell(run: ShellRun<'_>, mut abort: Abort) -> ShellOutcome {
         }
     };
     let pgid = child.id().map(|p| p as i32);
+    on_spawn(pgid);
+    // Output waits in the pipes until the log is open.
+    let log = match OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.log_path)
+    {
+        Ok(mut f) => {
+            let _ = writeln!(f, "{}", run.header);
+            Arc::new(Mutex::new(f))
+        }
+        Err(e) => {
+            kill_group(pgid, &mut child).await;
+            outcome.spawn_error = Some(format!("cannot open log {}: {e}", run.log_path.display()));
+            return outcome;
+        }
+    };
     let out = tokio::spawn(copy_to_log(child.stdout.take(), log.clone(), false));
     let err = tokio::spawn(copy_to_log(child.stderr.take(), log.clone(), true));
 
@@ -248,6 +273,7 @@ mod tests {
                 header: "--- header ---".into(),
             },
             rx,
+            |_| {},
         )
         .await;
         (o, std::fs::read_to_string(&log).unwrap())

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
-use rigmind_exec::{mark_started, run_and_file, Filed, Runner};
+use rigmind_exec::{run_claimed, Filed, Runner};
 use rigmind_queue::claim::{QueueEntry, QueueIndex, QueueLock};
 use rigmind_queue::task::TaskFile;
 use rigmind_queue::watch::{watch_dirs, Change, WatchError};
@@ -47,6 +47,16 @@ impl WorkerOptions {
             heartbeat_every: Duration::from_secs(5),
             grace: Duration::from_secs(30),
         }
+    }
+}
+
+/// How long a worker waits with nothing to do before it publishes `idle`.
+const IDLE_AFTER: Duration = Duration::from_millis(500);
+
+async fn sleep_until_opt(at: Option<std::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -161,6 +171,8 @@ pub async fn run_worker(
     let (abort_tx, abort_rx) = watch::channel(false);
     let mut summary = WorkerSummary::default();
     let mut last_publish = std::time::Instant::now();
+    let mut idle_since: Option<std::time::Instant> = None;
+    let mut filing: tokio::task::JoinSet<Result<Filed, QueueError>> = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     let mut stopping = false;
 
@@ -182,33 +194,39 @@ pub async fn run_worker(
             }
         };
         let Some(claimed) = claimed else {
-            if me.state != "idle" {
-                publish(&layout, &mut me, "idle", None);
-            }
+            // Going idle is published after a short quiet spell, so that a chain of
+            // tasks arriving one by one does not rewrite the state file twice each.
+            let idle_at = *idle_since.get_or_insert_with(std::time::Instant::now);
+            let publish_idle = (me.state != "idle").then(|| idle_at + IDLE_AFTER);
             let due = next_due(&opts, &index, now);
             tokio::select! {
+                _ = sleep_until_opt(publish_idle) => publish(&layout, &mut me, "idle", None),
+                Some(r) = filing.join_next(), if !filing.is_empty() => {
+                    count(&opts.id, &mut summary, &mut me, r);
+                }
                 Some(ev) = rx.recv() => note_events(&layout, &mut index, vec![ev]),
                 _ = rescan.tick() => {
                     if let Err(e) = index.rescan(&layout) {
                         tracing::warn!(worker = %opts.id, "{e}");
                     }
                 }
-                _ = heartbeat.tick() => publish(&layout, &mut me, "idle", None),
+                _ = heartbeat.tick() => {
+                    let state = me.state.clone();
+                    publish(&layout, &mut me, &state, None);
+                }
                 _ = tokio::time::sleep(due) => {}
                 _ = &mut shutdown => stopping = true,
             }
             continue;
         };
-        let mut task = match TaskFile::read(&claimed.path) {
+        idle_since = None;
+        let task = match TaskFile::read(&claimed.path) {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(worker = %opts.id, "{e}; left in processing/ for the brain");
                 continue;
             }
         };
-        if let Err(e) = mark_started(&layout, &claimed.path, &mut task, &runner) {
-            tracing::warn!(worker = %opts.id, "{e}");
-        }
         // A stream of short tasks would rewrite the state file for each one; a
         // second-old current task is fine for people, and the processing/ file is
         // the exact record of who runs what.
@@ -216,11 +234,11 @@ pub async fn run_worker(
             publish(&layout, &mut me, "busy", Some(&task));
             last_publish = std::time::Instant::now();
         }
-        let run = run_and_file(&layout, &claimed.path, task, &runner, abort_rx.clone());
+        let run = run_claimed(&layout, &claimed.path, task, &runner, abort_rx.clone());
         tokio::pin!(run);
-        let filed = loop {
+        let finished = loop {
             tokio::select! {
-                r = &mut run => break r,
+                f = &mut run => break f,
                 _ = heartbeat.tick() => {
                     me.heartbeat_at = rigmind_queue::time::now_rfc3339();
                     let _ = me.write(&layout);
@@ -238,18 +256,16 @@ pub async fn run_worker(
                 }
             }
         };
-        match filed {
-            Ok(Filed::Complete) => {
-                summary.completed += 1;
-                me.tasks_done += 1;
-            }
-            Ok(Filed::Failed(_)) => {
-                summary.failed += 1;
-                me.tasks_failed += 1;
-            }
-            Ok(Filed::Returned) => summary.returned += 1,
-            Err(e) => tracing::warn!(worker = %opts.id, "{e}"),
+        // The result is written in the background: the next claim and the next
+        // command need not wait for the disk.
+        let layout2 = layout.clone();
+        filing.spawn_blocking(move || finished.file(&layout2));
+        while let Some(r) = filing.try_join_next() {
+            count(&opts.id, &mut summary, &mut me, r);
         }
+    }
+    while let Some(r) = filing.join_next().await {
+        count(&opts.id, &mut summary, &mut me, r);
     }
     publish(&layout, &mut me, "stopped", None);
     drop(watcher);
@@ -294,6 +310,29 @@ fn next_due(opts: &WorkerOptions, index: &QueueIndex, now: chrono::DateTime<Utc>
         })
         .min()
         .map_or(cap, |d| d.min(cap) + Duration::from_millis(5))
+}
+
+fn count(
+    id: &str,
+    summary: &mut WorkerSummary,
+    me: &mut WorkerState,
+    r: Result<Result<Filed, QueueError>, tokio::task::JoinError>,
+) {
+    match r {
+        Ok(Ok(Filed::Complete)) => {
+            summary.completed += 1;
+            me.tasks_done += 1;
+        }
+        Ok(Ok(Filed::Failed(_))) => {
+            summary.failed += 1;
+            me.tasks_failed += 1;
+        }
+        Ok(Ok(Filed::Returned)) => summary.returned += 1,
+        // The task stays in processing/ with its start record; the brain's
+        // lost-task handling takes it from there.
+        Ok(Err(e)) => tracing::error!(worker = %id, "filing a result: {e}"),
+        Err(e) => tracing::error!(worker = %id, "filing a result: {e}"),
+    }
 }
 
 fn publish(layout: &Layout, me: &mut WorkerState, state: &str, task: Option<&TaskFile>) {
