@@ -175,6 +175,165 @@ pub fn apply(
             )?;
             b.set_status(*job, JobStatus::Pending);
         }
+        Action::Lost { batch, job, reason } => {
+            let b = state
+                .batches
+                .get_mut(batch)
+                .expect("decided on a known batch");
+            let from = layout
+                .dir(TaskDir::Processing)
+                .join(&b.jobs[*job].file_name);
+            let mut t = TaskFile::read(&from)?;
+            // Its commands die first, so the retry can never run beside them.
+            let killed = t
+                .pgid
+                .map_or(0, |pg| rigmind_exec::kill_task_group(pg, &t.task_id));
+            t.status = TaskStatus::Failed;
+            t.failure_kind = Some(FailureKind::LostWorker);
+            t.error = Some(reason.clone());
+            t.finished_at = Some(rigmind_queue::time::to_rfc3339(now));
+            t.write_to(&layout.dir(TaskDir::Failed), Sync::Dir)?;
+            fsio::remove_if_exists(&from)?;
+            logs.decision(
+                &Decision::new("lost")
+                    .kv("batch", batch)
+                    .kv("task", &t.name)
+                    .kv("plan_task_id", &t.plan_task_id)
+                    .opt("worker", t.worker_id.as_ref())
+                    .kv("killed_processes", killed)
+                    .kv("failure_kind", FailureKind::LostWorker)
+                    .kv("reason", reason),
+            )?;
+            logs.event(
+                "lost",
+                obj(json!({"batch": batch, "task": t.name, "task_id": t.task_id,
+                           "worker": t.worker_id, "killed_processes": killed})),
+            )?;
+            b.set_status(
+                *job,
+                JobStatus::Failed(FailureInfo {
+                    kind: FailureKind::LostWorker,
+                    retry_count: t.retry_count,
+                    retries: t.retries,
+                }),
+            );
+        }
+        Action::Cancel { batch, job } => {
+            let b = state
+                .batches
+                .get_mut(batch)
+                .expect("decided on a known batch");
+            let j = &b.jobs[*job];
+            let from = match j.status {
+                JobStatus::Pending => layout.private_dir(batch).join(&j.file_name),
+                JobStatus::Queued => layout.dir(TaskDir::Queue).join(&j.file_name),
+                _ => layout.dir(TaskDir::Failed).join(&j.file_name),
+            };
+            let mut t = TaskFile::read(&from)?;
+            let was = j.status;
+            t.status = TaskStatus::Failed;
+            t.failure_kind = Some(FailureKind::Cancelled);
+            t.error = Some(match t.error.take() {
+                Some(e) => format!("cancelled by the operator (it had failed: {e})"),
+                None => "cancelled by the operator".to_string(),
+            });
+            t.finished_at
+                .get_or_insert_with(|| rigmind_queue::time::to_rfc3339(now));
+            let write = || -> Result<(), QueueError> {
+                t.write_to(&layout.dir(TaskDir::Failed), Sync::Data)?;
+                if !from.starts_with(layout.dir(TaskDir::Failed)) {
+                    fsio::remove_if_exists(&from)?;
+                }
+                Ok(())
+            };
+            if was == JobStatus::Queued {
+                // Under the claim lock, so no worker starts it meanwhile.
+                if !from.exists() {
+                    return Ok(()); // claimed just now: it will be killed instead
+                }
+                rigmind_queue::claim::QueueLock::open(layout)?.with(write)??;
+            } else {
+                write()?;
+            }
+            logs.decision(
+                &Decision::new("cancel")
+                    .kv("batch", batch)
+                    .kv("task", &t.name)
+                    .kv("plan_task_id", &t.plan_task_id)
+                    .kv("failure_kind", FailureKind::Cancelled)
+                    .kv(
+                        "reason",
+                        format!("batch cancelled while the task was {}", status_name(was)),
+                    ),
+            )?;
+            b.set_status(
+                *job,
+                JobStatus::Failed(FailureInfo {
+                    kind: FailureKind::Cancelled,
+                    retry_count: t.retry_count,
+                    retries: t.retries,
+                }),
+            );
+            b.unhandled_failures.remove(job);
+        }
+        Action::Kill { batch, job } => {
+            let b = state
+                .batches
+                .get_mut(batch)
+                .expect("decided on a known batch");
+            let path = layout
+                .dir(TaskDir::Processing)
+                .join(&b.jobs[*job].file_name);
+            let t = TaskFile::read(&path)?;
+            let killed = t
+                .pgid
+                .map_or(0, |pg| rigmind_exec::kill_task_group(pg, &t.task_id));
+            b.jobs[*job].kill_sent = true;
+            logs.decision(
+                &Decision::new("kill")
+                    .kv("batch", batch)
+                    .kv("task", &t.name)
+                    .kv("plan_task_id", &t.plan_task_id)
+                    .opt("worker", t.worker_id.as_ref())
+                    .kv("killed_processes", killed)
+                    .kv("reason", "batch cancelled while the task ran"),
+            )?;
+        }
+        Action::HoldBack { batch, job } => {
+            let b = state
+                .batches
+                .get_mut(batch)
+                .expect("decided on a known batch");
+            let name = b.jobs[*job].file_name.clone();
+            let from = layout.dir(TaskDir::Queue).join(&name);
+            let to = layout.private_dir(batch).join(&name);
+            // Under the claim lock, so no worker takes it while it moves.
+            {
+                let mut lock = rigmind_queue::claim::QueueLock::open(layout)?;
+                lock.with(|| {
+                    std::fs::rename(&from, &to).map_err(|e| QueueError::Io {
+                        op: "hold back",
+                        path: from.clone(),
+                        source: e,
+                    })
+                })??;
+            }
+            let mut t = TaskFile::read(&to)?;
+            t.status = TaskStatus::Pending;
+            t.write_to(&layout.private_dir(batch), Sync::Data)?;
+            let waiting = b.jobs[*job].unmet;
+            logs.decision(
+                &Decision::new("hold_back")
+                    .kv("batch", batch)
+                    .kv("task", &t.name)
+                    .kv("plan_task_id", &t.plan_task_id)
+                    .kv(
+                        "reason",
+                        format!("put in the queue with {waiting} dependencies not complete"),
+                    ),
+            )?;
+            b.set_status(*job, JobStatus::Pending);
+        }
         Action::Settle { batch, state: to } => {
             let b = state
                 .batches
@@ -212,6 +371,7 @@ pub fn apply(
                         match to {
                             BatchState::Complete => "every task completed",
                             BatchState::Failed => "nothing left to run; some tasks failed",
+                            BatchState::Cancelled => "cancelled by the operator",
                             BatchState::Running => "a task was sent back to run",
                         },
                     ),
@@ -226,6 +386,16 @@ pub fn apply(
         }
     }
     Ok(())
+}
+
+fn status_name(s: JobStatus) -> &'static str {
+    match s {
+        JobStatus::Pending => "pending",
+        JobStatus::Queued => "queued",
+        JobStatus::Processing => "running",
+        JobStatus::Complete => "complete",
+        JobStatus::Failed(_) => "failed",
+    }
 }
 
 /// The decision line and event of a release.

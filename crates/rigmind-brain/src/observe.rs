@@ -1,17 +1,41 @@
-//! Following the files while running: where is a job now, and what does that mean.
+//! Following the files while running: where is a job now, what does its file say,
+//! and what to do with files that are not tasks at all.
 
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use rigmind_queue::fsio::Sync;
 use rigmind_queue::logs::{Decision, Logs};
-use rigmind_queue::task::{FailureKind, TaskFile, TaskName};
-use rigmind_queue::{Layout, TaskDir};
+use rigmind_queue::task::{FailureKind, TaskFile, TaskName, TaskStatus};
+use rigmind_queue::{Layout, QueueError, TaskDir};
 use serde_json::json;
 
-use crate::state::{BrainState, FailureInfo, JobStatus};
+use crate::state::{BrainState, FailureInfo, Holder, JobStatus};
 
 /// Where a task file was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
     Private,
     Public(TaskDir),
+}
+
+impl Place {
+    /// The directory of this place for a batch.
+    pub fn dir(self, layout: &Layout, batch: &str) -> PathBuf {
+        match self {
+            Place::Private => layout.private_dir(batch),
+            Place::Public(d) => layout.dir(d),
+        }
+    }
+
+    /// The name people see for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Place::Private => "private_tasks",
+            Place::Public(d) => d.as_str(),
+        }
+    }
 }
 
 /// Finds the latest place of a task file: complete > failed > processing > queue >
@@ -34,25 +58,49 @@ pub fn locate(layout: &Layout, batch: &str, file_name: &str) -> Option<Place> {
         .then_some(Place::Private)
 }
 
-/// Reads what a failed task file says about its failure. An unreadable file counts as
-/// a definition error (it cannot be run as it is).
-pub fn failure_info(task: Option<&TaskFile>) -> FailureInfo {
-    match task {
-        Some(t) => FailureInfo {
-            kind: t.failure_kind.unwrap_or(FailureKind::WorkerFailure),
-            retry_count: t.retry_count,
-            retries: t.retries,
-        },
-        None => FailureInfo {
-            kind: FailureKind::DefinitionError,
-            retry_count: 0,
-            retries: 0,
-        },
+/// What a failed task file says about its failure.
+pub fn failure_info(t: &TaskFile) -> FailureInfo {
+    FailureInfo {
+        kind: t.failure_kind.unwrap_or(FailureKind::WorkerFailure),
+        retry_count: t.retry_count,
+        retries: t.retries,
     }
 }
 
-/// Brings one task file named by an event (or a rescan) into the state, logging
-/// completions. Files of unknown batches are not the brain's business here.
+/// Who holds a task in `processing/`: its start record, or, before there is one,
+/// the moment of the claim (the rename sets the file's change time).
+pub fn holder_of(t: &TaskFile, path: &Path) -> Holder {
+    let claimed = std::fs::metadata(path)
+        .ok()
+        .and_then(|m| DateTime::<Utc>::from_timestamp(m.ctime(), m.ctime_nsec() as u32))
+        .unwrap_or_else(Utc::now);
+    Holder {
+        worker: t.worker_id.clone(),
+        session: t.worker_session.clone(),
+        pgid: t.pgid,
+        since: t
+            .started_at
+            .as_deref()
+            .and_then(rigmind_queue::time::parse_rfc3339)
+            .unwrap_or(claimed),
+    }
+}
+
+/// The status a job has when its file, read at `place`, says `t`.
+pub fn status_at(place: Place, t: &TaskFile) -> JobStatus {
+    match place {
+        Place::Private => JobStatus::Pending,
+        Place::Public(TaskDir::Queue) => JobStatus::Queued,
+        Place::Public(TaskDir::Processing) => JobStatus::Processing,
+        Place::Public(TaskDir::Complete) => JobStatus::Complete,
+        Place::Public(TaskDir::Failed) => JobStatus::Failed(failure_info(t)),
+    }
+}
+
+/// Brings one task file named by an event (or a rescan) into the state: where it
+/// is, what it says, who holds it. Completions are logged here. A file that is not
+/// a valid task is moved aside ([`reject`]). Files of unknown batches are not the
+/// brain's business.
 pub fn refresh(layout: &Layout, logs: &Logs, state: &mut BrainState, file_name: &str) {
     let Some(tn) = TaskName::parse(file_name) else {
         return;
@@ -63,63 +111,125 @@ pub fn refresh(layout: &Layout, logs: &Logs, state: &mut BrainState, file_name: 
     let Some(&i) = batch.by_file.get(file_name) else {
         return;
     };
-    let old = batch.jobs[i].status;
-    let new = match locate(layout, &tn.batch, file_name) {
-        None => return, // in flight between two places; the next event tells
-        Some(Place::Private) => JobStatus::Pending,
-        Some(Place::Public(TaskDir::Queue)) => JobStatus::Queued,
-        Some(Place::Public(TaskDir::Processing)) => JobStatus::Processing,
-        Some(Place::Public(TaskDir::Complete)) => JobStatus::Complete,
-        Some(Place::Public(TaskDir::Failed)) => {
-            let task = TaskFile::read(&layout.dir(TaskDir::Failed).join(file_name)).ok();
-            JobStatus::Failed(failure_info(task.as_ref()))
-        }
+    // In flight between two places: the next event tells.
+    let Some(place) = locate(layout, &tn.batch, file_name) else {
+        return;
     };
+    let path = place.dir(layout, &tn.batch).join(file_name);
+    let t = match TaskFile::read(&path) {
+        Ok(t) => t,
+        Err(e @ QueueError::Invalid { .. }) => {
+            reject(layout, logs, state, &path, &invalid_reason(&e));
+            return;
+        }
+        Err(_) => return, // moved on since it was located
+    };
+    let new = status_at(place, &t);
+    let job = &mut batch.jobs[i];
+    job.holder = (new == JobStatus::Processing).then(|| holder_of(&t, &path));
+    let old = job.status;
     if same_kind(old, new) {
         return;
     }
-    let job = &batch.jobs[i];
-    match new {
-        JobStatus::Complete => {
-            let t = TaskFile::read(&layout.dir(TaskDir::Complete).join(file_name)).ok();
-            let elapsed = t.as_ref().and_then(|t| t.elapsed_seconds);
-            let worker = t.as_ref().and_then(|t| t.worker_id.clone());
-            let _ = logs.decision(
-                &Decision::new("complete")
-                    .kv("batch", &tn.batch)
-                    .kv("task", &job.name)
-                    .kv("plan_task_id", &job.plan_task_id)
-                    .opt("worker", worker.as_ref())
-                    .opt("elapsed_seconds", elapsed)
-                    .kv("reason", "exit code 0"),
-            );
-            let _ = logs.event(
-                "complete",
-                obj(
-                    json!({"batch": tn.batch, "task": job.name, "task_id": job.task_id,
-                           "worker": worker, "elapsed_seconds": elapsed}),
-                ),
-            );
-        }
-        other => {
-            let to = match other {
-                JobStatus::Pending => "pending",
-                JobStatus::Queued => "queued",
-                JobStatus::Processing => "processing",
-                JobStatus::Failed(_) => "failed",
-                JobStatus::Complete => "complete",
-            };
-            let _ = logs.event(
-                to,
-                obj(json!({"batch": tn.batch, "task": job.name, "task_id": job.task_id})),
-            );
-        }
+    if new == JobStatus::Complete {
+        let _ = logs.decision(
+            &Decision::new("complete")
+                .kv("batch", &tn.batch)
+                .kv("task", &job.name)
+                .kv("plan_task_id", &job.plan_task_id)
+                .opt("worker", t.worker_id.as_ref())
+                .opt("elapsed_seconds", t.elapsed_seconds)
+                .kv("reason", "exit code 0"),
+        );
     }
+    let _ = logs.event(
+        status_word(new),
+        obj(
+            json!({"batch": tn.batch, "task": job.name, "task_id": t.task_id,
+                   "worker": t.worker_id, "elapsed_seconds": t.elapsed_seconds}),
+        ),
+    );
     batch.set_status(i, new);
+}
+
+fn status_word(s: JobStatus) -> &'static str {
+    match s {
+        JobStatus::Pending => "pending",
+        JobStatus::Queued => "queued",
+        JobStatus::Processing => "processing",
+        JobStatus::Complete => "complete",
+        JobStatus::Failed(_) => "failed",
+    }
 }
 
 fn same_kind(a: JobStatus, b: JobStatus) -> bool {
     matches!((a, b), (JobStatus::Failed(_), JobStatus::Failed(_))) || a == b
+}
+
+fn invalid_reason(e: &QueueError) -> String {
+    match e {
+        QueueError::Invalid { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Moves a file that is not a valid task into `tasks/rejected/` and says so. If it
+/// was the file of a known task, that task fails as a definition error, with a
+/// record in `failed/` that points at the rejected bytes, so that it is neither
+/// lost nor waited for forever.
+pub fn reject(layout: &Layout, logs: &Logs, state: &mut BrainState, path: &Path, reason: &str) {
+    let moved = match rigmind_queue::quarantine::quarantine(layout, path) {
+        Ok(to) => to,
+        Err(e) => {
+            tracing::warn!("{e}");
+            return;
+        }
+    };
+    let _ = logs.decision(
+        &Decision::new("quarantine")
+            .kv("file", path.display())
+            .kv("moved_to", moved.display())
+            .kv("reason", reason),
+    );
+    let _ = logs.event(
+        "quarantine",
+        obj(json!({"file": path, "moved_to": moved, "reason": reason})),
+    );
+    let Some(tn) = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(TaskName::parse)
+    else {
+        return;
+    };
+    let Some(batch) = state.batches.get_mut(&tn.batch) else {
+        return;
+    };
+    let Some(&i) = batch
+        .by_file
+        .get(path.file_name().and_then(|n| n.to_str()).unwrap_or(""))
+    else {
+        return;
+    };
+    let job = &batch.jobs[i];
+    let mut t = TaskFile::new(&tn.batch, &job.name, rigmind_types::TaskClass::Cpu);
+    t.task_class = None;
+    t.task_type = String::new();
+    t.task_id = job.task_id.clone();
+    t.plan_task_id = job.plan_task_id.clone();
+    t.priority = 10 - tn.rank.min(9);
+    t.seq = tn.seq;
+    t.status = TaskStatus::Failed;
+    t.failure_kind = Some(FailureKind::DefinitionError);
+    t.error = Some(format!(
+        "its task file was not valid ({reason}); the bytes are in {}",
+        moved.display()
+    ));
+    if let Err(e) = t.write_to(&layout.dir(TaskDir::Failed), Sync::Data) {
+        tracing::warn!("{e}");
+        return;
+    }
+    batch.set_status(i, JobStatus::Failed(failure_info(&t)));
 }
 
 /// A `json!` object as the map that [`Logs::event`] takes.
@@ -128,4 +238,73 @@ pub fn obj(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Value::Object(m) => m,
         _ => serde_json::Map::new(),
     }
+}
+
+/// A task in the queue without a `task_class` (written by hand, or by an older
+/// tool) is a definition error that the brain fixes when it can: it goes to
+/// `failed/` as such, and is sent back with the class inferred by the keyword rules
+/// of plan-format.md and `fix_applied` recorded. One with nothing to infer from (no
+/// command, no prompt) stays in `failed/` with the reason.
+pub fn fix_unclassified(layout: &Layout, logs: &Logs, state: &mut BrainState, file_name: &str) {
+    let queued = layout.dir(TaskDir::Queue).join(file_name);
+    // No worker claims a task without a class, so it cannot move under us.
+    let mut t = match TaskFile::read(&queued) {
+        Ok(t) if t.task_class.is_none() && t.executor == rigmind_types::Executor::Worker => t,
+        _ => return,
+    };
+    t.status = TaskStatus::Failed;
+    t.failure_kind = Some(FailureKind::DefinitionError);
+    t.error = Some("the task file has no task_class".into());
+    let failed_path =
+        match rigmind_exec::file_into(layout, &queued, &t, TaskDir::Failed, Sync::Data) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("{e}");
+                return;
+            }
+        };
+    let can_run = t.command.is_some() || t.prompt.is_some();
+    let _ = logs.decision(
+        &Decision::new("fail")
+            .kv("batch", &t.batch_id)
+            .kv("task", &t.name)
+            .kv("plan_task_id", &t.plan_task_id)
+            .kv("failure_kind", FailureKind::DefinitionError)
+            .kv(
+                "reason",
+                if can_run {
+                    "the task file has no task_class"
+                } else {
+                    "the task file has no task_class, and no command or prompt to infer it from"
+                },
+            ),
+    );
+    if !can_run {
+        t.error = Some("no task_class, and no command or prompt to infer it from".into());
+        let _ = t.write_to(&layout.dir(TaskDir::Failed), Sync::Data);
+        refresh(layout, logs, state, file_name);
+        return;
+    }
+    let class = rigmind_types::infer_class(t.command.as_deref(), t.prompt.is_some());
+    let fix = format!("task_class inferred as {class}");
+    t.task_class = Some(class);
+    t.task_type = class.task_type().to_string();
+    t.fix_applied = Some(fix.clone());
+    t.status = TaskStatus::Queued;
+    t.failure_kind = None;
+    t.error = None;
+    match rigmind_exec::file_into(layout, &failed_path, &t, TaskDir::Queue, Sync::Data) {
+        Ok(_) => {
+            let _ = logs.decision(
+                &Decision::new("fix")
+                    .kv("batch", &t.batch_id)
+                    .kv("task", &t.name)
+                    .kv("plan_task_id", &t.plan_task_id)
+                    .kv("fix_applied", &fix)
+                    .kv("reason", "keyword rules of plan-format.md; requeued"),
+            );
+        }
+        Err(e) => tracing::warn!("{e}"),
+    }
+    refresh(layout, logs, state, &t.file_name());
 }

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use rigmind_queue::batch::BatchState;
 use rigmind_queue::task::FailureKind;
 
-use crate::state::{Batch, BrainState, JobStatus};
+use crate::state::{Batch, BrainState, Holder, JobStatus};
 
 /// One decision for the apply layer.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +51,27 @@ pub enum Action {
     },
     /// The batch's overall state changed (done, or running again).
     Settle { batch: String, state: BatchState },
+    /// processing → failed (`lost_worker`): whoever ran it is gone. Its process group
+    /// is killed first; the failure then goes the way of any worker failure.
+    Lost {
+        batch: String,
+        job: usize,
+        reason: String,
+    },
+    /// A cancelled batch's task that has not finished: pending or queued ones go to
+    /// `failed/` as `cancelled`; a failure that came after the cancellation is
+    /// recorded as `cancelled` too (never retried).
+    Cancel { batch: String, job: usize },
+    /// A cancelled batch's running task: its process group is killed.
+    Kill { batch: String, job: usize },
+    /// queue → private_tasks: a task put into the queue (by hand) before its
+    /// dependencies are complete is held back until they are.
+    HoldBack { batch: String, job: usize },
 }
+
+/// A claimed task with no start record after this long was claimed by a runner
+/// that died before it could start it.
+pub const CLAIM_GRACE_SECS: f64 = 30.0;
 
 /// First backoff before a retry; it doubles with each retry, up to [`MAX_BACKOFF_SECS`].
 pub const BASE_BACKOFF_SECS: f64 = 2.0;
@@ -63,6 +83,18 @@ pub fn decide(state: &BrainState, now: DateTime<Utc>) -> Vec<Action> {
     let mut actions = Vec::new();
     for (id, batch) in &state.batches {
         let before = actions.len();
+        if batch.record.cancel_requested {
+            decide_cancelled(id, batch, &mut actions);
+            let settled = batch.settled_state();
+            if actions.len() == before && settled != batch.record.state {
+                actions.push(Action::Settle {
+                    batch: id.clone(),
+                    state: settled,
+                });
+            }
+            continue;
+        }
+        decide_lost(id, batch, state, now, &mut actions);
         decide_failures(id, batch, now, &mut actions);
         decide_revivals(id, batch, &mut actions);
         for &i in &batch.ready {
@@ -88,6 +120,89 @@ pub fn decide(state: &BrainState, now: DateTime<Utc>) -> Vec<Action> {
         }
     }
     actions
+}
+
+fn decide_cancelled(id: &str, batch: &Batch, out: &mut Vec<Action>) {
+    for (i, job) in batch.jobs.iter().enumerate() {
+        let batch = id.to_string();
+        match job.status {
+            JobStatus::Pending | JobStatus::Queued => out.push(Action::Cancel { batch, job: i }),
+            JobStatus::Processing if !job.kill_sent => out.push(Action::Kill { batch, job: i }),
+            _ => {}
+        }
+    }
+    for &i in &batch.unhandled_failures {
+        out.push(Action::Cancel {
+            batch: id.to_string(),
+            job: i,
+        });
+    }
+}
+
+fn decide_lost(
+    id: &str,
+    batch: &Batch,
+    state: &BrainState,
+    now: DateTime<Utc>,
+    out: &mut Vec<Action>,
+) {
+    for (i, job) in batch.jobs.iter().enumerate() {
+        match job.status {
+            JobStatus::Processing => {
+                if let Some(reason) = job.holder.as_ref().and_then(|h| holder_gone(h, state, now)) {
+                    out.push(Action::Lost {
+                        batch: id.to_string(),
+                        job: i,
+                        reason,
+                    });
+                }
+            }
+            // Only a hand can put a task into the queue before its dependencies.
+            JobStatus::Queued if job.unmet > 0 => out.push(Action::HoldBack {
+                batch: id.to_string(),
+                job: i,
+            }),
+            _ => {}
+        }
+    }
+}
+
+/// Why the holder of a running task is gone, or `None` while it may be alive.
+///
+/// The life lock is the truth when it can be asked: free means dead (the kernel
+/// drops it however the process died), held under another session means the
+/// worker was restarted under the same id. Without a lock file, the heartbeat
+/// decides (`stale_after`).
+pub fn holder_gone(h: &Holder, state: &BrainState, now: DateTime<Utc>) -> Option<String> {
+    let age = |t: DateTime<Utc>| (now - t).num_milliseconds() as f64 / 1000.0;
+    let Some(worker) = &h.worker else {
+        return (age(h.since) > CLAIM_GRACE_SECS)
+            .then(|| format!("claimed {:.0}s ago and never started", age(h.since)));
+    };
+    if worker == "brain" {
+        return (h.session.as_deref() != Some(state.brain_session.as_str()))
+            .then(|| "the brain that ran it has stopped".to_string());
+    }
+    let live = state.workers.get(worker).cloned().unwrap_or_default();
+    match live.lock_held {
+        Some(false) => Some(format!("worker {worker} is dead (its lock is free)")),
+        Some(true) => match (&h.session, &live.session) {
+            (Some(mine), Some(now_running)) if mine != now_running => Some(format!(
+                "worker {worker} was restarted (session {now_running} is not {mine})"
+            )),
+            _ => None,
+        },
+        None => {
+            let last = live.heartbeat_at.unwrap_or(h.since).max(h.since);
+            (age(last) > state.stale_after_secs).then(|| {
+                format!(
+                    "worker {worker} silent for {:.0}s (stale_after {:.0}s)",
+                    age(last),
+                    state.stale_after_secs
+                )
+            })
+        }
+    }
 }
 
 fn decide_failures(id: &str, batch: &Batch, now: DateTime<Utc>, out: &mut Vec<Action>) {

@@ -8,8 +8,9 @@ use rigmind_queue::logs::{Decision, Logs};
 use rigmind_queue::task::{TaskFile, TaskName};
 use rigmind_queue::{Layout, QueueError, TaskDir};
 use rigmind_types::Executor;
+use std::path::PathBuf;
 
-use crate::observe::{failure_info, Place};
+use crate::observe::{holder_of, status_at, Place};
 use crate::state::{Batch, BrainState, Job, JobStatus};
 
 /// Reads every batch record and task file under the root into a [`BrainState`].
@@ -67,39 +68,63 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
         }
         let mut jobs = Vec::with_capacity(files.len());
         let mut pending_deps: Vec<(usize, Vec<String>)> = Vec::new();
-        for (file_name, places) in files {
+        let mut invalid: Vec<(PathBuf, String)> = Vec::new();
+        for (file_name, mut places) in files {
             let Some(tn) = TaskName::parse(&file_name) else {
                 continue;
             };
-            let latest = latest(&places);
-            for stale in places.iter().filter(|p| **p != latest) {
-                let path = place_dir(layout, &batch_id, *stale).join(&file_name);
-                fsio::remove_if_exists(&path)?;
-                logs.decision(
-                    &Decision::new("resolve_duplicate")
-                        .kv("batch", &batch_id)
-                        .kv("task", &tn.name)
-                        .kv("kept", place_name(latest))
-                        .kv("removed", place_name(*stale))
-                        .kv(
-                            "reason",
-                            "found in two places after a crash; the later state wins",
-                        ),
-                )?;
+            // Latest first; the latest copy that reads as a task wins.
+            places.sort_by_key(|p| std::cmp::Reverse(rank(p)));
+            let mut kept: Option<(Place, Option<TaskFile>)> = None;
+            for place in &places {
+                let path = place.dir(layout, &batch_id).join(&file_name);
+                if kept.is_some() {
+                    fsio::remove_if_exists(&path)?;
+                    logs.decision(
+                        &Decision::new("resolve_duplicate")
+                            .kv("batch", &batch_id)
+                            .kv("task", &tn.name)
+                            .kv("kept", kept.as_ref().map_or("", |k| k.0.name()))
+                            .kv("removed", place.name())
+                            .kv(
+                                "reason",
+                                "found in two places after a crash; the later state wins",
+                            ),
+                    )?;
+                    continue;
+                }
+                // Completed tasks are known by their name alone.
+                if *place == Place::Public(TaskDir::Complete) {
+                    kept = Some((*place, None));
+                    continue;
+                }
+                match TaskFile::read(&path) {
+                    Ok(t) => kept = Some((*place, Some(t))),
+                    Err(QueueError::Invalid { reason, .. }) if places.len() > 1 => {
+                        invalid.push((path, reason));
+                    }
+                    Err(QueueError::Invalid { reason, .. }) => {
+                        invalid.push((path, reason));
+                        kept = Some((*place, None));
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            let path = place_dir(layout, &batch_id, latest).join(&file_name);
-            // Pending and failed files are read (dependencies, failure); the others
-            // are known by their name alone.
-            let task = match latest {
-                Place::Private | Place::Public(TaskDir::Failed) => TaskFile::read(&path).ok(),
-                _ => None,
+            let Some((place, task)) = kept else { continue };
+            let status = match (&task, place) {
+                (Some(t), p) => status_at(p, t),
+                (None, Place::Public(TaskDir::Complete)) => JobStatus::Complete,
+                // Unreadable: rejected just below, as a definition error.
+                (None, _) => JobStatus::Failed(crate::state::FailureInfo {
+                    kind: rigmind_queue::FailureKind::DefinitionError,
+                    retry_count: 0,
+                    retries: 0,
+                }),
             };
-            let status = match latest {
-                Place::Private => JobStatus::Pending,
-                Place::Public(TaskDir::Queue) => JobStatus::Queued,
-                Place::Public(TaskDir::Processing) => JobStatus::Processing,
-                Place::Public(TaskDir::Complete) => JobStatus::Complete,
-                Place::Public(TaskDir::Failed) => JobStatus::Failed(failure_info(task.as_ref())),
+            let path = place.dir(layout, &batch_id).join(&file_name);
+            let holder = match (&task, status) {
+                (Some(t), JobStatus::Processing) => Some(holder_of(t, &path)),
+                _ => None,
             };
             let plan_task_id = task
                 .as_ref()
@@ -122,12 +147,17 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
                 deps: Vec::new(),
                 dependents: Vec::new(),
                 unmet: 0,
+                holder,
+                kill_sent: false,
             });
         }
         resolve_dependencies(&mut jobs, pending_deps);
         let mut batch = Batch::new(record, jobs);
         batch.refresh_counts();
         state.insert(batch);
+        for (path, reason) in invalid {
+            crate::observe::reject(layout, logs, &mut state, &path, &reason);
+        }
     }
     Ok(state)
 }
@@ -170,30 +200,12 @@ fn resolve_dependencies(jobs: &mut [Job], pending: Vec<(usize, Vec<String>)>) {
     }
 }
 
-fn latest(places: &[Place]) -> Place {
-    let rank = |p: &Place| match p {
+fn rank(p: &Place) -> u8 {
+    match p {
         Place::Private => 0,
         Place::Public(TaskDir::Queue) => 1,
         Place::Public(TaskDir::Processing) => 2,
         Place::Public(TaskDir::Failed) => 3,
         Place::Public(TaskDir::Complete) => 4,
-    };
-    *places
-        .iter()
-        .max_by_key(|p| rank(p))
-        .expect("at least one place")
-}
-
-fn place_dir(layout: &Layout, batch: &str, p: Place) -> std::path::PathBuf {
-    match p {
-        Place::Private => layout.private_dir(batch),
-        Place::Public(d) => layout.dir(d),
-    }
-}
-
-fn place_name(p: Place) -> &'static str {
-    match p {
-        Place::Private => "private_tasks",
-        Place::Public(d) => d.as_str(),
     }
 }

@@ -28,6 +28,8 @@ use crate::BrainError;
 
 /// The task-file `action` of a plan submission.
 pub const EXECUTE_PLAN: &str = "execute_plan";
+/// The task-file `action` of `rigmind cancel`.
+pub const CANCEL_BATCH: &str = "cancel_batch";
 
 /// How often the batch records' counts are brought up to date while tasks run.
 const RECORD_EVERY: Duration = Duration::from_millis(500);
@@ -83,6 +85,9 @@ pub async fn run_brain(
     let config = RigConfig::load(&layout.rig_toml())?;
     let logs = Logs::new(&layout);
     let mut state = crate::rebuild::rebuild(&layout, &logs)?;
+    state.brain_session = uuid::Uuid::new_v4().simple().to_string();
+    state.stale_after_secs = config.defaults.stale_after_secs;
+    probe_workers(&layout, &mut state);
     let started_at = rigmind_queue::time::now_rfc3339();
     logs.decision(
         &Decision::new("start")
@@ -101,6 +106,7 @@ pub async fn run_brain(
     brain_queue.rescan(&layout)?;
     let runner = Runner {
         worker_id: "brain".into(),
+        session: state.brain_session.clone(),
         gpu: None,
         cuda_visible_devices: None,
         default_workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
@@ -142,6 +148,10 @@ pub async fn run_brain(
                 execute_plan(&layout, &logs, &mut state, &config, &claimed.path, task);
                 continue;
             }
+            if task.action.as_deref() == Some(CANCEL_BATCH) {
+                cancel_batch(&layout, &logs, &mut state, &claimed.path, task);
+                continue;
+            }
             let (layout2, runner2, abort) = (layout.clone(), runner.clone(), abort_rx.clone());
             let path = claimed.path.clone();
             let name = claimed.file_name.clone();
@@ -175,6 +185,12 @@ pub async fn run_brain(
                     let Some(name) = p.file_name().and_then(|n| n.to_str()) else { continue };
                     if p.parent() == Some(layout.dir(TaskDir::Queue).as_path()) {
                         brain_queue.note(&layout, name);
+                        if unclassified(&brain_queue, name) {
+                            crate::observe::fix_unclassified(&layout, &logs, &mut state, name);
+                        }
+                    }
+                    if rigmind_queue::task::TaskName::parse(name).is_none() {
+                        judge_stray(&layout, &logs, &mut state, &p);
                     }
                     refresh(&layout, &logs, &mut state, name);
                 }
@@ -184,7 +200,10 @@ pub async fn run_brain(
                     refresh(&layout, &logs, &mut state, &name);
                 }
             }
-            _ = rescan.tick() => full_rescan(&layout, &logs, &mut state, &mut brain_queue),
+            _ = rescan.tick() => {
+                probe_workers(&layout, &mut state);
+                full_rescan(&layout, &logs, &mut state, &mut brain_queue);
+            }
             _ = heartbeat.tick() => write_heartbeat(&layout, &started_at, &state),
             _ = &mut shutdown, if !stopping => {
                 stopping = true;
@@ -251,20 +270,52 @@ fn full_rescan(layout: &Layout, logs: &Logs, state: &mut BrainState, brain_queue
             TaskDir::Queue => JobStatus::Queued,
             TaskDir::Processing => JobStatus::Processing,
             TaskDir::Complete => JobStatus::Complete,
-            TaskDir::Failed => JobStatus::Failed(crate::observe::failure_info(None)),
+            // Any failure: only "failed or not" is compared here.
+            TaskDir::Failed => JobStatus::Failed(crate::state::FailureInfo {
+                kind: FailureKind::WorkerFailure,
+                retry_count: 0,
+                retries: 0,
+            }),
         };
-        for name in fsio::list_names(&layout.dir(d)).unwrap_or_default() {
+        let dir = layout.dir(d);
+        for name in fsio::list_names(&dir).unwrap_or_default() {
+            if rigmind_queue::task::TaskName::parse(&name).is_none() {
+                judge_stray(layout, logs, state, &dir.join(&name));
+            }
             seen.insert(name, status);
+        }
+        for odd in rigmind_queue::quarantine::odd_entries(&dir) {
+            judge_stray(layout, logs, state, &odd);
+        }
+    }
+    let unclassified_names: Vec<String> = brain_queue
+        .entries()
+        .filter(|e| e.task_class.is_none() && e.executor == Executor::Worker)
+        .map(|e| e.file_name.clone())
+        .collect();
+    for name in unclassified_names {
+        crate::observe::fix_unclassified(layout, logs, state, &name);
+    }
+    // Queue files no worker can read (truncated, garbage with a task's name).
+    for name in brain_queue.unreadable() {
+        let path = layout.dir(TaskDir::Queue).join(&name);
+        if let Some(reason) = rigmind_queue::quarantine::judge(&path, std::time::SystemTime::now())
+        {
+            brain_queue.forget(&name);
+            crate::observe::reject(layout, logs, state, &path, &reason);
         }
     }
     let mut changed = Vec::new();
-    for (id, b) in &state.batches {
-        if !b.active() && b.record.counts.failed == 0 {
-            continue;
-        }
+    let ids: Vec<String> = state.batches.keys().cloned().collect();
+    for id in &ids {
         for name in fsio::list_names(&layout.private_dir(id)).unwrap_or_default() {
+            if rigmind_queue::task::TaskName::parse(&name).is_none() {
+                judge_stray(layout, logs, state, &layout.private_dir(id).join(&name));
+            }
             seen.entry(name).or_insert(JobStatus::Pending);
         }
+    }
+    for b in state.batches.values() {
         for j in &b.jobs {
             let differs = match (seen.get(&j.file_name), j.status) {
                 (None, _) => false,
@@ -279,6 +330,38 @@ fn full_rescan(layout: &Layout, logs: &Logs, state: &mut BrainState, brain_queue
     for name in changed {
         refresh(layout, logs, state, &name);
     }
+}
+
+/// A file in a task directory whose name is not a task's: a hand-written task
+/// (left for the workers) or something that is not a task at all (moved aside).
+fn judge_stray(layout: &Layout, logs: &Logs, state: &mut BrainState, path: &Path) {
+    if let Some(reason) = rigmind_queue::quarantine::judge(path, std::time::SystemTime::now()) {
+        crate::observe::reject(layout, logs, state, path, &reason);
+    }
+}
+
+fn unclassified(index: &QueueIndex, name: &str) -> bool {
+    index
+        .get(name)
+        .is_some_and(|e| e.task_class.is_none() && e.executor == Executor::Worker)
+}
+
+/// Asks the lock and state file of every worker that holds a running task.
+fn probe_workers(layout: &Layout, state: &mut BrainState) {
+    let holders: BTreeSet<String> = state
+        .batches
+        .values()
+        .flat_map(|b| b.jobs.iter())
+        .filter_map(|j| j.holder.as_ref()?.worker.clone())
+        .filter(|w| w != "brain")
+        .collect();
+    state.workers = holders
+        .into_iter()
+        .map(|w| {
+            let live = rigmind_queue::workers::probe(layout, &w);
+            (w, live)
+        })
+        .collect();
 }
 
 /// Turns an `execute_plan` task into a batch, or files it as failed with the plan's
@@ -334,6 +417,72 @@ fn execute_plan(
     if let Err(e) = rigmind_exec::file_into(layout, path, &task, dir, Sync::Data) {
         tracing::warn!("{e}");
     }
+}
+
+/// Marks the batch named by a `cancel_batch` task as cancelled; the policy does the
+/// rest (cancels what waits, kills what runs, retries nothing).
+fn cancel_batch(
+    layout: &Layout,
+    logs: &Logs,
+    state: &mut BrainState,
+    path: &Path,
+    mut task: TaskFile,
+) {
+    task.worker_id = Some("brain".into());
+    task.started_at = Some(rigmind_queue::time::now_rfc3339());
+    let target = task.batch_id.clone();
+    let dir = match state.batches.get_mut(&target) {
+        Some(b) if b.record.state.is_done() => {
+            task.error = Some(format!(
+                "batch {target} is already {}",
+                b.record.state.as_str()
+            ));
+            TaskDir::Failed
+        }
+        Some(b) => {
+            b.record.cancel_requested = true;
+            b.dirty = true;
+            let c = b.record.counts;
+            let _ = logs.decision(
+                &Decision::new("cancel_batch")
+                    .kv("batch", &target)
+                    .kv("plan", &b.record.name)
+                    .kv("pending", c.pending)
+                    .kv("queued", c.queued)
+                    .kv("running", c.processing)
+                    .kv("reason", "requested by the operator"),
+            );
+            TaskDir::Complete
+        }
+        None => {
+            task.error = Some(format!("no batch {target}"));
+            TaskDir::Failed
+        }
+    };
+    task.status = if dir == TaskDir::Complete {
+        TaskStatus::Complete
+    } else {
+        TaskStatus::Failed
+    };
+    task.finished_at = Some(rigmind_queue::time::now_rfc3339());
+    if let Err(e) = rigmind_exec::file_into(layout, path, &task, dir, Sync::Data) {
+        tracing::warn!("{e}");
+    }
+}
+
+/// Writes the task that asks the brain to cancel batch `batch_id`.
+pub fn write_cancel_batch(
+    layout: &Layout,
+    batch_id: &str,
+) -> Result<PathBuf, rigmind_queue::QueueError> {
+    let mut t = TaskFile::new(batch_id, CANCEL_BATCH, rigmind_types::TaskClass::Cpu);
+    t.executor = Executor::Brain;
+    t.action = Some(CANCEL_BATCH.into());
+    t.status = TaskStatus::Queued;
+    t.priority = 9;
+    // A name of its own per request, so that a second cancel is not lost.
+    t.name = format!("{CANCEL_BATCH}.{}", &t.task_id[..8]);
+    t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)
 }
 
 fn write_heartbeat(layout: &Layout, started_at: &str, state: &BrainState) {

@@ -7,8 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use chrono::{DateTime, Utc};
 use rigmind_queue::batch::{BatchRecord, BatchState, Counts};
 use rigmind_queue::task::FailureKind;
+use rigmind_queue::workers::Liveness;
 use rigmind_types::Executor;
 
 /// Where a job is.
@@ -43,6 +45,17 @@ impl FailureInfo {
     }
 }
 
+/// Who holds a task in `processing/`, as its file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// `None` until the runner has written its start record.
+    pub worker: Option<String>,
+    pub session: Option<String>,
+    pub pgid: Option<i32>,
+    /// When it started (or, without a start record, when it was claimed).
+    pub since: DateTime<Utc>,
+}
+
 /// One task of a batch, as the brain tracks it.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -58,6 +71,10 @@ pub struct Job {
     pub dependents: Vec<usize>,
     /// How many of `deps` are not complete.
     pub unmet: usize,
+    /// Set while the job is in `processing/`.
+    pub holder: Option<Holder>,
+    /// Its process group was killed by a cancellation.
+    pub kill_sent: bool,
 }
 
 /// A submitted plan and its jobs.
@@ -218,6 +235,8 @@ impl Batch {
     pub fn settled_state(&self) -> BatchState {
         if self.active() {
             BatchState::Running
+        } else if self.record.cancel_requested {
+            BatchState::Cancelled
         } else if self.record.counts.failed > 0 {
             BatchState::Failed
         } else {
@@ -232,6 +251,12 @@ pub struct BrainState {
     pub batches: BTreeMap<String, Batch>,
     /// The next submission sequence number (claim order across batches).
     pub next_seq: u64,
+    /// What was last probed of each worker that holds a task.
+    pub workers: BTreeMap<String, Liveness>,
+    /// This brain's session: tasks it runs itself carry it.
+    pub brain_session: String,
+    /// Heartbeat age after which a worker whose lock cannot be asked is presumed dead.
+    pub stale_after_secs: f64,
 }
 
 impl BrainState {
@@ -264,6 +289,8 @@ pub(crate) mod tests {
                 deps: d.to_vec(),
                 dependents: vec![],
                 unmet: 0,
+                holder: None,
+                kill_sent: false,
             })
             .collect();
         let record = BatchRecord {
@@ -277,6 +304,7 @@ pub(crate) mod tests {
             state: BatchState::Running,
             counts: Counts::default(),
             seq_base: 1,
+            cancel_requested: false,
         };
         Batch::new(record, jobs)
     }

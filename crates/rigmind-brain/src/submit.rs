@@ -148,6 +148,8 @@ pub fn submit_plan(
             deps: j.depends_on.clone(),
             dependents: Vec::new(),
             unmet: 0,
+            holder: None,
+            kill_sent: false,
         });
     }
     // Tasks with no dependencies go straight to the queue instead of passing through
@@ -170,6 +172,7 @@ pub fn submit_plan(
             ..Counts::default()
         },
         seq_base,
+        cancel_requested: false,
     };
     record.write(layout)?;
     fsio::sync_dir(&layout.batches_dir())?;

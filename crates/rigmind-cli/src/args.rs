@@ -33,8 +33,12 @@ pub enum Command {
     Status(StatusArgs),
     /// Check plans without running them: exit 0 if valid (warnings allowed), 1 if not.
     Validate(ValidateArgs),
-    /// Send a failed task (by id or name) back to the queue.
+    /// Send a failed task (by id or name), or a whole batch's failed tasks, back to
+    /// the queue.
     Retry(RetryArgs),
+    /// Cancel a batch: waiting tasks are not run, running ones are killed, all are
+    /// recorded as cancelled.
+    Cancel(CancelArgs),
     /// Run the brain (same as the `brain` binary).
     Brain(BrainArgs),
     /// Run a worker (same as the `worker` binary).
@@ -93,9 +97,24 @@ pub struct ValidateArgs {
 #[derive(Debug, Args)]
 pub struct RetryArgs {
     /// A failed task's id, name (e.g. `transcribe[ep1]`) or file name.
-    pub task: String,
+    #[arg(required_unless_present = "batch", conflicts_with = "batch")]
+    pub task: Option<String>,
+    /// Every failed task of this batch instead.
+    #[arg(long)]
+    pub batch: Option<String>,
     #[command(flatten)]
     pub root: RootArg,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The batch id.
+    pub batch: String,
+    #[command(flatten)]
+    pub root: RootArg,
+    /// Seconds to wait for the brain to finish cancelling (then exit 2).
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
 }
 
 /// brain: releases ready tasks of every submitted plan into the queue.

@@ -6,8 +6,10 @@
 //! appended to `logs/tasks/<task_id>.log`, and the result fields of queue-layout.md
 //! written into the file that moves to `complete/` or `failed/`.
 
+mod group;
 mod shell;
 
+pub use group::kill_task_group;
 pub use shell::{run_shell, Abort, ShellOutcome, ShellRun};
 
 use std::path::{Path, PathBuf};
@@ -21,6 +23,8 @@ use rigmind_types::TaskClass;
 #[derive(Debug, Clone)]
 pub struct Runner {
     pub worker_id: String,
+    /// This life of the runner; recorded on each task it starts.
+    pub session: String,
     /// The GPU the runner is pinned to: exported as `RIGMIND_GPU`.
     pub gpu: Option<String>,
     /// Exported as `CUDA_VISIBLE_DEVICES` when set.
@@ -52,10 +56,48 @@ pub struct Finished {
 
 impl Finished {
     /// Writes the result into `complete/` or `failed/` (or the task back into
-    /// `queue/`) and removes it from `processing/`. Blocking file I/O.
+    /// `queue/`) and removes it from `processing/`. Blocking file I/O. A result is
+    /// flushed with its directory entry: once filed, a power cut cannot undo it.
     pub fn file(&self, layout: &Layout) -> Result<Filed, QueueError> {
-        file_into(layout, &self.from, &self.task, self.dir, Sync::Data)?;
+        let sync = match self.dir {
+            TaskDir::Complete | TaskDir::Failed => Sync::Dir,
+            _ => Sync::Data,
+        };
+        file_into(layout, &self.from, &self.task, self.dir, sync)?;
         Ok(self.filed)
+    }
+
+    /// [`Finished::file`], tried again every `every` while it fails (a full disk, a
+    /// permission problem), until it succeeds or `give_up` says so. Nothing is
+    /// half-written meanwhile: the task stays in `processing/` with its start record.
+    pub fn file_until_done(
+        &self,
+        layout: &Layout,
+        every: std::time::Duration,
+        give_up: impl Fn() -> bool,
+    ) -> Result<Filed, QueueError> {
+        let mut last_error = String::new();
+        loop {
+            match self.file(layout) {
+                Ok(f) => {
+                    if !last_error.is_empty() {
+                        tracing::info!(task = %self.task.name, "filed after an error");
+                    }
+                    return Ok(f);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if msg != last_error {
+                        tracing::error!(task = %self.task.name, "filing the result: {msg}; will retry");
+                        last_error = msg;
+                    }
+                    if give_up() {
+                        return Err(e);
+                    }
+                    std::thread::sleep(every);
+                }
+            }
+        }
     }
 }
 
@@ -71,6 +113,7 @@ pub async fn run_claimed(
 ) -> Finished {
     task.status = TaskStatus::Processing;
     task.worker_id = Some(runner.worker_id.clone());
+    task.worker_session = Some(runner.session.clone());
     task.gpu = runner.gpu.clone();
     task.started_at = Some(rigmind_queue::time::now_rfc3339());
     task.attempts += 1;

@@ -18,6 +18,8 @@ pub enum BatchState {
     Complete,
     /// Nothing left to run, and at least one task failed.
     Failed,
+    /// Cancelled by the operator; nothing left running.
+    Cancelled,
 }
 
 impl BatchState {
@@ -26,6 +28,7 @@ impl BatchState {
             Self::Running => "running",
             Self::Complete => "complete",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
     /// True once nothing is left to run.
@@ -62,6 +65,9 @@ pub struct BatchRecord {
     pub counts: Counts,
     /// The first submission sequence number of this batch's tasks.
     pub seq_base: u64,
+    /// Set by `rigmind cancel`: nothing more is released or retried.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
 }
 
 impl BatchRecord {

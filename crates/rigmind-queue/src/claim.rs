@@ -93,6 +93,20 @@ impl QueueIndex {
         self.entries.values().flatten()
     }
 
+    /// The entry of one file, if it was read as a task.
+    pub fn get(&self, file_name: &str) -> Option<&QueueEntry> {
+        self.entries.get(file_name).and_then(|e| e.as_ref())
+    }
+
+    /// Files the index could not read as tasks.
+    pub fn unreadable(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.is_none())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// How many readable tasks the index holds.
     pub fn len(&self) -> usize {
         self.entries.values().filter(|e| e.is_some()).count()
@@ -150,6 +164,15 @@ impl QueueLock {
             lock: fd_lock::RwLock::new(file),
             path,
         })
+    }
+
+    /// Runs `f` while holding the claim lock (for moves that must not race a claim).
+    pub fn with<T>(&mut self, f: impl FnOnce() -> T) -> Result<T, QueueError> {
+        let _guard = self
+            .lock
+            .write()
+            .map_err(|e| QueueError::io("lock", &self.path, e))?;
+        Ok(f())
     }
 
     /// Claims the best task `tier` allows: renames it from `queue/` into

@@ -10,6 +10,7 @@ pub mod error;
 pub mod fsio;
 pub mod layout;
 pub mod logs;
+pub mod quarantine;
 pub mod task;
 pub mod time;
 pub mod watch;

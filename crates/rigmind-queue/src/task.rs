@@ -157,6 +157,10 @@ pub struct TaskFile {
     pub worker_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<String>,
+    /// The life of the worker that runs it (a worker restarted under the same id
+    /// has a new session), so a task of a dead incarnation is recognised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_session: Option<String>,
     /// Process group of the running command, so a dead worker's commands can be found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pgid: Option<i32>,
@@ -242,6 +246,7 @@ impl TaskFile {
             target_worker: None,
             worker_id: None,
             gpu: None,
+            worker_session: None,
             pgid: None,
             started_at: None,
             finished_at: None,
@@ -322,6 +327,7 @@ impl TaskFile {
     pub fn clear_run_results(&mut self) {
         self.worker_id = None;
         self.gpu = None;
+        self.worker_session = None;
         self.pgid = None;
         self.started_at = None;
         self.finished_at = None;

@@ -12,6 +12,9 @@ use crate::layout::Layout;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerState {
     pub worker_id: String,
+    /// A new id for each start of the worker.
+    #[serde(default)]
+    pub session: String,
     pub pid: u32,
     pub hostname: String,
     /// The GPU it is pinned to (`--gpu`), if any.
@@ -58,6 +61,29 @@ impl WorkerState {
             .filter(|n| n.ends_with(".json"))
             .map(|n| Self::read(&dir.join(n)))
             .collect())
+    }
+}
+
+/// What can be known from outside about whether a worker is alive.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Liveness {
+    /// Whether its life lock is held: `None` when there is no lock file to ask.
+    pub lock_held: Option<bool>,
+    /// The session in its state file, if readable.
+    pub session: Option<String>,
+    /// Its last heartbeat, if readable.
+    pub heartbeat_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Probes a worker's lock and state file.
+pub fn probe(layout: &Layout, worker: &str) -> Liveness {
+    let state = WorkerState::read(&layout.worker_file(worker)).ok();
+    Liveness {
+        lock_held: lock_is_held(&layout.worker_lock(worker)),
+        session: state.as_ref().map(|s| s.session.clone()),
+        heartbeat_at: state
+            .as_ref()
+            .and_then(|s| crate::time::parse_rfc3339(&s.heartbeat_at)),
     }
 }
 

@@ -139,8 +139,10 @@ pub async fn run_worker(
 
     let (watcher, mut rx) = watch_dirs(&[layout.dir(TaskDir::Queue)])?;
 
+    let session = uuid::Uuid::new_v4().simple().to_string();
     let runner = Runner {
         worker_id: opts.id.clone(),
+        session: session.clone(),
         gpu: opts.gpu.clone(),
         cuda_visible_devices: opts.gpu.clone(),
         default_workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
@@ -148,6 +150,7 @@ pub async fn run_worker(
     let now = rigmind_queue::time::now_rfc3339();
     let mut me = WorkerState {
         worker_id: opts.id.clone(),
+        session,
         pid: std::process::id(),
         hostname: hostname(),
         gpu: opts.gpu.clone(),
@@ -173,6 +176,7 @@ pub async fn run_worker(
     let mut last_publish = std::time::Instant::now();
     let mut idle_since: Option<std::time::Instant> = None;
     let mut filing: tokio::task::JoinSet<Result<Filed, QueueError>> = tokio::task::JoinSet::new();
+    let giving_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     tokio::pin!(shutdown);
     let mut stopping = false;
 
@@ -259,13 +263,26 @@ pub async fn run_worker(
         // The result is written in the background: the next claim and the next
         // command need not wait for the disk.
         let layout2 = layout.clone();
-        filing.spawn_blocking(move || finished.file(&layout2));
+        let stop = giving_up.clone();
+        filing.spawn_blocking(move || {
+            finished.file_until_done(&layout2, Duration::from_secs(2), || {
+                stop.load(std::sync::atomic::Ordering::SeqCst)
+            })
+        });
         while let Some(r) = filing.try_join_next() {
             count(&opts.id, &mut summary, &mut me, r);
         }
     }
-    while let Some(r) = filing.join_next().await {
-        count(&opts.id, &mut summary, &mut me, r);
+    // Results still being filed get the grace period, then are left in
+    // processing/ (the brain requeues them once this worker is gone).
+    let deadline = tokio::time::Instant::now() + opts.grace;
+    while !filing.is_empty() {
+        tokio::select! {
+            Some(r) = filing.join_next() => count(&opts.id, &mut summary, &mut me, r),
+            _ = tokio::time::sleep_until(deadline), if !giving_up.load(std::sync::atomic::Ordering::SeqCst) => {
+                giving_up.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
     }
     publish(&layout, &mut me, "stopped", None);
     drop(watcher);

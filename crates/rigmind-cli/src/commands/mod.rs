@@ -26,6 +26,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Status(a) => status::status(a),
         Command::Validate(a) => validate(a),
         Command::Retry(a) => retry::retry(a),
+        Command::Cancel(a) => submit::cancel(a),
         Command::Brain(a) => brain(a),
         Command::Worker(a) => worker(a),
     }

@@ -1,16 +1,24 @@
-//! `rigmind retry TASK`: a failed task back to the queue, as a user's `mv` would.
+//! `rigmind retry`: failed tasks back to the queue, as a user's `mv` would.
 
 use anyhow::{bail, Result};
 use rigmind_queue::batch::{BatchRecord, BatchState};
 use rigmind_queue::fsio::{self, Sync};
-use rigmind_queue::task::{TaskFile, TaskStatus};
-use rigmind_queue::{Layout, TaskDir};
+use rigmind_queue::task::{TaskFile, TaskName, TaskStatus};
+use rigmind_queue::{FailureKind, Layout, TaskDir};
 
 use crate::args::RetryArgs;
 
-/// `rigmind retry TASK`
+/// `rigmind retry TASK` or `rigmind retry --batch BATCH`
 pub fn retry(a: RetryArgs) -> Result<i32> {
     let layout = Layout::new(&a.root.root);
+    match (&a.task, &a.batch) {
+        (Some(task), _) => retry_one(&layout, task),
+        (None, Some(batch)) => retry_batch(&layout, batch),
+        (None, None) => bail!("give a task, or --batch BATCH"),
+    }
+}
+
+fn retry_one(layout: &Layout, wanted: &str) -> Result<i32> {
     let dir = layout.dir(TaskDir::Failed);
     let mut matches = Vec::new();
     for name in fsio::list_names(&dir)? {
@@ -18,54 +26,94 @@ pub fn retry(a: RetryArgs) -> Result<i32> {
         let Ok(t) = TaskFile::read(&path) else {
             continue;
         };
-        if t.task_id == a.task || t.name == a.task || name == a.task {
+        if t.task_id == wanted || t.name == wanted || name == wanted {
             matches.push((path, t));
         }
     }
-    let (path, mut t) = match matches.len() {
+    let (path, t) = match matches.len() {
         0 => bail!(
-            "no failed task '{}' in {} (give a task id, a name or a file name)",
-            a.task,
+            "no failed task '{wanted}' in {} (give a task id, a name or a file name)",
             dir.display()
         ),
         1 => matches.remove(0),
-        _ => {
+        n => {
             let list: Vec<String> = matches
                 .iter()
                 .map(|(_, t)| format!("  {} (batch {}, id {})", t.name, t.batch_id, t.task_id))
                 .collect();
             bail!(
-                "'{}' names {} failed tasks; retry one by its id:\n{}",
-                a.task,
-                matches.len(),
+                "'{wanted}' names {n} failed tasks; retry one by its id:\n{}",
                 list.join("\n")
             )
         }
     };
-    if t.failure_kind == Some(rigmind_queue::FailureKind::DependencyFailed) {
+    if t.failure_kind == Some(FailureKind::DependencyFailed) {
         bail!(
             "{} failed because a dependency failed ({}); retry that task and this one follows",
             t.name,
             t.error.as_deref().unwrap_or("dependency failed")
         );
     }
-    // A hand retry starts afresh: results cleared, automatic retries allowed again.
+    if cancelled(layout, &t.batch_id) {
+        bail!(
+            "batch {} was cancelled; submit its plan again to rerun it",
+            t.batch_id
+        );
+    }
+    let (name, batch, id) = (t.name.clone(), t.batch_id.clone(), t.task_id.clone());
+    requeue(layout, &path, t)?;
+    println!("requeued {name} (batch {batch}, id {id})");
+    Ok(0)
+}
+
+/// Every failed task of a batch, but those that failed only because a dependency
+/// did: they come back by themselves once their dependency runs again.
+fn retry_batch(layout: &Layout, batch: &str) -> Result<i32> {
+    if cancelled(layout, batch) {
+        bail!("batch {batch} was cancelled; submit its plan again to rerun it");
+    }
+    let dir = layout.dir(TaskDir::Failed);
+    let mut n = 0;
+    for name in fsio::list_names(&dir)? {
+        if TaskName::parse(&name).is_none_or(|t| t.batch != batch) {
+            continue;
+        }
+        let path = dir.join(&name);
+        let Ok(t) = TaskFile::read(&path) else {
+            continue;
+        };
+        if t.failure_kind == Some(FailureKind::DependencyFailed) || t.action.is_some() {
+            continue;
+        }
+        requeue(layout, &path, t)?;
+        n += 1;
+    }
+    if n == 0 {
+        println!("batch {batch}: no failed task to retry");
+        return Ok(1);
+    }
+    println!("batch {batch}: requeued {n} failed task(s)");
+    Ok(0)
+}
+
+fn cancelled(layout: &Layout, batch: &str) -> bool {
+    BatchRecord::read(&layout.batch_file(batch)).is_ok_and(|r| r.cancel_requested)
+}
+
+/// A failed task back into the queue, afresh: results cleared, automatic retries
+/// allowed again. The batch is marked running; the brain confirms when it sees it.
+fn requeue(layout: &Layout, path: &std::path::Path, mut t: TaskFile) -> Result<()> {
     t.clear_run_results();
     t.status = TaskStatus::Queued;
     t.retry_count = 0;
     t.not_before = None;
     t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)?;
-    fsio::remove_if_exists(&path)?;
-    // The batch runs again; the brain confirms this when it sees the task.
+    fsio::remove_if_exists(path)?;
     if let Ok(mut record) = BatchRecord::read(&layout.batch_file(&t.batch_id)) {
         record.state = BatchState::Running;
         record.finished_at = None;
         record.elapsed_seconds = None;
-        let _ = record.write(&layout);
+        let _ = record.write(layout);
     }
-    println!(
-        "requeued {} (batch {}, id {})",
-        t.name, t.batch_id, t.task_id
-    );
-    Ok(0)
+    Ok(())
 }

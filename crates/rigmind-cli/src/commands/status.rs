@@ -19,8 +19,17 @@ struct Status {
     /// directory -> class -> count (`invalid` for files that are not tasks).
     queues: BTreeMap<String, BTreeMap<String, usize>>,
     rejected: usize,
+    /// Running tasks whose worker is dead: the brain requeues them.
+    lost: Vec<LostTask>,
     workers: Vec<WorkerStatus>,
     batches: Vec<BatchRecord>,
+}
+
+#[derive(Debug, Serialize)]
+struct LostTask {
+    task: String,
+    batch: String,
+    worker: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -55,14 +64,25 @@ pub fn status(a: StatusArgs) -> Result<i32> {
 
 fn gather(layout: &Layout) -> Result<Status> {
     let mut queues = BTreeMap::new();
+    let mut lost = Vec::new();
     for d in TaskDir::ALL {
         let dir = layout.dir(d);
         let mut by_class: BTreeMap<String, usize> = BTreeMap::new();
         for name in fsio::list_names(&dir)? {
             let class = match TaskFile::read(&dir.join(&name)) {
-                Ok(t) => t
-                    .task_class
-                    .map_or("unclassified".into(), |c| c.to_string()),
+                Ok(t) => {
+                    if let (TaskDir::Processing, Some(w)) = (d, &t.worker_id) {
+                        if w != "brain" && lock_is_held(&layout.worker_lock(w)) == Some(false) {
+                            lost.push(LostTask {
+                                task: t.name.clone(),
+                                batch: t.batch_id.clone(),
+                                worker: w.clone(),
+                            });
+                        }
+                    }
+                    t.task_class
+                        .map_or("unclassified".into(), |c| c.to_string())
+                }
                 Err(_) => "invalid".into(),
             };
             *by_class.entry(class).or_default() += 1;
@@ -98,6 +118,7 @@ fn gather(layout: &Layout) -> Result<Status> {
         brain,
         queues,
         rejected: fsio::list_names(&layout.rejected_dir())?.len(),
+        lost,
         workers,
         batches: BatchRecord::read_all(layout)?
             .into_iter()

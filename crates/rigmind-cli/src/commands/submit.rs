@@ -11,7 +11,7 @@ use rigmind_queue::batch::{BatchRecord, BatchState};
 use rigmind_queue::task::{TaskFile, TaskName};
 use rigmind_queue::{fsio, Layout, TaskDir};
 
-use crate::args::{SubmitArgs, WaitArgs};
+use crate::args::{CancelArgs, SubmitArgs, WaitArgs};
 
 /// Validates a plan here (so errors show at once, with their lines), then writes the
 /// `execute_plan` task that the brain turns into the batch. Returns the batch id.
@@ -79,7 +79,7 @@ pub fn wait_for_batch(
             // A task sent back by hand (`mv`, `retry`) reopens a batch before the
             // brain has rewritten its record: the files have the last word.
             Ok(r) => {
-                if r.state.is_done() && !has_live_tasks(layout, batch) {
+                if r.state.is_done() && !brain_behind(layout, &r) {
                     return Ok(WaitOutcome::Done(r));
                 }
             }
@@ -97,13 +97,29 @@ pub fn wait_for_batch(
     }
 }
 
-/// True while a task of the batch sits in `queue/` or `processing/`.
-fn has_live_tasks(layout: &Layout, batch: &str) -> bool {
-    [TaskDir::Queue, TaskDir::Processing].iter().any(|d| {
-        fsio::list_names(&layout.dir(*d))
-            .unwrap_or_default()
-            .iter()
-            .any(|n| TaskName::parse(n).is_some_and(|t| t.batch == batch))
+/// True when the files say more than a done batch record does: a task of the batch
+/// sits in `queue/` or `processing/`, or one of its files was moved after the record
+/// was written (a rename sets the change time, also for a hand `mv`).
+fn brain_behind(layout: &Layout, r: &BatchRecord) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let finished = r
+        .finished_at
+        .as_deref()
+        .and_then(rigmind_queue::time::parse_rfc3339)
+        .map_or(i64::MAX, |t| t.timestamp_nanos_opt().unwrap_or(i64::MAX));
+    TaskDir::ALL.iter().any(|d| {
+        let dir = layout.dir(*d);
+        fsio::list_names(&dir).unwrap_or_default().iter().any(|n| {
+            if TaskName::parse(n).is_none_or(|t| t.batch != r.batch_id) {
+                return false;
+            }
+            if matches!(d, TaskDir::Queue | TaskDir::Processing) {
+                return true;
+            }
+            std::fs::metadata(dir.join(n))
+                .map(|m| m.ctime() * 1_000_000_000 + m.ctime_nsec() > finished)
+                .unwrap_or(false)
+        })
     })
 }
 
@@ -152,6 +168,53 @@ pub fn wait(a: WaitArgs) -> Result<i32> {
                 "batch {}: still running after {:?}",
                 a.batch,
                 a.timeout.unwrap_or(0.0)
+            );
+            Ok(2)
+        }
+    }
+}
+
+/// `rigmind cancel BATCH`
+pub fn cancel(a: CancelArgs) -> Result<i32> {
+    let layout = Layout::new(&a.root.root);
+    let record = match BatchRecord::read(&layout.batch_file(&a.batch)) {
+        Ok(r) => r,
+        Err(e) if e.is_not_found() => {
+            eprintln!("no batch {} under {}", a.batch, layout.root().display());
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if record.state.is_done() {
+        println!("batch {} is already {}", a.batch, record.state.as_str());
+        return Ok(0);
+    }
+    rigmind_brain::run::write_cancel_batch(&layout, &a.batch)?;
+    if rigmind_queue::workers::lock_is_held(&layout.brain_lock()) != Some(true) {
+        eprintln!(
+            "note: no brain is running on {}; the cancellation waits in tasks/queue/ until one starts",
+            layout.root().display()
+        );
+    }
+    let timeout = Some(Duration::from_secs_f64(a.timeout.max(0.0)));
+    match wait_for_batch(&layout, &a.batch, timeout, |_| true)? {
+        WaitOutcome::Done(r) => {
+            let c = r.counts;
+            println!(
+                "batch {} ({}): {} — {} complete, {} failed or cancelled of {}",
+                r.batch_id,
+                r.name,
+                r.state.as_str(),
+                c.complete,
+                c.failed,
+                c.total
+            );
+            Ok(0)
+        }
+        _ => {
+            println!(
+                "batch {}: cancellation requested, not finished yet",
+                a.batch
             );
             Ok(2)
         }
