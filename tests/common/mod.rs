@@ -115,6 +115,25 @@ impl Rig {
         }
     }
 
+    /// kill -9 a started process (no chance to clean up), and reap it.
+    pub fn kill9(&mut self, what: &str) {
+        let i = self
+            .children
+            .iter()
+            .position(|(w, _)| w == what)
+            .unwrap_or_else(|| panic!("{what} is not running"));
+        let (_, mut child) = self.children.remove(i);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Whether every started process is still running.
+    pub fn all_alive(&mut self) -> bool {
+        self.children
+            .iter_mut()
+            .all(|(_, c)| matches!(c.try_wait(), Ok(None)))
+    }
+
     pub fn names_in(&self, dir: &str) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.root().join("tasks").join(dir))
             .map(|rd| {
@@ -130,11 +149,12 @@ impl Rig {
 
     /// The task files of a directory, parsed.
     pub fn tasks_in(&self, dir: &str) -> Vec<serde_json::Value> {
+        // A file may move on between the listing and the read: skip it.
         self.names_in(dir)
             .iter()
-            .map(|n| {
+            .filter_map(|n| {
                 let p = self.root().join("tasks").join(dir).join(n);
-                serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+                serde_json::from_slice(&std::fs::read(&p).ok()?).ok()
             })
             .collect()
     }
@@ -171,6 +191,19 @@ impl Drop for Rig {
             let _ = c.wait();
         }
     }
+}
+
+/// Whether a process runs (a zombie waiting to be reaped does not count).
+pub fn running(pid: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .trim_start()
+        .chars()
+        .next();
+    !matches!(state, None | Some('Z') | Some('X'))
 }
 
 pub fn text(b: &[u8]) -> String {

@@ -127,6 +127,18 @@ pub fn refresh(layout: &Layout, logs: &Logs, state: &mut BrainState, file_name: 
     let new = status_at(place, &t);
     let job = &mut batch.jobs[i];
     job.holder = (new == JobStatus::Processing).then(|| holder_of(&t, &path));
+    // Probe the holder now: a probe older than its start record could take a
+    // worker restarted under the same id for the one that died.
+    if let Some(w) = job.holder.as_ref().and_then(|h| h.worker.clone()) {
+        if w != "brain" {
+            let live = rigmind_queue::workers::probe(layout, &w);
+            state.workers.insert(w, live);
+        }
+    }
+    let Some(batch) = state.batches.get_mut(&tn.batch) else {
+        return;
+    };
+    let job = &mut batch.jobs[i];
     let old = job.status;
     if same_kind(old, new) {
         return;
@@ -193,7 +205,8 @@ pub fn reject(layout: &Layout, logs: &Logs, state: &mut BrainState, path: &Path,
     );
     let _ = logs.event(
         "quarantine",
-        obj(json!({"file": path, "moved_to": moved, "reason": reason})),
+        obj(json!({"file": path.display().to_string(),
+                   "moved_to": moved.display().to_string(), "reason": reason})),
     );
     let Some(tn) = path
         .file_name()

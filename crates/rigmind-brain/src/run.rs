@@ -84,6 +84,7 @@ pub async fn run_brain(
     })?;
     let config = RigConfig::load(&layout.rig_toml())?;
     let logs = Logs::new(&layout);
+    requeue_orphaned_requests(&layout, &logs)?;
     let mut state = crate::rebuild::rebuild(&layout, &logs)?;
     state.brain_session = uuid::Uuid::new_v4().simple().to_string();
     state.stale_after_secs = config.defaults.stale_after_secs;
@@ -189,7 +190,7 @@ pub async fn run_brain(
                             crate::observe::fix_unclassified(&layout, &logs, &mut state, name);
                         }
                     }
-                    if rigmind_queue::task::TaskName::parse(name).is_none() {
+                    if !is_known_job(&state, name) {
                         judge_stray(&layout, &logs, &mut state, &p);
                     }
                     refresh(&layout, &logs, &mut state, name);
@@ -279,7 +280,7 @@ fn full_rescan(layout: &Layout, logs: &Logs, state: &mut BrainState, brain_queue
         };
         let dir = layout.dir(d);
         for name in fsio::list_names(&dir).unwrap_or_default() {
-            if rigmind_queue::task::TaskName::parse(&name).is_none() {
+            if !is_known_job(state, &name) {
                 judge_stray(layout, logs, state, &dir.join(&name));
             }
             seen.insert(name, status);
@@ -332,7 +333,43 @@ fn full_rescan(layout: &Layout, logs: &Logs, state: &mut BrainState, brain_queue
     }
 }
 
-/// A file in a task directory whose name is not a task's: a hand-written task
+/// Requests that only a brain runs (`execute_plan`, `cancel_batch`) and that a
+/// previous brain had claimed when it stopped go back to the queue: both are
+/// safe to run again (a batch whose record exists is not submitted twice).
+fn requeue_orphaned_requests(layout: &Layout, logs: &Logs) -> Result<(), BrainError> {
+    let dir = layout.dir(TaskDir::Processing);
+    for name in fsio::list_names(&dir)? {
+        let path = dir.join(&name);
+        let Ok(mut t) = TaskFile::read(&path) else {
+            continue;
+        };
+        if t.executor != Executor::Brain || t.action.is_none() {
+            continue;
+        }
+        t.status = TaskStatus::Queued;
+        t.clear_run_results();
+        rigmind_exec::file_into(layout, &path, &t, TaskDir::Queue, Sync::Data)?;
+        logs.decision(
+            &Decision::new("requeue")
+                .kv("batch", &t.batch_id)
+                .kv("task", &t.name)
+                .kv("reason", "a brain stopped before finishing it"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether `name` is the file of a task of a known batch.
+fn is_known_job(state: &BrainState, name: &str) -> bool {
+    rigmind_queue::task::TaskName::parse(name).is_some_and(|tn| {
+        state
+            .batches
+            .get(&tn.batch)
+            .is_some_and(|b| b.by_file.contains_key(name))
+    })
+}
+
+/// A file in a task directory that is not a known task's: a hand-written task
 /// (left for the workers) or something that is not a task at all (moved aside).
 fn judge_stray(layout: &Layout, logs: &Logs, state: &mut BrainState, path: &Path) {
     if let Some(reason) = rigmind_queue::quarantine::judge(path, std::time::SystemTime::now()) {
@@ -405,8 +442,10 @@ fn execute_plan(
             );
             let _ = logs.event(
                 "reject",
-                crate::observe::obj(json!({"batch": task.batch_id, "file": plan_file,
-                                           "errors": e.to_string()})),
+                crate::observe::obj(
+                    json!({"batch": task.batch_id, "file": plan_file.display().to_string(),
+                                           "errors": e.to_string()}),
+                ),
             );
             task.status = TaskStatus::Failed;
             task.failure_kind = Some(FailureKind::DefinitionError);

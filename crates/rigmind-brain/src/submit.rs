@@ -38,6 +38,16 @@ pub fn new_batch_id(layout: &Layout) -> String {
 
 /// Reads and expands a plan with the rig's defaults.
 pub fn load_plan(path: &Path, config: &RigConfig) -> Result<ExpandedPlan, PlanError> {
+    if path.to_str().is_none() {
+        return Err(PlanError {
+            diagnostics: vec![rigmind_plan::Diagnostic {
+                path: path.to_path_buf(),
+                line: 0,
+                severity: rigmind_plan::Severity::Error,
+                message: "the plan's path is not UTF-8".into(),
+            }],
+        });
+    }
     let plan = rigmind_plan::parse_file(path)?;
     rigmind_plan::expand(
         &plan,

@@ -42,6 +42,9 @@ pub enum Filed {
     Failed(FailureKind),
     /// Put back into `queue/` unrun to the end (the runner is shutting down).
     Returned,
+    /// Not filed: the task had been taken from this runner (the brain judged it
+    /// lost and killed it), so its result is not the task's any more.
+    Discarded,
 }
 
 /// A task whose run is over, to be filed by [`Finished::file`].
@@ -59,12 +62,29 @@ impl Finished {
     /// `queue/`) and removes it from `processing/`. Blocking file I/O. A result is
     /// flushed with its directory entry: once filed, a power cut cannot undo it.
     pub fn file(&self, layout: &Layout) -> Result<Filed, QueueError> {
+        if !self.still_ours() {
+            tracing::warn!(
+                task = %self.task.name,
+                "the task was taken from this runner while it ran; its result is discarded"
+            );
+            return Ok(Filed::Discarded);
+        }
         let sync = match self.dir {
             TaskDir::Complete | TaskDir::Failed => Sync::Dir,
             _ => Sync::Data,
         };
         file_into(layout, &self.from, &self.task, self.dir, sync)?;
         Ok(self.filed)
+    }
+
+    /// Whether `processing/` still holds this run of the task (same session).
+    fn still_ours(&self) -> bool {
+        match TaskFile::read(&self.from) {
+            // No session: the start record never got written; nobody else has it.
+            Ok(t) => t.worker_session.is_none() || t.worker_session == self.task.worker_session,
+            // Unreadable but present: ours to replace. Gone: taken.
+            Err(e) => !e.is_not_found(),
+        }
     }
 
     /// [`Finished::file`], tried again every `every` while it fails (a full disk, a

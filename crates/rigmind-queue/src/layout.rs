@@ -40,8 +40,16 @@ impl Layout {
         Self { root: root.into() }
     }
 
-    /// Creates every directory of the layout that does not exist yet.
+    /// Creates every directory of the layout that does not exist yet. A root whose
+    /// path is not UTF-8 is refused: task files hold paths as JSON strings.
     pub fn ensure(&self) -> Result<(), QueueError> {
+        if self.root.to_str().is_none() {
+            return Err(QueueError::Invalid {
+                path: self.root.clone(),
+                what: "root",
+                reason: "the path is not UTF-8".into(),
+            });
+        }
         let mut dirs = vec![
             self.private_root(),
             self.batches_dir(),

@@ -345,6 +345,7 @@ fn count(
             me.tasks_failed += 1;
         }
         Ok(Ok(Filed::Returned)) => summary.returned += 1,
+        Ok(Ok(Filed::Discarded)) => {}
         // The task stays in processing/ with its start record; the brain's
         // lost-task handling takes it from there.
         Ok(Err(e)) => tracing::error!(worker = %id, "filing a result: {e}"),

@@ -1,0 +1,378 @@
+//! Nothing lost: dead and restarted workers, bad files, hand-written tasks,
+//! cancellation, retries of a batch, lost events — with real processes.
+
+mod common;
+
+use common::{eventually, running, text, Rig};
+
+fn wait_running(rig: &Rig, suffix: &str) {
+    eventually(20, &format!("{suffix} to run"), || {
+        rig.names_in("processing")
+            .iter()
+            .any(|n| n.ends_with(suffix))
+    });
+}
+
+#[test]
+fn a_killed_worker_s_task_is_requeued_and_its_commands_die() {
+    let mut rig = Rig::new();
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    let plan = rig.fixture("lost.md");
+    let batch = rig.submit(&plan);
+    wait_running(&rig, "-hangs_once.json");
+    eventually(10, "the background process to start", || {
+        rig.dir.path().join("bg.pid").exists()
+    });
+    let bg = std::fs::read_to_string(rig.dir.path().join("bg.pid")).unwrap();
+    assert!(running(&bg));
+    rig.kill9("w1");
+    // The OOM killer's way: the worker is gone, its command is not (yet).
+    assert!(
+        running(&bg),
+        "the command should outlive its worker until the brain acts"
+    );
+    rig.start_worker("w2", &[]);
+    assert_eq!(rig.wait(&batch), 0);
+    assert!(!running(&bg), "the dead worker's command still runs");
+    let lost = rig.decisions_with(&["decision=lost", "task=hangs_once", "worker=w1"]);
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert!(
+        lost[0].contains("worker w1 is dead (its lock is free)"),
+        "{lost:?}"
+    );
+    assert!(!lost[0].contains("killed_processes=0"), "{lost:?}");
+    assert_eq!(
+        rig.decisions_with(&["decision=retry", "task=hangs_once"])
+            .len(),
+        1
+    );
+    let t = rig.task("complete", "hangs_once");
+    assert_eq!(t["worker_id"], "w2");
+    assert_eq!(t["retry_count"], 1);
+    assert!(t["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("worker w1 is dead"));
+}
+
+#[test]
+fn a_worker_restarted_under_the_same_id_does_not_hide_its_lost_task() {
+    let mut rig = Rig::new();
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    let plan = rig.fixture("lost.md");
+    let batch = rig.submit(&plan);
+    wait_running(&rig, "-hangs_once.json");
+    rig.kill9("w1");
+    rig.start_worker("w1", &[]);
+    assert_eq!(rig.wait(&batch), 0);
+    let lost = rig.decisions_with(&["decision=lost", "task=hangs_once"]);
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    // Either probe can see it first: the free lock, or the new session.
+    assert!(
+        lost[0].contains("was restarted") || lost[0].contains("is dead"),
+        "{lost:?}"
+    );
+}
+
+#[test]
+fn garbage_in_every_directory_is_quarantined_and_the_batch_completes() {
+    let mut rig = Rig::new();
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    rig.start_worker("w2", &[]);
+    let plan = rig.fixture("order.md");
+    let batch = rig.submit(&plan);
+    let tasks = rig.root().join("tasks");
+    let private = rig.root().join("brain/private_tasks").join(&batch);
+    let mut dropped = Vec::new();
+    let mut drop = |dir: &std::path::Path, name: &str, bytes: &[u8]| {
+        std::fs::write(dir.join(name), bytes).unwrap();
+        dropped.push(name.to_string());
+    };
+    for d in ["queue", "processing", "complete", "failed"] {
+        let dir = tasks.join(d);
+        drop(&dir, &format!("notes-{d}.txt"), b"just some notes");
+        drop(&dir, &format!("empty-{d}.json"), b"");
+        drop(
+            &dir,
+            &format!("binary-{d}.json"),
+            &[0, 159, 146, 150, 255, 0],
+        );
+        drop(&dir, &format!("fields-{d}.json"), br#"{"hello": "world"}"#);
+        drop(
+            &dir,
+            &format!("p05-99999999-{batch}-truncated_{d}.json"),
+            br#"{"task_id": "x", "batch_id": "#,
+        );
+        std::fs::create_dir(dir.join(format!("adir-{d}"))).unwrap();
+        drop(
+            &dir,
+            &format!("adir-{d}/inside.txt"),
+            b"a directory is not a task",
+        );
+    }
+    drop(&private, "junk.json", b"{{{");
+    // A name that is not UTF-8.
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let odd = std::ffi::OsStr::from_bytes(b"odd-\xff-name.json");
+        std::fs::write(tasks.join("queue").join(odd), b"{}").unwrap();
+    }
+    assert_eq!(rig.wait(&batch), 0);
+    // Everything dropped is moved aside (after it settles) and named in the log.
+    eventually(20, "every dropped file to be quarantined", || {
+        let rejected = std::fs::read_dir(tasks.join("rejected")).unwrap().count();
+        rejected >= dropped.len() + 1
+    });
+    let dropped: Vec<String> = dropped
+        .into_iter()
+        .map(|n| n.split('/').next().unwrap().to_string())
+        .collect();
+    for name in &dropped {
+        assert!(
+            tasks.join("rejected").join(name).exists(),
+            "{name} not in rejected/"
+        );
+        let lines = rig.decisions_with(&["decision=quarantine", name.as_str()]);
+        assert_eq!(lines.len(), 1, "{name}: {lines:?}");
+    }
+    assert!(rig.decisions_with(&["decision=quarantine", "odd-"]).len() == 1);
+    let bytes = std::fs::read(tasks.join("rejected/binary-queue.json")).unwrap();
+    assert_eq!(
+        bytes,
+        [0, 159, 146, 150, 255, 0],
+        "quarantine keeps the bytes"
+    );
+    assert!(rig.all_alive(), "a process died on garbage");
+    let out = rig.rigmind(&["status", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(s["rejected"].as_u64().unwrap() >= dropped.len() as u64);
+}
+
+#[test]
+fn a_known_task_whose_file_is_ruined_fails_as_a_definition_error() {
+    let mut rig = Rig::new();
+    rig.start_brain();
+    // No worker yet: the released task waits in the queue, where a hand ruins it.
+    let plan = rig.fixture("gated.md");
+    let batch = rig.submit(&plan);
+    eventually(20, "needs_flag to be queued", || {
+        rig.names_in("queue")
+            .iter()
+            .any(|n| n.ends_with("-needs_flag.json"))
+    });
+    let name = rig
+        .names_in("queue")
+        .into_iter()
+        .find(|n| n.ends_with("-needs_flag.json"))
+        .unwrap();
+    std::fs::write(
+        rig.root().join("tasks/queue").join(&name),
+        b"{\"task_id\": ",
+    )
+    .unwrap();
+    rig.start_worker("w1", &[]);
+    assert_eq!(rig.wait(&batch), 1);
+    let t = rig.task("failed", "needs_flag");
+    assert_eq!(t["failure_kind"], "definition_error");
+    assert!(t["error"].as_str().unwrap().contains("rejected"), "{t}");
+    assert_eq!(
+        rig.task("failed", "follows")["failure_kind"],
+        "dependency_failed"
+    );
+    assert!(rig.root().join("tasks/rejected").join(&name).exists());
+}
+
+#[test]
+fn a_task_file_without_a_class_is_fixed_or_left_failed_with_the_reason() {
+    let mut rig = Rig::new();
+    rig.start_brain();
+    rig.start_worker("w1", &["--classes", "cpu,script"]);
+    let queue = rig.root().join("tasks/queue");
+    eventually(10, "the root to exist", || queue.exists());
+    let workdir = rig.dir.path().display().to_string();
+    let fixable = format!(
+        r#"{{"task_id": "hand-1", "batch_id": "handmade", "name": "embed_by_hand",
+            "status": "queued", "command": "echo pretend embedding > embedded.txt",
+            "workdir": "{workdir}"}}"#
+    );
+    let unfixable = r#"{"task_id": "hand-2", "batch_id": "handmade", "name": "nothing",
+                        "status": "queued"}"#;
+    std::fs::write(
+        queue.join("p05-00000001-handmade-embed_by_hand.json"),
+        fixable,
+    )
+    .unwrap();
+    std::fs::write(queue.join("p05-00000002-handmade-nothing.json"), unfixable).unwrap();
+    eventually(20, "the fixed task to complete", || {
+        rig.names_in("complete")
+            .iter()
+            .any(|n| n.contains("embed_by_hand"))
+    });
+    let t = rig.task("complete", "embed_by_hand");
+    assert_eq!(t["task_class"], "script");
+    assert_eq!(t["fix_applied"], "task_class inferred as script");
+    assert_eq!(
+        std::fs::read_to_string(rig.dir.path().join("embedded.txt")).unwrap(),
+        "pretend embedding\n"
+    );
+    assert!(
+        rig.decisions_with(&["decision=fail", "task=embed_by_hand", "definition_error"])
+            .len()
+            == 1
+    );
+    assert!(
+        rig.decisions_with(&["decision=fix", "task=embed_by_hand"])
+            .len()
+            == 1
+    );
+    eventually(20, "the unfixable task to stay failed", || {
+        rig.names_in("failed").iter().any(|n| n.contains("nothing"))
+    });
+    let t = rig.task("failed", "nothing");
+    assert_eq!(t["failure_kind"], "definition_error");
+    assert!(
+        t["error"]
+            .as_str()
+            .unwrap()
+            .contains("no command or prompt"),
+        "{t}"
+    );
+}
+
+#[test]
+fn cancel_kills_what_runs_and_records_everything_as_cancelled() {
+    let mut rig = Rig::new();
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    let plan = rig.fixture("cancel.md");
+    let batch = rig.submit(&plan);
+    wait_running(&rig, "-long.json");
+    eventually(10, "the background process", || {
+        rig.dir.path().join("bg.pid").exists()
+    });
+    let bg = std::fs::read_to_string(rig.dir.path().join("bg.pid")).unwrap();
+    let out = rig.rigmind(&["cancel", &batch]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("cancelled"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        !running(&bg),
+        "the cancelled task's process group still runs"
+    );
+    let failed = rig.tasks_in("failed");
+    let ours: Vec<&serde_json::Value> = failed
+        .iter()
+        .filter(|t| t["batch_id"] == batch.as_str())
+        .collect();
+    assert_eq!(ours.len(), 5, "{ours:?}");
+    assert!(
+        ours.iter().all(|t| t["failure_kind"] == "cancelled"),
+        "{ours:?}"
+    );
+    assert!(!rig.dir.path().join("never.txt").exists());
+    assert_eq!(rig.decisions_with(&["decision=kill", "task=long"]).len(), 1);
+    assert_eq!(
+        rig.decisions_with(&["decision=retry", &batch]).len(),
+        0,
+        "a cancelled task was retried"
+    );
+    assert_eq!(
+        rig.decisions_with(&["decision=batch_done", &batch, "state=cancelled"])
+            .len(),
+        1
+    );
+    assert_eq!(rig.wait(&batch), 1);
+    let out = rig.rigmind(&["retry", "--batch", &batch]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("was cancelled"));
+}
+
+#[test]
+fn retry_batch_requeues_every_failed_task_and_their_dependents_follow() {
+    let mut rig = Rig::new();
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    let plan = rig.fixture("twofail.md");
+    let batch = rig.submit(&plan);
+    assert_eq!(rig.wait(&batch), 1);
+    std::fs::write(rig.dir.path().join("flag-x"), "").unwrap();
+    std::fs::write(rig.dir.path().join("flag-y"), "").unwrap();
+    let out = rig.rigmind(&["retry", "--batch", &batch]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("requeued 2 failed task(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(rig.wait(&batch), 0);
+    assert!(rig.dir.path().join("sum.txt").exists());
+}
+
+#[test]
+fn a_restarted_brain_resolves_a_task_found_in_two_places() {
+    let mut rig = Rig::new();
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    let plan = rig.fixture("gated.md");
+    std::fs::write(rig.dir.path().join("flag"), "").unwrap();
+    let batch = rig.submit(&plan);
+    assert_eq!(rig.wait(&batch), 0);
+    rig.kill9("brain");
+    rig.kill9("w1");
+    // A crash between writing a result and removing the claim leaves both.
+    let name = rig
+        .names_in("complete")
+        .into_iter()
+        .find(|n| n.ends_with("-follows.json"))
+        .unwrap();
+    let done = rig.root().join("tasks/complete").join(&name);
+    std::fs::copy(&done, rig.root().join("tasks/processing").join(&name)).unwrap();
+    rig.start_brain();
+    eventually(20, "the stale copy to go", || {
+        !rig.root().join("tasks/processing").join(&name).exists()
+    });
+    let lines = rig.decisions_with(&["decision=resolve_duplicate", "task=follows"]);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("kept=complete") && lines[0].contains("removed=processing"));
+    assert!(done.exists());
+    assert_eq!(rig.wait(&batch), 0);
+}
+
+#[test]
+fn lost_events_do_not_leave_tasks_waiting() {
+    let mut rig = Rig::new();
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    rig.start_worker("w2", &[]);
+    let plan = rig.fixture("order.md");
+    let queue = rig.root().join("tasks/queue");
+    eventually(10, "the root to exist", || queue.exists());
+    // Far more events than the kernel queues (16384 by default) while the batch
+    // runs: creating and removing files faster than anyone can read the events.
+    let spam = {
+        let queue = queue.clone();
+        std::thread::spawn(move || {
+            for i in 0..40_000 {
+                let p = queue.join(format!(".spam-{i}"));
+                let _ = std::fs::write(&p, b"");
+                let _ = std::fs::remove_file(&p);
+            }
+        })
+    };
+    let batch = rig.submit(&plan);
+    spam.join().unwrap();
+    assert_eq!(rig.wait(&batch), 0);
+    assert!(rig.all_alive());
+}
