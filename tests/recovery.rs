@@ -86,6 +86,11 @@ fn garbage_in_every_directory_is_quarantined_and_the_batch_completes() {
     let batch = rig.submit(&plan);
     let tasks = rig.root().join("tasks");
     let private = rig.root().join("brain/private_tasks").join(&batch);
+    eventually(20, "the brain to take the plan", || {
+        rig.root()
+            .join(format!("brain/batches/{batch}.json"))
+            .exists()
+    });
     let mut dropped = Vec::new();
     let mut drop = |dir: &std::path::Path, name: &str, bytes: &[u8]| {
         std::fs::write(dir.join(name), bytes).unwrap();
@@ -375,4 +380,85 @@ fn lost_events_do_not_leave_tasks_waiting() {
     spam.join().unwrap();
     assert_eq!(rig.wait(&batch), 0);
     assert!(rig.all_alive());
+}
+
+/// Unmounts (lazily, as processes may still hold files) when dropped.
+struct Mount(std::path::PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_loses_nothing_and_everything_resumes_when_space_returns() {
+    let mut rig = Rig::new();
+    let root = rig.root();
+    std::fs::create_dir_all(&root).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&root)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: this machine does not let the test mount a small tmpfs");
+        return;
+    }
+    let _unmount = Mount(root.clone());
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    let plan = rig.fixture("long_task.md");
+    let batch = rig.submit(&plan);
+    wait_running(&rig, "-long.json");
+    // Fill the disk while the task runs: its result cannot be written.
+    let filler = root.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    eventually(20, "the command to finish", || {
+        rig.dir.path().join("long.txt").exists()
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        rig.names_in("processing")
+            .iter()
+            .any(|n| n.ends_with("-long.json")),
+        "the task should wait in processing/ while its result cannot be written"
+    );
+    assert!(!rig
+        .names_in("complete")
+        .iter()
+        .any(|n| n.ends_with("-long.json")));
+    let stderr = std::fs::read_to_string(rig.dir.path().join("w1.stderr")).unwrap();
+    assert!(
+        stderr.contains("No space left on device") && stderr.contains("tasks/complete"),
+        "the error should name the path: {stderr}"
+    );
+    assert!(rig.all_alive());
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(rig.wait(&batch), 0);
+    let done: Vec<String> = rig
+        .names_in("complete")
+        .into_iter()
+        .filter(|n| n.ends_with("-long.json"))
+        .collect();
+    assert_eq!(done.len(), 1);
+    // Nothing half-written was left behind anywhere.
+    for d in ["queue", "processing", "complete", "failed"] {
+        let leftovers: Vec<_> = std::fs::read_dir(root.join("tasks").join(d))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{d}: {leftovers:?}");
+    }
+    rig.stop("w1");
+    rig.stop("brain");
 }

@@ -60,8 +60,7 @@ pub fn apply(
             if let Some(p) = previous {
                 t.extra.insert("last_error".into(), json!(p));
             }
-            t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)?;
-            fsio::remove_if_exists(&from)?;
+            fsio::rewrite_and_move(&from, &layout.dir(TaskDir::Queue), &t.to_bytes())?;
             logs.decision(
                 &Decision::new("retry")
                     .kv("batch", batch)
@@ -161,8 +160,7 @@ pub fn apply(
             let mut t = TaskFile::read(&from)?;
             t.clear_run_results();
             t.status = TaskStatus::Pending;
-            t.write_to(&layout.private_dir(batch), Sync::Data)?;
-            fsio::remove_if_exists(&from)?;
+            fsio::rewrite_and_move(&from, &layout.private_dir(batch), &t.to_bytes())?;
             logs.decision(
                 &Decision::new("revive")
                     .kv("batch", batch)

@@ -59,9 +59,11 @@ impl QueueIndex {
         let names = fsio::list_names(&dir)?;
         let mut fresh = BTreeMap::new();
         for name in names {
+            // Known tasks are not read again; files that could not be read are
+            // (one may have been caught mid-move, or be back under the same name).
             let entry = match self.entries.remove(&name) {
-                Some(known) => known,
-                None => read_entry(&dir, &name),
+                Some(Some(known)) => Some(known),
+                _ => read_entry(&dir, &name),
             };
             fresh.insert(name, entry);
         }

@@ -60,6 +60,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8], sync: Sync) -> Result<(), QueueEr
     result
 }
 
+/// Moves a file to another directory with new contents, so that at every instant
+/// it is in exactly one place: rewritten where it is (atomically), then renamed.
+/// For moves against the usual order (failed → queue), where leaving a copy in both
+/// places after a crash would let the older state win.
+pub fn rewrite_and_move(from: &Path, to_dir: &Path, bytes: &[u8]) -> Result<PathBuf, QueueError> {
+    write_atomic(from, bytes, Sync::Data)?;
+    let to = to_dir.join(from.file_name().unwrap_or_default());
+    fs::rename(from, &to).map_err(|e| QueueError::io("move", from, e))?;
+    Ok(to)
+}
+
 /// Flushes files written with [`Sync::None`] as one group, then their directories.
 /// A file that is gone by then is skipped.
 ///

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use rigmind_queue::batch::{BatchRecord, BatchState};
-use rigmind_queue::fsio::{self, Sync};
+use rigmind_queue::fsio;
 use rigmind_queue::task::{TaskFile, TaskName, TaskStatus};
 use rigmind_queue::{FailureKind, Layout, TaskDir};
 
@@ -82,7 +82,11 @@ fn retry_batch(layout: &Layout, batch: &str) -> Result<i32> {
         let Ok(t) = TaskFile::read(&path) else {
             continue;
         };
-        if t.failure_kind == Some(FailureKind::DependencyFailed) || t.action.is_some() {
+        // A file the brain is moving right now no longer says failed: not ours.
+        if t.status != TaskStatus::Failed
+            || t.failure_kind == Some(FailureKind::DependencyFailed)
+            || t.action.is_some()
+        {
             continue;
         }
         requeue(layout, &path, t)?;
@@ -107,8 +111,7 @@ fn requeue(layout: &Layout, path: &std::path::Path, mut t: TaskFile) -> Result<(
     t.status = TaskStatus::Queued;
     t.retry_count = 0;
     t.not_before = None;
-    t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)?;
-    fsio::remove_if_exists(path)?;
+    fsio::rewrite_and_move(path, &layout.dir(TaskDir::Queue), &t.to_bytes())?;
     if let Ok(mut record) = BatchRecord::read(&layout.batch_file(&t.batch_id)) {
         record.state = BatchState::Running;
         record.finished_at = None;
