@@ -142,8 +142,14 @@ fn print_tables(s: &Status) {
     }
     if s.rejected > 0 {
         println!(
-            "{:<12} {:>7}  (files that were not valid tasks)",
+            "{:<12} {:>7}  files that were not valid tasks, moved aside (see brain_decisions.log)",
             "rejected", s.rejected
+        );
+    }
+    for l in &s.lost {
+        println!(
+            "lost: {} (batch {}) is held by dead worker {}; the brain requeues it",
+            l.task, l.batch, l.worker
         );
     }
     println!();
