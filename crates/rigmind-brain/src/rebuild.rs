@@ -107,13 +107,23 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
                         invalid.push((path, reason));
                         kept = Some((*place, None));
                     }
+                    // Moved on since the listing (a worker claimed it): look again.
+                    Err(e) if e.is_not_found() => {
+                        kept = relocate(layout, &batch_id, &file_name);
+                        if kept.is_some() {
+                            break;
+                        }
+                    }
                     Err(e) => return Err(e),
                 }
             }
-            let Some((place, task)) = kept else { continue };
+            // Still moving: counted as running for now; the first rescan (seconds
+            // away, well inside the claim grace) reads it where it has come to rest.
+            let (place, task) = kept.unwrap_or((Place::Public(TaskDir::Processing), None));
             let status = match (&task, place) {
                 (Some(t), p) => status_at(p, t),
                 (None, Place::Public(TaskDir::Complete)) => JobStatus::Complete,
+                (None, Place::Public(TaskDir::Processing)) => JobStatus::Processing,
                 // Unreadable: rejected just below, as a definition error.
                 (None, _) => JobStatus::Failed(crate::state::FailureInfo {
                     kind: rigmind_queue::FailureKind::DefinitionError,
@@ -124,6 +134,12 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
             let path = place.dir(layout, &batch_id).join(&file_name);
             let holder = match (&task, status) {
                 (Some(t), JobStatus::Processing) => Some(holder_of(t, &path)),
+                (None, JobStatus::Processing) => Some(crate::state::Holder {
+                    worker: None,
+                    session: None,
+                    pgid: None,
+                    since: chrono::Utc::now(),
+                }),
                 _ => None,
             };
             let plan_task_id = task
@@ -160,6 +176,16 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
         }
     }
     Ok(state)
+}
+
+/// Where a file that vanished during the rebuild has gone, read there.
+fn relocate(layout: &Layout, batch: &str, file_name: &str) -> Option<(Place, Option<TaskFile>)> {
+    let place = crate::observe::locate(layout, batch, file_name)?;
+    if place == Place::Public(TaskDir::Complete) {
+        return Some((place, None));
+    }
+    let t = TaskFile::read(&place.dir(layout, batch).join(file_name)).ok()?;
+    Some((place, Some(t)))
 }
 
 /// `transcribe[ep1]` → `transcribe`.

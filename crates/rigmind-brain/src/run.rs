@@ -101,6 +101,18 @@ pub async fn run_brain(
 
     let dirs: Vec<PathBuf> = TaskDir::ALL.iter().map(|d| layout.dir(*d)).collect();
     let (watcher, mut rx) = watch_dirs(&dirs)?;
+    // What changed between the rebuild and the watch (a start record written in
+    // place, say) raised no event: read every running task once more.
+    let running_now: Vec<String> = state
+        .batches
+        .values()
+        .flat_map(|b| b.jobs.iter())
+        .filter(|j| j.status == JobStatus::Processing)
+        .map(|j| j.file_name.clone())
+        .collect();
+    for name in running_now {
+        refresh(&layout, &logs, &mut state, &name);
+    }
 
     let mut queue_lock = QueueLock::open(&layout)?;
     let mut brain_queue = QueueIndex::default();
