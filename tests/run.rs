@@ -44,7 +44,7 @@ fn hello_runs_end_to_end_and_leaves_everything_visible_as_files() {
         "shout[bob]",
         "shout[carol]",
         "gather",
-        "execute_plan",
+        "@execute_plan",
     ] {
         assert_eq!(
             names.iter().filter(|x| **x == n).count(),
@@ -139,7 +139,7 @@ fn no_task_starts_before_its_dependencies_finish() {
     let time = |t: &serde_json::Value, f: &str| t[f].as_str().unwrap().to_string();
     let mut checked = 0;
     for t in &tasks {
-        if t["name"] == "execute_plan" {
+        if t["name"] == "@execute_plan" {
             continue;
         }
         for dep in t["depends_on"].as_array().unwrap() {

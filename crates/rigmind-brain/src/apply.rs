@@ -35,7 +35,7 @@ pub fn apply(
             let from = layout.private_dir(batch).join(&j.file_name);
             let mut t = TaskFile::read(&from)?;
             t.status = TaskStatus::Queued;
-            t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)?;
+            t.write_named(&layout.dir(TaskDir::Queue), &j.file_name, Sync::Data)?;
             fsio::remove_if_exists(&from)?;
             log_release(logs, batch, &t, reason)?;
             b.set_status(*job, JobStatus::Queued);
@@ -125,7 +125,11 @@ pub fn apply(
             t.failure_kind = Some(FailureKind::DependencyFailed);
             t.error = Some(format!("dependency '{cause_name}' failed"));
             t.finished_at = Some(rigmind_queue::time::to_rfc3339(now));
-            t.write_to(&layout.dir(TaskDir::Failed), Sync::Data)?;
+            t.write_named(
+                &layout.dir(TaskDir::Failed),
+                &b.jobs[*job].file_name,
+                Sync::Data,
+            )?;
             fsio::remove_if_exists(&from)?;
             logs.decision(
                 &Decision::new("cascade")
@@ -190,7 +194,11 @@ pub fn apply(
             t.failure_kind = Some(FailureKind::LostWorker);
             t.error = Some(reason.clone());
             t.finished_at = Some(rigmind_queue::time::to_rfc3339(now));
-            t.write_to(&layout.dir(TaskDir::Failed), Sync::Dir)?;
+            t.write_named(
+                &layout.dir(TaskDir::Failed),
+                &b.jobs[*job].file_name,
+                Sync::Dir,
+            )?;
             fsio::remove_if_exists(&from)?;
             logs.decision(
                 &Decision::new("lost")
@@ -237,19 +245,27 @@ pub fn apply(
             });
             t.finished_at
                 .get_or_insert_with(|| rigmind_queue::time::to_rfc3339(now));
+            let name = j.file_name.clone();
             let write = || -> Result<(), QueueError> {
-                t.write_to(&layout.dir(TaskDir::Failed), Sync::Data)?;
+                t.write_named(&layout.dir(TaskDir::Failed), &name, Sync::Data)?;
                 if !from.starts_with(layout.dir(TaskDir::Failed)) {
                     fsio::remove_if_exists(&from)?;
                 }
                 Ok(())
             };
             if was == JobStatus::Queued {
-                // Under the claim lock, so no worker starts it meanwhile.
-                if !from.exists() {
-                    return Ok(()); // claimed just now: it will be killed instead
+                // Under the claim lock, so no worker starts it meanwhile; one that
+                // was claimed just before is killed instead (next round).
+                let done = rigmind_queue::claim::QueueLock::open(layout)?.with(|| {
+                    if from.exists() {
+                        write().map(|()| true)
+                    } else {
+                        Ok(false)
+                    }
+                })??;
+                if !done {
+                    return Ok(());
                 }
-                rigmind_queue::claim::QueueLock::open(layout)?.with(write)??;
             } else {
                 write()?;
             }
@@ -318,7 +334,7 @@ pub fn apply(
             }
             let mut t = TaskFile::read(&to)?;
             t.status = TaskStatus::Pending;
-            t.write_to(&layout.private_dir(batch), Sync::Data)?;
+            t.write_named(&layout.private_dir(batch), &name, Sync::Data)?;
             let waiting = b.jobs[*job].unmet;
             logs.decision(
                 &Decision::new("hold_back")

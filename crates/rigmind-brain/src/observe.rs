@@ -190,24 +190,9 @@ fn invalid_reason(e: &QueueError) -> String {
 /// record in `failed/` that points at the rejected bytes, so that it is neither
 /// lost nor waited for forever.
 pub fn reject(layout: &Layout, logs: &Logs, state: &mut BrainState, path: &Path, reason: &str) {
-    let moved = match rigmind_queue::quarantine::quarantine(layout, path) {
-        Ok(to) => to,
-        Err(e) => {
-            tracing::warn!("{e}");
-            return;
-        }
+    let Some(moved) = quarantine(layout, logs, path, reason) else {
+        return;
     };
-    let _ = logs.decision(
-        &Decision::new("quarantine")
-            .kv("file", path.display())
-            .kv("moved_to", moved.display())
-            .kv("reason", reason),
-    );
-    let _ = logs.event(
-        "quarantine",
-        obj(json!({"file": path.display().to_string(),
-                   "moved_to": moved.display().to_string(), "reason": reason})),
-    );
     let Some(tn) = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -238,11 +223,39 @@ pub fn reject(layout: &Layout, logs: &Logs, state: &mut BrainState, path: &Path,
         "its task file was not valid ({reason}); the bytes are in {}",
         moved.display()
     ));
-    if let Err(e) = t.write_to(&layout.dir(TaskDir::Failed), Sync::Data) {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if let Err(e) = t.write_named(&layout.dir(TaskDir::Failed), name, Sync::Data) {
         tracing::warn!("{e}");
         return;
     }
     batch.set_status(i, JobStatus::Failed(failure_info(&t)));
+}
+
+/// Moves a file that is not a valid task into `tasks/rejected/` and logs it, and
+/// nothing more (for a bad stale copy of a task whose good copy was kept).
+pub fn quarantine(layout: &Layout, logs: &Logs, path: &Path, reason: &str) -> Option<PathBuf> {
+    let moved = match rigmind_queue::quarantine::quarantine(layout, path) {
+        Ok(to) => to,
+        Err(e) => {
+            tracing::warn!("{e}");
+            return None;
+        }
+    };
+    let _ = logs.decision(
+        &Decision::new("quarantine")
+            .kv("file", path.display())
+            .kv("moved_to", moved.display())
+            .kv("reason", reason),
+    );
+    let _ = logs.event(
+        "quarantine",
+        obj(json!({"file": path.display().to_string(),
+                   "moved_to": moved.display().to_string(), "reason": reason})),
+    );
+    Some(moved)
 }
 
 /// A `json!` object as the map that [`Logs::event`] takes.
@@ -319,5 +332,5 @@ pub fn fix_unclassified(layout: &Layout, logs: &Logs, state: &mut BrainState, fi
         }
         Err(e) => tracing::warn!("{e}"),
     }
-    refresh(layout, logs, state, &t.file_name());
+    refresh(layout, logs, state, file_name);
 }

@@ -25,7 +25,7 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
     let mut public: HashMap<String, BTreeMap<String, Vec<TaskDir>>> = HashMap::new();
     for d in TaskDir::ALL {
         for name in fsio::list_names(&layout.dir(d))? {
-            if let Some(tn) = TaskName::parse(&name) {
+            if let Some(tn) = TaskName::parse(&name).filter(|t| !crate::run::is_request(&t.name)) {
                 public
                     .entry(tn.batch)
                     .or_default()
@@ -76,6 +76,7 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
             // Latest first; the latest copy that reads as a task wins.
             places.sort_by_key(|p| std::cmp::Reverse(rank(p)));
             let mut kept: Option<(Place, Option<TaskFile>)> = None;
+            let mut bad_copies: Vec<(PathBuf, String)> = Vec::new();
             for place in &places {
                 let path = place.dir(layout, &batch_id).join(&file_name);
                 if kept.is_some() {
@@ -100,13 +101,8 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
                 }
                 match TaskFile::read(&path) {
                     Ok(t) => kept = Some((*place, Some(t))),
-                    Err(QueueError::Invalid { reason, .. }) if places.len() > 1 => {
-                        invalid.push((path, reason));
-                    }
-                    Err(QueueError::Invalid { reason, .. }) => {
-                        invalid.push((path, reason));
-                        kept = Some((*place, None));
-                    }
+                    // Judged below, once it is known whether a good copy exists.
+                    Err(QueueError::Invalid { reason, .. }) => bad_copies.push((path, reason)),
                     // Moved on since the listing (a worker claimed it): look again.
                     Err(e) if e.is_not_found() => {
                         kept = relocate(layout, &batch_id, &file_name);
@@ -115,6 +111,28 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
                         }
                     }
                     Err(e) => return Err(e),
+                }
+            }
+            let good_copy = matches!(
+                kept,
+                Some((_, Some(_))) | Some((Place::Public(TaskDir::Complete), _))
+            );
+            if good_copy {
+                // A bad stale copy beside a good one: moved aside, the task goes on.
+                for (path, reason) in bad_copies {
+                    crate::observe::quarantine(layout, logs, &path, &reason);
+                }
+            } else if let Some((path, reason)) = bad_copies.first().cloned() {
+                // Nothing readable is left: the task fails as a definition error.
+                let place = places
+                    .iter()
+                    .copied()
+                    .find(|p| p.dir(layout, &batch_id).join(&file_name) == path)
+                    .unwrap_or(Place::Public(TaskDir::Failed));
+                kept = Some((place, None));
+                invalid.push((path, reason));
+                for (p, r) in bad_copies.into_iter().skip(1) {
+                    crate::observe::quarantine(layout, logs, &p, &r);
                 }
             }
             // Still moving: counted as running for now; the first rescan (seconds
@@ -146,12 +164,10 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
                 .as_ref()
                 .map(|t| t.plan_task_id.clone())
                 .unwrap_or_else(|| plan_task_of(&tn.name));
-            if status == JobStatus::Pending {
-                let deps = task
-                    .as_ref()
-                    .map(|t| t.depends_on.clone())
-                    .unwrap_or_default();
-                pending_deps.push((jobs.len(), deps));
+            // Every job read gets its edges back: pending ones wait on them, failed
+            // ones are revived through them, queued ones are held back by them.
+            if let Some(t) = &task {
+                pending_deps.push((jobs.len(), t.depends_on.clone()));
             }
             jobs.push(Job {
                 name: tn.name.clone(),

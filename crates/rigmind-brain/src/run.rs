@@ -30,6 +30,14 @@ use crate::BrainError;
 pub const EXECUTE_PLAN: &str = "execute_plan";
 /// The task-file `action` of `rigmind cancel`.
 pub const CANCEL_BATCH: &str = "cancel_batch";
+/// Requests to the brain are named `@execute_plan`, `@cancel_batch.<id>`: no plan
+/// task can have a name with `@`, so they are never taken for a batch's tasks.
+pub const REQUEST_MARK: char = '@';
+
+/// Whether a task's name (as read from its file name) is a request to the brain.
+pub fn is_request(name: &str) -> bool {
+    name.starts_with(REQUEST_MARK)
+}
 
 /// How often the batch records' counts are brought up to date while tasks run.
 const RECORD_EVERY: Duration = Duration::from_millis(500);
@@ -263,6 +271,12 @@ fn converge(layout: &Layout, logs: &Logs, state: &mut BrainState) {
         for a in &actions {
             match apply(layout, logs, state, a, now) {
                 Ok(()) => progressed = true,
+                // A task file ruined by hand (in private_tasks/, which no event
+                // covers): moved aside, and its task fails as a definition error.
+                Err(rigmind_queue::QueueError::Invalid { path, reason, .. }) => {
+                    crate::observe::reject(layout, logs, state, &path, &reason);
+                    progressed = true;
+                }
                 Err(e) => tracing::warn!(action = ?a, "{e}"),
             }
         }
@@ -492,7 +506,18 @@ fn cancel_batch(
         }
         Some(b) => {
             b.record.cancel_requested = true;
-            b.dirty = true;
+            // On disk before the request is filed: a crash cannot lose the cancel.
+            if let Err(e) = b.record.write(layout) {
+                tracing::warn!("{e}; the cancel request stays queued");
+                b.record.cancel_requested = false;
+                let _ = std::fs::rename(
+                    path,
+                    layout
+                        .dir(TaskDir::Queue)
+                        .join(path.file_name().unwrap_or_default()),
+                );
+                return;
+            }
             let c = b.record.counts;
             let _ = logs.decision(
                 &Decision::new("cancel_batch")
@@ -527,12 +552,13 @@ pub fn write_cancel_batch(
     batch_id: &str,
 ) -> Result<PathBuf, rigmind_queue::QueueError> {
     let mut t = TaskFile::new(batch_id, CANCEL_BATCH, rigmind_types::TaskClass::Cpu);
+    t.plan_task_id = String::new();
     t.executor = Executor::Brain;
     t.action = Some(CANCEL_BATCH.into());
     t.status = TaskStatus::Queued;
     t.priority = 9;
     // A name of its own per request, so that a second cancel is not lost.
-    t.name = format!("{CANCEL_BATCH}.{}", &t.task_id[..8]);
+    t.name = format!("{REQUEST_MARK}{CANCEL_BATCH}.{}", &t.task_id[..8]);
     t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)
 }
 
@@ -563,6 +589,8 @@ pub fn write_execute_plan(
     batch_id: &str,
 ) -> Result<PathBuf, rigmind_queue::QueueError> {
     let mut t = TaskFile::new(batch_id, EXECUTE_PLAN, rigmind_types::TaskClass::Cpu);
+    t.name = format!("{REQUEST_MARK}{EXECUTE_PLAN}");
+    t.plan_task_id = String::new();
     t.executor = Executor::Brain;
     t.action = Some(EXECUTE_PLAN.into());
     t.status = TaskStatus::Queued;

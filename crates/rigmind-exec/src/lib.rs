@@ -69,11 +69,17 @@ impl Finished {
             );
             return Ok(Filed::Discarded);
         }
-        let sync = match self.dir {
-            TaskDir::Complete | TaskDir::Failed => Sync::Dir,
-            _ => Sync::Data,
-        };
-        file_into(layout, &self.from, &self.task, self.dir, sync)?;
+        if self.dir == TaskDir::Queue {
+            // Backwards (processing -> queue): one copy at every instant, so a
+            // claim can never be deleted by our clean-up.
+            fsio::rewrite_and_move(
+                &self.from,
+                &layout.dir(TaskDir::Queue),
+                &self.task.to_bytes(),
+            )?;
+            return Ok(self.filed);
+        }
+        file_into(layout, &self.from, &self.task, self.dir, Sync::Dir)?;
         Ok(self.filed)
     }
 
@@ -212,7 +218,8 @@ pub async fn run_claimed(
     }
 }
 
-/// Writes `task` into `dir`, then removes it from where it was. A crash between the
+/// Writes `task` into `dir` (under the name it has now), then removes it from
+/// where it was. A crash between the
 /// two leaves it in both places, which the brain resolves (the later state wins).
 pub fn file_into(
     layout: &Layout,
@@ -221,7 +228,11 @@ pub fn file_into(
     dir: TaskDir,
     sync: Sync,
 ) -> Result<PathBuf, QueueError> {
-    let to = task.write_to(&layout.dir(dir), sync)?;
+    let name = from
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map_or_else(|| task.file_name(), str::to_string);
+    let to = task.write_named(&layout.dir(dir), &name, sync)?;
     if to != from {
         fsio::remove_if_exists(from)?;
     }

@@ -148,7 +148,9 @@ pub async fn run_shell(
     let out = tokio::spawn(copy_to_log(child.stdout.take(), log.clone(), false));
     let err = tokio::spawn(copy_to_log(child.stderr.take(), log.clone(), true));
 
-    let timeout = Duration::from_secs_f64(run.timeout_secs.max(0.0));
+    // Absurd timeouts (1e30 s in a hand-written file) mean "no timeout", not a panic.
+    let timeout = Duration::try_from_secs_f64(run.timeout_secs.max(0.0))
+        .unwrap_or(Duration::from_secs(100 * 365 * 86_400));
     let status = tokio::select! {
         s = child.wait() => s.ok(),
         _ = tokio::time::sleep(timeout) => {

@@ -316,6 +316,19 @@ impl TaskFile {
         Self::from_bytes(path, &bytes)
     }
 
+    /// Writes the task atomically to `dir` under `file_name`: a task that moves
+    /// keeps the name it has, even if a hand edit changed its priority.
+    pub fn write_named(
+        &self,
+        dir: &Path,
+        file_name: &str,
+        sync: fsio::Sync,
+    ) -> Result<PathBuf, QueueError> {
+        let path = dir.join(file_name);
+        fsio::write_atomic(&path, &self.to_bytes(), sync)?;
+        Ok(path)
+    }
+
     /// Writes the task atomically to `dir` under its file name.
     pub fn write_to(&self, dir: &Path, sync: fsio::Sync) -> Result<PathBuf, QueueError> {
         let path = dir.join(self.file_name());

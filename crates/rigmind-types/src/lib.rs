@@ -142,7 +142,8 @@ pub fn parse_duration(text: &str) -> Result<f64, BadDuration> {
         _ => return Err(bad()),
     };
     let secs = value * factor;
-    if !secs.is_finite() || secs < 0.0 {
+    // A hundred years is as long as anything here needs to wait.
+    if !secs.is_finite() || secs < 0.0 || secs > 100.0 * 365.0 * 86400.0 {
         return Err(bad());
     }
     Ok(secs)

@@ -47,7 +47,17 @@ pub fn run(a: RunArgs) -> Result<i32> {
         started.push(spawn(&exe, &layout, "brain", &["brain"])?);
     }
     for (id, gpu, classes) in worker_plan(&layout, &config, a.workers) {
-        let mut args = vec!["worker", "--id", id.as_str(), "--classes", classes];
+        // A grace shorter than stop_all's deadline, so that a task still running
+        // at Ctrl-C is stopped and put back by its worker, not orphaned.
+        let mut args = vec![
+            "worker",
+            "--id",
+            id.as_str(),
+            "--classes",
+            classes,
+            "--grace",
+            "10",
+        ];
         if let Some(g) = gpu.as_deref() {
             args.extend(["--gpu", g]);
         }

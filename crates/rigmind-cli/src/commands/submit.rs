@@ -110,7 +110,9 @@ fn brain_behind(layout: &Layout, r: &BatchRecord) -> bool {
     TaskDir::ALL.iter().any(|d| {
         let dir = layout.dir(*d);
         fsio::list_names(&dir).unwrap_or_default().iter().any(|n| {
-            if TaskName::parse(n).is_none_or(|t| t.batch != r.batch_id) {
+            if TaskName::parse(n)
+                .is_none_or(|t| t.batch != r.batch_id || rigmind_brain::run::is_request(&t.name))
+            {
                 return false;
             }
             if matches!(d, TaskDir::Queue | TaskDir::Processing) {
@@ -128,7 +130,7 @@ fn rejection(layout: &Layout, batch: &str) -> Option<String> {
     let dir = layout.dir(TaskDir::Failed);
     fsio::list_names(&dir).ok()?.into_iter().find_map(|n| {
         let tn = TaskName::parse(&n)?;
-        if tn.batch != batch || tn.name != rigmind_brain::run::EXECUTE_PLAN {
+        if tn.batch != batch || !tn.name.ends_with(rigmind_brain::run::EXECUTE_PLAN) {
             return None;
         }
         let t = TaskFile::read(&dir.join(&n)).ok()?;
