@@ -187,9 +187,7 @@ pub fn apply(
                 .join(&b.jobs[*job].file_name);
             let mut t = TaskFile::read(&from)?;
             // Its commands die first, so the retry can never run beside them.
-            let killed = t
-                .pgid
-                .map_or(0, |pg| rigmind_exec::kill_task_group(pg, &t.task_id));
+            let killed = rigmind_exec::kill_task_group(&t.task_id);
             t.status = TaskStatus::Failed;
             t.failure_kind = Some(FailureKind::LostWorker);
             t.error = Some(reason.clone());
@@ -299,9 +297,7 @@ pub fn apply(
                 .dir(TaskDir::Processing)
                 .join(&b.jobs[*job].file_name);
             let t = TaskFile::read(&path)?;
-            let killed = t
-                .pgid
-                .map_or(0, |pg| rigmind_exec::kill_task_group(pg, &t.task_id));
+            let killed = rigmind_exec::kill_task_group(&t.task_id);
             b.jobs[*job].kill_sent = true;
             logs.decision(
                 &Decision::new("kill")

@@ -38,6 +38,54 @@ impl Place {
     }
 }
 
+/// The order in which a task's places follow each other: a copy in an earlier
+/// place than another is stale.
+pub fn rank(p: Place) -> u8 {
+    match p {
+        Place::Private => 0,
+        Place::Public(TaskDir::Queue) => 1,
+        Place::Public(TaskDir::Processing) => 2,
+        Place::Public(TaskDir::Failed) => 3,
+        Place::Public(TaskDir::Complete) => 4,
+    }
+}
+
+fn job_name(batch: &crate::state::Batch, i: usize) -> String {
+    batch.jobs[i].name.clone()
+}
+
+/// Removes copies of a task left in earlier places than `latest` (a runner killed
+/// between writing its result and removing its claim), as a restart would: the
+/// later state wins.
+fn drop_stale_copies(
+    layout: &Layout,
+    logs: &Logs,
+    batch: &str,
+    task: &str,
+    file_name: &str,
+    latest: Place,
+) {
+    let all = [
+        Place::Private,
+        Place::Public(TaskDir::Queue),
+        Place::Public(TaskDir::Processing),
+        Place::Public(TaskDir::Failed),
+    ];
+    for p in all.into_iter().filter(|p| rank(*p) < rank(latest)) {
+        let path = p.dir(layout, batch).join(file_name);
+        if path.exists() && rigmind_queue::fsio::remove_if_exists(&path).is_ok() {
+            let _ = logs.decision(
+                &Decision::new("resolve_duplicate")
+                    .kv("batch", batch)
+                    .kv("task", task)
+                    .kv("kept", latest.name())
+                    .kv("removed", p.name())
+                    .kv("reason", "found in two places; the later state wins"),
+            );
+        }
+    }
+}
+
 /// Finds the latest place of a task file: complete > failed > processing > queue >
 /// private (the later state wins, as after a crash between two moves).
 pub fn locate(layout: &Layout, batch: &str, file_name: &str) -> Option<Place> {
@@ -115,6 +163,17 @@ pub fn refresh(layout: &Layout, logs: &Logs, state: &mut BrainState, file_name: 
     let Some(place) = locate(layout, &tn.batch, file_name) else {
         return;
     };
+    drop_stale_copies(
+        layout,
+        logs,
+        &tn.batch,
+        &job_name(batch, i),
+        file_name,
+        place,
+    );
+    let Some(batch) = state.batches.get_mut(&tn.batch) else {
+        return;
+    };
     let path = place.dir(layout, &tn.batch).join(file_name);
     let t = match TaskFile::read(&path) {
         Ok(t) => t,
@@ -139,6 +198,9 @@ pub fn refresh(layout: &Layout, logs: &Logs, state: &mut BrainState, file_name: 
         return;
     };
     let job = &mut batch.jobs[i];
+    if place == Place::Public(TaskDir::Queue) && t.status != TaskStatus::Queued && job.unmet == 0 {
+        accept(logs, &path, &t);
+    }
     let old = job.status;
     if same_kind(old, new) {
         return;
@@ -162,6 +224,36 @@ pub fn refresh(layout: &Layout, logs: &Logs, state: &mut BrainState, file_name: 
         ),
     );
     batch.set_status(i, new);
+}
+
+/// A task moved into the queue by hand (it still says `failed`, say) runs afresh:
+/// rewritten in place as queued, results and automatic retries reset. Workers
+/// claim only queued files, so none takes it before this. (One whose
+/// dependencies are not complete is held back by the policy instead.)
+pub fn accept(logs: &Logs, path: &Path, t: &TaskFile) {
+    let mut t = t.clone();
+    let was = t.status;
+    t.clear_run_results();
+    t.status = TaskStatus::Queued;
+    t.retry_count = 0;
+    t.not_before = None;
+    if let Err(e) = rigmind_queue::fsio::write_atomic(path, &t.to_bytes(), Sync::Data) {
+        tracing::warn!("{e}");
+        return;
+    }
+    let _ = logs.decision(
+        &Decision::new("accept")
+            .kv("batch", &t.batch_id)
+            .kv("task", &t.name)
+            .kv("plan_task_id", &t.plan_task_id)
+            .kv(
+                "reason",
+                format!(
+                    "put into the queue by hand (it said {}); runs afresh",
+                    was.as_str()
+                ),
+            ),
+    );
 }
 
 fn status_word(s: JobStatus) -> &'static str {

@@ -74,7 +74,7 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
                 continue;
             };
             // Latest first; the latest copy that reads as a task wins.
-            places.sort_by_key(|p| std::cmp::Reverse(rank(p)));
+            places.sort_by_key(|p| std::cmp::Reverse(crate::observe::rank(*p)));
             let mut kept: Option<(Place, Option<TaskFile>)> = None;
             let mut bad_copies: Vec<(PathBuf, String)> = Vec::new();
             for place in &places {
@@ -239,15 +239,5 @@ fn resolve_dependencies(jobs: &mut [Job], pending: Vec<(usize, Vec<String>)>) {
         .collect();
     for (i, deps) in resolved {
         jobs[i].deps = deps;
-    }
-}
-
-fn rank(p: &Place) -> u8 {
-    match p {
-        Place::Private => 0,
-        Place::Public(TaskDir::Queue) => 1,
-        Place::Public(TaskDir::Processing) => 2,
-        Place::Public(TaskDir::Failed) => 3,
-        Place::Public(TaskDir::Complete) => 4,
     }
 }

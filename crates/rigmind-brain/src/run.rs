@@ -178,7 +178,13 @@ pub async fn run_brain(
             let name = claimed.file_name.clone();
             running.spawn(async move {
                 let finished = run_claimed(&layout2, &path, task, &runner2, abort).await;
-                if let Err(e) = finished.file(&layout2) {
+                // Retried while the disk is full, as a worker does.
+                let l = layout2.clone();
+                let filed = tokio::task::spawn_blocking(move || {
+                    finished.file_until_done(&l, Duration::from_secs(2), || false)
+                })
+                .await;
+                if let Ok(Err(e)) = filed {
                     tracing::warn!("{e}");
                 }
                 name
@@ -208,6 +214,8 @@ pub async fn run_brain(
                         brain_queue.note(&layout, name);
                         if unclassified(&brain_queue, name) {
                             crate::observe::fix_unclassified(&layout, &logs, &mut state, name);
+                        } else if !is_known_job(&state, name) {
+                            accept_stray(&layout, &logs, &brain_queue, name);
                         }
                     }
                     if !is_known_job(&state, name) {
@@ -323,6 +331,14 @@ fn full_rescan(layout: &Layout, logs: &Logs, state: &mut BrainState, brain_queue
     for name in unclassified_names {
         crate::observe::fix_unclassified(layout, logs, state, &name);
     }
+    let strays: Vec<String> = brain_queue
+        .entries()
+        .filter(|e| !is_known_job(state, &e.file_name))
+        .map(|e| e.file_name.clone())
+        .collect();
+    for name in strays {
+        accept_stray(layout, logs, brain_queue, &name);
+    }
     // Queue files no worker can read (truncated, garbage with a task's name).
     for name in brain_queue.unreadable() {
         let path = layout.dir(TaskDir::Queue).join(&name);
@@ -400,6 +416,19 @@ fn is_known_job(state: &BrainState, name: &str) -> bool {
 fn judge_stray(layout: &Layout, logs: &Logs, state: &mut BrainState, path: &Path) {
     if let Some(reason) = rigmind_queue::quarantine::judge(path, std::time::SystemTime::now()) {
         crate::observe::reject(layout, logs, state, path, &reason);
+    }
+}
+
+/// A hand-placed queue file of no known batch that does not say `queued`: it has
+/// no dependencies the brain knows of, so it is accepted as it is.
+fn accept_stray(layout: &Layout, logs: &Logs, index: &QueueIndex, name: &str) {
+    let Some(e) = index.get(name) else { return };
+    if e.status == TaskStatus::Queued || e.executor != Executor::Worker || e.task_class.is_none() {
+        return;
+    }
+    let path = layout.dir(TaskDir::Queue).join(name);
+    if let Ok(t) = TaskFile::read(&path) {
+        crate::observe::accept(logs, &path, &t);
     }
 }
 

@@ -8,32 +8,40 @@
 
 use std::path::Path;
 
-/// Sends SIGKILL to process group `pgid` if a process in it belongs to `task_id`.
-/// Returns how many of its processes were found (0: nothing left to kill).
-pub fn kill_task_group(pgid: i32, task_id: &str) -> usize {
-    if pgid <= 1 {
-        return 0;
-    }
+/// Kills every process group that holds a process of task `task_id`, found by the
+/// `RIGMIND_TASK_ID` in its environment: a reused group id is never hit, and a
+/// command whose group was never recorded (its runner died first) is found all the
+/// same. Returns how many of the task's processes were found.
+pub fn kill_task_group(task_id: &str) -> usize {
     let marker = format!("RIGMIND_TASK_ID={task_id}");
-    let members: Vec<i32> = match std::fs::read_dir("/proc") {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| process_group(*pid) == Some(pgid))
-            .collect(),
-        Err(_) => return 0,
-    };
-    let ours = members.iter().any(|pid| {
+    let ours = |pid: i32| {
         std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ"))
             .map(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
             .unwrap_or(false)
-    });
-    if !ours {
-        return 0;
+    };
+    let pids: Vec<i32> = match std::fs::read_dir("/proc") {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .collect(),
+        Err(_) => return 0,
+    };
+    let mut groups: Vec<i32> = Vec::new();
+    let mut found = 0;
+    for pid in pids {
+        if !ours(pid) {
+            continue;
+        }
+        found += 1;
+        if let Some(g) = process_group(pid).filter(|g| *g > 1 && !groups.contains(g)) {
+            groups.push(g);
+        }
     }
-    // SAFETY: kill(2) on a negative pid signals a process group; no memory involved.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    members.len()
+    for g in groups {
+        // SAFETY: kill(2) on a negative pid signals a process group; no memory involved.
+        unsafe { libc::kill(-g, libc::SIGKILL) };
+    }
+    found
 }
 
 /// The process group of `pid`, from `/proc/<pid>/stat`.
@@ -63,17 +71,14 @@ mod tests {
         let mut mine = spawn("task-a");
         let mut other = spawn("task-b");
         std::thread::sleep(std::time::Duration::from_millis(200));
-        // The wrong task id leaves a group alone.
-        assert_eq!(kill_task_group(other.id() as i32, "task-a"), 0);
+        // Another task's id leaves the groups alone.
+        assert_eq!(kill_task_group("task-c"), 0);
         assert!(other.try_wait().unwrap().is_none());
-        assert!(
-            kill_task_group(mine.id() as i32, "task-a") >= 2,
-            "bash and its sleeps"
-        );
+        assert!(kill_task_group("task-a") >= 2, "bash and its sleeps");
         mine.wait().unwrap();
         let _ = other.kill();
         let _ = other.wait();
-        // Gone groups: nothing to do.
-        assert_eq!(kill_task_group(mine.id() as i32, "task-a"), 0);
+        // Gone: nothing to do.
+        assert_eq!(kill_task_group("task-a"), 0);
     }
 }

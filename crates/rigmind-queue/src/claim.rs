@@ -17,12 +17,15 @@ use rigmind_types::{Executor, TaskClass};
 use crate::error::QueueError;
 use crate::fsio;
 use crate::layout::{Layout, TaskDir};
-use crate::task::{TaskFile, TaskName};
+use crate::task::{TaskFile, TaskName, TaskStatus};
 
 /// What a worker must know of a queued task to decide whether to claim it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueEntry {
     pub file_name: String,
+    /// Only `queued` files are claimed: a file moved in by hand still says
+    /// `failed` until the brain has checked it and accepted it.
+    pub status: TaskStatus,
     pub task_class: Option<TaskClass>,
     pub executor: Executor,
     pub target_worker: Option<String>,
@@ -35,6 +38,7 @@ impl QueueEntry {
     fn from_task(file_name: &str, t: &TaskFile) -> Self {
         Self {
             file_name: file_name.to_string(),
+            status: t.status,
             task_class: t.task_class,
             executor: t.executor,
             target_worker: t.target_worker.clone(),

@@ -143,7 +143,7 @@ pub fn parse_duration(text: &str) -> Result<f64, BadDuration> {
     };
     let secs = value * factor;
     // A hundred years is as long as anything here needs to wait.
-    if !secs.is_finite() || secs < 0.0 || secs > 100.0 * 365.0 * 86400.0 {
+    if !secs.is_finite() || !(0.0..=100.0 * 365.0 * 86400.0).contains(&secs) {
         return Err(bad());
     }
     Ok(secs)

@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::Utc;
 use rigmind_exec::{run_claimed, Filed, Runner};
 use rigmind_queue::claim::{QueueEntry, QueueIndex, QueueLock};
-use rigmind_queue::task::TaskFile;
+use rigmind_queue::task::{TaskFile, TaskStatus};
 use rigmind_queue::watch::{watch_dirs, Change, WatchError};
 use rigmind_queue::workers::WorkerState;
 use rigmind_queue::{Layout, QueueError, TaskDir};
@@ -88,7 +88,7 @@ pub struct WorkerSummary {
 /// The claim tier of a queued task for this worker: `None` when it may not claim it
 /// now; 1 for its preferred class, 2 for the others (queue-layout.md, claim order).
 pub fn tier(opts: &WorkerOptions, e: &QueueEntry, now: chrono::DateTime<Utc>) -> Option<u8> {
-    if e.executor != Executor::Worker {
+    if e.executor != Executor::Worker || e.status != TaskStatus::Queued {
         return None;
     }
     if e.not_before.is_some_and(|t| t > now) {

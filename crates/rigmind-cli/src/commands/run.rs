@@ -28,7 +28,18 @@ pub fn run(a: RunArgs) -> Result<i32> {
     let layout = Layout::new(&a.root.root);
     layout.ensure()?;
     let config = RigConfig::load(&layout.rig_toml())?;
-    // Errors in the plan show before anything starts.
+    // Errors in the plan show before anything starts; so does work nobody here
+    // could run (it would keep `run` waiting forever).
+    if let Ok(plan) = rigmind_brain::submit::load_plan(&a.plan, &config) {
+        let llm = super::submit::llm_tasks(&plan);
+        if llm > 0 {
+            eprintln!(
+                "{}: {llm} llm task(s), and no worker of this version runs llm tasks yet (GPU workers with an Ollama server come next); nothing was started",
+                a.plan.display()
+            );
+            return Ok(1);
+        }
+    }
     let batch = match submit_plan_file(&layout, &a.plan) {
         Ok(b) => b,
         Err(e) => {

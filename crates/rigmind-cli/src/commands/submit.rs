@@ -22,10 +22,25 @@ pub fn submit_plan_file(layout: &Layout, plan: &Path) -> Result<String> {
     for w in &expanded.warnings {
         eprintln!("{w}");
     }
+    let llm = llm_tasks(&expanded);
+    if llm > 0 {
+        eprintln!(
+            "warning: {}: {llm} llm task(s); no worker of this version runs llm tasks yet (GPU workers with an Ollama server come next), so they will wait in the queue",
+            plan.display()
+        );
+    }
     let batch = new_batch_id(layout);
     write_execute_plan(layout, plan, &batch)
         .with_context(|| format!("submitting {}", plan.display()))?;
     Ok(batch)
+}
+
+/// How many of a plan's tasks are llm tasks.
+pub fn llm_tasks(plan: &rigmind_plan::ExpandedPlan) -> usize {
+    plan.jobs
+        .iter()
+        .filter(|j| j.task_class == rigmind_types::TaskClass::Llm)
+        .count()
 }
 
 /// `rigmind submit PLAN`
