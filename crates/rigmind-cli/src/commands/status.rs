@@ -98,7 +98,12 @@ fn gather(layout: &Layout) -> Result<Status> {
         workers.push(WorkerStatus {
             worker_id: w.worker_id,
             alive,
-            state: if alive { w.state } else { "dead".into() },
+            // Not alive: stopped if it said so on its way out, dead otherwise.
+            state: match (alive, w.state.as_str()) {
+                (true, _) => w.state,
+                (false, "stopped") => "stopped".into(),
+                (false, _) => "dead".into(),
+            },
             gpu: w.gpu,
             current_task: w.current_task_name,
             heartbeat_age_seconds: age,
