@@ -84,6 +84,9 @@ pub fn decide(state: &BrainState, now: DateTime<Utc>) -> Vec<Action> {
     for (id, batch) in &state.batches {
         let before = actions.len();
         if batch.record.cancel_requested {
+            if !batch.active() && batch.record.state == BatchState::Cancelled {
+                continue;
+            }
             decide_cancelled(id, batch, &mut actions);
             let settled = batch.settled_state();
             if actions.len() == before && settled != batch.record.state {
@@ -146,23 +149,23 @@ fn decide_lost(
     now: DateTime<Utc>,
     out: &mut Vec<Action>,
 ) {
-    for (i, job) in batch.jobs.iter().enumerate() {
-        match job.status {
-            JobStatus::Processing => {
-                if let Some(reason) = job.holder.as_ref().and_then(|h| holder_gone(h, state, now)) {
-                    out.push(Action::Lost {
-                        batch: id.to_string(),
-                        job: i,
-                        reason,
-                    });
-                }
-            }
-            // Only a hand can put a task into the queue before its dependencies.
-            JobStatus::Queued if job.unmet > 0 => out.push(Action::HoldBack {
+    for &i in &batch.running {
+        let job = &batch.jobs[i];
+        if let Some(reason) = job.holder.as_ref().and_then(|h| holder_gone(h, state, now)) {
+            out.push(Action::Lost {
                 batch: id.to_string(),
                 job: i,
-            }),
-            _ => {}
+                reason,
+            });
+        }
+    }
+    // Only a hand can put a task into the queue before its dependencies.
+    for &i in &batch.queued_early {
+        if batch.jobs[i].status == JobStatus::Queued && batch.jobs[i].unmet > 0 {
+            out.push(Action::HoldBack {
+                batch: id.to_string(),
+                job: i,
+            });
         }
     }
 }

@@ -349,6 +349,11 @@ fn full_rescan(layout: &Layout, logs: &Logs, state: &mut BrainState, brain_queue
         }
     }
     let mut changed = Vec::new();
+    // Finished batches without failures have nothing left to move; events still
+    // cover them. The rest are compared in full.
+    let watched = |b: &crate::state::Batch| b.active() || b.record.counts.failed > 0;
+    // Every private directory is listed (a finished batch's is empty, and cheap)
+    // so that junk dropped there is found.
     let ids: Vec<String> = state.batches.keys().cloned().collect();
     for id in &ids {
         for name in fsio::list_names(&layout.private_dir(id)).unwrap_or_default() {
@@ -358,7 +363,7 @@ fn full_rescan(layout: &Layout, logs: &Logs, state: &mut BrainState, brain_queue
             seen.entry(name).or_insert(JobStatus::Pending);
         }
     }
-    for b in state.batches.values() {
+    for b in state.batches.values().filter(|b| watched(b)) {
         for j in &b.jobs {
             let differs = match (seen.get(&j.file_name), j.status) {
                 (None, _) => false,

@@ -89,6 +89,10 @@ pub struct Batch {
     pub unhandled_failures: BTreeSet<usize>,
     /// Jobs back from failed: dependents failed because of them may run again.
     pub revived: BTreeSet<usize>,
+    /// Jobs in `processing/`: the ones whose holder may be gone.
+    pub running: BTreeSet<usize>,
+    /// Jobs in the queue while a dependency is not complete (put there by hand).
+    pub queued_early: BTreeSet<usize>,
     /// The record on disk is behind the state.
     pub dirty: bool,
 }
@@ -116,6 +120,8 @@ impl Batch {
             ready: BTreeSet::new(),
             unhandled_failures: BTreeSet::new(),
             revived: BTreeSet::new(),
+            running: BTreeSet::new(),
+            queued_early: BTreeSet::new(),
             dirty: true,
         };
         for i in 0..b.jobs.len() {
@@ -130,6 +136,12 @@ impl Batch {
                 }
                 JobStatus::Failed(_) => {
                     b.unhandled_failures.insert(i);
+                }
+                JobStatus::Processing => {
+                    b.running.insert(i);
+                }
+                JobStatus::Queued if b.jobs[i].unmet > 0 => {
+                    b.queued_early.insert(i);
                 }
                 _ => {}
             }
@@ -207,6 +219,20 @@ impl Batch {
             _ => {
                 self.unhandled_failures.remove(&i);
             }
+        }
+        // Its dependents were revived when it came back; nothing more to do.
+        if status == JobStatus::Complete {
+            self.revived.remove(&i);
+        }
+        if status == JobStatus::Processing {
+            self.running.insert(i);
+        } else {
+            self.running.remove(&i);
+        }
+        if status == JobStatus::Queued && self.jobs[i].unmet > 0 {
+            self.queued_early.insert(i);
+        } else {
+            self.queued_early.remove(&i);
         }
         if matches!(old, JobStatus::Failed(_))
             && matches!(
