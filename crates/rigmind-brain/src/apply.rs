@@ -275,7 +275,7 @@ pub fn apply(
                     .kv("failure_kind", FailureKind::Cancelled)
                     .kv(
                         "reason",
-                        format!("batch cancelled while the task was {}", status_name(was)),
+                        format!("batch cancelled while the task was {}", was.as_str()),
                     ),
             )?;
             b.set_status(
@@ -396,16 +396,6 @@ pub fn apply(
         }
     }
     Ok(())
-}
-
-fn status_name(s: JobStatus) -> &'static str {
-    match s {
-        JobStatus::Pending => "pending",
-        JobStatus::Queued => "queued",
-        JobStatus::Processing => "running",
-        JobStatus::Complete => "complete",
-        JobStatus::Failed(_) => "failed",
-    }
 }
 
 /// The decision line and event of a release.

@@ -50,10 +50,6 @@ pub fn rank(p: Place) -> u8 {
     }
 }
 
-fn job_name(batch: &crate::state::Batch, i: usize) -> String {
-    batch.jobs[i].name.clone()
-}
-
 /// Removes copies of a task left in earlier places than `latest` (a runner killed
 /// between writing its result and removing its claim), as a restart would: the
 /// later state wins.
@@ -167,7 +163,7 @@ pub fn refresh(layout: &Layout, logs: &Logs, state: &mut BrainState, file_name: 
         layout,
         logs,
         &tn.batch,
-        &job_name(batch, i),
+        &batch.jobs[i].name.clone(),
         file_name,
         place,
     );
@@ -217,7 +213,7 @@ pub fn refresh(layout: &Layout, logs: &Logs, state: &mut BrainState, file_name: 
         );
     }
     let _ = logs.event(
-        status_word(new),
+        new.as_str(),
         obj(
             json!({"batch": tn.batch, "task": job.name, "task_id": t.task_id,
                    "worker": t.worker_id, "elapsed_seconds": t.elapsed_seconds}),
@@ -254,16 +250,6 @@ pub fn accept(logs: &Logs, path: &Path, t: &TaskFile) {
                 ),
             ),
     );
-}
-
-fn status_word(s: JobStatus) -> &'static str {
-    match s {
-        JobStatus::Pending => "pending",
-        JobStatus::Queued => "queued",
-        JobStatus::Processing => "processing",
-        JobStatus::Complete => "complete",
-        JobStatus::Failed(_) => "failed",
-    }
 }
 
 fn same_kind(a: JobStatus, b: JobStatus) -> bool {

@@ -7,7 +7,6 @@ use rigmind_queue::fsio;
 use rigmind_queue::logs::{Decision, Logs};
 use rigmind_queue::task::{TaskFile, TaskName};
 use rigmind_queue::{Layout, QueueError, TaskDir};
-use rigmind_types::Executor;
 use std::path::PathBuf;
 
 use crate::observe::{holder_of, status_at, Place};
@@ -174,7 +173,6 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
                 plan_task_id,
                 task_id: task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default(),
                 file_name,
-                executor: task.as_ref().map_or(Executor::Worker, |t| t.executor),
                 status,
                 deps: Vec::new(),
                 dependents: Vec::new(),

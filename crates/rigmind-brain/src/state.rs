@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use rigmind_queue::batch::{BatchRecord, BatchState, Counts};
 use rigmind_queue::task::FailureKind;
 use rigmind_queue::workers::Liveness;
-use rigmind_types::Executor;
 
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +21,19 @@ pub enum JobStatus {
     Processing,
     Complete,
     Failed(FailureInfo),
+}
+
+impl JobStatus {
+    /// The word for it in logs: the directory's name, `pending` for private_tasks.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Queued => "queued",
+            Self::Processing => "processing",
+            Self::Complete => "complete",
+            Self::Failed(_) => "failed",
+        }
+    }
 }
 
 /// What the brain needs of a failure to decide what follows.
@@ -63,7 +75,6 @@ pub struct Job {
     pub plan_task_id: String,
     pub task_id: String,
     pub file_name: String,
-    pub executor: Executor,
     pub status: JobStatus,
     /// Indices of the jobs it waits for.
     pub deps: Vec<usize>,
@@ -310,7 +321,6 @@ pub(crate) mod tests {
                 plan_task_id: format!("j{i}"),
                 task_id: format!("id{i}"),
                 file_name: format!("p05-{i:08}-b-j{i}.json"),
-                executor: Executor::Worker,
                 status: JobStatus::Pending,
                 deps: d.to_vec(),
                 dependents: vec![],

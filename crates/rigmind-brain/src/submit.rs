@@ -135,12 +135,8 @@ pub fn submit_plan(
             t.fix_applied = Some(fix);
         }
         let file_name = t.file_name();
-        let (task_id, name, plan_task_id, executor) = (
-            t.task_id.clone(),
-            t.name.clone(),
-            t.plan_task_id.clone(),
-            t.executor,
-        );
+        let (task_id, name, plan_task_id) =
+            (t.task_id.clone(), t.name.clone(), t.plan_task_id.clone());
         if j.depends_on.is_empty() {
             t.status = TaskStatus::Queued;
             ready_now.push(t);
@@ -153,7 +149,6 @@ pub fn submit_plan(
             plan_task_id,
             task_id,
             file_name,
-            executor,
             status: JobStatus::Pending,
             deps: j.depends_on.clone(),
             dependents: Vec::new(),

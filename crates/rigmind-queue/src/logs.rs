@@ -42,11 +42,6 @@ impl Decision {
         }
     }
 
-    /// The kind of decision.
-    pub fn kind(&self) -> &'static str {
-        self.kind
-    }
-
     /// The line as written, without its timestamp.
     pub fn render(&self) -> String {
         let mut s = format!("decision={}", self.kind);
