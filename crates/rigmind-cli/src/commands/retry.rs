@@ -1,7 +1,7 @@
 //! `rigmind retry`: failed tasks back to the queue, as a user's `mv` would.
 
 use anyhow::{bail, Result};
-use rigmind_queue::batch::{BatchRecord, BatchState};
+use rigmind_queue::batch::BatchRecord;
 use rigmind_queue::fsio;
 use rigmind_queue::task::{TaskFile, TaskName, TaskStatus};
 use rigmind_queue::{FailureKind, Layout, TaskDir};
@@ -105,18 +105,13 @@ fn cancelled(layout: &Layout, batch: &str) -> bool {
 }
 
 /// A failed task back into the queue, afresh: results cleared, automatic retries
-/// allowed again. The batch is marked running; the brain confirms when it sees it.
+/// allowed again. The batch record is the brain's to rewrite (writing it here could
+/// undo the brain's own later write); `wait` sees the move meanwhile.
 fn requeue(layout: &Layout, path: &std::path::Path, mut t: TaskFile) -> Result<()> {
     t.clear_run_results();
     t.status = TaskStatus::Queued;
     t.retry_count = 0;
     t.not_before = None;
     fsio::rewrite_and_move(path, &layout.dir(TaskDir::Queue), &t.to_bytes())?;
-    if let Ok(mut record) = BatchRecord::read(&layout.batch_file(&t.batch_id)) {
-        record.state = BatchState::Running;
-        record.finished_at = None;
-        record.elapsed_seconds = None;
-        let _ = record.write(layout);
-    }
     Ok(())
 }
