@@ -163,6 +163,8 @@ fn retry_and_a_hand_move_bring_failed_tasks_and_their_dependents_back() {
 #[test]
 fn environment_pinning_and_brain_executed_tasks() {
     let mut rig = Rig::new();
+    // No GPU here: fake ones (tests/gpu.rs covers them; the device runs real ones).
+    rig.env = vec![("RIGMIND_FAKE_GPUS".into(), "4x6144".into())];
     rig.start_brain();
     rig.start_worker("gpu_worker", &["--gpu", "3", "--classes", "script"]);
     let plan = rig.fixture("env.md");
@@ -176,7 +178,8 @@ fn environment_pinning_and_brain_executed_tasks() {
         format!("batch_id={batch}"),
         "worker_id=gpu_worker".to_string(),
         "gpu=3".to_string(),
-        "cuda=3".to_string(),
+        // By UUID, so that CUDA and NVML agree whatever their numbering.
+        "cuda=GPU-00000000-fake-4000-8000-000000000003".to_string(),
         "greeting=hello rig".to_string(),
         format!("pwd={}", rig.dir.path().canonicalize().unwrap().display()),
     ] {

@@ -14,6 +14,8 @@ pub const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 pub struct Rig {
     pub dir: tempfile::TempDir,
     pub children: Vec<(String, Child)>,
+    /// Environment given to every process the rig starts.
+    pub env: Vec<(String, String)>,
 }
 
 impl Rig {
@@ -22,6 +24,7 @@ impl Rig {
         Rig {
             dir: tempfile::tempdir().expect("temp dir"),
             children: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -51,6 +54,7 @@ impl Rig {
     fn spawn(&mut self, what: &str, exe: &str, args: &[&str]) {
         let log = std::fs::File::create(self.dir.path().join(format!("{what}.stderr"))).unwrap();
         let child = Command::new(exe)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(args)
             .arg("--root")
             .arg(self.root())
@@ -75,6 +79,7 @@ impl Rig {
     /// Runs `rigmind ARGS --root ROOT` to its end.
     pub fn rigmind(&self, args: &[&str]) -> Output {
         Command::new(RIGMIND)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(args)
             .arg("--root")
             .arg(self.root())

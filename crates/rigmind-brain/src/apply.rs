@@ -223,50 +223,16 @@ pub fn apply(
             );
         }
         Action::Cancel { batch, job } => {
-            let b = state
-                .batches
-                .get_mut(batch)
-                .expect("decided on a known batch");
-            let j = &b.jobs[*job];
-            let from = match j.status {
-                JobStatus::Pending => layout.private_dir(batch).join(&j.file_name),
-                JobStatus::Queued => layout.dir(TaskDir::Queue).join(&j.file_name),
-                _ => layout.dir(TaskDir::Failed).join(&j.file_name),
+            let Some((t, was)) = fail_unstarted(layout, state, batch, *job, now, |t| {
+                t.failure_kind = Some(FailureKind::Cancelled);
+                t.error = Some(match t.error.take() {
+                    Some(e) => format!("cancelled by the operator (it had failed: {e})"),
+                    None => "cancelled by the operator".to_string(),
+                });
+            })?
+            else {
+                return Ok(());
             };
-            let mut t = TaskFile::read(&from)?;
-            let was = j.status;
-            t.status = TaskStatus::Failed;
-            t.failure_kind = Some(FailureKind::Cancelled);
-            t.error = Some(match t.error.take() {
-                Some(e) => format!("cancelled by the operator (it had failed: {e})"),
-                None => "cancelled by the operator".to_string(),
-            });
-            t.finished_at
-                .get_or_insert_with(|| rigmind_queue::time::to_rfc3339(now));
-            let name = j.file_name.clone();
-            let write = || -> Result<(), QueueError> {
-                t.write_named(&layout.dir(TaskDir::Failed), &name, Sync::Data)?;
-                if !from.starts_with(layout.dir(TaskDir::Failed)) {
-                    fsio::remove_if_exists(&from)?;
-                }
-                Ok(())
-            };
-            if was == JobStatus::Queued {
-                // Under the claim lock, so no worker starts it meanwhile; one that
-                // was claimed just before is killed instead (next round).
-                let done = rigmind_queue::claim::QueueLock::open(layout)?.with(|| {
-                    if from.exists() {
-                        write().map(|()| true)
-                    } else {
-                        Ok(false)
-                    }
-                })??;
-                if !done {
-                    return Ok(());
-                }
-            } else {
-                write()?;
-            }
             logs.decision(
                 &Decision::new("cancel")
                     .kv("batch", batch)
@@ -278,15 +244,20 @@ pub fn apply(
                         format!("batch cancelled while the task was {}", was.as_str()),
                     ),
             )?;
-            b.set_status(
-                *job,
-                JobStatus::Failed(FailureInfo {
-                    kind: FailureKind::Cancelled,
-                    retry_count: t.retry_count,
-                    retries: t.retries,
-                }),
-            );
-            b.unhandled_failures.remove(job);
+            state
+                .batches
+                .get_mut(batch)
+                .expect("decided on a known batch")
+                .unhandled_failures
+                .remove(job);
+        }
+        Action::Unrunnable { batch, job, reason } => {
+            // Left among the unhandled failures: the usual path fails it for good
+            // and its dependents with it.
+            fail_unstarted(layout, state, batch, *job, now, |t| {
+                t.failure_kind = Some(FailureKind::DefinitionError);
+                t.error = Some(reason.clone());
+            })?;
         }
         Action::Kill { batch, job } => {
             let b = state
@@ -396,6 +367,64 @@ pub fn apply(
         }
     }
     Ok(())
+}
+
+/// Moves a job that has not started (pending or queued; or already failed) into
+/// `failed/`, edited by `edit`, and records it as failed. A queued one is moved under the claim lock so that no
+/// worker starts it meanwhile; `None` when a worker claimed it first.
+fn fail_unstarted(
+    layout: &Layout,
+    state: &mut BrainState,
+    batch: &str,
+    job: usize,
+    now: DateTime<Utc>,
+    edit: impl FnOnce(&mut TaskFile),
+) -> Result<Option<(TaskFile, JobStatus)>, QueueError> {
+    let b = state.batches.get(batch).expect("decided on a known batch");
+    let j = &b.jobs[job];
+    let from = match j.status {
+        JobStatus::Pending => layout.private_dir(batch).join(&j.file_name),
+        JobStatus::Queued => layout.dir(TaskDir::Queue).join(&j.file_name),
+        _ => layout.dir(TaskDir::Failed).join(&j.file_name),
+    };
+    let mut t = TaskFile::read(&from)?;
+    let was = j.status;
+    t.status = TaskStatus::Failed;
+    edit(&mut t);
+    t.finished_at
+        .get_or_insert_with(|| rigmind_queue::time::to_rfc3339(now));
+    let name = j.file_name.clone();
+    let write = || -> Result<(), QueueError> {
+        t.write_named(&layout.dir(TaskDir::Failed), &name, Sync::Data)?;
+        if !from.starts_with(layout.dir(TaskDir::Failed)) {
+            fsio::remove_if_exists(&from)?;
+        }
+        Ok(())
+    };
+    if was == JobStatus::Queued {
+        let done = rigmind_queue::claim::QueueLock::open(layout)?.with(|| {
+            if from.exists() {
+                write().map(|()| true)
+            } else {
+                Ok(false)
+            }
+        })??;
+        if !done {
+            return Ok(None);
+        }
+    } else {
+        write()?;
+    }
+    let b = state.batches.get_mut(batch).expect("decided on a known batch");
+    b.set_status(
+        job,
+        JobStatus::Failed(FailureInfo {
+            kind: t.failure_kind.unwrap_or(FailureKind::DefinitionError),
+            retry_count: t.retry_count,
+            retries: t.retries,
+        }),
+    );
+    Ok(Some((t, was)))
 }
 
 /// The decision line and event of a release.

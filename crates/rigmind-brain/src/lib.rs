@@ -6,12 +6,16 @@
 //! [`state::BrainState`]), and everything that touches files is elsewhere —
 //! [`rebuild`] reads them at start, [`observe`] follows them while running,
 //! [`submit`] turns a plan into a batch, [`apply`] carries decisions out, and
-//! [`run`] is the loop that ties them together.
+//! [`run`] is the loop that ties them together. The resource manager follows the
+//! same split: [`resources::decide`] is pure, [`rig`] reads the workers and writes
+//! its `load_llm` / `unload_llm` tasks.
 
 pub mod apply;
 pub mod observe;
 pub mod policy;
 pub mod rebuild;
+pub mod resources;
+pub mod rig;
 pub mod run;
 pub mod state;
 pub mod submit;

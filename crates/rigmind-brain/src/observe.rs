@@ -53,6 +53,9 @@ pub fn rank(p: Place) -> u8 {
 /// Removes copies of a task left in earlier places than `latest` (a runner killed
 /// between writing its result and removing its claim), as a restart would: the
 /// later state wins.
+/// How long a stale copy may sit beside the newer one before it is removed.
+const MOVE_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn drop_stale_copies(
     layout: &Layout,
     logs: &Logs,
@@ -61,6 +64,14 @@ fn drop_stale_copies(
     file_name: &str,
     latest: Place,
 ) {
+    // A runner files a result first and removes its claim next: a copy left
+    // behind for less than this is a move in progress, not a crash.
+    let settled = std::fs::metadata(latest.dir(layout, batch).join(file_name))
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= MOVE_SETTLE));
+    if !settled {
+        return;
+    }
     let all = [
         Place::Private,
         Place::Public(TaskDir::Queue),
@@ -219,7 +230,11 @@ pub fn refresh(layout: &Layout, logs: &Logs, state: &mut BrainState, file_name: 
                    "worker": t.worker_id, "elapsed_seconds": t.elapsed_seconds}),
         ),
     );
+    let plan_task_id = job.plan_task_id.clone();
     batch.set_status(i, new);
+    if let (JobStatus::Complete, Some(secs)) = (new, t.elapsed_seconds) {
+        state.learned.entry(plan_task_id).or_default().add(secs);
+    }
 }
 
 /// A task moved into the queue by hand (it still says `failed`, say) runs afresh:

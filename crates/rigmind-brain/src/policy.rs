@@ -67,6 +67,13 @@ pub enum Action {
     /// queue → private_tasks: a task put into the queue (by hand) before its
     /// dependencies are complete is held back until they are.
     HoldBack { batch: String, job: usize },
+    /// pending or queued → failed (`definition_error`): the task cannot run on this
+    /// rig as written (its model is unknown to the LLM servers).
+    Unrunnable {
+        batch: String,
+        job: usize,
+        reason: String,
+    },
 }
 
 /// A claimed task with no start record after this long was claimed by a runner
@@ -98,6 +105,7 @@ pub fn decide(state: &BrainState, now: DateTime<Utc>) -> Vec<Action> {
             continue;
         }
         decide_lost(id, batch, state, now, &mut actions);
+        decide_unrunnable(id, batch, state, &mut actions);
         decide_failures(id, batch, now, &mut actions);
         decide_revivals(id, batch, &mut actions);
         for &i in &batch.ready {
@@ -123,6 +131,33 @@ pub fn decide(state: &BrainState, now: DateTime<Utc>) -> Vec<Action> {
         }
     }
     actions
+}
+
+/// llm tasks not started whose model the LLM servers do not know.
+fn decide_unrunnable(id: &str, batch: &Batch, state: &BrainState, out: &mut Vec<Action>) {
+    if state.unknown_models.is_empty() {
+        return;
+    }
+    for (i, job) in batch.jobs.iter().enumerate() {
+        if !matches!(job.status, JobStatus::Pending | JobStatus::Queued)
+            || job.work.class != Some(rigmind_types::TaskClass::Llm)
+        {
+            continue;
+        }
+        let Some(why) = job
+            .work
+            .model
+            .as_ref()
+            .and_then(|m| state.unknown_models.get(m))
+        else {
+            continue;
+        };
+        out.push(Action::Unrunnable {
+            batch: id.to_string(),
+            job: i,
+            reason: why.clone(),
+        });
+    }
 }
 
 fn decide_cancelled(id: &str, batch: &Batch, out: &mut Vec<Action>) {

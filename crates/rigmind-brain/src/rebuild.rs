@@ -10,7 +10,7 @@ use rigmind_queue::{Layout, QueueError, TaskDir};
 use std::path::PathBuf;
 
 use crate::observe::{holder_of, status_at, Place};
-use crate::state::{Batch, BrainState, Job, JobStatus};
+use crate::state::{Batch, BrainState, Job, JobStatus, JobWork};
 
 /// Reads every batch record and task file under the root into a [`BrainState`].
 ///
@@ -179,6 +179,7 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
                 unmet: 0,
                 holder,
                 kill_sent: false,
+                work: task.as_ref().map(JobWork::of).unwrap_or_default(),
             });
         }
         resolve_dependencies(&mut jobs, pending_deps);

@@ -122,6 +122,8 @@ pub async fn run_brain(
         refresh(&layout, &logs, &mut state, &name);
     }
 
+    let mut resources = crate::rig::ResourceManager::new(&layout, config);
+    let mut rm_tick = tokio::time::interval(Duration::from_secs(1));
     let mut queue_lock = QueueLock::open(&layout)?;
     let mut brain_queue = QueueIndex::default();
     brain_queue.rescan(&layout)?;
@@ -131,6 +133,7 @@ pub async fn run_brain(
         gpu: None,
         cuda_visible_devices: None,
         default_workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        llm: None,
     };
     let (abort_tx, abort_rx) = watch::channel(false);
     let mut running: JoinSet<String> = JoinSet::new();
@@ -142,6 +145,10 @@ pub async fn run_brain(
 
     loop {
         converge(&layout, &logs, &mut state);
+        if !stopping {
+            resources.round(&layout, &logs, &mut state);
+            converge(&layout, &logs, &mut state);
+        }
         // Counts are derived from the files, so the records are rewritten at most
         // twice a second (a settled batch writes its record at once, in apply).
         if last_flush.elapsed() >= RECORD_EVERY {
@@ -166,7 +173,14 @@ pub async fn run_brain(
                 }
             };
             if task.action.as_deref() == Some(EXECUTE_PLAN) {
-                execute_plan(&layout, &logs, &mut state, &config, &claimed.path, task);
+                execute_plan(
+                    &layout,
+                    &logs,
+                    &mut state,
+                    resources.config(),
+                    &claimed.path,
+                    task,
+                );
                 continue;
             }
             if task.action.as_deref() == Some(CANCEL_BATCH) {
@@ -234,6 +248,9 @@ pub async fn run_brain(
                 full_rescan(&layout, &logs, &mut state, &mut brain_queue);
             }
             _ = heartbeat.tick() => write_heartbeat(&layout, &started_at, &state),
+            // Workers' cards change without task files moving (a load finishes,
+            // a model goes idle): the resource manager looks again each second.
+            _ = rm_tick.tick() => {}
             _ = &mut shutdown, if !stopping => {
                 stopping = true;
                 let _ = abort_tx.send(true);
@@ -300,6 +317,7 @@ fn full_rescan(layout: &Layout, logs: &Logs, state: &mut BrainState, brain_queue
         tracing::warn!("{e}");
     }
     let mut seen: HashMap<String, JobStatus> = HashMap::new();
+    let mut twice = Vec::new();
     for d in TaskDir::ALL {
         let status = match d {
             TaskDir::Queue => JobStatus::Queued,
@@ -317,7 +335,10 @@ fn full_rescan(layout: &Layout, logs: &Logs, state: &mut BrainState, brain_queue
             if !is_known_job(state, &name) {
                 judge_stray(layout, logs, state, &dir.join(&name));
             }
-            seen.insert(name, status);
+            // In two places: refreshed below, which removes the stale copy.
+            if seen.insert(name.clone(), status).is_some() && is_known_job(state, &name) {
+                twice.push(name);
+            }
         }
         for odd in rigmind_queue::quarantine::odd_entries(&dir) {
             judge_stray(layout, logs, state, &odd);
@@ -375,7 +396,7 @@ fn full_rescan(layout: &Layout, logs: &Logs, state: &mut BrainState, brain_queue
             }
         }
     }
-    for name in changed {
+    for name in changed.into_iter().chain(twice) {
         refresh(layout, logs, state, &name);
     }
 }

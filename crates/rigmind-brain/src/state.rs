@@ -86,6 +86,45 @@ pub struct Job {
     pub holder: Option<Holder>,
     /// Its process group was killed by a cancellation.
     pub kill_sent: bool,
+    /// What the resource manager weighs: class, model, expected run time.
+    pub work: JobWork,
+}
+
+/// A job as demand on the rig, from its task file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobWork {
+    pub class: Option<rigmind_types::TaskClass>,
+    pub model: Option<String>,
+    /// The plan's `estimate`.
+    pub estimate_secs: Option<f64>,
+}
+
+impl JobWork {
+    pub fn of(t: &rigmind_queue::task::TaskFile) -> Self {
+        Self {
+            class: t.task_class,
+            model: t.model.clone(),
+            estimate_secs: t.estimate_seconds,
+        }
+    }
+}
+
+/// Run times seen of one plan task, for tasks without an `estimate`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Learned {
+    pub total_secs: f64,
+    pub runs: u32,
+}
+
+impl Learned {
+    pub fn add(&mut self, secs: f64) {
+        self.total_secs += secs;
+        self.runs += 1;
+    }
+
+    pub fn mean(&self) -> f64 {
+        self.total_secs / f64::from(self.runs.max(1))
+    }
 }
 
 /// A submitted plan and its jobs.
@@ -294,6 +333,11 @@ pub struct BrainState {
     pub brain_session: String,
     /// Heartbeat age after which a worker whose lock cannot be asked is presumed dead.
     pub stale_after_secs: f64,
+    /// Run times of completed tasks, by plan task id.
+    pub learned: HashMap<String, Learned>,
+    /// Models an LLM server refused to load as unknown, with the error: llm tasks
+    /// that need them fail as definition errors instead of waiting for a load.
+    pub unknown_models: BTreeMap<String, String>,
 }
 
 impl BrainState {
@@ -327,6 +371,7 @@ pub(crate) mod tests {
                 unmet: 0,
                 holder: None,
                 kill_sent: false,
+                work: JobWork::default(),
             })
             .collect();
         let record = BatchRecord {

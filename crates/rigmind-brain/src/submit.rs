@@ -93,35 +93,11 @@ pub fn submit_plan(
     let mut jobs = Vec::with_capacity(plan.jobs.len());
     let mut ready_now = Vec::new();
     let mut written = Vec::new();
-    for (i, j) in plan.jobs.iter().enumerate() {
-        let mut t = TaskFile::new(batch_id, &j.name, j.task_class);
-        t.plan_task_id = j.plan_task_id.clone();
-        t.executor = j.executor;
-        t.command = j.command.clone();
-        t.depends_on = j.depends_on_names.clone();
-        t.priority = j.priority;
-        t.status = TaskStatus::Pending;
-        t.created_at = now.clone();
-        t.seq = seq_base + i as u64;
-        t.plan_file = Some(plan_file.clone());
-        t.workdir = Some(workdir.clone());
-        t.timeout_seconds = j.timeout_secs;
-        t.retries = j.retries;
-        t.group = j.group.clone();
-        t.vram_mb = j.vram_mb;
-        t.env = j.env.iter().cloned().collect::<BTreeMap<_, _>>();
-        t.model = match (j.task_class, &j.model) {
-            (TaskClass::Llm, None) => Some(config.llm.model.clone()),
-            (_, m) => m.clone(),
-        };
-        t.prompt = j.prompt.clone();
-        t.prompt_file = j.prompt_file.clone();
-        t.system = j.system.clone();
-        t.output = j.output.clone();
-        t.sensitive = j.sensitive;
-        t.estimate_seconds = j.estimate_secs;
-        t.item = j.item.clone();
-        t.index = j.index;
+    for (t, j) in task_files(plan, batch_id, seq_base, config, &now)
+        .into_iter()
+        .zip(&plan.jobs)
+    {
+        let mut t = t;
         if j.class_inferred {
             let fix = format!("task_class inferred as {}", j.task_class);
             logs.decision(
@@ -134,9 +110,7 @@ pub fn submit_plan(
             )?;
             t.fix_applied = Some(fix);
         }
-        let file_name = t.file_name();
-        let (task_id, name, plan_task_id) =
-            (t.task_id.clone(), t.name.clone(), t.plan_task_id.clone());
+        jobs.push(job_of(&t, j.depends_on.clone()));
         if j.depends_on.is_empty() {
             t.status = TaskStatus::Queued;
             ready_now.push(t);
@@ -144,18 +118,6 @@ pub fn submit_plan(
             // Flushed together below, as one group commit.
             written.push(t.write_to(&dir, Sync::None)?);
         }
-        jobs.push(Job {
-            name,
-            plan_task_id,
-            task_id,
-            file_name,
-            status: JobStatus::Pending,
-            deps: j.depends_on.clone(),
-            dependents: Vec::new(),
-            unmet: 0,
-            holder: None,
-            kill_sent: false,
-        });
     }
     // Tasks with no dependencies go straight to the queue instead of passing through
     // private_tasks/. The manifest makes that step replayable: written (and flushed)
@@ -206,6 +168,71 @@ pub fn submit_plan(
     )?;
     state.insert(batch);
     Ok(())
+}
+
+/// The task files of `plan` as batch `batch_id`, all pending, in plan order: what a
+/// submission writes, and what the simulator runs. Pure.
+pub fn task_files(
+    plan: &ExpandedPlan,
+    batch_id: &str,
+    seq_base: u64,
+    config: &RigConfig,
+    now: &str,
+) -> Vec<TaskFile> {
+    let plan_file = absolute(&plan.path);
+    let workdir = absolute(&plan.dir);
+    plan.jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| {
+            let mut t = TaskFile::new(batch_id, &j.name, j.task_class);
+            t.plan_task_id = j.plan_task_id.clone();
+            t.executor = j.executor;
+            t.command = j.command.clone();
+            t.depends_on = j.depends_on_names.clone();
+            t.priority = j.priority;
+            t.status = TaskStatus::Pending;
+            t.created_at = now.to_string();
+            t.seq = seq_base + i as u64;
+            t.plan_file = Some(plan_file.clone());
+            t.workdir = Some(workdir.clone());
+            t.timeout_seconds = j.timeout_secs;
+            t.retries = j.retries;
+            t.group = j.group.clone();
+            t.vram_mb = j.vram_mb;
+            t.env = j.env.iter().cloned().collect::<BTreeMap<_, _>>();
+            t.model = match (j.task_class, &j.model) {
+                (TaskClass::Llm, None) => Some(config.llm.model.clone()),
+                (_, m) => m.clone(),
+            };
+            t.prompt = j.prompt.clone();
+            t.prompt_file = j.prompt_file.clone();
+            t.system = j.system.clone();
+            t.output = j.output.clone();
+            t.sensitive = j.sensitive;
+            t.estimate_seconds = j.estimate_secs;
+            t.item = j.item.clone();
+            t.index = j.index;
+            t
+        })
+        .collect()
+}
+
+/// The brain's job for a task file that waits on the jobs at `deps` (pending).
+pub fn job_of(t: &TaskFile, deps: Vec<usize>) -> Job {
+    Job {
+        name: t.name.clone(),
+        plan_task_id: t.plan_task_id.clone(),
+        task_id: t.task_id.clone(),
+        file_name: t.file_name(),
+        status: JobStatus::Pending,
+        deps,
+        dependents: Vec::new(),
+        unmet: 0,
+        holder: None,
+        kill_sent: false,
+        work: crate::state::JobWork::of(t),
+    }
 }
 
 /// The manifest of the tasks a submission queues at once: `private_tasks/<batch>/.ready.json`.

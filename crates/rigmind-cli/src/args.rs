@@ -135,11 +135,19 @@ pub struct WorkerArgs {
     /// This worker's id (its state is workers/<id>.json).
     #[arg(long)]
     pub id: String,
-    /// The GPU to pin to (sets CUDA_VISIBLE_DEVICES and RIGMIND_GPU).
+    /// The GPU to pin to, by NVML index or UUID: its commands run with
+    /// CUDA_VISIBLE_DEVICES set to the card's UUID and RIGMIND_GPU to its index.
+    /// Needs NVML (or RIGMIND_FAKE_GPUS=COUNTxMB for tests); without it the worker
+    /// is a CPU worker.
     #[arg(long)]
     pub gpu: Option<String>,
-    /// Task classes to claim, preferred first (cpu, script).
-    #[arg(long, value_delimiter = ',', default_value = "cpu")]
+    /// Its LLM server (Ollama), e.g. http://127.0.0.1:11435; default: the `ollama`
+    /// of this card's [[gpu]] entry in rig.toml.
+    #[arg(long)]
+    pub llm_url: Option<String>,
+    /// Task classes to claim, preferred first (cpu, script, llm). Default: cpu on a
+    /// CPU worker; script, llm, cpu on a GPU worker (llm only with an LLM server).
+    #[arg(long, value_delimiter = ',')]
     pub classes: Vec<String>,
     #[command(flatten)]
     pub root: RootArg,

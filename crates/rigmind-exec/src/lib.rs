@@ -7,6 +7,7 @@
 //! written into the file that moves to `complete/` or `failed/`.
 
 mod group;
+pub mod llm;
 mod shell;
 
 pub use group::kill_task_group;
@@ -31,6 +32,47 @@ pub struct Runner {
     pub cuda_visible_devices: Option<String>,
     /// Where a task without a `workdir` runs.
     pub default_workdir: PathBuf,
+    /// The GPU's LLM server, for llm and resource tasks.
+    pub llm: Option<llm::LlmRunner>,
+}
+
+/// What came of running a task, whatever kind of task it was.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutcome {
+    /// `None` on success, else the failure kind and a reason for people.
+    pub failure: Option<(FailureKind, String)>,
+    /// Stopped by the runner's shutdown: the task goes back to the queue.
+    pub aborted: bool,
+    pub return_code: Option<i32>,
+    pub elapsed_secs: f64,
+    pub output_lines: u64,
+    /// The last 200 characters of stderr (or of the error) on failure.
+    pub error_snippet: Option<String>,
+    /// For llm and resource tasks.
+    pub llm: Option<LlmStats>,
+}
+
+/// What an llm run adds to the result (queue-layout.md).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LlmStats {
+    pub model: String,
+    pub eval_count: Option<u64>,
+    pub tokens_per_second: Option<f64>,
+}
+
+impl From<ShellOutcome> for RunOutcome {
+    fn from(o: ShellOutcome) -> Self {
+        let failure = o.failure();
+        Self {
+            error_snippet: failure.as_ref().map(|_| o.stderr_tail.clone()),
+            failure,
+            aborted: o.aborted,
+            return_code: o.return_code,
+            elapsed_secs: o.elapsed_secs,
+            output_lines: o.output_lines,
+            llm: None,
+        }
+    }
 }
 
 /// How a run ended, as far as the queue is concerned.
@@ -144,42 +186,64 @@ pub async fn run_claimed(
     task.started_at = Some(rigmind_queue::time::now_rfc3339());
     task.attempts += 1;
     task.log_path = Some(layout.task_log(&task.task_id));
-    let outcome = match task.command.clone() {
-        Some(cmd) if task.task_class != Some(TaskClass::Llm) => {
-            let log = layout.task_log(&task.task_id);
-            let workdir = task
-                .workdir
-                .clone()
-                .unwrap_or_else(|| runner.default_workdir.clone());
-            let run = ShellRun {
-                command: &cmd,
-                workdir: &workdir,
-                env: environment(&task, runner),
-                timeout_secs: task.timeout_seconds,
-                log_path: &log,
-                header: format!(
-                    "--- rigmind: {} attempt {} on {} at {} ---",
-                    task.name,
-                    task.attempts,
-                    runner.worker_id,
-                    task.started_at.as_deref().unwrap_or("")
-                ),
-            };
-            let record = |pgid: Option<i32>| {
-                task.pgid = pgid;
-                // This replaces the claimed file by rename: the journal orders the
-                // new data before the rename (ext4's default data=ordered), so a
-                // crash leaves the old version or the new one without a flush.
-                if let Err(e) = fsio::write_atomic(processing_path, &task.to_bytes(), Sync::None) {
-                    tracing::warn!(task = %task.name, "recording the start: {e}");
-                }
-            };
-            run_shell(run, abort, record).await
-        }
-        _ => ShellOutcome::not_runnable(format!(
-            "task '{}' has no command a {} runner can run",
+    let log = layout.task_log(&task.task_id);
+    let workdir = task
+        .workdir
+        .clone()
+        .unwrap_or_else(|| runner.default_workdir.clone());
+    let header = format!(
+        "--- rigmind: {} attempt {} on {} at {} ---",
+        task.name,
+        task.attempts,
+        runner.worker_id,
+        task.started_at.as_deref().unwrap_or("")
+    );
+    let outcome: RunOutcome = match (task.task_class, &runner.llm) {
+        (Some(TaskClass::Llm | TaskClass::Resource), None) => ShellOutcome::not_runnable(format!(
+            "task '{}' needs an LLM server and {} has none",
             task.name, runner.worker_id
-        )),
+        ))
+        .into(),
+        (Some(class @ (TaskClass::Llm | TaskClass::Resource)), Some(llm)) => {
+            // No process to record: the start record is written before the request.
+            if let Err(e) = fsio::write_atomic(processing_path, &task.to_bytes(), Sync::None) {
+                tracing::warn!(task = %task.name, "recording the start: {e}");
+            }
+            if class == TaskClass::Llm {
+                llm::run_llm(&task, llm, &workdir, &log, &header, abort).await
+            } else {
+                llm::run_resource(&task, llm, &log, &header, abort).await
+            }
+        }
+        _ => match task.command.clone() {
+            Some(cmd) => {
+                let run = ShellRun {
+                    command: &cmd,
+                    workdir: &workdir,
+                    env: environment(&task, runner),
+                    timeout_secs: task.timeout_seconds,
+                    log_path: &log,
+                    header,
+                };
+                let record = |pgid: Option<i32>| {
+                    task.pgid = pgid;
+                    // This replaces the claimed file by rename: the journal orders the
+                    // new data before the rename (ext4's default data=ordered), so a
+                    // crash leaves the old version or the new one without a flush.
+                    if let Err(e) =
+                        fsio::write_atomic(processing_path, &task.to_bytes(), Sync::None)
+                    {
+                        tracing::warn!(task = %task.name, "recording the start: {e}");
+                    }
+                };
+                run_shell(run, abort, record).await.into()
+            }
+            None => ShellOutcome::not_runnable(format!(
+                "task '{}' has no command a {} runner can run",
+                task.name, runner.worker_id
+            ))
+            .into(),
+        },
     };
     let from = processing_path.to_path_buf();
     if outcome.aborted {
@@ -197,7 +261,12 @@ pub async fn run_claimed(
     task.elapsed_seconds = Some((outcome.elapsed_secs * 1000.0).round() / 1000.0);
     task.return_code = outcome.return_code;
     task.output_lines = Some(outcome.output_lines);
-    let (dir, filed) = match outcome.failure() {
+    if let Some(stats) = &outcome.llm {
+        task.model = Some(stats.model.clone());
+        task.eval_count = stats.eval_count;
+        task.tokens_per_second = stats.tokens_per_second.map(|t| (t * 100.0).round() / 100.0);
+    }
+    let (dir, filed) = match outcome.failure.clone() {
         None => {
             task.status = TaskStatus::Complete;
             (TaskDir::Complete, Filed::Complete)
@@ -206,7 +275,7 @@ pub async fn run_claimed(
             task.status = TaskStatus::Failed;
             task.failure_kind = Some(kind);
             task.error = Some(reason);
-            task.error_snippet = Some(outcome.stderr_tail.clone());
+            task.error_snippet = outcome.error_snippet.clone();
             (TaskDir::Failed, Filed::Failed(kind))
         }
     };

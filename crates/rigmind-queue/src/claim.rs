@@ -32,6 +32,8 @@ pub struct QueueEntry {
     pub not_before: Option<DateTime<Utc>>,
     pub vram_mb: Option<u64>,
     pub group: Option<String>,
+    /// The model an llm task needs (a resource task: the one to load).
+    pub model: Option<String>,
 }
 
 impl QueueEntry {
@@ -45,6 +47,7 @@ impl QueueEntry {
             not_before: t.not_before.as_deref().and_then(crate::time::parse_rfc3339),
             vram_mb: t.vram_mb,
             group: t.group.clone(),
+            model: t.model.clone(),
         }
     }
 }
@@ -87,6 +90,14 @@ impl QueueIndex {
         } else {
             self.entries.remove(file_name);
         }
+    }
+
+    /// Adds a task known without reading a file (the simulator's queue).
+    pub fn insert(&mut self, file_name: &str, task: &TaskFile) {
+        self.entries.insert(
+            file_name.to_string(),
+            Some(QueueEntry::from_task(file_name, task)),
+        );
     }
 
     /// Forgets a file (claimed by someone, or gone).
@@ -190,14 +201,34 @@ impl QueueLock {
         index: &mut QueueIndex,
         tier: impl Fn(&QueueEntry) -> Option<u8>,
     ) -> Result<Option<Claimed>, QueueError> {
+        self.claim_within(layout, index, &BTreeMap::new(), tier)
+    }
+
+    /// [`QueueLock::claim`] under rig-wide concurrency groups: a task of a group
+    /// that already has `limits[group]` tasks in `processing/` is not claimed. The
+    /// count is taken under the lock, so no two workers can both take the last slot.
+    pub fn claim_within(
+        &mut self,
+        layout: &Layout,
+        index: &mut QueueIndex,
+        limits: &BTreeMap<String, u32>,
+        tier: impl Fn(&QueueEntry) -> Option<u8>,
+    ) -> Result<Option<Claimed>, QueueError> {
         let queue = layout.dir(TaskDir::Queue);
         let processing = layout.dir(TaskDir::Processing);
         let _guard = self
             .lock
             .write()
             .map_err(|e| QueueError::io("lock", &self.path, e))?;
+        let full = full_groups(layout, index, limits)?;
+        let tier = |e: &QueueEntry| {
+            if e.group.as_ref().is_some_and(|g| full.contains(g)) {
+                return None;
+            }
+            tier(e)
+        };
         loop {
-            let Some(entry) = index.best(&tier) else {
+            let Some(entry) = index.best(tier) else {
                 return Ok(None);
             };
             let name = entry.file_name.clone();
@@ -217,6 +248,39 @@ impl QueueLock {
             }
         }
     }
+}
+
+/// The groups at their limit now, from the tasks in `processing/`. Reads nothing
+/// when no queued task belongs to a limited group.
+fn full_groups(
+    layout: &Layout,
+    index: &QueueIndex,
+    limits: &BTreeMap<String, u32>,
+) -> Result<std::collections::BTreeSet<String>, QueueError> {
+    let mut full = std::collections::BTreeSet::new();
+    let wanted = index
+        .entries()
+        .any(|e| e.group.as_ref().is_some_and(|g| limits.contains_key(g)));
+    if !wanted {
+        return Ok(full);
+    }
+    let dir = layout.dir(TaskDir::Processing);
+    let mut running: BTreeMap<String, u32> = BTreeMap::new();
+    for name in fsio::list_names(&dir)? {
+        // A file that cannot be read is counted as nothing: it is being moved, or
+        // it is junk the brain will move aside.
+        if let Ok(t) = TaskFile::read(&dir.join(&name)) {
+            if let Some(g) = t.group {
+                *running.entry(g).or_default() += 1;
+            }
+        }
+    }
+    for (g, limit) in limits {
+        if running.get(g).copied().unwrap_or(0) >= *limit {
+            full.insert(g.clone());
+        }
+    }
+    Ok(full)
 }
 
 /// A task just renamed into `processing/`; read it with [`TaskFile::read`].
@@ -295,5 +359,40 @@ mod tests {
             .claim(&layout, &mut index, |_| Some(1))
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn a_full_group_is_not_claimed_until_its_task_leaves_processing() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.ensure().unwrap();
+        for (i, name) in ["w1", "w2", "other"].iter().enumerate() {
+            let mut t = TaskFile::new("b1", name, TaskClass::Script);
+            t.status = crate::TaskStatus::Queued;
+            t.seq = i as u64;
+            t.group = (*name != "other").then(|| "whisper_large".to_string());
+            t.write_to(&layout.dir(TaskDir::Queue), Sync::None).unwrap();
+        }
+        let limits = BTreeMap::from([("whisper_large".to_string(), 1)]);
+        let mut index = QueueIndex::default();
+        index.rescan(&layout).unwrap();
+        let mut lock = QueueLock::open(&layout).unwrap();
+        let mut take = |index: &mut QueueIndex| {
+            lock.claim_within(&layout, index, &limits, |_| Some(1))
+                .unwrap()
+                .map(|c| TaskName::parse(&c.file_name).unwrap().name)
+        };
+        assert_eq!(take(&mut index).as_deref(), Some("w1"));
+        assert_eq!(
+            take(&mut index).as_deref(),
+            Some("other"),
+            "w2 waits: group full"
+        );
+        assert_eq!(take(&mut index), None);
+        let done = fsio::list_names(&layout.dir(TaskDir::Processing)).unwrap();
+        let first = done.iter().find(|n| n.contains("-w1")).unwrap();
+        std::fs::remove_file(layout.dir(TaskDir::Processing).join(first)).unwrap();
+        index.rescan(&layout).unwrap();
+        assert_eq!(take(&mut index).as_deref(), Some("w2"));
     }
 }

@@ -208,7 +208,33 @@ fn default_timeout() -> f64 {
     1800.0
 }
 
+/// The batch id of the resource manager's tasks; plan batches have six hex digits.
+pub const RESOURCE_BATCH: &str = "rm";
+/// The name of the task that loads a worker's model.
+pub const LOAD_LLM: &str = "load_llm";
+/// The name of the task that unloads it.
+pub const UNLOAD_LLM: &str = "unload_llm";
+
 impl TaskFile {
+    /// A resource task (`load_llm` or `unload_llm`) for one worker, queued, at
+    /// priority 10 so that it sorts before all plan work. Its `seq` is the time in
+    /// milliseconds, which keeps every such file's name unique over the rig's life.
+    pub fn resource(action: &str, worker: &str, model: &str, timeout_secs: f64) -> Self {
+        let mut t = Self::new(RESOURCE_BATCH, action, TaskClass::Resource);
+        t.priority = 10;
+        t.status = TaskStatus::Queued;
+        t.target_worker = Some(worker.to_string());
+        t.model = Some(model.to_string());
+        t.timeout_seconds = timeout_secs;
+        t.seq = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        t
+    }
+
+    /// Whether this is one of the resource manager's tasks.
+    pub fn is_resource(&self) -> bool {
+        self.task_class == Some(TaskClass::Resource)
+    }
+
     /// A fresh task with the given identity; everything else at its default.
     pub fn new(batch_id: &str, name: &str, class: TaskClass) -> Self {
         Self {

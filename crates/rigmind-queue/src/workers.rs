@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use rigmind_types::{GpuState, TaskClass};
 use serde::{Deserialize, Serialize};
 
 use crate::error::QueueError;
@@ -21,7 +22,7 @@ pub struct WorkerState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<String>,
     pub classes: Vec<String>,
-    /// `idle`, `busy` or `stopping` (GPU states come with the GPU issue).
+    /// `idle`, `busy`, `stopping` or `stopped`; the card's own state is `gpu_state`.
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_task: Option<String>,
@@ -31,6 +32,40 @@ pub struct WorkerState {
     pub heartbeat_at: String,
     pub tasks_done: u64,
     pub tasks_failed: u64,
+
+    // --- a GPU worker's card (absent on CPU workers) ---
+    /// The UUID it is pinned to (`CUDA_VISIBLE_DEVICES`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_state: Option<GpuState>,
+    /// When the card last moved between its LLM and script states.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_state_since: Option<String>,
+    /// The model its LLM server holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Its LLM server; none: it takes no llm or resource work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_url: Option<String>,
+    /// When it last finished an llm task or a load (for `idle_unload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_idle_since: Option<String>,
+    /// The class of the task it runs now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_class: Option<TaskClass>,
+    /// The card's last reading (memory, utilisation, temperature, power).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<rigmind_gpu::GpuInfo>,
+    /// `nvml`, or `fake` under RIGMIND_FAKE_GPUS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry_source: Option<String>,
+    /// Host memory at the last heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<rigmind_gpu::HostMemory>,
+    /// Safety gates violated now: while any is, it claims no script or llm work.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<String>,
 }
 
 impl WorkerState {

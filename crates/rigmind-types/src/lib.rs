@@ -10,6 +10,53 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// The state of a worker's GPU (queue-layout.md; the seed system's names).
+///
+/// A card is in its LLM state from the moment a load starts until its model is gone
+/// (`booting_llm`, `llm_ready`, `llm_busy`), and in its script state otherwise. By
+/// default the two exclude each other: a card with its model loaded runs no script
+/// task, and a card without it runs no llm task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuState {
+    /// No model loaded and no GPU task running.
+    Idle,
+    /// The model is being loaded (a `load_llm` task runs).
+    BootingLlm,
+    /// The model is loaded; no llm task runs.
+    LlmReady,
+    /// The model is loaded and an llm task runs.
+    LlmBusy,
+    /// The model is being unloaded to free the card for script work.
+    BootingScript,
+    /// A script task runs; no model is loaded.
+    ScriptBusy,
+}
+
+impl GpuState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::BootingLlm => "booting_llm",
+            Self::LlmReady => "llm_ready",
+            Self::LlmBusy => "llm_busy",
+            Self::BootingScript => "booting_script",
+            Self::ScriptBusy => "script_busy",
+        }
+    }
+
+    /// Whether the card holds (or is getting) its model.
+    pub fn is_llm(self) -> bool {
+        matches!(self, Self::BootingLlm | Self::LlmReady | Self::LlmBusy)
+    }
+}
+
+impl fmt::Display for GpuState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What kind of work a task is, which decides which worker may run it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

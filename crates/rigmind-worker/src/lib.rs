@@ -5,19 +5,30 @@
 //! rescan for events the kernel may drop, publishes its state in
 //! `workers/<id>.json`, and holds `workers/<id>.lock` for its whole life so that
 //! anyone can tell whether it is alive.
+//!
+//! A worker pinned to a GPU (`--gpu`) runs its commands with `CUDA_VISIBLE_DEVICES`
+//! set to the card's UUID, tracks the card's state and its LLM server's model
+//! ([`card`]), and claims by the card's rules ([`card::tier`]).
+
+pub mod card;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use card::{Card, ClaimContext};
 use chrono::Utc;
+use rigmind_config::RigConfig;
+use rigmind_exec::llm::LlmRunner;
 use rigmind_exec::{run_claimed, Filed, Runner};
-use rigmind_queue::claim::{QueueEntry, QueueIndex, QueueLock};
-use rigmind_queue::task::{TaskFile, TaskStatus};
+use rigmind_gpu::GpuSelector;
+use rigmind_llm::OllamaClient;
+use rigmind_queue::claim::{QueueIndex, QueueLock};
+use rigmind_queue::task::{TaskFile, LOAD_LLM};
 use rigmind_queue::watch::{watch_dirs, Change, WatchError};
 use rigmind_queue::workers::WorkerState;
 use rigmind_queue::{Layout, QueueError, TaskDir};
-use rigmind_types::{Executor, TaskClass};
+use rigmind_types::TaskClass;
 use tokio::sync::watch;
 
 /// How a worker runs.
@@ -25,9 +36,12 @@ use tokio::sync::watch;
 pub struct WorkerOptions {
     pub id: String,
     pub root: PathBuf,
-    /// The GPU it is pinned to (an index).
-    pub gpu: Option<String>,
-    /// The classes it claims; the first is its preferred class.
+    /// The GPU it is pinned to (an index or a UUID).
+    pub gpu: Option<GpuSelector>,
+    /// Its LLM server; else rig.toml's `[[gpu]]` entry for its card names it.
+    pub llm_url: Option<String>,
+    /// The classes it claims; the first is its preferred class. Empty: `cpu` for
+    /// a CPU worker, `script, llm, cpu` for a GPU worker.
     pub classes: Vec<TaskClass>,
     pub rescan_every: Duration,
     pub heartbeat_every: Duration,
@@ -42,7 +56,8 @@ impl WorkerOptions {
             id: id.into(),
             root: root.into(),
             gpu: None,
-            classes: vec![TaskClass::Cpu],
+            llm_url: None,
+            classes: Vec::new(),
             rescan_every: Duration::from_secs(2),
             heartbeat_every: Duration::from_secs(5),
             grace: Duration::from_secs(30),
@@ -75,6 +90,21 @@ pub enum WorkerError {
     BadId(String),
     #[error(transparent)]
     Watch(#[from] WatchError),
+    #[error("worker '{id}': {source}")]
+    Gpu {
+        id: String,
+        source: rigmind_gpu::GpuError,
+    },
+    #[error(transparent)]
+    Config(#[from] rigmind_config::ConfigError),
+    #[error("worker '{id}': LLM server {url}: {source}")]
+    Llm {
+        id: String,
+        url: String,
+        source: rigmind_llm::LlmError,
+    },
+    #[error("worker '{id}': {why}")]
+    BadOptions { id: String, why: String },
 }
 
 /// What a worker did in its life.
@@ -85,21 +115,158 @@ pub struct WorkerSummary {
     pub returned: u64,
 }
 
-/// The claim tier of a queued task for this worker: `None` when it may not claim it
-/// now; 1 for its preferred class, 2 for the others (queue-layout.md, claim order).
-pub fn tier(opts: &WorkerOptions, e: &QueueEntry, now: chrono::DateTime<Utc>) -> Option<u8> {
-    if e.executor != Executor::Worker || e.status != TaskStatus::Queued {
-        return None;
+/// The LLM server and model a worker's card holds, and how the worker reaches it.
+struct Llm {
+    runner: LlmRunner,
+}
+
+/// Everything a worker knows of itself that decides what it may claim.
+struct Me {
+    opts: WorkerOptions,
+    classes: Vec<TaskClass>,
+    config: RigConfig,
+    card: Option<Card>,
+    llm: Option<Llm>,
+    state: WorkerState,
+    /// Safety gates violated at the last reading.
+    gates: Vec<String>,
+    gates_read: Option<std::time::Instant>,
+}
+
+/// How often the card and the host are read while claiming.
+const READ_EVERY: Duration = Duration::from_millis(250);
+
+impl Me {
+    fn context(&self, now: chrono::DateTime<Utc>) -> ClaimContext<'_> {
+        ClaimContext {
+            worker: &self.opts.id,
+            classes: &self.classes,
+            gpu: self.card.is_some(),
+            model: self.card.as_ref().and_then(|c| c.model.as_deref()),
+            llm: self.llm.is_some(),
+            vram_free_mb: self.card.as_ref().map(|c| c.info.memory_free_mb),
+            gates_clear: self.gates.is_empty(),
+            now,
+        }
     }
-    if e.not_before.is_some_and(|t| t > now) {
-        return None;
+
+    /// Reads the card and the host again (at most every [`READ_EVERY`]) and says
+    /// so, once, when the gates change.
+    fn read_gates(&mut self, force: bool) {
+        if !force && self.gates_read.is_some_and(|t| t.elapsed() < READ_EVERY) {
+            return;
+        }
+        self.gates_read = Some(std::time::Instant::now());
+        let info = self.card.as_mut().map(|c| c.refresh().clone());
+        let (host, gates) = card::gates(&self.config.safety, info.as_ref());
+        if gates != self.gates {
+            if gates.is_empty() {
+                tracing::info!(worker = %self.opts.id, "safety gates clear again: claiming script and llm work");
+            } else {
+                tracing::warn!(worker = %self.opts.id, gates = ?gates, "safety gate violated: no script or llm work is claimed until it clears");
+            }
+            self.gates = gates.clone();
+        }
+        self.state.host = host;
+        self.state.telemetry = info;
+        self.state.gates = gates;
     }
-    if e.target_worker.as_ref().is_some_and(|t| *t != opts.id) {
-        return None;
+
+    /// Sets the card's state from what runs now, then writes the state file.
+    fn publish(&mut self, layout: &Layout, state: &str, task: Option<&TaskFile>) {
+        if let Some(card) = self.card.as_mut() {
+            let running = task.and_then(|t| Some((t.task_class?, t.name.as_str())));
+            let s = card.state_for(running);
+            card.set_state(s);
+            self.state.gpu_state = Some(card.state);
+            self.state.gpu_state_since = Some(card.state_since.clone());
+            self.state.model = card.model.clone();
+            self.state.llm_idle_since = card.llm_idle_since.clone();
+        }
+        self.state.current_class = task.and_then(|t| t.task_class);
+        publish(layout, &mut self.state, state, task);
     }
-    let class = e.task_class?;
-    let pos = opts.classes.iter().position(|c| *c == class)?;
-    Some(if pos == 0 { 1 } else { 2 })
+
+    /// After a run: a load or unload changes what the card holds; an llm task
+    /// resets its idle clock.
+    fn note_finished(&mut self, task: &TaskFile, ok: bool) {
+        let Some(card) = self.card.as_mut() else {
+            return;
+        };
+        let now = rigmind_queue::time::now_rfc3339();
+        match (task.task_class, task.name.as_str()) {
+            (Some(TaskClass::Resource), LOAD_LLM) if ok => {
+                card.model = task.model.clone();
+                card.llm_idle_since = Some(now);
+            }
+            (Some(TaskClass::Resource), _) if ok => card.model = None,
+            (Some(TaskClass::Llm), _) => card.llm_idle_since = Some(now),
+            _ => {}
+        }
+    }
+
+    /// Asks the LLM server what it holds, so that a model unloaded behind the
+    /// worker's back (keep_alive ran out, the server restarted) is noticed.
+    async fn sync_model(&mut self) {
+        let (Some(card), Some(llm)) = (self.card.as_mut(), self.llm.as_ref()) else {
+            return;
+        };
+        let url = llm.runner.client.base_url().to_string();
+        let ps = tokio::time::timeout(Duration::from_secs(2), llm.runner.client.ps()).await;
+        let Ok(Ok(models)) = ps else { return };
+        let listed = |m: &str| models.iter().any(|r| r.name == m || r.model == m);
+        match card.model.clone() {
+            Some(m) if !listed(&m) => {
+                tracing::warn!(worker = %self.opts.id, model = %m, url = %url, "the model is no longer loaded (keep_alive ran out or the server restarted)");
+                card.model = None;
+            }
+            None => {
+                if let Some(r) = models.first() {
+                    tracing::info!(worker = %self.opts.id, model = %r.name, url = %url, "the LLM server holds a model: the card is in its LLM state");
+                    card.model = Some(r.name.clone());
+                    card.llm_idle_since = Some(rigmind_queue::time::now_rfc3339());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Finds the worker's card and LLM server (rig.toml's `[[gpu]]` entry, or
+/// `--llm-url`). A GPU that cannot be found stops the worker at once.
+fn set_up_card(
+    opts: &WorkerOptions,
+    config: &RigConfig,
+) -> Result<(Option<Card>, Option<String>), WorkerError> {
+    let gpu_err = |source| WorkerError::Gpu {
+        id: opts.id.clone(),
+        source,
+    };
+    let Some(sel) = &opts.gpu else {
+        return Ok((None, opts.llm_url.clone()));
+    };
+    let telemetry = rigmind_gpu::open().map_err(gpu_err)?;
+    let info = telemetry.find(sel).map_err(gpu_err)?;
+    let entry = config
+        .gpus
+        .iter()
+        .find(|g| g.index == info.index)
+        .or_else(|| config.gpus.iter().find(|g| g.worker == opts.id));
+    let url = opts
+        .llm_url
+        .clone()
+        .or_else(|| entry.and_then(|g| g.ollama.clone()));
+    tracing::info!(
+        worker = %opts.id,
+        gpu = info.index,
+        uuid = %info.uuid,
+        name = %info.name,
+        telemetry = telemetry.kind(),
+        memory_total_mb = info.memory_total_mb,
+        llm = ?url,
+        "pinned to GPU"
+    );
+    Ok((Some(Card::new(telemetry, info)), url))
 }
 
 /// Runs the worker until `shutdown` resolves.
@@ -117,6 +284,23 @@ pub async fn run_worker(
     }
     let layout = Layout::new(&opts.root);
     layout.ensure()?;
+    let config = RigConfig::load(&layout.rig_toml())?;
+    let (card, llm_url) = set_up_card(&opts, &config)?;
+    let classes = if !opts.classes.is_empty() {
+        opts.classes.clone()
+    } else if card.is_some() && llm_url.is_some() {
+        vec![TaskClass::Script, TaskClass::Llm, TaskClass::Cpu]
+    } else if card.is_some() {
+        vec![TaskClass::Script, TaskClass::Cpu]
+    } else {
+        vec![TaskClass::Cpu]
+    };
+    if classes.contains(&TaskClass::Llm) && llm_url.is_none() {
+        return Err(WorkerError::BadOptions {
+            id: opts.id.clone(),
+            why: "llm work needs an LLM server: give --llm-url, or an `ollama` URL in rig.toml's [[gpu]] entry for this card".into(),
+        });
+    }
     let lock_path = layout.worker_lock(&opts.id);
     let lock_file = std::fs::OpenOptions::new()
         .create(true)
@@ -139,22 +323,45 @@ pub async fn run_worker(
 
     let (watcher, mut rx) = watch_dirs(&[layout.dir(TaskDir::Queue)])?;
 
+    let llm = match &llm_url {
+        None => None,
+        Some(url) => {
+            let client = OllamaClient::new(url).map_err(|source| WorkerError::Llm {
+                id: opts.id.clone(),
+                url: url.clone(),
+                source,
+            })?;
+            Some(Llm {
+                runner: LlmRunner {
+                    client,
+                    keep_alive: config.llm.keep_alive.clone(),
+                    samples: layout.logs_dir().join("training_samples.jsonl"),
+                    vram_used_mb: card.as_ref().map(|c| {
+                        let p = c.probe();
+                        std::sync::Arc::new(p) as rigmind_exec::llm::VramProbe
+                    }),
+                },
+            })
+        }
+    };
     let session = uuid::Uuid::new_v4().simple().to_string();
     let runner = Runner {
         worker_id: opts.id.clone(),
         session: session.clone(),
-        gpu: opts.gpu.clone(),
-        cuda_visible_devices: opts.gpu.clone(),
+        gpu: card.as_ref().map(|c| c.index.to_string()),
+        // By UUID: CUDA's own numbering may differ from NVML's.
+        cuda_visible_devices: card.as_ref().map(|c| c.info.uuid.clone()),
         default_workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        llm: llm.as_ref().map(|l| l.runner.clone()),
     };
     let now = rigmind_queue::time::now_rfc3339();
-    let mut me = WorkerState {
+    let state = WorkerState {
         worker_id: opts.id.clone(),
         session,
         pid: std::process::id(),
         hostname: hostname(),
-        gpu: opts.gpu.clone(),
-        classes: opts.classes.iter().map(|c| c.to_string()).collect(),
+        gpu: card.as_ref().map(|c| c.index.to_string()),
+        classes: classes.iter().map(|c| c.to_string()).collect(),
         state: "idle".into(),
         current_task: None,
         current_task_name: None,
@@ -162,9 +369,32 @@ pub async fn run_worker(
         heartbeat_at: now,
         tasks_done: 0,
         tasks_failed: 0,
+        gpu_uuid: card.as_ref().map(|c| c.info.uuid.clone()),
+        gpu_state: card.as_ref().map(|c| c.state),
+        gpu_state_since: None,
+        model: None,
+        llm_url: llm_url.clone(),
+        llm_idle_since: None,
+        current_class: None,
+        telemetry: None,
+        telemetry_source: card.as_ref().map(|c| c.source().to_string()),
+        host: None,
+        gates: Vec::new(),
     };
-    publish(&layout, &mut me, "idle", None);
-    tracing::info!(worker = %opts.id, classes = ?me.classes, gpu = ?opts.gpu, "worker started");
+    let mut me = Me {
+        opts: opts.clone(),
+        classes,
+        config,
+        card,
+        llm,
+        state,
+        gates: Vec::new(),
+        gates_read: None,
+    };
+    me.sync_model().await;
+    me.read_gates(true);
+    me.publish(&layout, "idle", None);
+    tracing::info!(worker = %opts.id, classes = ?me.state.classes, gpu = ?me.state.gpu, "worker started");
 
     let mut index = QueueIndex::default();
     index.rescan(&layout)?;
@@ -187,7 +417,13 @@ pub async fn run_worker(
         }
         note_events(&layout, &mut index, pending);
         let now = Utc::now();
-        let claimed = claim_lock.claim(&layout, &mut index, |e| tier(&opts, e, now));
+        me.read_gates(false);
+        let claimed = {
+            let ctx = me.context(now);
+            claim_lock.claim_within(&layout, &mut index, &me.config.groups, |e| {
+                card::tier(&ctx, e)
+            })
+        };
         let claimed = match claimed {
             Ok(c) => c,
             Err(e) => {
@@ -201,12 +437,14 @@ pub async fn run_worker(
             // Going idle is published after a short quiet spell, so that a chain of
             // tasks arriving one by one does not rewrite the state file twice each.
             let idle_at = *idle_since.get_or_insert_with(std::time::Instant::now);
-            let publish_idle = (me.state != "idle").then(|| idle_at + IDLE_AFTER);
-            let due = next_due(&opts, &index, now);
+            let publish_idle = (me.state.state != "idle").then(|| idle_at + IDLE_AFTER);
+            let due = next_due(&me, &index, now);
+            // With heavy work held back by a gate, look again soon.
+            let gated = (!me.gates.is_empty()).then_some(Duration::from_secs(1));
             tokio::select! {
-                _ = sleep_until_opt(publish_idle) => publish(&layout, &mut me, "idle", None),
+                _ = sleep_until_opt(publish_idle) => me.publish(&layout, "idle", None),
                 Some(r) = filing.join_next(), if !filing.is_empty() => {
-                    count(&opts.id, &mut summary, &mut me, r);
+                    count(&opts.id, &mut summary, &mut me.state, r);
                 }
                 Some(ev) = rx.recv() => note_events(&layout, &mut index, vec![ev]),
                 _ = rescan.tick() => {
@@ -215,10 +453,12 @@ pub async fn run_worker(
                     }
                 }
                 _ = heartbeat.tick() => {
-                    let state = me.state.clone();
-                    publish(&layout, &mut me, &state, None);
+                    me.sync_model().await;
+                    me.read_gates(true);
+                    let state = me.state.state.clone();
+                    me.publish(&layout, &state, None);
                 }
-                _ = tokio::time::sleep(due) => {}
+                _ = tokio::time::sleep(due.min(gated.unwrap_or(due))) => {}
                 _ = &mut shutdown => stopping = true,
             }
             continue;
@@ -233,9 +473,16 @@ pub async fn run_worker(
         };
         // A stream of short tasks would rewrite the state file for each one; a
         // second-old current task is fine for people, and the processing/ file is
-        // the exact record of who runs what.
-        if me.state != "busy" || last_publish.elapsed() >= Duration::from_secs(1) {
-            publish(&layout, &mut me, "busy", Some(&task));
+        // the exact record of who runs what. A card changing state is published at
+        // once: the resource manager decides by it.
+        let card_changes = me.card.as_ref().is_some_and(|c| {
+            c.state_for(task.task_class.map(|k| (k, task.name.as_str()))) != c.state
+        });
+        if me.state.state != "busy"
+            || card_changes
+            || last_publish.elapsed() >= Duration::from_secs(1)
+        {
+            me.publish(&layout, "busy", Some(&task));
             last_publish = std::time::Instant::now();
         }
         let run = run_claimed(&layout, &claimed.path, task, &runner, abort_rx.clone());
@@ -244,12 +491,13 @@ pub async fn run_worker(
             tokio::select! {
                 f = &mut run => break f,
                 _ = heartbeat.tick() => {
-                    me.heartbeat_at = rigmind_queue::time::now_rfc3339();
-                    let _ = me.write(&layout);
+                    me.read_gates(true);
+                    me.state.heartbeat_at = rigmind_queue::time::now_rfc3339();
+                    let _ = me.state.write(&layout);
                 }
                 _ = &mut shutdown, if !stopping => {
                     stopping = true;
-                    publish(&layout, &mut me, "stopping", None);
+                    publish(&layout, &mut me.state, "stopping", None);
                     tracing::info!(worker = %opts.id, grace = ?opts.grace, "stopping: finishing the running task");
                     let abort_tx = abort_tx.clone();
                     let grace = opts.grace;
@@ -260,6 +508,20 @@ pub async fn run_worker(
                 }
             }
         };
+        if me.card.is_some() {
+            me.note_finished(&finished.task, finished.filed == Filed::Complete);
+            if finished.task.task_class == Some(TaskClass::Resource) {
+                // What the card holds now is published before the task is filed:
+                // the resource manager must never see the task done and the card
+                // in its old state.
+                if finished.filed != Filed::Complete {
+                    me.sync_model().await;
+                }
+                me.read_gates(true);
+                let state = if stopping { "stopping" } else { "busy" };
+                me.publish(&layout, state, None);
+            }
+        }
         // The result is written in the background: the next claim and the next
         // command need not wait for the disk.
         let layout2 = layout.clone();
@@ -270,7 +532,7 @@ pub async fn run_worker(
             })
         });
         while let Some(r) = filing.try_join_next() {
-            count(&opts.id, &mut summary, &mut me, r);
+            count(&opts.id, &mut summary, &mut me.state, r);
         }
     }
     // Results still being filed get the grace period, then are left in
@@ -278,13 +540,13 @@ pub async fn run_worker(
     let deadline = tokio::time::Instant::now() + opts.grace;
     while !filing.is_empty() {
         tokio::select! {
-            Some(r) = filing.join_next() => count(&opts.id, &mut summary, &mut me, r),
+            Some(r) = filing.join_next() => count(&opts.id, &mut summary, &mut me.state, r),
             _ = tokio::time::sleep_until(deadline), if !giving_up.load(std::sync::atomic::Ordering::SeqCst) => {
                 giving_up.store(true, std::sync::atomic::Ordering::SeqCst);
             }
         }
     }
-    publish(&layout, &mut me, "stopped", None);
+    publish(&layout, &mut me.state, "stopped", None);
     drop(watcher);
     Ok(summary)
 }
@@ -314,7 +576,7 @@ fn note_events(layout: &Layout, index: &mut QueueIndex, changes: Vec<Change>) {
 }
 
 /// How long until a task held back by `not_before` becomes claimable (capped).
-fn next_due(opts: &WorkerOptions, index: &QueueIndex, now: chrono::DateTime<Utc>) -> Duration {
+fn next_due(me: &Me, index: &QueueIndex, now: chrono::DateTime<Utc>) -> Duration {
     let cap = Duration::from_secs(3600);
     index
         .entries()
@@ -322,7 +584,7 @@ fn next_due(opts: &WorkerOptions, index: &QueueIndex, now: chrono::DateTime<Utc>
             let t = e.not_before?;
             let mut now_entry = e.clone();
             now_entry.not_before = None;
-            tier(opts, &now_entry, now)?;
+            card::tier(&me.context(now), &now_entry)?;
             (t - now).to_std().ok()
         })
         .min()

@@ -51,17 +51,22 @@ pub fn brain(a: BrainArgs) -> Result<i32> {
 /// `worker --id ID [--gpu N] [--classes cpu,script] --root DIR`
 pub fn worker(a: WorkerArgs) -> Result<i32> {
     let mut opts = WorkerOptions::new(&a.id, &a.root.root);
-    opts.gpu = a.gpu.clone();
+    opts.gpu = a
+        .gpu
+        .as_deref()
+        .map(str::parse::<rigmind_gpu::GpuSelector>)
+        .transpose()
+        .with_context(|| format!("worker '{}': --gpu", a.id))?;
+    opts.llm_url = a.llm_url.clone();
     opts.classes = a
         .classes
         .iter()
         .map(|c| match c.parse::<TaskClass>() {
-            Ok(TaskClass::Cpu) => Ok(TaskClass::Cpu),
-            Ok(TaskClass::Script) => Ok(TaskClass::Script),
-            Ok(other) => bail!(
-                "worker '{}': class '{other}' cannot be claimed by this worker (cpu and script can)",
+            Ok(TaskClass::Resource) => bail!(
+                "worker '{}': class 'resource' is the brain's; workers take resource tasks addressed to them anyway",
                 a.id
             ),
+            Ok(class) => Ok(class),
             Err(e) => bail!("worker '{}': {e}", a.id),
         })
         .collect::<Result<_>>()?;

@@ -28,14 +28,16 @@ pub fn run(a: RunArgs) -> Result<i32> {
     let layout = Layout::new(&a.root.root);
     layout.ensure()?;
     let config = RigConfig::load(&layout.rig_toml())?;
+    let workers = worker_plan(&layout, &config, a.workers);
     // Errors in the plan show before anything starts; so does work nobody here
     // could run (it would keep `run` waiting forever).
     if let Ok(plan) = rigmind_brain::submit::load_plan(&a.plan, &config) {
         let llm = super::submit::llm_tasks(&plan);
-        if llm > 0 {
+        if llm > 0 && !workers.iter().any(|w| w.llm) {
             eprintln!(
-                "{}: {llm} llm task(s), and no worker of this version runs llm tasks yet (GPU workers with an Ollama server come next); nothing was started",
-                a.plan.display()
+                "{}: {llm} llm task(s), and no GPU worker here has an LLM server: declare each card with its `ollama` URL in {} ([[gpu]] entries); nothing was started",
+                a.plan.display(),
+                layout.rig_toml().display()
             );
             return Ok(1);
         }
@@ -57,22 +59,17 @@ pub fn run(a: RunArgs) -> Result<i32> {
     } else {
         started.push(spawn(&exe, &layout, "brain", &["brain"])?);
     }
-    for (id, gpu, classes) in worker_plan(&layout, &config, a.workers) {
+    for w in &workers {
         // A grace shorter than stop_all's deadline, so that a task still running
         // at Ctrl-C is stopped and put back by its worker, not orphaned.
-        let mut args = vec![
-            "worker",
-            "--id",
-            id.as_str(),
-            "--classes",
-            classes,
-            "--grace",
-            "10",
-        ];
-        if let Some(g) = gpu.as_deref() {
+        let mut args = vec!["worker", "--id", w.id.as_str(), "--grace", "10"];
+        if let Some(c) = w.classes {
+            args.extend(["--classes", c]);
+        }
+        if let Some(g) = w.gpu.as_deref() {
             args.extend(["--gpu", g]);
         }
-        started.push(spawn(&exe, &layout, &id, &args)?);
+        started.push(spawn(&exe, &layout, &w.id, &args)?);
     }
 
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -139,23 +136,55 @@ pub fn run(a: RunArgs) -> Result<i32> {
     }
 }
 
-/// The workers to start: `--workers N`, else one per `[[gpu]]` of rig.toml, else 2
-/// CPU workers that also take script tasks.
-fn worker_plan(
-    layout: &Layout,
-    config: &RigConfig,
-    n: Option<usize>,
-) -> Vec<(String, Option<String>, &'static str)> {
+/// One worker `run` starts.
+struct WorkerPlan {
+    id: String,
+    gpu: Option<String>,
+    /// `None`: the worker's own default for its kind.
+    classes: Option<&'static str>,
+    /// It has an LLM server.
+    llm: bool,
+}
+
+/// The workers to start: `--workers N` CPU workers; else one per `[[gpu]]` of
+/// rig.toml; else one per GPU that NVML (or RIGMIND_FAKE_GPUS) finds; else 2 CPU
+/// workers that also take script tasks.
+fn worker_plan(layout: &Layout, config: &RigConfig, n: Option<usize>) -> Vec<WorkerPlan> {
     if n.is_none() && !config.gpus.is_empty() {
         return config
             .gpus
             .iter()
-            .map(|g| (g.worker.clone(), Some(g.index.to_string()), "script,cpu"))
+            .map(|g| WorkerPlan {
+                id: g.worker.clone(),
+                gpu: Some(g.index.to_string()),
+                classes: None,
+                llm: g.ollama.is_some(),
+            })
             .collect();
+    }
+    if n.is_none() {
+        if let Ok(found) = rigmind_gpu::open().and_then(|t| t.all()) {
+            if !found.is_empty() {
+                eprintln!(
+                    "rigmind: no GPU declared in {}; starting one worker per GPU found ({}), without LLM servers",
+                    layout.rig_toml().display(),
+                    found.len()
+                );
+                return found
+                    .iter()
+                    .map(|g| WorkerPlan {
+                        id: format!("worker_{}", g.index),
+                        gpu: Some(g.index.to_string()),
+                        classes: None,
+                        llm: false,
+                    })
+                    .collect();
+            }
+        }
     }
     let count = n.unwrap_or_else(|| {
         eprintln!(
-            "rigmind: no GPU declared in {}; starting 2 CPU workers (classes cpu,script)",
+            "rigmind: no GPU declared in {} and none found; starting 2 CPU workers (classes cpu,script)",
             layout.rig_toml().display()
         );
         2
@@ -166,7 +195,12 @@ fn worker_plan(
     while out.len() < count {
         let id = format!("cpu_{k}");
         if lock_is_held(&layout.worker_lock(&id)) != Some(true) {
-            out.push((id, None, "cpu,script"));
+            out.push(WorkerPlan {
+                id,
+                gpu: None,
+                classes: Some("cpu,script"),
+                llm: false,
+            });
         }
         k += 1;
     }

@@ -48,6 +48,12 @@ struct WorkerStatus {
     heartbeat_age_seconds: Option<f64>,
     tasks_done: u64,
     tasks_failed: u64,
+    gpu_state: Option<String>,
+    model: Option<String>,
+    vram_used_mb: Option<u64>,
+    vram_total_mb: Option<u64>,
+    temperature_c: Option<u32>,
+    gates: Vec<String>,
 }
 
 /// `rigmind status [--json]`
@@ -109,6 +115,12 @@ fn gather(layout: &Layout) -> Result<Status> {
             heartbeat_age_seconds: age,
             tasks_done: w.tasks_done,
             tasks_failed: w.tasks_failed,
+            gpu_state: w.gpu_state.map(|g| g.to_string()),
+            model: w.model,
+            vram_used_mb: w.telemetry.as_ref().map(|t| t.memory_used_mb),
+            vram_total_mb: w.telemetry.as_ref().map(|t| t.memory_total_mb),
+            temperature_c: w.telemetry.as_ref().and_then(|t| t.temperature_c),
+            gates: w.gates,
         });
     }
     let brain = lock_is_held(&layout.brain_lock()).map(|alive| BrainStatus {
@@ -162,21 +174,40 @@ fn print_tables(s: &Status) {
         println!("workers: none");
     } else {
         println!(
-            "{:<14} {:<9} {:<5} {:>9} {:>6} {:>6}  current task",
-            "worker", "state", "gpu", "heartbeat", "done", "failed"
+            "{:<14} {:<9} {:<5} {:<14} {:<16} {:>13} {:>5} {:>9} {:>6} {:>6}  current task",
+            "worker",
+            "state",
+            "gpu",
+            "gpu state",
+            "model",
+            "vram MB",
+            "temp",
+            "heartbeat",
+            "done",
+            "failed"
         );
         for w in &s.workers {
             println!(
-                "{:<14} {:<9} {:<5} {:>9} {:>6} {:>6}  {}",
+                "{:<14} {:<9} {:<5} {:<14} {:<16} {:>13} {:>5} {:>9} {:>6} {:>6}  {}",
                 w.worker_id,
                 w.state,
                 w.gpu.as_deref().unwrap_or("-"),
+                w.gpu_state.as_deref().unwrap_or("-"),
+                w.model.as_deref().unwrap_or("-"),
+                match (w.vram_used_mb, w.vram_total_mb) {
+                    (Some(u), Some(t)) => format!("{u}/{t}"),
+                    _ => "-".into(),
+                },
+                w.temperature_c.map_or("-".into(), |t| format!("{t}C")),
                 w.heartbeat_age_seconds
                     .map_or("-".into(), |a| format!("{a:.0}s ago")),
                 w.tasks_done,
                 w.tasks_failed,
                 w.current_task.as_deref().unwrap_or("-")
             );
+            for g in &w.gates {
+                println!("{:<14} gate: {g}", "");
+            }
         }
     }
     println!();

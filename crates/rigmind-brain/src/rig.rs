@@ -1,0 +1,302 @@
+//! The resource manager's I/O: reading the rig (worker state files, resource tasks
+//! in flight, rig.toml) into a [`RigView`], and writing the decisions of
+//! [`resources::decide`] as `load_llm` / `unload_llm` task files.
+//!
+//! Resource tasks live in the queue like any task, under the reserved batch id
+//! [`RESOURCE_BATCH`], so a user sees them with `ls` and a restarted brain finds the
+//! ones in flight by listing `queue/` and `processing/`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use rigmind_config::RigConfig;
+use rigmind_queue::fsio::{self, Sync};
+use rigmind_queue::logs::{Decision, Logs};
+use rigmind_queue::task::{TaskFile, TaskName, LOAD_LLM, RESOURCE_BATCH};
+use rigmind_queue::workers::{lock_is_held, WorkerState};
+use rigmind_queue::{Layout, TaskDir};
+use serde_json::json;
+
+use crate::resources::{self, Card, CardMode, RigView, RmAction, RmConfig};
+use crate::state::BrainState;
+
+/// How often the resource manager looks at the rig at most.
+const EVERY: Duration = Duration::from_millis(250);
+/// After a resource task fails, its card is left alone this long.
+const COOL_DOWN: Duration = Duration::from_secs(60);
+
+/// One resource task the brain has written and not yet seen finish.
+#[derive(Debug, Clone)]
+struct InFlight {
+    worker: String,
+    load: bool,
+    model: String,
+}
+
+/// The resource manager's memory between rounds: what it has sent, and the config.
+pub struct ResourceManager {
+    config: RigConfig,
+    config_stamp: Option<SystemTime>,
+    in_flight: BTreeMap<String, InFlight>,
+    cool_down: HashMap<String, Instant>,
+    last_round: Option<Instant>,
+    started: Instant,
+}
+
+impl ResourceManager {
+    /// Starts from the files: resource tasks still queued or running are in flight.
+    pub fn new(layout: &Layout, config: RigConfig) -> Self {
+        let mut rm = Self {
+            config,
+            config_stamp: stamp(&layout.rig_toml()),
+            in_flight: BTreeMap::new(),
+            cool_down: HashMap::new(),
+            last_round: None,
+            started: Instant::now(),
+        };
+        for d in [TaskDir::Queue, TaskDir::Processing] {
+            for name in resource_files(layout, d) {
+                if let Ok(t) = TaskFile::read(&layout.dir(d).join(&name)) {
+                    if let Some(f) = in_flight_of(&t) {
+                        rm.in_flight.insert(name, f);
+                    }
+                }
+            }
+        }
+        rm
+    }
+
+    pub fn config(&self) -> &RigConfig {
+        &self.config
+    }
+
+    /// One round, at most every [`EVERY`]: reread rig.toml if it changed, follow the
+    /// resource tasks in flight, read the workers, decide, write the decisions.
+    pub fn round(&mut self, layout: &Layout, logs: &Logs, state: &mut BrainState) {
+        if self.last_round.is_some_and(|t| t.elapsed() < EVERY) {
+            return;
+        }
+        self.last_round = Some(Instant::now());
+        if self.reload_config(layout, logs) {
+            // The servers may have the model by now; try again.
+            state.unknown_models.clear();
+        }
+        self.follow_in_flight(layout, logs, state);
+        let now = Utc::now();
+        let workers = read_workers(layout, now, self.config.defaults.stale_after_secs);
+        if workers.iter().all(|w| w.gpu.is_none()) {
+            return;
+        }
+        let view = self.view(state, &workers, now);
+        for action in resources::decide(&view) {
+            if let Err(e) = self.send(layout, logs, &view, &action) {
+                tracing::warn!(worker = %action.worker(), "writing a resource task: {e}");
+            }
+        }
+    }
+
+    /// Rereads rig.toml when it changed; true when a new config took effect.
+    fn reload_config(&mut self, layout: &Layout, logs: &Logs) -> bool {
+        let path = layout.rig_toml();
+        let now = stamp(&path);
+        if now == self.config_stamp {
+            return false;
+        }
+        self.config_stamp = now;
+        match RigConfig::load(&path) {
+            Ok(c) => {
+                self.config = c;
+                let _ = logs.decision(
+                    &Decision::new("config")
+                        .kv("file", path.display())
+                        .kv("policy", RmConfig::from_rig(&self.config).policy.name())
+                        .kv("reason", "rig.toml changed; reloaded"),
+                );
+                true
+            }
+            Err(e) => {
+                let _ = logs.decision(&Decision::new("config").kv("file", path.display()).kv(
+                    "reason",
+                    format!("rig.toml changed but is invalid, kept the last good one: {e}"),
+                ));
+                false
+            }
+        }
+    }
+
+    /// Forgets resource tasks that have finished; a failed one cools its card down,
+    /// and a model the server does not know makes the llm tasks that need it fail.
+    fn follow_in_flight(&mut self, layout: &Layout, logs: &Logs, state: &mut BrainState) {
+        let names: Vec<String> = self.in_flight.keys().cloned().collect();
+        for name in names {
+            let live = [TaskDir::Queue, TaskDir::Processing]
+                .iter()
+                .any(|d| layout.dir(*d).join(&name).exists());
+            if live {
+                continue;
+            }
+            let Some(f) = self.in_flight.remove(&name) else {
+                continue;
+            };
+            let failed = layout.dir(TaskDir::Failed).join(&name);
+            if let Ok(t) = TaskFile::read(&failed) {
+                self.cool_down.insert(f.worker.clone(), Instant::now());
+                if f.load && t.failure_kind == Some(rigmind_queue::FailureKind::DefinitionError) {
+                    let why = t.error.clone().unwrap_or_else(|| "unknown model".into());
+                    state.unknown_models.insert(
+                        f.model.clone(),
+                        format!("model {} cannot be loaded: {why}", f.model),
+                    );
+                }
+                let _ = logs.decision(
+                    &Decision::new("resource_failed")
+                        .kv("task", &t.name)
+                        .kv("worker", &f.worker)
+                        .kv("model", &f.model)
+                        .kv("cool_down_s", COOL_DOWN.as_secs())
+                        .kv(
+                            "reason",
+                            t.error.clone().unwrap_or_else(|| "failed".to_string()),
+                        ),
+                );
+            }
+        }
+        self.cool_down.retain(|_, t| t.elapsed() < COOL_DOWN);
+    }
+
+    fn view(&self, state: &BrainState, workers: &[WorkerState], now: DateTime<Utc>) -> RigView {
+        let config = RmConfig::from_rig(&self.config);
+        let secs_since = |t: Option<&String>| {
+            t.and_then(|s| rigmind_queue::time::parse_rfc3339(s))
+                .map_or(self.started.elapsed().as_secs_f64(), |t| {
+                    (now - t).num_milliseconds().max(0) as f64 / 1000.0
+                })
+        };
+        let cards = workers
+            .iter()
+            .filter(|w| w.gpu.is_some())
+            .map(|w| {
+                let flight = self.in_flight.values().find(|f| f.worker == w.worker_id);
+                let loaded = w.gpu_state.is_some_and(|s| s.is_llm());
+                let mode = match flight {
+                    Some(f) if f.load => CardMode::Loading,
+                    Some(_) => CardMode::Unloading,
+                    None if loaded => CardMode::Llm,
+                    None => CardMode::Script,
+                };
+                Card {
+                    worker: w.worker_id.clone(),
+                    mode,
+                    model: flight.map(|f| f.model.clone()).or_else(|| w.model.clone()),
+                    running: w.current_class,
+                    llm_idle_secs: secs_since(w.llm_idle_since.as_ref()),
+                    in_mode_secs: secs_since(w.gpu_state_since.as_ref()),
+                    llm_capable: w.llm_url.is_some(),
+                    cooling_down: self.cool_down.contains_key(&w.worker_id),
+                }
+            })
+            .collect();
+        RigView {
+            work: resources::work_of(state, &config.model),
+            config,
+            cards,
+        }
+    }
+
+    fn send(
+        &mut self,
+        layout: &Layout,
+        logs: &Logs,
+        view: &RigView,
+        action: &RmAction,
+    ) -> Result<(), rigmind_queue::QueueError> {
+        let (name, model, reason) = match action {
+            RmAction::Load { model, reason, .. } => (LOAD_LLM, model, reason),
+            RmAction::Unload { model, reason, .. } => {
+                (rigmind_queue::task::UNLOAD_LLM, model, reason)
+            }
+        };
+        let cost = if name == LOAD_LLM {
+            view.config.load_secs
+        } else {
+            view.config.unload_secs
+        };
+        // Generous: a load that hangs is a dead server, not a slow one.
+        let timeout = (cost * 5.0).max(300.0);
+        let t = TaskFile::resource(name, action.worker(), model, timeout);
+        t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)?;
+        self.in_flight.insert(
+            t.file_name(),
+            InFlight {
+                worker: action.worker().to_string(),
+                load: name == LOAD_LLM,
+                model: model.clone(),
+            },
+        );
+        logs.decision(
+            &Decision::new(name)
+                .kv("worker", action.worker())
+                .kv("model", model)
+                .kv("policy", view.config.policy.name())
+                .kv("task_id", &t.task_id)
+                .kv("reason", reason),
+        )?;
+        let _ = logs.event(
+            name,
+            crate::observe::obj(json!({"worker": action.worker(), "model": model,
+                "policy": view.config.policy.name(), "task_id": t.task_id, "reason": reason})),
+        );
+        Ok(())
+    }
+}
+
+fn stamp(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Resource task files in one directory.
+fn resource_files(layout: &Layout, d: TaskDir) -> Vec<String> {
+    fsio::list_names(&layout.dir(d))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| TaskName::parse(n).is_some_and(|tn| tn.batch == RESOURCE_BATCH))
+        .collect()
+}
+
+fn in_flight_of(t: &TaskFile) -> Option<InFlight> {
+    if !t.is_resource() {
+        return None;
+    }
+    Some(InFlight {
+        worker: t.target_worker.clone()?,
+        load: t.name == LOAD_LLM,
+        model: t.model.clone().unwrap_or_default(),
+    })
+}
+
+/// The workers that are alive: their life lock is held (or, where there is no lock
+/// to ask, their heartbeat is fresh) and they have not stopped.
+pub fn read_workers(
+    layout: &Layout,
+    now: DateTime<Utc>,
+    stale_after_secs: f64,
+) -> Vec<WorkerState> {
+    let Ok(all) = WorkerState::read_all(layout) else {
+        return Vec::new();
+    };
+    all.into_iter()
+        .flatten()
+        .filter(|w| {
+            if w.state == "stopped" {
+                return false;
+            }
+            match lock_is_held(&layout.worker_lock(&w.worker_id)) {
+                Some(held) => held,
+                None => rigmind_queue::time::parse_rfc3339(&w.heartbeat_at).is_some_and(|t| {
+                    ((now - t).num_milliseconds() as f64) < stale_after_secs * 1000.0
+                }),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,374 @@
+//! Running `llm` tasks and the resource manager's `load_llm` / `unload_llm` tasks
+//! against the LLM server of the runner's GPU.
+//!
+//! An llm task's `prompt` is the trusted instruction; the text of its `prompt_file`
+//! goes to the model fenced as untrusted data ([`rigmind_llm::prompt::fenced_prompt`]).
+//! The response goes to `output` (or only into the result record), the prompt and
+//! response of every task not marked `sensitive` to `logs/training_samples.jsonl`,
+//! and a sensitive task's log holds its timings only, never its text.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rigmind_llm::samples::{append_sample, TrainingSample};
+use rigmind_llm::{GenerateRequest, LlmError, OllamaClient};
+use rigmind_queue::task::{FailureKind, TaskFile, LOAD_LLM, UNLOAD_LLM};
+
+use crate::shell::Abort;
+use crate::{LlmStats, RunOutcome};
+
+/// Reads the memory in use on the runner's GPU, in MB (`None`: unknown).
+pub type VramProbe = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
+
+/// What a runner needs to run llm and resource tasks.
+#[derive(Clone)]
+pub struct LlmRunner {
+    pub client: OllamaClient,
+    /// `keep_alive` sent with loads and generations (rig.toml `[llm] keep_alive`).
+    pub keep_alive: String,
+    /// `logs/training_samples.jsonl`.
+    pub samples: PathBuf,
+    /// Used after an unload to wait until the card's memory is back.
+    pub vram_used_mb: Option<VramProbe>,
+}
+
+impl std::fmt::Debug for LlmRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmRunner")
+            .field("url", &self.client.base_url())
+            .field("keep_alive", &self.keep_alive)
+            .finish()
+    }
+}
+
+fn failed(kind: FailureKind, reason: String, started: Instant) -> RunOutcome {
+    RunOutcome {
+        failure: Some((kind, reason.clone())),
+        error_snippet: Some(tail(&reason)),
+        elapsed_secs: started.elapsed().as_secs_f64(),
+        ..RunOutcome::default()
+    }
+}
+
+fn tail(s: &str) -> String {
+    let n = s.chars().count();
+    s.chars().skip(n.saturating_sub(200)).collect()
+}
+
+fn llm_failure(e: &LlmError) -> FailureKind {
+    if e.is_definition_error() {
+        FailureKind::DefinitionError
+    } else {
+        FailureKind::WorkerFailure
+    }
+}
+
+/// Appends to the task's log; a log that cannot be written is not worth failing for.
+fn log(path: &Path, text: &str) {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path);
+    if let Ok(mut f) = file {
+        let _ = writeln!(f, "{text}");
+    }
+}
+
+/// Runs `fut` unless the task times out or the runner aborts.
+async fn bounded<T>(
+    fut: impl std::future::Future<Output = T>,
+    timeout_secs: f64,
+    mut abort: Abort,
+) -> Result<T, Bound> {
+    let limit = Duration::from_secs_f64(timeout_secs.clamp(0.001, 1e9));
+    tokio::select! {
+        r = tokio::time::timeout(limit, fut) => r.map_err(|_| Bound::TimedOut),
+        _ = async { while !*abort.borrow() { if abort.changed().await.is_err() { std::future::pending::<()>().await } } } => Err(Bound::Aborted),
+    }
+}
+
+enum Bound {
+    TimedOut,
+    Aborted,
+}
+
+fn bound_outcome(b: Bound, task: &TaskFile, started: Instant) -> RunOutcome {
+    match b {
+        Bound::Aborted => RunOutcome {
+            aborted: true,
+            elapsed_secs: started.elapsed().as_secs_f64(),
+            ..RunOutcome::default()
+        },
+        Bound::TimedOut => failed(
+            FailureKind::Timeout,
+            format!(
+                "timeout: no answer after {}; the request was dropped",
+                rigmind_types::format_duration(task.timeout_seconds)
+            ),
+            started,
+        ),
+    }
+}
+
+/// Runs one llm task: builds the fenced prompt, generates (streaming), writes the
+/// output, the log and the training sample.
+pub async fn run_llm(
+    task: &TaskFile,
+    llm: &LlmRunner,
+    workdir: &Path,
+    log_path: &Path,
+    header: &str,
+    abort: Abort,
+) -> RunOutcome {
+    let started = Instant::now();
+    log(log_path, header);
+    let Some(instruction) = task.prompt.clone() else {
+        return failed(
+            FailureKind::DefinitionError,
+            format!("llm task '{}' has no prompt", task.name),
+            started,
+        );
+    };
+    let Some(model) = task.model.clone() else {
+        return failed(
+            FailureKind::DefinitionError,
+            format!("llm task '{}' names no model", task.name),
+            started,
+        );
+    };
+    let data = match &task.prompt_file {
+        None => None,
+        Some(f) => {
+            let path = workdir.join(f);
+            match std::fs::read(&path) {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(s) => Some(s),
+                    Err(_) => {
+                        return failed(
+                            FailureKind::DefinitionError,
+                            format!("prompt_file {} is not UTF-8 text", path.display()),
+                            started,
+                        )
+                    }
+                },
+                // Often written by the task before: a retry may find it.
+                Err(e) => {
+                    return failed(
+                        FailureKind::WorkerFailure,
+                        format!("cannot read prompt_file {}: {e}", path.display()),
+                        started,
+                    )
+                }
+            }
+        }
+    };
+    let prompt = rigmind_llm::prompt::fenced_prompt(
+        &instruction,
+        data.as_deref(),
+        task.prompt_file.as_deref(),
+    );
+    let req = GenerateRequest {
+        model: model.clone(),
+        prompt: prompt.clone(),
+        system: task.system.clone(),
+        stream: true,
+        keep_alive: Some(llm.keep_alive.clone()),
+        options: None,
+    };
+    if !task.sensitive {
+        log(
+            log_path,
+            &format!("--- prompt ---\n{prompt}\n--- response ---"),
+        );
+    }
+    let url = llm.client.base_url().to_string();
+    let mut on_token = |_: &str| {};
+    let generation = match bounded(
+        llm.client.generate(&req, &mut on_token),
+        task.timeout_seconds,
+        abort,
+    )
+    .await
+    {
+        Err(b) => return bound_outcome(b, task, started),
+        Ok(Err(e)) => {
+            log(log_path, &format!("--- rigmind: {e} ---"));
+            return failed(llm_failure(&e), e.to_string(), started);
+        }
+        Ok(Ok(g)) => g,
+    };
+    if !task.sensitive {
+        log(log_path, &generation.response);
+    }
+    let tps = generation.tokens_per_second();
+    log(
+        log_path,
+        &format!(
+            "--- rigmind: model {} at {url}: {} tokens, {} tokens/s, {:.3}s ---",
+            generation.model,
+            generation.eval_count.map_or("?".into(), |n| n.to_string()),
+            tps.map_or("?".into(), |t| format!("{t:.1}")),
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    if let Some(out) = &task.output {
+        let path = workdir.join(out);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = rigmind_queue::fsio::write_atomic(
+            &path,
+            generation.response.as_bytes(),
+            rigmind_queue::fsio::Sync::Data,
+        ) {
+            return failed(
+                FailureKind::WorkerFailure,
+                format!("writing output {}: {e}", path.display()),
+                started,
+            );
+        }
+    }
+    if !task.sensitive {
+        let sample = TrainingSample {
+            ts: rigmind_queue::time::now_rfc3339(),
+            task_id: task.task_id.clone(),
+            batch_id: task.batch_id.clone(),
+            task_name: task.name.clone(),
+            model: generation.model.clone(),
+            system: task.system.clone(),
+            prompt,
+            response: generation.response.clone(),
+            eval_count: generation.eval_count,
+            tokens_per_second: tps,
+        };
+        if let Err(e) = append_sample(&llm.samples, &sample) {
+            tracing::warn!(task = %task.name, "writing {}: {e}", llm.samples.display());
+        }
+    }
+    RunOutcome {
+        return_code: Some(0),
+        elapsed_secs: started.elapsed().as_secs_f64(),
+        output_lines: generation.response.lines().count() as u64,
+        llm: Some(LlmStats {
+            model: generation.model,
+            eval_count: generation.eval_count,
+            tokens_per_second: tps,
+        }),
+        ..RunOutcome::default()
+    }
+}
+
+/// Runs a `load_llm` or `unload_llm` task. An unload ends once the server no longer
+/// lists the model and, where the card's memory can be read, once most of the
+/// memory the model held is free again.
+pub async fn run_resource(
+    task: &TaskFile,
+    llm: &LlmRunner,
+    log_path: &Path,
+    header: &str,
+    abort: Abort,
+) -> RunOutcome {
+    let started = Instant::now();
+    log(log_path, header);
+    let model = task.model.clone().unwrap_or_default();
+    let url = llm.client.base_url().to_string();
+    let limit = Duration::from_secs_f64(task.timeout_seconds.clamp(1.0, 1e9));
+    let result = match task.name.as_str() {
+        LOAD_LLM => bounded(
+            llm.client.load(&model, &llm.keep_alive),
+            task.timeout_seconds,
+            abort,
+        )
+        .await
+        .map(|r| r.map(|took| format!("loaded {model} at {url} in {:.3}s", took.as_secs_f64()))),
+        UNLOAD_LLM => {
+            let held = held_vram(llm, &model).await;
+            let used_before = llm.vram_used_mb.as_ref().and_then(|f| f());
+            let r = bounded(
+                llm.client.unload(&model, limit),
+                task.timeout_seconds,
+                abort,
+            )
+            .await;
+            match r {
+                Ok(Ok(took)) => {
+                    let back = wait_memory_back(llm, used_before, held, limit).await;
+                    Ok(Ok(format!(
+                        "unloaded {model} at {url} in {:.3}s{back}",
+                        took.as_secs_f64()
+                    )))
+                }
+                other => other.map(|r| r.map(|_| String::new())),
+            }
+        }
+        other => {
+            return failed(
+                FailureKind::DefinitionError,
+                format!("resource task '{other}' is not load_llm or unload_llm"),
+                started,
+            )
+        }
+    };
+    match result {
+        Err(b) => bound_outcome(b, task, started),
+        Ok(Err(e)) => {
+            log(log_path, &format!("--- rigmind: {e} ---"));
+            failed(llm_failure(&e), e.to_string(), started)
+        }
+        Ok(Ok(line)) => {
+            log(log_path, &format!("--- rigmind: {line} ---"));
+            RunOutcome {
+                return_code: Some(0),
+                elapsed_secs: started.elapsed().as_secs_f64(),
+                output_lines: 1,
+                llm: Some(LlmStats {
+                    model,
+                    eval_count: None,
+                    tokens_per_second: None,
+                }),
+                ..RunOutcome::default()
+            }
+        }
+    }
+}
+
+/// The VRAM the server says the model holds, in MB.
+async fn held_vram(llm: &LlmRunner, model: &str) -> Option<u64> {
+    let ps = llm.client.ps().await.ok()?;
+    ps.iter()
+        .find(|m| m.name == model || m.model == model)
+        .map(|m| m.size_vram / (1024 * 1024))
+}
+
+/// Waits until the card's memory use has dropped by most of what the model held;
+/// says how it went, for the log.
+async fn wait_memory_back(
+    llm: &LlmRunner,
+    used_before: Option<u64>,
+    held_mb: Option<u64>,
+    limit: Duration,
+) -> String {
+    let (Some(probe), Some(before), Some(held)) = (&llm.vram_used_mb, used_before, held_mb) else {
+        return String::new();
+    };
+    if held == 0 {
+        return String::new();
+    }
+    let target = before.saturating_sub(held * 8 / 10);
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = probe();
+        if now.is_some_and(|u| u <= target) {
+            return format!("; GPU memory {before} MB -> {} MB", now.unwrap_or(0));
+        }
+        if Instant::now() >= deadline {
+            return format!(
+                "; GPU memory still {} MB (was {before} MB, the model held {held} MB)",
+                now.map_or("?".into(), |u| u.to_string())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,337 @@
+//! GPU workers on fake GPUs (`RIGMIND_FAKE_GPUS`) with LLM servers that speak
+//! Ollama's protocol over real HTTP (the repo's own fake, in this process): the
+//! resource manager's loads and unloads, per-card exclusion, concurrency groups,
+//! VRAM and safety gates, and what llm tasks leave in the logs.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{eventually, text, Rig};
+use rigmind_ollama_fake::{FakeHandle, FakeOptions, RequestKind};
+
+const MODEL: &str = "qwen2.5:7b";
+
+/// One fake Ollama per fake GPU; each marks its card's memory while it holds
+/// the model, as a real server's model holds VRAM.
+fn start_servers(rt: &tokio::runtime::Runtime, fake_dir: &Path, gpus: u32) -> Vec<FakeHandle> {
+    start_servers_with(rt, fake_dir, gpus, |_| {})
+}
+
+fn start_servers_with(
+    rt: &tokio::runtime::Runtime,
+    fake_dir: &Path,
+    gpus: u32,
+    tweak: impl Fn(&mut FakeOptions),
+) -> Vec<FakeHandle> {
+    (0..gpus)
+        .map(|i| {
+            std::fs::create_dir_all(fake_dir.join(i.to_string())).unwrap();
+            let mut opts = FakeOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                models: vec![MODEL.to_string()],
+                load_latency: Duration::from_millis(300),
+                unload_latency: Duration::from_millis(50),
+                model_mb: 4500,
+                fake_vram_file: Some(fake_dir.join(i.to_string()).join("ollama.mb")),
+                ..FakeOptions::default()
+            };
+            tweak(&mut opts);
+            rt.block_on(rigmind_ollama_fake::start(opts))
+                .expect("fake ollama")
+        })
+        .collect()
+}
+
+fn rig_toml(servers: &[FakeHandle], extra: &str) -> String {
+    let mut s = format!(
+        "[llm]\nmodel = \"{MODEL}\"\nload_seconds = 0.3\nunload_seconds = 0.05\n\n\
+         [resource_manager]\npolicy = \"adaptive\"\nidle_unload = \"2s\"\n\n\
+         [safety]\nmin_free_ram_mb = 0\nmax_swap_percent = 100\nmax_gpu_temp_c = 83\n\n\
+         [groups]\nwhisper_large = 1\n\n{extra}\n"
+    );
+    for (i, srv) in servers.iter().enumerate() {
+        s.push_str(&format!(
+            "[[gpu]]\nindex = {i}\nworker = \"gpu{i}\"\nollama = \"{}\"\nvram_mb = 6144\n\n",
+            srv.url()
+        ));
+    }
+    s
+}
+
+fn fake_rig(gpus: u32) -> (Rig, std::path::PathBuf) {
+    let mut rig = Rig::new();
+    let fake_dir = rig.dir.path().join("fakegpu");
+    rig.env = vec![
+        ("RIGMIND_FAKE_GPUS".into(), format!("{gpus}x6144")),
+        (
+            "RIGMIND_FAKE_GPU_DIR".into(),
+            fake_dir.display().to_string(),
+        ),
+    ];
+    (rig, fake_dir)
+}
+
+#[test]
+fn a_mixed_plan_runs_on_two_fake_gpus_with_loads_before_llm_work() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mut rig, fake_dir) = fake_rig(2);
+    let servers = start_servers(&rt, &fake_dir, 2);
+    rig.write("root/rig.toml", &rig_toml(&servers, ""));
+    rig.start_brain();
+    rig.start_worker("gpu0", &["--gpu", "0"]);
+    rig.start_worker("gpu1", &["--gpu", "1"]);
+    let plan = rig.fixture("gpu_mixed.md");
+    let batch = rig.submit(&plan);
+    assert_eq!(rig.wait(&batch), 0, "{}", rig.decisions().join("\n"));
+
+    let journal = std::fs::read_to_string(rig.dir.path().join("journal.txt")).unwrap();
+    assert!(!journal.contains("VIOLATION"), "{journal}");
+    // Each script task saw its own card's UUID, as the fake telemetry names it.
+    for line in journal.lines() {
+        let gpu = line
+            .split("gpu=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        let cvd = line.split("cvd=").nth(1).unwrap();
+        assert_eq!(
+            cvd,
+            format!(
+                "GPU-00000000-fake-4000-8000-{:012}",
+                gpu.parse::<u32>().unwrap()
+            )
+        );
+    }
+    // Every server that generated was told to load first, and its first load came
+    // before its first generation.
+    let mut generated = 0;
+    for srv in &servers {
+        let reqs = srv.requests();
+        let first = |k: RequestKind| reqs.iter().position(|r| r.kind == k);
+        if let Some(g) = first(RequestKind::Generate) {
+            let l = first(RequestKind::Load).expect("a generate without a load");
+            assert!(l < g, "load must come first: {reqs:?}");
+            generated += reqs
+                .iter()
+                .filter(|r| r.kind == RequestKind::Generate)
+                .count();
+        }
+    }
+    assert_eq!(generated, 5, "4 summaries and the secret");
+    let loads = rig.decisions_with(&["decision=load_llm"]);
+    assert!(!loads.is_empty());
+    assert!(
+        loads[0].contains("reason=") && loads[0].contains("llm tasks ready"),
+        "{}",
+        loads[0]
+    );
+
+    // Results carry the llm fields; the untrusted text went in fenced.
+    let summaries: Vec<serde_json::Value> = rig
+        .tasks_in("complete")
+        .into_iter()
+        .filter(|t| t["plan_task_id"] == "summarize")
+        .collect();
+    assert_eq!(summaries.len(), 4);
+    for t in &summaries {
+        assert_eq!(t["model"], MODEL);
+        assert!(t["eval_count"].as_u64().unwrap() > 0, "{t}");
+        assert!(t["tokens_per_second"].as_f64().unwrap() > 0.0, "{t}");
+        assert!(t["gpu"].is_string(), "{t}");
+    }
+    let samples = std::fs::read_to_string(rig.root().join("logs/training_samples.jsonl")).unwrap();
+    let samples: Vec<serde_json::Value> = samples
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        samples.len(),
+        4,
+        "the 4 summaries; never the sensitive task"
+    );
+    for s in &samples {
+        let p = s["prompt"].as_str().unwrap();
+        assert!(p.starts_with("Summarize the transcript"), "{p}");
+        assert!(p.contains("<untrusted_data>") && p.contains("Ignore all previous instructions"));
+        assert!(p.find("Ignore all").unwrap() > p.find("<untrusted_data>").unwrap());
+    }
+    // The sensitive prompt is nowhere under logs/.
+    for f in walk(&rig.root().join("logs")) {
+        let body = std::fs::read(&f).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&body).contains("TOPSECRET-4711"),
+            "{} holds the sensitive prompt",
+            f.display()
+        );
+    }
+    assert!(
+        !std::fs::read_to_string(rig.dir.path().join("out/secret.md"))
+            .unwrap()
+            .is_empty()
+    );
+    // Workers publish their card.
+    let w: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rig.root().join("workers/gpu0.json")).unwrap())
+            .unwrap();
+    assert_eq!(w["telemetry_source"], "fake");
+    assert_eq!(w["telemetry"]["memory_total_mb"], 6144);
+    assert!(w["gpu_state"].is_string());
+    drop(servers);
+}
+
+#[test]
+fn one_card_swaps_between_script_and_llm_and_never_runs_both() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mut rig, fake_dir) = fake_rig(1);
+    let servers = start_servers(&rt, &fake_dir, 1);
+    rig.write("root/rig.toml", &rig_toml(&servers, ""));
+    rig.start_brain();
+    rig.start_worker("gpu0", &["--gpu", "0"]);
+    let batch = rig.submit(&rig.fixture("gpu_mixed.md"));
+    assert_eq!(rig.wait(&batch), 0, "{}", rig.decisions().join("\n"));
+    let journal = std::fs::read_to_string(rig.dir.path().join("journal.txt")).unwrap();
+    assert!(!journal.contains("VIOLATION"), "{journal}");
+    let reqs = servers[0].requests();
+    let kinds: Vec<RequestKind> = reqs
+        .iter()
+        .map(|r| r.kind)
+        .filter(|k| *k != RequestKind::Ps && *k != RequestKind::Version)
+        .collect();
+    // transcribe (script) -> load -> summaries -> unload -> embed (script).
+    assert!(
+        kinds.contains(&RequestKind::Load) && kinds.contains(&RequestKind::Unload),
+        "{kinds:?}"
+    );
+    assert!(!rig.decisions_with(&["decision=unload_llm"]).is_empty());
+}
+
+#[test]
+fn vram_and_temperature_gates_hold_script_work_until_they_clear() {
+    let (mut rig, fake_dir) = fake_rig(1);
+    std::fs::create_dir_all(fake_dir.join("0")).unwrap();
+    // Another process holds 5000 of the card's 6144 MB.
+    std::fs::write(fake_dir.join("0/other.mb"), "5000").unwrap();
+    rig.write(
+        "root/rig.toml",
+        "[safety]\nmin_free_ram_mb = 0\nmax_swap_percent = 100\nmax_gpu_temp_c = 83\n\n[[gpu]]\nindex = 0\nworker = \"gpu0\"\n",
+    );
+    let plan = rig.write(
+        "gates.md",
+        "# Plan: gates\n\n## Task: big\n- task_class: script\n- vram_mb: 3000\n- command: `echo ran > big.txt`\n",
+    );
+    rig.start_brain();
+    rig.start_worker("gpu0", &["--gpu", "0"]);
+    let batch = rig.submit(&plan);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        rig.names_in("queue").len(),
+        1,
+        "held back: 1144 MB free < 3000"
+    );
+    // The memory comes back but the card is too hot.
+    std::fs::write(fake_dir.join("0/temp_c"), "90").unwrap();
+    std::fs::remove_file(fake_dir.join("0/other.mb")).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(rig.names_in("queue").len(), 1, "held back: 90 C > 83 C");
+    eventually(10, "the gate shows in the worker's state", || {
+        std::fs::read_to_string(rig.root().join("workers/gpu0.json"))
+            .is_ok_and(|s| s.contains("max_gpu_temp_c"))
+    });
+    std::fs::write(fake_dir.join("0/temp_c"), "60").unwrap();
+    assert_eq!(rig.wait(&batch), 0);
+    assert!(rig.dir.path().join("big.txt").exists());
+    let log = std::fs::read_to_string(rig.dir.path().join("gpu0.stderr")).unwrap();
+    assert_eq!(
+        log.matches("safety gate violated").count(),
+        1,
+        "said once per change: {log}"
+    );
+}
+
+#[test]
+fn llm_errors_are_classified_unknown_model_is_final_a_dead_server_is_retried() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mut rig, fake_dir) = fake_rig(1);
+    let servers = start_servers(&rt, &fake_dir, 1);
+    rig.write("root/rig.toml", &rig_toml(&servers, ""));
+    let plan = rig.write(
+        "bad.md",
+        "# Plan: bad\n\n## Task: ask\n- task_class: llm\n- model: no-such-model:1b\n- prompt: hello\n",
+    );
+    rig.start_brain();
+    rig.start_worker("gpu0", &["--gpu", "0"]);
+    let batch = rig.submit(&plan);
+    assert_eq!(rig.wait(&batch), 1);
+    let failed = rig.tasks_in("failed");
+    let ask = failed
+        .iter()
+        .find(|t| t["name"] == "ask")
+        .expect("ask failed");
+    assert_eq!(ask["failure_kind"], "definition_error", "{ask}");
+    assert_eq!(ask["retry_count"], 0, "not retried");
+    assert!(
+        ask["error"].as_str().unwrap().contains("no-such-model"),
+        "{ask}"
+    );
+}
+
+#[test]
+fn a_server_error_is_a_worker_failure_and_the_task_is_retried() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mut rig, fake_dir) = fake_rig(1);
+    let servers = start_servers_with(&rt, &fake_dir, 1, |o| {
+        o.fail_generate_status = Some(500);
+        o.fail_generate_first = Some(1);
+    });
+    rig.write("root/rig.toml", &rig_toml(&servers, ""));
+    let plan = rig.write(
+        "flaky.md",
+        "# Plan: flaky\n\n## Task: ask\n- task_class: llm\n- retries: 2\n- prompt: hello\n",
+    );
+    rig.start_brain();
+    rig.start_worker("gpu0", &["--gpu", "0"]);
+    let batch = rig.submit(&plan);
+    assert_eq!(rig.wait(&batch), 0);
+    let t = rig.task("complete", "ask");
+    assert_eq!(t["retry_count"], 1, "{t}");
+    let retry = rig.decisions_with(&["decision=retry", "task=ask"]);
+    assert_eq!(retry.len(), 1);
+    assert!(retry[0].contains("500"), "{}", retry[0]);
+}
+
+#[test]
+fn a_gpu_worker_without_nvml_or_fake_gpus_stops_at_once_with_a_clear_message() {
+    if Path::new("/dev/nvidiactl").exists() {
+        return; // a real GPU here: nothing to show
+    }
+    let rig = Rig::new();
+    let out = std::process::Command::new(common::WORKER)
+        .args(["--id", "g", "--gpu", "0", "--root"])
+        .arg(rig.root())
+        .env_remove("RIGMIND_FAKE_GPUS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("NVML") && err.contains("RIGMIND_FAKE_GPUS"),
+        "{err}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
