@@ -53,6 +53,7 @@ pub fn apply(
             let from = layout.dir(TaskDir::Failed).join(&b.jobs[*job].file_name);
             let mut t = TaskFile::read(&from)?;
             let previous = t.error.clone();
+            let error = previous.clone();
             t.clear_run_results();
             t.retry_count += 1;
             t.status = TaskStatus::Queued;
@@ -69,6 +70,7 @@ pub fn apply(
                     .kv("task_id", &t.task_id)
                     .kv("retry", t.retry_count)
                     .kv("not_before", t.not_before.as_deref().unwrap_or(""))
+                    .opt("error", error.as_ref())
                     .kv("reason", reason),
             )?;
             logs.event(
