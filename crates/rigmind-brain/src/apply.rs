@@ -417,7 +417,10 @@ fn fail_unstarted(
     } else {
         write()?;
     }
-    let b = state.batches.get_mut(batch).expect("decided on a known batch");
+    let b = state
+        .batches
+        .get_mut(batch)
+        .expect("decided on a known batch");
     b.set_status(
         job,
         JobStatus::Failed(FailureInfo {

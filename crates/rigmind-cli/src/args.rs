@@ -39,10 +39,20 @@ pub enum Command {
     /// Cancel a batch: waiting tasks are not run, running ones are killed, all are
     /// recorded as cancelled.
     Cancel(CancelArgs),
+    /// The GPUs as the workers read them (NVML, or RIGMIND_FAKE_GPUS): index, UUID,
+    /// memory, utilisation, temperature, power.
+    Gpus(GpusArgs),
     /// Run the brain (same as the `brain` binary).
     Brain(BrainArgs),
     /// Run a worker (same as the `worker` binary).
     Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GpusArgs {
+    /// Print JSON (one object per GPU) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -13,7 +13,7 @@ use rigmind_plan::Severity;
 use rigmind_types::TaskClass;
 use rigmind_worker::{run_worker, WorkerOptions};
 
-use crate::args::{BrainArgs, Command, ValidateArgs, WorkerArgs};
+use crate::args::{BrainArgs, Command, GpusArgs, ValidateArgs, WorkerArgs};
 
 pub use submit::{submit_plan_file, wait_for_batch, WaitOutcome};
 
@@ -27,6 +27,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Validate(a) => validate(a),
         Command::Retry(a) => retry::retry(a),
         Command::Cancel(a) => submit::cancel(a),
+        Command::Gpus(a) => gpus(a),
         Command::Brain(a) => brain(a),
         Command::Worker(a) => worker(a),
     }
@@ -38,6 +39,37 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+/// `rigmind gpus [--json]`
+pub fn gpus(a: GpusArgs) -> Result<i32> {
+    let telemetry = rigmind_gpu::open()?;
+    let all = telemetry.all()?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(0);
+    }
+    println!(
+        "{:<5} {:<44} {:<28} {:>9} {:>9} {:>9} {:>5} {:>5} {:>8}",
+        "index", "uuid", "name", "total MB", "used MB", "free MB", "util", "temp", "power W"
+    );
+    for g in &all {
+        println!(
+            "{:<5} {:<44} {:<28} {:>9} {:>9} {:>9} {:>5} {:>5} {:>8}",
+            g.index,
+            g.uuid,
+            g.name,
+            g.memory_total_mb,
+            g.memory_used_mb,
+            g.memory_free_mb,
+            g.utilization_percent
+                .map_or("-".into(), |u| format!("{u}%")),
+            g.temperature_c.map_or("-".into(), |t| format!("{t}C")),
+            g.power_watts.map_or("-".into(), |p| format!("{p:.1}")),
+        );
+    }
+    println!("({} telemetry)", telemetry.kind());
+    Ok(0)
 }
 
 /// `brain --root DIR`
