@@ -13,6 +13,7 @@
 pub mod apply;
 pub mod observe;
 pub mod policy;
+pub mod projection;
 pub mod rebuild;
 pub mod resources;
 pub mod rig;

@@ -16,6 +16,9 @@ use std::collections::BTreeMap;
 
 use rigmind_types::TaskClass;
 
+use chrono::{DateTime, Utc};
+
+use crate::projection::{project, Strategy};
 use crate::state::{BrainState, JobStatus};
 
 /// The run time assumed for a task with neither an `estimate` nor an earlier run.
@@ -57,6 +60,8 @@ pub struct RmConfig {
     pub idle_unload_secs: f64,
     pub load_secs: f64,
     pub unload_secs: f64,
+    /// Concurrency groups (rig.toml `[groups]`): the projection honours them.
+    pub groups: BTreeMap<String, u32>,
 }
 
 impl RmConfig {
@@ -77,6 +82,7 @@ impl RmConfig {
             idle_unload_secs: rm.idle_unload_secs,
             load_secs: cfg.llm.load_seconds,
             unload_secs: cfg.llm.unload_seconds,
+            groups: cfg.groups.clone(),
         }
     }
 }
@@ -110,6 +116,8 @@ pub struct Card {
     pub model: Option<String>,
     /// The class of the task it runs now.
     pub running: Option<TaskClass>,
+    /// Seconds until its current task is expected to end (0 when free).
+    pub busy_for: f64,
     /// Seconds since it last ran an llm task or finished loading (in `Llm` mode).
     pub llm_idle_secs: f64,
     /// Seconds since its mode last changed (hysteresis).
@@ -129,6 +137,7 @@ impl Card {
 /// One job not yet done, as demand.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Work {
+    /// `cpu`, `script` or `llm` (cpu work runs on any card, whatever its state).
     pub class: TaskClass,
     /// For llm work: the model it needs.
     pub model: Option<String>,
@@ -138,6 +147,12 @@ pub struct Work {
     pub ready_in: f64,
     /// It runs now.
     pub running: bool,
+    /// Seconds it still needs (its estimate, less what a running one has run).
+    pub left: f64,
+    /// The unfinished jobs it waits for (indices into [`RigView::work`]).
+    pub deps: Vec<usize>,
+    /// Its concurrency group.
+    pub group: Option<String>,
 }
 
 /// Everything [`decide`] looks at.
@@ -146,7 +161,7 @@ pub struct RigView {
     pub config: RmConfig,
     /// The GPU workers that are alive.
     pub cards: Vec<Card>,
-    /// Script and llm work not yet done (cpu work runs anywhere and is left out).
+    /// Every job not yet done, with the dependencies among them.
     pub work: Vec<Work>,
 }
 
@@ -195,7 +210,7 @@ struct Demand {
 
 fn demand(view: &RigView, horizon: f64) -> Demand {
     let mut d = Demand::default();
-    for w in &view.work {
+    for w in view.work.iter().filter(|w| w.class != TaskClass::Cpu) {
         let llm = w.class == TaskClass::Llm;
         let ready = w.ready_in <= 0.0 && !w.running;
         if llm {
@@ -228,6 +243,100 @@ fn demand(view: &RigView, horizon: f64) -> Demand {
         }
     }
     d
+}
+
+/// Above this many unfinished jobs, `adaptive` weighs demand instead of projecting.
+pub const PROJECT_AT_MOST: usize = 5000;
+
+/// `adaptive`: projects the rest of the work under each way of moving the cards —
+/// every fixed number of LLM cards, phases, and stages (phases whose cards turn one
+/// by one as their kind runs dry, so loads overlap a stage's tail) — and takes the
+/// first step of the best, if it beats staying as things are by a margin (the
+/// hysteresis: a move must pay for itself, so cards do not flap).
+fn decide_adaptive(view: &RigView) -> Vec<RmAction> {
+    if view.work.len() > PROJECT_AT_MOST {
+        return decide_proportional(view);
+    }
+    let cfg = &view.config;
+    let d = demand(view, 0.0);
+    if d.left_llm_n == 0 && d.ready_script_n == 0 {
+        // Nothing for the model to do and nothing a freed card would run.
+        return idle_unloads(view, &d);
+    }
+    let model = wanted_model(view, &d);
+    let cap = llm_cap(view).min(view.cards.len());
+    let floor = (cfg.min_llm_gpus as usize).min(cap);
+    let mut tried: Vec<(Strategy, crate::projection::Projection)> = Vec::new();
+    for k in floor..=cap {
+        for s in [Strategy::Fixed(k), Strategy::Split(k)] {
+            tried.push((s, project(view, s)));
+        }
+    }
+    for s in [Strategy::Phases, Strategy::Stages, Strategy::OnDemand] {
+        tried.push((s, project(view, s)));
+    }
+    let still = tried
+        .iter()
+        .filter(|(_, p)| p.now.is_empty())
+        .map(|(_, p)| p.makespan)
+        .fold(f64::INFINITY, f64::min);
+    // The best that moves now; of equals, the one that moves fewest cards.
+    let Some((best, proj)) = tried
+        .iter()
+        .filter(|(_, p)| !p.now.is_empty())
+        .min_by(|a, b| {
+            a.1.makespan
+                .total_cmp(&b.1.makespan)
+                .then(a.1.now.len().cmp(&b.1.now.len()))
+        })
+    else {
+        return Vec::new();
+    };
+    tracing::debug!(
+        still,
+        tried = ?tried.iter().map(|(s, p)| (*s, p.makespan.round(), p.now.len())).collect::<Vec<_>>(),
+        "resource manager look-ahead"
+    );
+    let margin = (0.02 * still).max(cfg.unload_secs);
+    if !proj.makespan.is_finite() || (still.is_finite() && proj.makespan >= still - margin) {
+        return Vec::new();
+    }
+    let have = llm_cards(view);
+    let reason = |to_llm: bool| {
+        let plan = match best {
+            Strategy::Fixed(k) => format!("{k} llm cards"),
+            Strategy::Split(k) => format!("{k} llm cards, then turning as work runs dry"),
+            Strategy::Phases => "phases".to_string(),
+            Strategy::Stages => "stages".to_string(),
+            Strategy::OnDemand => "on demand".to_string(),
+        };
+        let staying = if still.is_finite() {
+            format!("{still:.0}s")
+        } else {
+            "never".to_string()
+        };
+        format!(
+            "{} llm tasks ready, {} script tasks ready, {have} llm cards; look-ahead: {plan} {} ends in {:.0}s, staying as is {staying}",
+            d.ready_llm_n,
+            d.ready_script_n,
+            if to_llm { "loads it now and" } else { "frees it now and" },
+            proj.makespan,
+        )
+    };
+    proj.now
+        .iter()
+        .filter_map(|&(i, to_llm)| {
+            let c = view.cards.get(i)?;
+            if c.cooling_down {
+                return None;
+            }
+            Some(if to_llm {
+                load(c, &model, reason(true))
+            } else {
+                unload(c, reason(false))
+            })
+        })
+        .collect()
 }
 
 /// What should change now, in the order to apply it.
@@ -449,7 +558,9 @@ fn decide_on_demand(view: &RigView) -> Vec<RmAction> {
     out
 }
 
-fn decide_adaptive(view: &RigView) -> Vec<RmAction> {
+/// The demand-proportional rule `adaptive` falls back on when the batch is too big
+/// to project every round.
+fn decide_proportional(view: &RigView) -> Vec<RmAction> {
     let cfg = &view.config;
     let horizon = (3.0 * cfg.load_secs).max(60.0);
     let d = demand(view, horizon);
@@ -563,22 +674,28 @@ fn decide_adaptive(view: &RigView) -> Vec<RmAction> {
     out
 }
 
-/// The work a brain's state holds, with the look-ahead of the module doc. `learned`
-/// gives the mean run time of earlier runs by plan task; `running_for` how long each
-/// running job has run.
-pub fn work_of(state: &BrainState, default_model: &str) -> Vec<Work> {
+/// The work a brain's state holds, with the look-ahead of the module doc: every job
+/// not yet done, its dependencies among them, and how long a running one has left
+/// at `now`. Run times come from the plan's `estimate`, else the mean of earlier runs
+/// of the same plan task, else [`DEFAULT_ESTIMATE_SECS`].
+pub fn work_of(state: &BrainState, default_model: &str, now: DateTime<Utc>) -> Vec<Work> {
     let mut out = Vec::new();
     for batch in state.batches.values().filter(|b| b.active()) {
         let n = batch.jobs.len();
+        let secs = |i: usize| estimate_of(state, &batch.jobs[i]);
+        let left = |i: usize| left_of(state, &batch.jobs[i], now);
+        // Where each unfinished job lands in `out`.
+        let base = out.len();
+        let mut slot: Vec<Option<usize>> = vec![None; n];
+        let mut k = base;
+        for (i, j) in batch.jobs.iter().enumerate() {
+            if !is_done(j.status) {
+                slot[i] = Some(k);
+                k += 1;
+            }
+        }
         // ready_in of each job, memoised; computed depth-first without recursion.
         let mut at: Vec<Option<f64>> = vec![None; n];
-        let secs = |i: usize| -> f64 {
-            let j = &batch.jobs[i];
-            j.work
-                .estimate_secs
-                .or_else(|| state.learned.get(&j.plan_task_id).map(|l| l.mean()))
-                .unwrap_or(DEFAULT_ESTIMATE_SECS)
-        };
         for start in 0..n {
             if at[start].is_some() || is_done(batch.jobs[start].status) {
                 continue;
@@ -604,25 +721,22 @@ pub fn work_of(state: &BrainState, default_model: &str) -> Vec<Work> {
                 }
                 let mut ready = 0.0f64;
                 for &d in &j.deps {
-                    let dj = &batch.jobs[d];
-                    if dj.status == JobStatus::Complete {
+                    if is_done(batch.jobs[d].status) {
                         continue;
                     }
-                    let left = if dj.status == JobStatus::Processing {
-                        secs(d) / 2.0
-                    } else {
-                        secs(d)
-                    };
-                    ready = ready.max(at[d].unwrap_or(0.0) + left);
+                    ready = ready.max(at[d].unwrap_or(0.0) + left(d));
                 }
                 at[i] = Some(ready);
             }
         }
         for (i, j) in batch.jobs.iter().enumerate() {
-            let Some(class) = j.work.class else { continue };
-            if !matches!(class, TaskClass::Script | TaskClass::Llm) || is_done(j.status) {
+            if slot[i].is_none() {
                 continue;
             }
+            let class = match j.work.class {
+                Some(c @ (TaskClass::Script | TaskClass::Llm)) => c,
+                _ => TaskClass::Cpu,
+            };
             out.push(Work {
                 class,
                 model: (class == TaskClass::Llm).then(|| {
@@ -634,10 +748,35 @@ pub fn work_of(state: &BrainState, default_model: &str) -> Vec<Work> {
                 secs: secs(i),
                 ready_in: at[i].unwrap_or(0.0),
                 running: j.status == JobStatus::Processing,
+                left: left(i),
+                deps: j.deps.iter().filter_map(|d| slot[*d]).collect(),
+                group: j.work.group.clone(),
             });
         }
     }
     out
+}
+
+/// A job's expected run time: the plan's `estimate`, else the mean of earlier runs
+/// of the same plan task, else [`DEFAULT_ESTIMATE_SECS`].
+pub fn estimate_of(state: &BrainState, job: &crate::state::Job) -> f64 {
+    job.work
+        .estimate_secs
+        .or_else(|| state.learned.get(&job.plan_task_id).map(|l| l.mean()))
+        .unwrap_or(DEFAULT_ESTIMATE_SECS)
+}
+
+/// How long a job still needs at `now`: its estimate, less what it has run if it
+/// runs (past its estimate: a little more, not nothing).
+pub fn left_of(state: &BrainState, job: &crate::state::Job, now: DateTime<Utc>) -> f64 {
+    let s = estimate_of(state, job);
+    match (&job.holder, job.status) {
+        (Some(h), JobStatus::Processing) => {
+            let ran = (now - h.since).num_milliseconds().max(0) as f64 / 1000.0;
+            (s - ran).max(0.05 * s)
+        }
+        _ => s,
+    }
 }
 
 /// Done, or failed for good: no demand. A failure that will be retried still is.
@@ -662,6 +801,7 @@ mod tests {
             idle_unload_secs: 1800.0,
             load_secs: 120.0,
             unload_secs: 10.0,
+            groups: BTreeMap::new(),
         }
     }
 
@@ -671,6 +811,7 @@ mod tests {
             mode,
             model: mode.is_llm().then(|| "m".to_string()),
             running: None,
+            busy_for: 0.0,
             llm_idle_secs: 0.0,
             in_mode_secs: 1000.0,
             llm_capable: true,
@@ -686,6 +827,9 @@ mod tests {
                 secs,
                 ready_in,
                 running: false,
+                left: secs,
+                deps: vec![],
+                group: None,
             })
             .collect()
     }
@@ -730,64 +874,78 @@ mod tests {
     }
 
     #[test]
-    fn adaptive_splits_cards_by_the_share_of_work() {
-        let mut w = work(TaskClass::Llm, 10, 300.0, 0.0);
-        w.extend(work(TaskClass::Script, 30, 300.0, 0.0));
-        let v = view(
-            RmPolicy::Adaptive,
-            (1..=4)
-                .map(|i| card(&format!("w{i}"), CardMode::Script))
-                .collect(),
-            w,
-        );
-        assert_eq!(
-            loads(&decide(&v)).len(),
-            1,
-            "a quarter of the work, a quarter of the cards"
-        );
+    fn adaptive_runs_scripts_first_when_a_split_would_idle_cards() {
+        // 4 cards, 40 x 300 s of llm work and 20 x 300 s of scripts, all ready:
+        // scripts on all 4 cards, then all turn (4,620 s), beats every split (the
+        // best, 2 + 2, ends at 6,120 s): no load yet.
+        let mut w = work(TaskClass::Llm, 40, 300.0, 0.0);
+        w.extend(work(TaskClass::Script, 20, 300.0, 0.0));
+        let cards: Vec<Card> = (1..=4)
+            .map(|i| card(&format!("w{i}"), CardMode::Script))
+            .collect();
+        assert!(decide(&view(RmPolicy::Adaptive, cards.clone(), w)).is_empty());
+        // With only llm work left, every card loads.
+        let w = work(TaskClass::Llm, 40, 300.0, 0.0);
+        assert_eq!(loads(&decide(&view(RmPolicy::Adaptive, cards, w))).len(), 4);
     }
 
     #[test]
-    fn adaptive_does_not_load_a_second_card_for_less_work_than_a_load() {
-        let v = view(
-            RmPolicy::Adaptive,
-            vec![card("w1", CardMode::Llm), card("w2", CardMode::Script)],
-            work(TaskClass::Llm, 4, 20.0, 0.0),
-        );
-        assert!(decide(&v).is_empty());
-    }
-
-    #[test]
-    fn adaptive_keeps_a_fresh_card_while_llm_work_remains() {
-        let mut c = card("w1", CardMode::Llm);
-        c.in_mode_secs = 5.0;
+    fn adaptive_runs_the_ready_llm_work_before_turning_the_card() {
+        // One loaded card with one llm task ready and scripts waiting: it runs the
+        // llm task first (turning now would mean loading again), so no move yet;
+        // once no llm work is left, it turns.
         let mut w = work(TaskClass::Script, 10, 100.0, 0.0);
-        w.extend(work(TaskClass::Llm, 1, 100.0, 500.0));
-        let v = view(
-            RmPolicy::Adaptive,
-            vec![c.clone(), card("w2", CardMode::Script)],
-            w.clone(),
+        w.extend(work(TaskClass::Llm, 1, 100.0, 0.0));
+        let cards = vec![card("w1", CardMode::Llm), card("w2", CardMode::Script)];
+        assert!(decide(&view(RmPolicy::Adaptive, cards.clone(), w)).is_empty());
+        let w = work(TaskClass::Script, 10, 100.0, 0.0);
+        assert_eq!(
+            unloads(&decide(&view(RmPolicy::Adaptive, cards, w))),
+            vec!["w1"]
         );
-        assert!(unloads(&decide(&v)).is_empty(), "just loaded: hysteresis");
-        c.in_mode_secs = 500.0;
-        let v = view(RmPolicy::Adaptive, vec![c, card("w2", CardMode::Script)], w);
-        assert_eq!(unloads(&decide(&v)), vec!["w1"]);
     }
 
     #[test]
     fn adaptive_looks_ahead_to_llm_work_the_dag_will_release() {
-        // One script task left, llm work due once it ends: the free card loads now.
+        // One script task running (50 s left) and 21 llm tasks waiting on it: the
+        // free card loads now, so that its load overlaps the script task (1,220 s,
+        // against 1,270 s loading both cards once the script ends).
         let mut w = work(TaskClass::Script, 1, 100.0, 0.0);
         w[0].running = true;
-        w.extend(work(TaskClass::Llm, 20, 100.0, 50.0));
+        w[0].left = 50.0;
+        let mut llm = work(TaskClass::Llm, 21, 100.0, 50.0);
+        for t in &mut llm {
+            t.deps = vec![0];
+        }
+        w.extend(llm);
         let mut busy = card("w1", CardMode::Script);
         busy.running = Some(TaskClass::Script);
+        busy.busy_for = 50.0;
         let v = view(
             RmPolicy::Adaptive,
             vec![busy, card("w2", CardMode::Script)],
             w,
         );
         assert_eq!(loads(&decide(&v))[0], "w2");
+    }
+
+    #[test]
+    fn adaptive_frees_a_card_when_script_work_waits_and_none_runs_scripts() {
+        // The only card holds the model; a script task is ready and the llm work
+        // waits on it: without a turn nothing would ever run.
+        let mut w = work(TaskClass::Script, 1, 100.0, 0.0);
+        let mut llm = work(TaskClass::Llm, 3, 100.0, 100.0);
+        for t in &mut llm {
+            t.deps = vec![0];
+        }
+        w.extend(llm);
+        let v = view(RmPolicy::Adaptive, vec![card("w1", CardMode::Llm)], w);
+        let a = decide(&v);
+        assert_eq!(unloads(&a), vec!["w1"]);
+        let RmAction::Unload { reason, .. } = &a[0] else {
+            panic!()
+        };
+        assert!(reason.contains("staying as is never"), "{reason}");
     }
 
     #[test]

@@ -190,6 +190,10 @@ impl ResourceManager {
                     mode,
                     model: flight.map(|f| f.model.clone()).or_else(|| w.model.clone()),
                     running: w.current_class,
+                    busy_for: w
+                        .current_task
+                        .as_deref()
+                        .map_or(0.0, |id| running_left(state, id, now)),
                     llm_idle_secs: secs_since(w.llm_idle_since.as_ref()),
                     in_mode_secs: secs_since(w.gpu_state_since.as_ref()),
                     llm_capable: w.llm_url.is_some(),
@@ -198,7 +202,7 @@ impl ResourceManager {
             })
             .collect();
         RigView {
-            work: resources::work_of(state, &config.model),
+            work: resources::work_of(state, &config.model, now),
             config,
             cards,
         }
@@ -249,6 +253,20 @@ impl ResourceManager {
         );
         Ok(())
     }
+}
+
+/// How long the running job with this task id is expected to go on (0: not known).
+fn running_left(state: &BrainState, task_id: &str, now: DateTime<Utc>) -> f64 {
+    for b in state.batches.values() {
+        for &i in &b.running {
+            let j = &b.jobs[i];
+            if j.task_id != task_id {
+                continue;
+            }
+            return resources::left_of(state, j, now);
+        }
+    }
+    0.0
 }
 
 fn stamp(path: &std::path::Path) -> Option<SystemTime> {

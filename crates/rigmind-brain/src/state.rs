@@ -97,6 +97,8 @@ pub struct JobWork {
     pub model: Option<String>,
     /// The plan's `estimate`.
     pub estimate_secs: Option<f64>,
+    /// Its concurrency group.
+    pub group: Option<String>,
 }
 
 impl JobWork {
@@ -105,6 +107,7 @@ impl JobWork {
             class: t.task_class,
             model: t.model.clone(),
             estimate_secs: t.estimate_seconds,
+            group: t.group.clone(),
         }
     }
 }

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# How do the resource policies compare? Runs `rigmind simulate` on every workload of
+# plans/workloads/ (sorted by name) on the first user's rig (plans/workloads/rig-5x1060.toml)
+# and prints a Markdown table: per workload the lower bound and, for each policy, the
+# makespan in minutes with its ratio to the lower bound; then the geometric mean of the
+# ratios per policy and whether adaptive is at most every baseline on every workload.
+#
+# Usage: scripts/bench/policies.sh [--write]
+#   --write   also replace the text between `<!-- policies:begin -->` and
+#             `<!-- policies:end -->` in docs/scheduling.md with the table.
+# RIGMIND_BIN=path uses that binary instead of building target/release/rigmind.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+write=0
+for arg in "$@"; do
+  case "$arg" in
+    --write) write=1 ;;
+    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "policies.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+doc=docs/scheduling.md
+if [ "$write" = 1 ]; then
+  # Check before the (long) simulations, not after.
+  if [ ! -f "$doc" ]; then
+    echo "policies.sh: --write: $doc does not exist; create it with a line '<!-- policies:begin -->' and a later line '<!-- policies:end -->' where the table belongs" >&2
+    exit 1
+  fi
+  if ! grep -qx '<!-- policies:begin -->' "$doc" || ! grep -qx '<!-- policies:end -->' "$doc"; then
+    echo "policies.sh: --write: $doc lacks the markers: it needs a line '<!-- policies:begin -->' and a later line '<!-- policies:end -->' (each alone on its line) where the table belongs" >&2
+    exit 1
+  fi
+fi
+
+if [ -n "${RIGMIND_BIN:-}" ]; then
+  bin=$RIGMIND_BIN
+else
+  cargo build --release -q --bin rigmind
+  bin=$PWD/target/release/rigmind
+fi
+
+rig=plans/workloads/rig-5x1060.toml
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Workloads: every plan in plans/workloads/ but the README, in byte order.
+workloads=()
+while IFS= read -r f; do
+  workloads+=("$f")
+done < <(LC_ALL=C ls plans/workloads/*.md | grep -v '/README\.md$' | LC_ALL=C sort)
+if [ ${#workloads[@]} -eq 0 ]; then
+  echo "policies.sh: no workloads in plans/workloads/" >&2
+  exit 1
+fi
+
+args=()
+for plan in "${workloads[@]}"; do
+  name=$(basename "$plan" .md)
+  if ! "$bin" simulate "$plan" --rig "$rig" --policy all --json > "$work/$name.json" 2> "$work/$name.err"; then
+    echo "policies.sh: rigmind simulate $plan failed:" >&2
+    cat "$work/$name.err" >&2
+    exit 1
+  fi
+  args+=("$name" "$work/$name.json")
+done
+
+python3 - "$rig" "${args[@]}" > "$work/table.md" << 'PY'
+import json, math, sys
+
+POLICIES = ["adaptive", "phases", "static", "on-demand"]
+rig, rest = sys.argv[1], sys.argv[2:]
+
+def fail(msg):
+    sys.exit(f"policies.sh: {msg}")
+
+def minutes(s):
+    return f"{s / 60:.1f} min"
+
+def finite(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+rows, ratios, adaptive_best, losses = [], {p: [] for p in POLICIES}, True, []
+for name, path in zip(rest[0::2], rest[1::2]):
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        fail(f"{name}: the simulator's output is not JSON: {e}")
+    lb = data.get("lower_bound_s")
+    if not finite(lb) or lb <= 0:
+        fail(f"{name}: bad lower_bound_s {lb!r}")
+    by = {p.get("policy"): p for p in data.get("policies", [])}
+    cells, spans = [], {}
+    for pol in POLICIES:
+        if pol not in by:
+            fail(f"{name}: the simulator reported no policy '{pol}' (it gave {sorted(map(str, by))})")
+        ms = by[pol].get("makespan_s")
+        if finite(ms):
+            spans[pol] = ms
+            ratios[pol].append(ms / lb)
+            cells.append(f"{minutes(ms)} ({ms / lb:.2f})")
+        else:  # a policy that cannot finish the workload (e.g. no card may load the model)
+            spans[pol] = math.inf
+            ratios[pol].append(math.inf)
+            cells.append("did not finish")
+    for pol in POLICIES[1:]:
+        if spans["adaptive"] > spans[pol] + 1e-6:
+            adaptive_best = False
+            losses.append(f"{name} ({pol} {minutes(spans[pol])} < adaptive {minutes(spans['adaptive'])})")
+    rows.append(f"| {name} | {minutes(lb)} | " + " | ".join(cells) + " |")
+
+def geomean(xs):
+    if any(math.isinf(x) for x in xs):
+        return "∞"
+    return f"{math.exp(sum(map(math.log, xs)) / len(xs)):.3f}"
+
+print(f"Simulated on `{rig}` (`rigmind simulate PLAN --rig {rig} --policy all`); "
+      "each cell: makespan (its ratio to the lower bound).")
+print()
+print("| workload | lower bound | " + " | ".join(POLICIES) + " |")
+print("| --- | ---: |" + " ---: |" * len(POLICIES))
+for r in rows:
+    print(r)
+print("| **geometric mean of the ratio** | | " + " | ".join(f"**{geomean(ratios[p])}**" for p in POLICIES) + " |")
+print()
+if adaptive_best:
+    print("Adaptive ≤ every baseline (phases, static, on-demand) on every workload: **yes**.")
+else:
+    print("Adaptive ≤ every baseline (phases, static, on-demand) on every workload: **no** — "
+          + "; ".join(losses) + ".")
+PY
+
+cat "$work/table.md"
+
+if [ "$write" = 1 ]; then
+  python3 - "$doc" "$work/table.md" << 'PY'
+import sys
+doc, table = sys.argv[1], open(sys.argv[2]).read()
+lines = open(doc).read().split("\n")
+try:
+    b = lines.index("<!-- policies:begin -->")
+    e = lines.index("<!-- policies:end -->", b + 1)
+except ValueError:
+    sys.exit(f"policies.sh: --write: {doc} lacks '<!-- policies:begin -->' followed by '<!-- policies:end -->'")
+out = lines[: b + 1] + [""] + table.rstrip("\n").split("\n") + [""] + lines[e:]
+with open(doc, "w") as f:
+    f.write("\n".join(out))
+PY
+  echo "policies.sh: wrote the table into $doc" >&2
+fi
