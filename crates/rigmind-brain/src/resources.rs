@@ -246,7 +246,7 @@ fn demand(view: &RigView, horizon: f64) -> Demand {
 }
 
 /// Above this many unfinished jobs, `adaptive` weighs demand instead of projecting.
-pub const PROJECT_AT_MOST: usize = 5000;
+pub const PROJECT_AT_MOST: usize = 2000;
 
 /// `adaptive`: projects the rest of the work under each way of moving the cards —
 /// every fixed number of LLM cards, phases, and stages (phases whose cards turn one
@@ -342,12 +342,41 @@ fn decide_adaptive(view: &RigView) -> Vec<RmAction> {
 /// What should change now, in the order to apply it.
 pub fn decide(view: &RigView) -> Vec<RmAction> {
     let cfg = &view.config;
+    let swaps = model_swaps(view);
+    if !swaps.is_empty() {
+        return swaps;
+    }
     match cfg.policy {
         RmPolicy::Static { llm_cards } => decide_static(view, llm_cards),
         RmPolicy::Phases => decide_phases(view),
         RmPolicy::OnDemand => decide_on_demand(view),
         RmPolicy::Adaptive => decide_adaptive(view),
     }
+}
+
+/// Whatever the policy: a free card holding a model that no llm work left needs,
+/// while llm work for another model waits, is unloaded (the next round loads the
+/// model wanted). Without this a plan using two models would wait for ever.
+fn model_swaps(view: &RigView) -> Vec<RmAction> {
+    let d = demand(view, 0.0);
+    if d.left_llm_n == 0 {
+        return Vec::new();
+    }
+    let wanted = wanted_model(view, &d);
+    view.cards
+        .iter()
+        .filter(|c| c.mode == CardMode::Llm && c.free() && !c.cooling_down)
+        .filter_map(|c| {
+            let m = c.model.clone().unwrap_or_default();
+            let needed = d.by_model.get(&m).copied().unwrap_or(0.0) > 0.0;
+            (!needed && m != wanted).then(|| {
+                unload(
+                    c,
+                    format!("no llm work left for model {m}; {wanted} is wanted"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// The most cards that may hold the model at once.
@@ -423,7 +452,7 @@ fn llm_cards(view: &RigView) -> usize {
 fn decide_static(view: &RigView, llm_cards_wanted: u32) -> Vec<RmAction> {
     let target = (llm_cards_wanted as usize).min(llm_cap(view));
     let have = llm_cards(view);
-    let model = view.config.model.clone();
+    let model = wanted_model(view, &demand(view, 0.0));
     let mut out = Vec::new();
     if have < target {
         for c in load_candidates(view).into_iter().take(target - have) {
@@ -652,23 +681,6 @@ fn decide_proportional(view: &RigView) -> Vec<RmAction> {
                 out.push(unload(c, reason));
                 extra -= 1;
             }
-        }
-    }
-    // A card holding a model nobody needs, while another model is wanted.
-    for c in view
-        .cards
-        .iter()
-        .filter(|c| c.mode == CardMode::Llm && c.free())
-    {
-        let m = c.model.clone().unwrap_or_default();
-        if m != model && d.by_model.get(&m).copied().unwrap_or(0.0) <= 0.0 && d.left_llm_n > 0 {
-            if out.iter().any(|a| a.worker() == c.worker) {
-                continue;
-            }
-            out.push(unload(
-                c,
-                format!("no work left for model {m}; {model} is wanted"),
-            ));
         }
     }
     out
@@ -1019,5 +1031,32 @@ mod tests {
         );
         v.config.max_llm_gpus = Some(1);
         assert_eq!(loads(&decide(&v)), vec!["w1"]);
+    }
+
+    #[test]
+    fn a_card_turns_to_the_model_the_work_needs() {
+        // w1 holds "m"; all llm work left is for "other": unloaded, whatever the
+        // policy, and the next round loads "other".
+        let mut w = work(TaskClass::Llm, 3, 60.0, 0.0);
+        for t in &mut w {
+            t.model = Some("other".into());
+        }
+        for policy in [
+            RmPolicy::Adaptive,
+            RmPolicy::Phases,
+            RmPolicy::OnDemand,
+            RmPolicy::Static { llm_cards: 1 },
+        ] {
+            let v = view(policy, vec![card("w1", CardMode::Llm)], w.clone());
+            let a = decide(&v);
+            assert_eq!(unloads(&a), vec!["w1"], "{policy:?}");
+            let mut bare = card("w1", CardMode::Script);
+            bare.model = None;
+            let a = decide(&view(policy, vec![bare], w.clone()));
+            let Some(RmAction::Load { model, .. }) = a.first() else {
+                panic!("{policy:?}: {a:?}")
+            };
+            assert_eq!(model, "other");
+        }
     }
 }

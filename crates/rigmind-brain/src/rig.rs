@@ -42,6 +42,9 @@ pub struct ResourceManager {
     cool_down: HashMap<String, Instant>,
     last_round: Option<Instant>,
     started: Instant,
+    /// The `seq` of the last resource task written: two decided in the same
+    /// millisecond must not share a file name.
+    last_seq: u64,
 }
 
 impl ResourceManager {
@@ -54,6 +57,7 @@ impl ResourceManager {
             cool_down: HashMap::new(),
             last_round: None,
             started: Instant::now(),
+            last_seq: 0,
         };
         for d in [TaskDir::Queue, TaskDir::Processing] {
             for name in resource_files(layout, d) {
@@ -228,7 +232,9 @@ impl ResourceManager {
         };
         // Generous: a load that hangs is a dead server, not a slow one.
         let timeout = (cost * 5.0).max(300.0);
-        let t = TaskFile::resource(name, action.worker(), model, timeout);
+        let mut t = TaskFile::resource(name, action.worker(), model, timeout);
+        t.seq = t.seq.max(self.last_seq + 1);
+        self.last_seq = t.seq;
         t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)?;
         self.in_flight.insert(
             t.file_name(),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rigmind_config::RigConfig;
 use rigmind_plan::{ExpandDefaults, ExpandedPlan, PlanError};
-use rigmind_queue::batch::{BatchRecord, BatchState, Counts};
+use rigmind_queue::batch::BatchRecord;
 use rigmind_queue::fsio::{self, Sync};
 use rigmind_queue::logs::{Decision, Logs};
 use rigmind_queue::task::{TaskFile, TaskStatus};
@@ -124,23 +124,15 @@ pub fn submit_plan(
     // before the batch record commits the batch, removed once they are all queued.
     written.push(write_manifest(&dir, &ready_now)?);
     fsio::sync_group(&written)?;
-    let record = BatchRecord {
-        batch_id: batch_id.to_string(),
-        name: plan.name.clone(),
+    let record = BatchRecord::submitted(
+        batch_id,
+        &plan.name,
         plan_file,
         workdir,
-        submitted_at: now,
-        finished_at: None,
-        elapsed_seconds: None,
-        state: BatchState::Running,
-        counts: Counts {
-            total: jobs.len(),
-            pending: jobs.len(),
-            ..Counts::default()
-        },
+        now,
+        jobs.len(),
         seq_base,
-        cancel_requested: false,
-    };
+    );
     record.write(layout)?;
     fsio::sync_dir(&layout.batches_dir())?;
     logs.decision(

@@ -42,10 +42,33 @@ pub enum Command {
     /// The GPUs as the workers read them (NVML, or RIGMIND_FAKE_GPUS): index, UUID,
     /// memory, utilisation, temperature, power.
     Gpus(GpusArgs),
+    /// Simulate a plan on the rig of a rig.toml in virtual time, through the live
+    /// brain, resource manager and claim code: makespan per policy, GPU use, the
+    /// lower bound. Exit 0 if some simulated policy finishes the plan, 1 if none does.
+    Simulate(SimulateArgs),
     /// Run the brain (same as the `brain` binary).
     Brain(BrainArgs),
     /// Run a worker (same as the `worker` binary).
     Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The plan file.
+    pub plan: PathBuf,
+    /// The rig: its [[gpu]] entries, [llm] load/unload times, [groups], policy.
+    #[arg(long)]
+    pub rig: PathBuf,
+    /// adaptive, phases, static (the best number of LLM cards), static-N,
+    /// on-demand, or all. Default: the rig's own policy.
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a Gantt chart (one row per GPU, one chart per policy) to this file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

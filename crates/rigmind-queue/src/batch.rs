@@ -71,6 +71,35 @@ pub struct BatchRecord {
 }
 
 impl BatchRecord {
+    /// The record of a batch just submitted: running, all `total` tasks pending.
+    pub fn submitted(
+        batch_id: &str,
+        name: &str,
+        plan_file: PathBuf,
+        workdir: PathBuf,
+        submitted_at: String,
+        total: usize,
+        seq_base: u64,
+    ) -> Self {
+        Self {
+            batch_id: batch_id.to_string(),
+            name: name.to_string(),
+            plan_file,
+            workdir,
+            submitted_at,
+            finished_at: None,
+            elapsed_seconds: None,
+            state: BatchState::Running,
+            counts: Counts {
+                total,
+                pending: total,
+                ..Counts::default()
+            },
+            seq_base,
+            cancel_requested: false,
+        }
+    }
+
     pub fn read(path: &Path) -> Result<Self, QueueError> {
         let bytes = fsio::read(path)?;
         serde_json::from_slice(&bytes).map_err(|e| QueueError::Invalid {

@@ -146,14 +146,20 @@ impl Card {
 
     /// The state the card is in while running a task of `class` (or nothing).
     pub fn state_for(&self, running: Option<(TaskClass, &str)>) -> GpuState {
-        match running {
-            Some((TaskClass::Resource, name)) if name == LOAD_LLM => GpuState::BootingLlm,
-            Some((TaskClass::Resource, _)) => GpuState::BootingScript,
-            Some((TaskClass::Llm, _)) => GpuState::LlmBusy,
-            Some((TaskClass::Script, _)) if self.model.is_none() => GpuState::ScriptBusy,
-            _ if self.model.is_some() => GpuState::LlmReady,
-            _ => GpuState::Idle,
-        }
+        state_for(self.model.as_deref(), running)
+    }
+}
+
+/// The state of a card holding `model` while it runs `running` (class and task
+/// name), or nothing. The simulator calls it too.
+pub fn state_for(model: Option<&str>, running: Option<(TaskClass, &str)>) -> GpuState {
+    match running {
+        Some((TaskClass::Resource, name)) if name == LOAD_LLM => GpuState::BootingLlm,
+        Some((TaskClass::Resource, _)) => GpuState::BootingScript,
+        Some((TaskClass::Llm, _)) => GpuState::LlmBusy,
+        Some((TaskClass::Script, _)) if model.is_none() => GpuState::ScriptBusy,
+        _ if model.is_some() => GpuState::LlmReady,
+        _ => GpuState::Idle,
     }
 }
 

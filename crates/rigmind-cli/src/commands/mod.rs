@@ -2,6 +2,7 @@
 
 mod retry;
 mod run;
+mod simulate;
 mod status;
 mod submit;
 
@@ -28,6 +29,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Retry(a) => retry::retry(a),
         Command::Cancel(a) => submit::cancel(a),
         Command::Gpus(a) => gpus(a),
+        Command::Simulate(a) => simulate::simulate(a),
         Command::Brain(a) => brain(a),
         Command::Worker(a) => worker(a),
     }

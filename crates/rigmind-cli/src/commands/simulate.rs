@@ -1,0 +1,48 @@
+//! `rigmind simulate PLAN --rig RIG.toml [--policy NAME|all] [--json] [--svg FILE]`
+
+use anyhow::{bail, Context, Result};
+use rigmind_sim::{compare, svg, PolicyChoice};
+
+use crate::args::SimulateArgs;
+
+pub fn simulate(a: SimulateArgs) -> Result<i32> {
+    let rig = rigmind_config::RigConfig::load(&a.rig)?;
+    if rig.gpus.is_empty() {
+        bail!(
+            "{}: no [[gpu]] entry; the simulator runs one worker per [[gpu]] of the rig",
+            a.rig.display()
+        );
+    }
+    let which = match a.policy.as_deref() {
+        None => PolicyChoice::Rig,
+        Some(p) => p.parse::<PolicyChoice>().map_err(anyhow::Error::msg)?,
+    };
+    let plan = match rigmind_brain::submit::load_plan(&a.plan, &rig) {
+        Ok(p) => p,
+        Err(e) => {
+            for d in &e.diagnostics {
+                eprintln!("{d}");
+            }
+            bail!("{}: invalid plan", a.plan.display());
+        }
+    };
+    for w in &plan.warnings {
+        eprintln!("{w}");
+    }
+    let c = compare(&plan, &rig, which);
+    for w in &c.warnings {
+        eprintln!("{w}");
+    }
+    if a.json {
+        println!("{}", c.to_json());
+    } else {
+        print!("{}", c.human());
+    }
+    if let Some(path) = &a.svg {
+        std::fs::write(path, svg(&c)).with_context(|| format!("writing {}", path.display()))?;
+        if !a.json {
+            println!("\nGantt chart: {}", path.display());
+        }
+    }
+    Ok(if c.any_feasible() { 0 } else { 1 })
+}

@@ -1,0 +1,897 @@
+//! The discrete-event loop: one plan, one rig, one resource policy, virtual time.
+//!
+//! Time is kept in whole microseconds (`i64`) so that sums of durations and the
+//! thresholds the policies compare against (`in_mode_secs >= load_secs`, idle
+//! timers) are exact; it is handed to the live code as seconds (`f64`) and as a
+//! `DateTime<Utc>` counted from a fixed epoch.
+//!
+//! At each instant the loop repeats, until nothing changes: (1) the brain's
+//! [`policy::decide`] and the application of its releases and settles; (2) the
+//! resource manager's [`resources::decide`], whose actions become resource tasks
+//! in the virtual queue; (3) every free worker, in worker-id order, claims its best
+//! task by [`card::tier`] through [`QueueIndex::best`]. Then time advances to the
+//! next task end, or to the next instant at which a card's clock crosses a
+//! threshold the policies look at (hysteresis, idle unload), whichever is first.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use rigmind_brain::policy::{self, Action};
+use rigmind_brain::resources::{
+    self, Card, CardMode, RigView, RmAction, RmConfig, RmPolicy, DEFAULT_ESTIMATE_SECS,
+};
+use rigmind_brain::state::{Batch, BrainState, Holder, JobStatus};
+use rigmind_brain::submit::{job_of, task_files};
+use rigmind_config::RigConfig;
+use rigmind_plan::ExpandedPlan;
+use rigmind_queue::batch::BatchRecord;
+use rigmind_queue::claim::QueueIndex;
+use rigmind_queue::task::{TaskFile, TaskStatus, LOAD_LLM, UNLOAD_LLM};
+use rigmind_queue::workers::Liveness;
+use rigmind_types::{Executor, GpuState, TaskClass};
+use rigmind_worker::card::{self, ClaimContext};
+
+/// The batch id the simulated submission gets.
+pub const SIM_BATCH: &str = "sim";
+
+/// The session every simulated worker runs under.
+const WORKER_SESSION: &str = "sim-worker";
+
+/// Virtual time zero, as the live code sees it.
+pub fn epoch() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .expect("a valid constant")
+        .with_timezone(&Utc)
+}
+
+/// Microseconds of virtual time.
+type Us = i64;
+
+pub(crate) fn us(secs: f64) -> Us {
+    (secs * 1e6).round() as Us
+}
+
+pub(crate) fn secs(t: Us) -> f64 {
+    t as f64 / 1e6
+}
+
+/// The run time the simulator (and the resource manager) assumes for a task.
+pub(crate) fn estimate(e: Option<f64>) -> f64 {
+    e.unwrap_or(DEFAULT_ESTIMATE_SECS)
+}
+
+/// What a stretch of a GPU's time was spent on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SegmentKind {
+    /// A plan task.
+    Task { name: String, class: TaskClass },
+    /// A `load_llm` resource task.
+    Load,
+    /// An `unload_llm` resource task.
+    Unload,
+}
+
+/// One stretch of a GPU's time, in virtual seconds from the submission.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub start: f64,
+    pub end: f64,
+    pub kind: SegmentKind,
+}
+
+/// One GPU worker's timeline and totals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuTimeline {
+    pub worker: String,
+    pub llm_capable: bool,
+    /// In time order, clipped to the makespan.
+    pub segments: Vec<Segment>,
+    /// Seconds running plan tasks.
+    pub busy_s: f64,
+    /// Seconds loading and unloading the model.
+    pub loading_s: f64,
+    /// The rest of the makespan.
+    pub idle_s: f64,
+}
+
+/// A finished simulation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimResult {
+    pub policy: RmPolicy,
+    /// Seconds from the submission until the batch settled.
+    pub makespan_s: f64,
+    /// One per `[[gpu]]`, in worker-id order.
+    pub gpus: Vec<GpuTimeline>,
+    /// `executor: brain` tasks (run by the brain, beside the GPUs).
+    pub brain_segments: Vec<Segment>,
+    pub loads: usize,
+    pub unloads: usize,
+    /// Plan-task seconds summed over the GPUs / (makespan × GPUs).
+    pub gpu_busy_fraction: f64,
+    pub tasks_completed: usize,
+}
+
+/// Why a simulation gave no makespan.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimError {
+    #[error("the rig has no [[gpu]] entry: the simulator runs one worker per [[gpu]] of rig.toml")]
+    NoGpus,
+    /// The policy never finishes the plan on this rig.
+    #[error("{policy} is infeasible: {reason}")]
+    Infeasible {
+        policy: String,
+        /// The last instant at which anything happened.
+        at_s: f64,
+        reason: String,
+    },
+    /// The loop went on past its iteration cap: a policy that keeps acting.
+    #[error("{policy}: no progress after {iterations} steps at t={at_s}s ({what})")]
+    Runaway {
+        policy: String,
+        at_s: f64,
+        iterations: u64,
+        what: String,
+    },
+    /// The policy asked for something the rig cannot do.
+    #[error("{policy}: {what}")]
+    Unsupported { policy: String, what: String },
+}
+
+/// What a running or queued task is.
+#[derive(Debug, Clone)]
+enum Item {
+    Job(usize),
+    Load { model: String },
+    Unload,
+}
+
+#[derive(Debug, Clone)]
+struct Running {
+    item: Item,
+    file: String,
+    name: String,
+    class: TaskClass,
+    group: Option<String>,
+    end: Us,
+}
+
+/// A GPU worker and its card, as the live worker tracks them (`Me`, `card::Card`).
+#[derive(Debug)]
+struct Worker {
+    id: String,
+    llm_capable: bool,
+    classes: Vec<TaskClass>,
+    vram_mb: Option<u64>,
+    model: Option<String>,
+    gpu_state: GpuState,
+    state_since: Us,
+    llm_idle_since: Option<Us>,
+    running: Option<Running>,
+    segments: Vec<(Us, Us, SegmentKind)>,
+}
+
+impl SimError {
+    /// What went wrong, without the policy's name.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Infeasible { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl Worker {
+    /// Mirrors `card::Card::set_state`: the clock restarts on an LLM/script crossing.
+    fn set_state(&mut self, s: GpuState, now: Us) {
+        if s.is_llm() != self.gpu_state.is_llm() {
+            self.state_since = now;
+        }
+        self.gpu_state = s;
+    }
+}
+
+/// A resource task written and not yet seen finished (the live `rig::InFlight`).
+#[derive(Debug, Clone)]
+struct InFlight {
+    worker: String,
+    load: bool,
+    model: String,
+}
+
+struct Sim<'a> {
+    rig: &'a RigConfig,
+    cfg: RmConfig,
+    state: BrainState,
+    tasks: Vec<TaskFile>,
+    index: QueueIndex,
+    queued: BTreeMap<String, Item>,
+    workers: Vec<Worker>,
+    /// `executor: brain` tasks running, with their start.
+    brain: Vec<(Running, Us)>,
+    brain_segments: Vec<(Us, Us, SegmentKind)>,
+    in_flight: BTreeMap<String, InFlight>,
+    next_rm_seq: u64,
+    now: Us,
+    /// The last instant at which anything happened (for a deadlock's report).
+    last_change: Us,
+    loads: usize,
+    unloads: usize,
+    completed: usize,
+}
+
+/// Runs `plan` on the rig's GPUs under `policy`, through the live decision code.
+pub fn simulate(
+    plan: &ExpandedPlan,
+    rig: &RigConfig,
+    policy: RmPolicy,
+) -> Result<SimResult, SimError> {
+    if rig.gpus.is_empty() {
+        return Err(SimError::NoGpus);
+    }
+    let mut sim = Sim::new(plan, rig, policy);
+    sim.run()
+}
+
+impl<'a> Sim<'a> {
+    fn new(plan: &ExpandedPlan, rig: &'a RigConfig, policy: RmPolicy) -> Self {
+        let now_str = rigmind_queue::time::to_rfc3339(epoch());
+        let seq_base = 1;
+        let tasks = task_files(plan, SIM_BATCH, seq_base, rig, &now_str);
+        let jobs = tasks
+            .iter()
+            .zip(&plan.jobs)
+            .map(|(t, j)| job_of(t, j.depends_on.clone()))
+            .collect::<Vec<_>>();
+        let record = BatchRecord::submitted(
+            SIM_BATCH,
+            &plan.name,
+            plan.path.clone(),
+            plan.dir.clone(),
+            now_str,
+            jobs.len(),
+            seq_base,
+        );
+        let mut state = BrainState {
+            brain_session: "sim".into(),
+            stale_after_secs: rig.defaults.stale_after_secs,
+            ..BrainState::default()
+        };
+        state.insert(Batch::new(record, jobs));
+        // Every worker is alive, under the session its tasks carry.
+        for g in &rig.gpus {
+            state.workers.insert(
+                g.worker.clone(),
+                Liveness {
+                    lock_held: Some(true),
+                    session: Some(WORKER_SESSION.to_string()),
+                    heartbeat_at: None,
+                },
+            );
+        }
+        let mut cfg = RmConfig::from_rig(rig);
+        cfg.policy = policy;
+        let mut workers: Vec<Worker> = rig
+            .gpus
+            .iter()
+            .map(|g| {
+                let llm_capable = g.ollama.is_some();
+                Worker {
+                    id: g.worker.clone(),
+                    llm_capable,
+                    // The live worker's default classes for a GPU worker.
+                    classes: if llm_capable {
+                        vec![TaskClass::Script, TaskClass::Llm, TaskClass::Cpu]
+                    } else {
+                        vec![TaskClass::Script, TaskClass::Cpu]
+                    },
+                    vram_mb: g.vram_mb,
+                    model: None,
+                    gpu_state: GpuState::Idle,
+                    state_since: 0,
+                    llm_idle_since: None,
+                    running: None,
+                    segments: Vec::new(),
+                }
+            })
+            .collect();
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        Self {
+            rig,
+            cfg,
+            state,
+            tasks,
+            index: QueueIndex::default(),
+            queued: BTreeMap::new(),
+            workers,
+            brain: Vec::new(),
+            brain_segments: Vec::new(),
+            in_flight: BTreeMap::new(),
+            next_rm_seq: 1,
+            now: 0,
+            last_change: 0,
+            loads: 0,
+            unloads: 0,
+            completed: 0,
+        }
+    }
+
+    fn at(&self) -> DateTime<Utc> {
+        epoch() + chrono::Duration::microseconds(self.now)
+    }
+
+    fn batch(&mut self) -> &mut Batch {
+        self.state
+            .batches
+            .get_mut(SIM_BATCH)
+            .expect("the simulated batch")
+    }
+
+    fn batch_ref(&self) -> &Batch {
+        &self.state.batches[SIM_BATCH]
+    }
+
+    fn name(&self) -> String {
+        self.cfg.policy.name()
+    }
+
+    fn runaway(&self, iterations: u64, what: &str) -> SimError {
+        SimError::Runaway {
+            policy: self.name(),
+            at_s: secs(self.now),
+            iterations,
+            what: what.to_string(),
+        }
+    }
+
+    fn run(&mut self) -> Result<SimResult, SimError> {
+        let jobs = self.tasks.len() as u64;
+        let cap = 1_000_000 + 200 * jobs;
+        let mut steps = 0u64;
+        loop {
+            steps += 1;
+            if steps > cap {
+                return Err(self.runaway(steps, "event cap reached"));
+            }
+            // Everything that happens at this instant.
+            let mut rounds = 0u64;
+            loop {
+                rounds += 1;
+                if rounds > 10_000 {
+                    return Err(self.runaway(rounds, "decisions at one instant never settle"));
+                }
+                let mut changed = self.brain_round()?;
+                if self.batch_ref().record.state.is_done() {
+                    return Ok(self.finish());
+                }
+                changed |= self.rm_round()?;
+                changed |= self.claim_round()?;
+                if !changed {
+                    break;
+                }
+                self.last_change = self.now;
+            }
+            let next_end = self
+                .workers
+                .iter()
+                .filter_map(|w| w.running.as_ref().map(|r| r.end))
+                .chain(self.brain.iter().map(|(r, _)| r.end))
+                .min();
+            let next = match (next_end, self.next_timer()) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(t) => t,
+                    None => return Err(self.deadlock()),
+                },
+            };
+            self.now = next;
+            if self.complete_due() {
+                self.last_change = self.now;
+            }
+        }
+    }
+
+    /// The brain's release policy, applied as the live apply layer does to the state.
+    fn brain_round(&mut self) -> Result<bool, SimError> {
+        let mut changed = false;
+        for _ in 0..1000 {
+            let actions = policy::decide(&self.state, self.at());
+            if actions.is_empty() {
+                return Ok(changed);
+            }
+            changed = true;
+            for a in actions {
+                match a {
+                    Action::Release { batch, job, .. } => {
+                        debug_assert_eq!(batch, SIM_BATCH);
+                        self.batch().set_status(job, JobStatus::Queued);
+                        let mut t = self.tasks[job].clone();
+                        t.status = TaskStatus::Queued;
+                        let file = t.file_name();
+                        if t.executor == Executor::Brain {
+                            // The brain claims and runs its own tasks at once.
+                            self.hold(job, "brain");
+                            let run = Running {
+                                item: Item::Job(job),
+                                file,
+                                name: t.name.clone(),
+                                class: t.task_class.unwrap_or(TaskClass::Cpu),
+                                group: t.group.clone(),
+                                end: self.now + us(estimate(t.estimate_seconds)),
+                            };
+                            self.brain.push((run, self.now));
+                        } else {
+                            self.index.insert(&file, &t);
+                            self.queued.insert(file, Item::Job(job));
+                        }
+                    }
+                    Action::Settle { state, .. } => self.batch().record.state = state,
+                    other => panic!(
+                        "simulator: the brain decided {other:?}, which only failures, \
+                         cancellations or hand moves can cause; none is simulated"
+                    ),
+                }
+            }
+        }
+        Err(self.runaway(1000, "the brain's decisions never settle"))
+    }
+
+    /// The cards as the live brain's resource manager builds them (`rig.rs`, `view`).
+    fn cards(&self) -> Vec<Card> {
+        let now = self.at();
+        let b = self.batch_ref();
+        self.workers
+            .iter()
+            .map(|w| {
+                let flight = self.in_flight.values().find(|f| f.worker == w.id);
+                let loaded = w.gpu_state.is_llm();
+                let mode = match flight {
+                    Some(f) if f.load => CardMode::Loading,
+                    Some(_) => CardMode::Unloading,
+                    None if loaded => CardMode::Llm,
+                    None => CardMode::Script,
+                };
+                // Live: `running_left` of the worker's current task id, which only
+                // a plan job has (a resource task gives 0).
+                let busy_for = match w.running.as_ref().map(|r| &r.item) {
+                    Some(Item::Job(i)) => resources::left_of(&self.state, &b.jobs[*i], now),
+                    _ => 0.0,
+                };
+                Card {
+                    worker: w.id.clone(),
+                    mode,
+                    model: flight.map(|f| f.model.clone()).or_else(|| w.model.clone()),
+                    running: w.running.as_ref().map(|r| r.class),
+                    busy_for,
+                    // Never set: counted from the brain's start, as live.
+                    llm_idle_secs: secs(self.now - w.llm_idle_since.unwrap_or(0)),
+                    in_mode_secs: secs(self.now - w.state_since),
+                    llm_capable: w.llm_capable,
+                    cooling_down: false,
+                }
+            })
+            .collect()
+    }
+
+    fn rm_round(&mut self) -> Result<bool, SimError> {
+        let view = RigView {
+            config: self.cfg.clone(),
+            cards: self.cards(),
+            work: resources::work_of(&self.state, &self.cfg.model, self.at()),
+        };
+        let actions = resources::decide(&view);
+        for a in &actions {
+            self.send(a)?;
+        }
+        Ok(!actions.is_empty())
+    }
+
+    /// Writes one decision as the live `ResourceManager::send` does, into the
+    /// virtual queue, with a deterministic `seq`.
+    fn send(&mut self, action: &RmAction) -> Result<(), SimError> {
+        let (name, model) = match action {
+            RmAction::Load { model, .. } => (LOAD_LLM, model),
+            RmAction::Unload { model, .. } => (UNLOAD_LLM, model),
+        };
+        let worker = action.worker();
+        if !self.workers.iter().any(|w| w.id == worker) {
+            return Err(SimError::Unsupported {
+                policy: self.name(),
+                what: format!("{name} for unknown worker '{worker}'"),
+            });
+        }
+        let cost = if name == LOAD_LLM {
+            self.cfg.load_secs
+        } else {
+            self.cfg.unload_secs
+        };
+        let timeout = (cost * 5.0).max(300.0);
+        let mut t = TaskFile::resource(name, worker, model, timeout);
+        t.seq = self.next_rm_seq;
+        self.next_rm_seq += 1;
+        let file = t.file_name();
+        self.index.insert(&file, &t);
+        let item = if name == LOAD_LLM {
+            Item::Load {
+                model: model.clone(),
+            }
+        } else {
+            Item::Unload
+        };
+        self.queued.insert(file.clone(), item);
+        self.in_flight.insert(
+            file,
+            InFlight {
+                worker: worker.to_string(),
+                load: name == LOAD_LLM,
+                model: model.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Concurrency groups at their limit (the live claim lock counts `processing/`).
+    fn full_groups(&self) -> BTreeSet<String> {
+        let mut running: BTreeMap<&str, u32> = BTreeMap::new();
+        let all = self
+            .workers
+            .iter()
+            .filter_map(|w| w.running.as_ref())
+            .chain(self.brain.iter().map(|(r, _)| r));
+        for r in all {
+            if let Some(g) = &r.group {
+                *running.entry(g.as_str()).or_default() += 1;
+            }
+        }
+        self.rig
+            .groups
+            .iter()
+            .filter(|(g, limit)| running.get(g.as_str()).copied().unwrap_or(0) >= **limit)
+            .map(|(g, _)| g.clone())
+            .collect()
+    }
+
+    fn claim_round(&mut self) -> Result<bool, SimError> {
+        let mut changed = false;
+        let now = self.at();
+        for wi in 0..self.workers.len() {
+            if self.workers[wi].running.is_some() {
+                continue;
+            }
+            let full = self.full_groups();
+            let w = &self.workers[wi];
+            // The live worker's `Me::context`: its card, no safety gate violated.
+            let ctx = ClaimContext {
+                worker: &w.id,
+                classes: &w.classes,
+                gpu: true,
+                model: w.model.as_deref(),
+                llm: w.llm_capable,
+                vram_free_mb: w.vram_mb,
+                gates_clear: true,
+                now,
+            };
+            let best = self
+                .index
+                .best(|e| {
+                    if e.group.as_ref().is_some_and(|g| full.contains(g)) {
+                        return None;
+                    }
+                    card::tier(&ctx, e)
+                })
+                .map(|e| e.file_name.clone());
+            let Some(file) = best else { continue };
+            self.index.forget(&file);
+            let item = self
+                .queued
+                .remove(&file)
+                .expect("every indexed file is a queued item");
+            self.start(wi, file, item)?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    fn start(&mut self, wi: usize, file: String, item: Item) -> Result<(), SimError> {
+        let now = self.now;
+        let (name, class, group, dur, kind) = match &item {
+            Item::Job(i) => {
+                let t = &self.tasks[*i];
+                let class = t.task_class.unwrap_or(TaskClass::Cpu);
+                let kind = SegmentKind::Task {
+                    name: t.name.clone(),
+                    class,
+                };
+                let r = (
+                    t.name.clone(),
+                    class,
+                    t.group.clone(),
+                    us(estimate(t.estimate_seconds)),
+                    kind,
+                );
+                let worker = self.workers[wi].id.clone();
+                self.hold(*i, &worker);
+                r
+            }
+            Item::Load { .. } => {
+                if !self.workers[wi].llm_capable {
+                    return Err(SimError::Unsupported {
+                        policy: self.name(),
+                        what: format!(
+                            "load_llm for worker '{}', whose [[gpu]] has no ollama server",
+                            self.workers[wi].id
+                        ),
+                    });
+                }
+                self.loads += 1;
+                (
+                    LOAD_LLM.to_string(),
+                    TaskClass::Resource,
+                    None,
+                    us(self.cfg.load_secs),
+                    SegmentKind::Load,
+                )
+            }
+            Item::Unload => {
+                self.unloads += 1;
+                (
+                    UNLOAD_LLM.to_string(),
+                    TaskClass::Resource,
+                    None,
+                    us(self.cfg.unload_secs),
+                    SegmentKind::Unload,
+                )
+            }
+        };
+        let w = &mut self.workers[wi];
+        let s = rigmind_worker::card::state_for(w.model.as_deref(), Some((class, name.as_str())));
+        w.set_state(s, now);
+        w.segments.push((now, now + dur, kind));
+        w.running = Some(Running {
+            item,
+            file,
+            name,
+            class,
+            group,
+            end: now + dur,
+        });
+        Ok(())
+    }
+
+    /// Applies every task end due now: workers in id order, then the brain's tasks.
+    /// True when some task ended.
+    fn complete_due(&mut self) -> bool {
+        let now = self.now;
+        let mut any = false;
+        for wi in 0..self.workers.len() {
+            let due = self.workers[wi]
+                .running
+                .as_ref()
+                .is_some_and(|r| r.end <= now);
+            if !due {
+                continue;
+            }
+            let r = self.workers[wi].running.take().expect("due");
+            any = true;
+            match &r.item {
+                Item::Job(i) => {
+                    self.job_done(*i);
+                    if r.class == TaskClass::Llm {
+                        self.workers[wi].llm_idle_since = Some(now);
+                    }
+                }
+                // `Me::note_finished`: a load sets the model and the idle clock.
+                Item::Load { model } => {
+                    let w = &mut self.workers[wi];
+                    w.model = Some(model.clone());
+                    w.llm_idle_since = Some(now);
+                    self.in_flight.remove(&r.file);
+                }
+                Item::Unload => {
+                    self.workers[wi].model = None;
+                    self.in_flight.remove(&r.file);
+                }
+            }
+            let w = &mut self.workers[wi];
+            let s = rigmind_worker::card::state_for(w.model.as_deref(), None);
+            w.set_state(s, now);
+        }
+        let (done, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.brain)
+            .into_iter()
+            .partition(|(r, _)| r.end <= now);
+        self.brain = still;
+        any |= !done.is_empty();
+        for (r, start) in done {
+            if let Item::Job(i) = r.item {
+                self.job_done(i);
+                self.brain_segments.push((
+                    start,
+                    now,
+                    SegmentKind::Task {
+                        name: r.name,
+                        class: r.class,
+                    },
+                ));
+            }
+        }
+        any
+    }
+
+    /// A job claimed by `worker` (or the brain): in `processing/`, with the holder
+    /// the live brain reads from its start record.
+    fn hold(&mut self, i: usize, worker: &str) {
+        let since = self.at();
+        let session = if worker == "brain" {
+            self.state.brain_session.clone()
+        } else {
+            WORKER_SESSION.to_string()
+        };
+        let b = self.batch();
+        b.set_status(i, JobStatus::Processing);
+        b.jobs[i].holder = Some(Holder {
+            worker: Some(worker.to_string()),
+            session: Some(session),
+            pgid: None,
+            since,
+        });
+    }
+
+    fn job_done(&mut self, i: usize) {
+        let t = &self.tasks[i];
+        let (plan_task_id, secs_run) = (t.plan_task_id.clone(), estimate(t.estimate_seconds));
+        let b = self.batch();
+        b.set_status(i, JobStatus::Complete);
+        b.jobs[i].holder = None;
+        // As `observe` does on a completion: the run time is learned.
+        self.state
+            .learned
+            .entry(plan_task_id)
+            .or_default()
+            .add(secs_run);
+        self.completed += 1;
+    }
+
+    /// The next instant, after now, at which a card's clock reaches a threshold the
+    /// policies compare it with: `in_mode_secs` or `llm_idle_secs` reaching the
+    /// load, unload or idle-unload time. Nothing else changes while no task ends.
+    fn next_timer(&self) -> Option<Us> {
+        let marks = [
+            us(self.cfg.load_secs),
+            us(self.cfg.unload_secs),
+            us(self.cfg.idle_unload_secs),
+        ];
+        self.workers
+            .iter()
+            .flat_map(|w| {
+                let idle = w.llm_idle_since.unwrap_or(0);
+                marks
+                    .iter()
+                    .flat_map(move |m| [w.state_since + m, idle + m])
+                    .collect::<Vec<_>>()
+            })
+            .filter(|t| *t > self.now)
+            .min()
+    }
+
+    fn deadlock(&self) -> SimError {
+        let b = self.batch_ref();
+        let mut left: BTreeMap<TaskClass, usize> = BTreeMap::new();
+        let mut queued: Vec<usize> = Vec::new();
+        for (i, j) in b.jobs.iter().enumerate() {
+            if j.status != JobStatus::Complete {
+                *left
+                    .entry(j.work.class.unwrap_or(TaskClass::Cpu))
+                    .or_default() += 1;
+            }
+            if j.status == JobStatus::Queued {
+                queued.push(i);
+            }
+        }
+        let total: usize = left.values().sum();
+        let by_class = left
+            .iter()
+            .map(|(c, n)| format!("{n} {c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut why = Vec::new();
+        let llm_waits = queued
+            .iter()
+            .any(|&i| b.jobs[i].work.class == Some(TaskClass::Llm));
+        let script_waits = queued
+            .iter()
+            .any(|&i| b.jobs[i].work.class == Some(TaskClass::Script));
+        if llm_waits {
+            if !self.workers.iter().any(|w| w.llm_capable) {
+                why.push("llm work waits and no [[gpu]] has an ollama server".to_string());
+            } else if self.workers.iter().all(|w| w.model.is_none()) {
+                why.push("llm work waits and the policy loads the model on no card".to_string());
+            } else {
+                why.push("llm work waits for a model no card holds".to_string());
+            }
+        }
+        if script_waits && self.workers.iter().all(|w| w.model.is_some()) {
+            why.push(
+                "script work waits and every card holds the model (the policy unloads none)"
+                    .to_string(),
+            );
+        }
+        let max_vram = self.workers.iter().filter_map(|w| w.vram_mb).max();
+        for &i in &queued {
+            let t = &self.tasks[i];
+            if let (Some(need), Some(max)) = (t.vram_mb, max_vram) {
+                if self.workers.iter().all(|w| w.vram_mb.is_some()) && need > max {
+                    why.push(format!(
+                        "task '{}' needs {need} MB of VRAM, more than any card has ({max} MB)",
+                        t.name
+                    ));
+                    break;
+                }
+            }
+        }
+        if why.is_empty() {
+            why.push("no queued task can be claimed by any worker".into());
+        }
+        SimError::Infeasible {
+            policy: self.name(),
+            at_s: secs(self.last_change),
+            reason: format!(
+                "stuck from t={}s, nothing runs and nothing will change: {total} of {} tasks never finished ({by_class}); {}",
+                secs(self.last_change),
+                b.jobs.len(),
+                why.join("; ")
+            ),
+        }
+    }
+
+    fn finish(&self) -> SimResult {
+        let end = self.now;
+        let clip = |segs: &[(Us, Us, SegmentKind)]| -> Vec<Segment> {
+            segs.iter()
+                .filter(|(s, e, _)| s < e && *s < end)
+                .map(|(s, e, k)| Segment {
+                    start: secs(*s),
+                    end: secs((*e).min(end)),
+                    kind: k.clone(),
+                })
+                .collect()
+        };
+        let mut busy_all = 0;
+        let gpus: Vec<GpuTimeline> = self
+            .workers
+            .iter()
+            .map(|w| {
+                let (mut busy, mut loading) = (0, 0);
+                for (s, e, k) in &w.segments {
+                    let d = (*e).min(end) - (*s).min(end);
+                    match k {
+                        SegmentKind::Task { .. } => busy += d,
+                        SegmentKind::Load | SegmentKind::Unload => loading += d,
+                    }
+                }
+                busy_all += busy;
+                GpuTimeline {
+                    worker: w.id.clone(),
+                    llm_capable: w.llm_capable,
+                    segments: clip(&w.segments),
+                    busy_s: secs(busy),
+                    loading_s: secs(loading),
+                    idle_s: secs(end - busy - loading),
+                }
+            })
+            .collect();
+        let gpu_busy_fraction = if end > 0 {
+            busy_all as f64 / (end as f64 * gpus.len() as f64)
+        } else {
+            0.0
+        };
+        SimResult {
+            policy: self.cfg.policy,
+            makespan_s: secs(end),
+            gpus,
+            brain_segments: clip(&self.brain_segments),
+            loads: self.loads,
+            unloads: self.unloads,
+            gpu_busy_fraction,
+            tasks_completed: self.completed,
+        }
+    }
+}

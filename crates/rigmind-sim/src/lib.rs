@@ -1,0 +1,30 @@
+//! The rigmind simulator: a plan on a virtual rig, in virtual time, decided by the
+//! very code the live processes run. One policy, never two.
+//!
+//! - Releases: [`rigmind_brain::policy::decide`] over a real
+//!   [`BrainState`](rigmind_brain::state::BrainState) holding the batch a submission
+//!   would build ([`rigmind_brain::submit::task_files`], [`rigmind_brain::submit::job_of`]).
+//! - Claims: [`rigmind_worker::card::tier`] through
+//!   [`QueueIndex::best`](rigmind_queue::claim::QueueIndex::best), with concurrency
+//!   groups counted as the live claim lock counts them.
+//! - Cards: [`rigmind_brain::resources::decide`] over a `RigView` built as the live
+//!   brain builds it; each action becomes a `load_llm` / `unload_llm` resource task
+//!   ([`TaskFile::resource`](rigmind_queue::task::TaskFile::resource)) that its worker
+//!   claims at tier 0 and that takes rig.toml's `load_seconds` / `unload_seconds`.
+//!
+//! The model: one worker per `[[gpu]]` (LLM-capable iff it has `ollama`), one task at
+//! a time each; every task takes its `estimate` (60 s without one); no failures, no
+//! safety gates, no dispatch latency. `executor: brain` tasks run beside the GPUs as
+//! soon as they are released. See [`engine`] for the loop and [`bound`] for the
+//! lower bound.
+
+pub mod bound;
+pub mod compare;
+pub mod engine;
+pub mod svg;
+
+pub use bound::{bound_terms, lower_bound, BoundTerms};
+pub use compare::{compare, estimate_warning, Comparison, PolicyChoice, PolicyRun};
+pub use engine::{simulate, GpuTimeline, Segment, SegmentKind, SimError, SimResult};
+pub use rigmind_brain::resources::RmPolicy;
+pub use svg::svg;
