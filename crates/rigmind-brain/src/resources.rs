@@ -305,7 +305,7 @@ fn decide_adaptive(view: &RigView) -> Vec<RmAction> {
     let reason = |to_llm: bool| {
         let plan = match best {
             Strategy::Fixed(k) => format!("{k} llm cards"),
-            Strategy::Split(k) => format!("{k} llm cards, then turning as work runs dry"),
+            Strategy::Split(k) => format!("{k} llm cards, turning as work runs dry"),
             Strategy::Phases => "phases".to_string(),
             Strategy::Stages => "stages".to_string(),
             Strategy::OnDemand => "on demand".to_string(),
@@ -316,13 +316,14 @@ fn decide_adaptive(view: &RigView) -> Vec<RmAction> {
             "never".to_string()
         };
         format!(
-            "{} llm tasks ready, {} script tasks ready, {have} llm cards; look-ahead: {plan} {} ends in {:.0}s, staying as is {staying}",
+            "{} llm tasks ready, {} script tasks ready, {have} llm cards; look-ahead ({plan}): {} this card now ends the work in {:.0}s, standing still in {staying}",
             d.ready_llm_n,
             d.ready_script_n,
-            if to_llm { "loads it now and" } else { "frees it now and" },
+            if to_llm { "loading" } else { "freeing" },
             proj.makespan,
         )
     };
+
     proj.now
         .iter()
         .filter_map(|&(i, to_llm)| {
@@ -957,7 +958,7 @@ mod tests {
         let RmAction::Unload { reason, .. } = &a[0] else {
             panic!()
         };
-        assert!(reason.contains("staying as is never"), "{reason}");
+        assert!(reason.contains("standing still in never"), "{reason}");
     }
 
     #[test]
