@@ -258,6 +258,9 @@ fn full_groups(
     limits: &BTreeMap<String, u32>,
 ) -> Result<std::collections::BTreeSet<String>, QueueError> {
     let mut full = std::collections::BTreeSet::new();
+    if limits.is_empty() {
+        return Ok(full);
+    }
     let wanted = index
         .entries()
         .any(|e| e.group.as_ref().is_some_and(|g| limits.contains_key(g)));
