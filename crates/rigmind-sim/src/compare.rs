@@ -357,26 +357,6 @@ impl Comparison {
                     loads: ok.map_or(0, |r| r.loads),
                     unloads: ok.map_or(0, |r| r.unloads),
                     gpu_busy_fraction: ok.map(|r| round_to(r.gpu_busy_fraction, 4)),
-                    ratio_to_lower_bound: ok.and_then(|r| {
-                        (self.lower_bound_s > 0.0)
-                            .then(|| round_to(r.makespan_s / self.lower_bound_s, 4))
-                    }),
-                    infeasible: ok.is_none(),
-                    reason: run.outcome.as_ref().err().map(|e| e.reason()),
-                    static_llm_cards: run.static_llm_cards,
-                    gpus: ok
-                        .map(|r| {
-                            r.gpus
-                                .iter()
-                                .map(|g| JsonGpu {
-                                    worker: g.worker.clone(),
-                                    busy_s: round_to(g.busy_s, 6),
-                                    loading_s: round_to(g.loading_s, 6),
-                                    idle_s: round_to(g.idle_s, 6),
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
                 }
             })
             .collect();
@@ -406,21 +386,6 @@ struct JsonPolicy {
     loads: usize,
     unloads: usize,
     gpu_busy_fraction: Option<f64>,
-    ratio_to_lower_bound: Option<f64>,
-    infeasible: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    static_llm_cards: Option<u32>,
-    gpus: Vec<JsonGpu>,
-}
-
-#[derive(Serialize)]
-struct JsonGpu {
-    worker: String,
-    busy_s: f64,
-    loading_s: f64,
-    idle_s: f64,
 }
 
 /// One line, `", "` between items and `": "` after keys (as Python's `json.dumps`).

@@ -34,6 +34,12 @@ pub fn simulate(a: SimulateArgs) -> Result<i32> {
         eprintln!("{w}");
     }
     if a.json {
+        // The JSON holds the numbers only; why a policy cannot finish goes here.
+        for run in &c.runs {
+            if let Err(e) = &run.outcome {
+                eprintln!("{}: {}", run.policy, e.reason());
+            }
+        }
         println!("{}", c.to_json());
     } else {
         print!("{}", c.human());
