@@ -408,9 +408,7 @@ fn json_has_the_documented_shape() {
     let json = compare(&p, &r, PolicyChoice::Phases).to_json();
     assert_eq!(
         json,
-        concat!(
-            r#"{"plan": "four", "lower_bound_s": 20.0, "policies": [{"policy": "phases", "makespan_s": 20.0, "loads": 0, "unloads": 0, "gpu_busy_fraction": 1.0}]}"#
-        )
+        r#"{"plan": "four", "lower_bound_s": 20.0, "policies": [{"policy": "phases", "makespan_s": 20.0, "loads": 0, "unloads": 0, "gpu_busy_fraction": 1.0}]}"#
     );
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["policies"][0]["policy"], "phases");
