@@ -304,6 +304,36 @@ fn a_server_error_is_a_worker_failure_and_the_task_is_retried() {
 }
 
 #[test]
+fn a_worker_killed_during_a_load_does_not_leave_its_card_blocked() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mut rig, fake_dir) = fake_rig(1);
+    let servers = start_servers_with(&rt, &fake_dir, 1, |o| {
+        o.load_latency = Duration::from_secs(3);
+    });
+    rig.write("root/rig.toml", &rig_toml(&servers, ""));
+    let plan = rig.write(
+        "ask.md",
+        "# Plan: ask\n\n## Task: ask\n- task_class: llm\n- for_each: [a, b]\n- prompt: hello {item}\n",
+    );
+    rig.start_brain();
+    rig.start_worker("gpu0", &["--gpu", "0"]);
+    let batch = rig.submit(&plan);
+    eventually(20, "the load is running", || {
+        rig.names_in("processing")
+            .iter()
+            .any(|n| n.contains("-rm-load_llm"))
+    });
+    rig.kill9("gpu0");
+    rig.start_worker("gpu0", &["--gpu", "0"]);
+    assert_eq!(rig.wait(&batch), 0, "{}", rig.decisions().join("\n"));
+    assert_eq!(rig.decisions_with(&["decision=lost", "load_llm"]).len(), 1);
+    assert!(rig
+        .names_in("failed")
+        .iter()
+        .any(|n| n.contains("-rm-load_llm")));
+}
+
+#[test]
 fn a_gpu_worker_without_nvml_or_fake_gpus_stops_at_once_with_a_clear_message() {
     if Path::new("/dev/nvidiactl").exists() {
         return; // a real GPU here: nothing to show

@@ -109,6 +109,9 @@ pub fn decide(state: &BrainState, now: DateTime<Utc>) -> Vec<Action> {
         decide_failures(id, batch, now, &mut actions);
         decide_revivals(id, batch, &mut actions);
         for &i in &batch.ready {
+            if unrunnable(state, &batch.jobs[i]).is_some() {
+                continue; // failed just above instead
+            }
             let n = batch.jobs[i].deps.len();
             let reason = match n {
                 0 => "no dependencies".to_string(),
@@ -133,23 +136,27 @@ pub fn decide(state: &BrainState, now: DateTime<Utc>) -> Vec<Action> {
     actions
 }
 
+/// Why an llm job cannot run on this rig (its model is unknown), if it cannot.
+fn unrunnable<'a>(state: &'a BrainState, job: &crate::state::Job) -> Option<&'a String> {
+    if job.work.class != Some(rigmind_types::TaskClass::Llm) {
+        return None;
+    }
+    job.work
+        .model
+        .as_ref()
+        .and_then(|m| state.unknown_models.get(m))
+}
+
 /// llm tasks not started whose model the LLM servers do not know.
 fn decide_unrunnable(id: &str, batch: &Batch, state: &BrainState, out: &mut Vec<Action>) {
     if state.unknown_models.is_empty() {
         return;
     }
     for (i, job) in batch.jobs.iter().enumerate() {
-        if !matches!(job.status, JobStatus::Pending | JobStatus::Queued)
-            || job.work.class != Some(rigmind_types::TaskClass::Llm)
-        {
+        if !matches!(job.status, JobStatus::Pending | JobStatus::Queued) {
             continue;
         }
-        let Some(why) = job
-            .work
-            .model
-            .as_ref()
-            .and_then(|m| state.unknown_models.get(m))
-        else {
+        let Some(why) = unrunnable(state, job) else {
             continue;
         };
         out.push(Action::Unrunnable {

@@ -125,6 +125,7 @@ pub fn project(view: &RigView, strategy: Strategy) -> Projection {
     let mut waiting = [0usize; 3];
     for (i, w) in view.work.iter().enumerate() {
         if w.running {
+            unmet[i] = 0;
             events.push(Reverse((T(w.left.max(0.0)), i)));
             running[slot(w.class)] += 1;
             if let Some((g, _)) = limit_of[i] {
@@ -217,10 +218,11 @@ pub fn project(view: &RigView, strategy: Strategy) -> Projection {
                 in_group[g] -= 1;
             }
             for &d in &dependents[i] {
-                unmet[d] -= 1;
-                if unmet[d] == 0 {
+                unmet[d] = unmet[d].saturating_sub(1);
+                if unmet[d] == 0 && !view.work[d].running {
                     ready[slot(view.work[d].class)].insert(d);
-                    waiting[slot(view.work[d].class)] -= 1;
+                    let w = &mut waiting[slot(view.work[d].class)];
+                    *w = w.saturating_sub(1);
                 }
             }
         }
@@ -436,5 +438,19 @@ mod tests {
         assert_eq!(project(&v, Strategy::Phases).makespan, 350.0);
         // Stages: card 1 loads 100-200, runs both llm 200-300.
         assert_eq!(project(&v, Strategy::Stages).makespan, 300.0);
+    }
+
+    #[test]
+    fn a_running_task_with_an_unfinished_dependency_runs_once() {
+        // Put in the queue by hand before its dependency ended, and claimed.
+        let mut work = vec![w(TaskClass::Script, 100.0, vec![])];
+        let mut running = w(TaskClass::Script, 50.0, vec![0]);
+        running.running = true;
+        work.push(running);
+        let mut v = view(1, work);
+        v.cards[0].busy_for = 50.0;
+        v.cards[0].running = Some(TaskClass::Script);
+        // The running one ends at 50, its dependency runs 50-150: once each.
+        assert_eq!(project(&v, Strategy::Fixed(0)).makespan, 150.0);
     }
 }

@@ -203,9 +203,10 @@ struct Demand {
     soon_llm: f64,
     soon_script: f64,
     soon_llm_n: usize,
-    /// All llm work left, and llm work by model.
+    /// All llm work left, and llm work by model (all of it, and what is ready).
     left_llm_n: usize,
     by_model: BTreeMap<String, f64>,
+    ready_by_model: BTreeMap<String, f64>,
 }
 
 fn demand(view: &RigView, horizon: f64) -> Demand {
@@ -216,6 +217,9 @@ fn demand(view: &RigView, horizon: f64) -> Demand {
         if llm {
             d.left_llm_n += 1;
             let m = w.model.clone().unwrap_or_else(|| view.config.model.clone());
+            if ready {
+                *d.ready_by_model.entry(m.clone()).or_default() += w.secs;
+            }
             *d.by_model.entry(m).or_default() += w.secs;
         }
         match (llm, ready, w.running) {
@@ -355,29 +359,50 @@ pub fn decide(view: &RigView) -> Vec<RmAction> {
     }
 }
 
-/// Whatever the policy: a free card holding a model that no llm work left needs,
-/// while llm work for another model waits, is unloaded (the next round loads the
-/// model wanted). Without this a plan using two models would wait for ever.
+/// Whatever the policy: when ready llm work needs a model that no card holds or is
+/// loading, a free card whose model has no ready work is unloaded (the next round
+/// loads the model wanted); so is a free card whose model no work left needs while
+/// another model's work waits. Without this a plan using two models could wait for
+/// ever.
 fn model_swaps(view: &RigView) -> Vec<RmAction> {
     let d = demand(view, 0.0);
     if d.left_llm_n == 0 {
         return Vec::new();
     }
     let wanted = wanted_model(view, &d);
-    view.cards
+    let held = |m: &str| {
+        view.cards
+            .iter()
+            .any(|c| c.mode.is_llm() && c.model.as_deref() == Some(m))
+    };
+    let starved = d.ready_by_model.keys().any(|m| !held(m));
+    let mut out = Vec::new();
+    for c in view
+        .cards
         .iter()
         .filter(|c| c.mode == CardMode::Llm && c.free() && !c.cooling_down)
-        .filter_map(|c| {
-            let m = c.model.clone().unwrap_or_default();
-            let needed = d.by_model.get(&m).copied().unwrap_or(0.0) > 0.0;
-            (!needed && m != wanted).then(|| {
-                unload(
-                    c,
-                    format!("no llm work left for model {m}; {wanted} is wanted"),
-                )
-            })
-        })
-        .collect()
+    {
+        let m = c.model.clone().unwrap_or_default();
+        if m == wanted {
+            continue;
+        }
+        let needed = d.by_model.get(&m).copied().unwrap_or(0.0) > 0.0;
+        let ready = d.ready_by_model.get(&m).copied().unwrap_or(0.0) > 0.0;
+        if !needed {
+            out.push(unload(
+                c,
+                format!("no llm work left for model {m}; {wanted} is wanted"),
+            ));
+        } else if starved && !ready && out.is_empty() {
+            out.push(unload(
+                c,
+                format!(
+                    "llm work for {wanted} is ready and no card holds it; nothing ready needs {m}"
+                ),
+            ));
+        }
+    }
+    out
 }
 
 /// The most cards that may hold the model at once.
@@ -388,14 +413,19 @@ fn llm_cap(view: &RigView) -> usize {
         .map_or(capable, |m| capable.min(m as usize))
 }
 
-/// The model to load next: the one with the most llm work left (the rig's model
-/// when none is waiting, or on a tie).
+/// The model to load next: the one with the most ready llm work (else with the
+/// most llm work left; the rig's model on a tie or when none waits).
 fn wanted_model(view: &RigView, d: &Demand) -> String {
+    let pick = if d.ready_by_model.is_empty() {
+        &d.by_model
+    } else {
+        &d.ready_by_model
+    };
     let mut best = (
         view.config.model.clone(),
-        d.by_model.get(&view.config.model).copied().unwrap_or(0.0),
+        pick.get(&view.config.model).copied().unwrap_or(0.0),
     );
-    for (m, w) in &d.by_model {
+    for (m, w) in pick {
         if *w > best.1 {
             best = (m.clone(), *w);
         }
@@ -762,7 +792,13 @@ pub fn work_of(state: &BrainState, default_model: &str, now: DateTime<Utc>) -> V
                 ready_in: at[i].unwrap_or(0.0),
                 running: j.status == JobStatus::Processing,
                 left: left(i),
-                deps: j.deps.iter().filter_map(|d| slot[*d]).collect(),
+                // A job already queued or running waits for nothing (one put there
+                // by hand may still have unfinished dependencies).
+                deps: if matches!(j.status, JobStatus::Queued | JobStatus::Processing) {
+                    Vec::new()
+                } else {
+                    j.deps.iter().filter_map(|d| slot[*d]).collect()
+                },
                 group: j.work.group.clone(),
             });
         }

@@ -23,6 +23,8 @@ use crate::state::BrainState;
 
 /// How often the resource manager looks at the rig at most.
 const EVERY: Duration = Duration::from_millis(250);
+/// A model a server did not know is taken for unknown this long.
+const UNKNOWN_FOR: Duration = Duration::from_secs(300);
 /// After a resource task fails, its card is left alone this long.
 const COOL_DOWN: Duration = Duration::from_secs(60);
 
@@ -40,6 +42,9 @@ pub struct ResourceManager {
     config_stamp: Option<SystemTime>,
     in_flight: BTreeMap<String, InFlight>,
     cool_down: HashMap<String, Instant>,
+    /// When each model was found unknown to a server (forgotten after
+    /// [`UNKNOWN_FOR`], so that a model pulled since is tried again).
+    unknown_since: HashMap<String, Instant>,
     last_round: Option<Instant>,
     started: Instant,
     /// The `seq` of the last resource task written: two decided in the same
@@ -55,6 +60,7 @@ impl ResourceManager {
             config_stamp: stamp(&layout.rig_toml()),
             in_flight: BTreeMap::new(),
             cool_down: HashMap::new(),
+            unknown_since: HashMap::new(),
             last_round: None,
             started: Instant::now(),
             last_seq: 0,
@@ -134,10 +140,17 @@ impl ResourceManager {
     fn follow_in_flight(&mut self, layout: &Layout, logs: &Logs, state: &mut BrainState) {
         let names: Vec<String> = self.in_flight.keys().cloned().collect();
         for name in names {
-            let live = [TaskDir::Queue, TaskDir::Processing]
-                .iter()
-                .any(|d| layout.dir(*d).join(&name).exists());
-            if live {
+            if layout.dir(TaskDir::Queue).join(&name).exists() {
+                continue;
+            }
+            let running = layout.dir(TaskDir::Processing).join(&name);
+            if running.exists() {
+                // Its worker died holding it: nothing else requeues resource tasks,
+                // and the card would look busy for ever.
+                let worker = self.in_flight.get(&name).map(|f| f.worker.clone());
+                if worker.is_some_and(|w| holder_gone(layout, &w, &running)) {
+                    self.fail_lost(layout, logs, &running, &name);
+                }
                 continue;
             }
             let Some(f) = self.in_flight.remove(&name) else {
@@ -146,7 +159,13 @@ impl ResourceManager {
             let failed = layout.dir(TaskDir::Failed).join(&name);
             if let Ok(t) = TaskFile::read(&failed) {
                 self.cool_down.insert(f.worker.clone(), Instant::now());
-                if f.load && t.failure_kind == Some(rigmind_queue::FailureKind::DefinitionError) {
+                // Only "not found": a refused request is not the model's fault.
+                let unknown = t.error.as_deref().is_some_and(|e| e.contains("not found"));
+                if f.load
+                    && unknown
+                    && t.failure_kind == Some(rigmind_queue::FailureKind::DefinitionError)
+                {
+                    self.unknown_since.insert(f.model.clone(), Instant::now());
                     let why = t.error.clone().unwrap_or_else(|| "unknown model".into());
                     state.unknown_models.insert(
                         f.model.clone(),
@@ -167,6 +186,44 @@ impl ResourceManager {
             }
         }
         self.cool_down.retain(|_, t| t.elapsed() < COOL_DOWN);
+        let expired: Vec<String> = self
+            .unknown_since
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= UNKNOWN_FOR)
+            .map(|(m, _)| m.clone())
+            .collect();
+        for m in expired {
+            self.unknown_since.remove(&m);
+            state.unknown_models.remove(&m);
+        }
+    }
+
+    /// Files a resource task whose worker died as failed (`lost_worker`) and forgets
+    /// it; the card is decided afresh once its worker is back.
+    fn fail_lost(&mut self, layout: &Layout, logs: &Logs, path: &std::path::Path, name: &str) {
+        let Ok(mut t) = TaskFile::read(path) else {
+            return;
+        };
+        t.status = rigmind_queue::TaskStatus::Failed;
+        t.failure_kind = Some(rigmind_queue::FailureKind::LostWorker);
+        t.error = Some("its worker died while running it".into());
+        t.finished_at = Some(rigmind_queue::time::now_rfc3339());
+        if let Err(e) = rigmind_exec::file_into(layout, path, &t, TaskDir::Failed, Sync::Data) {
+            tracing::warn!("{e}");
+            return;
+        }
+        self.in_flight.remove(name);
+        let _ = logs.decision(
+            &Decision::new("lost")
+                .kv("task", &t.name)
+                .kv("worker", t.target_worker.as_deref().unwrap_or(""))
+                .kv("model", t.model.as_deref().unwrap_or(""))
+                .kv("failure_kind", "lost_worker")
+                .kv(
+                    "reason",
+                    "its worker died while running it; the card is decided afresh",
+                ),
+        );
     }
 
     fn view(&self, state: &BrainState, workers: &[WorkerState], now: DateTime<Utc>) -> RigView {
@@ -200,7 +257,8 @@ impl ResourceManager {
                         .map_or(0.0, |id| running_left(state, id, now)),
                     llm_idle_secs: secs_since(w.llm_idle_since.as_ref()),
                     in_mode_secs: secs_since(w.gpu_state_since.as_ref()),
-                    llm_capable: w.llm_url.is_some(),
+                    // A worker told not to take llm work never gets a load.
+                    llm_capable: w.llm_url.is_some() && w.classes.iter().any(|c| c == "llm"),
                     cooling_down: self.cool_down.contains_key(&w.worker_id),
                 }
             })
@@ -273,6 +331,29 @@ fn running_left(state: &BrainState, task_id: &str, now: DateTime<Utc>) -> f64 {
         }
     }
     0.0
+}
+
+/// Whether the worker that claimed the resource task at `path` is gone: its life
+/// lock is free, or it has been restarted since (the task's session is not the one
+/// in its state file), or it never started the task within the claim grace.
+fn holder_gone(layout: &Layout, worker: &str, path: &std::path::Path) -> bool {
+    if rigmind_queue::workers::lock_is_held(&layout.worker_lock(worker)) == Some(false) {
+        return true;
+    }
+    let Ok(t) = TaskFile::read(path) else {
+        return false;
+    };
+    let live = rigmind_queue::workers::probe(layout, worker).session;
+    match (&t.worker_session, live) {
+        (Some(ran), Some(now)) => *ran != now,
+        // Claimed (the rename set its change time) but never started.
+        (None, _) => {
+            let claimed = crate::observe::holder_of(&t, path).since;
+            (Utc::now() - claimed).num_milliseconds() as f64 / 1000.0
+                > crate::policy::CLAIM_GRACE_SECS
+        }
+        _ => false,
+    }
 }
 
 fn stamp(path: &std::path::Path) -> Option<SystemTime> {

@@ -195,7 +195,7 @@ pub fn task_files(
             t.env = j.env.iter().cloned().collect::<BTreeMap<_, _>>();
             t.model = match (j.task_class, &j.model) {
                 (TaskClass::Llm, None) => Some(config.llm.model.clone()),
-                (_, m) => m.clone(),
+                (_, m) => m.as_deref().map(rigmind_types::canonical_model),
             };
             t.prompt = j.prompt.clone();
             t.prompt_file = j.prompt_file.clone();

@@ -237,7 +237,7 @@ impl RigConfig {
         }
         let l = raw.llm;
         cfg.llm.backend = l.backend.unwrap_or(cfg.llm.backend);
-        cfg.llm.model = l.model.unwrap_or(cfg.llm.model);
+        cfg.llm.model = rigmind_types::canonical_model(&l.model.unwrap_or(cfg.llm.model));
         cfg.llm.load_seconds = l.load_seconds.unwrap_or(cfg.llm.load_seconds);
         cfg.llm.unload_seconds = l.unload_seconds.unwrap_or(cfg.llm.unload_seconds);
         cfg.llm.keep_alive = l.keep_alive.unwrap_or(cfg.llm.keep_alive);

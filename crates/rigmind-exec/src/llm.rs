@@ -60,9 +60,30 @@ fn tail(s: &str) -> String {
 fn llm_failure(e: &LlmError) -> FailureKind {
     if e.is_definition_error() {
         FailureKind::DefinitionError
+    } else if matches!(e, LlmError::Timeout { .. }) {
+        FailureKind::Timeout
     } else {
         FailureKind::WorkerFailure
     }
+}
+
+/// An error as a sensitive task may record it: its kind and server, never text
+/// that could quote the prompt or the answer.
+fn redacted(e: &LlmError) -> String {
+    let kind = match e {
+        LlmError::UnknownModel { .. } => "unknown model",
+        LlmError::Unreachable { .. } => "server unreachable",
+        LlmError::Timeout { .. } => "timed out",
+        LlmError::Server { .. } => "server error",
+        LlmError::BadRequest { .. } => "request refused as bad",
+        LlmError::Protocol { .. } => "broken response",
+        LlmError::StillLoaded { .. } => "model still loaded",
+        LlmError::BadUrl { .. } => "bad server URL",
+    };
+    format!(
+        "{kind} at {} (details withheld: the task is sensitive)",
+        e.url()
+    )
 }
 
 /// Appends to the task's log; a log that cannot be written is not worth failing for.
@@ -194,8 +215,13 @@ pub async fn run_llm(
     {
         Err(b) => return bound_outcome(b, task, started),
         Ok(Err(e)) => {
-            log(log_path, &format!("--- rigmind: {e} ---"));
-            return failed(llm_failure(&e), e.to_string(), started);
+            let text = if task.sensitive {
+                redacted(&e)
+            } else {
+                e.to_string()
+            };
+            log(log_path, &format!("--- rigmind: {text} ---"));
+            return failed(llm_failure(&e), text, started);
         }
         Ok(Ok(g)) => g,
     };
@@ -286,22 +312,16 @@ pub async fn run_resource(
         UNLOAD_LLM => {
             let held = held_vram(llm, &model).await;
             let used_before = llm.vram_used_mb.as_ref().and_then(|f| f());
-            let r = bounded(
-                llm.client.unload(&model, limit),
-                task.timeout_seconds,
-                abort,
-            )
-            .await;
-            match r {
-                Ok(Ok(took)) => {
-                    let back = wait_memory_back(llm, used_before, held, limit).await;
-                    Ok(Ok(format!(
-                        "unloaded {model} at {url} in {:.3}s{back}",
-                        took.as_secs_f64()
-                    )))
-                }
-                other => other.map(|r| r.map(|_| String::new())),
-            }
+            // The memory wait is part of the unload: under the same timeout and abort.
+            let unload = async {
+                let took = llm.client.unload(&model, limit).await?;
+                let back = wait_memory_back(llm, used_before, held, limit).await;
+                Ok::<_, LlmError>(format!(
+                    "unloaded {model} at {url} in {:.3}s{back}",
+                    took.as_secs_f64()
+                ))
+            };
+            bounded(unload, task.timeout_seconds, abort).await
         }
         other => {
             return failed(
@@ -338,7 +358,7 @@ pub async fn run_resource(
 async fn held_vram(llm: &LlmRunner, model: &str) -> Option<u64> {
     let ps = llm.client.ps().await.ok()?;
     ps.iter()
-        .find(|m| m.name == model || m.model == model)
+        .find(|m| m.is(model))
         .map(|m| m.size_vram / (1024 * 1024))
 }
 

@@ -126,15 +126,8 @@ impl RunningModel {
     }
 }
 
-/// `name` with `:latest` added when its last path part has no tag.
 fn with_tag(name: &str) -> String {
-    let name = name.trim();
-    let last = name.rsplit('/').next().unwrap_or(name);
-    if last.contains(':') {
-        name.to_string()
-    } else {
-        format!("{name}:latest")
-    }
+    rigmind_types::canonical_model(name)
 }
 
 #[cfg(test)]

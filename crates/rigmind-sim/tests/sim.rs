@@ -521,3 +521,26 @@ fn a_fan_out_pipeline_finishes_under_every_policy() {
     // 255-260; report 255-270 on the card that never loaded (worker_3).
     assert_eq!(makespan(&p, &r, RmPolicy::Phases), 270.0);
 }
+
+/// One llm task for another model, then six for the rig's model that wait on it:
+/// every policy must swap models (not wait for ever with the rig's model loaded).
+#[test]
+fn two_models_in_a_chain_are_served_one_after_the_other_by_every_policy() {
+    let p = plan(
+        "# Plan: two-models\n\n## Task: first\n- task_class: llm\n- model: other:1b\n- estimate: 30s\n- prompt: `a`\n\n\
+         ## Task: rest\n- task_class: llm\n- depends_on: first\n- for_each: [a, b, c, d, e, f]\n- estimate: 20s\n- prompt: `b`\n",
+    );
+    let r = rig_n(2, 2, "");
+    let c = compare(&p, &r, PolicyChoice::All);
+    for run in &c.runs {
+        if run.policy == "static" {
+            continue; // a fixed set of loaded cards cannot swap by definition
+        }
+        let res = run
+            .outcome
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{}: {}", run.policy, e.reason()));
+        assert_eq!(res.tasks_completed, 7, "{}", run.policy);
+        assert!(res.loads >= 2, "{}: a load per model", run.policy);
+    }
+}

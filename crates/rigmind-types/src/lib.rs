@@ -10,6 +10,19 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// A model's name as Ollama lists it: `:latest` added when the last part of the
+/// name has no tag (`qwen2.5` is `qwen2.5:latest`). Names are compared in this form
+/// everywhere, so a rig.toml or plan that leaves the tag out matches `/api/ps`.
+pub fn canonical_model(name: &str) -> String {
+    let name = name.trim();
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if last.contains(':') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
 /// The state of a worker's GPU (queue-layout.md; the seed system's names).
 ///
 /// A card is in its LLM state from the moment a load starts until its model is gone

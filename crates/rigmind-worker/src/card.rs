@@ -59,15 +59,20 @@ pub fn tier(ctx: &ClaimContext<'_>, e: &QueueEntry) -> Option<u8> {
     if heavy && !ctx.gates_clear {
         return None;
     }
+    // An llm task runs in the model's memory, already taken on a loaded card: its
+    // `vram_mb` (often inherited from a plan's defaults) gates nothing.
     if let (Some(need), Some(free)) = (e.vram_mb, ctx.vram_free_mb) {
-        if need > free {
+        if need > free && class != TaskClass::Llm {
             return None;
         }
     }
     match class {
         TaskClass::Llm => {
-            let loaded = ctx.model?;
-            if e.model.as_deref().is_some_and(|m| m != loaded) {
+            let loaded = rigmind_types::canonical_model(ctx.model?);
+            if e.model
+                .as_deref()
+                .is_some_and(|m| rigmind_types::canonical_model(m) != loaded)
+            {
                 return None;
             }
             Some(1)
@@ -299,5 +304,20 @@ mod tests {
         };
         assert_eq!(tier(&c, &entry(TaskClass::Cpu)), Some(1));
         assert_eq!(tier(&c, &entry(TaskClass::Script)), None);
+    }
+
+    #[test]
+    fn an_llm_task_runs_in_the_models_memory_and_names_match_without_their_tag() {
+        let mut l = entry(TaskClass::Llm);
+        l.vram_mb = Some(3000);
+        let mut loaded = ctx(Some("m"));
+        loaded.vram_free_mb = Some(1600);
+        assert_eq!(
+            tier(&loaded, &l),
+            Some(1),
+            "the model already holds the memory"
+        );
+        l.model = Some("m:latest".into());
+        assert_eq!(tier(&loaded, &l), Some(1), "'m' is 'm:latest'");
     }
 }

@@ -214,7 +214,7 @@ impl Me {
         let url = llm.runner.client.base_url().to_string();
         let ps = tokio::time::timeout(Duration::from_secs(2), llm.runner.client.ps()).await;
         let Ok(Ok(models)) = ps else { return };
-        let listed = |m: &str| models.iter().any(|r| r.name == m || r.model == m);
+        let listed = |m: &str| models.iter().any(|r| r.is(m));
         match card.model.clone() {
             Some(m) if !listed(&m) => {
                 tracing::warn!(worker = %self.opts.id, model = %m, url = %url, "the model is no longer loaded (keep_alive ran out or the server restarted)");
@@ -223,7 +223,7 @@ impl Me {
             None => {
                 if let Some(r) = models.first() {
                     tracing::info!(worker = %self.opts.id, model = %r.name, url = %url, "the LLM server holds a model: the card is in its LLM state");
-                    card.model = Some(r.name.clone());
+                    card.model = Some(rigmind_types::canonical_model(&r.name));
                     card.llm_idle_since = Some(rigmind_queue::time::now_rfc3339());
                 }
             }
@@ -326,11 +326,15 @@ pub async fn run_worker(
     let llm = match &llm_url {
         None => None,
         Some(url) => {
-            let client = OllamaClient::new(url).map_err(|source| WorkerError::Llm {
-                id: opts.id.clone(),
-                url: url.clone(),
-                source,
-            })?;
+            // The task's own timeout bounds each request (rigmind-exec), so the
+            // client's whole-request limit must not cut a long generation short.
+            let client = OllamaClient::new(url)
+                .map_err(|source| WorkerError::Llm {
+                    id: opts.id.clone(),
+                    url: url.clone(),
+                    source,
+                })?
+                .with_timeouts(Duration::from_secs(5), Duration::from_secs(365 * 86400));
             Some(Llm {
                 runner: LlmRunner {
                     client,
