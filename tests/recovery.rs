@@ -21,10 +21,7 @@ fn a_killed_worker_s_task_is_requeued_and_its_commands_die() {
     let plan = rig.fixture("lost.md");
     let batch = rig.submit(&plan);
     wait_running(&rig, "-hangs_once.json");
-    eventually(10, "the background process to start", || {
-        rig.dir.path().join("bg.pid").exists()
-    });
-    let bg = std::fs::read_to_string(rig.dir.path().join("bg.pid")).unwrap();
+    let bg = rig.await_file("bg.pid");
     assert!(running(&bg));
     rig.kill9("w1");
     // The OOM killer's way: the worker is gone, its command is not (yet).
@@ -255,10 +252,7 @@ fn cancel_kills_what_runs_and_records_everything_as_cancelled() {
     let plan = rig.fixture("cancel.md");
     let batch = rig.submit(&plan);
     wait_running(&rig, "-long.json");
-    eventually(10, "the background process", || {
-        rig.dir.path().join("bg.pid").exists()
-    });
-    let bg = std::fs::read_to_string(rig.dir.path().join("bg.pid")).unwrap();
+    let bg = rig.await_file("bg.pid");
     let out = rig.rigmind(&["cancel", &batch]);
     assert_eq!(
         out.status.code(),

@@ -76,6 +76,13 @@ impl Rig {
         self.spawn(id, WORKER, &args);
     }
 
+    /// Waits (up to 10 s) for a file a task writes under the temp dir, and reads it.
+    pub fn await_file(&self, rel: &str) -> String {
+        let path = self.dir.path().join(rel);
+        eventually(10, rel, || path.exists());
+        std::fs::read_to_string(&path).unwrap()
+    }
+
     /// Runs `rigmind ARGS --root ROOT` to its end.
     pub fn rigmind(&self, args: &[&str]) -> Output {
         Command::new(RIGMIND)

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, BinaryHeap};
 
 use rigmind_types::TaskClass;
 
-use crate::resources::{CardMode, RigView};
+use crate::resources::{CardMode, RigView, RmConfig};
 
 /// How the cards are moved between their states in a projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,14 @@ impl Mode {
         )
     }
 
+    /// Its place in the per-class arrays (script 0, llm 1; cpu is 2).
+    fn slot(self) -> usize {
+        match self {
+            Mode::Script => 0,
+            Mode::Llm => 1,
+        }
+    }
+
     fn other(self) -> Mode {
         match self {
             Mode::Script => Mode::Llm,
@@ -84,6 +92,48 @@ impl Ord for T {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)
     }
+}
+
+/// Sends a card to `to` once it is free after `at`: it is unavailable for the load
+/// or unload time.
+fn switch(card: &mut SimCard, to: Mode, at: f64, cfg: &RmConfig) {
+    card.free_at = card.free_at.max(at)
+        + match to {
+            Mode::Llm => cfg.load_secs,
+            Mode::Script => cfg.unload_secs,
+        };
+    card.mode = to;
+}
+
+/// Turns card `i` to `to` at `t` if the LLM-card bounds (`floor`, `cap`) allow it,
+/// keeping the count of LLM cards and noting a move made now. True if it turned.
+#[allow(clippy::too_many_arguments)]
+fn turn(
+    c: &mut SimCard,
+    i: usize,
+    to: Mode,
+    t: f64,
+    llm: &mut usize,
+    (floor, cap): (usize, usize),
+    cfg: &RmConfig,
+    now_moves: &mut Vec<(usize, bool)>,
+) -> bool {
+    let allowed = match to {
+        Mode::Llm => c.capable && *llm < cap,
+        Mode::Script => *llm > floor,
+    };
+    if !allowed {
+        return false;
+    }
+    if t == 0.0 {
+        now_moves.push((i, to == Mode::Llm));
+    }
+    match to {
+        Mode::Llm => *llm += 1,
+        Mode::Script => *llm -= 1,
+    }
+    switch(c, to, t, cfg);
+    true
 }
 
 /// Projects the rest of the work under `strategy`.
@@ -157,14 +207,7 @@ pub fn project(view: &RigView, strategy: Strategy) -> Projection {
     let cap = view.config.max_llm_gpus.map_or(usize::MAX, |m| m as usize);
     let floor = view.config.min_llm_gpus as usize;
     let mut now_moves = Vec::new();
-    let switch = |card: &mut SimCard, to: Mode, at: f64| {
-        card.free_at = card.free_at.max(at)
-            + match to {
-                Mode::Llm => cfg.load_secs,
-                Mode::Script => cfg.unload_secs,
-            };
-        card.mode = to;
-    };
+    let bounds = (floor, cap);
     if let Strategy::Fixed(k) | Strategy::Split(k) = strategy {
         let have = cards.iter().filter(|c| c.mode == Mode::Llm).count();
         // Free cards first, then those that free up soonest; ties by position.
@@ -183,7 +226,7 @@ pub fn project(view: &RigView, strategy: Strategy) -> Projection {
                 .take(k - have)
                 .collect();
             for i in movers {
-                switch(&mut cards[i], Mode::Llm, 0.0);
+                switch(&mut cards[i], Mode::Llm, 0.0, cfg);
                 now_moves.push((i, true));
             }
         } else if k < have {
@@ -194,7 +237,7 @@ pub fn project(view: &RigView, strategy: Strategy) -> Projection {
                 .take(have - k)
                 .collect();
             for i in movers {
-                switch(&mut cards[i], Mode::Script, 0.0);
+                switch(&mut cards[i], Mode::Script, 0.0, cfg);
                 now_moves.push((i, false));
             }
         }
@@ -239,27 +282,14 @@ pub fn project(view: &RigView, strategy: Strategy) -> Projection {
                 } else {
                     Mode::Script
                 };
-                let s = if phase == Mode::Llm { 1 } else { 0 };
-                let o = 1 - s;
+                let (s, o) = (phase.slot(), phase.other().slot());
                 let drained = ready[s].is_empty() && running[s] == 0;
                 if drained && !ready[o].is_empty() {
                     let to = phase.other();
                     let mut llm = llm_cards;
                     for (i, c) in cards.iter_mut().enumerate() {
-                        let allowed = match to {
-                            Mode::Llm => c.capable && llm < cap,
-                            Mode::Script => llm > floor,
-                        };
-                        if c.mode != to && allowed {
-                            if t == 0.0 {
-                                now_moves.push((i, to == Mode::Llm));
-                            }
-                            if to == Mode::Llm {
-                                llm += 1;
-                            } else {
-                                llm -= 1;
-                            }
-                            switch(c, to, t);
+                        if c.mode != to {
+                            turn(c, i, to, t, &mut llm, bounds, cfg, &mut now_moves);
                         }
                     }
                 }
@@ -271,7 +301,7 @@ pub fn project(view: &RigView, strategy: Strategy) -> Projection {
             if c.free_at > t {
                 continue;
             }
-            let own = if c.mode == Mode::Llm { 1 } else { 0 };
+            let own = c.mode.slot();
             let open = |i: &usize| limit_of[*i].is_none_or(|(g, l)| in_group[g] < l);
             // As a worker claims: its own kind first, cpu work after (card::tier).
             let pick = ready[own]
@@ -295,44 +325,35 @@ pub fn project(view: &RigView, strategy: Strategy) -> Projection {
             strategy,
             Strategy::Stages | Strategy::OnDemand | Strategy::Split(_)
         ) {
-            let llm_cards = cards.iter().filter(|c| c.mode == Mode::Llm).count();
-            let mut llm = llm_cards;
-            let left_of = |s: usize, ready: &[BTreeSet<usize>; 3], running: &[usize; 3]| {
-                !ready[s].is_empty() || running[s] > 0
-            };
+            let mut llm = cards.iter().filter(|c| c.mode == Mode::Llm).count();
+            let open = |i: &usize| limit_of[*i].is_none_or(|(g, l)| in_group[g] < l);
             let mut turned = [0usize; 2];
             for (i, c) in cards.iter_mut().enumerate() {
                 if c.free_at > t {
                     continue;
                 }
-                let s = if c.mode == Mode::Llm { 1 } else { 0 };
-                let o = 1 - s;
-                let open = |i: &usize| limit_of[*i].is_none_or(|(g, l)| in_group[g] < l);
+                let (s, o) = (c.mode.slot(), c.mode.other().slot());
                 if ready[s].iter().any(open) || ready[2].iter().any(open) {
                     continue;
                 }
                 let other_has = if matches!(strategy, Strategy::OnDemand | Strategy::Split(_)) {
-                    let ready_o = ready[o].iter().filter(|i| open(i)).count();
-                    ready_o > turned[o]
+                    ready[o].iter().filter(|i| open(i)).count() > turned[o]
                 } else {
-                    left_of(o, &ready, &running) || waiting[o] > 0
+                    !ready[o].is_empty() || running[o] > 0 || waiting[o] > 0
                 };
-                let to = c.mode.other();
-                let allowed = match to {
-                    Mode::Llm => c.capable && llm < cap,
-                    Mode::Script => llm > floor,
-                };
-                if other_has && allowed {
-                    if t == 0.0 {
-                        now_moves.push((i, to == Mode::Llm));
-                    }
-                    if to == Mode::Llm {
-                        llm += 1;
-                    } else {
-                        llm -= 1;
-                    }
+                if other_has
+                    && turn(
+                        c,
+                        i,
+                        c.mode.other(),
+                        t,
+                        &mut llm,
+                        bounds,
+                        cfg,
+                        &mut now_moves,
+                    )
+                {
                     turned[o] += 1;
-                    switch(c, to, t);
                 }
             }
         }

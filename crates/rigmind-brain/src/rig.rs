@@ -83,20 +83,24 @@ impl ResourceManager {
 
     /// One round, at most every [`EVERY`]: reread rig.toml if it changed, follow the
     /// resource tasks in flight, read the workers, decide, write the decisions.
-    pub fn round(&mut self, layout: &Layout, logs: &Logs, state: &mut BrainState) {
+    /// True when the brain's own state changed (models found unknown, or forgotten),
+    /// so that its release decisions are worth taking again.
+    pub fn round(&mut self, layout: &Layout, logs: &Logs, state: &mut BrainState) -> bool {
         if self.last_round.is_some_and(|t| t.elapsed() < EVERY) {
-            return;
+            return false;
         }
         self.last_round = Some(Instant::now());
+        let unknown_before = state.unknown_models.clone();
         if self.reload_config(layout, logs) {
             // The servers may have the model by now; try again.
             state.unknown_models.clear();
         }
         self.follow_in_flight(layout, logs, state);
+        let changed = state.unknown_models != unknown_before;
         let now = Utc::now();
         let workers = read_workers(layout, now, self.config.defaults.stale_after_secs);
         if workers.iter().all(|w| w.gpu.is_none()) {
-            return;
+            return changed;
         }
         let view = self.view(state, &workers, now);
         for action in resources::decide(&view) {
@@ -104,6 +108,7 @@ impl ResourceManager {
                 tracing::warn!(worker = %action.worker(), "writing a resource task: {e}");
             }
         }
+        changed
     }
 
     /// Rereads rig.toml when it changed; true when a new config took effect.

@@ -145,8 +145,7 @@ pub async fn run_brain(
 
     loop {
         converge(&layout, &logs, &mut state);
-        if !stopping {
-            resources.round(&layout, &logs, &mut state);
+        if !stopping && resources.round(&layout, &logs, &mut state) {
             converge(&layout, &logs, &mut state);
         }
         // Counts are derived from the files, so the records are rewritten at most

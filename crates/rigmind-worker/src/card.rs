@@ -89,7 +89,8 @@ pub fn tier(ctx: &ClaimContext<'_>, e: &QueueEntry) -> Option<u8> {
 
 /// The card of a GPU worker: its telemetry and what it holds.
 pub struct Card {
-    telemetry: Box<dyn Telemetry>,
+    /// Shared with the runner's memory probe (one NVML handle, one fake warning).
+    telemetry: std::sync::Arc<dyn Telemetry>,
     pub index: u32,
     pub info: GpuInfo,
     /// The model its LLM server holds (as far as this worker knows).
@@ -104,7 +105,7 @@ pub struct Card {
 impl Card {
     pub fn new(telemetry: Box<dyn Telemetry>, info: GpuInfo) -> Self {
         Self {
-            telemetry,
+            telemetry: telemetry.into(),
             index: info.index,
             info,
             model: None,
@@ -130,15 +131,8 @@ impl Card {
 
     /// A probe of the card's used memory, for the runner's unload wait.
     pub fn probe(&self) -> impl Fn() -> Option<u64> + Send + Sync + 'static {
-        let index = self.index;
-        // A second handle: NVML handles are cheap and the fake reads files.
-        let telemetry = rigmind_gpu::open().ok();
-        move || {
-            telemetry
-                .as_ref()
-                .and_then(|t| t.read(index).ok())
-                .map(|i| i.memory_used_mb)
-        }
+        let (telemetry, index) = (self.telemetry.clone(), self.index);
+        move || telemetry.read(index).ok().map(|i| i.memory_used_mb)
     }
 
     /// Moves the card to `state`, noting when it crossed between LLM and script.

@@ -115,21 +115,16 @@ pub struct WorkerSummary {
     pub returned: u64,
 }
 
-/// The LLM server and model a worker's card holds, and how the worker reaches it.
-struct Llm {
-    runner: LlmRunner,
-}
-
 /// Everything a worker knows of itself that decides what it may claim.
 struct Me {
     opts: WorkerOptions,
     classes: Vec<TaskClass>,
     config: RigConfig,
     card: Option<Card>,
-    llm: Option<Llm>,
+    llm: Option<LlmRunner>,
+    /// Its published state; `state.gates` are the safety gates violated at the
+    /// last reading.
     state: WorkerState,
-    /// Safety gates violated at the last reading.
-    gates: Vec<String>,
     gates_read: Option<std::time::Instant>,
 }
 
@@ -145,7 +140,7 @@ impl Me {
             model: self.card.as_ref().and_then(|c| c.model.as_deref()),
             llm: self.llm.is_some(),
             vram_free_mb: self.card.as_ref().map(|c| c.info.memory_free_mb),
-            gates_clear: self.gates.is_empty(),
+            gates_clear: self.state.gates.is_empty(),
             now,
         }
     }
@@ -159,13 +154,12 @@ impl Me {
         self.gates_read = Some(std::time::Instant::now());
         let info = self.card.as_mut().map(|c| c.refresh().clone());
         let (host, gates) = card::gates(&self.config.safety, info.as_ref());
-        if gates != self.gates {
+        if gates != self.state.gates {
             if gates.is_empty() {
                 tracing::info!(worker = %self.opts.id, "safety gates clear again: claiming script and llm work");
             } else {
                 tracing::warn!(worker = %self.opts.id, gates = ?gates, "safety gate violated: no script or llm work is claimed until it clears");
             }
-            self.gates = gates.clone();
         }
         self.state.host = host;
         self.state.telemetry = info;
@@ -211,8 +205,8 @@ impl Me {
         let (Some(card), Some(llm)) = (self.card.as_mut(), self.llm.as_ref()) else {
             return;
         };
-        let url = llm.runner.client.base_url().to_string();
-        let ps = tokio::time::timeout(Duration::from_secs(2), llm.runner.client.ps()).await;
+        let url = llm.client.base_url().to_string();
+        let ps = tokio::time::timeout(Duration::from_secs(2), llm.client.ps()).await;
         let Ok(Ok(models)) = ps else { return };
         let listed = |m: &str| models.iter().any(|r| r.is(m));
         match card.model.clone() {
@@ -335,16 +329,14 @@ pub async fn run_worker(
                     source,
                 })?
                 .with_timeouts(Duration::from_secs(5), Duration::from_secs(365 * 86400));
-            Some(Llm {
-                runner: LlmRunner {
-                    client,
-                    keep_alive: config.llm.keep_alive.clone(),
-                    samples: layout.logs_dir().join("training_samples.jsonl"),
-                    vram_used_mb: card.as_ref().map(|c| {
-                        let p = c.probe();
-                        std::sync::Arc::new(p) as rigmind_exec::llm::VramProbe
-                    }),
-                },
+            Some(LlmRunner {
+                client,
+                keep_alive: config.llm.keep_alive.clone(),
+                samples: layout.logs_dir().join("training_samples.jsonl"),
+                vram_used_mb: card.as_ref().map(|c| {
+                    let p = c.probe();
+                    std::sync::Arc::new(p) as rigmind_exec::llm::VramProbe
+                }),
             })
         }
     };
@@ -356,7 +348,7 @@ pub async fn run_worker(
         // By UUID: CUDA's own numbering may differ from NVML's.
         cuda_visible_devices: card.as_ref().map(|c| c.info.uuid.clone()),
         default_workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
-        llm: llm.as_ref().map(|l| l.runner.clone()),
+        llm: llm.clone(),
     };
     let now = rigmind_queue::time::now_rfc3339();
     let state = WorkerState {
@@ -392,7 +384,6 @@ pub async fn run_worker(
         card,
         llm,
         state,
-        gates: Vec::new(),
         gates_read: None,
     };
     me.sync_model().await;
@@ -444,7 +435,7 @@ pub async fn run_worker(
             let publish_idle = (me.state.state != "idle").then(|| idle_at + IDLE_AFTER);
             let due = next_due(&me, &index, now);
             // With heavy work held back by a gate, look again soon.
-            let gated = (!me.gates.is_empty()).then_some(Duration::from_secs(1));
+            let gated = (!me.state.gates.is_empty()).then_some(Duration::from_secs(1));
             tokio::select! {
                 _ = sleep_until_opt(publish_idle) => me.publish(&layout, "idle", None),
                 Some(r) = filing.join_next(), if !filing.is_empty() => {
