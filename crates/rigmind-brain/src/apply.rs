@@ -79,6 +79,7 @@ pub fn apply(
                            "retry": t.retry_count, "not_before": t.not_before})),
             )?;
             b.set_status(*job, JobStatus::Queued);
+            b.retry_at.insert(*job, *not_before);
         }
         Action::Fail { batch, job, reason } => {
             let b = state
@@ -332,6 +333,7 @@ pub fn apply(
                 b.record.finished_at = None;
                 b.record.elapsed_seconds = None;
             }
+            b.refresh_live_counts(now);
             b.record.write(layout)?;
             b.dirty = false;
             let c = b.record.counts;
@@ -457,7 +459,9 @@ pub(crate) fn log_release(
 
 /// Writes the records of batches whose counts changed since the last write.
 pub fn flush_records(layout: &Layout, state: &mut BrainState) -> Result<(), QueueError> {
+    let now = chrono::Utc::now();
     for b in state.batches.values_mut() {
+        b.refresh_live_counts(now);
         if b.dirty {
             b.record.write(layout)?;
             b.dirty = false;

@@ -67,6 +67,7 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
         }
         let mut jobs = Vec::with_capacity(files.len());
         let mut pending_deps: Vec<(usize, Vec<String>)> = Vec::new();
+        let mut retry_at = Vec::new();
         let mut invalid: Vec<(PathBuf, String)> = Vec::new();
         for (file_name, mut places) in files {
             let Some(tn) = TaskName::parse(&file_name) else {
@@ -167,6 +168,13 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
             // ones are revived through them, queued ones are held back by them.
             if let Some(t) = &task {
                 pending_deps.push((jobs.len(), t.depends_on.clone()));
+                let back_off = t
+                    .not_before
+                    .as_deref()
+                    .and_then(rigmind_queue::time::parse_rfc3339);
+                if let (JobStatus::Queued, Some(at)) = (status, back_off) {
+                    retry_at.push((jobs.len(), at));
+                }
             }
             jobs.push(Job {
                 name: tn.name.clone(),
@@ -184,6 +192,7 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
         }
         resolve_dependencies(&mut jobs, pending_deps);
         let mut batch = Batch::new(record, jobs);
+        batch.retry_at.extend(retry_at);
         batch.refresh_counts();
         state.insert(batch);
         for (path, reason) in invalid {

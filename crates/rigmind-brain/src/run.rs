@@ -34,6 +34,15 @@ pub const CANCEL_BATCH: &str = "cancel_batch";
 /// task can have a name with `@`, so they are never taken for a batch's tasks.
 pub const REQUEST_MARK: char = '@';
 
+/// Whether some batch record may be behind: unwritten changes, or counts that move
+/// without a file moving (start records, back-offs running out).
+fn records_live(state: &BrainState) -> bool {
+    state
+        .batches
+        .values()
+        .any(|b| b.dirty || !b.running.is_empty() || !b.retry_at.is_empty())
+}
+
 /// Whether a task's name (as read from its file name) is a request to the brain.
 pub fn is_request(name: &str) -> bool {
     name.starts_with(REQUEST_MARK)
@@ -247,6 +256,9 @@ pub async fn run_brain(
                 full_rescan(&layout, &logs, &mut state, &mut brain_queue);
             }
             _ = heartbeat.tick() => write_heartbeat(&layout, &started_at, &state),
+            // A record behind the state is written when its half second is up,
+            // even if no file moves meanwhile.
+            _ = tokio::time::sleep_until((last_flush + RECORD_EVERY).into()), if records_live(&state) => {}
             // Workers' cards change without task files moving (a load finishes,
             // a model goes idle): the resource manager looks again each second.
             _ = rm_tick.tick() => {}

@@ -146,6 +146,8 @@ pub struct Batch {
     pub running: BTreeSet<usize>,
     /// Jobs in the queue while a dependency is not complete (put there by hand).
     pub queued_early: BTreeSet<usize>,
+    /// Queued jobs sent back for a retry, with the time their back-off ends.
+    pub retry_at: BTreeMap<usize, DateTime<Utc>>,
     /// The record on disk is behind the state.
     pub dirty: bool,
 }
@@ -175,6 +177,7 @@ impl Batch {
             revived: BTreeSet::new(),
             running: BTreeSet::new(),
             queued_early: BTreeSet::new(),
+            retry_at: BTreeMap::new(),
             dirty: true,
         };
         for i in 0..b.jobs.len() {
@@ -207,6 +210,9 @@ impl Batch {
     pub fn refresh_counts(&mut self) {
         let mut c = Counts {
             total: self.jobs.len(),
+            // Kept by refresh_live_counts, which depends on the time.
+            retrying: self.record.counts.retrying,
+            running: self.record.counts.running,
             ..Counts::default()
         };
         for j in &self.jobs {
@@ -220,6 +226,37 @@ impl Batch {
         }
         if c != self.record.counts {
             self.record.counts = c;
+            self.dirty = true;
+        }
+    }
+
+    /// Recomputes the counts that are not a job's place: `retrying` (queued jobs
+    /// whose back-off ends after `now`; the others are forgotten) and `running`. A worker runs one task at a
+    /// time, so its jobs in `processing/` count once per worker session; jobs with
+    /// no start record yet have not started. The brain's own runner runs several
+    /// at once: each counts.
+    pub fn refresh_live_counts(&mut self, now: DateTime<Utc>) {
+        self.retry_at.retain(|_, t| *t > now);
+        let retrying = self.retry_at.len();
+        let mut sessions = BTreeSet::new();
+        let mut by_brain = 0;
+        for h in self
+            .running
+            .iter()
+            .filter_map(|&i| self.jobs[i].holder.as_ref())
+        {
+            match (h.worker.as_deref(), h.session.as_deref()) {
+                (Some("brain"), _) => by_brain += 1,
+                (Some(w), s) => {
+                    sessions.insert((w, s));
+                }
+                (None, _) => {}
+            }
+        }
+        let running = sessions.len() + by_brain;
+        let c = &mut self.record.counts;
+        if (c.retrying, c.running) != (retrying, running) {
+            (c.retrying, c.running) = (retrying, running);
             self.dirty = true;
         }
     }
@@ -281,6 +318,9 @@ impl Batch {
             self.running.insert(i);
         } else {
             self.running.remove(&i);
+        }
+        if status != JobStatus::Queued {
+            self.retry_at.remove(&i);
         }
         if status == JobStatus::Queued && self.jobs[i].unmet > 0 {
             self.queued_early.insert(i);

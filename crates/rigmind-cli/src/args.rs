@@ -12,9 +12,10 @@ pub struct RootArg {
     pub root: PathBuf,
 }
 
-/// rigmind: a batch orchestrator for one multi-GPU box.
+/// rigmind: a batch orchestrator for one multi-GPU box — run, submit, wait for,
+/// inspect, retry and cancel plans, and run the brain and the workers.
 #[derive(Debug, Parser)]
-#[command(name = "rigmind", version, about)]
+#[command(name = "rigmind", version)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -22,29 +23,35 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a plan from start to end: starts a brain and workers, submits, waits,
-    /// stops them and prints a summary. Exit 0 iff every task completed.
+    /// Run a plan from start to end (brain, workers, submit, wait, stop).
+    ///
+    /// Starts a brain (unless one runs) and workers, submits, waits, stops them and
+    /// prints a summary. Exit 0 iff every task completed.
     Run(RunArgs),
-    /// Submit a plan to a running (or later started) brain; prints the batch id last.
+    /// Submit a plan to a running (or later started) brain; prints the batch id.
     Submit(SubmitArgs),
-    /// Wait for a batch: exit 0 all complete, 1 any failed, 2 timed out.
+    /// Wait for a batch: exit 0 all complete, 1 any failed, 2 timed out or unknown.
     Wait(WaitArgs),
     /// Queue depths, workers and batches.
     Status(StatusArgs),
     /// Check plans without running them: exit 0 if valid (warnings allowed), 1 if not.
     Validate(ValidateArgs),
-    /// Send a failed task (by id or name), or a whole batch's failed tasks, back to
-    /// the queue.
+    /// Send failed tasks (one by id or name, or a whole batch's) back to the queue.
     Retry(RetryArgs),
-    /// Cancel a batch: waiting tasks are not run, running ones are killed, all are
-    /// recorded as cancelled.
+    /// Cancel a batch: nothing more runs, running tasks are killed.
+    ///
+    /// Waiting tasks are not run, running ones are killed, all are recorded as
+    /// cancelled.
     Cancel(CancelArgs),
-    /// The GPUs as the workers read them (NVML, or RIGMIND_FAKE_GPUS): index, UUID,
-    /// memory, utilisation, temperature, power.
+    /// List the GPUs as the workers read them (NVML, or RIGMIND_FAKE_GPUS).
+    ///
+    /// Index, UUID, memory, utilisation, temperature, power.
     Gpus(GpusArgs),
-    /// Simulate a plan on the rig of a rig.toml in virtual time, through the live
-    /// brain, resource manager and claim code: makespan per policy, GPU use, the
-    /// lower bound. Exit 0 if some simulated policy finishes the plan, 1 if none does.
+    /// Simulate a plan on a rig in virtual time: makespan per policy.
+    ///
+    /// Runs through the live brain, resource manager and claim code: makespan per
+    /// policy, GPU use, the lower bound. Exit 0 if some simulated policy finishes
+    /// the plan, 1 if none does.
     Simulate(SimulateArgs),
     /// Run the brain (same as the `brain` binary).
     Brain(BrainArgs),
@@ -84,9 +91,9 @@ pub struct RunArgs {
     pub plan: PathBuf,
     #[command(flatten)]
     pub root: RootArg,
-    /// How many workers to start (default: one per GPU of rig.toml, else 2 CPU
-    /// workers that also take script tasks).
-    #[arg(long)]
+    /// How many CPU workers to start, 1 to 256 (default: one per GPU of rig.toml,
+    /// else 2 CPU workers that also take script tasks).
+    #[arg(long, value_parser = worker_count)]
     pub workers: Option<usize>,
 }
 
@@ -150,9 +157,10 @@ pub struct CancelArgs {
     pub timeout: f64,
 }
 
-/// brain: releases ready tasks of every submitted plan into the queue.
+/// brain: reads submitted plans, releases their ready tasks into the queue, retries
+/// and settles them, and manages the GPUs' LLM models. One per root.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "brain", version, about)]
+#[command(name = "brain", version)]
 pub struct BrainArgs {
     #[command(flatten)]
     pub root: RootArg,
@@ -161,11 +169,14 @@ pub struct BrainArgs {
     pub rescan: f64,
 }
 
-/// worker: claims tasks from the queue and runs them, one at a time.
+/// worker: claims tasks from the queue and runs them, one at a time; one per GPU
+/// (or a few for CPU work). SIGTERM or SIGINT stops it: a task still running after
+/// --grace is stopped and put back into the queue without spending a retry.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "worker", version, about)]
+#[command(name = "worker", version)]
 pub struct WorkerArgs {
-    /// This worker's id (its state is workers/<id>.json).
+    /// This worker's id (its state is workers/<id>.json): 1 to 64 of A-Z a-z 0-9
+    /// _ - . (not starting with '.').
     #[arg(long)]
     pub id: String,
     /// The GPU to pin to, by NVML index or UUID: its commands run with
@@ -191,4 +202,23 @@ pub struct WorkerArgs {
     /// Seconds between full rescans of the queue (events can be lost).
     #[arg(long, default_value_t = 2.0)]
     pub rescan: f64,
+}
+
+/// The most workers `rigmind run --workers` starts: more than one box can use,
+/// and few enough that a typo (`--workers 1000000`) is refused before anything
+/// starts instead of forking processes until the system says no.
+pub const MAX_WORKERS: usize = 256;
+
+/// `--workers N`: a whole number from 1 to [`MAX_WORKERS`].
+fn worker_count(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number of workers"))?;
+    if n == 0 || n > MAX_WORKERS {
+        return Err(format!(
+            "{n} workers: run starts 1 to {MAX_WORKERS} workers on one box"
+        ));
+    }
+    Ok(n)
 }

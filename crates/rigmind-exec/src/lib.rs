@@ -97,6 +97,10 @@ pub struct Finished {
     pub from: PathBuf,
     pub dir: TaskDir,
     pub filed: Filed,
+    /// The runner session this run was recorded under. Kept apart from `task`
+    /// because a task going back to the queue has its run fields (the session
+    /// among them) cleared, and the claim must still be recognised as ours.
+    pub session: Option<String>,
 }
 
 impl Finished {
@@ -112,6 +116,12 @@ impl Finished {
             return Ok(Filed::Discarded);
         }
         if self.dir == TaskDir::Queue {
+            tracing::info!(
+                task = %self.task.name,
+                attempts = self.task.attempts,
+                retries_used = self.task.retry_count,
+                "the runner is stopping: task put back into the queue unfinished; this attempt is not counted and spends no retry"
+            );
             // Backwards (processing -> queue): one copy at every instant, so a
             // claim can never be deleted by our clean-up.
             fsio::rewrite_and_move(
@@ -129,7 +139,7 @@ impl Finished {
     fn still_ours(&self) -> bool {
         match TaskFile::read(&self.from) {
             // No session: the start record never got written; nobody else has it.
-            Ok(t) => t.worker_session.is_none() || t.worker_session == self.task.worker_session,
+            Ok(t) => t.worker_session.is_none() || t.worker_session == self.session,
             // Unreadable but present: ours to replace. Gone: taken.
             Err(e) => !e.is_not_found(),
         }
@@ -246,6 +256,7 @@ pub async fn run_claimed(
         },
     };
     let from = processing_path.to_path_buf();
+    let session = task.worker_session.clone();
     if outcome.aborted {
         task.status = TaskStatus::Queued;
         task.clear_run_results();
@@ -255,6 +266,7 @@ pub async fn run_claimed(
             from,
             dir: TaskDir::Queue,
             filed: Filed::Returned,
+            session,
         };
     }
     task.finished_at = Some(rigmind_queue::time::now_rfc3339());
@@ -284,6 +296,7 @@ pub async fn run_claimed(
         from,
         dir,
         filed,
+        session,
     }
 }
 

@@ -1,4 +1,5 @@
-//! Diagnostics: every message names the file and line, `path:line: message`.
+//! Diagnostics: every message names the file and line, `path:line: message`
+//! (`path: message` for findings about the whole file).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ pub enum Severity {
     Warning,
 }
 
-/// One finding about a plan, at a line (1-based).
+/// One finding about a plan, at a line (1-based; 0 for the whole file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     pub path: PathBuf,
@@ -22,16 +23,16 @@ pub struct Diagnostic {
 }
 
 impl fmt::Display for Diagnostic {
+    /// `path:line: message`; a finding about the whole file (line 0: it could not
+    /// be read, its path is not UTF-8) is `path: message`, with no made-up line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
         match self.severity {
-            Severity::Error => write!(f, "{}:{}: {}", self.path.display(), self.line, self.message),
-            Severity::Warning => write!(
-                f,
-                "{}:{}: warning: {}",
-                self.path.display(),
-                self.line,
-                self.message
-            ),
+            Severity::Error => write!(f, ": {}", self.message),
+            Severity::Warning => write!(f, ": warning: {}", self.message),
         }
     }
 }

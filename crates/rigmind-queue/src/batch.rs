@@ -46,6 +46,14 @@ pub struct Counts {
     pub processing: usize,
     pub complete: usize,
     pub failed: usize,
+    /// Of `queued`: tasks waiting out a retry back-off (`not_before` ahead).
+    #[serde(default)]
+    pub retrying: usize,
+    /// Of `processing`: tasks whose command runs now. A runner claims its next
+    /// task while the last one's result is still being filed, and a claimed task
+    /// has not started yet; neither is running, though both are in `processing/`.
+    #[serde(default)]
+    pub running: usize,
 }
 
 /// One record per submitted plan, kept current by the brain.

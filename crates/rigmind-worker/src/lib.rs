@@ -86,8 +86,8 @@ pub enum WorkerError {
         root: PathBuf,
         lock: PathBuf,
     },
-    #[error("worker '{0}': an id may hold only letters, digits, '_', '-' and '.'")]
-    BadId(String),
+    #[error("worker id '{id}': {why}")]
+    BadId { id: String, why: String },
     #[error(transparent)]
     Watch(#[from] WatchError),
     #[error("worker '{id}': {source}")]
@@ -226,6 +226,40 @@ impl Me {
     }
 }
 
+/// The longest worker id, in bytes.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Checks a worker id where it enters (`worker --id`, rig.toml for `run`). The id
+/// names `workers/<id>.json` and `.lock`: ids that are empty, too long, hold a
+/// `/`, or start with `.` (a dot-name every reader skips, so the worker would never
+/// be shown) are refused with the reason.
+pub fn check_worker_id(id: &str) -> Result<(), WorkerError> {
+    let why = if id.is_empty() {
+        Some("an id may not be empty".to_string())
+    } else if id.len() > MAX_ID_LEN {
+        Some(format!(
+            "an id is at most {MAX_ID_LEN} bytes (this one has {})",
+            id.len()
+        ))
+    } else if id.starts_with('.') {
+        Some("an id may not start with '.' (dot-names are hidden from every listing)".into())
+    } else if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        Some("an id may hold only letters A-Z a-z, digits, '_', '-' and '.'".into())
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(WorkerError::BadId {
+            id: id.to_string(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Finds the worker's card and LLM server (rig.toml's `[[gpu]]` entry, or
 /// `--llm-url`). A GPU that cannot be found stops the worker at once.
 fn set_up_card(
@@ -268,14 +302,7 @@ pub async fn run_worker(
     opts: WorkerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<WorkerSummary, WorkerError> {
-    if opts.id.is_empty()
-        || !opts
-            .id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-    {
-        return Err(WorkerError::BadId(opts.id.clone()));
-    }
+    check_worker_id(&opts.id)?;
     let layout = Layout::new(&opts.root);
     layout.ensure()?;
     let config = RigConfig::load(&layout.rig_toml())?;
@@ -480,6 +507,7 @@ pub async fn run_worker(
             me.publish(&layout, "busy", Some(&task));
             last_publish = std::time::Instant::now();
         }
+        let task_name = task.name.clone();
         let run = run_claimed(&layout, &claimed.path, task, &runner, abort_rx.clone());
         tokio::pin!(run);
         let finished = loop {
@@ -496,8 +524,10 @@ pub async fn run_worker(
                     tracing::info!(worker = %opts.id, grace = ?opts.grace, "stopping: finishing the running task");
                     let abort_tx = abort_tx.clone();
                     let grace = opts.grace;
+                    let (id, name) = (opts.id.clone(), task_name.clone());
                     tokio::spawn(async move {
                         tokio::time::sleep(grace).await;
+                        tracing::info!(worker = %id, task = %name, grace = ?grace, "stopping: the grace period is over; stopping the task to put it back into the queue");
                         let _ = abort_tx.send(true);
                     });
                 }

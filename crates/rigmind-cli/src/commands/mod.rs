@@ -84,6 +84,7 @@ pub fn brain(a: BrainArgs) -> Result<i32> {
 
 /// `worker --id ID [--gpu N] [--classes cpu,script] --root DIR`
 pub fn worker(a: WorkerArgs) -> Result<i32> {
+    rigmind_worker::check_worker_id(&a.id)?;
     let mut opts = WorkerOptions::new(&a.id, &a.root.root);
     opts.gpu = a
         .gpu

@@ -26,21 +26,42 @@ struct Started {
 /// `rigmind run PLAN [--root DIR] [--workers N]`
 pub fn run(a: RunArgs) -> Result<i32> {
     let layout = Layout::new(&a.root.root);
+    // Errors in the plan show before anything is decided or started.
+    if let Err(e) = super::submit::check_readable(&a.plan) {
+        eprintln!("{e}");
+        return Ok(1);
+    }
     layout.ensure()?;
     let config = RigConfig::load(&layout.rig_toml())?;
-    let workers = worker_plan(&layout, &config, a.workers);
-    // Errors in the plan show before anything starts; so does work nobody here
-    // could run (it would keep `run` waiting forever).
-    if let Ok(plan) = rigmind_brain::submit::load_plan(&a.plan, &config) {
-        let llm = super::submit::llm_tasks(&plan);
-        if llm > 0 && !workers.iter().any(|w| w.llm) {
+    let plan = match rigmind_brain::submit::load_plan(&a.plan, &config) {
+        Ok(p) => p,
+        Err(e) => {
+            for d in &e.diagnostics {
+                eprintln!("{d}");
+            }
+            return Ok(1);
+        }
+    };
+    for g in &config.gpus {
+        if let Err(e) = rigmind_worker::check_worker_id(&g.worker) {
             eprintln!(
-                "{}: {llm} llm task(s), and no GPU worker here has an LLM server: declare each card with its `ollama` URL in {} ([[gpu]] entries); nothing was started",
-                a.plan.display(),
-                layout.rig_toml().display()
+                "{}: [[gpu]] index {}: {e}",
+                layout.rig_toml().display(),
+                g.index
             );
             return Ok(1);
         }
+    }
+    let workers = worker_plan(&layout, &config, a.workers);
+    // Work nobody here could run would keep `run` waiting forever.
+    let llm = super::submit::llm_tasks(&plan);
+    if llm > 0 && !workers.iter().any(|w| w.llm) {
+        eprintln!(
+            "{}: {llm} llm task(s), and no GPU worker here has an LLM server: declare each card with its `ollama` URL in {} ([[gpu]] entries); nothing was started",
+            a.plan.display(),
+            layout.rig_toml().display()
+        );
+        return Ok(1);
     }
     let batch = match submit_plan_file(&layout, &a.plan) {
         Ok(b) => b,
@@ -252,11 +273,22 @@ fn stop_all(started: &mut [Started]) {
     }
 }
 
+/// One line of progress: `running` is the tasks whose commands run now (a task
+/// claimed, or whose result is being filed, is in processing/ but not running), and
+/// a task waiting out its retry back-off is `retrying`, not queued or failed.
 fn progress_line(r: &BatchRecord) -> String {
     let c = r.counts;
     format!(
-        "batch {} '{}': {}/{} complete, {} running, {} queued, {} waiting, {} failed",
-        r.batch_id, r.name, c.complete, c.total, c.processing, c.queued, c.pending, c.failed
+        "batch {} '{}': {}/{} complete, {} running, {} queued, {} retrying, {} waiting, {} failed",
+        r.batch_id,
+        r.name,
+        c.complete,
+        c.total,
+        c.running.min(c.processing),
+        c.queued.saturating_sub(c.retrying),
+        c.retrying,
+        c.pending,
+        c.failed
     )
 }
 

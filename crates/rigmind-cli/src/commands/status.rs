@@ -1,11 +1,12 @@
-//! `rigmind status`: queue depths per directory and class, workers, batches.
+//! `rigmind status`: queue depths per directory and class (requests to the brain
+//! apart: they are not tasks), workers, batches.
 
 use std::collections::BTreeMap;
 
 use anyhow::Result;
 use chrono::Utc;
 use rigmind_queue::batch::BatchRecord;
-use rigmind_queue::task::TaskFile;
+use rigmind_queue::task::{TaskFile, TaskName};
 use rigmind_queue::workers::{lock_is_held, WorkerState};
 use rigmind_queue::{fsio, Layout, TaskDir};
 use serde::Serialize;
@@ -18,6 +19,8 @@ struct Status {
     brain: Option<BrainStatus>,
     /// directory -> class -> count (`invalid` for files that are not tasks).
     queues: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Requests to the brain not yet done (in queue/ or processing/).
+    requests: usize,
     rejected: usize,
     /// Running tasks whose worker is dead: the brain requeues them.
     lost: Vec<LostTask>,
@@ -71,10 +74,18 @@ pub fn status(a: StatusArgs) -> Result<i32> {
 fn gather(layout: &Layout) -> Result<Status> {
     let mut queues = BTreeMap::new();
     let mut lost = Vec::new();
+    let mut requests = 0;
     for d in TaskDir::ALL {
         let dir = layout.dir(d);
         let mut by_class: BTreeMap<String, usize> = BTreeMap::new();
         for name in fsio::list_names(&dir)? {
+            // Requests to the brain (submissions, cancellations) are not tasks.
+            if TaskName::parse(&name).is_some_and(|n| rigmind_brain::run::is_request(&n.name)) {
+                if matches!(d, TaskDir::Queue | TaskDir::Processing) {
+                    requests += 1;
+                }
+                continue;
+            }
             let class = match TaskFile::read(&dir.join(&name)) {
                 Ok(t) => {
                     if let (TaskDir::Processing, Some(w)) = (d, &t.worker_id) {
@@ -134,6 +145,7 @@ fn gather(layout: &Layout) -> Result<Status> {
         root: layout.root().display().to_string(),
         brain,
         queues,
+        requests,
         rejected: fsio::list_names(&layout.rejected_dir())?.len(),
         lost,
         workers,
@@ -156,6 +168,12 @@ fn print_tables(s: &Status) {
         let total: usize = classes.values().sum();
         let detail: Vec<String> = classes.iter().map(|(c, n)| format!("{c}={n}")).collect();
         println!("{dir:<12} {total:>7}  {}", detail.join(" "));
+    }
+    if s.requests > 0 {
+        println!(
+            "{:<12} {:>7}  submissions or cancellations waiting for the brain",
+            "requests", s.requests
+        );
     }
     if s.rejected > 0 {
         println!(
@@ -214,21 +232,33 @@ fn print_tables(s: &Status) {
     if s.batches.is_empty() {
         println!("batches: none");
     } else {
+        // `run` is what runs now; a task claimed or being filed is in processing/
+        // without running, and one waiting out its back-off is `retrying`.
         println!(
-            "{:<8} {:<20} {:<9} {:>6} {:>7} {:>6} {:>5} {:>7} {:>6}",
-            "batch", "plan", "state", "total", "pending", "queued", "run", "done", "failed"
+            "{:<8} {:<20} {:<9} {:>6} {:>7} {:>6} {:>8} {:>5} {:>7} {:>6}",
+            "batch",
+            "plan",
+            "state",
+            "total",
+            "pending",
+            "queued",
+            "retrying",
+            "run",
+            "done",
+            "failed"
         );
         for b in &s.batches {
             let c = b.counts;
             println!(
-                "{:<8} {:<20} {:<9} {:>6} {:>7} {:>6} {:>5} {:>7} {:>6}",
+                "{:<8} {:<20} {:<9} {:>6} {:>7} {:>6} {:>8} {:>5} {:>7} {:>6}",
                 b.batch_id,
                 truncate(&b.name, 20),
                 b.state.as_str(),
                 c.total,
                 c.pending,
-                c.queued,
-                c.processing,
+                c.queued.saturating_sub(c.retrying),
+                c.retrying,
+                c.running.min(c.processing),
                 c.complete,
                 c.failed
             );

@@ -16,6 +16,7 @@ use crate::args::{CancelArgs, SubmitArgs, WaitArgs};
 /// Validates a plan here (so errors show at once, with their lines), then writes the
 /// `execute_plan` task that the brain turns into the batch. Returns the batch id.
 pub fn submit_plan_file(layout: &Layout, plan: &Path) -> Result<String> {
+    check_readable(plan)?;
     layout.ensure()?;
     let config = RigConfig::load(&layout.rig_toml())?;
     let expanded = load_plan(plan, &config).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -33,6 +34,16 @@ pub fn submit_plan_file(layout: &Layout, plan: &Path) -> Result<String> {
     write_execute_plan(layout, plan, &batch)
         .with_context(|| format!("submitting {}", plan.display()))?;
     Ok(batch)
+}
+
+/// A plan that cannot be read at all is one error about the file, said as
+/// `cannot read PLAN: reason`, before anything else is looked at.
+pub fn check_readable(plan: &Path) -> Result<()> {
+    match std::fs::File::open(plan).and_then(|f| f.metadata()) {
+        Ok(m) if m.is_dir() => anyhow::bail!("cannot read {}: it is a directory", plan.display()),
+        Ok(_) => Ok(()),
+        Err(e) => anyhow::bail!("cannot read {}: {e}", plan.display()),
+    }
 }
 
 /// How many of a plan's tasks are llm tasks.
@@ -65,6 +76,8 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
 }
 
 /// How a wait ended.
+// One value per wait, moved once: boxing the record would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum WaitOutcome {
     Done(BatchRecord),
@@ -153,9 +166,77 @@ fn rejection(layout: &Layout, batch: &str) -> Option<String> {
     })
 }
 
-/// `rigmind wait BATCH`
+/// Whether `batch` is known under the root: it has a record, or its submission
+/// (`@execute_plan`) or one of its tasks is in a task directory (a submission
+/// waits in `queue/` until a brain takes it). The directories are read in the
+/// order a submission moves through them, and the record once more at the end,
+/// so that a submission moving on meanwhile is still seen somewhere.
+fn batch_known(layout: &Layout, batch: &str) -> bool {
+    let has_record = || layout.batch_file(batch).exists();
+    let of_batch = |n: &String| {
+        TaskName::parse(n).is_some_and(|t| {
+            t.batch == batch
+                && (!rigmind_brain::run::is_request(&t.name)
+                    || t.name.ends_with(rigmind_brain::run::EXECUTE_PLAN))
+        })
+    };
+    has_record()
+        || [
+            TaskDir::Queue,
+            TaskDir::Processing,
+            TaskDir::Complete,
+            TaskDir::Failed,
+        ]
+        .iter()
+        .any(|d| {
+            fsio::list_names(&layout.dir(*d))
+                .unwrap_or_default()
+                .iter()
+                .any(of_batch)
+        })
+        || has_record()
+}
+
+/// The error for a batch id nobody submitted: names the id and the root, and the
+/// known ids when there are few enough to read.
+fn unknown_batch(layout: &Layout, batch: &str) -> String {
+    const LIST_AT_MOST: usize = 10;
+    // Batches with a record, and submissions still waiting for a brain.
+    let mut known: std::collections::BTreeSet<String> = BatchRecord::read_all(layout)
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .map(|r| r.batch_id)
+        .collect();
+    for d in [TaskDir::Queue, TaskDir::Processing] {
+        known.extend(
+            fsio::list_names(&layout.dir(d))
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|n| TaskName::parse(n))
+                .filter(|t| t.name.ends_with(rigmind_brain::run::EXECUTE_PLAN))
+                .map(|t| t.batch),
+        );
+    }
+    let known: Vec<String> = known.into_iter().collect();
+    let which = match known.len() {
+        0 => "no batch has been submitted there".to_string(),
+        n if n <= LIST_AT_MOST => format!("known batches: {}", known.join(", ")),
+        n => format!("{n} batches are known (rigmind status lists them)"),
+    };
+    format!(
+        "no batch {batch} under {}: {which}",
+        layout.root().display()
+    )
+}
+
+/// `rigmind wait BATCH`: exit 2 at once for an id that is not known.
 pub fn wait(a: WaitArgs) -> Result<i32> {
     let layout = Layout::new(&a.root.root);
+    if !batch_known(&layout, &a.batch) {
+        eprintln!("{}", unknown_batch(&layout, &a.batch));
+        return Ok(2);
+    }
     let timeout = a.timeout.map(Duration::from_secs_f64);
     match wait_for_batch(&layout, &a.batch, timeout, |_| true)? {
         WaitOutcome::Done(r) => {
