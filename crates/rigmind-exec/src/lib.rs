@@ -323,5 +323,29 @@ fn environment(task: &TaskFile, runner: &Runner) -> Vec<(String, String)> {
         env.push(("CUDA_VISIBLE_DEVICES".to_string(), cvd.clone()));
     }
     env.extend(task.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // Last, so that a plan's own env cannot change what `{item}` in its command
+    // refers to.
+    env.extend(item_environment(task));
+    env
+}
+
+/// `RIGMIND_ITEM`, `RIGMIND_STEM`, `RIGMIND_INDEX` of a fanned-out task. A file
+/// written before the stem was recorded gets it from the item, as the plan does.
+fn item_environment(task: &TaskFile) -> Vec<(String, String)> {
+    let Some(item) = &task.item else {
+        return Vec::new();
+    };
+    let stem = task.stem.clone().unwrap_or_else(|| {
+        Path::new(item)
+            .file_stem()
+            .map_or_else(|| item.clone(), |s| s.to_string_lossy().into_owned())
+    });
+    let mut env = vec![
+        (rigmind_types::ITEM_ENV.to_string(), item.clone()),
+        (rigmind_types::STEM_ENV.to_string(), stem),
+    ];
+    if let Some(i) = task.index {
+        env.push((rigmind_types::INDEX_ENV.to_string(), i.to_string()));
+    }
     env
 }

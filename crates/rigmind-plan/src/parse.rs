@@ -27,6 +27,8 @@ pub struct PlanTask {
     pub line: usize,
     pub task_class: Option<TaskClass>,
     pub command: Option<String>,
+    /// Line of the `command` item (the heading's when there is none).
+    pub command_line: usize,
     /// Names of plan tasks, as written.
     pub depends_on: Vec<String>,
     /// Line of the `depends_on` item, for dependency errors.
@@ -754,6 +756,7 @@ fn build_task(
         line,
         task_class,
         command,
+        command_line: f.command.as_ref().map_or(line, |(_, l)| *l),
         depends_on: f
             .depends_on
             .as_ref()
