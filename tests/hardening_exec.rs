@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{eventually, running, text, Rig};
+use common::{running, text, Rig};
 
 /// Names a hostile folder may hold; each would run `touch PWNED` if pasted raw.
 const HOSTILE: &[&str] = &[
@@ -170,16 +170,175 @@ fn the_readme_example_command_is_safe_as_written() {
     assert_eq!(copied, "$(touch PWNED).mp3");
 }
 
-/// Reads the pid a task wrote, once it is there.
-fn pid_in(rig: &Rig, rel: &str) -> String {
-    let path = rig.dir.path().join(rel);
-    eventually(30, rel, || {
-        std::fs::read_to_string(&path).is_ok_and(|s| s.ends_with('\n'))
-    });
-    std::fs::read_to_string(&path).unwrap().trim().to_string()
+/// Runs `plan` on a brain and one worker (`env` for both) and waits for the batch.
+fn run_plan(rig: &mut Rig, plan_text: &str) -> String {
+    let plan = rig.write("plan.md", plan_text);
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    let batch = rig.submit(&plan);
+    rig.wait(&batch);
+    batch
 }
 
-#[allow(dead_code)]
-fn is_running(pid: &str) -> bool {
-    running(pid)
+/// The pid a task wrote into `rel`.
+fn pid_in(rig: &Rig, rel: &str) -> String {
+    std::fs::read_to_string(rig.dir.path().join(rel))
+        .unwrap_or_else(|e| panic!("{rel}: {e}"))
+        .trim()
+        .to_string()
+}
+
+fn daemons_end_with_their_task(no_cgroup: bool) {
+    let mut rig = Rig::new();
+    if no_cgroup {
+        rig.env.push(("RIGMIND_NO_CGROUP".into(), "1".into()));
+    }
+    let plan = concat!(
+        "# Plan: daemons\n\n",
+        "## Task: hangs\n- task_class: cpu\n- timeout: 1s\n- retries: 0\n",
+        "- command: `setsid sleep 300 & echo $! > hangs.pid; sleep 60`\n\n",
+        "## Task: exits\n- task_class: cpu\n",
+        "- command: `setsid sleep 300 & echo $! > exits.pid; exit 0`\n",
+    );
+    run_plan(&mut rig, plan);
+    // Both tasks are filed: their processes were ended before that.
+    for (task, dir) in [("hangs", "failed"), ("exits", "complete")] {
+        let t = rig.task(dir, task);
+        let pid = pid_in(&rig, &format!("{task}.pid"));
+        assert!(
+            !running(&pid),
+            "{task}: its setsid sleep {pid} survived ({t})"
+        );
+    }
+    let hangs = rig.task("failed", "hangs");
+    assert_eq!(hangs["failure_kind"], "timeout");
+    let log = std::fs::read_to_string(hangs["log_path"].as_str().unwrap()).unwrap();
+    let last = log.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("--- rigmind: killed at ")
+            && last
+                .ends_with(": timeout after 1s (SIGTERM to its processes, SIGKILL 2 s later) ---"),
+        "{log}"
+    );
+    // The worker said once which mechanism it uses.
+    let said = std::fs::read_to_string(rig.dir.path().join("w1.stderr")).unwrap();
+    let lines: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("task containment:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{said}");
+    if no_cgroup {
+        assert!(lines[0].contains("RIGMIND_NO_CGROUP is set"), "{said}");
+    } else if !lines[0].contains("a cgroup per task") {
+        eprintln!(
+            "this machine has no usable cgroups; the fallback was tested: {}",
+            lines[0]
+        );
+    }
+}
+
+#[test]
+fn daemons_end_with_their_task_in_a_cgroup() {
+    daemons_end_with_their_task(false);
+}
+
+#[test]
+fn daemons_end_with_their_task_by_marker() {
+    daemons_end_with_their_task(true);
+}
+
+#[test]
+fn task_logs_are_capped_by_rig_toml() {
+    let mut rig = Rig::new();
+    std::fs::create_dir_all(rig.root()).unwrap();
+    std::fs::write(rig.root().join("rig.toml"), "[logs]\nmax_task_log_mb = 1\n").unwrap();
+    let plan = concat!(
+        "# Plan: loud\n\n## Task: loud\n- task_class: cpu\n",
+        "- command: `echo FIRST; head -c 3000000 /dev/zero | tr '\\0' x; echo; echo LAST`\n",
+    );
+    run_plan(&mut rig, plan);
+    let t = rig.task("complete", "loud");
+    let log = std::fs::read_to_string(t["log_path"].as_str().unwrap()).unwrap();
+    assert!(log.len() < 1024 * 1024 + 1000, "{} bytes", log.len());
+    let head: String = log
+        .lines()
+        .take(2)
+        .map(|l| &l[..l.len().min(20)])
+        .collect::<Vec<_>>()
+        .join("|");
+    assert!(head.contains("|FIRST"), "{head}");
+    assert!(log.ends_with("xxx\nLAST\n"), "{}", &log[log.len() - 20..]);
+    let cut = 3_000_000 + 6 + 1 + 5 - 1024 * 1024;
+    assert!(
+        log.contains(&format!(
+            "\n--- rigmind: {cut} bytes cut here (log cap 1 MB) ---\n"
+        )),
+        "no cut line"
+    );
+}
+
+#[test]
+fn validate_refuses_nul_bytes_and_zero_timeouts_with_their_lines() {
+    let rig = Rig::new();
+    let plan = rig.write(
+        "bad.md",
+        "# p\n## a\n- task_class: cpu\n- command: echo a\0b\n- timeout: 0\n",
+    );
+    let out = rig.rigmind(&["validate", plan.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let p = plan.display();
+    assert!(
+        stderr.contains(&format!("{p}:4: field 'command' holds a NUL byte")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{p}:5: timeout must be more than 0, not '0'")),
+        "{stderr}"
+    );
+
+    std::fs::create_dir_all(rig.root()).unwrap();
+    std::fs::write(
+        rig.root().join("rig.toml"),
+        "[defaults]\ntimeout = \"0s\"\n",
+    )
+    .unwrap();
+    let good = rig.write("good.md", "# p\n## a\n- task_class: cpu\n- command: true\n");
+    let out = rig.rigmind(&["validate", good.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("rig.toml:2: defaults.timeout: must be more than 0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_cancelled_task_s_log_says_it_was_killed_and_why() {
+    let mut rig = Rig::new();
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    let plan = rig.write(
+        "cancel.md",
+        "# Plan: cancel\n\n## Task: long\n- task_class: cpu\n- command: `setsid sleep 300 & echo $! > long.pid; sleep 60`\n",
+    );
+    let batch = rig.submit(&plan);
+    let pid = rig.await_file("long.pid");
+    let out = rig.rigmind(&["cancel", &batch]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(rig.wait(&batch), 1);
+    assert!(
+        !running(&pid),
+        "the setsid sleep {pid} of a cancelled task survived"
+    );
+    let t = rig.task("failed", "long");
+    assert_eq!(t["failure_kind"], "cancelled");
+    let log = std::fs::read_to_string(t["log_path"].as_str().unwrap()).unwrap();
+    assert!(
+        log.lines().any(|l| l.starts_with("--- rigmind: killed at ")
+            && l.ends_with(
+                ": its batch was cancelled (SIGKILL to all its processes, by the brain) ---"
+            )),
+        "{log}"
+    );
 }

@@ -2,16 +2,21 @@
 //!
 //! Workers and the brain's own executor (`executor: brain`) both come here, so a task
 //! runs the same way wherever it runs: `bash -c` in the plan's directory, in a process
-//! group of its own (so a timeout kills everything it started), stdout and stderr
-//! appended to `logs/tasks/<task_id>.log`, and the result fields of queue-layout.md
-//! written into the file that moves to `complete/` or `failed/`.
+//! group and (where the machine allows) a cgroup of its own, so that every process
+//! it started ends with it ([`contain`]), stdout and stderr appended to
+//! `logs/tasks/<task_id>.log` within a cap ([`tasklog`]), and the result fields of
+//! queue-layout.md written into the file that moves to `complete/` or `failed/`.
 
+mod contain;
 mod group;
 pub mod llm;
 mod shell;
+mod tasklog;
 
+pub use contain::{mechanism, remove_stale_cgroups, Mechanism};
 pub use group::kill_task_group;
 pub use shell::{run_shell, Abort, ShellOutcome, ShellRun};
+pub use tasklog::{append_note, kill_line, DEFAULT_MAX_TASK_LOG_MB};
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +39,9 @@ pub struct Runner {
     pub default_workdir: PathBuf,
     /// The GPU's LLM server, for llm and resource tasks.
     pub llm: Option<llm::LlmRunner>,
+    /// Bytes of output a task's log keeps per run (rig.toml `[logs]
+    /// max_task_log_mb`); `None`: no cap.
+    pub log_cap: Option<u64>,
 }
 
 /// What came of running a task, whatever kind of task it was.
@@ -217,6 +225,7 @@ pub async fn run_claimed(
         }
         _ => match task.command.clone() {
             Some(cmd) => {
+                let task_id = task.task_id.clone();
                 let run = ShellRun {
                     command: &cmd,
                     workdir: &workdir,
@@ -224,6 +233,8 @@ pub async fn run_claimed(
                     timeout_secs: task.timeout_seconds,
                     log_path: &log,
                     header,
+                    task_id: &task_id,
+                    log_cap: runner.log_cap,
                 };
                 let record = |pgid: Option<i32>| {
                     task.pgid = pgid;

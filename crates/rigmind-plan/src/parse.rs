@@ -420,6 +420,14 @@ fn read_item(
         return;
     }
     f.seen.insert(key.clone(), line);
+    let whole = &text[item.range.clone()];
+    if let Some(at) = whole.find('\0') {
+        d.error(
+            lines.line(item.range.start + at),
+            format!("field '{key}' holds a NUL byte, which no command, environment or file name can carry"),
+        );
+        return;
+    }
 
     let rest = md::join_trimmed(&raw[colon + 1..]);
     let value = if !rest.is_empty() {
@@ -625,7 +633,14 @@ fn set_field(key: &str, v: Value, line: usize, f: &mut Fields) -> Result<(), Str
         "command" => f.command = Some((scalar(key, v)?, line)),
         "depends_on" => f.depends_on = Some((list(key, v)?, line)),
         "priority" => f.priority = Some((parse_priority(&scalar(key, v)?)?, line)),
-        "timeout" => f.timeout = Some((parse_dur(key, &scalar(key, v)?)?, line)),
+        "timeout" => {
+            let s = scalar(key, v)?;
+            let secs = parse_dur(key, &s)?;
+            if secs <= 0.0 {
+                return Err(format!("timeout must be more than 0, not '{}'", s.trim()));
+            }
+            f.timeout = Some((secs, line));
+        }
         "estimate" => f.estimate = Some((parse_dur(key, &scalar(key, v)?)?, line)),
         "retries" => {
             let s = scalar(key, v)?;

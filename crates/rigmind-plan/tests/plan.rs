@@ -1007,6 +1007,45 @@ fn commands_that_cannot_take_a_value_safely_are_refused_at_their_line() {
 }
 
 #[test]
+fn nul_bytes_and_zero_timeouts_are_refused_at_their_line() {
+    assert_error(
+        "# p\n## a\n- task_class: cpu\n- command: echo a\0b\n",
+        4,
+        "field 'command' holds a NUL byte",
+    );
+    // In a code block: the line of the NUL itself.
+    assert_error(
+        "# p\n## a\n- task_class: cpu\n- command:\n  ```\n  echo 1\n  echo \0\n  ```\n",
+        7,
+        "field 'command' holds a NUL byte",
+    );
+    for (field, value) in [("env", "A=\0"), ("prompt_file", "x\0y"), ("output", "\0")] {
+        assert_error(
+            &format!("# p\n## a\n- task_class: cpu\n- command: x\n- {field}: {value}\n"),
+            5,
+            &format!("field '{field}' holds a NUL byte"),
+        );
+    }
+    assert_error(
+        "# p\n## a\n- task_class: cpu\n- for_each: [a, b\0c]\n- command: x\n",
+        4,
+        "NUL byte",
+    );
+    for zero in ["0", "0s", "0m", "0.0"] {
+        assert_error(
+            &format!("# p\n## a\n- task_class: cpu\n- command: x\n- timeout: {zero}\n"),
+            5,
+            &format!("timeout must be more than 0, not '{zero}'"),
+        );
+    }
+    assert_error(
+        "# p\n## Defaults\n- timeout: 0\n## a\n- task_class: cpu\n- command: x\n",
+        3,
+        "timeout must be more than 0",
+    );
+}
+
+#[test]
 fn big_fan_out_is_linear() {
     let n = 20_000;
     let items: Vec<String> = (0..n).map(|i| format!("in/f{i}.txt")).collect();

@@ -43,7 +43,7 @@ pub enum FailureKind {
     DefinitionError,
     /// A task it depends on failed.
     DependencyFailed,
-    /// It ran past its timeout and its process group was killed.
+    /// It ran past its timeout and all its processes were killed.
     Timeout,
     /// The worker holding it died.
     LostWorker,
