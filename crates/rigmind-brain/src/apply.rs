@@ -191,6 +191,11 @@ pub fn apply(
             let mut t = TaskFile::read(&from)?;
             // Its commands die first, so the retry can never run beside them.
             let killed = rigmind_exec::kill_task_group(&t.task_id);
+            if let (Some(log), true) = (&t.log_path, killed > 0) {
+                let why = format!("{reason} (SIGKILL to all its processes, by the brain)");
+                let at = rigmind_queue::time::to_rfc3339(now);
+                rigmind_exec::append_note(log, &rigmind_exec::kill_line(&at, &why));
+            }
             t.status = TaskStatus::Failed;
             t.failure_kind = Some(FailureKind::LostWorker);
             t.error = Some(reason.clone());
@@ -272,6 +277,11 @@ pub fn apply(
                 .join(&b.jobs[*job].file_name);
             let t = TaskFile::read(&path)?;
             let killed = rigmind_exec::kill_task_group(&t.task_id);
+            if let Some(log) = &t.log_path {
+                let why = "its batch was cancelled (SIGKILL to all its processes, by the brain)";
+                let at = rigmind_queue::time::to_rfc3339(now);
+                rigmind_exec::append_note(log, &rigmind_exec::kill_line(&at, why));
+            }
             b.jobs[*job].kill_sent = true;
             logs.decision(
                 &Decision::new("kill")

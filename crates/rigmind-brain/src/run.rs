@@ -115,6 +115,10 @@ pub async fn run_brain(
             .kv("reason", "brain started; state rebuilt from the files"),
     )?;
     tracing::info!(root = %layout.root().display(), batches = state.batches.len(), "brain started");
+    tracing::info!(
+        "task containment (executor: brain): {}",
+        rigmind_exec::mechanism()
+    );
 
     let dirs: Vec<PathBuf> = TaskDir::ALL.iter().map(|d| layout.dir(*d)).collect();
     let (watcher, mut rx) = watch_dirs(&dirs)?;
@@ -143,6 +147,7 @@ pub async fn run_brain(
         cuda_visible_devices: None,
         default_workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         llm: None,
+        log_cap: resources.config().logs.max_task_log_bytes(),
     };
     let (abort_tx, abort_rx) = watch::channel(false);
     let mut running: JoinSet<String> = JoinSet::new();

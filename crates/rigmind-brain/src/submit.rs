@@ -204,6 +204,7 @@ pub fn task_files(
             t.sensitive = j.sensitive;
             t.estimate_seconds = j.estimate_secs;
             t.item = j.item.clone();
+            t.stem = j.stem.clone();
             t.index = j.index;
             t
         })

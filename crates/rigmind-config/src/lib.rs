@@ -36,6 +36,22 @@ pub struct RigConfig {
     /// Concurrency groups: at most N tasks of the group running on the whole rig.
     pub groups: BTreeMap<String, u32>,
     pub gpus: Vec<Gpu>,
+    pub logs: Logs,
+}
+
+/// Task logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logs {
+    /// Megabytes of output a task's log keeps per run (its head and its tail, with
+    /// a line saying what was cut); 0: no cap.
+    pub max_task_log_mb: u64,
+}
+
+impl Logs {
+    /// The cap in bytes, `None` for no cap.
+    pub fn max_task_log_bytes(&self) -> Option<u64> {
+        (self.max_task_log_mb > 0).then(|| self.max_task_log_mb.saturating_mul(1024 * 1024))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +131,9 @@ impl Default for RigConfig {
             },
             groups: BTreeMap::new(),
             gpus: Vec::new(),
+            logs: Logs {
+                max_task_log_mb: 64,
+            },
         }
     }
 }
@@ -135,6 +154,14 @@ struct RawFile {
     groups: BTreeMap<String, u32>,
     #[serde(default)]
     gpu: Vec<RawGpu>,
+    #[serde(default)]
+    logs: RawLogs,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLogs {
+    max_task_log_mb: Option<u64>,
 }
 
 /// A duration as rig.toml may write it: `"30m"` or a number of seconds.
@@ -228,6 +255,15 @@ impl RigConfig {
         let mut cfg = Self::default();
         if let Some(v) = &raw.defaults.timeout {
             cfg.defaults.timeout_secs = duration("defaults.timeout", v)?;
+            if cfg.defaults.timeout_secs <= 0.0 {
+                return Err(invalid(
+                    line_of(v.span().start),
+                    "defaults.timeout: must be more than 0".to_string(),
+                ));
+            }
+        }
+        if let Some(mb) = raw.logs.max_task_log_mb {
+            cfg.logs.max_task_log_mb = mb;
         }
         if let Some(v) = raw.defaults.retries {
             cfg.defaults.retries = v;
@@ -366,6 +402,38 @@ vram_mb = 6144
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("r.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn a_zero_default_timeout_is_refused_at_its_line() {
+        for zero in ["0", "\"0s\"", "0.0"] {
+            let e = RigConfig::parse(
+                Path::new("rig.toml"),
+                &format!("[defaults]\nretries = 1\ntimeout = {zero}\n"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert_eq!(
+                e, "rig.toml:3: defaults.timeout: must be more than 0",
+                "{zero}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_task_log_cap_reads_with_a_default() {
+        let c = RigConfig::parse(Path::new("rig.toml"), "[logs]\nmax_task_log_mb = 3\n").unwrap();
+        assert_eq!(c.logs.max_task_log_bytes(), Some(3 * 1024 * 1024));
+        let c = RigConfig::parse(Path::new("rig.toml"), "[logs]\nmax_task_log_mb = 0\n").unwrap();
+        assert_eq!(c.logs.max_task_log_bytes(), None);
+        assert_eq!(RigConfig::default().logs.max_task_log_mb, 64);
+        let e = RigConfig::parse(Path::new("rig.toml"), "[logs]\nmax_task_log = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("rig.toml:2: unknown field `max_task_log`"),
+            "{e}"
+        );
     }
 
     #[test]

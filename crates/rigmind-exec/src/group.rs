@@ -1,18 +1,36 @@
-//! Killing what a dead runner left running.
+//! Finding and killing a task's processes by the marker they carry.
 //!
-//! Commands run in a process group of their own, so when a worker dies (the OOM
-//! killer, `kill -9`) its command lives on. The brain kills that group before the
-//! task runs again, so a requeued task never runs twice at once. A group id can be
-//! reused once the group is gone, so the kill is made only when a process of the
-//! group still carries the task's `RIGMIND_TASK_ID` in its environment.
+//! Every command runs with `RIGMIND_TASK_ID=<id>` in its environment, which its
+//! children inherit, also those that left its process group (`setsid`). When a
+//! worker dies (the OOM killer, `kill -9`) its command lives on: the brain kills
+//! the task's processes before the task runs again, so a requeued task never runs
+//! twice at once. Where cgroups are not used ([`crate::contain`]), a runner ends its
+//! own tasks this way too. A group id can be reused once the group is gone, so a
+//! group is signalled only through a process of it that still carries the marker.
 
 use std::path::Path;
 
-/// Kills every process group that holds a process of task `task_id`, found by the
-/// `RIGMIND_TASK_ID` in its environment: a reused group id is never hit, and a
-/// command whose group was never recorded (its runner died first) is found all the
-/// same. Returns how many of the task's processes were found.
+/// Kills every process of task `task_id`: those that carry its `RIGMIND_TASK_ID`
+/// (and their process groups), and the task's cgroup where this process uses
+/// cgroups. A reused group id is never hit, and a command whose group was never
+/// recorded (its runner died first) is found all the same. Returns how many of the
+/// task's processes were found.
 pub fn kill_task_group(task_id: &str) -> usize {
+    let mut found = signal_task_processes(task_id, libc::SIGKILL);
+    if let Some(dir) = crate::contain::task_cgroup_dir(task_id) {
+        let pids = crate::contain::cgroup_pids(&dir);
+        if !pids.is_empty() {
+            found = found.max(pids.len());
+            crate::contain::kill_cgroup(&dir);
+        }
+    }
+    found
+}
+
+/// Sends `sig` to every process that carries task `task_id`'s marker, and to its
+/// process group. Never to this process or its own group. Returns how many
+/// processes were found.
+pub(crate) fn signal_task_processes(task_id: &str, sig: i32) -> usize {
     let marker = format!("RIGMIND_TASK_ID={task_id}");
     let ours = |pid: i32| {
         std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ"))
@@ -26,20 +44,27 @@ pub fn kill_task_group(task_id: &str) -> usize {
             .collect(),
         Err(_) => return 0,
     };
+    let me = std::process::id() as i32;
+    // SAFETY: getpgrp(2) cannot fail and touches no memory.
+    let my_group = unsafe { libc::getpgrp() };
     let mut groups: Vec<i32> = Vec::new();
     let mut found = 0;
     for pid in pids {
-        if !ours(pid) {
+        if pid == me || !ours(pid) {
             continue;
         }
         found += 1;
-        if let Some(g) = process_group(pid).filter(|g| *g > 1 && !groups.contains(g)) {
+        // SAFETY: kill(2) on a pid that carries the task's marker; no memory involved.
+        unsafe { libc::kill(pid, sig) };
+        if let Some(g) =
+            process_group(pid).filter(|g| *g > 1 && *g != my_group && !groups.contains(g))
+        {
             groups.push(g);
         }
     }
     for g in groups {
         // SAFETY: kill(2) on a negative pid signals a process group; no memory involved.
-        unsafe { libc::kill(-g, libc::SIGKILL) };
+        unsafe { libc::kill(-g, sig) };
     }
     found
 }
@@ -80,5 +105,54 @@ mod tests {
         let _ = other.wait();
         // Gone: nothing to do.
         assert_eq!(kill_task_group("task-a"), 0);
+    }
+
+    #[test]
+    fn kills_marked_processes_that_left_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let mut bash = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "setsid sleep 30 & echo $! > {}; wait",
+                pidfile.display()
+            ))
+            .env("RIGMIND_TASK_ID", "task-setsid")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n')) {
+            assert!(std::time::Instant::now() < deadline, "no pid written");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let pid = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .to_string();
+        assert!(
+            kill_task_group("task-setsid") >= 2,
+            "bash and the setsid sleep"
+        );
+        bash.wait().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .chars()
+                .next();
+            if matches!(state, None | Some('Z') | Some('X')) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the setsid sleep {pid} survived"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }

@@ -2,16 +2,21 @@
 //!
 //! Workers and the brain's own executor (`executor: brain`) both come here, so a task
 //! runs the same way wherever it runs: `bash -c` in the plan's directory, in a process
-//! group of its own (so a timeout kills everything it started), stdout and stderr
-//! appended to `logs/tasks/<task_id>.log`, and the result fields of queue-layout.md
-//! written into the file that moves to `complete/` or `failed/`.
+//! group and (where the machine allows) a cgroup of its own, so that every process
+//! it started ends with it ([`contain`]), stdout and stderr appended to
+//! `logs/tasks/<task_id>.log` within a cap ([`tasklog`]), and the result fields of
+//! queue-layout.md written into the file that moves to `complete/` or `failed/`.
 
+mod contain;
 mod group;
 pub mod llm;
 mod shell;
+mod tasklog;
 
+pub use contain::{mechanism, remove_stale_cgroups, Mechanism};
 pub use group::kill_task_group;
 pub use shell::{run_shell, Abort, ShellOutcome, ShellRun};
+pub use tasklog::{append_note, kill_line, DEFAULT_MAX_TASK_LOG_MB};
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +39,9 @@ pub struct Runner {
     pub default_workdir: PathBuf,
     /// The GPU's LLM server, for llm and resource tasks.
     pub llm: Option<llm::LlmRunner>,
+    /// Bytes of output a task's log keeps per run (rig.toml `[logs]
+    /// max_task_log_mb`); `None`: no cap.
+    pub log_cap: Option<u64>,
 }
 
 /// What came of running a task, whatever kind of task it was.
@@ -227,6 +235,7 @@ pub async fn run_claimed(
         }
         _ => match task.command.clone() {
             Some(cmd) => {
+                let task_id = task.task_id.clone();
                 let run = ShellRun {
                     command: &cmd,
                     workdir: &workdir,
@@ -234,6 +243,8 @@ pub async fn run_claimed(
                     timeout_secs: task.timeout_seconds,
                     log_path: &log,
                     header,
+                    task_id: &task_id,
+                    log_cap: runner.log_cap,
                 };
                 let record = |pgid: Option<i32>| {
                     task.pgid = pgid;
@@ -336,5 +347,29 @@ fn environment(task: &TaskFile, runner: &Runner) -> Vec<(String, String)> {
         env.push(("CUDA_VISIBLE_DEVICES".to_string(), cvd.clone()));
     }
     env.extend(task.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // Last, so that a plan's own env cannot change what `{item}` in its command
+    // refers to.
+    env.extend(item_environment(task));
+    env
+}
+
+/// `RIGMIND_ITEM`, `RIGMIND_STEM`, `RIGMIND_INDEX` of a fanned-out task. A file
+/// written before the stem was recorded gets it from the item, as the plan does.
+fn item_environment(task: &TaskFile) -> Vec<(String, String)> {
+    let Some(item) = &task.item else {
+        return Vec::new();
+    };
+    let stem = task.stem.clone().unwrap_or_else(|| {
+        Path::new(item)
+            .file_stem()
+            .map_or_else(|| item.clone(), |s| s.to_string_lossy().into_owned())
+    });
+    let mut env = vec![
+        (rigmind_types::ITEM_ENV.to_string(), item.clone()),
+        (rigmind_types::STEM_ENV.to_string(), stem),
+    ];
+    if let Some(i) = task.index {
+        env.push((rigmind_types::INDEX_ENV.to_string(), i.to_string()));
+    }
     env
 }

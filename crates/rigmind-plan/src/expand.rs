@@ -7,6 +7,7 @@ use rigmind_types::{Executor, TaskClass};
 
 use crate::diag::{Diagnostic, Diags, PlanError, Severity};
 use crate::parse::{ForEach, Plan, PlanTask};
+use crate::shellsub::CommandTemplate;
 
 /// Values used where neither the task nor the plan's Defaults set them (rig.toml's
 /// `[defaults]`, else the spec's).
@@ -57,8 +58,11 @@ pub struct Job {
     pub output: Option<String>,
     pub sensitive: bool,
     pub estimate_secs: Option<f64>,
-    /// The for_each item and its 0-based index, for fanned-out jobs.
+    /// The for_each item, its stem and its 0-based index, for fanned-out jobs: the
+    /// executor exports them as `RIGMIND_ITEM`, `RIGMIND_STEM`, `RIGMIND_INDEX`,
+    /// which the rewritten `command` refers to.
     pub item: Option<String>,
+    pub stem: Option<String>,
     pub index: Option<usize>,
 }
 
@@ -76,6 +80,10 @@ pub struct ExpandedPlan {
 
 /// Expands `for_each` (globs against `plan.dir`), substitutes `{item}` `{stem}`
 /// `{index}` in fanned-out tasks, resolves dependencies, infers missing classes.
+///
+/// In a `command`, `{item}` and `{stem}` become quoted references to the
+/// environment variables `RIGMIND_ITEM` / `RIGMIND_STEM` (see [`crate::shellsub`]):
+/// a file name never runs as code. Other fields get the values as text.
 ///
 /// Dependency rules between two plan tasks: both over the same `for_each` value →
 /// item-wise; only the dependent fans out → every item waits for the one job; only
@@ -120,6 +128,7 @@ pub fn expand(plan: &Plan, defaults: &ExpandDefaults) -> Result<ExpandedPlan, Pl
         cache.push((fe, expanded.clone()));
         items.push(Some(expanded.unwrap_or_default()));
     }
+    let templates = command_templates(plan, &mut d);
     if d.has_errors() {
         return Err(PlanError {
             diagnostics: d.sorted(),
@@ -169,12 +178,20 @@ pub fn expand(plan: &Plan, defaults: &ExpandDefaults) -> Result<ExpandedPlan, Pl
                     format!("{}[{stem}]", t.name),
                     defaults,
                     Fill {
-                        command: t.command.as_ref().map(sub),
+                        command: templates[ti].as_ref().map(|c| c.render(i)),
+                        // The keyword rules read the values too (an item named
+                        // `gpu.txt` makes a script task), as before the rewrite.
+                        class_text: t
+                            .command
+                            .as_ref()
+                            .filter(|_| t.task_class.is_none())
+                            .map(sub),
                         prompt: t.prompt.as_ref().map(sub),
                         prompt_file: t.prompt_file.as_ref().map(sub),
                         output: t.output.as_ref().map(sub),
                         env: t.env.iter().map(|(k, v)| (k.clone(), sub(v))).collect(),
                         item: Some(item.clone()),
+                        stem: Some(stem.clone()),
                         index: Some(i),
                     },
                     depends_on,
@@ -189,11 +206,13 @@ pub fn expand(plan: &Plan, defaults: &ExpandDefaults) -> Result<ExpandedPlan, Pl
                 defaults,
                 Fill {
                     command: t.command.clone(),
+                    class_text: None,
                     prompt: t.prompt.clone(),
                     prompt_file: t.prompt_file.clone(),
                     output: t.output.clone(),
                     env: t.env.clone(),
                     item: None,
+                    stem: None,
                     index: None,
                 },
                 depends_on,
@@ -220,11 +239,14 @@ type Items = Vec<(String, String)>;
 /// The per-item values of a job.
 struct Fill {
     command: Option<String>,
+    /// The command with the values pasted in, for class inference only (never run).
+    class_text: Option<String>,
     prompt: Option<String>,
     prompt_file: Option<String>,
     output: Option<String>,
     env: Vec<(String, String)>,
     item: Option<String>,
+    stem: Option<String>,
     index: Option<usize>,
 }
 
@@ -239,7 +261,10 @@ fn make_job(
     let (task_class, class_inferred) = match t.task_class {
         Some(c) => (c, false),
         None => (
-            rigmind_types::infer_class(fill.command.as_deref(), fill.prompt.is_some()),
+            rigmind_types::infer_class(
+                fill.class_text.as_deref().or(fill.command.as_deref()),
+                fill.prompt.is_some(),
+            ),
             true,
         ),
     };
@@ -267,8 +292,28 @@ fn make_job(
         sensitive: t.sensitive,
         estimate_secs: t.estimate_secs,
         item: fill.item,
+        stem: fill.stem,
         index: fill.index,
     }
+}
+
+/// The command template of each fanned-out task with a command (scanned once per
+/// plan task, not per item); a command that cannot be made safe is an error at
+/// its line.
+fn command_templates(plan: &Plan, d: &mut Diags) -> Vec<Option<CommandTemplate>> {
+    plan.tasks
+        .iter()
+        .map(|t| {
+            let cmd = t.command.as_ref().filter(|_| t.for_each.is_some())?;
+            match CommandTemplate::compile(cmd) {
+                Ok(c) => Some(c),
+                Err(msg) => {
+                    d.error(t.command_line, format!("task '{}': {msg}", t.name));
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// The dependency edges of one job (`item`: its index when the task fans out).
@@ -382,7 +427,8 @@ pub(crate) fn stem_of(item: &str) -> String {
         .unwrap_or_else(|| item.to_string())
 }
 
-/// Replaces `{item}`, `{stem}` and `{index}` in one pass (substituted text is not rescanned).
+/// Replaces `{item}`, `{stem}` and `{index}` in one pass (substituted text is not
+/// rescanned). For data fields only: a `command` goes through [`CommandTemplate`].
 pub(crate) fn substitute(s: &str, item: &str, stem: &str, index: usize) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;

@@ -11,6 +11,7 @@ mod diag;
 mod expand;
 mod md;
 mod parse;
+mod shellsub;
 mod suggest;
 
 pub use diag::{Diagnostic, PlanError, Severity};

@@ -27,6 +27,8 @@ pub struct PlanTask {
     pub line: usize,
     pub task_class: Option<TaskClass>,
     pub command: Option<String>,
+    /// Line of the `command` item (the heading's when there is none).
+    pub command_line: usize,
     /// Names of plan tasks, as written.
     pub depends_on: Vec<String>,
     /// Line of the `depends_on` item, for dependency errors.
@@ -418,6 +420,14 @@ fn read_item(
         return;
     }
     f.seen.insert(key.clone(), line);
+    let whole = &text[item.range.clone()];
+    if let Some(at) = whole.find('\0') {
+        d.error(
+            lines.line(item.range.start + at),
+            format!("field '{key}' holds a NUL byte, which no command, environment or file name can carry"),
+        );
+        return;
+    }
 
     let rest = md::join_trimmed(&raw[colon + 1..]);
     let value = if !rest.is_empty() {
@@ -623,7 +633,14 @@ fn set_field(key: &str, v: Value, line: usize, f: &mut Fields) -> Result<(), Str
         "command" => f.command = Some((scalar(key, v)?, line)),
         "depends_on" => f.depends_on = Some((list(key, v)?, line)),
         "priority" => f.priority = Some((parse_priority(&scalar(key, v)?)?, line)),
-        "timeout" => f.timeout = Some((parse_dur(key, &scalar(key, v)?)?, line)),
+        "timeout" => {
+            let s = scalar(key, v)?;
+            let secs = parse_dur(key, &s)?;
+            if secs <= 0.0 {
+                return Err(format!("timeout must be more than 0, not '{}'", s.trim()));
+            }
+            f.timeout = Some((secs, line));
+        }
         "estimate" => f.estimate = Some((parse_dur(key, &scalar(key, v)?)?, line)),
         "retries" => {
             let s = scalar(key, v)?;
@@ -754,6 +771,7 @@ fn build_task(
         line,
         task_class,
         command,
+        command_line: f.command.as_ref().map_or(line, |(_, l)| *l),
         depends_on: f
             .depends_on
             .as_ref()

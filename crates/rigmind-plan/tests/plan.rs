@@ -156,9 +156,12 @@ fn spec_example_parses_and_expands() {
     assert!(!t1.class_inferred);
     assert_eq!(t1.item.as_deref(), Some("inputs/ep1.mp3"));
     assert_eq!(t1.index, Some(0));
+    assert_eq!(t1.stem.as_deref(), Some("ep1"));
     assert_eq!(
         t1.command.as_deref(),
-        Some(r#"python scripts/transcribe.py "inputs/ep1.mp3" > "out/transcripts/ep1.txt""#)
+        Some(
+            r#"python scripts/transcribe.py "${RIGMIND_ITEM}" > "out/transcripts/${RIGMIND_STEM}.txt""#
+        )
     );
     assert_eq!(t1.depends_on, [0]);
     assert_eq!(t1.depends_on_names, ["init"]);
@@ -918,16 +921,19 @@ fn globs_are_relative_sorted_and_checked() {
             (
                 j.name.as_str(),
                 j.item.as_deref().unwrap(),
+                j.stem.as_deref().unwrap(),
                 j.command.as_deref().unwrap(),
             )
         })
         .collect();
+    // The command refers to the values through the environment (never pastes them).
+    let cmd = |i: usize| format!("echo {i} \"${{RIGMIND_ITEM}}\" \"${{RIGMIND_STEM}}\"");
     assert_eq!(
         got,
         [
-            ("t[a]", "in/a.wav", "echo 0 in/a.wav a"),
-            ("t[b]", "in/b.wav", "echo 1 in/b.wav b"),
-            ("t[c]", "in/sub/c.wav", "echo 2 in/sub/c.wav c"),
+            ("t[a]", "in/a.wav", "a", cmd(0).as_str()),
+            ("t[b]", "in/b.wav", "b", cmd(1).as_str()),
+            ("t[c]", "in/sub/c.wav", "c", cmd(2).as_str()),
         ]
     );
 
@@ -979,6 +985,67 @@ fn placeholders_only_in_fanned_out_tasks_and_listed_fields() {
 }
 
 #[test]
+fn commands_that_cannot_take_a_value_safely_are_refused_at_their_line() {
+    let heredoc = "# p\n## t\n- task_class: cpu\n- for_each: [a, b]\n- command:\n  ```bash\n  python - <<'EOF'\n  print(\"{item}\")\n  EOF\n  ```\n";
+    assert_expand_error(None, heredoc, 5, "quoted heredoc (<<'EOF')");
+    assert_expand_error(None, heredoc, 5, "$RIGMIND_ITEM");
+    assert_expand_error(
+        None,
+        "# p\n## t\n- task_class: cpu\n- for_each: [a]\n- command: echo ${stem}\n",
+        5,
+        "'${stem}' in the command is ambiguous",
+    );
+    // Without for_each nothing is substituted, so nothing is refused.
+    let ex = ok_expanded(&heredoc.replace("- for_each: [a, b]\n", ""));
+    assert!(ex.jobs[0].command.as_deref().unwrap().contains("{item}"));
+    // An unquoted heredoc gets the reference.
+    let ex = ok_expanded(&heredoc.replace("<<'EOF'", "<<EOF"));
+    assert_eq!(
+        ex.jobs[1].command.as_deref(),
+        Some("python - <<EOF\nprint(\"${RIGMIND_ITEM}\")\nEOF")
+    );
+}
+
+#[test]
+fn nul_bytes_and_zero_timeouts_are_refused_at_their_line() {
+    assert_error(
+        "# p\n## a\n- task_class: cpu\n- command: echo a\0b\n",
+        4,
+        "field 'command' holds a NUL byte",
+    );
+    // In a code block: the line of the NUL itself.
+    assert_error(
+        "# p\n## a\n- task_class: cpu\n- command:\n  ```\n  echo 1\n  echo \0\n  ```\n",
+        7,
+        "field 'command' holds a NUL byte",
+    );
+    for (field, value) in [("env", "A=\0"), ("prompt_file", "x\0y"), ("output", "\0")] {
+        assert_error(
+            &format!("# p\n## a\n- task_class: cpu\n- command: x\n- {field}: {value}\n"),
+            5,
+            &format!("field '{field}' holds a NUL byte"),
+        );
+    }
+    assert_error(
+        "# p\n## a\n- task_class: cpu\n- for_each: [a, b\0c]\n- command: x\n",
+        4,
+        "NUL byte",
+    );
+    for zero in ["0", "0s", "0m", "0.0"] {
+        assert_error(
+            &format!("# p\n## a\n- task_class: cpu\n- command: x\n- timeout: {zero}\n"),
+            5,
+            &format!("timeout must be more than 0, not '{zero}'"),
+        );
+    }
+    assert_error(
+        "# p\n## Defaults\n- timeout: 0\n## a\n- task_class: cpu\n- command: x\n",
+        3,
+        "timeout must be more than 0",
+    );
+}
+
+#[test]
 fn big_fan_out_is_linear() {
     let n = 20_000;
     let items: Vec<String> = (0..n).map(|i| format!("in/f{i}.txt")).collect();
@@ -994,7 +1061,11 @@ fn big_fan_out_is_linear() {
     assert_eq!(ex.jobs[work(19_999)].name, "work[f19999]");
     assert_eq!(ex.jobs[post(123)].depends_on, [work(123)]);
     assert_eq!(ex.jobs[post(123)].depends_on_names, ["work[f123]"]);
-    assert_eq!(ex.jobs[post(123)].command.as_deref(), Some("echo f123"));
+    assert_eq!(
+        ex.jobs[post(123)].command.as_deref(),
+        Some("echo \"${RIGMIND_STEM}\"")
+    );
+    assert_eq!(ex.jobs[post(123)].stem.as_deref(), Some("f123"));
     let gather = ex.jobs.last().unwrap();
     assert_eq!(gather.depends_on.len(), 2 * n);
     assert_eq!(gather.depends_on[0], 1);

@@ -43,7 +43,7 @@ pub enum FailureKind {
     DefinitionError,
     /// A task it depends on failed.
     DependencyFailed,
-    /// It ran past its timeout and its process group was killed.
+    /// It ran past its timeout and all its processes were killed.
     Timeout,
     /// The worker holding it died.
     LostWorker,
@@ -144,8 +144,13 @@ pub struct TaskFile {
     pub sensitive: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate_seconds: Option<f64>,
+    /// The for_each item, its stem and index of a fanned-out task: the executor
+    /// exports them as `RIGMIND_ITEM`, `RIGMIND_STEM`, `RIGMIND_INDEX`, which the
+    /// task's command refers to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stem: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
     /// For resource tasks: the worker that must run it.
@@ -268,6 +273,7 @@ impl TaskFile {
             sensitive: false,
             estimate_seconds: None,
             item: None,
+            stem: None,
             index: None,
             target_worker: None,
             worker_id: None,

@@ -10,6 +10,15 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// Environment variable that holds a fanned-out task's for_each item. A plan's
+/// `{item}` in a `command` becomes a quoted reference to it, so the value reaches
+/// the shell as data, never as code.
+pub const ITEM_ENV: &str = "RIGMIND_ITEM";
+/// Environment variable that holds the item's stem (`{stem}`).
+pub const STEM_ENV: &str = "RIGMIND_STEM";
+/// Environment variable that holds the item's 0-based index (`{index}`).
+pub const INDEX_ENV: &str = "RIGMIND_INDEX";
+
 /// A model's name as Ollama lists it: `:latest` added when the last part of the
 /// name has no tag (`qwen2.5` is `qwen2.5:latest`). Names are compared in this form
 /// everywhere, so a rig.toml or plan that leaves the tag out matches `/api/ps`.

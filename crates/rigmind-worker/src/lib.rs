@@ -376,6 +376,7 @@ pub async fn run_worker(
         cuda_visible_devices: card.as_ref().map(|c| c.info.uuid.clone()),
         default_workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         llm: llm.clone(),
+        log_cap: config.logs.max_task_log_bytes(),
     };
     let now = rigmind_queue::time::now_rfc3339();
     let state = WorkerState {
@@ -417,6 +418,11 @@ pub async fn run_worker(
     me.read_gates(true);
     me.publish(&layout, "idle", None);
     tracing::info!(worker = %opts.id, classes = ?me.state.classes, gpu = ?me.state.gpu, "worker started");
+    tracing::info!(worker = %opts.id, "task containment: {}", rigmind_exec::mechanism());
+    let stale = rigmind_exec::remove_stale_cgroups();
+    if stale > 0 {
+        tracing::info!(worker = %opts.id, "removed {stale} empty task cgroups left by runners that died");
+    }
 
     let mut index = QueueIndex::default();
     index.rescan(&layout)?;

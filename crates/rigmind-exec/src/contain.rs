@@ -1,0 +1,305 @@
+//! Every process a task starts ends with the task.
+//!
+//! A process group is not enough: `setsid cmd &` leaves it, and background children
+//! of a command that exits 0 outlive it. Where the machine allows, each task runs
+//! in a cgroup v2 of its own (`rigmind-task-<task id>`, created under the runner's
+//! own cgroup), which nothing inside can leave; at the task's end the cgroup is
+//! killed whole (`cgroup.kill`), emptied and removed. Elsewhere the fallback is the
+//! environment marker every task carries (`RIGMIND_TASK_ID=<id>`): the processes
+//! that hold it are signalled one by one ([`crate::group`] finds them).
+//!
+//! `RIGMIND_NO_CGROUP=1` forces the fallback (tests cover both ways).
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Prefix of the per-task cgroups' directory names.
+const PREFIX: &str = "rigmind-task-";
+/// How long the end of a task waits for its processes to be gone.
+const EMPTY_WAIT: Duration = Duration::from_secs(5);
+
+/// How this process contains the tasks it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mechanism {
+    /// One cgroup per task under `parent` (the runner's own cgroup).
+    Cgroup { parent: PathBuf },
+    /// Processes found by their `RIGMIND_TASK_ID` marker; `why` cgroups are not used.
+    Marker { why: String },
+}
+
+impl std::fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mechanism::Cgroup { parent } => write!(
+                f,
+                "a cgroup per task under {} (killed whole at the task's end)",
+                parent.display()
+            ),
+            Mechanism::Marker { why } => write!(
+                f,
+                "the RIGMIND_TASK_ID marker in each process's environment ({why})"
+            ),
+        }
+    }
+}
+
+/// The mechanism of this process, decided once (see the module docs).
+pub fn mechanism() -> &'static Mechanism {
+    static M: OnceLock<Mechanism> = OnceLock::new();
+    M.get_or_init(detect)
+}
+
+fn detect() -> Mechanism {
+    if std::env::var_os("RIGMIND_NO_CGROUP").is_some_and(|v| !v.is_empty() && v != "0") {
+        return Mechanism::Marker {
+            why: "RIGMIND_NO_CGROUP is set".into(),
+        };
+    }
+    match own_cgroup_dir().and_then(|dir| probe(&dir).map(|()| dir)) {
+        Ok(parent) => Mechanism::Cgroup { parent },
+        Err(why) => Mechanism::Marker { why },
+    }
+}
+
+/// The directory of this process's cgroup v2: the cgroup2 mount (from
+/// /proc/self/mountinfo) joined with the `0::/path` line of /proc/self/cgroup.
+fn own_cgroup_dir() -> Result<PathBuf, String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    // Fields: id parent major:minor root mount-point options... - fstype source opts
+    let (root, mount) = mountinfo
+        .lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split_whitespace().next()? == "cgroup2").then(|| {
+                let f: Vec<&str> = pre.split_whitespace().collect();
+                (f.get(3).copied(), f.get(4).copied())
+            })
+        })
+        .and_then(|(r, m)| Some((r?.to_string(), m?.to_string())))
+        .ok_or("no cgroup2 file system is mounted")?;
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+    let own = cgroups
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("this process has no cgroup v2 path in /proc/self/cgroup")?;
+    let rel = own.strip_prefix(root.trim_end_matches('/')).unwrap_or(own);
+    Ok(Path::new(&mount).join(rel.trim_start_matches('/')))
+}
+
+/// Whether a child cgroup can be made, joined (its `cgroup.procs` opened) and removed.
+fn probe(parent: &Path) -> Result<(), String> {
+    let dir = parent.join(format!("{PREFIX}probe-{}", std::process::id()));
+    std::fs::create_dir(&dir)
+        .map_err(|e| format!("cannot create a cgroup in {}: {e}", parent.display()))?;
+    let writable = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"));
+    let _ = std::fs::remove_dir(&dir);
+    writable
+        .map(|_| ())
+        .map_err(|e| format!("cannot write {}/cgroup.procs: {e}", dir.display()))
+}
+
+/// Removes the empty `rigmind-task-*` cgroups a killed runner left behind. One
+/// with processes in it is left alone: it may belong to another live runner on
+/// this machine (another root); the brain kills a dead runner's task processes by
+/// their marker, and a later start removes the emptied cgroup. Returns how many
+/// were removed.
+pub fn remove_stale_cgroups() -> usize {
+    let Mechanism::Cgroup { parent } = mechanism() else {
+        return 0;
+    };
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX))
+        .filter(|e| std::fs::remove_dir(e.path()).is_ok())
+        .count()
+}
+
+/// The name of a task's cgroup: its id, with anything that is not safe in a
+/// directory name (a hand-written id may hold `/` or `..`) replaced.
+fn cgroup_name(task_id: &str) -> String {
+    let safe: String = task_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{PREFIX}{safe}")
+}
+
+/// The cgroup of task `task_id` under this process's parent cgroup, if any.
+pub(crate) fn task_cgroup_dir(task_id: &str) -> Option<PathBuf> {
+    match mechanism() {
+        Mechanism::Cgroup { parent } => Some(parent.join(cgroup_name(task_id))),
+        Mechanism::Marker { .. } => None,
+    }
+}
+
+/// The processes of one running task, and how to end them.
+pub(crate) struct Containment {
+    task_id: String,
+    /// The task's cgroup; `None`: the marker is used.
+    cgroup: Option<PathBuf>,
+    /// `cgroup.procs` of the task's cgroup, open until the command has joined it.
+    join: Option<std::fs::File>,
+}
+
+impl Containment {
+    /// Prepares the containment of task `task_id` by `how`. A cgroup that cannot be
+    /// made falls back to the marker for this task, with a warning.
+    pub(crate) fn new(task_id: &str, how: &Mechanism) -> Self {
+        let mut c = Self {
+            task_id: task_id.to_string(),
+            cgroup: None,
+            join: None,
+        };
+        if let Mechanism::Cgroup { parent } = how {
+            let dir = parent.join(cgroup_name(task_id));
+            let made = match std::fs::create_dir(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+                _ => std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(dir.join("cgroup.procs")),
+            };
+            match made {
+                Ok(f) => {
+                    c.cgroup = Some(dir);
+                    c.join = Some(f);
+                }
+                Err(e) => tracing::warn!(
+                    task_id,
+                    "cannot set up cgroup {}: {e}; using the RIGMIND_TASK_ID marker",
+                    dir.display()
+                ),
+            }
+        }
+        c
+    }
+
+    /// Makes the command join the task's cgroup before it runs anything.
+    pub(crate) fn prepare(&self, cmd: &mut tokio::process::Command) {
+        let Some(f) = &self.join else { return };
+        let fd = f.as_raw_fd();
+        // SAFETY: the closure runs between fork and exec and only calls write(2)
+        // on an fd opened before the fork; no allocation, no locks.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+
+    /// Closes the parent's copy of the join file (the command has started).
+    pub(crate) fn started(&mut self) {
+        self.join = None;
+    }
+
+    /// Sends `sig` to every process of the task (those that left its group too).
+    pub(crate) fn signal(&self, sig: i32) {
+        match &self.cgroup {
+            Some(dir) => {
+                for pid in cgroup_pids(dir) {
+                    // SAFETY: kill(2) on a pid of the task's cgroup; no memory involved.
+                    unsafe { libc::kill(pid, sig) };
+                }
+            }
+            None => {
+                crate::group::signal_task_processes(&self.task_id, sig);
+            }
+        }
+    }
+
+    /// Kills whatever of the task is left, waits (bounded) until it is gone and
+    /// removes the cgroup. Called at every end of a task.
+    pub(crate) async fn end(self) {
+        match &self.cgroup {
+            Some(dir) => end_cgroup(dir).await,
+            None => {
+                let deadline = tokio::time::Instant::now() + EMPTY_WAIT;
+                while crate::group::signal_task_processes(&self.task_id, libc::SIGKILL) > 0 {
+                    if tokio::time::Instant::now() > deadline {
+                        tracing::warn!(task_id = %self.task_id, "processes of the task survive SIGKILL");
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Kills a cgroup whole, waits until it is empty, removes it.
+pub(crate) async fn end_cgroup(dir: &Path) {
+    let deadline = tokio::time::Instant::now() + EMPTY_WAIT;
+    let has_kill = dir.join("cgroup.kill").exists();
+    loop {
+        let pids = cgroup_pids(dir);
+        if pids.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            tracing::warn!(cgroup = %dir.display(), "processes survive the cgroup's kill: {pids:?}");
+            return;
+        }
+        if has_kill {
+            kill_cgroup(dir);
+        } else {
+            for pid in pids {
+                // SAFETY: kill(2) on a pid of the task's cgroup; no memory involved.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if let Err(e) = std::fs::remove_dir(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(cgroup = %dir.display(), "cannot remove the task's cgroup: {e}");
+        }
+    }
+}
+
+/// `cgroup.kill`: SIGKILL to every process of the cgroup and its descendants.
+pub(crate) fn kill_cgroup(dir: &Path) {
+    let w = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.kill"))
+        .and_then(|mut f| f.write_all(b"1"));
+    if let Err(e) = w {
+        tracing::warn!(cgroup = %dir.display(), "cgroup.kill: {e}");
+    }
+}
+
+/// The processes in a cgroup (none when it is gone).
+pub(crate) fn cgroup_pids(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_names_are_safe_directory_names() {
+        assert_eq!(cgroup_name("3f2a-99_x"), "rigmind-task-3f2a-99_x");
+        assert_eq!(cgroup_name("../../etc"), "rigmind-task-______etc");
+        assert_eq!(cgroup_name("a/b c"), "rigmind-task-a_b_c");
+    }
+}
