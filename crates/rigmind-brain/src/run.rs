@@ -71,21 +71,12 @@ pub async fn run_brain(
     let layout = Layout::new(&opts.root);
     layout.ensure()?;
     let lock_path = layout.brain_lock();
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| rigmind_queue::QueueError::Io {
-            op: "open lock",
-            path: lock_path.clone(),
-            source: e,
-        })?;
+    let lock_file = fsio::open_lock(&lock_path)?;
     let mut lock = fd_lock::RwLock::new(lock_file);
     let _held = lock.try_write().map_err(|_| BrainError::AlreadyRunning {
-        pid: std::fs::read_to_string(layout.brain_state())
+        pid: fsio::read(&layout.brain_state())
             .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s).ok())
             .and_then(|v| v["pid"].as_u64())
             .map_or("unknown".into(), |p| p.to_string()),
         root: opts.root.clone(),

@@ -243,7 +243,7 @@ fn write_manifest(dir: &Path, tasks: &[TaskFile]) -> Result<PathBuf, QueueError>
 
 /// Reads a manifest left by a submission that did not finish queueing.
 pub fn read_manifest(layout: &Layout, batch: &str) -> Option<Vec<TaskFile>> {
-    let bytes = std::fs::read(manifest_path(layout, batch)).ok()?;
+    let bytes = fsio::read(&manifest_path(layout, batch)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 

@@ -130,11 +130,12 @@ pub async fn run_shell(
     let pgid = child.id().map(|p| p as i32);
     on_spawn(pgid);
     // Output waits in the pipes until the log is open.
-    let log = match OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(run.log_path)
-    {
+    // Non-blocking open: a FIFO under the log's name must not hang the runner.
+    let log = match rigmind_queue::fsio::open_regular(
+        run.log_path,
+        OpenOptions::new().create(true).append(true),
+        "task log",
+    ) {
         Ok(mut f) => {
             let _ = writeln!(f, "{}", run.header);
             Arc::new(Mutex::new(f))

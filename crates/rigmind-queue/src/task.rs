@@ -338,7 +338,7 @@ impl TaskFile {
 
     /// Reads a task file from disk.
     pub fn read(path: &Path) -> Result<Self, QueueError> {
-        let bytes = fsio::read(path)?;
+        let bytes = fsio::read_regular(path, "task file")?;
         Self::from_bytes(path, &bytes)
     }
 
