@@ -105,3 +105,157 @@ fn status_of_a_missing_root_is_an_error_and_creates_nothing() {
     assert!(err.contains(rig.root().to_str().unwrap()), "{err}");
     assert!(!rig.root().exists());
 }
+
+/// The batch record of `batch`, parsed.
+fn record(rig: &Rig, batch: &str) -> serde_json::Value {
+    let p = rig.root().join(format!("brain/batches/{batch}.json"));
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+#[test]
+fn long_task_names_and_long_for_each_file_names_complete() {
+    let mut rig = Rig::new();
+    let long = "t".repeat(300);
+    let stem = "s".repeat(246);
+    rig.write(&format!("in/{stem}.txt"), "x");
+    let plan = rig.write(
+        "long.md",
+        &format!(
+            "# Plan: long\n\n## Task: {long}\n- task_class: cpu\n- command: `echo one`\n\n\
+             ## Task: each\n- task_class: cpu\n- depends_on: {long}\n- for_each: in/*.txt\n\
+             - command: `echo {{stem}} > done.txt`\n"
+        ),
+    );
+    let out = rig.rigmind(&["validate", plan.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    let batch = rig.submit(&plan);
+    assert_eq!(rig.wait(&batch), 0);
+    assert_eq!(rig.await_file("done.txt").trim(), stem);
+    let names = rig.names_in("complete");
+    assert!(names.iter().all(|n| n.len() < 255), "{names:?}");
+    assert_eq!(rig.task("complete", &long)["name"], long.as_str());
+    rig.task("complete", &format!("each[{stem}]"));
+    let r = record(&rig, &batch);
+    assert_eq!(
+        (r["counts"]["total"].as_u64(), r["state"].as_str()),
+        (Some(2), Some("complete"))
+    );
+    // A restarted brain reads the cut names back as the full ones.
+    rig.stop("brain");
+    rig.start_brain();
+    eventually(30, "the brain's second start", || {
+        rig.decisions_with(&["decision=start"]).len() == 2
+    });
+    let r = record(&rig, &batch);
+    assert_eq!(
+        (r["counts"]["complete"].as_u64(), r["state"].as_str()),
+        (Some(2), Some("complete"))
+    );
+}
+
+#[test]
+fn a_batch_the_brain_cannot_rebuild_fails_alone() {
+    let mut rig = Rig::new();
+    rig.start_brain();
+    // No worker: the chain's later tasks wait in private_tasks/.
+    let broken = rig.submit(&rig.fixture("chain.md"));
+    let private = rig.root().join(format!("brain/private_tasks/{broken}"));
+    eventually(30, "private tasks", || private.is_dir());
+    rig.stop("brain");
+    std::fs::remove_dir_all(&private).unwrap();
+    std::fs::write(&private, "not a directory").unwrap();
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    let plan = rig.write(
+        "other/one.md",
+        "# Plan: one\n\n## Task: a\n- task_class: cpu\n- command: `true`\n",
+    );
+    let other = rig.submit(&plan);
+    assert_eq!(rig.wait(&other), 0);
+    let failed = rig.decisions_with(&["decision=batch_failed", &format!("batch={broken}")]);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("reason="), "{failed:?}");
+    assert!(
+        failed[0].contains(&format!("private_tasks/{broken}")),
+        "{failed:?}"
+    );
+    assert_eq!(record(&rig, &broken)["state"], "failed");
+}
+
+const ONCE: &str = "# Plan: once\n\n## Task: slow\n- task_class: cpu\n- retries: 1\n\
+    - command: `if [ -f once ]; then echo again; else touch once; sleep SECS; fi`\n\n\
+    ## Task: after\n- task_class: cpu\n- depends_on: slow\n- command: `echo after > after.txt`\n";
+
+/// Waits until `slow` runs and its start record (with its process group) is in
+/// processing/: removing the file before that would race the worker's write.
+fn await_slow_started(rig: &Rig) {
+    rig.await_file("once");
+    eventually(30, "slow's start record", || {
+        rig.tasks_in("processing")
+            .iter()
+            .any(|t| t["name"] == "slow" && t["pgid"].is_number())
+    });
+}
+
+/// Removes `slow`'s file from processing/.
+fn remove_running_slow(rig: &Rig) {
+    let dir = rig.root().join("tasks/processing");
+    let name = rig
+        .names_in("processing")
+        .into_iter()
+        .find(|n| n.ends_with("-slow.json"))
+        .expect("slow runs");
+    std::fs::remove_file(dir.join(name)).unwrap();
+}
+
+fn assert_slow_retried_and_total_kept(rig: &Rig, batch: &str, reason: &str) {
+    assert_eq!(rig.wait(batch), 0);
+    let lost = rig.decisions_with(&["decision=lost", "task=slow"]);
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert!(lost[0].contains(reason), "{lost:?}");
+    assert_eq!(
+        rig.decisions_with(&["decision=retry", "task=slow"]).len(),
+        1
+    );
+    let slow = rig.task("complete", "slow");
+    assert_eq!(slow["retry_count"], 1);
+    let after = rig.task("complete", "after");
+    assert!(after["started_at"].as_str() >= slow["finished_at"].as_str());
+    let r = record(rig, batch);
+    assert_eq!(r["counts"]["total"], 2);
+    assert_eq!(r["counts"]["complete"], 2);
+    // The worker that ran the first attempt found its file gone and filed nothing.
+    eventually(30, "the worker's word on the vanished file", || {
+        std::fs::read_to_string(rig.dir.path().join("w1.stderr"))
+            .unwrap_or_default()
+            .contains("gone from processing/")
+    });
+}
+
+#[test]
+fn a_running_task_whose_file_is_removed_is_lost_and_retried() {
+    let mut rig = Rig::new();
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    let plan = rig.write("once.md", &ONCE.replace("SECS", "60"));
+    let batch = rig.submit(&plan);
+    await_slow_started(&rig);
+    remove_running_slow(&rig);
+    assert_slow_retried_and_total_kept(&rig, &batch, "reason=\"file removed from processing/\"");
+}
+
+#[test]
+fn a_task_removed_while_the_brain_is_down_is_recreated_and_retried() {
+    let mut rig = Rig::new();
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    let plan = rig.write("once.md", &ONCE.replace("SECS", "4"));
+    let batch = rig.submit(&plan);
+    await_slow_started(&rig);
+    rig.stop("brain");
+    remove_running_slow(&rig);
+    rig.start_brain();
+    assert_slow_retried_and_total_kept(&rig, &batch, "found in no directory");
+}

@@ -84,7 +84,7 @@ pub async fn run_brain(
     let config = RigConfig::load(&layout.rig_toml())?;
     let logs = Logs::new(&layout);
     requeue_orphaned_requests(&layout, &logs)?;
-    let mut state = crate::rebuild::rebuild(&layout, &logs)?;
+    let mut state = crate::rebuild::rebuild(&layout, &logs, &config)?;
     state.brain_session = uuid::Uuid::new_v4().simple().to_string();
     state.stale_after_secs = config.defaults.stale_after_secs;
     probe_workers(&layout, &mut state);
@@ -210,7 +210,7 @@ pub async fn run_brain(
                     take(c);
                 }
                 if overflow {
-                    full_rescan(&layout, &logs, &mut state, &mut brain_queue);
+                    full_rescan(&layout, &logs, &mut state, &mut brain_queue, resources.config());
                 }
                 for p in names {
                     let Some(name) = p.file_name().and_then(|n| n.to_str()) else { continue };
@@ -235,7 +235,7 @@ pub async fn run_brain(
             }
             _ = rescan.tick() => {
                 probe_workers(&layout, &mut state);
-                full_rescan(&layout, &logs, &mut state, &mut brain_queue);
+                full_rescan(&layout, &logs, &mut state, &mut brain_queue, resources.config());
             }
             _ = heartbeat.tick() => write_heartbeat(&layout, &started_at, &state),
             // Workers' cards change without task files moving (a load finishes,
@@ -301,8 +301,15 @@ fn converge(layout: &Layout, logs: &Logs, state: &mut BrainState) {
     }
 }
 
-/// Re-lists every directory and brings each job whose place changed into the state.
-fn full_rescan(layout: &Layout, logs: &Logs, state: &mut BrainState, brain_queue: &mut QueueIndex) {
+/// Re-lists every directory and brings each job whose place changed into the state;
+/// jobs whose file is in no directory any more are followed as lost.
+fn full_rescan(
+    layout: &Layout,
+    logs: &Logs,
+    state: &mut BrainState,
+    brain_queue: &mut QueueIndex,
+    config: &RigConfig,
+) {
     if let Err(e) = brain_queue.rescan(layout) {
         tracing::warn!("{e}");
     }
@@ -374,6 +381,7 @@ fn full_rescan(layout: &Layout, logs: &Logs, state: &mut BrainState, brain_queue
             seen.entry(name).or_insert(JobStatus::Pending);
         }
     }
+    crate::lost::follow_vanished(layout, logs, state, config, &|n| seen.contains_key(n));
     for b in state.batches.values().filter(|b| watched(b)) {
         for j in &b.jobs {
             let differs = match (seen.get(&j.file_name), j.status) {

@@ -86,6 +86,9 @@ pub struct Job {
     pub holder: Option<Holder>,
     /// Its process group was killed by a cancellation.
     pub kill_sent: bool,
+    /// Automatic retries spent, as its file last said: kept so that a task whose
+    /// file vanishes is re-created with the retries it had left.
+    pub retry_count: u32,
     /// What the resource manager weighs: class, model, expected run time.
     pub work: JobWork,
 }
@@ -341,6 +344,9 @@ pub struct BrainState {
     /// Models an LLM server refused to load as unknown, with the error: llm tasks
     /// that need them fail as definition errors instead of waiting for a load.
     pub unknown_models: BTreeMap<String, String>,
+    /// Files of unfinished jobs found in no directory, since when (see
+    /// [`crate::lost::follow_vanished`]).
+    pub vanished: HashMap<String, std::time::Instant>,
 }
 
 impl BrainState {
@@ -374,6 +380,7 @@ pub(crate) mod tests {
                 unmet: 0,
                 holder: None,
                 kill_sent: false,
+                retry_count: 0,
                 work: JobWork::default(),
             })
             .collect();

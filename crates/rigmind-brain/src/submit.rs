@@ -223,6 +223,7 @@ pub fn job_of(t: &TaskFile, deps: Vec<usize>) -> Job {
         unmet: 0,
         holder: None,
         kill_sent: false,
+        retry_count: t.retry_count,
         work: crate::state::JobWork::of(t),
     }
 }

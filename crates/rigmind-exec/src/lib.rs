@@ -89,6 +89,15 @@ pub enum Filed {
     Discarded,
 }
 
+/// Whether a finished run's task is still this runner's to file.
+enum Ours {
+    Yes,
+    /// Another run (a retry on another worker) holds it now.
+    Taken,
+    /// Its file is in `processing/` no more.
+    Gone,
+}
+
 /// A task whose run is over, to be filed by [`Finished::file`].
 #[derive(Debug)]
 pub struct Finished {
@@ -104,12 +113,24 @@ impl Finished {
     /// `queue/`) and removes it from `processing/`. Blocking file I/O. A result is
     /// flushed with its directory entry: once filed, a power cut cannot undo it.
     pub fn file(&self, layout: &Layout) -> Result<Filed, QueueError> {
-        if !self.still_ours() {
-            tracing::warn!(
-                task = %self.task.name,
-                "the task was taken from this runner while it ran; its result is discarded"
-            );
-            return Ok(Filed::Discarded);
+        match self.still_ours() {
+            Ours::Yes => {}
+            Ours::Gone => {
+                tracing::warn!(
+                    task = %self.task.name,
+                    file = %self.from.display(),
+                    "the task's file is gone from processing/ (removed while it ran); \
+                     nothing is filed, its result is discarded (the brain retries it as lost)"
+                );
+                return Ok(Filed::Discarded);
+            }
+            Ours::Taken => {
+                tracing::warn!(
+                    task = %self.task.name,
+                    "the task was taken from this runner while it ran; its result is discarded"
+                );
+                return Ok(Filed::Discarded);
+            }
         }
         if self.dir == TaskDir::Queue {
             // Backwards (processing -> queue): one copy at every instant, so a
@@ -126,12 +147,16 @@ impl Finished {
     }
 
     /// Whether `processing/` still holds this run of the task (same session).
-    fn still_ours(&self) -> bool {
+    fn still_ours(&self) -> Ours {
         match TaskFile::read(&self.from) {
             // No session: the start record never got written; nobody else has it.
-            Ok(t) => t.worker_session.is_none() || t.worker_session == self.task.worker_session,
-            // Unreadable but present: ours to replace. Gone: taken.
-            Err(e) => !e.is_not_found(),
+            Ok(t) if t.worker_session.is_none() || t.worker_session == self.task.worker_session => {
+                Ours::Yes
+            }
+            Ok(_) => Ours::Taken,
+            Err(e) if e.is_not_found() => Ours::Gone,
+            // Unreadable but present: ours to replace.
+            Err(_) => Ours::Yes,
         }
     }
 
