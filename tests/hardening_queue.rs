@@ -259,3 +259,32 @@ fn a_task_removed_while_the_brain_is_down_is_recreated_and_retried() {
     rig.start_brain();
     assert_slow_retried_and_total_kept(&rig, &batch, "found in no directory");
 }
+
+#[test]
+fn a_copy_of_a_completed_task_put_back_in_the_queue_does_not_run_again() {
+    let mut rig = Rig::new();
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    let plan = rig.write(
+        "twice.md",
+        "# Plan: twice\n\n## Task: count\n- task_class: cpu\n- command: `echo ran >> ran.txt`\n",
+    );
+    let batch = rig.submit(&plan);
+    assert_eq!(rig.wait(&batch), 0);
+    let done = rig.names_in("complete");
+    let file = done.iter().find(|n| n.ends_with("-count.json")).unwrap();
+    std::fs::copy(
+        rig.root().join("tasks/complete").join(file),
+        rig.root().join("tasks/queue/copy-of-count.json"),
+    )
+    .unwrap();
+    eventually(30, "the copy moved to rejected/", || {
+        rig.names_in("rejected")
+            .contains(&"copy-of-count.json".to_string())
+    });
+    let q = rig.decisions_with(&["decision=quarantine", "copy-of-count.json"]);
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert!(q[0].contains(&format!("complete/{file}")), "{q:?}");
+    assert_eq!(rig.await_file("ran.txt"), "ran\n");
+    assert_eq!(rig.names_in("complete").len(), done.len());
+}

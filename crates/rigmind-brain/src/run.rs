@@ -219,7 +219,7 @@ pub async fn run_brain(
                         if unclassified(&brain_queue, name) {
                             crate::observe::fix_unclassified(&layout, &logs, &mut state, name);
                         } else if !is_known_job(&state, name) {
-                            accept_stray(&layout, &logs, &brain_queue, name);
+                            accept_stray(&layout, &logs, &state, &mut brain_queue, name);
                         }
                     }
                     if !is_known_job(&state, name) {
@@ -355,7 +355,7 @@ fn full_rescan(
         .map(|e| e.file_name.clone())
         .collect();
     for name in strays {
-        accept_stray(layout, logs, brain_queue, &name);
+        accept_stray(layout, logs, state, brain_queue, &name);
     }
     // Queue files no worker can read (truncated, garbage with a task's name).
     for name in brain_queue.unreadable() {
@@ -443,17 +443,51 @@ fn judge_stray(layout: &Layout, logs: &Logs, state: &mut BrainState, path: &Path
     }
 }
 
-/// A hand-placed queue file of no known batch that does not say `queued`: it has
-/// no dependencies the brain knows of, so it is accepted as it is.
-fn accept_stray(layout: &Layout, logs: &Logs, index: &QueueIndex, name: &str) {
+/// A hand-placed queue file that is no known task's. A copy of a task that has
+/// completed (same `task_id`) is moved aside, never run again; one that does not
+/// say `queued` has no dependencies the brain knows of, so it is accepted as it is.
+fn accept_stray(
+    layout: &Layout,
+    logs: &Logs,
+    state: &BrainState,
+    index: &mut QueueIndex,
+    name: &str,
+) {
     let Some(e) = index.get(name) else { return };
-    if e.status == TaskStatus::Queued || e.executor != Executor::Worker || e.task_class.is_none() {
+    if e.executor != Executor::Worker {
         return;
     }
     let path = layout.dir(TaskDir::Queue).join(name);
-    if let Ok(t) = TaskFile::read(&path) {
+    let Ok(t) = TaskFile::read(&path) else { return };
+    if let Some(done) = completed_file(state, &t) {
+        let reason = format!(
+            "a copy of task {} ({}), which is complete as complete/{done}; not run again",
+            t.task_id, t.name
+        );
+        if crate::observe::quarantine(layout, logs, &path, &reason).is_some() {
+            index.forget(name);
+        }
+        return;
+    }
+    if t.status != TaskStatus::Queued && t.task_class.is_some() {
         crate::observe::accept(logs, &path, &t);
     }
+}
+
+/// The `complete/` file of the known task that `t` copies (same task id, or the
+/// same name in the same batch: names are unique in a batch, and a completed
+/// task read back at a start is known by its name alone), if it has completed.
+fn completed_file(state: &BrainState, t: &TaskFile) -> Option<String> {
+    state
+        .batches
+        .get(&t.batch_id)?
+        .jobs
+        .iter()
+        .find(|j| {
+            j.status == JobStatus::Complete
+                && (j.name == t.name || (!j.task_id.is_empty() && j.task_id == t.task_id))
+        })
+        .map(|j| j.file_name.clone())
 }
 
 fn unclassified(index: &QueueIndex, name: &str) -> bool {
