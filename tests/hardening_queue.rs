@@ -210,7 +210,9 @@ fn remove_running_slow(rig: &Rig) {
     std::fs::remove_file(dir.join(name)).unwrap();
 }
 
-fn assert_slow_retried_and_total_kept(rig: &Rig, batch: &str, reason: &str) {
+/// `worker_says`: what the worker that ran the first attempt logs when it finds
+/// its file gone (or, after a restart, replaced by the re-created task).
+fn assert_slow_retried_and_total_kept(rig: &Rig, batch: &str, reason: &str, worker_says: &str) {
     assert_eq!(rig.wait(batch), 0);
     let lost = rig.decisions_with(&["decision=lost", "task=slow"]);
     assert_eq!(lost.len(), 1, "{lost:?}");
@@ -230,7 +232,7 @@ fn assert_slow_retried_and_total_kept(rig: &Rig, batch: &str, reason: &str) {
     eventually(30, "the worker's word on the vanished file", || {
         std::fs::read_to_string(rig.dir.path().join("w1.stderr"))
             .unwrap_or_default()
-            .contains("gone from processing/")
+            .contains(worker_says)
     });
 }
 
@@ -243,7 +245,12 @@ fn a_running_task_whose_file_is_removed_is_lost_and_retried() {
     let batch = rig.submit(&plan);
     await_slow_started(&rig);
     remove_running_slow(&rig);
-    assert_slow_retried_and_total_kept(&rig, &batch, "reason=\"file removed from processing/\"");
+    assert_slow_retried_and_total_kept(
+        &rig,
+        &batch,
+        "reason=\"file removed from processing/\"",
+        "gone from processing/",
+    );
 }
 
 #[test]
@@ -257,7 +264,12 @@ fn a_task_removed_while_the_brain_is_down_is_recreated_and_retried() {
     rig.stop("brain");
     remove_running_slow(&rig);
     rig.start_brain();
-    assert_slow_retried_and_total_kept(&rig, &batch, "found in no directory");
+    assert_slow_retried_and_total_kept(
+        &rig,
+        &batch,
+        "found in no directory",
+        "result is discarded",
+    );
 }
 
 #[test]
@@ -287,4 +299,73 @@ fn a_copy_of_a_completed_task_put_back_in_the_queue_does_not_run_again() {
     assert!(q[0].contains(&format!("complete/{file}")), "{q:?}");
     assert_eq!(rig.await_file("ran.txt"), "ran\n");
     assert_eq!(rig.names_in("complete").len(), done.len());
+}
+
+/// Bytes the process has read (`rchar` of /proc/PID/io).
+fn rchar(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Waits for the brain's next heartbeat (brain.json rewritten): a clock of the
+/// brain's own, several rescans long.
+fn next_heartbeat(rig: &Rig) {
+    let p = rig.root().join("brain/brain.json");
+    let read = || std::fs::read_to_string(&p).unwrap_or_default();
+    let before = read();
+    eventually(30, "a brain heartbeat", || {
+        let now = read();
+        !now.is_empty() && now != before
+    });
+}
+
+#[test]
+fn large_files_in_complete_are_not_read_on_every_rescan() {
+    let mut rig = Rig::new();
+    let complete = rig.root().join("tasks/complete");
+    std::fs::create_dir_all(&complete).unwrap();
+    // Over the size limit: never read. Under it, but valid and no known task's:
+    // read once, then known by its stamp.
+    std::fs::write(complete.join("huge.json"), vec![b' '; 6 << 20]).unwrap();
+    let pad = "x".repeat(3 << 20);
+    let hand = format!(
+        "{{\"task_id\":\"h1\",\"batch_id\":\"zz\",\"name\":\"hand\",\"status\":\"complete\",\"pad\":\"{pad}\"}}"
+    );
+    std::fs::write(complete.join("hand.json"), hand).unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    for f in ["huge.json", "hand.json"] {
+        std::fs::File::options()
+            .write(true)
+            .open(complete.join(f))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    rig.start_brain();
+    let pid = rig
+        .children
+        .iter()
+        .find(|(w, _)| w == "brain")
+        .unwrap()
+        .1
+        .id();
+    next_heartbeat(&rig);
+    let before = rchar(pid);
+    // Two heartbeats (5 s each) span about twenty rescans (every 0.5 s).
+    next_heartbeat(&rig);
+    next_heartbeat(&rig);
+    let read = rchar(pid) - before;
+    assert!(
+        read < 3 << 20,
+        "the brain read {read} bytes across its rescans"
+    );
+    assert!(complete.join("huge.json").exists() && complete.join("hand.json").exists());
+    let stderr = std::fs::read_to_string(rig.dir.path().join("brain.stderr")).unwrap();
+    assert_eq!(stderr.matches("huge.json").count(), 1, "{stderr}");
 }

@@ -313,6 +313,7 @@ fn full_rescan(
     if let Err(e) = brain_queue.rescan(layout) {
         tracing::warn!("{e}");
     }
+    state.judged.retain(|p, _| p.exists());
     let mut seen: HashMap<String, JobStatus> = HashMap::new();
     let mut twice = Vec::new();
     for d in TaskDir::ALL {
@@ -437,9 +438,49 @@ fn is_known_job(state: &BrainState, name: &str) -> bool {
 
 /// A file in a task directory that is not a known task's: a hand-written task
 /// (left for the workers) or something that is not a task at all (moved aside).
+///
+/// What was judged and left is remembered by (size, mtime, inode) and not read
+/// again until it changes: a large file sitting in `complete/` would otherwise be
+/// read in full on every rescan. A file past the size limit is never read: in
+/// `queue/` it is moved aside (no worker may take it), elsewhere it is skipped
+/// with one warning.
 fn judge_stray(layout: &Layout, logs: &Logs, state: &mut BrainState, path: &Path) {
-    if let Some(reason) = rigmind_queue::quarantine::judge(path, std::time::SystemTime::now()) {
-        crate::observe::reject(layout, logs, state, path, &reason);
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        state.judged.remove(path);
+        return;
+    };
+    let stamp = (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ino());
+    if state.judged.get(path) == Some(&stamp) {
+        return;
+    }
+    let in_queue = path.parent() == Some(layout.dir(TaskDir::Queue).as_path());
+    if meta.is_file() && meta.len() > fsio::MAX_READ_BYTES && !in_queue {
+        tracing::warn!(
+            "{}: {}; skipped (not read)",
+            path.display(),
+            fsio::too_big(meta.len())
+        );
+        state.judged.insert(path.to_path_buf(), stamp);
+        return;
+    }
+    let now = std::time::SystemTime::now();
+    match rigmind_queue::quarantine::judge(path, now) {
+        Some(reason) => {
+            state.judged.remove(path);
+            crate::observe::reject(layout, logs, state, path, &reason);
+        }
+        // Judged good, unless still too fresh to judge.
+        None => {
+            let settled = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                >= Some(rigmind_queue::quarantine::SETTLE);
+            if settled {
+                state.judged.insert(path.to_path_buf(), stamp);
+            }
+        }
     }
 }
 
@@ -454,7 +495,9 @@ fn accept_stray(
     name: &str,
 ) {
     let Some(e) = index.get(name) else { return };
-    if e.executor != Executor::Worker {
+    // A queued one is the workers' already (and is not read again here on every
+    // rescan); a copy of a completed task still says `complete`.
+    if e.status == TaskStatus::Queued || e.executor != Executor::Worker {
         return;
     }
     let path = layout.dir(TaskDir::Queue).join(name);
@@ -469,7 +512,7 @@ fn accept_stray(
         }
         return;
     }
-    if t.status != TaskStatus::Queued && t.task_class.is_some() {
+    if t.task_class.is_some() {
         crate::observe::accept(logs, &path, &t);
     }
 }

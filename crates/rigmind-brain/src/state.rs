@@ -347,6 +347,9 @@ pub struct BrainState {
     /// Files of unfinished jobs found in no directory, since when (see
     /// [`crate::lost::follow_vanished`]).
     pub vanished: HashMap<String, std::time::Instant>,
+    /// Files that are no known task's, judged and left where they are, by
+    /// (size, mtime s, mtime ns, inode): not read again until they change.
+    pub judged: HashMap<std::path::PathBuf, (u64, i64, i64, u64)>,
 }
 
 impl BrainState {

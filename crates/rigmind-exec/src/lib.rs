@@ -149,6 +149,13 @@ impl Finished {
     /// Whether `processing/` still holds this run of the task (same session).
     fn still_ours(&self) -> Ours {
         match TaskFile::read(&self.from) {
+            // Another task under the same name (one re-created after its file was
+            // removed), or a later run of it on this very worker (same session,
+            // another start).
+            Ok(t) if t.task_id != self.task.task_id => Ours::Taken,
+            Ok(t) if t.worker_session.is_some() && t.started_at != self.task.started_at => {
+                Ours::Taken
+            }
             // No session: the start record never got written; nobody else has it.
             Ok(t) if t.worker_session.is_none() || t.worker_session == self.task.worker_session => {
                 Ours::Yes
