@@ -11,6 +11,7 @@
 //! its `load_llm` / `unload_llm` tasks.
 
 pub mod apply;
+pub mod lost;
 pub mod observe;
 pub mod policy;
 pub mod projection;

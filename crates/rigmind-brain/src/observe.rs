@@ -192,6 +192,7 @@ pub fn refresh(layout: &Layout, logs: &Logs, state: &mut BrainState, file_name: 
     };
     let new = status_at(place, &t);
     let job = &mut batch.jobs[i];
+    job.retry_count = t.retry_count;
     job.holder = (new == JobStatus::Processing).then(|| holder_of(&t, &path));
     // Probe the holder now: a probe older than its start record could take a
     // worker restarted under the same id for the one that died.

@@ -2,26 +2,42 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rigmind_queue::batch::BatchRecord;
+use rigmind_config::RigConfig;
+use rigmind_queue::batch::{BatchRecord, BatchState};
 use rigmind_queue::fsio;
 use rigmind_queue::logs::{Decision, Logs};
-use rigmind_queue::task::{TaskFile, TaskName};
+use rigmind_queue::task::{FailureKind, TaskFile, TaskName, TaskStatus};
 use rigmind_queue::{Layout, QueueError, TaskDir};
 use std::path::PathBuf;
 
 use crate::observe::{holder_of, status_at, Place};
 use crate::state::{Batch, BrainState, Job, JobStatus, JobWork};
 
+/// Every public file, grouped by batch: file name -> places.
+type Public = HashMap<String, BTreeMap<String, Vec<TaskDir>>>;
+
+/// A job read back from its files, with what is left to do about it.
+struct ReadJob {
+    job: Job,
+    /// Its `depends_on` names, when its file could be read.
+    deps: Option<Vec<String>>,
+    /// Its only copy is not a valid task: rejected once the batch is in the state.
+    invalid: Option<(PathBuf, String)>,
+    /// A queued retry's back-off (`not_before`), so status can say `retrying`.
+    retry_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Reads every batch record and task file under the root into a [`BrainState`].
 ///
 /// A task found in two places (a crash between a write and a removal) keeps its
 /// latest state and the stale copy is removed, with a decision logged. Dependencies
 /// are resolved from the `depends_on` names of pending tasks: a name is a task of the
-/// batch, or a plan task whose items it waits for all of.
-pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
+/// batch, or a plan task whose items it waits for all of. A batch that cannot be
+/// rebuilt fails alone (`decision=batch_failed`, its record marked failed): one bad
+/// batch never stops a brain from starting.
+pub fn rebuild(layout: &Layout, logs: &Logs, config: &RigConfig) -> Result<BrainState, QueueError> {
     let mut state = BrainState::default();
-    // Every public file, grouped by batch: file name -> places.
-    let mut public: HashMap<String, BTreeMap<String, Vec<TaskDir>>> = HashMap::new();
+    let mut public: Public = HashMap::new();
     for d in TaskDir::ALL {
         for name in fsio::list_names(&layout.dir(d))? {
             if let Some(tn) = TaskName::parse(&name).filter(|t| !crate::run::is_request(&t.name)) {
@@ -42,164 +58,302 @@ pub fn rebuild(layout: &Layout, logs: &Logs) -> Result<BrainState, QueueError> {
                 continue;
             }
         };
-        let batch_id = record.batch_id.clone();
-        // A submission that stopped while queueing its ready tasks: finish it.
-        if let Some(ready) = crate::submit::read_manifest(layout, &batch_id) {
-            let known = public.get(&batch_id);
-            crate::submit::queue_manifest(layout, logs, &batch_id, &ready, |name| {
-                known.is_some_and(|k| k.contains_key(name))
-            })?;
-            for t in &ready {
-                public
-                    .entry(batch_id.clone())
-                    .or_default()
-                    .entry(t.file_name())
-                    .or_insert_with(|| vec![TaskDir::Queue]);
-            }
-        }
-        let mut files: BTreeMap<String, Vec<Place>> = BTreeMap::new();
-        for name in fsio::list_names(&layout.private_dir(&batch_id))? {
-            files.entry(name).or_default().push(Place::Private);
-        }
-        for (name, dirs) in public.remove(&batch_id).unwrap_or_default() {
-            let places = files.entry(name).or_default();
-            places.extend(dirs.into_iter().map(Place::Public));
-        }
-        let mut jobs = Vec::with_capacity(files.len());
-        let mut pending_deps: Vec<(usize, Vec<String>)> = Vec::new();
-        let mut retry_at = Vec::new();
-        let mut invalid: Vec<(PathBuf, String)> = Vec::new();
-        for (file_name, mut places) in files {
-            let Some(tn) = TaskName::parse(&file_name) else {
-                continue;
-            };
-            // Latest first; the latest copy that reads as a task wins.
-            places.sort_by_key(|p| std::cmp::Reverse(crate::observe::rank(*p)));
-            let mut kept: Option<(Place, Option<TaskFile>)> = None;
-            let mut bad_copies: Vec<(PathBuf, String)> = Vec::new();
-            for place in &places {
-                let path = place.dir(layout, &batch_id).join(&file_name);
-                if kept.is_some() {
-                    fsio::remove_if_exists(&path)?;
-                    logs.decision(
-                        &Decision::new("resolve_duplicate")
-                            .kv("batch", &batch_id)
-                            .kv("task", &tn.name)
-                            .kv("kept", kept.as_ref().map_or("", |k| k.0.name()))
-                            .kv("removed", place.name())
-                            .kv(
-                                "reason",
-                                "found in two places after a crash; the later state wins",
-                            ),
-                    )?;
-                    continue;
-                }
-                // Completed tasks are known by their name alone.
-                if *place == Place::Public(TaskDir::Complete) {
-                    kept = Some((*place, None));
-                    continue;
-                }
-                match TaskFile::read(&path) {
-                    Ok(t) => kept = Some((*place, Some(t))),
-                    // Judged below, once it is known whether a good copy exists.
-                    Err(QueueError::Invalid { reason, .. }) => bad_copies.push((path, reason)),
-                    // Moved on since the listing (a worker claimed it): look again.
-                    Err(e) if e.is_not_found() => {
-                        kept = relocate(layout, &batch_id, &file_name);
-                        if kept.is_some() {
-                            break;
-                        }
-                    }
-                    Err(e) => return Err(e),
+        let mine = public.remove(&record.batch_id).unwrap_or_default();
+        match rebuild_batch(layout, logs, config, &record, mine) {
+            Ok((batch, invalid)) => {
+                state.insert(batch);
+                for (path, reason) in invalid {
+                    crate::observe::reject(layout, logs, &mut state, &path, &reason);
                 }
             }
-            let good_copy = matches!(
-                kept,
-                Some((_, Some(_))) | Some((Place::Public(TaskDir::Complete), _))
-            );
-            if good_copy {
-                // A bad stale copy beside a good one: moved aside, the task goes on.
-                for (path, reason) in bad_copies {
-                    crate::observe::quarantine(layout, logs, &path, &reason);
-                }
-            } else if let Some((path, reason)) = bad_copies.first().cloned() {
-                // Nothing readable is left: the task fails as a definition error.
-                let place = places
-                    .iter()
-                    .copied()
-                    .find(|p| p.dir(layout, &batch_id).join(&file_name) == path)
-                    .unwrap_or(Place::Public(TaskDir::Failed));
-                kept = Some((place, None));
-                invalid.push((path, reason));
-                for (p, r) in bad_copies.into_iter().skip(1) {
-                    crate::observe::quarantine(layout, logs, &p, &r);
-                }
-            }
-            // Still moving: counted as running for now; the first rescan (seconds
-            // away, well inside the claim grace) reads it where it has come to rest.
-            let (place, task) = kept.unwrap_or((Place::Public(TaskDir::Processing), None));
-            let status = match (&task, place) {
-                (Some(t), p) => status_at(p, t),
-                (None, Place::Public(TaskDir::Complete)) => JobStatus::Complete,
-                (None, Place::Public(TaskDir::Processing)) => JobStatus::Processing,
-                // Unreadable: rejected just below, as a definition error.
-                (None, _) => JobStatus::Failed(crate::state::FailureInfo {
-                    kind: rigmind_queue::FailureKind::DefinitionError,
-                    retry_count: 0,
-                    retries: 0,
-                }),
-            };
-            let path = place.dir(layout, &batch_id).join(&file_name);
-            let holder = match (&task, status) {
-                (Some(t), JobStatus::Processing) => Some(holder_of(t, &path)),
-                (None, JobStatus::Processing) => Some(crate::state::Holder {
-                    worker: None,
-                    session: None,
-                    pgid: None,
-                    since: chrono::Utc::now(),
-                }),
-                _ => None,
-            };
-            let plan_task_id = task
-                .as_ref()
-                .map(|t| t.plan_task_id.clone())
-                .unwrap_or_else(|| plan_task_of(&tn.name));
-            // Every job read gets its edges back: pending ones wait on them, failed
-            // ones are revived through them, queued ones are held back by them.
-            if let Some(t) = &task {
-                pending_deps.push((jobs.len(), t.depends_on.clone()));
-                let back_off = t
-                    .not_before
-                    .as_deref()
-                    .and_then(rigmind_queue::time::parse_rfc3339);
-                if let (JobStatus::Queued, Some(at)) = (status, back_off) {
-                    retry_at.push((jobs.len(), at));
-                }
-            }
-            jobs.push(Job {
-                name: tn.name.clone(),
-                plan_task_id,
-                task_id: task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default(),
-                file_name,
-                status,
-                deps: Vec::new(),
-                dependents: Vec::new(),
-                unmet: 0,
-                holder,
-                kill_sent: false,
-                work: task.as_ref().map(JobWork::of).unwrap_or_default(),
-            });
-        }
-        resolve_dependencies(&mut jobs, pending_deps);
-        let mut batch = Batch::new(record, jobs);
-        batch.retry_at.extend(retry_at);
-        batch.refresh_counts();
-        state.insert(batch);
-        for (path, reason) in invalid {
-            crate::observe::reject(layout, logs, &mut state, &path, &reason);
+            Err(reason) => fail_batch(layout, logs, record, &reason)?,
         }
     }
     Ok(state)
+}
+
+/// Marks a batch that cannot be rebuilt as failed, on disk and in the log, so that
+/// `rigmind wait` ends and people see why.
+fn fail_batch(
+    layout: &Layout,
+    logs: &Logs,
+    mut record: BatchRecord,
+    reason: &str,
+) -> Result<(), QueueError> {
+    tracing::error!(batch = %record.batch_id, "{reason}");
+    if !record.state.is_done() {
+        record.state = BatchState::Failed;
+        record.finished_at = Some(rigmind_queue::time::now_rfc3339());
+        if let Err(e) = record.write(layout) {
+            tracing::warn!("{e}");
+        }
+    }
+    logs.decision(
+        &Decision::new("batch_failed")
+            .kv("batch", &record.batch_id)
+            .kv("plan", &record.name)
+            .kv("reason", reason),
+    )
+}
+
+/// Rebuilds one batch from its record, its private tasks and its public files
+/// (`mine`). `Err` says why it cannot be.
+fn rebuild_batch(
+    layout: &Layout,
+    logs: &Logs,
+    config: &RigConfig,
+    record: &BatchRecord,
+    mut mine: BTreeMap<String, Vec<TaskDir>>,
+) -> Result<(Batch, Vec<(PathBuf, String)>), String> {
+    let batch_id = record.batch_id.clone();
+    let err = |e: QueueError| e.to_string();
+    // A submission that stopped while queueing its ready tasks: finish it.
+    if let Some(ready) = crate::submit::read_manifest(layout, &batch_id) {
+        crate::submit::queue_manifest(layout, logs, &batch_id, &ready, |name| {
+            mine.contains_key(name)
+        })
+        .map_err(err)?;
+        for t in &ready {
+            mine.entry(t.file_name())
+                .or_insert_with(|| vec![TaskDir::Queue]);
+        }
+    }
+    let mut files: BTreeMap<String, Vec<Place>> = BTreeMap::new();
+    for name in fsio::list_names(&layout.private_dir(&batch_id)).map_err(err)? {
+        files.entry(name).or_default().push(Place::Private);
+    }
+    for (name, dirs) in mine {
+        let places = files.entry(name).or_default();
+        places.extend(dirs.into_iter().map(Place::Public));
+    }
+    let mut jobs = Vec::with_capacity(files.len());
+    let mut pending_deps: Vec<(usize, Vec<String>)> = Vec::new();
+    let mut retry_at = Vec::new();
+    let mut invalid: Vec<(PathBuf, String)> = Vec::new();
+    for (file_name, places) in files {
+        let Some(read) = read_job(layout, logs, &batch_id, file_name, places).map_err(err)? else {
+            continue;
+        };
+        // Every job read gets its edges back: pending ones wait on them, failed
+        // ones are revived through them, queued ones are held back by them.
+        if let Some(deps) = read.deps {
+            pending_deps.push((jobs.len(), deps));
+        }
+        invalid.extend(read.invalid);
+        if let Some(at) = read.retry_at {
+            retry_at.push((jobs.len(), at));
+        }
+        jobs.push(read.job);
+    }
+    recover_missing(layout, logs, config, record, &mut jobs, &mut pending_deps)?;
+    resolve_dependencies(&mut jobs, pending_deps);
+    let mut batch = Batch::new(record.clone(), jobs);
+    batch.retry_at.extend(retry_at);
+    batch.refresh_counts();
+    Ok((batch, invalid))
+}
+
+/// Jobs the batch record counts but no directory holds (a file removed while the
+/// brain was down): re-created from the plan and filed as lost, so that they are
+/// retried and their dependents still wait for them. `Err` when the plan cannot
+/// give them: the batch then fails, naming how many are missing, rather than
+/// completing smaller.
+fn recover_missing(
+    layout: &Layout,
+    logs: &Logs,
+    config: &RigConfig,
+    record: &BatchRecord,
+    jobs: &mut Vec<Job>,
+    pending_deps: &mut Vec<(usize, Vec<String>)>,
+) -> Result<(), String> {
+    let want = record.counts.total;
+    if jobs.len() >= want {
+        return Ok(());
+    }
+    let missing = want - jobs.len();
+    let lead = format!("{missing} of its {want} tasks are in no directory");
+    let tasks = crate::lost::plan_tasks(record, config).map_err(|e| format!("{lead}, and {e}"))?;
+    let known: std::collections::HashSet<&str> =
+        jobs.iter().map(|j| j.file_name.as_str()).collect();
+    let mut gone: Vec<TaskFile> = tasks
+        .into_values()
+        .filter(|t| !known.contains(t.file_name().as_str()))
+        .collect();
+    if gone.len() != missing {
+        return Err(format!(
+            "{lead}, and its plan {} now gives {} tasks not found",
+            record.plan_file.display(),
+            gone.len()
+        ));
+    }
+    gone.sort_by_key(|t| t.seq);
+    let reason = "file removed (found in no directory at the brain's start)";
+    for mut t in gone {
+        t.status = TaskStatus::Failed;
+        t.failure_kind = Some(FailureKind::LostWorker);
+        t.error = Some(reason.to_string());
+        t.finished_at = Some(rigmind_queue::time::now_rfc3339());
+        let name = t.file_name();
+        t.write_named(&layout.dir(TaskDir::Failed), &name, fsio::Sync::Dir)
+            .map_err(|e| e.to_string())?;
+        logs.decision(
+            &Decision::new("lost")
+                .kv("batch", &record.batch_id)
+                .kv("task", &t.name)
+                .kv("plan_task_id", &t.plan_task_id)
+                .kv("failure_kind", FailureKind::LostWorker)
+                .kv("recreated_from", "plan")
+                .kv("reason", reason),
+        )
+        .map_err(|e| e.to_string())?;
+        pending_deps.push((jobs.len(), t.depends_on.clone()));
+        let mut job = crate::submit::job_of(&t, Vec::new());
+        job.status = JobStatus::Failed(crate::observe::failure_info(&t));
+        jobs.push(job);
+    }
+    Ok(())
+}
+
+/// Reads one task of a batch from the places its file was listed in: the latest
+/// readable copy wins, stale copies are removed, a bad one is judged.
+fn read_job(
+    layout: &Layout,
+    logs: &Logs,
+    batch_id: &str,
+    file_name: String,
+    mut places: Vec<Place>,
+) -> Result<Option<ReadJob>, QueueError> {
+    let Some(tn) = TaskName::parse(&file_name) else {
+        return Ok(None);
+    };
+    // Latest first; the latest copy that reads as a task wins.
+    places.sort_by_key(|p| std::cmp::Reverse(crate::observe::rank(*p)));
+    let mut kept: Option<(Place, Option<TaskFile>)> = None;
+    let mut bad_copies: Vec<(PathBuf, String)> = Vec::new();
+    for place in &places {
+        let path = place.dir(layout, batch_id).join(&file_name);
+        if kept.is_some() {
+            fsio::remove_if_exists(&path)?;
+            logs.decision(
+                &Decision::new("resolve_duplicate")
+                    .kv("batch", batch_id)
+                    .kv("task", &tn.name)
+                    .kv("kept", kept.as_ref().map_or("", |k| k.0.name()))
+                    .kv("removed", place.name())
+                    .kv(
+                        "reason",
+                        "found in two places after a crash; the later state wins",
+                    ),
+            )?;
+            continue;
+        }
+        // Completed tasks are known by their name alone (unless the file name
+        // holds only the beginning of it).
+        if *place == Place::Public(TaskDir::Complete) && tn.cut.is_none() {
+            kept = Some((*place, None));
+            continue;
+        }
+        match TaskFile::read(&path) {
+            Ok(t) => kept = Some((*place, Some(t))),
+            Err(_) if *place == Place::Public(TaskDir::Complete) => kept = Some((*place, None)),
+            // Judged below, once it is known whether a good copy exists.
+            Err(QueueError::Invalid { reason, .. }) => bad_copies.push((path, reason)),
+            // Moved on since the listing (a worker claimed it): look again.
+            Err(e) if e.is_not_found() => {
+                kept = relocate(layout, batch_id, &file_name);
+                if kept.is_some() {
+                    break;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let good_copy = matches!(
+        kept,
+        Some((_, Some(_))) | Some((Place::Public(TaskDir::Complete), _))
+    );
+    let mut invalid = None;
+    if good_copy {
+        // A bad stale copy beside a good one: moved aside, the task goes on.
+        for (path, reason) in bad_copies {
+            crate::observe::quarantine(layout, logs, &path, &reason);
+        }
+    } else if let Some((path, reason)) = bad_copies.first().cloned() {
+        // Nothing readable is left: the task fails as a definition error.
+        let place = places
+            .iter()
+            .copied()
+            .find(|p| p.dir(layout, batch_id).join(&file_name) == path)
+            .unwrap_or(Place::Public(TaskDir::Failed));
+        kept = Some((place, None));
+        invalid = Some((path, reason));
+        for (p, r) in bad_copies.into_iter().skip(1) {
+            crate::observe::quarantine(layout, logs, &p, &r);
+        }
+    }
+    // Still moving: counted as running for now; the first rescan (seconds
+    // away, well inside the claim grace) reads it where it has come to rest.
+    let (place, task) = kept.unwrap_or((Place::Public(TaskDir::Processing), None));
+    let job = job_read(layout, batch_id, &tn, file_name, place, task.as_ref());
+    let back_off = task
+        .as_ref()
+        .and_then(|t| t.not_before.as_deref())
+        .and_then(rigmind_queue::time::parse_rfc3339);
+    let retry_at = back_off.filter(|_| job.status == JobStatus::Queued);
+    Ok(Some(ReadJob {
+        job,
+        deps: task.map(|t| t.depends_on),
+        invalid,
+        retry_at,
+    }))
+}
+
+/// The job of a task read at `place` (`task`: its file, when it could be read).
+fn job_read(
+    layout: &Layout,
+    batch_id: &str,
+    tn: &TaskName,
+    file_name: String,
+    place: Place,
+    task: Option<&TaskFile>,
+) -> Job {
+    let status = match (task, place) {
+        (Some(t), p) => status_at(p, t),
+        (None, Place::Public(TaskDir::Complete)) => JobStatus::Complete,
+        (None, Place::Public(TaskDir::Processing)) => JobStatus::Processing,
+        // Unreadable: rejected once the batch is in the state, as a definition error.
+        (None, _) => JobStatus::Failed(crate::state::FailureInfo {
+            kind: rigmind_queue::FailureKind::DefinitionError,
+            retry_count: 0,
+            retries: 0,
+        }),
+    };
+    let path = place.dir(layout, batch_id).join(&file_name);
+    let holder = match (task, status) {
+        (Some(t), JobStatus::Processing) => Some(holder_of(t, &path)),
+        (None, JobStatus::Processing) => Some(crate::state::Holder {
+            worker: None,
+            session: None,
+            pgid: None,
+            since: chrono::Utc::now(),
+        }),
+        _ => None,
+    };
+    let name = task.map_or_else(|| tn.name.clone(), |t| t.name.clone());
+    Job {
+        plan_task_id: task.map_or_else(|| plan_task_of(&name), |t| t.plan_task_id.clone()),
+        name,
+        task_id: task.map(|t| t.task_id.clone()).unwrap_or_default(),
+        file_name,
+        status,
+        deps: Vec::new(),
+        dependents: Vec::new(),
+        unmet: 0,
+        holder,
+        kill_sent: false,
+        retry_count: task.map_or(0, |t| t.retry_count),
+        work: task.map(JobWork::of).unwrap_or_default(),
+    }
 }
 
 /// Where a file that vanished during the rebuild has gone, read there.

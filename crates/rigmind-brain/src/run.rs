@@ -80,21 +80,12 @@ pub async fn run_brain(
     let layout = Layout::new(&opts.root);
     layout.ensure()?;
     let lock_path = layout.brain_lock();
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| rigmind_queue::QueueError::Io {
-            op: "open lock",
-            path: lock_path.clone(),
-            source: e,
-        })?;
+    let lock_file = fsio::open_lock(&lock_path)?;
     let mut lock = fd_lock::RwLock::new(lock_file);
     let _held = lock.try_write().map_err(|_| BrainError::AlreadyRunning {
-        pid: std::fs::read_to_string(layout.brain_state())
+        pid: fsio::read(&layout.brain_state())
             .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s).ok())
             .and_then(|v| v["pid"].as_u64())
             .map_or("unknown".into(), |p| p.to_string()),
         root: opts.root.clone(),
@@ -102,7 +93,7 @@ pub async fn run_brain(
     let config = RigConfig::load(&layout.rig_toml())?;
     let logs = Logs::new(&layout);
     requeue_orphaned_requests(&layout, &logs)?;
-    let mut state = crate::rebuild::rebuild(&layout, &logs)?;
+    let mut state = crate::rebuild::rebuild(&layout, &logs, &config)?;
     state.brain_session = uuid::Uuid::new_v4().simple().to_string();
     state.stale_after_secs = config.defaults.stale_after_secs;
     probe_workers(&layout, &mut state);
@@ -233,7 +224,7 @@ pub async fn run_brain(
                     take(c);
                 }
                 if overflow {
-                    full_rescan(&layout, &logs, &mut state, &mut brain_queue);
+                    full_rescan(&layout, &logs, &mut state, &mut brain_queue, resources.config());
                 }
                 for p in names {
                     let Some(name) = p.file_name().and_then(|n| n.to_str()) else { continue };
@@ -242,7 +233,7 @@ pub async fn run_brain(
                         if unclassified(&brain_queue, name) {
                             crate::observe::fix_unclassified(&layout, &logs, &mut state, name);
                         } else if !is_known_job(&state, name) {
-                            accept_stray(&layout, &logs, &brain_queue, name);
+                            accept_stray(&layout, &logs, &state, &mut brain_queue, name);
                         }
                     }
                     if !is_known_job(&state, name) {
@@ -258,7 +249,7 @@ pub async fn run_brain(
             }
             _ = rescan.tick() => {
                 probe_workers(&layout, &mut state);
-                full_rescan(&layout, &logs, &mut state, &mut brain_queue);
+                full_rescan(&layout, &logs, &mut state, &mut brain_queue, resources.config());
             }
             _ = heartbeat.tick() => write_heartbeat(&layout, &started_at, &state),
             // A record behind the state is written when its half second is up,
@@ -327,11 +318,19 @@ fn converge(layout: &Layout, logs: &Logs, state: &mut BrainState) {
     }
 }
 
-/// Re-lists every directory and brings each job whose place changed into the state.
-fn full_rescan(layout: &Layout, logs: &Logs, state: &mut BrainState, brain_queue: &mut QueueIndex) {
+/// Re-lists every directory and brings each job whose place changed into the state;
+/// jobs whose file is in no directory any more are followed as lost.
+fn full_rescan(
+    layout: &Layout,
+    logs: &Logs,
+    state: &mut BrainState,
+    brain_queue: &mut QueueIndex,
+    config: &RigConfig,
+) {
     if let Err(e) = brain_queue.rescan(layout) {
         tracing::warn!("{e}");
     }
+    state.judged.retain(|p, _| p.exists());
     let mut seen: HashMap<String, JobStatus> = HashMap::new();
     let mut twice = Vec::new();
     for d in TaskDir::ALL {
@@ -374,7 +373,7 @@ fn full_rescan(layout: &Layout, logs: &Logs, state: &mut BrainState, brain_queue
         .map(|e| e.file_name.clone())
         .collect();
     for name in strays {
-        accept_stray(layout, logs, brain_queue, &name);
+        accept_stray(layout, logs, state, brain_queue, &name);
     }
     // Queue files no worker can read (truncated, garbage with a task's name).
     for name in brain_queue.unreadable() {
@@ -400,6 +399,7 @@ fn full_rescan(layout: &Layout, logs: &Logs, state: &mut BrainState, brain_queue
             seen.entry(name).or_insert(JobStatus::Pending);
         }
     }
+    crate::lost::follow_vanished(layout, logs, state, config, &|n| seen.contains_key(n));
     for b in state.batches.values().filter(|b| watched(b)) {
         for j in &b.jobs {
             let differs = match (seen.get(&j.file_name), j.status) {
@@ -455,23 +455,99 @@ fn is_known_job(state: &BrainState, name: &str) -> bool {
 
 /// A file in a task directory that is not a known task's: a hand-written task
 /// (left for the workers) or something that is not a task at all (moved aside).
+///
+/// What was judged and left is remembered by (size, mtime, inode) and not read
+/// again until it changes: a large file sitting in `complete/` would otherwise be
+/// read in full on every rescan. A file past the size limit is never read: in
+/// `queue/` it is moved aside (no worker may take it), elsewhere it is skipped
+/// with one warning.
 fn judge_stray(layout: &Layout, logs: &Logs, state: &mut BrainState, path: &Path) {
-    if let Some(reason) = rigmind_queue::quarantine::judge(path, std::time::SystemTime::now()) {
-        crate::observe::reject(layout, logs, state, path, &reason);
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        state.judged.remove(path);
+        return;
+    };
+    let stamp = (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ino());
+    if state.judged.get(path) == Some(&stamp) {
+        return;
+    }
+    let in_queue = path.parent() == Some(layout.dir(TaskDir::Queue).as_path());
+    if meta.is_file() && meta.len() > fsio::MAX_READ_BYTES && !in_queue {
+        tracing::warn!(
+            "{}: {}; skipped (not read)",
+            path.display(),
+            fsio::too_big(meta.len())
+        );
+        state.judged.insert(path.to_path_buf(), stamp);
+        return;
+    }
+    let now = std::time::SystemTime::now();
+    match rigmind_queue::quarantine::judge(path, now) {
+        Some(reason) => {
+            state.judged.remove(path);
+            crate::observe::reject(layout, logs, state, path, &reason);
+        }
+        // Judged good, unless still too fresh to judge.
+        None => {
+            let settled = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                >= Some(rigmind_queue::quarantine::SETTLE);
+            if settled {
+                state.judged.insert(path.to_path_buf(), stamp);
+            }
+        }
     }
 }
 
-/// A hand-placed queue file of no known batch that does not say `queued`: it has
-/// no dependencies the brain knows of, so it is accepted as it is.
-fn accept_stray(layout: &Layout, logs: &Logs, index: &QueueIndex, name: &str) {
+/// A hand-placed queue file that is no known task's. A copy of a task that has
+/// completed (same `task_id`) is moved aside, never run again; one that does not
+/// say `queued` has no dependencies the brain knows of, so it is accepted as it is.
+fn accept_stray(
+    layout: &Layout,
+    logs: &Logs,
+    state: &BrainState,
+    index: &mut QueueIndex,
+    name: &str,
+) {
     let Some(e) = index.get(name) else { return };
-    if e.status == TaskStatus::Queued || e.executor != Executor::Worker || e.task_class.is_none() {
+    // A queued one is the workers' already (and is not read again here on every
+    // rescan); a copy of a completed task still says `complete`.
+    if e.status == TaskStatus::Queued || e.executor != Executor::Worker {
         return;
     }
     let path = layout.dir(TaskDir::Queue).join(name);
-    if let Ok(t) = TaskFile::read(&path) {
+    let Ok(t) = TaskFile::read(&path) else { return };
+    if let Some(done) = completed_file(state, &t) {
+        let reason = format!(
+            "a copy of task {} ({}), which is complete as complete/{done}; not run again",
+            t.task_id, t.name
+        );
+        if crate::observe::quarantine(layout, logs, &path, &reason).is_some() {
+            index.forget(name);
+        }
+        return;
+    }
+    if t.task_class.is_some() {
         crate::observe::accept(logs, &path, &t);
     }
+}
+
+/// The `complete/` file of the known task that `t` copies (same task id, or the
+/// same name in the same batch: names are unique in a batch, and a completed
+/// task read back at a start is known by its name alone), if it has completed.
+fn completed_file(state: &BrainState, t: &TaskFile) -> Option<String> {
+    state
+        .batches
+        .get(&t.batch_id)?
+        .jobs
+        .iter()
+        .find(|j| {
+            j.status == JobStatus::Complete
+                && (j.name == t.name || (!j.task_id.is_empty() && j.task_id == t.task_id))
+        })
+        .map(|j| j.file_name.clone())
 }
 
 fn unclassified(index: &QueueIndex, name: &str) -> bool {

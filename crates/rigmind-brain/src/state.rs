@@ -86,6 +86,9 @@ pub struct Job {
     pub holder: Option<Holder>,
     /// Its process group was killed by a cancellation.
     pub kill_sent: bool,
+    /// Automatic retries spent, as its file last said: kept so that a task whose
+    /// file vanishes is re-created with the retries it had left.
+    pub retry_count: u32,
     /// What the resource manager weighs: class, model, expected run time.
     pub work: JobWork,
 }
@@ -381,6 +384,12 @@ pub struct BrainState {
     /// Models an LLM server refused to load as unknown, with the error: llm tasks
     /// that need them fail as definition errors instead of waiting for a load.
     pub unknown_models: BTreeMap<String, String>,
+    /// Files of unfinished jobs found in no directory, since when (see
+    /// [`crate::lost::follow_vanished`]).
+    pub vanished: HashMap<String, std::time::Instant>,
+    /// Files that are no known task's, judged and left where they are, by
+    /// (size, mtime s, mtime ns, inode): not read again until they change.
+    pub judged: HashMap<std::path::PathBuf, (u64, i64, i64, u64)>,
 }
 
 impl BrainState {
@@ -414,6 +423,7 @@ pub(crate) mod tests {
                 unmet: 0,
                 holder: None,
                 kill_sent: false,
+                retry_count: 0,
                 work: JobWork::default(),
             })
             .collect();

@@ -224,6 +224,7 @@ pub fn job_of(t: &TaskFile, deps: Vec<usize>) -> Job {
         unmet: 0,
         holder: None,
         kill_sent: false,
+        retry_count: t.retry_count,
         work: crate::state::JobWork::of(t),
     }
 }
@@ -244,7 +245,7 @@ fn write_manifest(dir: &Path, tasks: &[TaskFile]) -> Result<PathBuf, QueueError>
 
 /// Reads a manifest left by a submission that did not finish queueing.
 pub fn read_manifest(layout: &Layout, batch: &str) -> Option<Vec<TaskFile>> {
-    let bytes = std::fs::read(manifest_path(layout, batch)).ok()?;
+    let bytes = fsio::read(&manifest_path(layout, batch)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 

@@ -216,10 +216,36 @@ struct RawGpu {
     vram_mb: Option<u64>,
 }
 
+/// Reads rig.toml without ever blocking: opened `O_NONBLOCK` (a FIFO under its
+/// name opens at once) and refused unless it is a regular file. A symbolic link
+/// is followed (people keep their rig.toml in a dotfiles repository).
+fn read_config(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        let kind = if meta.file_type().is_fifo() {
+            "a FIFO"
+        } else {
+            "not a file"
+        };
+        return Err(std::io::Error::other(format!(
+            "not a regular file ({kind})"
+        )));
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 impl RigConfig {
     /// Reads `path`; a missing file gives the defaults.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        match std::fs::read_to_string(path) {
+        match read_config(path) {
             Ok(text) => Self::parse(path, &text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(source) => Err(ConfigError::Read {

@@ -97,6 +97,15 @@ pub enum Filed {
     Discarded,
 }
 
+/// Whether a finished run's task is still this runner's to file.
+enum Ours {
+    Yes,
+    /// Another run (a retry on another worker) holds it now.
+    Taken,
+    /// Its file is in `processing/` no more.
+    Gone,
+}
+
 /// A task whose run is over, to be filed by [`Finished::file`].
 #[derive(Debug)]
 pub struct Finished {
@@ -105,10 +114,11 @@ pub struct Finished {
     pub from: PathBuf,
     pub dir: TaskDir,
     pub filed: Filed,
-    /// The runner session this run was recorded under. Kept apart from `task`
-    /// because a task going back to the queue has its run fields (the session
-    /// among them) cleared, and the claim must still be recognised as ours.
+    /// The runner session and start time this run was recorded under. Kept apart
+    /// from `task` because a task going back to the queue has its run fields
+    /// cleared, and the claim must still be recognised as ours.
     pub session: Option<String>,
+    pub started_at: Option<String>,
 }
 
 impl Finished {
@@ -116,12 +126,24 @@ impl Finished {
     /// `queue/`) and removes it from `processing/`. Blocking file I/O. A result is
     /// flushed with its directory entry: once filed, a power cut cannot undo it.
     pub fn file(&self, layout: &Layout) -> Result<Filed, QueueError> {
-        if !self.still_ours() {
-            tracing::warn!(
-                task = %self.task.name,
-                "the task was taken from this runner while it ran; its result is discarded"
-            );
-            return Ok(Filed::Discarded);
+        match self.still_ours() {
+            Ours::Yes => {}
+            Ours::Gone => {
+                tracing::warn!(
+                    task = %self.task.name,
+                    file = %self.from.display(),
+                    "the task's file is gone from processing/ (removed while it ran); \
+                     nothing is filed, its result is discarded (the brain retries it as lost)"
+                );
+                return Ok(Filed::Discarded);
+            }
+            Ours::Taken => {
+                tracing::warn!(
+                    task = %self.task.name,
+                    "the task was taken from this runner while it ran; its result is discarded"
+                );
+                return Ok(Filed::Discarded);
+            }
         }
         if self.dir == TaskDir::Queue {
             tracing::info!(
@@ -144,12 +166,23 @@ impl Finished {
     }
 
     /// Whether `processing/` still holds this run of the task (same session).
-    fn still_ours(&self) -> bool {
+    fn still_ours(&self) -> Ours {
         match TaskFile::read(&self.from) {
+            // Another task under the same name (one re-created after its file was
+            // removed), or a later run of it on this very worker (same session,
+            // another start).
+            Ok(t) if t.task_id != self.task.task_id => Ours::Taken,
+            Ok(t) if t.worker_session.is_some() && t.started_at != self.started_at => {
+                Ours::Taken
+            }
             // No session: the start record never got written; nobody else has it.
-            Ok(t) => t.worker_session.is_none() || t.worker_session == self.session,
-            // Unreadable but present: ours to replace. Gone: taken.
-            Err(e) => !e.is_not_found(),
+            Ok(t) if t.worker_session.is_none() || t.worker_session == self.session => {
+                Ours::Yes
+            }
+            Ok(_) => Ours::Taken,
+            Err(e) if e.is_not_found() => Ours::Gone,
+            // Unreadable but present: ours to replace.
+            Err(_) => Ours::Yes,
         }
     }
 
@@ -268,6 +301,7 @@ pub async fn run_claimed(
     };
     let from = processing_path.to_path_buf();
     let session = task.worker_session.clone();
+    let started_at = task.started_at.clone();
     if outcome.aborted {
         task.status = TaskStatus::Queued;
         task.clear_run_results();
@@ -278,6 +312,7 @@ pub async fn run_claimed(
             dir: TaskDir::Queue,
             filed: Filed::Returned,
             session,
+            started_at,
         };
     }
     task.finished_at = Some(rigmind_queue::time::now_rfc3339());
@@ -308,6 +343,7 @@ pub async fn run_claimed(
         dir,
         filed,
         session,
+        started_at,
     }
 }
 

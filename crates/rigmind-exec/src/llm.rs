@@ -88,10 +88,11 @@ fn redacted(e: &LlmError) -> String {
 
 /// Appends to the task's log; a log that cannot be written is not worth failing for.
 fn log(path: &Path, text: &str) {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path);
+    let file = rigmind_queue::fsio::open_regular(
+        path,
+        std::fs::OpenOptions::new().create(true).append(true),
+        "task log",
+    );
     if let Ok(mut f) = file {
         let _ = writeln!(f, "{text}");
     }

@@ -206,11 +206,13 @@ fn spawn(run: &ShellRun<'_>, contained: &mut Containment) -> Result<Child, Strin
 
 /// Opens the task's log for this run and writes the run's header.
 fn open_log(run: &ShellRun<'_>) -> Result<Arc<Mutex<LogSink>>, String> {
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(run.log_path)
-        .map_err(|e| format!("cannot open log {}: {e}", run.log_path.display()))?;
+    // Non-blocking open: a FIFO under the log's name must not hang the runner.
+    let mut f = rigmind_queue::fsio::open_regular(
+        run.log_path,
+        OpenOptions::new().create(true).append(true),
+        "task log",
+    )
+    .map_err(|e| format!("cannot open log {}: {e}", run.log_path.display()))?;
     let _ = writeln!(f, "{}", run.header);
     Ok(Arc::new(Mutex::new(LogSink::new(f, run.log_cap))))
 }

@@ -131,11 +131,14 @@ impl Ring {
 /// runner, e.g. a cancel by the brain). Errors are logged, not returned: the log
 /// is for people, and the kill stands either way.
 pub fn append_note(log_path: &Path, line: &str) {
-    let r = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path)
-        .and_then(|mut f| writeln!(f, "\n{line}"));
+    // Non-blocking open: a FIFO under the log's name must not hang the brain.
+    let r = rigmind_queue::fsio::open_regular(
+        log_path,
+        std::fs::OpenOptions::new().create(true).append(true),
+        "task log",
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|mut f| writeln!(f, "\n{line}").map_err(|e| e.to_string()));
     if let Err(e) = r {
         tracing::warn!(log = %log_path.display(), "cannot add to the task's log: {e}");
     }

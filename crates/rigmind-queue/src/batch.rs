@@ -109,7 +109,7 @@ impl BatchRecord {
     }
 
     pub fn read(path: &Path) -> Result<Self, QueueError> {
-        let bytes = fsio::read(path)?;
+        let bytes = fsio::read_regular(path, "batch record")?;
         serde_json::from_slice(&bytes).map_err(|e| QueueError::Invalid {
             path: path.to_path_buf(),
             what: "batch record",

@@ -8,7 +8,7 @@
 //! groups) count on.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -157,7 +157,7 @@ impl QueueIndex {
 
 fn read_entry(dir: &Path, name: &str) -> Option<QueueEntry> {
     let path = dir.join(name);
-    let bytes = std::fs::read(&path).ok()?;
+    let bytes = fsio::read_regular(&path, "task file").ok()?;
     let t = TaskFile::from_bytes(&path, &bytes).ok()?;
     Some(QueueEntry::from_task(name, &t))
 }
@@ -171,12 +171,7 @@ pub struct QueueLock {
 impl QueueLock {
     pub fn open(layout: &Layout) -> Result<Self, QueueError> {
         let path = layout.queue_lock();
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| QueueError::io("open lock", &path, e))?;
+        let file = fsio::open_lock(&path)?;
         Ok(Self {
             lock: fd_lock::RwLock::new(file),
             path,

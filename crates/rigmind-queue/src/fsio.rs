@@ -7,9 +7,16 @@
 //! caller asks ([`Sync::Dir`]): on ext4 and xfs the journal already keeps renames in
 //! order, so a crash can lose only the newest moves, never reorder them, and the
 //! expensive directory flush is kept for results.
+//!
+//! Every read of a file under the root goes through [`read_regular`] (or
+//! [`open_regular`]): anyone can `mkfifo` a name in a shared directory, and a plain
+//! `open` of a FIFO blocks until a writer comes, so one stray FIFO would hang the
+//! brain, every worker and `rigmind status`. Opening with `O_NONBLOCK | O_NOFOLLOW`
+//! and checking the type with `fstat` refuses such entries at once, with a reason.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::QueueError;
@@ -80,7 +87,12 @@ pub fn rewrite_and_move(from: &Path, to_dir: &Path, bytes: &[u8]) -> Result<Path
 pub fn sync_group(paths: &[PathBuf]) -> Result<(), QueueError> {
     let mut dirs: Vec<&Path> = Vec::new();
     for p in paths {
-        match File::open(p).and_then(|f| f.sync_data()) {
+        // Non-blocking: a FIFO put in a file's place must not hang the flush.
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(p);
+        match opened.and_then(|f| f.sync_data()) {
             Ok(()) => {}
             // Already moved on by someone else (a claim): its new place is theirs.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -105,9 +117,115 @@ pub fn sync_dir(dir: &Path) -> Result<(), QueueError> {
         .map_err(|e| QueueError::io("flush directory", dir, e))
 }
 
-/// Reads a whole file, naming the path on error.
+/// The largest file of the root that is read whole: a task file is a few KB, so a
+/// file past this is refused without reading it (a 200 MB file re-read on every
+/// rescan would cost a core).
+pub const MAX_READ_BYTES: u64 = 4 << 20;
+
+/// What a directory entry is, in words, when it is not a regular file.
+pub fn kind_of(ft: fs::FileType) -> &'static str {
+    if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() || ft.is_block_device() {
+        "a device"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a file"
+    }
+}
+
+/// Opens a file of the root without ever blocking on it: `O_NONBLOCK` (a FIFO
+/// opens at once, or fails with `ENXIO` when opened for writing without a
+/// reader), `O_NOFOLLOW` (a symbolic link is refused), then `fstat` refuses
+/// anything but a regular file. `what` names the file's kind in the error
+/// ("task file", "log"); the error is [`QueueError::Invalid`] with the reason
+/// "not a regular file (a FIFO)".
+pub fn open_regular(
+    path: &Path,
+    opts: &mut OpenOptions,
+    what: &'static str,
+) -> Result<File, QueueError> {
+    let not_regular = |kind: &str| QueueError::Invalid {
+        path: path.to_path_buf(),
+        what,
+        reason: format!("not a regular file ({kind})"),
+    };
+    let f = match opts
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(not_regular("a symbolic link"))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Err(not_regular("a FIFO")),
+        Err(e) => return Err(QueueError::io("open", path, e)),
+    };
+    let meta = f.metadata().map_err(|e| QueueError::io("stat", path, e))?;
+    if !meta.is_file() {
+        return Err(not_regular(kind_of(meta.file_type())));
+    }
+    Ok(f)
+}
+
+/// Reads a whole regular file of at most [`MAX_READ_BYTES`], naming the path on
+/// error; anything else (a FIFO, a socket, a link, a huge file) is refused without
+/// reading it, as [`QueueError::Invalid`] of kind `what`.
+pub fn read_regular(path: &Path, what: &'static str) -> Result<Vec<u8>, QueueError> {
+    let mut f = open_regular(path, OpenOptions::new().read(true), what)?;
+    let len = f
+        .metadata()
+        .map_err(|e| QueueError::io("stat", path, e))?
+        .len();
+    if len > MAX_READ_BYTES {
+        return Err(QueueError::Invalid {
+            path: path.to_path_buf(),
+            what,
+            reason: too_big(len),
+        });
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    // One byte past the limit tells a file that grew since the fstat.
+    Read::by_ref(&mut f)
+        .take(MAX_READ_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| QueueError::io("read", path, e))?;
+    if bytes.len() as u64 > MAX_READ_BYTES {
+        return Err(QueueError::Invalid {
+            path: path.to_path_buf(),
+            what,
+            reason: too_big(bytes.len() as u64),
+        });
+    }
+    Ok(bytes)
+}
+
+/// The reason given for a file past [`MAX_READ_BYTES`].
+pub fn too_big(len: u64) -> String {
+    format!(
+        "too big ({len} bytes; a task or state file is at most {} MiB)",
+        MAX_READ_BYTES >> 20
+    )
+}
+
+/// Reads a whole file of the root ([`read_regular`] for any kind of file).
 pub fn read(path: &Path) -> Result<Vec<u8>, QueueError> {
-    fs::read(path).map_err(|e| QueueError::io("read", path, e))
+    read_regular(path, "file")
+}
+
+/// Opens (creating it if needed) a lock file of the root for writing, refusing
+/// anything but a regular file instead of blocking on it.
+pub fn open_lock(path: &Path) -> Result<File, QueueError> {
+    open_regular(
+        path,
+        OpenOptions::new().create(true).truncate(false).write(true),
+        "lock file",
+    )
 }
 
 /// Removes a file; one that is already gone is not an error.
@@ -146,11 +264,7 @@ pub fn append_line(path: &Path, line: &str) -> Result<(), QueueError> {
     let mut buf = String::with_capacity(line.len() + 1);
     buf.push_str(line);
     buf.push('\n');
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| QueueError::io("open log", path, e))?;
+    let mut f = open_regular(path, OpenOptions::new().create(true).append(true), "log")?;
     f.write_all(buf.as_bytes())
         .map_err(|e| QueueError::io("append to", path, e))
 }

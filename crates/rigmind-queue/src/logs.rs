@@ -91,7 +91,7 @@ impl Logs {
     /// Writes one decision line, stamped with the time.
     pub fn decision(&self, d: &Decision) -> Result<(), QueueError> {
         let line = format!("{} {}", crate::time::now_rfc3339(), d.render());
-        fsio::append_line(&self.decisions, &line)
+        append_or_replace(&self.decisions, &line)
     }
 
     /// Writes one event as a JSON line, with `ts` and `event` first.
@@ -104,7 +104,34 @@ impl Logs {
         obj.insert("ts".into(), Value::String(crate::time::now_rfc3339()));
         obj.insert("event".into(), Value::String(event.to_string()));
         obj.append(&mut fields);
-        fsio::append_line(&self.events, &Value::Object(obj).to_string())
+        append_or_replace(&self.events, &Value::Object(obj).to_string())
+    }
+}
+
+/// Appends a line to a log. A log that is not a regular file (a FIFO someone made
+/// under its name) is renamed aside to `<name>.not-a-file` (a rename never opens
+/// it, so nothing blocks) and the line goes into a fresh log: no decision is lost
+/// and nobody waits on a reader that never comes.
+fn append_or_replace(path: &std::path::Path, line: &str) -> Result<(), QueueError> {
+    match fsio::append_line(path, line) {
+        Err(QueueError::Invalid { reason, .. }) => {
+            let aside = path.with_extension(format!(
+                "{}.not-a-file",
+                path.extension().and_then(|e| e.to_str()).unwrap_or("log")
+            ));
+            tracing::warn!(
+                "{}: {reason}; moved aside to {}",
+                path.display(),
+                aside.display()
+            );
+            std::fs::rename(path, &aside).map_err(|e| QueueError::Io {
+                op: "move aside",
+                path: path.to_path_buf(),
+                source: e,
+            })?;
+            fsio::append_line(path, line)
+        }
+        other => other,
     }
 }
 

@@ -30,15 +30,24 @@ pub fn judge(path: &Path, now: SystemTime) -> Option<String> {
     if meta.is_dir() {
         return Some("a directory, not a task file".into());
     }
+    // Judged from the entry alone: opening a FIFO could block, and a rename
+    // moves it aside without opening it.
     if !meta.is_file() {
-        return Some("not a regular file".into());
+        return Some(format!(
+            "not a regular file ({})",
+            crate::fsio::kind_of(meta.file_type())
+        ));
     }
     if path.file_name().and_then(OsStr::to_str).is_none() {
         return Some("the file name is not UTF-8".into());
     }
-    let bytes = match std::fs::read(path) {
+    if meta.len() > crate::fsio::MAX_READ_BYTES {
+        return Some(crate::fsio::too_big(meta.len()));
+    }
+    let bytes = match crate::fsio::read_regular(path, "task file") {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(QueueError::Invalid { reason, .. }) => return Some(reason),
+        Err(e) if e.is_not_found() => return None,
         Err(e) => return Some(format!("unreadable: {e}")),
     };
     match TaskFile::from_bytes(path, &bytes) {

@@ -300,12 +300,12 @@ impl TaskFile {
 
     /// The name this task's file has in every directory.
     pub fn file_name(&self) -> String {
-        TaskName {
-            rank: 10u8.saturating_sub(self.priority.min(10)),
-            seq: self.seq,
-            batch: self.batch_id.clone(),
-            name: self.name.clone(),
-        }
+        TaskName::new(
+            10u8.saturating_sub(self.priority.min(10)),
+            self.seq,
+            &self.batch_id,
+            &self.name,
+        )
         .to_file_name()
     }
 
@@ -344,7 +344,7 @@ impl TaskFile {
 
     /// Reads a task file from disk.
     pub fn read(path: &Path) -> Result<Self, QueueError> {
-        let bytes = fsio::read(path)?;
+        let bytes = fsio::read_regular(path, "task file")?;
         Self::from_bytes(path, &bytes)
     }
 
@@ -392,37 +392,66 @@ impl TaskFile {
 /// `RR` is the claim rank, `10 - priority`, so that `ls` lists the queue in claim
 /// order: resource tasks (priority 10) as `p00`, a default priority-5 task as `p05`.
 /// `SSSSSSSS` is the submission sequence (older first).
+///
+/// The name part is bounded ([`NAME_PART_MAX`] bytes): a longer name is cut and
+/// marked `~<hash of the full name>`, so that a file name never depends on how
+/// long a name is (the kernel refuses names past 255 bytes) and two names still
+/// never share a file. The full name is always inside the file.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TaskName {
     pub rank: u8,
     pub seq: u64,
     pub batch: String,
+    /// The task's name; only its beginning when `cut` is set.
     pub name: String,
+    /// Set when the name was cut: the hash of the full name, as in the file name.
+    /// `name` is then not the task's name, which only the file holds.
+    pub cut: Option<String>,
 }
 
+/// The most bytes the (encoded) name takes in a file name, before the `~hash`
+/// mark of a cut name: with the rank, a 13-digit sequence, the batch id and the
+/// mark, a file name stays well under the 255 bytes a file system allows.
+pub const NAME_PART_MAX: usize = 150;
+
+/// How many hex digits of the full name's hash mark a cut name.
+const CUT_HASH_LEN: usize = 12;
+
 impl TaskName {
-    /// The file name. Characters that cannot (or should not) stand in a file name
-    /// are percent-encoded (`/` → `%2F`, a space → `%20`, `%` → `%25`), so that two
-    /// task names never share a file name and the name can be read back.
-    pub fn to_file_name(&self) -> String {
-        let mut safe = String::with_capacity(self.name.len());
-        for c in self.name.chars() {
-            if c == '/' || c == '\\' || c == '%' || c.is_control() || c.is_whitespace() {
-                let mut buf = [0u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    safe.push_str(&format!("%{b:02X}"));
-                }
-            } else {
-                safe.push(c);
-            }
+    /// The parts of a task file's name for a task `name` (not cut yet).
+    pub fn new(rank: u8, seq: u64, batch: &str, name: &str) -> Self {
+        Self {
+            rank,
+            seq,
+            batch: batch.to_string(),
+            name: name.to_string(),
+            cut: None,
         }
+    }
+
+    /// The file name. Characters that cannot (or should not) stand in a file name
+    /// are percent-encoded (`/` → `%2F`, a space → `%20`, `%` → `%25`, and `~`,
+    /// which marks a cut name), so that two task names never share a file name and
+    /// a name that was not cut can be read back. A name whose encoding is longer
+    /// than [`NAME_PART_MAX`] is cut there (never inside an escape) and marked
+    /// `~` + a hash of the full name.
+    pub fn to_file_name(&self) -> String {
+        let (safe, hash) = match &self.cut {
+            Some(h) => (encode_name(&self.name, usize::MAX).0, Some(h.clone())),
+            None => match encode_name(&self.name, NAME_PART_MAX) {
+                (safe, true) => (safe, Some(name_hash(&self.name))),
+                (safe, false) => (safe, None),
+            },
+        };
+        let mark = hash.map(|h| format!("~{h}")).unwrap_or_default();
         format!(
-            "p{:02}-{:08}-{}-{}.json",
-            self.rank, self.seq, self.batch, safe
+            "p{:02}-{:08}-{}-{}{}.json",
+            self.rank, self.seq, self.batch, safe, mark
         )
     }
 
-    /// Parses a file name written by [`TaskName::to_file_name`].
+    /// Parses a file name written by [`TaskName::to_file_name`]. A cut name comes
+    /// back with `cut` set: its `name` is only the beginning of the task's name.
     pub fn parse(file_name: &str) -> Option<TaskName> {
         let stem = file_name.strip_suffix(".json")?;
         let rest = stem.strip_prefix('p')?;
@@ -432,13 +461,59 @@ impl TaskName {
         if rank.len() != 2 || batch.is_empty() || name.is_empty() {
             return None;
         }
+        let (name, cut) = match name.split_once('~') {
+            None if name.len() > NAME_PART_MAX => return None,
+            None => (name, None),
+            Some((head, hash)) => {
+                let is_hash = hash.len() == CUT_HASH_LEN
+                    && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                if !is_hash || head.is_empty() || head.len() > NAME_PART_MAX {
+                    return None;
+                }
+                (head, Some(hash.to_string()))
+            }
+        };
         Some(TaskName {
             rank: rank.parse().ok()?,
             seq: seq.parse().ok()?,
             batch: batch.to_string(),
             name: percent_decode(name)?,
+            cut,
         })
     }
+}
+
+/// Percent-encodes a name for a file name, up to `max` bytes: the encoding, and
+/// whether the name had to be cut.
+fn encode_name(name: &str, max: usize) -> (String, bool) {
+    let mut safe = String::with_capacity(name.len().min(max));
+    for c in name.chars() {
+        let mut piece = String::new();
+        if c == '/' || c == '\\' || c == '%' || c == '~' || c.is_control() || c.is_whitespace() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                piece.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            piece.push(c);
+        }
+        if safe.len() + piece.len() > max {
+            return (safe, true);
+        }
+        safe.push_str(&piece);
+    }
+    (safe, false)
+}
+
+/// A stable hash of a full name (FNV-1a, 64 bits), as hex digits: the same in
+/// every process and every version, since it is part of file names on disk.
+fn name_hash(name: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")[..CUT_HASH_LEN].to_string()
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -479,15 +554,34 @@ mod tests {
             (5, 3, "ab12cd")
         );
         assert_eq!(parsed.name, "transcribe[ep 1]");
-        let odd = TaskName {
-            rank: 5,
-            seq: 1,
-            batch: "b".into(),
-            name: "a/b%c d".into(),
-        };
+        let odd = TaskName::new(5, 1, "b", "a/b%c d~e");
         assert_eq!(TaskName::parse(&odd.to_file_name()).unwrap(), odd);
         assert!(TaskName::parse("notes.txt").is_none());
         assert!(TaskName::parse("p5-1-x.json").is_none());
+    }
+
+    #[test]
+    fn long_names_are_cut_and_marked_with_a_hash() {
+        let long = "x".repeat(300);
+        let other = format!("{}y", "x".repeat(299));
+        let a = TaskName::new(5, 1, "ab12cd", &long).to_file_name();
+        let b = TaskName::new(5, 1, "ab12cd", &other).to_file_name();
+        assert!(a.len() < 200, "{a}");
+        assert_ne!(a, b, "two long names share a file name");
+        let parsed = TaskName::parse(&a).unwrap();
+        assert!(parsed.cut.is_some());
+        assert!(long.starts_with(&parsed.name));
+        assert_ne!(parsed.name, long);
+        assert_eq!(parsed.to_file_name(), a);
+        // Never cut inside an escape, nor inside a character.
+        let spaced = " é".repeat(100);
+        let f = TaskName::new(5, 1, "b", &spaced).to_file_name();
+        let p = TaskName::parse(&f).unwrap();
+        assert!(spaced.starts_with(&p.name), "{f}");
+        // Short names are not cut; a `~` in a name is encoded, not a mark.
+        let short = TaskName::parse(&TaskName::new(5, 1, "b", "a~b").to_file_name()).unwrap();
+        assert_eq!((short.name.as_str(), short.cut), ("a~b", None));
+        assert!(TaskName::parse("p05-00000001-b-a~zz.json").is_none());
     }
 
     #[test]

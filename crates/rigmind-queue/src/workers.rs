@@ -80,7 +80,7 @@ impl WorkerState {
     }
 
     pub fn read(path: &Path) -> Result<Self, QueueError> {
-        let bytes = fsio::read(path)?;
+        let bytes = fsio::read_regular(path, "worker state")?;
         serde_json::from_slice(&bytes).map_err(|e| QueueError::Invalid {
             path: path.to_path_buf(),
             what: "worker state",
@@ -127,7 +127,14 @@ pub fn probe(layout: &Layout, worker: &str) -> Liveness {
 /// The kernel drops a lock when its holder dies, however it dies, so a lock that can
 /// be taken means nobody alive holds it. Returns `None` when the file does not exist.
 pub fn lock_is_held(path: &Path) -> Option<bool> {
-    let file = std::fs::OpenOptions::new().write(true).open(path).ok()?;
+    // Non-blocking: a FIFO under the lock's name must not hang the probe. One that
+    // is not a regular file is no live holder's lock.
+    let file = match fsio::open_regular(path, std::fs::OpenOptions::new().write(true), "lock file")
+    {
+        Ok(f) => f,
+        Err(QueueError::Invalid { .. }) => return Some(false),
+        Err(_) => return None,
+    };
     let mut lock = fd_lock::RwLock::new(file);
     let held = lock.try_write().is_err();
     Some(held)

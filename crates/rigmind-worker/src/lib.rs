@@ -323,16 +323,7 @@ pub async fn run_worker(
         });
     }
     let lock_path = layout.worker_lock(&opts.id);
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| QueueError::Io {
-            op: "open lock",
-            path: lock_path.clone(),
-            source: e,
-        })?;
+    let lock_file = rigmind_queue::fsio::open_lock(&lock_path)?;
     let mut life_lock = fd_lock::RwLock::new(lock_file);
     let _alive = life_lock
         .try_write()

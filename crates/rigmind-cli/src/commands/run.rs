@@ -230,11 +230,11 @@ fn worker_plan(layout: &Layout, config: &RigConfig, n: Option<usize>) -> Vec<Wor
 
 fn spawn(exe: &Path, layout: &Layout, what: &str, args: &[&str]) -> Result<Started> {
     let log_path = layout.logs_dir().join(format!("{what}.log"));
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
+    let log = rigmind_queue::fsio::open_regular(
+        &log_path,
+        OpenOptions::new().create(true).append(true),
+        "log",
+    )?;
     let child = Command::new(exe)
         .args(args)
         .arg("--root")

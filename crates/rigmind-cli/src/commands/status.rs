@@ -62,6 +62,13 @@ struct WorkerStatus {
 /// `rigmind status [--json]`
 pub fn status(a: StatusArgs) -> Result<i32> {
     let layout = Layout::new(&a.root.root);
+    if !layout.tasks_dir().is_dir() {
+        eprintln!(
+            "rigmind status: {} is not a rigmind root (no tasks/ directory)",
+            layout.root().display()
+        );
+        return Ok(2);
+    }
     let s = gather(&layout)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -136,9 +143,9 @@ fn gather(layout: &Layout) -> Result<Status> {
     }
     let brain = lock_is_held(&layout.brain_lock()).map(|alive| BrainStatus {
         alive,
-        pid: std::fs::read_to_string(layout.brain_state())
+        pid: rigmind_queue::fsio::read(&layout.brain_state())
             .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s).ok())
             .and_then(|v| v["pid"].as_u64()),
     });
     Ok(Status {
