@@ -20,6 +20,10 @@ use std::time::Duration;
 const PREFIX: &str = "rigmind-task-";
 /// How long the end of a task waits for its processes to be gone.
 const EMPTY_WAIT: Duration = Duration::from_secs(5);
+/// An empty task cgroup younger than this may belong to a live runner that has
+/// just made it and whose command has not joined it yet (several workers start
+/// together on a rig): stale clean-up leaves it alone.
+const STALE_AFTER: Duration = Duration::from_secs(60);
 
 /// How this process contains the tasks it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +97,8 @@ fn own_cgroup_dir() -> Result<PathBuf, String> {
 
 /// Whether a child cgroup can be made, joined (its `cgroup.procs` opened) and removed.
 fn probe(parent: &Path) -> Result<(), String> {
-    let dir = parent.join(format!("{PREFIX}probe-{}", std::process::id()));
+    // Not under PREFIX: another runner's stale clean-up must not take it away.
+    let dir = parent.join(format!("rigmind-probe-{}", std::process::id()));
     std::fs::create_dir(&dir)
         .map_err(|e| format!("cannot create a cgroup in {}: {e}", parent.display()))?;
     let writable = std::fs::OpenOptions::new()
@@ -105,11 +110,13 @@ fn probe(parent: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}/cgroup.procs: {e}", dir.display()))
 }
 
-/// Removes the empty `rigmind-task-*` cgroups a killed runner left behind. One
-/// with processes in it is left alone: it may belong to another live runner on
-/// this machine (another root); the brain kills a dead runner's task processes by
-/// their marker, and a later start removes the emptied cgroup. Returns how many
-/// were removed.
+/// Removes the empty `rigmind-task-*` cgroups a killed runner left behind, once
+/// they are older than [`STALE_AFTER`]: a younger one may be another live
+/// runner's, made an instant ago for a command about to join it. One with
+/// processes in it is left alone: it may belong to another live runner on this
+/// machine (another root); the brain kills a dead runner's task processes by their
+/// marker, and a later start removes the emptied cgroup. Returns how many were
+/// removed.
 pub fn remove_stale_cgroups() -> usize {
     let Mechanism::Cgroup { parent } = mechanism() else {
         return 0;
@@ -117,8 +124,14 @@ pub fn remove_stale_cgroups() -> usize {
     let Ok(rd) = std::fs::read_dir(parent) else {
         return 0;
     };
+    let old = |e: &std::fs::DirEntry| {
+        e.metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() >= STALE_AFTER)
+    };
     rd.flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX))
+        .filter(old)
         .filter(|e| std::fs::remove_dir(e.path()).is_ok())
         .count()
 }
@@ -301,5 +314,20 @@ mod tests {
         assert_eq!(cgroup_name("3f2a-99_x"), "rigmind-task-3f2a-99_x");
         assert_eq!(cgroup_name("../../etc"), "rigmind-task-______etc");
         assert_eq!(cgroup_name("a/b c"), "rigmind-task-a_b_c");
+    }
+
+    #[test]
+    fn stale_clean_up_spares_a_fresh_empty_cgroup_another_runner_just_made() {
+        let Mechanism::Cgroup { parent } = mechanism() else {
+            eprintln!("SKIPPED: no cgroup here ({})", mechanism());
+            return;
+        };
+        // As another worker's: made, its command not joined yet.
+        let fresh = parent.join(cgroup_name(&format!("fresh-{}", std::process::id())));
+        std::fs::create_dir(&fresh).unwrap();
+        remove_stale_cgroups();
+        let survived = fresh.is_dir();
+        let _ = std::fs::remove_dir(&fresh);
+        assert!(survived, "a fresh cgroup was removed as stale");
     }
 }

@@ -172,13 +172,9 @@ impl Finished {
             // removed), or a later run of it on this very worker (same session,
             // another start).
             Ok(t) if t.task_id != self.task.task_id => Ours::Taken,
-            Ok(t) if t.worker_session.is_some() && t.started_at != self.started_at => {
-                Ours::Taken
-            }
+            Ok(t) if t.worker_session.is_some() && t.started_at != self.started_at => Ours::Taken,
             // No session: the start record never got written; nobody else has it.
-            Ok(t) if t.worker_session.is_none() || t.worker_session == self.session => {
-                Ours::Yes
-            }
+            Ok(t) if t.worker_session.is_none() || t.worker_session == self.session => Ours::Yes,
             Ok(_) => Ours::Taken,
             Err(e) if e.is_not_found() => Ours::Gone,
             // Unreadable but present: ours to replace.
