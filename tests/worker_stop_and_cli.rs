@@ -387,3 +387,34 @@ fn each_binary_has_its_own_help_and_rigmind_lists_every_command() {
         assert!(description.len() > 10, "{c} has no description: {line}");
     }
 }
+
+#[test]
+fn status_into_a_closed_pipe_ends_quietly() {
+    let rig = Rig::new();
+    std::fs::create_dir_all(rig.root().join("tasks/queue")).unwrap();
+    // A reader that is gone before rigmind writes: `rigmind status | true`.
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe(2) fills the two-element array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: closing the read end we own; nothing else holds it.
+    unsafe { libc::close(fds[0]) };
+    use std::os::fd::FromRawFd;
+    // SAFETY: the write end is ours and handed over exactly once.
+    let write_end = unsafe { Stdio::from_raw_fd(fds[1]) };
+    let out = Command::new(RIGMIND)
+        .args(["status", "--root"])
+        .arg(rig.root())
+        .stdout(write_end)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {err}",
+        out.status
+    );
+}

@@ -18,6 +18,16 @@ pub fn rigmind_main() -> Result<i32> {
         cli.command,
         Command::Brain(_) | Command::Worker(_)
     ));
+    if matches!(
+        cli.command,
+        Command::Status(_) | Command::Gpus(_) | Command::Validate(_) | Command::Simulate(_)
+    ) {
+        // Commands that only print end quietly when their reader goes away
+        // (`rigmind status | head`), as Unix tools do, instead of panicking on the
+        // closed pipe. Not for commands that own processes or files they must tidy.
+        // SAFETY: restoring a signal's default disposition; no handler, no memory.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     commands::dispatch(cli.command)
 }
 
