@@ -248,7 +248,9 @@ pub fn read_manifest(layout: &Layout, batch: &str) -> Option<Vec<TaskFile>> {
 }
 
 /// Writes the manifest's tasks into the queue (all but those `present` says exist
-/// somewhere already), logs their release, flushes, and removes the manifest.
+/// somewhere already) in claim order, so that a worker claiming while they appear
+/// finds the best of them first; logs their release, flushes, and removes the
+/// manifest.
 pub fn queue_manifest(
     layout: &Layout,
     logs: &Logs,
@@ -258,7 +260,10 @@ pub fn queue_manifest(
 ) -> Result<(), QueueError> {
     let queue = layout.dir(TaskDir::Queue);
     let mut written = Vec::new();
-    for t in tasks.iter().filter(|t| !present(&t.file_name())) {
+    let mut in_order: Vec<(String, &TaskFile)> = tasks.iter().map(|t| (t.file_name(), t)).collect();
+    // File names sort in claim order (`pRR-SSSSSSSS-...`).
+    in_order.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, t) in in_order.into_iter().filter(|(n, _)| !present(n)) {
         written.push(t.write_to(&queue, Sync::None)?);
         crate::apply::log_release(logs, batch, t, "no dependencies")?;
     }
