@@ -98,7 +98,7 @@ pub fn decide(state: &BrainState, now: DateTime<Utc>) -> Vec<Action> {
             if !batch.active() && batch.record.state == BatchState::Cancelled {
                 continue;
             }
-            decide_cancelled(id, batch, &mut actions);
+            decide_cancelled(id, batch, state.queueing.contains_key(id), &mut actions);
             let settled = batch.settled_state();
             if actions.len() + releases.len() == before && settled != batch.record.state {
                 actions.push(Action::Settle {
@@ -169,7 +169,8 @@ fn unrunnable<'a>(state: &'a BrainState, job: &crate::state::Job) -> Option<&'a 
 
 /// llm tasks not started whose model the LLM servers do not know.
 fn decide_unrunnable(id: &str, batch: &Batch, state: &BrainState, out: &mut Vec<Action>) {
-    if state.unknown_models.is_empty() {
+    // Files still being written by the submission are judged once they exist.
+    if state.unknown_models.is_empty() || state.queueing.contains_key(id) {
         return;
     }
     for (i, job) in batch.jobs.iter().enumerate() {
@@ -187,10 +188,13 @@ fn decide_unrunnable(id: &str, batch: &Batch, state: &BrainState, out: &mut Vec<
     }
 }
 
-fn decide_cancelled(id: &str, batch: &Batch, out: &mut Vec<Action>) {
+/// `queueing`: the batch's submission is still writing its ready tasks into the
+/// queue; its queued jobs are cancelled once their files exist.
+fn decide_cancelled(id: &str, batch: &Batch, queueing: bool, out: &mut Vec<Action>) {
     for (i, job) in batch.jobs.iter().enumerate() {
         let batch = id.to_string();
         match job.status {
+            JobStatus::Queued if queueing => {}
             JobStatus::Pending | JobStatus::Queued => out.push(Action::Cancel { batch, job: i }),
             JobStatus::Processing if !job.kill_sent => out.push(Action::Kill { batch, job: i }),
             _ => {}

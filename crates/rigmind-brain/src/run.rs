@@ -154,7 +154,12 @@ pub async fn run_brain(
     loop {
         // Cancellations first: nothing below may keep one waiting.
         cancellations.take(&layout, &logs, &mut state, &mut brain_queue);
-        let mut more = !converge(&layout, &logs, &mut state, TURN_BUDGET);
+        let queued_all = crate::submit::queue_some(&layout, &logs, &mut state, TURN_BUDGET)
+            .unwrap_or_else(|e| {
+                tracing::warn!("{e}; queueing goes on next turn");
+                false
+            });
+        let mut more = !queued_all | !converge(&layout, &logs, &mut state, TURN_BUDGET);
         if !stopping && !more && resources.round(&layout, &logs, &mut state) {
             more = !converge(&layout, &logs, &mut state, TURN_BUDGET);
         }

@@ -341,6 +341,11 @@ pub struct BrainState {
     /// Models an LLM server refused to load as unknown, with the error: llm tasks
     /// that need them fail as definition errors instead of waiting for a load.
     pub unknown_models: BTreeMap<String, String>,
+    /// Ready tasks of new submissions not written into the queue yet, by batch, in
+    /// claim order: written a bounded number per turn ([`crate::submit::queue_some`])
+    /// so that a huge submission keeps no cancellation waiting. Their jobs are
+    /// already `Queued`; nothing is decided about those until their files exist.
+    pub queueing: BTreeMap<String, std::collections::VecDeque<rigmind_queue::task::TaskFile>>,
 }
 
 impl BrainState {

@@ -262,10 +262,16 @@ impl QueueLock {
     }
 }
 
-/// Whether a queue file is a task of a batch with a cancellation marker.
+/// Whether a queue file is a task of a batch with a cancellation marker. Called for
+/// every queued file a claim looks at while some batch is cancelled, so the batch is
+/// cut out of the name (`pRR-SSSSSSSS-<batch>-<name>`) without decoding it.
 fn of_cancelled_batch(markers: &CancelMarkers, file_name: &str) -> bool {
-    TaskName::parse(file_name)
-        .is_some_and(|n| !n.name.starts_with('@') && markers.contains(&n.batch))
+    let mut parts = file_name.splitn(4, '-');
+    let (_, _, Some(batch), Some(name)) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    !name.starts_with('@') && markers.contains(batch)
 }
 
 /// The groups at their limit now, from the tasks in `processing/`. Reads nothing
