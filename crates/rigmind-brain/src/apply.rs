@@ -231,13 +231,17 @@ pub fn apply(
             );
         }
         Action::Cancel { batch, job } => {
-            let Some((t, was)) = fail_unstarted(layout, state, batch, *job, now, |t| {
-                t.failure_kind = Some(FailureKind::Cancelled);
-                t.error = Some(match t.error.take() {
-                    Some(e) => format!("cancelled by the operator (it had failed: {e})"),
-                    None => "cancelled by the operator".to_string(),
-                });
-            })?
+            // Not flushed: the marker in tasks/cancel/ is the durable truth. A file
+            // lost or emptied by a power cut is found again as queued (and not
+            // started: the marker) or as ruined, and cancelled once more.
+            let Some((t, was)) =
+                fail_unstarted(layout, state, batch, *job, now, Sync::None, |t| {
+                    t.failure_kind = Some(FailureKind::Cancelled);
+                    t.error = Some(match t.error.take() {
+                        Some(e) => format!("cancelled by the operator (it had failed: {e})"),
+                        None => "cancelled by the operator".to_string(),
+                    });
+                })?
             else {
                 return Ok(());
             };
@@ -262,7 +266,7 @@ pub fn apply(
         Action::Unrunnable { batch, job, reason } => {
             // Left among the unhandled failures: the usual path fails it for good
             // and its dependents with it.
-            fail_unstarted(layout, state, batch, *job, now, |t| {
+            fail_unstarted(layout, state, batch, *job, now, Sync::Data, |t| {
                 t.failure_kind = Some(FailureKind::DefinitionError);
                 t.error = Some(reason.clone());
             })?;
@@ -392,6 +396,7 @@ fn fail_unstarted(
     batch: &str,
     job: usize,
     now: DateTime<Utc>,
+    sync: Sync,
     edit: impl FnOnce(&mut TaskFile),
 ) -> Result<Option<(TaskFile, JobStatus)>, QueueError> {
     let b = state.batches.get(batch).expect("decided on a known batch");
@@ -409,7 +414,7 @@ fn fail_unstarted(
         .get_or_insert_with(|| rigmind_queue::time::to_rfc3339(now));
     let name = j.file_name.clone();
     let write = || -> Result<(), QueueError> {
-        t.write_named(&layout.dir(TaskDir::Failed), &name, Sync::Data)?;
+        t.write_named(&layout.dir(TaskDir::Failed), &name, sync)?;
         if !from.starts_with(layout.dir(TaskDir::Failed)) {
             fsio::remove_if_exists(&from)?;
         }

@@ -5,12 +5,14 @@
 //! The split follows one rule: decisions are pure ([`policy::decide`] over
 //! [`state::BrainState`]), and everything that touches files is elsewhere —
 //! [`rebuild`] reads them at start, [`observe`] follows them while running,
-//! [`submit`] turns a plan into a batch, [`apply`] carries decisions out, and
+//! [`submit`] turns a plan into a batch, [`cancel`] takes cancellations, [`apply`]
+//! carries decisions out, and
 //! [`run`] is the loop that ties them together. The resource manager follows the
 //! same split: [`resources::decide`] is pure, [`rig`] reads the workers and writes
 //! its `load_llm` / `unload_llm` tasks.
 
 pub mod apply;
+pub mod cancel;
 pub mod lost;
 pub mod observe;
 pub mod policy;

@@ -85,18 +85,22 @@ pub const BASE_BACKOFF_SECS: f64 = 2.0;
 /// The longest wait before a retry.
 pub const MAX_BACKOFF_SECS: f64 = 300.0;
 
-/// Everything that should happen now, in the order to apply it.
+/// Everything that should happen now, in the order to apply it. Releases come
+/// last, all batches together, in claim order (highest priority first, then the
+/// oldest): each is visible to workers the moment it is written, so whatever part
+/// of a group they see holds its best task.
 pub fn decide(state: &BrainState, now: DateTime<Utc>) -> Vec<Action> {
     let mut actions = Vec::new();
+    let mut releases: Vec<(&str, Action)> = Vec::new();
     for (id, batch) in &state.batches {
-        let before = actions.len();
+        let before = actions.len() + releases.len();
         if batch.record.cancel_requested {
             if !batch.active() && batch.record.state == BatchState::Cancelled {
                 continue;
             }
-            decide_cancelled(id, batch, &mut actions);
+            decide_cancelled(id, batch, state.queueing.contains_key(id), &mut actions);
             let settled = batch.settled_state();
-            if actions.len() == before && settled != batch.record.state {
+            if actions.len() + releases.len() == before && settled != batch.record.state {
                 actions.push(Action::Settle {
                     batch: id.clone(),
                     state: settled,
@@ -108,32 +112,48 @@ pub fn decide(state: &BrainState, now: DateTime<Utc>) -> Vec<Action> {
         decide_unrunnable(id, batch, state, &mut actions);
         decide_failures(id, batch, now, &mut actions);
         decide_revivals(id, batch, &mut actions);
-        for &i in &batch.ready {
-            if unrunnable(state, &batch.jobs[i]).is_some() {
-                continue; // failed just above instead
-            }
-            let n = batch.jobs[i].deps.len();
-            let reason = match n {
-                0 => "no dependencies".to_string(),
-                1 => "its 1 dependency is complete".to_string(),
-                n => format!("all {n} dependencies complete"),
-            };
-            actions.push(Action::Release {
-                batch: id.clone(),
-                job: i,
-                reason,
-            });
-        }
+        decide_releases(id, batch, state, &mut releases);
         // A batch settles only once nothing else is decided for it this round.
         let settled = batch.settled_state();
-        if actions.len() == before && settled != batch.record.state {
+        if actions.len() + releases.len() == before && settled != batch.record.state {
             actions.push(Action::Settle {
                 batch: id.clone(),
                 state: settled,
             });
         }
     }
+    // File names sort in claim order (`pRR-SSSSSSSS-...`).
+    releases.sort_by(|a, b| a.0.cmp(b.0));
+    actions.extend(releases.into_iter().map(|(_, a)| a));
     actions
+}
+
+/// The batch's ready jobs, each with its file name (its claim order).
+fn decide_releases<'a>(
+    id: &str,
+    batch: &'a Batch,
+    state: &BrainState,
+    out: &mut Vec<(&'a str, Action)>,
+) {
+    for &i in &batch.ready {
+        if unrunnable(state, &batch.jobs[i]).is_some() {
+            continue; // failed just above instead
+        }
+        let n = batch.jobs[i].deps.len();
+        let reason = match n {
+            0 => "no dependencies".to_string(),
+            1 => "its 1 dependency is complete".to_string(),
+            n => format!("all {n} dependencies complete"),
+        };
+        out.push((
+            batch.jobs[i].file_name.as_str(),
+            Action::Release {
+                batch: id.to_string(),
+                job: i,
+                reason,
+            },
+        ));
+    }
 }
 
 /// Why an llm job cannot run on this rig (its model is unknown), if it cannot.
@@ -149,7 +169,8 @@ fn unrunnable<'a>(state: &'a BrainState, job: &crate::state::Job) -> Option<&'a 
 
 /// llm tasks not started whose model the LLM servers do not know.
 fn decide_unrunnable(id: &str, batch: &Batch, state: &BrainState, out: &mut Vec<Action>) {
-    if state.unknown_models.is_empty() {
+    // Files still being written by the submission are judged once they exist.
+    if state.unknown_models.is_empty() || state.queueing.contains_key(id) {
         return;
     }
     for (i, job) in batch.jobs.iter().enumerate() {
@@ -167,10 +188,13 @@ fn decide_unrunnable(id: &str, batch: &Batch, state: &BrainState, out: &mut Vec<
     }
 }
 
-fn decide_cancelled(id: &str, batch: &Batch, out: &mut Vec<Action>) {
+/// `queueing`: the batch's submission is still writing its ready tasks into the
+/// queue; its queued jobs are cancelled once their files exist.
+fn decide_cancelled(id: &str, batch: &Batch, queueing: bool, out: &mut Vec<Action>) {
     for (i, job) in batch.jobs.iter().enumerate() {
         let batch = id.to_string();
         match job.status {
+            JobStatus::Queued if queueing => {}
             JobStatus::Pending | JobStatus::Queued => out.push(Action::Cancel { batch, job: i }),
             JobStatus::Processing if !job.kill_sent => out.push(Action::Kill { batch, job: i }),
             _ => {}

@@ -28,7 +28,8 @@ use crate::BrainError;
 
 /// The task-file `action` of a plan submission.
 pub const EXECUTE_PLAN: &str = "execute_plan";
-/// The task-file `action` of `rigmind cancel`.
+/// The task-file `action` of a cancel request of older versions (now a marker in
+/// `tasks/cancel/`); one found in the queue is turned into a marker.
 pub const CANCEL_BATCH: &str = "cancel_batch";
 /// Requests to the brain are named `@execute_plan`, `@cancel_batch.<id>`: no plan
 /// task can have a name with `@`, so they are never taken for a batch's tasks.
@@ -50,6 +51,11 @@ pub fn is_request(name: &str) -> bool {
 
 /// How often the batch records' counts are brought up to date while tasks run.
 const RECORD_EVERY: Duration = Duration::from_millis(500);
+
+/// How long one turn of the loop may spend carrying out decisions before it looks
+/// at cancellations and events again (the rest is done in the next turns): a
+/// 100,000-task release or cancellation must not keep a new cancellation waiting.
+const TURN_BUDGET: Duration = Duration::from_millis(200);
 
 /// How the brain runs.
 #[derive(Debug, Clone)]
@@ -111,7 +117,8 @@ pub async fn run_brain(
         rigmind_exec::mechanism()
     );
 
-    let dirs: Vec<PathBuf> = TaskDir::ALL.iter().map(|d| layout.dir(*d)).collect();
+    let mut dirs: Vec<PathBuf> = TaskDir::ALL.iter().map(|d| layout.dir(*d)).collect();
+    dirs.push(layout.cancel_dir());
     let (watcher, mut rx) = watch_dirs(&dirs)?;
     // What changed between the rebuild and the watch (a start record written in
     // place, say) raised no event: read every running task once more.
@@ -147,11 +154,19 @@ pub async fn run_brain(
     tokio::pin!(shutdown);
     let mut stopping = false;
     let mut last_flush = std::time::Instant::now() - RECORD_EVERY;
+    let mut cancellations = crate::cancel::Cancellations::new(&layout);
 
     loop {
-        converge(&layout, &logs, &mut state);
-        if !stopping && resources.round(&layout, &logs, &mut state) {
-            converge(&layout, &logs, &mut state);
+        // Cancellations first: nothing below may keep one waiting.
+        cancellations.take(&layout, &logs, &mut state, &mut brain_queue);
+        let queued_all = crate::submit::queue_some(&layout, &logs, &mut state, TURN_BUDGET)
+            .unwrap_or_else(|e| {
+                tracing::warn!("{e}; queueing goes on next turn");
+                false
+            });
+        let mut more = !queued_all | !converge(&layout, &logs, &mut state, TURN_BUDGET);
+        if !stopping && !more && resources.round(&layout, &logs, &mut state) {
+            more = !converge(&layout, &logs, &mut state, TURN_BUDGET);
         }
         // Counts are derived from the files, so the records are rewritten at most
         // twice a second (a settled batch writes its record at once, in apply).
@@ -188,7 +203,7 @@ pub async fn run_brain(
                 continue;
             }
             if task.action.as_deref() == Some(CANCEL_BATCH) {
-                cancel_batch(&layout, &logs, &mut state, &claimed.path, task);
+                cancel_request(&layout, &claimed.path, task);
                 continue;
             }
             let (layout2, runner2, abort) = (layout.clone(), runner.clone(), abort_rx.clone());
@@ -228,6 +243,10 @@ pub async fn run_brain(
                 }
                 for p in names {
                     let Some(name) = p.file_name().and_then(|n| n.to_str()) else { continue };
+                    // Markers are read at the top of the loop.
+                    if p.parent() == Some(layout.cancel_dir().as_path()) {
+                        continue;
+                    }
                     if p.parent() == Some(layout.dir(TaskDir::Queue).as_path()) {
                         brain_queue.note(&layout, name);
                         if unclassified(&brain_queue, name) {
@@ -255,6 +274,8 @@ pub async fn run_brain(
             // A record behind the state is written when its half second is up,
             // even if no file moves meanwhile.
             _ = tokio::time::sleep_until((last_flush + RECORD_EVERY).into()), if records_live(&state) => {}
+            // Decisions left over from a turn that ran out of its budget.
+            _ = std::future::ready(()), if more => {}
             // Workers' cards change without task files moving (a load finishes,
             // a model goes idle): the resource manager looks again each second.
             _ = rm_tick.tick() => {}
@@ -290,17 +311,22 @@ fn claim_brain_task(
     })
 }
 
-/// Decides and applies until nothing is left to do. A failed action is logged and
-/// left for the next round: its task stays where it is.
-fn converge(layout: &Layout, logs: &Logs, state: &mut BrainState) {
+/// Decides and applies until nothing is left to do or `budget` is spent; false
+/// when it stopped for the budget (the rest is decided again next turn). A failed
+/// action is logged and left for the next round: its task stays where it is.
+fn converge(layout: &Layout, logs: &Logs, state: &mut BrainState, budget: Duration) -> bool {
+    let deadline = std::time::Instant::now() + budget;
     for _round in 0..1000 {
         let now = chrono::Utc::now();
         let actions = decide(state, now);
         if actions.is_empty() {
-            return;
+            return true;
         }
         let mut progressed = false;
         for a in &actions {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
             match apply(layout, logs, state, a, now) {
                 Ok(()) => progressed = true,
                 // A task file ruined by hand (in private_tasks/, which no event
@@ -313,9 +339,10 @@ fn converge(layout: &Layout, logs: &Logs, state: &mut BrainState) {
             }
         }
         if !progressed {
-            return;
+            return true;
         }
     }
+    true
 }
 
 /// Re-lists every directory and brings each job whose place changed into the state;
@@ -631,55 +658,22 @@ fn execute_plan(
     }
 }
 
-/// Marks the batch named by a `cancel_batch` task as cancelled; the policy does the
-/// rest (cancels what waits, kills what runs, retries nothing).
-fn cancel_batch(
-    layout: &Layout,
-    logs: &Logs,
-    state: &mut BrainState,
-    path: &Path,
-    mut task: TaskFile,
-) {
+/// A cancel request of older versions (a `cancel_batch` task in the queue): turned
+/// into the marker that `rigmind cancel` writes now, then filed as complete. The
+/// marker is acted on at the top of the next turn, as any other.
+fn cancel_request(layout: &Layout, path: &Path, mut task: TaskFile) {
     task.worker_id = Some("brain".into());
     task.started_at = Some(rigmind_queue::time::now_rfc3339());
     let target = task.batch_id.clone();
-    let dir = match state.batches.get_mut(&target) {
-        Some(b) if b.record.state.is_done() => {
-            task.error = Some(format!(
-                "batch {target} is already {}",
-                b.record.state.as_str()
-            ));
-            TaskDir::Failed
-        }
-        Some(b) => {
-            b.record.cancel_requested = true;
-            // On disk before the request is filed: a crash cannot lose the cancel.
-            if let Err(e) = b.record.write(layout) {
-                tracing::warn!("{e}; the cancel request stays queued");
-                b.record.cancel_requested = false;
-                let _ = std::fs::rename(
-                    path,
-                    layout
-                        .dir(TaskDir::Queue)
-                        .join(path.file_name().unwrap_or_default()),
-                );
-                return;
+    let dir = if rigmind_queue::cancel::is_cancelled(layout, &target) {
+        TaskDir::Complete
+    } else {
+        match rigmind_queue::cancel::write_marker(layout, &target, "a cancel_batch request file") {
+            Ok(_) => TaskDir::Complete,
+            Err(e) => {
+                task.error = Some(e.to_string());
+                TaskDir::Failed
             }
-            let c = b.record.counts;
-            let _ = logs.decision(
-                &Decision::new("cancel_batch")
-                    .kv("batch", &target)
-                    .kv("plan", &b.record.name)
-                    .kv("pending", c.pending)
-                    .kv("queued", c.queued)
-                    .kv("running", c.processing)
-                    .kv("reason", "requested by the operator"),
-            );
-            TaskDir::Complete
-        }
-        None => {
-            task.error = Some(format!("no batch {target}"));
-            TaskDir::Failed
         }
     };
     task.status = if dir == TaskDir::Complete {
@@ -691,22 +685,6 @@ fn cancel_batch(
     if let Err(e) = rigmind_exec::file_into(layout, path, &task, dir, Sync::Data) {
         tracing::warn!("{e}");
     }
-}
-
-/// Writes the task that asks the brain to cancel batch `batch_id`.
-pub fn write_cancel_batch(
-    layout: &Layout,
-    batch_id: &str,
-) -> Result<PathBuf, rigmind_queue::QueueError> {
-    let mut t = TaskFile::new(batch_id, CANCEL_BATCH, rigmind_types::TaskClass::Cpu);
-    t.plan_task_id = String::new();
-    t.executor = Executor::Brain;
-    t.action = Some(CANCEL_BATCH.into());
-    t.status = TaskStatus::Queued;
-    t.priority = 9;
-    // A name of its own per request, so that a second cancel is not lost.
-    t.name = format!("{REQUEST_MARK}{CANCEL_BATCH}.{}", &t.task_id[..8]);
-    t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)
 }
 
 fn write_heartbeat(layout: &Layout, started_at: &str, state: &BrainState) {

@@ -145,12 +145,19 @@ pub fn submit_plan(
             .kv("reason", "plan accepted"),
     )?;
     let mut batch = Batch::new(record, jobs);
-    queue_manifest(layout, logs, batch_id, &ready_now, |_| false)?;
-    for t in &ready_now {
-        if let Some(&i) = batch.by_file.get(&t.file_name()) {
+    // Queued a bounded number per turn of the brain's loop (`queue_some`).
+    let mut ready_now: Vec<(String, TaskFile)> =
+        ready_now.into_iter().map(|t| (t.file_name(), t)).collect();
+    ready_now.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, _) in &ready_now {
+        if let Some(&i) = batch.by_file.get(name) {
             batch.set_status(i, JobStatus::Queued);
         }
     }
+    state.queueing.insert(
+        batch_id.to_string(),
+        ready_now.into_iter().map(|(_, t)| t).collect(),
+    );
     logs.event(
         "submit",
         serde_json::json!({"batch": batch_id, "plan": plan.name, "tasks": batch.jobs.len()})
@@ -250,7 +257,9 @@ pub fn read_manifest(layout: &Layout, batch: &str) -> Option<Vec<TaskFile>> {
 }
 
 /// Writes the manifest's tasks into the queue (all but those `present` says exist
-/// somewhere already), logs their release, flushes, and removes the manifest.
+/// somewhere already) in claim order, so that a worker claiming while they appear
+/// finds the best of them first; logs their release, flushes, and removes the
+/// manifest.
 pub fn queue_manifest(
     layout: &Layout,
     logs: &Logs,
@@ -260,12 +269,98 @@ pub fn queue_manifest(
 ) -> Result<(), QueueError> {
     let queue = layout.dir(TaskDir::Queue);
     let mut written = Vec::new();
-    for t in tasks.iter().filter(|t| !present(&t.file_name())) {
+    let mut in_order: Vec<(String, &TaskFile)> = tasks.iter().map(|t| (t.file_name(), t)).collect();
+    // File names sort in claim order (`pRR-SSSSSSSS-...`).
+    in_order.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, t) in in_order.into_iter().filter(|(n, _)| !present(n)) {
         written.push(t.write_to(&queue, Sync::None)?);
         crate::apply::log_release(logs, batch, t, "no dependencies")?;
     }
     fsio::sync_group(&written)?;
     fsio::remove_if_exists(&manifest_path(layout, batch))
+}
+
+/// Writes ready tasks of new submissions into the queue (in claim order) until
+/// `budget` is spent, flushes them as one group, and removes the manifest of each
+/// submission that is fully queued. The rest of a submission cancelled meanwhile
+/// goes straight to `failed/` as cancelled. True when nothing is left to write.
+pub fn queue_some(
+    layout: &Layout,
+    logs: &Logs,
+    state: &mut BrainState,
+    budget: std::time::Duration,
+) -> Result<bool, QueueError> {
+    let deadline = std::time::Instant::now() + budget;
+    let mut written = Vec::new();
+    let mut finished = Vec::new();
+    let mut result = Ok(());
+    'batches: for (batch, tasks) in state.queueing.iter_mut() {
+        let Some(b) = state.batches.get_mut(batch) else {
+            finished.push(batch.clone());
+            continue;
+        };
+        while let Some(t) = tasks.front() {
+            if std::time::Instant::now() >= deadline {
+                break 'batches;
+            }
+            match queue_one(layout, logs, b, t) {
+                Ok(p) => written.push(p),
+                Err(e) => {
+                    result = Err(e);
+                    break 'batches;
+                }
+            }
+            tasks.pop_front();
+        }
+        finished.push(batch.clone());
+    }
+    fsio::sync_group(&written)?;
+    for batch in finished {
+        fsio::remove_if_exists(&manifest_path(layout, &batch))?;
+        state.queueing.remove(&batch);
+    }
+    result.map(|()| state.queueing.is_empty())
+}
+
+/// Writes one ready task of a new submission into the queue, or, its batch being
+/// cancelled, into `failed/` as cancelled (recorded as the policy's cancel would).
+fn queue_one(
+    layout: &Layout,
+    logs: &Logs,
+    b: &mut Batch,
+    t: &TaskFile,
+) -> Result<PathBuf, QueueError> {
+    if !b.record.cancel_requested {
+        let p = t.write_to(&layout.dir(TaskDir::Queue), Sync::None)?;
+        crate::apply::log_release(logs, &b.record.batch_id, t, "no dependencies")?;
+        return Ok(p);
+    }
+    let mut t = t.clone();
+    t.status = TaskStatus::Failed;
+    t.failure_kind = Some(rigmind_queue::FailureKind::Cancelled);
+    t.error = Some("cancelled by the operator".into());
+    t.finished_at = Some(rigmind_queue::time::now_rfc3339());
+    let p = t.write_to(&layout.dir(TaskDir::Failed), Sync::None)?;
+    logs.decision(
+        &Decision::new("cancel")
+            .kv("batch", &b.record.batch_id)
+            .kv("task", &t.name)
+            .kv("plan_task_id", &t.plan_task_id)
+            .kv("failure_kind", rigmind_queue::FailureKind::Cancelled)
+            .kv("reason", "batch cancelled before the task was queued"),
+    )?;
+    if let Some(&i) = b.by_file.get(&t.file_name()) {
+        b.set_status(
+            i,
+            JobStatus::Failed(crate::state::FailureInfo {
+                kind: rigmind_queue::FailureKind::Cancelled,
+                retry_count: t.retry_count,
+                retries: t.retries,
+            }),
+        );
+        b.unhandled_failures.remove(&i);
+    }
+    Ok(p)
 }
 
 fn absolute(p: &Path) -> PathBuf {

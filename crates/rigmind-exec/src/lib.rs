@@ -90,7 +90,8 @@ pub enum Filed {
     Complete,
     /// Moved to `failed/` with this kind.
     Failed(FailureKind),
-    /// Put back into `queue/` unrun to the end (the runner is shutting down).
+    /// Put back into `queue/` unrun to the end (the runner is shutting down), or
+    /// not started at all (its batch was cancelled after the claim).
     Returned,
     /// Not filed: the task had been taken from this runner (the brain judged it
     /// lost and killed it), so its result is not the task's any more.
@@ -150,7 +151,7 @@ impl Finished {
                 task = %self.task.name,
                 attempts = self.task.attempts,
                 retries_used = self.task.retry_count,
-                "the runner is stopping: task put back into the queue unfinished; this attempt is not counted and spends no retry"
+                "task put back into the queue unfinished (its runner is stopping, or its batch was cancelled before it started); this attempt is not counted and spends no retry"
             );
             // Backwards (processing -> queue): one copy at every instant, so a
             // claim can never be deleted by our clean-up.
@@ -231,6 +232,23 @@ pub async fn run_claimed(
     task.worker_session = Some(runner.session.clone());
     task.gpu = runner.gpu.clone();
     task.started_at = Some(rigmind_queue::time::now_rfc3339());
+    // Looked at after `started_at` is taken: a cancellation accepted (its marker
+    // written) before this look stops the task here; one accepted after it came
+    // later than `started_at`. So no task starts after its batch's cancellation.
+    if rigmind_queue::cancel::is_cancelled(layout, &task.batch_id) {
+        tracing::info!(task = %task.name, batch = %task.batch_id, "batch cancelled; not started");
+        let (session, started_at) = (task.worker_session.clone(), task.started_at.clone());
+        task.status = TaskStatus::Queued;
+        task.clear_run_results();
+        return Finished {
+            task,
+            from: processing_path.to_path_buf(),
+            dir: TaskDir::Queue,
+            filed: Filed::Returned,
+            session,
+            started_at,
+        };
+    }
     task.attempts += 1;
     task.log_path = Some(layout.task_log(&task.task_id));
     let log = layout.task_log(&task.task_id);

@@ -5,7 +5,9 @@
 //! reads. The claim itself is an atomic rename into `processing/` made while holding
 //! the queue lock: the rename decides which worker wins, and the lock makes the choice
 //! and the rename one step, which the rig-wide limits of later issues (concurrency
-//! groups) count on.
+//! groups) count on. A task of a cancelled batch (one with a marker in
+//! `tasks/cancel/`, see [`crate::cancel`]) is never claimed: the markers are looked
+//! at under the lock, so a claim either comes before the cancellation or sees it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use rigmind_types::{Executor, TaskClass};
 
+use crate::cancel::CancelMarkers;
 use crate::error::QueueError;
 use crate::fsio;
 use crate::layout::{Layout, TaskDir};
@@ -166,6 +169,7 @@ fn read_entry(dir: &Path, name: &str) -> Option<QueueEntry> {
 pub struct QueueLock {
     lock: fd_lock::RwLock<File>,
     path: PathBuf,
+    markers: CancelMarkers,
 }
 
 impl QueueLock {
@@ -175,6 +179,7 @@ impl QueueLock {
         Ok(Self {
             lock: fd_lock::RwLock::new(file),
             path,
+            markers: CancelMarkers::new(layout),
         })
     }
 
@@ -202,6 +207,8 @@ impl QueueLock {
     /// [`QueueLock::claim`] under rig-wide concurrency groups: a task of a group
     /// that already has `limits[group]` tasks in `processing/` is not claimed. The
     /// count is taken under the lock, so no two workers can both take the last slot.
+    /// Nor is a task of a cancelled batch (requests to the brain, named `@...`, are
+    /// not a batch's tasks and stay claimable).
     pub fn claim_within(
         &mut self,
         layout: &Layout,
@@ -216,8 +223,13 @@ impl QueueLock {
             .write()
             .map_err(|e| QueueError::io("lock", &self.path, e))?;
         let full = full_groups(layout, index, limits)?;
+        self.markers.refresh()?;
+        let markers = &self.markers;
         let tier = |e: &QueueEntry| {
             if e.group.as_ref().is_some_and(|g| full.contains(g)) {
+                return None;
+            }
+            if !markers.is_empty() && of_cancelled_batch(markers, &e.file_name) {
                 return None;
             }
             tier(e)
@@ -243,6 +255,18 @@ impl QueueLock {
             }
         }
     }
+}
+
+/// Whether a queue file is a task of a batch with a cancellation marker. Called for
+/// every queued file a claim looks at while some batch is cancelled, so the batch is
+/// cut out of the name (`pRR-SSSSSSSS-<batch>-<name>`) without decoding it.
+fn of_cancelled_batch(markers: &CancelMarkers, file_name: &str) -> bool {
+    let mut parts = file_name.splitn(4, '-');
+    let (_, _, Some(batch), Some(name)) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    !name.starts_with('@') && markers.contains(batch)
 }
 
 /// The groups at their limit now, from the tasks in `processing/`. Reads nothing
@@ -357,6 +381,42 @@ mod tests {
             .claim(&layout, &mut index, |_| Some(1))
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn a_task_of_a_cancelled_batch_is_not_claimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.ensure().unwrap();
+        let mut other = TaskFile::new("b2", "other", TaskClass::Cpu);
+        other.status = crate::TaskStatus::Queued;
+        other.priority = 1;
+        let other = other
+            .write_to(&layout.dir(TaskDir::Queue), Sync::None)
+            .unwrap();
+        put(&layout, "a", TaskClass::Cpu, 9, 1);
+        let mut index = QueueIndex::default();
+        index.rescan(&layout).unwrap();
+        let mut lock = QueueLock::open(&layout).unwrap();
+        // The lock has looked at the (empty) marker directory before the cancel.
+        assert!(lock
+            .claim(&layout, &mut QueueIndex::default(), |_| Some(1))
+            .unwrap()
+            .is_none());
+        crate::cancel::write_marker(&layout, "b1", "test").unwrap();
+        let got = lock
+            .claim(&layout, &mut index, |_| Some(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            Some(got.file_name.as_str()),
+            other.file_name().and_then(|n| n.to_str())
+        );
+        assert!(lock
+            .claim(&layout, &mut index, |_| Some(1))
+            .unwrap()
+            .is_none());
+        assert_eq!(index.len(), 1, "the cancelled task stays known, unclaimed");
     }
 
     #[test]

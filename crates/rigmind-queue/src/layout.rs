@@ -56,6 +56,7 @@ impl Layout {
             self.workers_dir(),
             self.task_logs_dir(),
             self.rejected_dir(),
+            self.cancel_dir(),
         ];
         dirs.extend(TaskDir::ALL.iter().map(|d| self.dir(*d)));
         for d in dirs {
@@ -80,6 +81,14 @@ impl Layout {
     /// Where files that are not valid tasks are moved aside.
     pub fn rejected_dir(&self) -> PathBuf {
         self.tasks_dir().join("rejected")
+    }
+    /// `tasks/cancel/`: one marker per cancelled batch (see [`crate::cancel`]).
+    pub fn cancel_dir(&self) -> PathBuf {
+        self.tasks_dir().join("cancel")
+    }
+    /// The marker that cancels `batch`.
+    pub fn cancel_marker(&self, batch: &str) -> PathBuf {
+        self.cancel_dir().join(batch)
     }
     /// The file whose lock serialises claims (and group counting) across workers.
     pub fn queue_lock(&self) -> PathBuf {

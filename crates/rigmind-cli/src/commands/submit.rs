@@ -272,27 +272,49 @@ pub fn wait(a: WaitArgs) -> Result<i32> {
     }
 }
 
-/// `rigmind cancel BATCH`
+/// `rigmind cancel BATCH`: writes the batch's cancellation marker (which is the
+/// acceptance: no task of the batch starts after it), then waits for the brain to
+/// settle the batch. Exit 0 once cancelled (or already done), 2 for an unknown
+/// batch, or when the brain has not finished (or does not run).
 pub fn cancel(a: CancelArgs) -> Result<i32> {
     let layout = Layout::new(&a.root.root);
-    let record = match BatchRecord::read(&layout.batch_file(&a.batch)) {
-        Ok(r) => r,
+    match BatchRecord::read(&layout.batch_file(&a.batch)) {
+        Ok(r) if r.state.is_done() => {
+            println!("batch {} is already {}", a.batch, r.state.as_str());
+            return Ok(0);
+        }
+        Ok(_) => {}
         Err(e) if e.is_not_found() => {
-            eprintln!("no batch {} under {}", a.batch, layout.root().display());
-            return Ok(1);
+            if !rigmind_queue::cancel::valid_batch_name(&a.batch)
+                || !submission_pending(&layout, &a.batch)
+            {
+                eprintln!(
+                    "no batch {} under {} (nothing in {} and no pending submission of it)",
+                    a.batch,
+                    layout.root().display(),
+                    layout.batches_dir().display()
+                );
+                return Ok(2);
+            }
         }
         Err(e) => return Err(e.into()),
-    };
-    if record.state.is_done() {
-        println!("batch {} is already {}", a.batch, record.state.as_str());
-        return Ok(0);
     }
-    rigmind_brain::run::write_cancel_batch(&layout, &a.batch)?;
+    layout.ensure()?;
+    rigmind_queue::cancel::write_marker(&layout, &a.batch, &user_name())
+        .with_context(|| format!("cancelling batch {}", a.batch))?;
+    let accepted = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    println!(
+        "batch {}: cancellation accepted at {accepted}; no task of it starts from now on",
+        a.batch
+    );
     if rigmind_queue::workers::lock_is_held(&layout.brain_lock()) != Some(true) {
         eprintln!(
-            "note: no brain is running on {}; the cancellation waits in tasks/queue/ until one starts",
-            layout.root().display()
+            "note: no brain is running on {}; no task of batch {} starts (workers honour {}), and a brain files its tasks as cancelled when it starts",
+            layout.root().display(),
+            a.batch,
+            layout.cancel_marker(&a.batch).display()
         );
+        return Ok(2);
     }
     let timeout = Some(Duration::from_secs_f64(a.timeout.max(0.0)));
     match wait_for_batch(&layout, &a.batch, timeout, |_| true)? {
@@ -309,12 +331,39 @@ pub fn cancel(a: CancelArgs) -> Result<i32> {
             );
             Ok(0)
         }
+        WaitOutcome::Rejected(why) => {
+            println!("batch {}: {why}", a.batch);
+            Ok(0)
+        }
         _ => {
             println!(
-                "batch {}: cancellation requested, not finished yet",
+                "batch {}: cancellation accepted, the brain has not finished filing its tasks yet",
                 a.batch
             );
             Ok(2)
         }
     }
+}
+
+/// Whether an `@execute_plan` request of `batch` waits in `queue/` or runs in
+/// `processing/` (submitted, not yet turned into a batch by the brain).
+fn submission_pending(layout: &Layout, batch: &str) -> bool {
+    [TaskDir::Queue, TaskDir::Processing].iter().any(|d| {
+        fsio::list_names(&layout.dir(*d))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| TaskName::parse(n))
+            .any(|t| t.batch == batch && t.name.ends_with(rigmind_brain::run::EXECUTE_PLAN))
+    })
+}
+
+/// Who runs this command, for the brain's decision line.
+fn user_name() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| {
+            // SAFETY: getuid cannot fail.
+            format!("uid {}", unsafe { libc::getuid() })
+        })
 }
