@@ -369,3 +369,72 @@ fn large_files_in_complete_are_not_read_on_every_rescan() {
     let stderr = std::fs::read_to_string(rig.dir.path().join("brain.stderr")).unwrap();
     assert_eq!(stderr.matches("huge.json").count(), 1, "{stderr}");
 }
+
+/// The instant at the start of a decision line (`<RFC 3339> decision=...`).
+fn line_time(line: &str) -> chrono::DateTime<chrono::Utc> {
+    let ts = line.split_whitespace().next().unwrap_or_default();
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .unwrap_or_else(|e| panic!("no time at the start of {line:?}: {e}"))
+        .into()
+}
+
+#[test]
+fn a_hand_dropped_task_is_logged_with_its_owner_before_it_runs() {
+    let mut rig = Rig::new();
+    rig.start_worker("w1", &[]);
+    let queue = rig.root().join("tasks/queue");
+    eventually(10, "the worker to make the root", || queue.is_dir());
+    let workdir = rig.dir.path().display().to_string();
+    let hand = format!(
+        r#"{{"task_id": "hand-1", "batch_id": "handmade", "name": "by_hand",
+            "task_class": "cpu", "status": "queued",
+            "command": "echo ran > by_hand.txt", "workdir": "{workdir}"}}"#
+    );
+    let dropped_at = chrono::Utc::now();
+    std::fs::write(queue.join("p05-00000001-handmade-by_hand.json"), hand).unwrap();
+    // With no brain to log it, the worker leaves it alone: shown once the worker
+    // has published a heartbeat well after the drop (it rescans every 0.5 s).
+    let worker_file = rig.root().join("workers/w1.json");
+    eventually(20, "a worker heartbeat 1 s after the drop", || {
+        std::fs::read(&worker_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|w| w["heartbeat_at"].as_str().map(str::to_string))
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .is_some_and(|t| t > dropped_at + chrono::Duration::seconds(1))
+    });
+    assert_eq!(
+        rig.names_in("queue").len(),
+        1,
+        "it ran before any brain logged it"
+    );
+    assert!(!rig.dir.path().join("by_hand.txt").exists());
+
+    rig.start_brain();
+    eventually(20, "the hand task to complete", || {
+        rig.dir.path().join("by_hand.txt").exists() && rig.names_in("complete").len() == 1
+    });
+    let lines = rig.decisions_with(&["decision=hand_task", "task=by_hand"]);
+    assert_eq!(lines.len(), 1, "{:?}", rig.decisions());
+    // SAFETY: getuid(2) reads this process's user id; no memory involved.
+    let uid = unsafe { libc::getuid() };
+    assert!(
+        lines[0].contains("owner=") && lines[0].contains(&format!("uid {uid})")),
+        "{}",
+        lines[0]
+    );
+    let t = rig.task("complete", "by_hand");
+    assert!(
+        t["released_by"].as_str().unwrap().starts_with("hand ("),
+        "{t}"
+    );
+    let started: chrono::DateTime<chrono::Utc> =
+        chrono::DateTime::parse_from_rfc3339(t["started_at"].as_str().unwrap())
+            .unwrap()
+            .into();
+    assert!(
+        line_time(&lines[0]) <= started,
+        "logged after it started: {}",
+        lines[0]
+    );
+}

@@ -35,6 +35,7 @@ pub fn apply(
             let from = layout.private_dir(batch).join(&j.file_name);
             let mut t = TaskFile::read(&from)?;
             t.status = TaskStatus::Queued;
+            t.let_in();
             t.write_named(&layout.dir(TaskDir::Queue), &j.file_name, Sync::Data)?;
             fsio::remove_if_exists(&from)?;
             log_release(logs, batch, &t, reason)?;
@@ -57,6 +58,7 @@ pub fn apply(
             t.clear_run_results();
             t.retry_count += 1;
             t.status = TaskStatus::Queued;
+            t.let_in();
             t.not_before = Some(rigmind_queue::time::to_rfc3339(*not_before));
             if let Some(p) = previous {
                 t.extra.insert("last_error".into(), json!(p));

@@ -244,6 +244,7 @@ pub fn refresh(layout: &Layout, logs: &Logs, state: &mut BrainState, file_name: 
 /// dependencies are not complete is held back by the policy instead.)
 pub fn accept(logs: &Logs, path: &Path, t: &TaskFile) {
     let mut t = t.clone();
+    t.let_in();
     let was = t.status;
     t.clear_run_results();
     t.status = TaskStatus::Queued;
@@ -372,6 +373,7 @@ pub fn fix_unclassified(layout: &Layout, logs: &Logs, state: &mut BrainState, fi
         Ok(t) if t.task_class.is_none() && t.executor == rigmind_types::Executor::Worker => t,
         _ => return,
     };
+    note_hand_task(logs, &queued, &mut t);
     t.status = TaskStatus::Failed;
     t.failure_kind = Some(FailureKind::DefinitionError);
     t.error = Some("the task file has no task_class".into());
@@ -427,4 +429,53 @@ pub fn fix_unclassified(layout: &Layout, logs: &Logs, state: &mut BrainState, fi
         Err(e) => tracing::warn!("{e}"),
     }
     refresh(layout, logs, state, file_name);
+}
+
+/// A task file in the queue that the brain did not let in (no `released_by`):
+/// written there by hand or by another program. It is logged with its owner
+/// (`decision=hand_task`) and marked as let in; workers claim nothing unmarked, so
+/// the line always comes before the run.
+pub fn note_hand_task(logs: &Logs, path: &Path, t: &mut TaskFile) {
+    if t.released_by.is_some() {
+        return;
+    }
+    let owner = owner_of(path);
+    let _ = logs.decision(
+        &Decision::new("hand_task")
+            .kv("batch", &t.batch_id)
+            .kv("task", &t.name)
+            .kv(
+                "file",
+                path.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default(),
+            )
+            .kv("owner", &owner)
+            .kv(
+                "reason",
+                "written into tasks/queue/ by hand or by another program, not by a submission; \
+                 runs with the rights of the worker that claims it",
+            ),
+    );
+    t.released_by = Some(format!("hand ({owner})"));
+}
+
+/// `name (uid N)` of a file's owner, the name from /etc/passwd where it is listed.
+fn owner_of(path: &Path) -> String {
+    let Ok(uid) = std::fs::symlink_metadata(path).map(|m| m.uid()) else {
+        return "unknown (the file is gone)".into();
+    };
+    let name = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let (name, _, id) = (f.next()?, f.next()?, f.next()?);
+                (id.parse() == Ok(uid)).then(|| name.to_string())
+            })
+        });
+    match name {
+        Some(n) => format!("{n} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
 }

@@ -254,7 +254,15 @@ fn read_job(
             continue;
         }
         match TaskFile::read(&path) {
-            Ok(t) => kept = Some((*place, Some(t))),
+            Ok(mut t) => {
+                if *place == Place::Public(TaskDir::Queue) && t.released_by.is_none() {
+                    // Put there while no brain ran, or by an older rigmind: nobody
+                    // can tell which, so it is logged as a hand task and let in.
+                    crate::observe::note_hand_task(logs, &path, &mut t);
+                    fsio::write_atomic(&path, &t.to_bytes(), fsio::Sync::Data)?;
+                }
+                kept = Some((*place, Some(t)));
+            }
             Err(_) if *place == Place::Public(TaskDir::Complete) => kept = Some((*place, None)),
             // Judged below, once it is known whether a good copy exists.
             Err(QueueError::Invalid { reason, .. }) => bad_copies.push((path, reason)),

@@ -529,8 +529,11 @@ fn judge_stray(layout: &Layout, logs: &Logs, state: &mut BrainState, path: &Path
 }
 
 /// A hand-placed queue file that is no known task's. A copy of a task that has
-/// completed (same `task_id`) is moved aside, never run again; one that does not
-/// say `queued` has no dependencies the brain knows of, so it is accepted as it is.
+/// completed (same `task_id`) is moved aside, never run again. Any other is logged
+/// with its owner (`decision=hand_task`) when the brain did not let it in, and only
+/// then let in (`released_by`), so that no worker runs it unlogged; one that does
+/// not say `queued` has no dependencies the brain knows of, so it is accepted as it
+/// is.
 fn accept_stray(
     layout: &Layout,
     logs: &Logs,
@@ -539,13 +542,15 @@ fn accept_stray(
     name: &str,
 ) {
     let Some(e) = index.get(name) else { return };
-    // A queued one is the workers' already (and is not read again here on every
-    // rescan); a copy of a completed task still says `complete`.
-    if e.status == TaskStatus::Queued || e.executor != Executor::Worker {
+    // A queued one let in is the workers' already (and is not read again here on
+    // every rescan); a copy of a completed task still says `complete`.
+    if (e.status == TaskStatus::Queued && e.released) || e.executor != Executor::Worker {
         return;
     }
     let path = layout.dir(TaskDir::Queue).join(name);
-    let Ok(t) = TaskFile::read(&path) else { return };
+    let Ok(mut t) = TaskFile::read(&path) else {
+        return;
+    };
     if let Some(done) = completed_file(state, &t) {
         let reason = format!(
             "a copy of task {} ({}), which is complete as complete/{done}; not run again",
@@ -556,8 +561,14 @@ fn accept_stray(
         }
         return;
     }
-    if t.task_class.is_some() {
+    if t.task_class.is_none() {
+        return; // fix_unclassified's, which logs it as a hand task too
+    }
+    crate::observe::note_hand_task(logs, &path, &mut t);
+    if t.status != TaskStatus::Queued {
         crate::observe::accept(logs, &path, &t);
+    } else if let Err(e) = fsio::write_atomic(&path, &t.to_bytes(), fsio::Sync::Data) {
+        tracing::warn!("{e}");
     }
 }
 

@@ -186,6 +186,7 @@ pub fn task_files(
         .map(|(i, j)| {
             let mut t = TaskFile::new(batch_id, &j.name, j.task_class);
             t.plan_task_id = j.plan_task_id.clone();
+            t.released_by = Some(rigmind_queue::task::RELEASED_BY_BRAIN.to_string());
             t.executor = j.executor;
             t.command = j.command.clone();
             t.depends_on = j.depends_on_names.clone();

@@ -37,6 +37,8 @@ pub struct QueueEntry {
     pub group: Option<String>,
     /// The model an llm task needs (a resource task: the one to load).
     pub model: Option<String>,
+    /// Let in by the brain ([`TaskFile::released_by`]): only such tasks are claimed.
+    pub released: bool,
 }
 
 impl QueueEntry {
@@ -51,6 +53,7 @@ impl QueueEntry {
             vram_mb: t.vram_mb,
             group: t.group.clone(),
             model: t.model.clone(),
+            released: t.released_by.is_some(),
         }
     }
 }

@@ -156,6 +156,12 @@ pub struct TaskFile {
     /// For resource tasks: the worker that must run it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_worker: Option<String>,
+    /// Who let this task into the queue: `brain` for what a submission or the
+    /// resource manager made, `hand (<owner>)` for a file someone wrote there that
+    /// the brain has logged (`decision=hand_task`). Workers claim only tasks that
+    /// have it, so no hand-dropped task runs before the brain has logged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<String>,
 
     // --- results, added by the worker ---
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,6 +219,9 @@ fn default_timeout() -> f64 {
     1800.0
 }
 
+/// [`TaskFile::released_by`] of the tasks the brain makes.
+pub const RELEASED_BY_BRAIN: &str = "brain";
+
 /// The batch id of the resource manager's tasks; plan batches have six hex digits.
 pub const RESOURCE_BATCH: &str = "rm";
 /// The name of the task that loads a worker's model.
@@ -229,6 +238,7 @@ impl TaskFile {
         t.priority = 10;
         t.status = TaskStatus::Queued;
         t.target_worker = Some(worker.to_string());
+        t.released_by = Some(RELEASED_BY_BRAIN.to_string());
         t.model = Some(model.to_string());
         t.timeout_seconds = timeout_secs;
         t.seq = chrono::Utc::now().timestamp_millis().max(0) as u64;
@@ -276,6 +286,7 @@ impl TaskFile {
             stem: None,
             index: None,
             target_worker: None,
+            released_by: None,
             worker_id: None,
             gpu: None,
             worker_session: None,
@@ -366,6 +377,13 @@ impl TaskFile {
         let path = dir.join(self.file_name());
         fsio::write_atomic(&path, &self.to_bytes(), sync)?;
         Ok(path)
+    }
+
+    /// Marks the task as let into the queue by the brain, unless it says already
+    /// who let it in (see [`TaskFile::released_by`]).
+    pub fn let_in(&mut self) {
+        self.released_by
+            .get_or_insert_with(|| RELEASED_BY_BRAIN.to_string());
     }
 
     /// Clears everything a run or a failure added, for a task sent back to run again.

@@ -36,7 +36,9 @@ pub struct ClaimContext<'a> {
 /// llm task; `vram_mb` must fit in the free memory; while a safety gate is violated
 /// only cpu work and unloads are claimed.
 pub fn tier(ctx: &ClaimContext<'_>, e: &QueueEntry) -> Option<u8> {
-    if e.executor != Executor::Worker || e.status != TaskStatus::Queued {
+    // A file without `released_by` was dropped in by hand: it waits until the
+    // brain has logged it (decision=hand_task).
+    if e.executor != Executor::Worker || e.status != TaskStatus::Queued || !e.released {
         return None;
     }
     if e.not_before.is_some_and(|t| t > ctx.now) {
@@ -208,6 +210,7 @@ mod tests {
             vram_mb: None,
             group: None,
             model: (class == TaskClass::Llm).then(|| "m".to_string()),
+            released: true,
         }
     }
 
@@ -249,6 +252,14 @@ mod tests {
             None,
             "an llm task for another model waits"
         );
+    }
+
+    #[test]
+    fn a_task_the_brain_has_not_let_in_is_never_claimed() {
+        let mut hand = entry(TaskClass::Cpu);
+        assert!(tier(&ctx(None), &hand).is_some());
+        hand.released = false;
+        assert_eq!(tier(&ctx(None), &hand), None);
     }
 
     #[test]
