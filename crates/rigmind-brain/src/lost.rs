@@ -149,7 +149,17 @@ pub fn follow_vanished(
     let mut due: Vec<(String, usize, &'static str)> = Vec::new();
     let mut missing_now = HashMap::new();
     for (id, b) in state.batches.iter().filter(|(_, b)| b.active()) {
+        // Ready tasks of a submission still being written a chunk per turn are
+        // `Queued` before their files exist: not missing, only not written yet.
+        let unwritten: std::collections::HashSet<String> = state
+            .queueing
+            .get(id)
+            .map(|q| q.iter().map(|t| t.file_name()).collect())
+            .unwrap_or_default();
         for (i, j) in b.jobs.iter().enumerate() {
+            if unwritten.contains(&j.file_name) {
+                continue;
+            }
             let from = match j.status {
                 JobStatus::Pending => "private_tasks/",
                 JobStatus::Queued => "queue/",
