@@ -1,0 +1,310 @@
+//! What a worker is and holds: its options and classes, its card and LLM server, and
+//! the state it publishes in `workers/<id>.json`. This [`Profile`] decides what the
+//! worker may claim ([`Profile::context`]); this module also finds the card and the
+//! server when the worker starts and writes the state file.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rigmind_config::RigConfig;
+use rigmind_exec::llm::LlmRunner;
+use rigmind_exec::{Filed, Finished};
+use rigmind_llm::OllamaClient;
+use rigmind_queue::task::{TaskFile, LOAD_LLM};
+use rigmind_queue::workers::WorkerState;
+use rigmind_queue::Layout;
+use rigmind_types::TaskClass;
+
+use crate::card::{self, Card, ClaimContext};
+use crate::{WorkerError, WorkerOptions};
+
+/// How often the card and the host are read while claiming.
+const READ_EVERY: Duration = Duration::from_millis(250);
+
+/// Everything a worker knows of itself that decides what it may claim.
+pub(crate) struct Profile {
+    pub(crate) opts: WorkerOptions,
+    pub(crate) classes: Vec<TaskClass>,
+    pub(crate) config: RigConfig,
+    pub(crate) card: Option<Card>,
+    pub(crate) llm: Option<LlmRunner>,
+    /// Its published state; `state.gates` are the safety gates violated at the
+    /// last reading.
+    pub(crate) state: WorkerState,
+    pub(crate) gates_read: Option<Instant>,
+}
+
+impl Profile {
+    /// What the claim rules ([`card::tier`]) see of this worker at `now`.
+    pub(crate) fn context(&self, now: chrono::DateTime<Utc>) -> ClaimContext<'_> {
+        ClaimContext {
+            worker: &self.opts.id,
+            classes: &self.classes,
+            gpu: self.card.is_some(),
+            model: self.card.as_ref().and_then(|c| c.model.as_deref()),
+            llm: self.llm.is_some(),
+            vram_free_mb: self.card.as_ref().map(|c| c.info.memory_free_mb),
+            gates_clear: self.state.gates.is_empty(),
+            now,
+        }
+    }
+
+    /// Reads the card and the host again (at most every [`READ_EVERY`]) and says
+    /// so, once, when the gates change.
+    pub(crate) fn read_gates(&mut self, force: bool) {
+        if !force && self.gates_read.is_some_and(|t| t.elapsed() < READ_EVERY) {
+            return;
+        }
+        self.gates_read = Some(Instant::now());
+        let info = self.card.as_mut().map(|c| c.refresh().clone());
+        let (host, gates) = card::gates(&self.config.safety, info.as_ref());
+        if gates != self.state.gates {
+            if gates.is_empty() {
+                tracing::info!(worker = %self.opts.id, "safety gates clear again: claiming script and llm work");
+            } else {
+                tracing::warn!(worker = %self.opts.id, gates = ?gates, "safety gate violated: no script or llm work is claimed until it clears");
+            }
+        }
+        self.state.host = host;
+        self.state.telemetry = info;
+        self.state.gates = gates;
+    }
+
+    /// Sets the card's state from what runs now, then writes the state file.
+    pub(crate) fn publish(&mut self, layout: &Layout, state: &str, task: Option<&TaskFile>) {
+        if let Some(card) = self.card.as_mut() {
+            let running = task.and_then(|t| Some((t.task_class?, t.name.as_str())));
+            let s = card.state_for(running);
+            card.set_state(s);
+            self.state.gpu_state = Some(card.state);
+            self.state.gpu_state_since = Some(card.state_since.clone());
+            self.state.model = card.model.clone();
+            self.state.llm_idle_since = card.llm_idle_since.clone();
+        }
+        self.state.current_class = task.and_then(|t| t.task_class);
+        publish(layout, &mut self.state, state, task);
+    }
+
+    /// The heartbeat while a task runs: reads the gates and stamps the state file,
+    /// leaving what it says runs alone.
+    pub(crate) fn beat_while_running(&mut self, layout: &Layout) {
+        self.read_gates(true);
+        self.state.heartbeat_at = rigmind_queue::time::now_rfc3339();
+        let _ = self.state.write(layout);
+    }
+
+    /// After a run, on a card: what the run changed on the card is noted, and after
+    /// a resource task published before the task is filed, so that the resource
+    /// manager never sees the task done and the card in its old state.
+    pub(crate) async fn after_run(&mut self, layout: &Layout, finished: &Finished, stopping: bool) {
+        if self.card.is_none() {
+            return;
+        }
+        self.note_finished(&finished.task, finished.filed == Filed::Complete);
+        if finished.task.task_class == Some(TaskClass::Resource) {
+            if finished.filed != Filed::Complete {
+                self.sync_model().await;
+            }
+            self.read_gates(true);
+            let state = if stopping { "stopping" } else { "busy" };
+            self.publish(layout, state, None);
+        }
+    }
+
+    /// After a run: a load or unload changes what the card holds; an llm task
+    /// resets its idle clock.
+    fn note_finished(&mut self, task: &TaskFile, ok: bool) {
+        let Some(card) = self.card.as_mut() else {
+            return;
+        };
+        let now = rigmind_queue::time::now_rfc3339();
+        match (task.task_class, task.name.as_str()) {
+            (Some(TaskClass::Resource), LOAD_LLM) if ok => {
+                card.model = task.model.clone();
+                card.llm_idle_since = Some(now);
+            }
+            (Some(TaskClass::Resource), _) if ok => card.model = None,
+            (Some(TaskClass::Llm), _) => card.llm_idle_since = Some(now),
+            _ => {}
+        }
+    }
+
+    /// Asks the LLM server what it holds, so that a model unloaded behind the
+    /// worker's back (keep_alive ran out, the server restarted) is noticed.
+    pub(crate) async fn sync_model(&mut self) {
+        let (Some(card), Some(llm)) = (self.card.as_mut(), self.llm.as_ref()) else {
+            return;
+        };
+        let url = llm.client.base_url().to_string();
+        let ps = tokio::time::timeout(Duration::from_secs(2), llm.client.ps()).await;
+        let Ok(Ok(models)) = ps else { return };
+        let listed = |m: &str| models.iter().any(|r| r.is(m));
+        match card.model.clone() {
+            Some(m) if !listed(&m) => {
+                tracing::warn!(worker = %self.opts.id, model = %m, url = %url, "the model is no longer loaded (keep_alive ran out or the server restarted)");
+                card.model = None;
+            }
+            None => {
+                if let Some(r) = models.first() {
+                    tracing::info!(worker = %self.opts.id, model = %r.name, url = %url, "the LLM server holds a model: the card is in its LLM state");
+                    card.model = Some(rigmind_types::canonical_model(&r.name));
+                    card.llm_idle_since = Some(rigmind_queue::time::now_rfc3339());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Finds the worker's card and LLM server (rig.toml's `[[gpu]]` entry, or
+/// `--llm-url`). A GPU that cannot be found stops the worker at once.
+pub(crate) fn set_up_card(
+    opts: &WorkerOptions,
+    config: &RigConfig,
+) -> Result<(Option<Card>, Option<String>), WorkerError> {
+    let gpu_err = |source| WorkerError::Gpu {
+        id: opts.id.clone(),
+        source,
+    };
+    let Some(sel) = &opts.gpu else {
+        return Ok((None, opts.llm_url.clone()));
+    };
+    let telemetry = rigmind_gpu::open().map_err(gpu_err)?;
+    let info = telemetry.find(sel).map_err(gpu_err)?;
+    let entry = config
+        .gpus
+        .iter()
+        .find(|g| g.index == info.index)
+        .or_else(|| config.gpus.iter().find(|g| g.worker == opts.id));
+    let url = opts
+        .llm_url
+        .clone()
+        .or_else(|| entry.and_then(|g| g.ollama.clone()));
+    tracing::info!(
+        worker = %opts.id,
+        gpu = info.index,
+        uuid = %info.uuid,
+        name = %info.name,
+        telemetry = telemetry.kind(),
+        memory_total_mb = info.memory_total_mb,
+        llm = ?url,
+        "pinned to GPU"
+    );
+    Ok((Some(Card::new(telemetry, info)), url))
+}
+
+/// The classes the worker claims: `--classes`, else what its card and server
+/// allow. llm work without an LLM server is refused.
+pub(crate) fn claim_classes(
+    opts: &WorkerOptions,
+    card: bool,
+    llm_url: Option<&str>,
+) -> Result<Vec<TaskClass>, WorkerError> {
+    let classes = if !opts.classes.is_empty() {
+        opts.classes.clone()
+    } else if card && llm_url.is_some() {
+        vec![TaskClass::Script, TaskClass::Llm, TaskClass::Cpu]
+    } else if card {
+        vec![TaskClass::Script, TaskClass::Cpu]
+    } else {
+        vec![TaskClass::Cpu]
+    };
+    if classes.contains(&TaskClass::Llm) && llm_url.is_none() {
+        return Err(WorkerError::BadOptions {
+            id: opts.id.clone(),
+            why: "llm work needs an LLM server: give --llm-url, or an `ollama` URL in rig.toml's [[gpu]] entry for this card".into(),
+        });
+    }
+    Ok(classes)
+}
+
+/// The client of the worker's LLM server, if it has one.
+pub(crate) fn llm_runner(
+    opts: &WorkerOptions,
+    config: &RigConfig,
+    layout: &Layout,
+    card: Option<&Card>,
+    llm_url: Option<&str>,
+) -> Result<Option<LlmRunner>, WorkerError> {
+    let Some(url) = llm_url else {
+        return Ok(None);
+    };
+    // The task's own timeout bounds each request (rigmind-exec), so the
+    // client's whole-request limit must not cut a long generation short.
+    let client = OllamaClient::new(url)
+        .map_err(|source| WorkerError::Llm {
+            id: opts.id.clone(),
+            url: url.to_string(),
+            source,
+        })?
+        .with_timeouts(Duration::from_secs(5), Duration::from_secs(365 * 86400));
+    Ok(Some(LlmRunner {
+        client,
+        keep_alive: config.llm.keep_alive.clone(),
+        samples: layout.logs_dir().join("training_samples.jsonl"),
+        vram_used_mb: card.map(|c| {
+            let p = c.probe();
+            std::sync::Arc::new(p) as rigmind_exec::llm::VramProbe
+        }),
+    }))
+}
+
+/// The state file of a worker that has just started (idle, nothing done yet).
+pub(crate) fn first_state(
+    opts: &WorkerOptions,
+    session: String,
+    classes: &[TaskClass],
+    card: Option<&Card>,
+    llm_url: Option<String>,
+) -> WorkerState {
+    let now = rigmind_queue::time::now_rfc3339();
+    WorkerState {
+        worker_id: opts.id.clone(),
+        session,
+        pid: std::process::id(),
+        hostname: hostname(),
+        gpu: card.map(|c| c.index.to_string()),
+        classes: classes.iter().map(|c| c.to_string()).collect(),
+        state: "idle".into(),
+        current_task: None,
+        current_task_name: None,
+        started_at: now.clone(),
+        heartbeat_at: now,
+        tasks_done: 0,
+        tasks_failed: 0,
+        gpu_uuid: card.map(|c| c.info.uuid.clone()),
+        gpu_state: card.map(|c| c.state),
+        gpu_state_since: None,
+        model: None,
+        llm_url,
+        llm_idle_since: None,
+        current_class: None,
+        telemetry: None,
+        telemetry_source: card.map(|c| c.source().to_string()),
+        host: None,
+        gates: Vec::new(),
+    }
+}
+
+/// Where a task without a `workdir` runs: the worker's own directory.
+pub(crate) fn default_workdir() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// Writes the state file saying `state` and the task that runs (if any).
+pub(crate) fn publish(layout: &Layout, me: &mut WorkerState, state: &str, task: Option<&TaskFile>) {
+    me.state = state.to_string();
+    me.current_task = task.map(|t| t.task_id.clone());
+    me.current_task_name = task.map(|t| t.name.clone());
+    me.heartbeat_at = rigmind_queue::time::now_rfc3339();
+    if let Err(e) = me.write(layout) {
+        tracing::warn!(worker = %me.worker_id, "{e}");
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
