@@ -227,30 +227,39 @@ pub async fn run_claimed(
     runner: &Runner,
     abort: Abort,
 ) -> Finished {
-    task.status = TaskStatus::Processing;
-    task.worker_id = Some(runner.worker_id.clone());
-    task.worker_session = Some(runner.session.clone());
-    task.gpu = runner.gpu.clone();
-    task.started_at = Some(rigmind_queue::time::now_rfc3339());
+    mark_started(&mut task, runner);
     // Looked at after `started_at` is taken: a cancellation accepted (its marker
     // written) before this look stops the task here; one accepted after it came
     // later than `started_at`. So no task starts after its batch's cancellation.
     if rigmind_queue::cancel::is_cancelled(layout, &task.batch_id) {
         tracing::info!(task = %task.name, batch = %task.batch_id, "batch cancelled; not started");
-        let (session, started_at) = (task.worker_session.clone(), task.started_at.clone());
-        task.status = TaskStatus::Queued;
-        task.clear_run_results();
-        return Finished {
-            task,
-            from: processing_path.to_path_buf(),
-            dir: TaskDir::Queue,
-            filed: Filed::Returned,
-            session,
-            started_at,
-        };
+        return put_back(task, processing_path);
     }
     task.attempts += 1;
     task.log_path = Some(layout.task_log(&task.task_id));
+    let outcome = run_started(layout, processing_path, &mut task, runner, abort).await;
+    finish(task, processing_path, outcome)
+}
+
+/// The start record's fields: who runs the task, in which session, on which GPU,
+/// since when.
+fn mark_started(task: &mut TaskFile, runner: &Runner) {
+    task.status = TaskStatus::Processing;
+    task.worker_id = Some(runner.worker_id.clone());
+    task.worker_session = Some(runner.session.clone());
+    task.gpu = runner.gpu.clone();
+    task.started_at = Some(rigmind_queue::time::now_rfc3339());
+}
+
+/// Runs a started task by its class: an llm or resource task against the
+/// runner's LLM server, anything else as its command under `bash -c`.
+async fn run_started(
+    layout: &Layout,
+    processing_path: &Path,
+    task: &mut TaskFile,
+    runner: &Runner,
+    abort: Abort,
+) -> RunOutcome {
     let log = layout.task_log(&task.task_id);
     let workdir = task
         .workdir
@@ -263,7 +272,7 @@ pub async fn run_claimed(
         runner.worker_id,
         task.started_at.as_deref().unwrap_or("")
     );
-    let outcome: RunOutcome = match (task.task_class, &runner.llm) {
+    match (task.task_class, &runner.llm) {
         (Some(TaskClass::Llm | TaskClass::Resource), None) => ShellOutcome::not_runnable(format!(
             "task '{}' needs an LLM server and {} has none",
             task.name, runner.worker_id
@@ -271,13 +280,11 @@ pub async fn run_claimed(
         .into(),
         (Some(class @ (TaskClass::Llm | TaskClass::Resource)), Some(llm)) => {
             // No process to record: the start record is written before the request.
-            if let Err(e) = fsio::write_atomic(processing_path, &task.to_bytes(), Sync::None) {
-                tracing::warn!(task = %task.name, "recording the start: {e}");
-            }
+            record_start(processing_path, task);
             if class == TaskClass::Llm {
-                llm::run_llm(&task, llm, &workdir, &log, &header, abort).await
+                llm::run_llm(task, llm, &workdir, &log, &header, abort).await
             } else {
-                llm::run_resource(&task, llm, &log, &header, abort).await
+                llm::run_resource(task, llm, &log, &header, abort).await
             }
         }
         _ => match task.command.clone() {
@@ -286,7 +293,7 @@ pub async fn run_claimed(
                 let run = ShellRun {
                     command: &cmd,
                     workdir: &workdir,
-                    env: environment(&task, runner),
+                    env: environment(task, runner),
                     timeout_secs: task.timeout_seconds,
                     log_path: &log,
                     header,
@@ -295,14 +302,7 @@ pub async fn run_claimed(
                 };
                 let record = |pgid: Option<i32>| {
                     task.pgid = pgid;
-                    // This replaces the claimed file by rename: the journal orders the
-                    // new data before the rename (ext4's default data=ordered), so a
-                    // crash leaves the old version or the new one without a flush.
-                    if let Err(e) =
-                        fsio::write_atomic(processing_path, &task.to_bytes(), Sync::None)
-                    {
-                        tracing::warn!(task = %task.name, "recording the start: {e}");
-                    }
+                    record_start(processing_path, task);
                 };
                 run_shell(run, abort, record).await.into()
             }
@@ -312,22 +312,27 @@ pub async fn run_claimed(
             ))
             .into(),
         },
-    };
-    let from = processing_path.to_path_buf();
-    let session = task.worker_session.clone();
-    let started_at = task.started_at.clone();
+    }
+}
+
+/// Writes the start record over the claimed file in `processing/`; a failure is
+/// said and the run goes on.
+fn record_start(processing_path: &Path, task: &TaskFile) {
+    // This replaces the claimed file by rename: the journal orders the new data
+    // before the rename (ext4's default data=ordered), so a crash leaves the old
+    // version or the new one without a flush.
+    if let Err(e) = fsio::write_atomic(processing_path, &task.to_bytes(), Sync::None) {
+        tracing::warn!(task = %task.name, "recording the start: {e}");
+    }
+}
+
+/// The result of a run, to be filed: `complete/` or `failed/` with the outcome's
+/// fields, or back into the queue when the run was aborted (the attempt not
+/// counted).
+fn finish(mut task: TaskFile, processing_path: &Path, outcome: RunOutcome) -> Finished {
     if outcome.aborted {
-        task.status = TaskStatus::Queued;
-        task.clear_run_results();
         task.attempts = task.attempts.saturating_sub(1);
-        return Finished {
-            task,
-            from,
-            dir: TaskDir::Queue,
-            filed: Filed::Returned,
-            session,
-            started_at,
-        };
+        return put_back(task, processing_path);
     }
     task.finished_at = Some(rigmind_queue::time::now_rfc3339());
     task.elapsed_seconds = Some((outcome.elapsed_secs * 1000.0).round() / 1000.0);
@@ -338,7 +343,8 @@ pub async fn run_claimed(
         task.eval_count = stats.eval_count;
         task.tokens_per_second = stats.tokens_per_second.map(|t| (t * 100.0).round() / 100.0);
     }
-    let (dir, filed) = match outcome.failure.clone() {
+    let (session, started_at) = (task.worker_session.clone(), task.started_at.clone());
+    let (dir, filed) = match outcome.failure {
         None => {
             task.status = TaskStatus::Complete;
             (TaskDir::Complete, Filed::Complete)
@@ -347,15 +353,32 @@ pub async fn run_claimed(
             task.status = TaskStatus::Failed;
             task.failure_kind = Some(kind);
             task.error = Some(reason);
-            task.error_snippet = outcome.error_snippet.clone();
+            task.error_snippet = outcome.error_snippet;
             (TaskDir::Failed, Filed::Failed(kind))
         }
     };
     Finished {
         task,
-        from,
+        from: processing_path.to_path_buf(),
         dir,
         filed,
+        session,
+        started_at,
+    }
+}
+
+/// A task going back into the queue, unstarted or unfinished: its run fields are
+/// cleared, and the session and start it ran under are kept apart so that the
+/// claim is still recognised as ours when it is filed.
+fn put_back(mut task: TaskFile, processing_path: &Path) -> Finished {
+    let (session, started_at) = (task.worker_session.clone(), task.started_at.clone());
+    task.status = TaskStatus::Queued;
+    task.clear_run_results();
+    Finished {
+        task,
+        from: processing_path.to_path_buf(),
+        dir: TaskDir::Queue,
+        filed: Filed::Returned,
         session,
         started_at,
     }

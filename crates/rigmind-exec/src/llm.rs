@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rigmind_llm::samples::{append_sample, TrainingSample};
-use rigmind_llm::{GenerateRequest, LlmError, OllamaClient};
+use rigmind_llm::{GenerateRequest, Generation, LlmError, OllamaClient};
 use rigmind_queue::task::{FailureKind, TaskFile, LOAD_LLM, UNLOAD_LLM};
 
 use crate::shell::Abort;
@@ -146,66 +146,16 @@ pub async fn run_llm(
 ) -> RunOutcome {
     let started = Instant::now();
     log(log_path, header);
-    let Some(instruction) = task.prompt.clone() else {
-        return failed(
-            FailureKind::DefinitionError,
-            format!("llm task '{}' has no prompt", task.name),
-            started,
-        );
-    };
-    let Some(model) = task.model.clone() else {
-        return failed(
-            FailureKind::DefinitionError,
-            format!("llm task '{}' names no model", task.name),
-            started,
-        );
-    };
-    let data = match &task.prompt_file {
-        None => None,
-        Some(f) => {
-            let path = workdir.join(f);
-            match std::fs::read(&path) {
-                Ok(bytes) => match String::from_utf8(bytes) {
-                    Ok(s) => Some(s),
-                    Err(_) => {
-                        return failed(
-                            FailureKind::DefinitionError,
-                            format!("prompt_file {} is not UTF-8 text", path.display()),
-                            started,
-                        )
-                    }
-                },
-                // Often written by the task before: a retry may find it.
-                Err(e) => {
-                    return failed(
-                        FailureKind::WorkerFailure,
-                        format!("cannot read prompt_file {}: {e}", path.display()),
-                        started,
-                    )
-                }
-            }
-        }
-    };
-    let prompt = rigmind_llm::prompt::fenced_prompt(
-        &instruction,
-        data.as_deref(),
-        task.prompt_file.as_deref(),
-    );
-    let req = GenerateRequest {
-        model: model.clone(),
-        prompt: prompt.clone(),
-        system: task.system.clone(),
-        stream: true,
-        keep_alive: Some(llm.keep_alive.clone()),
-        options: None,
+    let req = match request(task, llm, workdir) {
+        Ok(req) => req,
+        Err((kind, reason)) => return failed(kind, reason, started),
     };
     if !task.sensitive {
         log(
             log_path,
-            &format!("--- prompt ---\n{prompt}\n--- response ---"),
+            &format!("--- prompt ---\n{}\n--- response ---", req.prompt),
         );
     }
-    let url = llm.client.base_url().to_string();
     let mut on_token = |_: &str| {};
     let generation = match bounded(
         llm.client.generate(&req, &mut on_token),
@@ -215,17 +165,98 @@ pub async fn run_llm(
     .await
     {
         Err(b) => return bound_outcome(b, task, started),
-        Ok(Err(e)) => {
-            let text = if task.sensitive {
-                redacted(&e)
-            } else {
-                e.to_string()
-            };
-            log(log_path, &format!("--- rigmind: {text} ---"));
-            return failed(llm_failure(&e), text, started);
-        }
+        Ok(Err(e)) => return generation_failed(task, &e, log_path, started),
         Ok(Ok(g)) => g,
     };
+    keep_answer(
+        task, llm, req.prompt, generation, workdir, log_path, started,
+    )
+}
+
+/// An llm task's request: its model, and the fenced prompt (its `prompt` as the
+/// instruction, the text of its `prompt_file` as data).
+fn request(
+    task: &TaskFile,
+    llm: &LlmRunner,
+    workdir: &Path,
+) -> Result<GenerateRequest, (FailureKind, String)> {
+    let Some(instruction) = task.prompt.clone() else {
+        return Err((
+            FailureKind::DefinitionError,
+            format!("llm task '{}' has no prompt", task.name),
+        ));
+    };
+    let Some(model) = task.model.clone() else {
+        return Err((
+            FailureKind::DefinitionError,
+            format!("llm task '{}' names no model", task.name),
+        ));
+    };
+    let data = prompt_data(task, workdir)?;
+    let prompt = rigmind_llm::prompt::fenced_prompt(
+        &instruction,
+        data.as_deref(),
+        task.prompt_file.as_deref(),
+    );
+    Ok(GenerateRequest {
+        model,
+        prompt,
+        system: task.system.clone(),
+        stream: true,
+        keep_alive: Some(llm.keep_alive.clone()),
+        options: None,
+    })
+}
+
+/// The text of the task's `prompt_file` (relative to its workdir), if it has one.
+fn prompt_data(task: &TaskFile, workdir: &Path) -> Result<Option<String>, (FailureKind, String)> {
+    let Some(f) = &task.prompt_file else {
+        return Ok(None);
+    };
+    let path = workdir.join(f);
+    match std::fs::read(&path) {
+        Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| {
+            (
+                FailureKind::DefinitionError,
+                format!("prompt_file {} is not UTF-8 text", path.display()),
+            )
+        }),
+        // Often written by the task before: a retry may find it.
+        Err(e) => Err((
+            FailureKind::WorkerFailure,
+            format!("cannot read prompt_file {}: {e}", path.display()),
+        )),
+    }
+}
+
+/// A generation the server refused or broke off: logged (redacted for a sensitive
+/// task) and failed by its kind.
+fn generation_failed(
+    task: &TaskFile,
+    e: &LlmError,
+    log_path: &Path,
+    started: Instant,
+) -> RunOutcome {
+    let text = if task.sensitive {
+        redacted(e)
+    } else {
+        e.to_string()
+    };
+    log(log_path, &format!("--- rigmind: {text} ---"));
+    failed(llm_failure(e), text, started)
+}
+
+/// Keeps an answer: in the log (its text unless the task is sensitive, and its
+/// timings), in the task's `output`, and as a training sample; then the outcome.
+fn keep_answer(
+    task: &TaskFile,
+    llm: &LlmRunner,
+    prompt: String,
+    generation: Generation,
+    workdir: &Path,
+    log_path: &Path,
+    started: Instant,
+) -> RunOutcome {
     if !task.sensitive {
         log(log_path, &generation.response);
     }
@@ -233,46 +264,19 @@ pub async fn run_llm(
     log(
         log_path,
         &format!(
-            "--- rigmind: model {} at {url}: {} tokens, {} tokens/s, {:.3}s ---",
+            "--- rigmind: model {} at {}: {} tokens, {} tokens/s, {:.3}s ---",
             generation.model,
+            llm.client.base_url(),
             generation.eval_count.map_or("?".into(), |n| n.to_string()),
             tps.map_or("?".into(), |t| format!("{t:.1}")),
             started.elapsed().as_secs_f64()
         ),
     );
-    if let Some(out) = &task.output {
-        let path = workdir.join(out);
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if let Err(e) = rigmind_queue::fsio::write_atomic(
-            &path,
-            generation.response.as_bytes(),
-            rigmind_queue::fsio::Sync::Data,
-        ) {
-            return failed(
-                FailureKind::WorkerFailure,
-                format!("writing output {}: {e}", path.display()),
-                started,
-            );
-        }
+    if let Err(reason) = write_output(task, workdir, &generation.response) {
+        return failed(FailureKind::WorkerFailure, reason, started);
     }
     if !task.sensitive {
-        let sample = TrainingSample {
-            ts: rigmind_queue::time::now_rfc3339(),
-            task_id: task.task_id.clone(),
-            batch_id: task.batch_id.clone(),
-            task_name: task.name.clone(),
-            model: generation.model.clone(),
-            system: task.system.clone(),
-            prompt,
-            response: generation.response.clone(),
-            eval_count: generation.eval_count,
-            tokens_per_second: tps,
-        };
-        if let Err(e) = append_sample(&llm.samples, &sample) {
-            tracing::warn!(task = %task.name, "writing {}: {e}", llm.samples.display());
-        }
+        keep_sample(task, llm, prompt, &generation, tps);
     }
     RunOutcome {
         return_code: Some(0),
@@ -284,6 +288,46 @@ pub async fn run_llm(
             tokens_per_second: tps,
         }),
         ..RunOutcome::default()
+    }
+}
+
+/// Writes the response to the task's `output` (relative to its workdir), if it
+/// names one; says why not on failure.
+fn write_output(task: &TaskFile, workdir: &Path, response: &str) -> Result<(), String> {
+    let Some(out) = &task.output else {
+        return Ok(());
+    };
+    let path = workdir.join(out);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    rigmind_queue::fsio::write_atomic(&path, response.as_bytes(), rigmind_queue::fsio::Sync::Data)
+        .map_err(|e| format!("writing output {}: {e}", path.display()))
+}
+
+/// Appends the prompt and the answer to `logs/training_samples.jsonl`; a sample
+/// that cannot be written is said, not failed for.
+fn keep_sample(
+    task: &TaskFile,
+    llm: &LlmRunner,
+    prompt: String,
+    generation: &Generation,
+    tps: Option<f64>,
+) {
+    let sample = TrainingSample {
+        ts: rigmind_queue::time::now_rfc3339(),
+        task_id: task.task_id.clone(),
+        batch_id: task.batch_id.clone(),
+        task_name: task.name.clone(),
+        model: generation.model.clone(),
+        system: task.system.clone(),
+        prompt,
+        response: generation.response.clone(),
+        eval_count: generation.eval_count,
+        tokens_per_second: tps,
+    };
+    if let Err(e) = append_sample(&llm.samples, &sample) {
+        tracing::warn!(task = %task.name, "writing {}: {e}", llm.samples.display());
     }
 }
 
