@@ -464,6 +464,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(h.loaded_models().is_empty());
+        // The holder is stopped (SIGTERM, then reaped) after the model leaves the
+        // list: on a loaded machine that takes a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // SAFETY: signal 0 only checks for existence.
+        while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "holder gone after unload");
         assert!(!vram.exists());
     }
