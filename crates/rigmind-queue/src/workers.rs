@@ -56,13 +56,13 @@ pub struct WorkerState {
     pub current_class: Option<TaskClass>,
     /// The card's last reading (memory, utilisation, temperature, power).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub telemetry: Option<rigmind_gpu::GpuInfo>,
+    pub telemetry: Option<rigmind_types::GpuInfo>,
     /// `nvml`, or `fake` under RIGMIND_FAKE_GPUS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry_source: Option<String>,
     /// Host memory at the last heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<rigmind_gpu::HostMemory>,
+    pub host: Option<rigmind_types::HostMemory>,
     /// Safety gates violated now: while any is, it claims no script or llm work.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<String>,
