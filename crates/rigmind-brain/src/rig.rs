@@ -213,7 +213,7 @@ impl ResourceManager {
         t.failure_kind = Some(rigmind_queue::FailureKind::LostWorker);
         t.error = Some("its worker died while running it".into());
         t.finished_at = Some(rigmind_queue::time::now_rfc3339());
-        if let Err(e) = rigmind_exec::file_into(layout, path, &t, TaskDir::Failed, Sync::Data) {
+        if let Err(e) = rigmind_queue::file_into(layout, path, &t, TaskDir::Failed, Sync::Data) {
             tracing::warn!("{e}");
             return;
         }

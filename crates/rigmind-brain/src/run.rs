@@ -459,7 +459,7 @@ fn requeue_orphaned_requests(layout: &Layout, logs: &Logs) -> Result<(), BrainEr
         }
         t.status = TaskStatus::Queued;
         t.clear_run_results();
-        rigmind_exec::file_into(layout, &path, &t, TaskDir::Queue, Sync::Data)?;
+        rigmind_queue::file_into(layout, &path, &t, TaskDir::Queue, Sync::Data)?;
         logs.decision(
             &Decision::new("requeue")
                 .kv("batch", &t.batch_id)
@@ -664,7 +664,7 @@ fn execute_plan(
             TaskDir::Failed
         }
     };
-    if let Err(e) = rigmind_exec::file_into(layout, path, &task, dir, Sync::Data) {
+    if let Err(e) = rigmind_queue::file_into(layout, path, &task, dir, Sync::Data) {
         tracing::warn!("{e}");
     }
 }
@@ -693,7 +693,7 @@ fn cancel_request(layout: &Layout, path: &Path, mut task: TaskFile) {
         TaskStatus::Failed
     };
     task.finished_at = Some(rigmind_queue::time::now_rfc3339());
-    if let Err(e) = rigmind_exec::file_into(layout, path, &task, dir, Sync::Data) {
+    if let Err(e) = rigmind_queue::file_into(layout, path, &task, dir, Sync::Data) {
         tracing::warn!("{e}");
     }
 }

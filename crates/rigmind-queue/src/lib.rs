@@ -11,6 +11,7 @@ pub mod error;
 pub mod fsio;
 pub mod layout;
 pub mod logs;
+pub mod moves;
 pub mod quarantine;
 pub mod task;
 pub mod time;
@@ -19,4 +20,5 @@ pub mod workers;
 
 pub use error::QueueError;
 pub use layout::{Layout, TaskDir};
+pub use moves::file_into;
 pub use task::{FailureKind, TaskFile, TaskName, TaskStatus};
