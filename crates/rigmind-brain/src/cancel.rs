@@ -16,11 +16,11 @@ use rigmind_queue::cancel::{read_marker, CancelMarker, CancelMarkers};
 use rigmind_queue::claim::{QueueIndex, QueueLock};
 use rigmind_queue::fsio::Sync;
 use rigmind_queue::logs::{Decision, Logs};
+use rigmind_queue::requests::EXECUTE_PLAN;
 use rigmind_queue::task::{FailureKind, TaskFile, TaskName, TaskStatus};
 use rigmind_queue::{Layout, TaskDir};
 use rigmind_types::Executor;
 
-use crate::run::EXECUTE_PLAN;
 use crate::state::BrainState;
 
 /// The markers read so far and the ones already acted on.

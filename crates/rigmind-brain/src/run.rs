@@ -11,6 +11,7 @@ use rigmind_exec::{run_claimed, Runner};
 use rigmind_queue::claim::{QueueIndex, QueueLock};
 use rigmind_queue::fsio::{self, Sync};
 use rigmind_queue::logs::{Decision, Logs};
+use rigmind_queue::requests::{CANCEL_BATCH, EXECUTE_PLAN};
 use rigmind_queue::task::{FailureKind, TaskFile, TaskStatus};
 use rigmind_queue::watch::{watch_dirs, Change};
 use rigmind_queue::{Layout, TaskDir};
@@ -26,15 +27,6 @@ use crate::state::{BrainState, JobStatus};
 use crate::submit::{load_plan, new_batch_id, submit_plan};
 use crate::BrainError;
 
-/// The task-file `action` of a plan submission.
-pub const EXECUTE_PLAN: &str = "execute_plan";
-/// The task-file `action` of a cancel request of older versions (now a marker in
-/// `tasks/cancel/`); one found in the queue is turned into a marker.
-pub const CANCEL_BATCH: &str = "cancel_batch";
-/// Requests to the brain are named `@execute_plan`, `@cancel_batch.<id>`: no plan
-/// task can have a name with `@`, so they are never taken for a batch's tasks.
-pub const REQUEST_MARK: char = '@';
-
 /// Whether some batch record may be behind: unwritten changes, or counts that move
 /// without a file moving (start records, back-offs running out).
 fn records_live(state: &BrainState) -> bool {
@@ -42,11 +34,6 @@ fn records_live(state: &BrainState) -> bool {
         .batches
         .values()
         .any(|b| b.dirty || !b.running.is_empty() || !b.retry_at.is_empty())
-}
-
-/// Whether a task's name (as read from its file name) is a request to the brain.
-pub fn is_request(name: &str) -> bool {
-    name.starts_with(REQUEST_MARK)
 }
 
 /// How often the batch records' counts are brought up to date while tasks run.
@@ -203,7 +190,7 @@ pub async fn run_brain(
                 continue;
             }
             if task.action.as_deref() == Some(CANCEL_BATCH) {
-                cancel_request(&layout, &claimed.path, task);
+                rigmind_queue::requests::convert_cancel_request(&layout, &claimed.path, task);
                 continue;
             }
             let (layout2, runner2, abort) = (layout.clone(), runner.clone(), abort_rx.clone());
@@ -669,35 +656,6 @@ fn execute_plan(
     }
 }
 
-/// A cancel request of older versions (a `cancel_batch` task in the queue): turned
-/// into the marker that `rigmind cancel` writes now, then filed as complete. The
-/// marker is acted on at the top of the next turn, as any other.
-fn cancel_request(layout: &Layout, path: &Path, mut task: TaskFile) {
-    task.worker_id = Some("brain".into());
-    task.started_at = Some(rigmind_queue::time::now_rfc3339());
-    let target = task.batch_id.clone();
-    let dir = if rigmind_queue::cancel::is_cancelled(layout, &target) {
-        TaskDir::Complete
-    } else {
-        match rigmind_queue::cancel::write_marker(layout, &target, "a cancel_batch request file") {
-            Ok(_) => TaskDir::Complete,
-            Err(e) => {
-                task.error = Some(e.to_string());
-                TaskDir::Failed
-            }
-        }
-    };
-    task.status = if dir == TaskDir::Complete {
-        TaskStatus::Complete
-    } else {
-        TaskStatus::Failed
-    };
-    task.finished_at = Some(rigmind_queue::time::now_rfc3339());
-    if let Err(e) = rigmind_queue::file_into(layout, path, &task, dir, Sync::Data) {
-        tracing::warn!("{e}");
-    }
-}
-
 fn write_heartbeat(layout: &Layout, started_at: &str, state: &BrainState) {
     let running = state
         .batches
@@ -716,20 +674,4 @@ fn write_heartbeat(layout: &Layout, started_at: &str, state: &BrainState) {
     if let Err(e) = fsio::write_atomic(&layout.brain_state(), &bytes, Sync::None) {
         tracing::warn!("{e}");
     }
-}
-
-/// Writes the task that asks the brain to submit `plan_file` as batch `batch_id`.
-pub fn write_execute_plan(
-    layout: &Layout,
-    plan_file: &Path,
-    batch_id: &str,
-) -> Result<PathBuf, rigmind_queue::QueueError> {
-    let mut t = TaskFile::new(batch_id, EXECUTE_PLAN, rigmind_types::TaskClass::Cpu);
-    t.name = format!("{REQUEST_MARK}{EXECUTE_PLAN}");
-    t.plan_task_id = String::new();
-    t.executor = Executor::Brain;
-    t.action = Some(EXECUTE_PLAN.into());
-    t.status = TaskStatus::Queued;
-    t.plan_file = Some(std::path::absolute(plan_file).unwrap_or_else(|_| plan_file.to_path_buf()));
-    t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)
 }

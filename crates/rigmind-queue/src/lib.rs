@@ -13,6 +13,7 @@ pub mod layout;
 pub mod logs;
 pub mod moves;
 pub mod quarantine;
+pub mod requests;
 pub mod task;
 pub mod time;
 pub mod watch;

@@ -87,7 +87,8 @@ fn gather(layout: &Layout) -> Result<Status> {
         let mut by_class: BTreeMap<String, usize> = BTreeMap::new();
         for name in fsio::list_names(&dir)? {
             // Requests to the brain (submissions, cancellations) are not tasks.
-            if TaskName::parse(&name).is_some_and(|n| rigmind_brain::run::is_request(&n.name)) {
+            if TaskName::parse(&name).is_some_and(|n| rigmind_queue::requests::is_request(&n.name))
+            {
                 if matches!(d, TaskDir::Queue | TaskDir::Processing) {
                     requests += 1;
                 }
