@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rigmind_config::RigConfig;
 use rigmind_exec::{run_claimed, Runner};
+use rigmind_queue::brain_record::BrainRecord;
 use rigmind_queue::claim::{QueueIndex, QueueLock};
 use rigmind_queue::fsio::{self, Sync};
 use rigmind_queue::logs::{Decision, Logs};
@@ -76,11 +77,7 @@ pub async fn run_brain(
     let lock_file = fsio::open_lock(&lock_path)?;
     let mut lock = fd_lock::RwLock::new(lock_file);
     let _held = lock.try_write().map_err(|_| BrainError::AlreadyRunning {
-        pid: fsio::read(&layout.brain_state())
-            .ok()
-            .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s).ok())
-            .and_then(|v| v["pid"].as_u64())
-            .map_or("unknown".into(), |p| p.to_string()),
+        pid: BrainRecord::read_pid(&layout).map_or("unknown".into(), |p| p.to_string()),
         root: opts.root.clone(),
     })?;
     let config = RigConfig::load(&layout.rig_toml())?;
@@ -278,7 +275,7 @@ pub async fn run_brain(
             .kv("pid", std::process::id())
             .kv("reason", "shutdown requested"),
     )?;
-    let _ = fsio::remove_if_exists(&layout.brain_state());
+    let _ = BrainRecord::remove(&layout);
     drop(watcher);
     Ok(())
 }
@@ -662,16 +659,14 @@ fn write_heartbeat(layout: &Layout, started_at: &str, state: &BrainState) {
         .values()
         .filter(|b| !b.record.state.is_done())
         .count();
-    let v = json!({
-        "pid": std::process::id(),
-        "started_at": started_at,
-        "heartbeat_at": rigmind_queue::time::now_rfc3339(),
-        "batches": state.batches.len(),
-        "running_batches": running,
-    });
-    let mut bytes = serde_json::to_vec_pretty(&v).unwrap_or_default();
-    bytes.push(b'\n');
-    if let Err(e) = fsio::write_atomic(&layout.brain_state(), &bytes, Sync::None) {
+    let record = BrainRecord {
+        pid: u64::from(std::process::id()),
+        started_at: started_at.to_string(),
+        heartbeat_at: rigmind_queue::time::now_rfc3339(),
+        batches: state.batches.len(),
+        running_batches: running,
+    };
+    if let Err(e) = record.write(layout) {
         tracing::warn!("{e}");
     }
 }

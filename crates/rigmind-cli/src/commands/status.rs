@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use chrono::Utc;
 use rigmind_queue::batch::BatchRecord;
+use rigmind_queue::brain_record::BrainRecord;
 use rigmind_queue::task::{TaskFile, TaskName};
 use rigmind_queue::workers::{lock_is_held, WorkerState};
 use rigmind_queue::{fsio, Layout, TaskDir};
@@ -144,10 +145,7 @@ fn gather(layout: &Layout) -> Result<Status> {
     }
     let brain = lock_is_held(&layout.brain_lock()).map(|alive| BrainStatus {
         alive,
-        pid: rigmind_queue::fsio::read(&layout.brain_state())
-            .ok()
-            .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s).ok())
-            .and_then(|v| v["pid"].as_u64()),
+        pid: BrainRecord::read_pid(layout),
     });
     Ok(Status {
         root: layout.root().display().to_string(),
