@@ -15,7 +15,7 @@ use rigmind_queue::logs::{Decision, Logs};
 use rigmind_queue::requests::{CANCEL_BATCH, EXECUTE_PLAN};
 use rigmind_queue::task::{FailureKind, TaskFile, TaskStatus};
 use rigmind_queue::watch::{watch_dirs, Change};
-use rigmind_queue::{Layout, TaskDir};
+use rigmind_queue::{Layout, LifeLock, TaskDir};
 use rigmind_types::Executor;
 use serde_json::json;
 use tokio::sync::watch;
@@ -73,13 +73,11 @@ pub async fn run_brain(
 ) -> Result<(), BrainError> {
     let layout = Layout::new(&opts.root);
     layout.ensure()?;
-    let lock_path = layout.brain_lock();
-    let lock_file = fsio::open_lock(&lock_path)?;
-    let mut lock = fd_lock::RwLock::new(lock_file);
-    let _held = lock.try_write().map_err(|_| BrainError::AlreadyRunning {
-        pid: BrainRecord::read_pid(&layout).map_or("unknown".into(), |p| p.to_string()),
-        root: opts.root.clone(),
-    })?;
+    let _held =
+        LifeLock::try_acquire(&layout.brain_lock())?.ok_or_else(|| BrainError::AlreadyRunning {
+            pid: BrainRecord::read_pid(&layout).map_or("unknown".into(), |p| p.to_string()),
+            root: opts.root.clone(),
+        })?;
     let config = RigConfig::load(&layout.rig_toml())?;
     let logs = Logs::new(&layout);
     requeue_orphaned_requests(&layout, &logs)?;

@@ -11,6 +11,7 @@ pub mod claim;
 pub mod error;
 pub mod fsio;
 pub mod layout;
+pub mod lifelock;
 pub mod logs;
 pub mod moves;
 pub mod quarantine;
@@ -22,5 +23,6 @@ pub mod workers;
 
 pub use error::QueueError;
 pub use layout::{Layout, TaskDir};
+pub use lifelock::LifeLock;
 pub use moves::file_into;
 pub use task::{FailureKind, TaskFile, TaskName, TaskStatus};

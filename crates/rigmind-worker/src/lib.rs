@@ -323,15 +323,13 @@ pub async fn run_worker(
         });
     }
     let lock_path = layout.worker_lock(&opts.id);
-    let lock_file = rigmind_queue::fsio::open_lock(&lock_path)?;
-    let mut life_lock = fd_lock::RwLock::new(lock_file);
-    let _alive = life_lock
-        .try_write()
-        .map_err(|_| WorkerError::AlreadyRunning {
+    let _alive = rigmind_queue::LifeLock::try_acquire(&lock_path)?.ok_or_else(|| {
+        WorkerError::AlreadyRunning {
             id: opts.id.clone(),
             root: opts.root.clone(),
             lock: lock_path.clone(),
-        })?;
+        }
+    })?;
 
     let (watcher, mut rx) = watch_dirs(&[layout.dir(TaskDir::Queue)])?;
 

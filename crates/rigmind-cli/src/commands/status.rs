@@ -8,8 +8,8 @@ use chrono::Utc;
 use rigmind_queue::batch::BatchRecord;
 use rigmind_queue::brain_record::BrainRecord;
 use rigmind_queue::task::{TaskFile, TaskName};
-use rigmind_queue::workers::{lock_is_held, WorkerState};
-use rigmind_queue::{fsio, Layout, TaskDir};
+use rigmind_queue::workers::WorkerState;
+use rigmind_queue::{fsio, Layout, LifeLock, TaskDir};
 use serde::Serialize;
 
 use crate::args::StatusArgs;
@@ -98,7 +98,8 @@ fn gather(layout: &Layout) -> Result<Status> {
             let class = match TaskFile::read(&dir.join(&name)) {
                 Ok(t) => {
                     if let (TaskDir::Processing, Some(w)) = (d, &t.worker_id) {
-                        if w != "brain" && lock_is_held(&layout.worker_lock(w)) == Some(false) {
+                        if w != "brain" && LifeLock::is_held(&layout.worker_lock(w)) == Some(false)
+                        {
                             lost.push(LostTask {
                                 task: t.name.clone(),
                                 batch: t.batch_id.clone(),
@@ -118,7 +119,7 @@ fn gather(layout: &Layout) -> Result<Status> {
     let now = Utc::now();
     let mut workers = Vec::new();
     for w in WorkerState::read_all(layout)?.into_iter().flatten() {
-        let alive = lock_is_held(&layout.worker_lock(&w.worker_id)) == Some(true);
+        let alive = LifeLock::is_held(&layout.worker_lock(&w.worker_id)) == Some(true);
         let age = rigmind_queue::time::parse_rfc3339(&w.heartbeat_at)
             .map(|t| (now - t).num_milliseconds() as f64 / 1000.0);
         workers.push(WorkerStatus {
@@ -143,7 +144,7 @@ fn gather(layout: &Layout) -> Result<Status> {
             gates: w.gates,
         });
     }
-    let brain = lock_is_held(&layout.brain_lock()).map(|alive| BrainStatus {
+    let brain = LifeLock::is_held(&layout.brain_lock()).map(|alive| BrainStatus {
         alive,
         pid: BrainRecord::read_pid(layout),
     });

@@ -64,7 +64,7 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
             return Ok(1);
         }
     };
-    if rigmind_queue::workers::lock_is_held(&layout.brain_lock()) != Some(true) {
+    if rigmind_queue::LifeLock::is_held(&layout.brain_lock()) != Some(true) {
         eprintln!(
             "note: no brain is running on {}; the plan waits in tasks/queue/ until one starts (brain --root {})",
             layout.root().display(),
@@ -307,7 +307,7 @@ pub fn cancel(a: CancelArgs) -> Result<i32> {
         "batch {}: cancellation accepted at {accepted}; no task of it starts from now on",
         a.batch
     );
-    if rigmind_queue::workers::lock_is_held(&layout.brain_lock()) != Some(true) {
+    if rigmind_queue::LifeLock::is_held(&layout.brain_lock()) != Some(true) {
         eprintln!(
             "note: no brain is running on {}; no task of batch {} starts (workers honour {}), and a brain files its tasks as cancelled when it starts",
             layout.root().display(),
