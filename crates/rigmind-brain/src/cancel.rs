@@ -16,11 +16,11 @@ use rigmind_queue::cancel::{read_marker, CancelMarker, CancelMarkers};
 use rigmind_queue::claim::{QueueIndex, QueueLock};
 use rigmind_queue::fsio::Sync;
 use rigmind_queue::logs::{Decision, Logs};
+use rigmind_queue::requests::EXECUTE_PLAN;
 use rigmind_queue::task::{FailureKind, TaskFile, TaskName, TaskStatus};
 use rigmind_queue::{Layout, TaskDir};
 use rigmind_types::Executor;
 
-use crate::run::EXECUTE_PLAN;
 use crate::state::BrainState;
 
 /// The markers read so far and the ones already acted on.
@@ -186,7 +186,7 @@ fn file_request_cancelled(
     t.failure_kind = Some(FailureKind::Cancelled);
     t.error = Some(format!("cancelled by {who} before the plan was submitted"));
     t.finished_at = Some(rigmind_queue::time::now_rfc3339());
-    rigmind_exec::file_into(layout, from, &t, TaskDir::Failed, Sync::Data)?;
+    rigmind_queue::file_into(layout, from, &t, TaskDir::Failed, Sync::Data)?;
     Ok(true)
 }
 

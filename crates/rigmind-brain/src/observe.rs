@@ -378,7 +378,7 @@ pub fn fix_unclassified(layout: &Layout, logs: &Logs, state: &mut BrainState, fi
     t.failure_kind = Some(FailureKind::DefinitionError);
     t.error = Some("the task file has no task_class".into());
     let failed_path =
-        match rigmind_exec::file_into(layout, &queued, &t, TaskDir::Failed, Sync::Data) {
+        match rigmind_queue::file_into(layout, &queued, &t, TaskDir::Failed, Sync::Data) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!("{e}");
@@ -415,7 +415,7 @@ pub fn fix_unclassified(layout: &Layout, logs: &Logs, state: &mut BrainState, fi
     t.status = TaskStatus::Queued;
     t.failure_kind = None;
     t.error = None;
-    match rigmind_exec::file_into(layout, &failed_path, &t, TaskDir::Queue, Sync::Data) {
+    match rigmind_queue::file_into(layout, &failed_path, &t, TaskDir::Queue, Sync::Data) {
         Ok(_) => {
             let _ = logs.decision(
                 &Decision::new("fix")

@@ -40,7 +40,9 @@ pub fn rebuild(layout: &Layout, logs: &Logs, config: &RigConfig) -> Result<Brain
     let mut public: Public = HashMap::new();
     for d in TaskDir::ALL {
         for name in fsio::list_names(&layout.dir(d))? {
-            if let Some(tn) = TaskName::parse(&name).filter(|t| !crate::run::is_request(&t.name)) {
+            if let Some(tn) =
+                TaskName::parse(&name).filter(|t| !rigmind_queue::requests::is_request(&t.name))
+            {
                 public
                     .entry(tn.batch)
                     .or_default()

@@ -14,8 +14,8 @@ use rigmind_config::RigConfig;
 use rigmind_queue::fsio::{self, Sync};
 use rigmind_queue::logs::{Decision, Logs};
 use rigmind_queue::task::{TaskFile, TaskName, LOAD_LLM, RESOURCE_BATCH};
-use rigmind_queue::workers::{lock_is_held, WorkerState};
-use rigmind_queue::{Layout, TaskDir};
+use rigmind_queue::workers::WorkerState;
+use rigmind_queue::{Layout, LifeLock, TaskDir};
 use serde_json::json;
 
 use crate::resources::{self, Card, CardMode, RigView, RmAction, RmConfig};
@@ -213,7 +213,7 @@ impl ResourceManager {
         t.failure_kind = Some(rigmind_queue::FailureKind::LostWorker);
         t.error = Some("its worker died while running it".into());
         t.finished_at = Some(rigmind_queue::time::now_rfc3339());
-        if let Err(e) = rigmind_exec::file_into(layout, path, &t, TaskDir::Failed, Sync::Data) {
+        if let Err(e) = rigmind_queue::file_into(layout, path, &t, TaskDir::Failed, Sync::Data) {
             tracing::warn!("{e}");
             return;
         }
@@ -342,7 +342,7 @@ fn running_left(state: &BrainState, task_id: &str, now: DateTime<Utc>) -> f64 {
 /// lock is free, or it has been restarted since (the task's session is not the one
 /// in its state file), or it never started the task within the claim grace.
 fn holder_gone(layout: &Layout, worker: &str, path: &std::path::Path) -> bool {
-    if rigmind_queue::workers::lock_is_held(&layout.worker_lock(worker)) == Some(false) {
+    if LifeLock::is_held(&layout.worker_lock(worker)) == Some(false) {
         return true;
     }
     let Ok(t) = TaskFile::read(path) else {
@@ -401,7 +401,7 @@ pub fn read_workers(
             if w.state == "stopped" {
                 return false;
             }
-            match lock_is_held(&layout.worker_lock(&w.worker_id)) {
+            match LifeLock::is_held(&layout.worker_lock(&w.worker_id)) {
                 Some(held) => held,
                 None => rigmind_queue::time::parse_rfc3339(&w.heartbeat_at).is_some_and(|t| {
                     ((now - t).num_milliseconds() as f64) < stale_after_secs * 1000.0

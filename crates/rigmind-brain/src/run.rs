@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use rigmind_config::RigConfig;
 use rigmind_exec::{run_claimed, Runner};
+use rigmind_queue::brain_record::BrainRecord;
 use rigmind_queue::claim::{QueueIndex, QueueLock};
 use rigmind_queue::fsio::{self, Sync};
 use rigmind_queue::logs::{Decision, Logs};
+use rigmind_queue::requests::{CANCEL_BATCH, EXECUTE_PLAN};
 use rigmind_queue::task::{FailureKind, TaskFile, TaskStatus};
 use rigmind_queue::watch::{watch_dirs, Change};
-use rigmind_queue::{Layout, TaskDir};
+use rigmind_queue::{Layout, LifeLock, TaskDir};
 use rigmind_types::Executor;
 use serde_json::json;
 use tokio::sync::watch;
@@ -26,15 +28,6 @@ use crate::state::{BrainState, JobStatus};
 use crate::submit::{load_plan, new_batch_id, submit_plan};
 use crate::BrainError;
 
-/// The task-file `action` of a plan submission.
-pub const EXECUTE_PLAN: &str = "execute_plan";
-/// The task-file `action` of a cancel request of older versions (now a marker in
-/// `tasks/cancel/`); one found in the queue is turned into a marker.
-pub const CANCEL_BATCH: &str = "cancel_batch";
-/// Requests to the brain are named `@execute_plan`, `@cancel_batch.<id>`: no plan
-/// task can have a name with `@`, so they are never taken for a batch's tasks.
-pub const REQUEST_MARK: char = '@';
-
 /// Whether some batch record may be behind: unwritten changes, or counts that move
 /// without a file moving (start records, back-offs running out).
 fn records_live(state: &BrainState) -> bool {
@@ -42,11 +35,6 @@ fn records_live(state: &BrainState) -> bool {
         .batches
         .values()
         .any(|b| b.dirty || !b.running.is_empty() || !b.retry_at.is_empty())
-}
-
-/// Whether a task's name (as read from its file name) is a request to the brain.
-pub fn is_request(name: &str) -> bool {
-    name.starts_with(REQUEST_MARK)
 }
 
 /// How often the batch records' counts are brought up to date while tasks run.
@@ -85,17 +73,11 @@ pub async fn run_brain(
 ) -> Result<(), BrainError> {
     let layout = Layout::new(&opts.root);
     layout.ensure()?;
-    let lock_path = layout.brain_lock();
-    let lock_file = fsio::open_lock(&lock_path)?;
-    let mut lock = fd_lock::RwLock::new(lock_file);
-    let _held = lock.try_write().map_err(|_| BrainError::AlreadyRunning {
-        pid: fsio::read(&layout.brain_state())
-            .ok()
-            .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s).ok())
-            .and_then(|v| v["pid"].as_u64())
-            .map_or("unknown".into(), |p| p.to_string()),
-        root: opts.root.clone(),
-    })?;
+    let _held =
+        LifeLock::try_acquire(&layout.brain_lock())?.ok_or_else(|| BrainError::AlreadyRunning {
+            pid: BrainRecord::read_pid(&layout).map_or("unknown".into(), |p| p.to_string()),
+            root: opts.root.clone(),
+        })?;
     let config = RigConfig::load(&layout.rig_toml())?;
     let logs = Logs::new(&layout);
     requeue_orphaned_requests(&layout, &logs)?;
@@ -203,7 +185,7 @@ pub async fn run_brain(
                 continue;
             }
             if task.action.as_deref() == Some(CANCEL_BATCH) {
-                cancel_request(&layout, &claimed.path, task);
+                rigmind_queue::requests::convert_cancel_request(&layout, &claimed.path, task);
                 continue;
             }
             let (layout2, runner2, abort) = (layout.clone(), runner.clone(), abort_rx.clone());
@@ -291,7 +273,7 @@ pub async fn run_brain(
             .kv("pid", std::process::id())
             .kv("reason", "shutdown requested"),
     )?;
-    let _ = fsio::remove_if_exists(&layout.brain_state());
+    let _ = BrainRecord::remove(&layout);
     drop(watcher);
     Ok(())
 }
@@ -459,7 +441,7 @@ fn requeue_orphaned_requests(layout: &Layout, logs: &Logs) -> Result<(), BrainEr
         }
         t.status = TaskStatus::Queued;
         t.clear_run_results();
-        rigmind_exec::file_into(layout, &path, &t, TaskDir::Queue, Sync::Data)?;
+        rigmind_queue::file_into(layout, &path, &t, TaskDir::Queue, Sync::Data)?;
         logs.decision(
             &Decision::new("requeue")
                 .kv("batch", &t.batch_id)
@@ -664,36 +646,7 @@ fn execute_plan(
             TaskDir::Failed
         }
     };
-    if let Err(e) = rigmind_exec::file_into(layout, path, &task, dir, Sync::Data) {
-        tracing::warn!("{e}");
-    }
-}
-
-/// A cancel request of older versions (a `cancel_batch` task in the queue): turned
-/// into the marker that `rigmind cancel` writes now, then filed as complete. The
-/// marker is acted on at the top of the next turn, as any other.
-fn cancel_request(layout: &Layout, path: &Path, mut task: TaskFile) {
-    task.worker_id = Some("brain".into());
-    task.started_at = Some(rigmind_queue::time::now_rfc3339());
-    let target = task.batch_id.clone();
-    let dir = if rigmind_queue::cancel::is_cancelled(layout, &target) {
-        TaskDir::Complete
-    } else {
-        match rigmind_queue::cancel::write_marker(layout, &target, "a cancel_batch request file") {
-            Ok(_) => TaskDir::Complete,
-            Err(e) => {
-                task.error = Some(e.to_string());
-                TaskDir::Failed
-            }
-        }
-    };
-    task.status = if dir == TaskDir::Complete {
-        TaskStatus::Complete
-    } else {
-        TaskStatus::Failed
-    };
-    task.finished_at = Some(rigmind_queue::time::now_rfc3339());
-    if let Err(e) = rigmind_exec::file_into(layout, path, &task, dir, Sync::Data) {
+    if let Err(e) = rigmind_queue::file_into(layout, path, &task, dir, Sync::Data) {
         tracing::warn!("{e}");
     }
 }
@@ -704,32 +657,14 @@ fn write_heartbeat(layout: &Layout, started_at: &str, state: &BrainState) {
         .values()
         .filter(|b| !b.record.state.is_done())
         .count();
-    let v = json!({
-        "pid": std::process::id(),
-        "started_at": started_at,
-        "heartbeat_at": rigmind_queue::time::now_rfc3339(),
-        "batches": state.batches.len(),
-        "running_batches": running,
-    });
-    let mut bytes = serde_json::to_vec_pretty(&v).unwrap_or_default();
-    bytes.push(b'\n');
-    if let Err(e) = fsio::write_atomic(&layout.brain_state(), &bytes, Sync::None) {
+    let record = BrainRecord {
+        pid: u64::from(std::process::id()),
+        started_at: started_at.to_string(),
+        heartbeat_at: rigmind_queue::time::now_rfc3339(),
+        batches: state.batches.len(),
+        running_batches: running,
+    };
+    if let Err(e) = record.write(layout) {
         tracing::warn!("{e}");
     }
-}
-
-/// Writes the task that asks the brain to submit `plan_file` as batch `batch_id`.
-pub fn write_execute_plan(
-    layout: &Layout,
-    plan_file: &Path,
-    batch_id: &str,
-) -> Result<PathBuf, rigmind_queue::QueueError> {
-    let mut t = TaskFile::new(batch_id, EXECUTE_PLAN, rigmind_types::TaskClass::Cpu);
-    t.name = format!("{REQUEST_MARK}{EXECUTE_PLAN}");
-    t.plan_task_id = String::new();
-    t.executor = Executor::Brain;
-    t.action = Some(EXECUTE_PLAN.into());
-    t.status = TaskStatus::Queued;
-    t.plan_file = Some(std::path::absolute(plan_file).unwrap_or_else(|_| plan_file.to_path_buf()));
-    t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)
 }

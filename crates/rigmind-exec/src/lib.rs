@@ -162,7 +162,7 @@ impl Finished {
             )?;
             return Ok(self.filed);
         }
-        file_into(layout, &self.from, &self.task, self.dir, Sync::Dir)?;
+        rigmind_queue::file_into(layout, &self.from, &self.task, self.dir, Sync::Dir)?;
         Ok(self.filed)
     }
 
@@ -382,27 +382,6 @@ fn put_back(mut task: TaskFile, processing_path: &Path) -> Finished {
         session,
         started_at,
     }
-}
-
-/// Writes `task` into `dir` (under the name it has now), then removes it from
-/// where it was. A crash between the
-/// two leaves it in both places, which the brain resolves (the later state wins).
-pub fn file_into(
-    layout: &Layout,
-    from: &Path,
-    task: &TaskFile,
-    dir: TaskDir,
-    sync: Sync,
-) -> Result<PathBuf, QueueError> {
-    let name = from
-        .file_name()
-        .and_then(|n| n.to_str())
-        .map_or_else(|| task.file_name(), str::to_string);
-    let to = task.write_named(&layout.dir(dir), &name, sync)?;
-    if to != from {
-        fsio::remove_if_exists(from)?;
-    }
-    Ok(to)
 }
 
 fn environment(task: &TaskFile, runner: &Runner) -> Vec<(String, String)> {

@@ -6,8 +6,9 @@
 //! [`GpuInfo`], reads [`HostMemory`], and asks [`safety_violations`] whether rig.toml's
 //! `[safety]` gates allow heavy work now.
 //!
-//! The types shared by both telemetries ([`GpuInfo`], [`GpuSelector`], [`Telemetry`])
-//! live here; each telemetry, host memory and the gates have their own module.
+//! The types shared by both telemetries ([`GpuSelector`], [`Telemetry`]) live here;
+//! each telemetry, host memory and the gates have their own module. The readings
+//! ([`GpuInfo`], [`HostMemory`]) are plain data of `rigmind-types`, re-exported.
 
 mod error;
 mod fake;
@@ -20,34 +21,12 @@ use std::str::FromStr;
 
 pub use error::GpuError;
 pub use fake::{FakeGpus, FAKE_GPUS_ENV, FAKE_GPU_DIR_ENV};
-pub use host::HostMemory;
+pub use host::{parse_meminfo, read_host_memory, read_host_memory_from};
 pub use nvml::Nvml;
+/// The readings themselves are plain data of `rigmind-types` (the worker state file
+/// embeds them); they are re-exported here for the callers of the telemetry.
+pub use rigmind_types::{GpuInfo, HostMemory};
 pub use safety::safety_violations;
-
-/// One GPU's identity and current reading. Memory is in MiB (called MB throughout
-/// rigmind, as nvidia-smi does).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct GpuInfo {
-    /// The NVML index (PCI bus order; see the `nvml` module on why callers pin by UUID).
-    pub index: u32,
-    /// e.g. "GPU-5f2c...", exactly as `nvidia-smi -L` prints it.
-    pub uuid: String,
-    /// The product name, e.g. "NVIDIA GeForce RTX 3060".
-    pub name: String,
-    /// Total memory of the card.
-    pub memory_total_mb: u64,
-    /// Memory in use by all processes on the card.
-    pub memory_used_mb: u64,
-    /// Memory free on the card.
-    pub memory_free_mb: u64,
-    /// GPU (not memory) utilization over the driver's last sample period; None when
-    /// the card does not report it.
-    pub utilization_percent: Option<u32>,
-    /// Core temperature; None when the card does not report it.
-    pub temperature_c: Option<u32>,
-    /// Power draw; None when the card does not report it.
-    pub power_watts: Option<f64>,
-}
 
 /// Which GPU a worker was told to use: `--gpu 1` or `--gpu GPU-5f2c...`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -269,7 +269,7 @@ fn of_cancelled_batch(markers: &CancelMarkers, file_name: &str) -> bool {
     else {
         return false;
     };
-    !name.starts_with('@') && markers.contains(batch)
+    !crate::requests::is_request(name) && markers.contains(batch)
 }
 
 /// The groups at their limit now, from the tasks in `processing/`. Reads nothing

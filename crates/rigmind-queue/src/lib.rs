@@ -5,13 +5,17 @@
 //! claim per task, claim order, quarantine of bad files) live in one place.
 
 pub mod batch;
+pub mod brain_record;
 pub mod cancel;
 pub mod claim;
 pub mod error;
 pub mod fsio;
 pub mod layout;
+pub mod lifelock;
 pub mod logs;
+pub mod moves;
 pub mod quarantine;
+pub mod requests;
 pub mod task;
 pub mod time;
 pub mod watch;
@@ -19,4 +23,6 @@ pub mod workers;
 
 pub use error::QueueError;
 pub use layout::{Layout, TaskDir};
+pub use lifelock::LifeLock;
+pub use moves::file_into;
 pub use task::{FailureKind, TaskFile, TaskName, TaskStatus};

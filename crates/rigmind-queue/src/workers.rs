@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::QueueError;
 use crate::fsio;
 use crate::layout::Layout;
+use crate::lifelock::LifeLock;
 
 /// A worker's published state, rewritten with each heartbeat and each change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,13 +57,13 @@ pub struct WorkerState {
     pub current_class: Option<TaskClass>,
     /// The card's last reading (memory, utilisation, temperature, power).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub telemetry: Option<rigmind_gpu::GpuInfo>,
+    pub telemetry: Option<rigmind_types::GpuInfo>,
     /// `nvml`, or `fake` under RIGMIND_FAKE_GPUS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry_source: Option<String>,
     /// Host memory at the last heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<rigmind_gpu::HostMemory>,
+    pub host: Option<rigmind_types::HostMemory>,
     /// Safety gates violated now: while any is, it claims no script or llm work.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<String>,
@@ -114,28 +115,10 @@ pub struct Liveness {
 pub fn probe(layout: &Layout, worker: &str) -> Liveness {
     let state = WorkerState::read(&layout.worker_file(worker)).ok();
     Liveness {
-        lock_held: lock_is_held(&layout.worker_lock(worker)),
+        lock_held: LifeLock::is_held(&layout.worker_lock(worker)),
         session: state.as_ref().map(|s| s.session.clone()),
         heartbeat_at: state
             .as_ref()
             .and_then(|s| crate::time::parse_rfc3339(&s.heartbeat_at)),
     }
-}
-
-/// Tells whether a process holds the lock file at `path` (a live worker or brain).
-///
-/// The kernel drops a lock when its holder dies, however it dies, so a lock that can
-/// be taken means nobody alive holds it. Returns `None` when the file does not exist.
-pub fn lock_is_held(path: &Path) -> Option<bool> {
-    // Non-blocking: a FIFO under the lock's name must not hang the probe. One that
-    // is not a regular file is no live holder's lock.
-    let file = match fsio::open_regular(path, std::fs::OpenOptions::new().write(true), "lock file")
-    {
-        Ok(f) => f,
-        Err(QueueError::Invalid { .. }) => return Some(false),
-        Err(_) => return None,
-    };
-    let mut lock = fd_lock::RwLock::new(file);
-    let held = lock.try_write().is_err();
-    Some(held)
 }

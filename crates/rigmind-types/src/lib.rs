@@ -3,12 +3,17 @@
 //! Everything that the plan parser, the queue files, the brain and the workers must
 //! agree on word for word lives here: the task classes, the executors, the duration
 //! syntax users write (`90s`, `30m`, `2h`, plain seconds) and the keyword rules that
-//! infer a missing `task_class` (plan-format.md, "Missing task_class").
+//! infer a missing `task_class` (plan-format.md, "Missing task_class"), and the
+//! readings a worker publishes (the `readings` module).
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+mod readings;
+
+pub use readings::{GpuInfo, HostMemory};
 
 /// Environment variable that holds a fanned-out task's for_each item. A plan's
 /// `{item}` in a `command` becomes a quoted reference to it, so the value reaches

@@ -169,7 +169,7 @@ pub fn gates(
     safety: &rigmind_config::Safety,
     card: Option<&GpuInfo>,
 ) -> (Option<HostMemory>, Vec<String>) {
-    match HostMemory::read() {
+    match rigmind_gpu::read_host_memory() {
         Ok(host) => {
             let v = rigmind_gpu::safety_violations(safety, &host, card);
             (Some(host), v)

@@ -4,7 +4,6 @@
 //! [`Worker::heartbeat`] while it waits, until a shutdown request, then
 //! [`Worker::stop`].
 
-use std::fs::File;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -18,6 +17,7 @@ use rigmind_exec::{run_claimed, Filed, Finished, Runner};
 use rigmind_queue::claim::{Claimed, QueueIndex, QueueLock};
 use rigmind_queue::task::TaskFile;
 use rigmind_queue::watch::{watch_dirs, Change, DirWatcher};
+use rigmind_queue::LifeLock;
 use rigmind_queue::{Layout, QueueError, TaskDir};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinError, JoinSet};
@@ -57,8 +57,8 @@ pub(crate) struct Worker {
     last_publish: Instant,
     idle_since: Option<Instant>,
     stopping: bool,
-    /// `workers/<id>.lock`, held while this file is open.
-    _alive: File,
+    /// `workers/<id>.lock`, held for the worker's life.
+    _alive: LifeLock,
 }
 
 impl Worker {
@@ -345,22 +345,13 @@ impl Worker {
 }
 
 /// Takes `workers/<id>.lock` for the worker's life, or says who holds it.
-fn hold_life_lock(layout: &Layout, opts: &WorkerOptions) -> Result<File, WorkerError> {
+fn hold_life_lock(layout: &Layout, opts: &WorkerOptions) -> Result<LifeLock, WorkerError> {
     let lock_path = layout.worker_lock(&opts.id);
-    let lock_file = rigmind_queue::fsio::open_lock(&lock_path)?;
-    let mut life_lock = fd_lock::RwLock::new(lock_file);
-    let held = life_lock
-        .try_write()
-        .map_err(|_| WorkerError::AlreadyRunning {
-            id: opts.id.clone(),
-            root: opts.root.clone(),
-            lock: lock_path.clone(),
-        })?;
-    // The kernel keeps the lock as long as the file stays open (and drops it when
-    // the worker closes it or dies), so the file is kept and the guard let go
-    // without unlocking.
-    std::mem::forget(held);
-    Ok(life_lock.into_inner())
+    LifeLock::try_acquire(&lock_path)?.ok_or_else(|| WorkerError::AlreadyRunning {
+        id: opts.id.clone(),
+        root: opts.root.clone(),
+        lock: lock_path.clone(),
+    })
 }
 
 /// Publishes the new worker's state, says what it is, and removes what dead

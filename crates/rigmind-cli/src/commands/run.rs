@@ -11,8 +11,7 @@ use anyhow::{Context, Result};
 use rigmind_config::RigConfig;
 use rigmind_queue::batch::{BatchRecord, BatchState};
 use rigmind_queue::task::{TaskFile, TaskName};
-use rigmind_queue::workers::lock_is_held;
-use rigmind_queue::{fsio, Layout, TaskDir};
+use rigmind_queue::{fsio, Layout, LifeLock, TaskDir};
 
 use super::submit::{submit_plan_file, wait_for_batch, WaitOutcome};
 use crate::args::RunArgs;
@@ -72,7 +71,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
     };
     let exe = std::env::current_exe().context("finding the rigmind executable")?;
     let mut started: Vec<Started> = Vec::new();
-    if lock_is_held(&layout.brain_lock()) == Some(true) {
+    if LifeLock::is_held(&layout.brain_lock()) == Some(true) {
         eprintln!(
             "rigmind: using the brain already running on {}",
             layout.root().display()
@@ -215,7 +214,7 @@ fn worker_plan(layout: &Layout, config: &RigConfig, n: Option<usize>) -> Vec<Wor
     let mut k = 1;
     while out.len() < count {
         let id = format!("cpu_{k}");
-        if lock_is_held(&layout.worker_lock(&id)) != Some(true) {
+        if LifeLock::is_held(&layout.worker_lock(&id)) != Some(true) {
             out.push(WorkerPlan {
                 id,
                 gpu: None,

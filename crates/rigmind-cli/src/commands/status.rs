@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use chrono::Utc;
 use rigmind_queue::batch::BatchRecord;
+use rigmind_queue::brain_record::BrainRecord;
 use rigmind_queue::task::{TaskFile, TaskName};
-use rigmind_queue::workers::{lock_is_held, WorkerState};
-use rigmind_queue::{fsio, Layout, TaskDir};
+use rigmind_queue::workers::WorkerState;
+use rigmind_queue::{fsio, Layout, LifeLock, TaskDir};
 use serde::Serialize;
 
 use crate::args::StatusArgs;
@@ -87,7 +88,8 @@ fn gather(layout: &Layout) -> Result<Status> {
         let mut by_class: BTreeMap<String, usize> = BTreeMap::new();
         for name in fsio::list_names(&dir)? {
             // Requests to the brain (submissions, cancellations) are not tasks.
-            if TaskName::parse(&name).is_some_and(|n| rigmind_brain::run::is_request(&n.name)) {
+            if TaskName::parse(&name).is_some_and(|n| rigmind_queue::requests::is_request(&n.name))
+            {
                 if matches!(d, TaskDir::Queue | TaskDir::Processing) {
                     requests += 1;
                 }
@@ -96,7 +98,8 @@ fn gather(layout: &Layout) -> Result<Status> {
             let class = match TaskFile::read(&dir.join(&name)) {
                 Ok(t) => {
                     if let (TaskDir::Processing, Some(w)) = (d, &t.worker_id) {
-                        if w != "brain" && lock_is_held(&layout.worker_lock(w)) == Some(false) {
+                        if w != "brain" && LifeLock::is_held(&layout.worker_lock(w)) == Some(false)
+                        {
                             lost.push(LostTask {
                                 task: t.name.clone(),
                                 batch: t.batch_id.clone(),
@@ -116,7 +119,7 @@ fn gather(layout: &Layout) -> Result<Status> {
     let now = Utc::now();
     let mut workers = Vec::new();
     for w in WorkerState::read_all(layout)?.into_iter().flatten() {
-        let alive = lock_is_held(&layout.worker_lock(&w.worker_id)) == Some(true);
+        let alive = LifeLock::is_held(&layout.worker_lock(&w.worker_id)) == Some(true);
         let age = rigmind_queue::time::parse_rfc3339(&w.heartbeat_at)
             .map(|t| (now - t).num_milliseconds() as f64 / 1000.0);
         workers.push(WorkerStatus {
@@ -141,12 +144,9 @@ fn gather(layout: &Layout) -> Result<Status> {
             gates: w.gates,
         });
     }
-    let brain = lock_is_held(&layout.brain_lock()).map(|alive| BrainStatus {
+    let brain = LifeLock::is_held(&layout.brain_lock()).map(|alive| BrainStatus {
         alive,
-        pid: rigmind_queue::fsio::read(&layout.brain_state())
-            .ok()
-            .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s).ok())
-            .and_then(|v| v["pid"].as_u64()),
+        pid: BrainRecord::read_pid(layout),
     });
     Ok(Status {
         root: layout.root().display().to_string(),

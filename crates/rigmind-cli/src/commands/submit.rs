@@ -4,10 +4,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rigmind_brain::run::write_execute_plan;
 use rigmind_brain::submit::{load_plan, new_batch_id};
 use rigmind_config::RigConfig;
 use rigmind_queue::batch::{BatchRecord, BatchState};
+use rigmind_queue::requests::write_execute_plan;
 use rigmind_queue::task::{TaskFile, TaskName};
 use rigmind_queue::{fsio, Layout, TaskDir};
 
@@ -64,7 +64,7 @@ pub fn submit(a: SubmitArgs) -> Result<i32> {
             return Ok(1);
         }
     };
-    if rigmind_queue::workers::lock_is_held(&layout.brain_lock()) != Some(true) {
+    if rigmind_queue::LifeLock::is_held(&layout.brain_lock()) != Some(true) {
         eprintln!(
             "note: no brain is running on {}; the plan waits in tasks/queue/ until one starts (brain --root {})",
             layout.root().display(),
@@ -138,9 +138,9 @@ fn brain_behind(layout: &Layout, r: &BatchRecord) -> bool {
     TaskDir::ALL.iter().any(|d| {
         let dir = layout.dir(*d);
         fsio::list_names(&dir).unwrap_or_default().iter().any(|n| {
-            if TaskName::parse(n)
-                .is_none_or(|t| t.batch != r.batch_id || rigmind_brain::run::is_request(&t.name))
-            {
+            if TaskName::parse(n).is_none_or(|t| {
+                t.batch != r.batch_id || rigmind_queue::requests::is_request(&t.name)
+            }) {
                 return false;
             }
             if matches!(d, TaskDir::Queue | TaskDir::Processing) {
@@ -158,7 +158,7 @@ fn rejection(layout: &Layout, batch: &str) -> Option<String> {
     let dir = layout.dir(TaskDir::Failed);
     fsio::list_names(&dir).ok()?.into_iter().find_map(|n| {
         let tn = TaskName::parse(&n)?;
-        if tn.batch != batch || !tn.name.ends_with(rigmind_brain::run::EXECUTE_PLAN) {
+        if tn.batch != batch || !tn.name.ends_with(rigmind_queue::requests::EXECUTE_PLAN) {
             return None;
         }
         let t = TaskFile::read(&dir.join(&n)).ok()?;
@@ -176,8 +176,8 @@ fn batch_known(layout: &Layout, batch: &str) -> bool {
     let of_batch = |n: &String| {
         TaskName::parse(n).is_some_and(|t| {
             t.batch == batch
-                && (!rigmind_brain::run::is_request(&t.name)
-                    || t.name.ends_with(rigmind_brain::run::EXECUTE_PLAN))
+                && (!rigmind_queue::requests::is_request(&t.name)
+                    || t.name.ends_with(rigmind_queue::requests::EXECUTE_PLAN))
         })
     };
     has_record()
@@ -214,7 +214,7 @@ fn unknown_batch(layout: &Layout, batch: &str) -> String {
                 .unwrap_or_default()
                 .iter()
                 .filter_map(|n| TaskName::parse(n))
-                .filter(|t| t.name.ends_with(rigmind_brain::run::EXECUTE_PLAN))
+                .filter(|t| t.name.ends_with(rigmind_queue::requests::EXECUTE_PLAN))
                 .map(|t| t.batch),
         );
     }
@@ -307,7 +307,7 @@ pub fn cancel(a: CancelArgs) -> Result<i32> {
         "batch {}: cancellation accepted at {accepted}; no task of it starts from now on",
         a.batch
     );
-    if rigmind_queue::workers::lock_is_held(&layout.brain_lock()) != Some(true) {
+    if rigmind_queue::LifeLock::is_held(&layout.brain_lock()) != Some(true) {
         eprintln!(
             "note: no brain is running on {}; no task of batch {} starts (workers honour {}), and a brain files its tasks as cancelled when it starts",
             layout.root().display(),
@@ -353,7 +353,7 @@ fn submission_pending(layout: &Layout, batch: &str) -> bool {
             .unwrap_or_default()
             .iter()
             .filter_map(|n| TaskName::parse(n))
-            .any(|t| t.batch == batch && t.name.ends_with(rigmind_brain::run::EXECUTE_PLAN))
+            .any(|t| t.batch == batch && t.name.ends_with(rigmind_queue::requests::EXECUTE_PLAN))
     })
 }
 

@@ -1,0 +1,71 @@
+//! Requests to the brain: task files in the queue that the brain runs itself
+//! (`executor: brain`), named so that no plan task can be taken for one. The CLI
+//! writes them ([`write_execute_plan`]); the brain, the CLI and the claim tell them
+//! from a batch's tasks by name ([`is_request`]).
+
+use std::path::{Path, PathBuf};
+
+use rigmind_types::{Executor, TaskClass};
+
+use crate::fsio::Sync;
+use crate::task::{TaskFile, TaskStatus};
+use crate::{Layout, QueueError, TaskDir};
+
+/// The task-file `action` of a plan submission.
+pub const EXECUTE_PLAN: &str = "execute_plan";
+/// The task-file `action` of a cancel request of older versions (now a marker in
+/// `tasks/cancel/`); one found in the queue is turned into a marker.
+pub const CANCEL_BATCH: &str = "cancel_batch";
+/// Requests to the brain are named `@execute_plan`, `@cancel_batch.<id>`: no plan
+/// task can have a name with `@`, so they are never taken for a batch's tasks.
+pub const REQUEST_MARK: char = '@';
+
+/// Whether a task's name (as read from its file name) is a request to the brain.
+pub fn is_request(name: &str) -> bool {
+    name.starts_with(REQUEST_MARK)
+}
+
+/// Writes the task that asks the brain to submit `plan_file` as batch `batch_id`.
+pub fn write_execute_plan(
+    layout: &Layout,
+    plan_file: &Path,
+    batch_id: &str,
+) -> Result<PathBuf, QueueError> {
+    let mut t = TaskFile::new(batch_id, EXECUTE_PLAN, TaskClass::Cpu);
+    t.name = format!("{REQUEST_MARK}{EXECUTE_PLAN}");
+    t.plan_task_id = String::new();
+    t.executor = Executor::Brain;
+    t.action = Some(EXECUTE_PLAN.into());
+    t.status = TaskStatus::Queued;
+    t.plan_file = Some(std::path::absolute(plan_file).unwrap_or_else(|_| plan_file.to_path_buf()));
+    t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)
+}
+
+/// A cancel request of older versions (a `cancel_batch` task in the queue): turned
+/// into the marker that `rigmind cancel` writes now, then filed as complete. The
+/// marker is acted on at the top of the next turn, as any other.
+pub fn convert_cancel_request(layout: &Layout, path: &Path, mut task: TaskFile) {
+    task.worker_id = Some("brain".into());
+    task.started_at = Some(crate::time::now_rfc3339());
+    let target = task.batch_id.clone();
+    let dir = if crate::cancel::is_cancelled(layout, &target) {
+        TaskDir::Complete
+    } else {
+        match crate::cancel::write_marker(layout, &target, "a cancel_batch request file") {
+            Ok(_) => TaskDir::Complete,
+            Err(e) => {
+                task.error = Some(e.to_string());
+                TaskDir::Failed
+            }
+        }
+    };
+    task.status = if dir == TaskDir::Complete {
+        TaskStatus::Complete
+    } else {
+        TaskStatus::Failed
+    };
+    task.finished_at = Some(crate::time::now_rfc3339());
+    if let Err(e) = crate::file_into(layout, path, &task, dir, Sync::Data) {
+        tracing::warn!("{e}");
+    }
+}
