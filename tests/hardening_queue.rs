@@ -6,9 +6,9 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{eventually, text, Rig, RIGMIND};
+use common::{eventually, text, wait_exit, Rig, RIGMIND};
 
 /// Makes a FIFO at `path` (its directory created first).
 fn mkfifo(path: &Path) {
@@ -33,14 +33,7 @@ fn rigmind_within(rig: &Rig, args: &[&str]) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("rigmind {args:?} hung");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_exit(&mut child, 30, &format!("rigmind {args:?}"));
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),

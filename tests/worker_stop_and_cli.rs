@@ -5,7 +5,6 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::{eventually, text, Rig, BRAIN, RIGMIND, WORKER};
 use serde_json::Value;
@@ -13,26 +12,6 @@ use serde_json::Value;
 /// A task that sleeps 30 s on its first run and finishes at once on any later
 /// one, so that a test can interrupt it and then see the batch complete.
 const LONG_ONCE: &str = "# Plan: long\n\n## Task: long\n- task_class: cpu\n- retries: 0\n- command: `if [ -e started ]; then echo again > again.txt; exit 0; fi; touch started; sleep 30`\n";
-
-/// Sends `sig` to a process the rig started and waits (20 s) for its exit code.
-fn signal_and_reap(rig: &mut Rig, what: &str, sig: i32) -> Option<i32> {
-    let i = rig
-        .children
-        .iter()
-        .position(|(w, _)| w == what)
-        .unwrap_or_else(|| panic!("{what} is not running"));
-    let (_, mut child) = rig.children.remove(i);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, sig) };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        assert!(Instant::now() < deadline, "{what} did not stop within 20s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn stderr_of(rig: &Rig, what: &str) -> String {
     std::fs::read_to_string(rig.dir.path().join(format!("{what}.stderr"))).unwrap_or_default()
@@ -55,7 +34,7 @@ fn stop_requeues_without_spending_a_retry(sig: i32) {
             .any(|t| t["name"] == "long" && t["worker_id"] == "w1")
     });
 
-    assert_eq!(signal_and_reap(&mut rig, "w1", sig), Some(0));
+    assert_eq!(rig.signal("w1", sig), Some(0));
     let log = stderr_of(&rig, "w1");
     assert!(
         log.contains("put back into the queue unfinished") && log.contains("spends no retry"),

@@ -5,7 +5,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+
+// The helpers every test binary may use; each binary uses only some of them.
+#[allow(unused_imports)]
+pub use rigmind_testkit::{eventually, running, skip, wait_exit};
 
 pub const RIGMIND: &str = env!("CARGO_BIN_EXE_rigmind");
 pub const BRAIN: &str = env!("CARGO_BIN_EXE_brain");
@@ -110,21 +113,17 @@ impl Rig {
 
     /// Sends SIGTERM to a started process and waits (up to 20 s) for its exit code.
     pub fn stop(&mut self, what: &str) -> Option<i32> {
+        self.signal(what, libc::SIGTERM)
+    }
+
+    /// Sends `sig` to a started process and waits (up to 20 s) for its exit code;
+    /// None when `what` was not started (or a signal ended it).
+    pub fn signal(&mut self, what: &str, sig: i32) -> Option<i32> {
         let i = self.children.iter().position(|(w, _)| w == what)?;
         let (_, mut child) = self.children.remove(i);
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("{what} did not stop within 20s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        unsafe { libc::kill(child.id() as i32, sig) };
+        wait_exit(&mut child, 20, &format!("{what} (signal {sig})")).code()
     }
 
     /// kill -9 a started process (no chance to clean up), and reap it.
@@ -205,45 +204,6 @@ impl Drop for Rig {
     }
 }
 
-/// Whether a process runs (a zombie waiting to be reaped does not count).
-pub fn running(pid: &str) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-    let state = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .trim_start()
-        .chars()
-        .next();
-    !matches!(state, None | Some('Z') | Some('X'))
-}
-
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// Polls `f` until it is true or `secs` pass.
-pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Where tests record that they could not run here: `.ci/run` counts and lists them.
-pub const SKIP_LOG: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/skipped-tests.txt");
-
-/// Records that `test` could not run on this machine, and why. The harness has no
-/// run-time skip, so the test then returns early as "ok": this line is what keeps
-/// that from passing silently (`.ci/run` prints the count and the reasons).
-pub fn skip(test: &str, why: &str) {
-    use std::io::Write;
-    eprintln!("SKIPPED {test}: {why}");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(SKIP_LOG)
-        .expect("open the skip log");
-    writeln!(f, "{test}: {why}").expect("write the skip log");
 }

@@ -80,6 +80,7 @@ fn process_group(pid: i32) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rigmind_testkit::{eventually, running};
     use std::os::unix::process::CommandExt;
     use std::process::Command;
 
@@ -121,11 +122,9 @@ mod tests {
             .process_group(0)
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n')) {
-            assert!(std::time::Instant::now() < deadline, "no pid written");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        eventually(30, "a pid written", || {
+            std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+        });
         let pid = std::fs::read_to_string(&pidfile)
             .unwrap()
             .trim()
@@ -135,24 +134,8 @@ mod tests {
             "bash and the setsid sleep"
         );
         bash.wait().unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .chars()
-                .next();
-            if matches!(state, None | Some('Z') | Some('X')) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the setsid sleep {pid} survived"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        eventually(30, &format!("the setsid sleep {pid} to end"), || {
+            !running(&pid)
+        });
     }
 }

@@ -330,6 +330,7 @@ async fn copy_to_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rigmind_testkit::running;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A task id no other test (or test process) uses.
@@ -389,19 +390,6 @@ mod tests {
                 vec![marker]
             }
         }
-    }
-
-    /// Whether a process runs (a zombie waiting to be reaped does not count).
-    fn running(pid: i32) -> bool {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .chars()
-            .next();
-        !matches!(state, None | Some('Z') | Some('X'))
     }
 
     /// A command that starts a daemon outside its process group and records its pid.

@@ -194,7 +194,10 @@ mod tests {
             Ok(n) => n,
             Err(e) => {
                 assert!(matches!(e, GpuError::NoNvml { .. }), "{e:?}");
-                eprintln!("no NVML here: {e}");
+                rigmind_testkit::skip(
+                    "rigmind-gpu nvml::init_on_this_machine_is_ok_or_no_nvml",
+                    &format!("no NVML here: {e}"),
+                );
                 return;
             }
         };

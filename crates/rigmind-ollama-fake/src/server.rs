@@ -326,38 +326,17 @@ fn decode(endpoint: Endpoint, body: &[u8]) -> Result<Inference, String> {
     }
 }
 
+/// A generate or chat request: decoded, its model resolved, then an unload, a load
+/// or a generation (with failure injection) as the body asks.
 async fn inference(shared: &Arc<Shared>, req: Request<Incoming>, endpoint: Endpoint) -> Routed {
     let started = Instant::now();
     let work_kind = match endpoint {
         Endpoint::Generate => RequestKind::Generate,
         Endpoint::Chat => RequestKind::Chat,
     };
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return (
-                error(StatusCode::BAD_REQUEST, e.to_string()),
-                None,
-                work_kind,
-            )
-        }
-    };
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return (
-            error(StatusCode::BAD_REQUEST, "missing request body"),
-            None,
-            work_kind,
-        );
-    }
-    let inf = match decode(endpoint, &body) {
+    let inf = match read_inference(req, endpoint).await {
         Ok(i) => i,
-        Err(e) => {
-            // Still name the model in the log when the body had one.
-            let model = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("model")?.as_str().map(String::from));
-            return (error(StatusCode::BAD_REQUEST, e), model, work_kind);
-        }
+        Err((resp, model)) => return (resp, model, work_kind),
     };
     let model = Some(inf.model.clone()).filter(|m| !m.is_empty());
     let kind = match (inf.empty, inf.keep_alive) {
@@ -365,23 +344,9 @@ async fn inference(shared: &Arc<Shared>, req: Request<Incoming>, endpoint: Endpo
         (true, _) => RequestKind::Load,
         (false, _) => work_kind,
     };
-    let Some(model_name) = model.clone() else {
-        return (
-            error(StatusCode::BAD_REQUEST, "model is required"),
-            None,
-            kind,
-        );
-    };
-    let Some(entry) = shared.resolve(&model_name).cloned() else {
-        let quoted = serde_json::to_string(&model_name).unwrap_or_default();
-        return (
-            error(
-                StatusCode::NOT_FOUND,
-                format!("model {quoted} not found, try pulling it first"),
-            ),
-            model,
-            kind,
-        );
+    let (model_name, entry) = match resolve_model(shared, model.as_deref()) {
+        Ok(found) => found,
+        Err((status, msg)) => return (error(status, msg), model, kind),
     };
 
     if kind == RequestKind::Unload {
@@ -426,7 +391,54 @@ async fn inference(shared: &Arc<Shared>, req: Request<Incoming>, endpoint: Endpo
     }
 
     let job = Job::new(shared, endpoint, &entry, &model_name, &inf, hold, started);
-    if inf.stream {
+    (respond(job, inf.stream).await, model, kind)
+}
+
+/// The decoded body of an inference request, or the 400 to answer with the model
+/// to log (named when the body had one, however bad the rest).
+async fn read_inference(
+    req: Request<Incoming>,
+    endpoint: Endpoint,
+) -> Result<Inference, (Response<Body>, Option<String>)> {
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Err((error(StatusCode::BAD_REQUEST, e.to_string()), None)),
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err((error(StatusCode::BAD_REQUEST, "missing request body"), None));
+    }
+    decode(endpoint, &body).map_err(|e| {
+        // Still name the model in the log when the body had one.
+        let model = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("model")?.as_str().map(String::from));
+        (error(StatusCode::BAD_REQUEST, e), model)
+    })
+}
+
+/// The requested model and its catalogue entry, or the error status and message to
+/// answer: 400 when the request names none, 404 when the catalogue lacks it
+/// (Ollama's wording).
+fn resolve_model(
+    shared: &Shared,
+    model: Option<&str>,
+) -> Result<(String, ModelEntry), (StatusCode, String)> {
+    let Some(model_name) = model else {
+        return Err((StatusCode::BAD_REQUEST, "model is required".into()));
+    };
+    let Some(entry) = shared.resolve(model_name).cloned() else {
+        let quoted = serde_json::to_string(&model_name).unwrap_or_default();
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("model {quoted} not found, try pulling it first"),
+        ));
+    };
+    Ok((model_name.to_string(), entry))
+}
+
+/// Runs a generation: streamed as NDJSON while it is produced, or whole as one object.
+async fn respond(job: Job, stream: bool) -> Response<Body> {
+    if stream {
         let (tx, rx) = mpsc::channel::<Bytes>(64);
         tokio::spawn(job.stream(tx));
         let mut r = Response::new(ChannelBody { rx }.boxed());
@@ -434,11 +446,11 @@ async fn inference(shared: &Arc<Shared>, req: Request<Incoming>, endpoint: Endpo
             CONTENT_TYPE,
             HeaderValue::from_static("application/x-ndjson"),
         );
-        (r, model, kind)
+        r
     } else {
         match job.whole().await {
-            Ok(v) => (json_ok(&v), model, kind),
-            Err(msg) => (error(StatusCode::INTERNAL_SERVER_ERROR, msg), model, kind),
+            Ok(v) => json_ok(&v),
+            Err(msg) => error(StatusCode::INTERNAL_SERVER_ERROR, msg),
         }
     }
 }

@@ -5,8 +5,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use rigmind_testkit::{eventually, wait_exit};
 use serde_json::{json, Value};
 
 /// Kills the child if a test fails half-way.
@@ -16,14 +17,6 @@ impl Drop for Fake {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -122,9 +115,7 @@ fn binary_serves_ollama_protocol_and_exits_cleanly() {
         .unwrap();
     let mut fake = Fake(child);
 
-    wait_for("the port file", Duration::from_secs(20), || {
-        port_file.exists()
-    });
+    eventually(20, "the port file", || port_file.exists());
     let addr = std::fs::read_to_string(&port_file).unwrap();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
 
@@ -217,9 +208,7 @@ fn binary_serves_ollama_protocol_and_exits_cleanly() {
         serde_json::from_str::<Value>(&body).unwrap()["done_reason"],
         "unload"
     );
-    wait_for("the VRAM file to go", Duration::from_secs(10), || {
-        !vram.exists()
-    });
+    eventually(10, "the VRAM file to go", || !vram.exists());
     assert_ne!(
         unsafe { libc::kill(holder, 0) },
         0,
@@ -266,17 +255,7 @@ fn binary_serves_ollama_protocol_and_exits_cleanly() {
         .unwrap();
     // SAFETY: SIGTERM to the child this test started.
     unsafe { libc::kill(fake.0.id() as i32, libc::SIGTERM) };
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = fake.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no exit on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_exit(&mut fake.0, 20, "fake-ollama after SIGTERM");
     assert!(status.success(), "{status}");
     assert_ne!(
         unsafe { libc::kill(holder, 0) },

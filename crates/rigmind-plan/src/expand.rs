@@ -100,34 +100,9 @@ pub fn expand(plan: &Plan, defaults: &ExpandDefaults) -> Result<ExpandedPlan, Pl
     crate::dag::check(&plan.tasks, &mut d);
     let index = crate::dag::name_index(&plan.tasks);
     if index.len() != plan.tasks.len() {
-        let mut seen = HashSet::new();
-        for t in &plan.tasks {
-            if !seen.insert(t.name.as_str()) {
-                d.error(t.line, format!("duplicate task name '{}'", t.name));
-            }
-        }
+        report_duplicate_names(plan, &mut d);
     }
-
-    // Items (and stems) of each fanned-out task; equal for_each values share one expansion.
-    let mut cache: Vec<(&ForEach, Option<Items>)> = Vec::new();
-    let mut items: Vec<Option<Items>> = Vec::with_capacity(plan.tasks.len());
-    for t in &plan.tasks {
-        let Some(fe) = &t.for_each else {
-            items.push(None);
-            continue;
-        };
-        if let Some((_, cached)) = cache.iter().find(|(f, _)| *f == fe) {
-            if cached.is_none() {
-                // The first task with this value already reported its error; report here too.
-                report_for_each_error(t, fe, &plan.dir, &mut d);
-            }
-            items.push(Some(cached.clone().unwrap_or_default()));
-            continue;
-        }
-        let expanded = expand_items(t, fe, &plan.dir, &mut d);
-        cache.push((fe, expanded.clone()));
-        items.push(Some(expanded.unwrap_or_default()));
-    }
+    let items = all_items(plan, &mut d);
     let templates = command_templates(plan, &mut d);
     if d.has_errors() {
         return Err(PlanError {
@@ -142,82 +117,21 @@ pub fn expand(plan: &Plan, defaults: &ExpandDefaults) -> Result<ExpandedPlan, Pl
         starts.push(total);
         total += it.as_ref().map_or(1, Vec::len);
     }
-
+    let ctx = Expansion {
+        plan,
+        defaults,
+        items: &items,
+        starts: &starts,
+        templates: &templates,
+    };
     let mut jobs = Vec::with_capacity(total);
     for (ti, t) in plan.tasks.iter().enumerate() {
-        // Resolved dependencies of this plan task, in order, without repeats.
-        // With each: whether both fan out over the same for_each value (item-wise).
-        let mut deps: Vec<(usize, bool)> = Vec::new();
-        for name in &t.depends_on {
-            if let Some(&u) = index.get(name.as_str()) {
-                if !deps.iter().any(|&(v, _)| v == u) {
-                    let same = t.for_each.is_some() && plan.tasks[u].for_each == t.for_each;
-                    deps.push((u, same));
-                }
-            }
-        }
-        if let Some(its) = &items[ti] {
-            for &(u, same) in &deps {
-                let dep = &plan.tasks[u];
-                if dep.for_each.is_some() && !same {
-                    d.warning(
-                        t.depends_on_line,
-                        format!(
-                            "task '{}' and its dependency '{}' fan out over different for_each values; \
-                             each item of '{}' waits for all items of '{}'",
-                            t.name, dep.name, t.name, dep.name
-                        ),
-                    );
-                }
-            }
-            for (i, (item, stem)) in its.iter().enumerate() {
-                let (depends_on, depends_on_names) = edges(plan, &items, &starts, &deps, Some(i));
-                let sub = |s: &String| substitute(s, item, stem, i);
-                jobs.push(make_job(
-                    t,
-                    format!("{}[{stem}]", t.name),
-                    defaults,
-                    Fill {
-                        command: templates[ti].as_ref().map(|c| c.render(i)),
-                        // The keyword rules read the values too (an item named
-                        // `gpu.txt` makes a script task), as before the rewrite.
-                        class_text: t
-                            .command
-                            .as_ref()
-                            .filter(|_| t.task_class.is_none())
-                            .map(sub),
-                        prompt: t.prompt.as_ref().map(sub),
-                        prompt_file: t.prompt_file.as_ref().map(sub),
-                        output: t.output.as_ref().map(sub),
-                        env: t.env.iter().map(|(k, v)| (k.clone(), sub(v))).collect(),
-                        item: Some(item.clone()),
-                        stem: Some(stem.clone()),
-                        index: Some(i),
-                    },
-                    depends_on,
-                    depends_on_names,
-                ));
-            }
+        let deps = resolved_deps(plan, &index, t);
+        if items[ti].is_some() {
+            warn_mixed_fan_out(plan, t, &deps, &mut d);
+            ctx.push_item_jobs(ti, &deps, &mut jobs);
         } else {
-            let (depends_on, depends_on_names) = edges(plan, &items, &starts, &deps, None);
-            jobs.push(make_job(
-                t,
-                t.name.clone(),
-                defaults,
-                Fill {
-                    command: t.command.clone(),
-                    class_text: None,
-                    prompt: t.prompt.clone(),
-                    prompt_file: t.prompt_file.clone(),
-                    output: t.output.clone(),
-                    env: t.env.clone(),
-                    item: None,
-                    stem: None,
-                    index: None,
-                },
-                depends_on,
-                depends_on_names,
-            ));
+            ctx.push_single_job(ti, &deps, &mut jobs);
         }
     }
 
@@ -231,6 +145,148 @@ pub fn expand(plan: &Plan, defaults: &ExpandDefaults) -> Result<ExpandedPlan, Pl
         jobs,
         warnings,
     })
+}
+
+/// Reports every task whose name an earlier task already has.
+fn report_duplicate_names(plan: &Plan, d: &mut Diags) {
+    let mut seen = HashSet::new();
+    for t in &plan.tasks {
+        if !seen.insert(t.name.as_str()) {
+            d.error(t.line, format!("duplicate task name '{}'", t.name));
+        }
+    }
+}
+
+/// Items (and stems) of each fanned-out task, `None` for a task that does not fan
+/// out; equal for_each values share one expansion. A value that failed is reported
+/// at every task that uses it (and gives no items).
+fn all_items(plan: &Plan, d: &mut Diags) -> Vec<Option<Items>> {
+    let mut cache: Vec<(&ForEach, Option<Items>)> = Vec::new();
+    let mut items: Vec<Option<Items>> = Vec::with_capacity(plan.tasks.len());
+    for t in &plan.tasks {
+        let Some(fe) = &t.for_each else {
+            items.push(None);
+            continue;
+        };
+        if let Some((_, cached)) = cache.iter().find(|(f, _)| *f == fe) {
+            if cached.is_none() {
+                // The first task with this value already reported its error; report here too.
+                report_for_each_error(t, fe, &plan.dir, d);
+            }
+            items.push(Some(cached.clone().unwrap_or_default()));
+            continue;
+        }
+        let expanded = expand_items(t, fe, &plan.dir, d);
+        cache.push((fe, expanded.clone()));
+        items.push(Some(expanded.unwrap_or_default()));
+    }
+    items
+}
+
+/// Resolved dependencies of plan task `t`, in order, without repeats; with each,
+/// whether both fan out over the same for_each value (item-wise).
+fn resolved_deps(plan: &Plan, index: &HashMap<&str, usize>, t: &PlanTask) -> Vec<(usize, bool)> {
+    let mut deps: Vec<(usize, bool)> = Vec::new();
+    for name in &t.depends_on {
+        if let Some(&u) = index.get(name.as_str()) {
+            if !deps.iter().any(|&(v, _)| v == u) {
+                let same = t.for_each.is_some() && plan.tasks[u].for_each == t.for_each;
+                deps.push((u, same));
+            }
+        }
+    }
+    deps
+}
+
+/// Warns when fanned-out `t` depends on a task that fans out over another value:
+/// each of its items then waits for all of the dependency's.
+fn warn_mixed_fan_out(plan: &Plan, t: &PlanTask, deps: &[(usize, bool)], d: &mut Diags) {
+    for &(u, same) in deps {
+        let dep = &plan.tasks[u];
+        if dep.for_each.is_some() && !same {
+            d.warning(
+                t.depends_on_line,
+                format!(
+                    "task '{}' and its dependency '{}' fan out over different for_each values; \
+                     each item of '{}' waits for all items of '{}'",
+                    t.name, dep.name, t.name, dep.name
+                ),
+            );
+        }
+    }
+}
+
+/// What turning plan tasks into jobs reads: the checked plan and its expansions.
+struct Expansion<'a> {
+    plan: &'a Plan,
+    defaults: &'a ExpandDefaults,
+    items: &'a [Option<Items>],
+    /// The index of each plan task's first job.
+    starts: &'a [usize],
+    templates: &'a [Option<CommandTemplate>],
+}
+
+impl Expansion<'_> {
+    /// The jobs of fanned-out plan task `ti`, one per item, with the values filled in.
+    fn push_item_jobs(&self, ti: usize, deps: &[(usize, bool)], jobs: &mut Vec<Job>) {
+        let t = &self.plan.tasks[ti];
+        let its = self.items[ti]
+            .as_ref()
+            .expect("a fanned-out task has items");
+        for (i, (item, stem)) in its.iter().enumerate() {
+            let (depends_on, depends_on_names) =
+                edges(self.plan, self.items, self.starts, deps, Some(i));
+            let sub = |s: &String| substitute(s, item, stem, i);
+            jobs.push(make_job(
+                t,
+                format!("{}[{stem}]", t.name),
+                self.defaults,
+                Fill {
+                    command: self.templates[ti].as_ref().map(|c| c.render(i)),
+                    // The keyword rules read the values too (an item named
+                    // `gpu.txt` makes a script task), as before the rewrite.
+                    class_text: t
+                        .command
+                        .as_ref()
+                        .filter(|_| t.task_class.is_none())
+                        .map(sub),
+                    prompt: t.prompt.as_ref().map(sub),
+                    prompt_file: t.prompt_file.as_ref().map(sub),
+                    output: t.output.as_ref().map(sub),
+                    env: t.env.iter().map(|(k, v)| (k.clone(), sub(v))).collect(),
+                    item: Some(item.clone()),
+                    stem: Some(stem.clone()),
+                    index: Some(i),
+                },
+                depends_on,
+                depends_on_names,
+            ));
+        }
+    }
+
+    /// The one job of plan task `ti`, which does not fan out.
+    fn push_single_job(&self, ti: usize, deps: &[(usize, bool)], jobs: &mut Vec<Job>) {
+        let t = &self.plan.tasks[ti];
+        let (depends_on, depends_on_names) = edges(self.plan, self.items, self.starts, deps, None);
+        jobs.push(make_job(
+            t,
+            t.name.clone(),
+            self.defaults,
+            Fill {
+                command: t.command.clone(),
+                class_text: None,
+                prompt: t.prompt.clone(),
+                prompt_file: t.prompt_file.clone(),
+                output: t.output.clone(),
+                env: t.env.clone(),
+                item: None,
+                stem: None,
+                index: None,
+            },
+            depends_on,
+            depends_on_names,
+        ));
+    }
 }
 
 /// `(item, stem)` pairs of a fanned-out task.

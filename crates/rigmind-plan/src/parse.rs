@@ -185,55 +185,105 @@ struct Section<'n, 'a> {
 }
 
 fn parse_inner(path: &Path, text: &str, d: &mut Diags) -> Plan {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let normalized;
-    let text = if text.contains('\r') {
-        normalized = text.replace("\r\n", "\n");
-        normalized.as_str()
-    } else {
-        text
-    };
+    let text = normalized(text);
+    let text = text.as_ref();
     let lines = Lines::new(text);
     let nodes = md::tree(text);
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let outline = Outline::of(text, &lines, &nodes);
+    let name = plan_name(path, outline.name, d);
+    let end = outline.first_h2.unwrap_or(text.len());
+    let start = outline.h1_end.unwrap_or(0);
+    let description = if start <= end {
+        text[start..end].trim().to_string()
+    } else {
+        String::new()
+    };
+    // Defaults first, so they apply to tasks before and after the section.
+    let defaults = read_defaults(text, &lines, &outline.sections, d);
+    let tasks = read_tasks(text, &lines, &outline.sections, &defaults, d);
+    if tasks.is_empty() {
+        d.error(1, "plan has no tasks");
+    }
+    crate::dag::check(&tasks, d);
 
-    let mut name: Option<String> = None;
-    let mut h1_end: Option<usize> = None;
-    let mut first_h2: Option<usize> = None;
-    let mut sections: Vec<Section<'_, '_>> = Vec::new();
-    for node in &nodes {
-        match node.heading_level() {
-            Some(1) if name.is_none() => {
-                let t = md::heading_text(&text[node.range.clone()]);
-                let t = strip_prefix_ci(&t, "plan:").trim().to_string();
-                name = Some(t);
-                h1_end = Some(node.range.end);
-            }
-            Some(2) => {
-                first_h2.get_or_insert(node.range.start);
-                sections.push(Section {
-                    heading: md::heading_text(&text[node.range.clone()]),
-                    line: lines.line(node.range.start),
-                    nodes: Vec::new(),
-                });
-            }
-            _ => {
-                if let Some(s) = sections.last_mut() {
-                    s.nodes.push(node);
+    Plan {
+        path: path.to_path_buf(),
+        dir,
+        name,
+        description,
+        tasks,
+        warnings: Vec::new(),
+    }
+}
+
+/// The text without a byte-order mark, with CRLF line ends made LF.
+fn normalized(text: &str) -> std::borrow::Cow<'_, str> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.contains('\r') {
+        text.replace("\r\n", "\n").into()
+    } else {
+        text.into()
+    }
+}
+
+/// The headings of a plan: its name (the first level-1 heading) and its level-2
+/// sections with the nodes under each.
+struct Outline<'n, 'a> {
+    name: Option<String>,
+    /// Where the first level-1 heading ends (the description starts).
+    h1_end: Option<usize>,
+    /// Where the first level-2 heading starts (the description ends).
+    first_h2: Option<usize>,
+    sections: Vec<Section<'n, 'a>>,
+}
+
+impl<'n, 'a> Outline<'n, 'a> {
+    fn of(text: &str, lines: &Lines, nodes: &'n [Node<'a>]) -> Self {
+        let mut o = Outline {
+            name: None,
+            h1_end: None,
+            first_h2: None,
+            sections: Vec::new(),
+        };
+        for node in nodes {
+            match node.heading_level() {
+                Some(1) if o.name.is_none() => {
+                    let t = md::heading_text(&text[node.range.clone()]);
+                    let t = strip_prefix_ci(&t, "plan:").trim().to_string();
+                    o.name = Some(t);
+                    o.h1_end = Some(node.range.end);
+                }
+                Some(2) => {
+                    o.first_h2.get_or_insert(node.range.start);
+                    o.sections.push(Section {
+                        heading: md::heading_text(&text[node.range.clone()]),
+                        line: lines.line(node.range.start),
+                        nodes: Vec::new(),
+                    });
+                }
+                _ => {
+                    if let Some(s) = o.sections.last_mut() {
+                        s.nodes.push(node);
+                    }
                 }
             }
         }
+        o
     }
+}
 
+/// The plan's name: its heading's, else (with a warning) its file's stem.
+fn plan_name(path: &Path, heading: Option<String>, d: &mut Diags) -> String {
     let stem = || {
         path.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default()
     };
-    let name = match name {
+    match heading {
         Some(n) if !n.is_empty() => n,
         Some(_) => {
             d.warning(
@@ -252,21 +302,17 @@ fn parse_inner(path: &Path, text: &str, d: &mut Diags) -> Plan {
             );
             stem()
         }
-    };
-    let end = first_h2.unwrap_or(text.len());
-    let start = h1_end.unwrap_or(0);
-    let description = if start <= end {
-        text[start..end].trim().to_string()
-    } else {
-        String::new()
-    };
+    }
+}
 
-    // Defaults first, so they apply to tasks before and after the section.
+/// The fields of the Defaults section (none when there is none); a second one is
+/// an error.
+fn read_defaults(text: &str, lines: &Lines, sections: &[Section<'_, '_>], d: &mut Diags) -> Fields {
     let mut defaults = Fields::default();
     let mut defaults_line: Option<usize> = None;
-    for s in &sections {
+    for s in sections {
         if s.heading.eq_ignore_ascii_case("defaults") {
-            let (fields, _) = read_fields(text, &lines, &s.nodes, true, d);
+            let (fields, _) = read_fields(text, lines, &s.nodes, true, d);
             if let Some(first) = defaults_line {
                 d.error(
                     s.line,
@@ -278,46 +324,53 @@ fn parse_inner(path: &Path, text: &str, d: &mut Diags) -> Plan {
             }
         }
     }
+    defaults
+}
 
+/// The tasks of every section but Defaults, in plan order, with `defaults` applied.
+fn read_tasks(
+    text: &str,
+    lines: &Lines,
+    sections: &[Section<'_, '_>],
+    defaults: &Fields,
+    d: &mut Diags,
+) -> Vec<PlanTask> {
     let mut tasks = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
-    for s in &sections {
+    for s in sections {
         if s.heading.eq_ignore_ascii_case("defaults") {
             continue;
         }
-        let task_name = strip_prefix_ci(&s.heading, "task:").trim();
-        let task_name = md::unwrap_code(task_name).unwrap_or_else(|| task_name.to_string());
-        if task_name.is_empty() {
-            d.error(s.line, "task heading has no name");
-        } else if !task_name.chars().all(valid_name_char) {
-            d.error(
-                s.line,
-                format!("task name '{task_name}' may only contain ASCII letters, digits, '_', '-' and '.'"),
-            );
-        } else if let Some(first) = names.get(&task_name) {
-            d.error(
-                s.line,
-                format!("duplicate task name '{task_name}' (first defined at line {first})"),
-            );
-        } else {
-            names.insert(task_name.clone(), s.line);
-        }
-        let (fields, notes) = read_fields(text, &lines, &s.nodes, false, d);
-        tasks.push(build_task(task_name, s.line, fields, &defaults, notes, d));
+        let task_name = task_name(s, &mut names, d);
+        let (fields, notes) = read_fields(text, lines, &s.nodes, false, d);
+        tasks.push(build_task(task_name, s.line, fields, defaults, notes, d));
     }
-    if tasks.is_empty() {
-        d.error(1, "plan has no tasks");
-    }
-    crate::dag::check(&tasks, d);
+    tasks
+}
 
-    Plan {
-        path: path.to_path_buf(),
-        dir,
-        name,
-        description,
-        tasks,
-        warnings: Vec::new(),
+/// The task name of a section's heading, checked: not empty, valid characters, not
+/// taken by an earlier section (`names`: the names so far, with their lines).
+fn task_name(s: &Section<'_, '_>, names: &mut HashMap<String, usize>, d: &mut Diags) -> String {
+    let task_name = strip_prefix_ci(&s.heading, "task:").trim();
+    let task_name = md::unwrap_code(task_name).unwrap_or_else(|| task_name.to_string());
+    if task_name.is_empty() {
+        d.error(s.line, "task heading has no name");
+    } else if !task_name.chars().all(valid_name_char) {
+        d.error(
+            s.line,
+            format!(
+                "task name '{task_name}' may only contain ASCII letters, digits, '_', '-' and '.'"
+            ),
+        );
+    } else if let Some(first) = names.get(&task_name) {
+        d.error(
+            s.line,
+            format!("duplicate task name '{task_name}' (first defined at line {first})"),
+        );
+    } else {
+        names.insert(task_name.clone(), s.line);
     }
+    task_name
 }
 
 fn valid_name_char(c: char) -> bool {

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use rigmind_types::TaskClass;
 
 use crate::compare::{human_secs, Comparison, PolicyRun};
-use crate::engine::{Segment, SegmentKind};
+use crate::engine::{Segment, SegmentKind, SimError};
 
 const WIDTH: f64 = 1100.0;
 const LABEL_W: f64 = 130.0;
@@ -155,6 +155,8 @@ pub fn svg(c: &Comparison) -> String {
     o
 }
 
+/// One policy's chart at height `y0`: title, grid and time axis, a row per worker
+/// (or why the run was infeasible), and the lower bound.
 fn chart(
     o: &mut String,
     c: &Comparison,
@@ -163,6 +165,43 @@ fn chart(
     x: &dyn Fn(f64) -> f64,
     horizon: f64,
 ) {
+    let _ = writeln!(o, r#"<g class="chart" data-policy="{}">"#, esc(&run.policy));
+    let _ = writeln!(
+        o,
+        r#"<text x="10" y="{}" font-size="15" font-weight="bold">{}</text>"#,
+        y0 + 20.0,
+        esc(&chart_title(c, run))
+    );
+    let rows_top = y0 + TITLE_H;
+    let rows = chart_rows(run);
+    let n_rows = rows.len().max(1);
+    let rows_bottom = rows_top + n_rows as f64 * (ROW_H + ROW_GAP) - ROW_GAP;
+    let axis_y = rows_bottom + 6.0;
+    grid_and_axis(o, x, horizon, rows_top, rows_bottom, axis_y);
+
+    match &run.outcome {
+        Ok(r) => {
+            for (i, (worker, segs)) in rows.iter().enumerate() {
+                let ry = rows_top + i as f64 * (ROW_H + ROW_GAP);
+                worker_row(o, x, worker, segs, ry, r.makespan_s);
+            }
+        }
+        Err(e) => infeasible(o, e, rows_top),
+    }
+    // The lower bound.
+    let lb = x(c.lower_bound_s);
+    let _ = writeln!(
+        o,
+        r##"<line x1="{lb:.2}" y1="{}" x2="{lb:.2}" y2="{axis_y}" stroke="#c0392b" stroke-width="1.5" stroke-dasharray="4 3"><title>lower bound {}</title></line>"##,
+        rows_top - 4.0,
+        human_secs(c.lower_bound_s)
+    );
+    let _ = writeln!(o, "</g>");
+}
+
+/// The heading of one policy's chart: the policy, and its makespan against the
+/// lower bound (or that it is infeasible).
+fn chart_title(c: &Comparison, run: &PolicyRun) -> String {
     let label = match run.static_llm_cards {
         Some(k) => format!(
             "{} ({k} LLM card{})",
@@ -171,7 +210,7 @@ fn chart(
         ),
         None => run.policy.clone(),
     };
-    let title = match &run.outcome {
+    match &run.outcome {
         Ok(r) => format!(
             "{label}: makespan {}, {:.3}× lower bound ({:.1} s); {} load(s), {} unload(s)",
             human_secs(r.makespan_s),
@@ -188,16 +227,13 @@ fn chart(
             "{label}: infeasible; lower bound {}",
             human_secs(c.lower_bound_s)
         ),
-    };
-    let _ = writeln!(o, r#"<g class="chart" data-policy="{}">"#, esc(&run.policy));
-    let _ = writeln!(
-        o,
-        r#"<text x="10" y="{}" font-size="15" font-weight="bold">{}</text>"#,
-        y0 + 20.0,
-        esc(&title)
-    );
-    let rows_top = y0 + TITLE_H;
-    let rows: Vec<(String, &[Segment])> = match &run.outcome {
+    }
+}
+
+/// The rows of a run's chart: one per GPU worker, then the brain's if it ran
+/// anything; none for an infeasible run.
+fn chart_rows(run: &PolicyRun) -> Vec<(String, &[Segment])> {
+    match &run.outcome {
         Ok(r) => {
             let mut rows: Vec<(String, &[Segment])> = r
                 .gpus
@@ -210,14 +246,20 @@ fn chart(
             rows
         }
         Err(_) => Vec::new(),
-    };
-    let n_rows = rows.len().max(1);
-    let rows_bottom = rows_top + n_rows as f64 * (ROW_H + ROW_GAP) - ROW_GAP;
+    }
+}
 
-    // Grid and axis.
+/// The time axis at `axis_y` with a tick and a grid line (over the rows) per step.
+fn grid_and_axis(
+    o: &mut String,
+    x: &dyn Fn(f64) -> f64,
+    horizon: f64,
+    rows_top: f64,
+    rows_bottom: f64,
+    axis_y: f64,
+) {
     let step = tick_step(horizon);
     let mut t = 0.0;
-    let axis_y = rows_bottom + 6.0;
     let _ = writeln!(
         o,
         r##"<line x1="{}" y1="{axis_y}" x2="{}" y2="{axis_y}" stroke="#333"/>"##,
@@ -235,84 +277,86 @@ fn chart(
         );
         t += step;
     }
+}
 
-    match &run.outcome {
-        Ok(r) => {
-            for (i, (worker, segs)) in rows.iter().enumerate() {
-                let ry = rows_top + i as f64 * (ROW_H + ROW_GAP);
-                let _ = writeln!(
-                    o,
-                    r##"<g class="gpu-row" data-worker="{w}"><text x="{}" y="{}" text-anchor="end">{w}</text><rect x="{}" y="{ry}" width="{:.2}" height="{ROW_H}" fill="#f2f2f2"/>"##,
-                    LABEL_W - 8.0,
-                    ry + ROW_H / 2.0 + 4.0,
-                    x(0.0),
-                    x(r.makespan_s) - x(0.0),
-                    w = esc(worker)
-                );
-                for s in *segs {
-                    let (fill, class) = match &s.kind {
-                        SegmentKind::Task { class, .. } => {
-                            (class_colour(*class).to_string(), format!("task {class}"))
-                        }
-                        SegmentKind::Load => ("url(#hatch-load)".into(), "load".into()),
-                        SegmentKind::Unload => ("url(#hatch-unload)".into(), "unload".into()),
-                    };
-                    let sx = x(s.start);
-                    // Loads and unloads stay visible however short; tasks too
-                    // narrow for a border get none (it would wash out the colour).
-                    let min_w = match s.kind {
-                        SegmentKind::Task { .. } => 0.5,
-                        _ => 3.0,
-                    };
-                    let w = (x(s.end) - sx).max(min_w);
-                    let stroke = if w >= 4.0 {
-                        r##" stroke="#ffffff" stroke-width="0.5""##
-                    } else {
-                        ""
-                    };
-                    let _ = write!(
-                        o,
-                        r##"<rect class="{class}" x="{sx:.2}" y="{ry}" width="{w:.2}" height="{ROW_H}" fill="{fill}"{stroke}><title>{}</title></rect>"##,
-                        esc(&segment_title(worker, s))
-                    );
-                    if let SegmentKind::Task { name, .. } = &s.kind {
-                        if w > 7.0 * name.chars().count() as f64 + 8.0 {
-                            let _ = write!(
-                                o,
-                                r##"<text x="{:.2}" y="{}" fill="#ffffff" font-size="11" pointer-events="none">{}</text>"##,
-                                sx + 4.0,
-                                ry + ROW_H / 2.0 + 4.0,
-                                esc(name)
-                            );
-                        }
-                    }
-                    o.push('\n');
-                }
-                let _ = writeln!(o, "</g>");
-            }
+/// One worker's row at height `ry`: its label, a background up to the makespan,
+/// and its segments.
+fn worker_row(
+    o: &mut String,
+    x: &dyn Fn(f64) -> f64,
+    worker: &str,
+    segs: &[Segment],
+    ry: f64,
+    makespan_s: f64,
+) {
+    let _ = writeln!(
+        o,
+        r##"<g class="gpu-row" data-worker="{w}"><text x="{}" y="{}" text-anchor="end">{w}</text><rect x="{}" y="{ry}" width="{:.2}" height="{ROW_H}" fill="#f2f2f2"/>"##,
+        LABEL_W - 8.0,
+        ry + ROW_H / 2.0 + 4.0,
+        x(0.0),
+        x(makespan_s) - x(0.0),
+        w = esc(worker)
+    );
+    for s in segs {
+        segment(o, x, worker, s, ry);
+    }
+    let _ = writeln!(o, "</g>");
+}
+
+/// One segment of a row: a rectangle with its tooltip, and the task's name when it fits.
+fn segment(o: &mut String, x: &dyn Fn(f64) -> f64, worker: &str, s: &Segment, ry: f64) {
+    let (fill, class) = match &s.kind {
+        SegmentKind::Task { class, .. } => {
+            (class_colour(*class).to_string(), format!("task {class}"))
         }
-        Err(e) => {
-            let mut msg = e.reason();
-            if msg.chars().count() > 150 {
-                msg = msg.chars().take(147).collect::<String>() + "...";
-            }
-            let _ = writeln!(
+        SegmentKind::Load => ("url(#hatch-load)".into(), "load".into()),
+        SegmentKind::Unload => ("url(#hatch-unload)".into(), "unload".into()),
+    };
+    let sx = x(s.start);
+    // Loads and unloads stay visible however short; tasks too
+    // narrow for a border get none (it would wash out the colour).
+    let min_w = match s.kind {
+        SegmentKind::Task { .. } => 0.5,
+        _ => 3.0,
+    };
+    let w = (x(s.end) - sx).max(min_w);
+    let stroke = if w >= 4.0 {
+        r##" stroke="#ffffff" stroke-width="0.5""##
+    } else {
+        ""
+    };
+    let _ = write!(
+        o,
+        r##"<rect class="{class}" x="{sx:.2}" y="{ry}" width="{w:.2}" height="{ROW_H}" fill="{fill}"{stroke}><title>{}</title></rect>"##,
+        esc(&segment_title(worker, s))
+    );
+    if let SegmentKind::Task { name, .. } = &s.kind {
+        if w > 7.0 * name.chars().count() as f64 + 8.0 {
+            let _ = write!(
                 o,
-                r##"<text x="{}" y="{}" fill="#c0392b">{}<title>{}</title></text>"##,
-                LABEL_W,
-                rows_top + ROW_H / 2.0 + 4.0,
-                esc(&msg),
-                esc(&e.to_string())
+                r##"<text x="{:.2}" y="{}" fill="#ffffff" font-size="11" pointer-events="none">{}</text>"##,
+                sx + 4.0,
+                ry + ROW_H / 2.0 + 4.0,
+                esc(name)
             );
         }
     }
-    // The lower bound.
-    let lb = x(c.lower_bound_s);
+    o.push('\n');
+}
+
+/// Why a run is infeasible, in place of its rows (shortened; the whole as tooltip).
+fn infeasible(o: &mut String, e: &SimError, rows_top: f64) {
+    let mut msg = e.reason();
+    if msg.chars().count() > 150 {
+        msg = msg.chars().take(147).collect::<String>() + "...";
+    }
     let _ = writeln!(
         o,
-        r##"<line x1="{lb:.2}" y1="{}" x2="{lb:.2}" y2="{axis_y}" stroke="#c0392b" stroke-width="1.5" stroke-dasharray="4 3"><title>lower bound {}</title></line>"##,
-        rows_top - 4.0,
-        human_secs(c.lower_bound_s)
+        r##"<text x="{}" y="{}" fill="#c0392b">{}<title>{}</title></text>"##,
+        LABEL_W,
+        rows_top + ROW_H / 2.0 + 4.0,
+        esc(&msg),
+        esc(&e.to_string())
     );
-    let _ = writeln!(o, "</g>");
 }
