@@ -6,8 +6,9 @@
 //! [`state::BrainState`]), and everything that touches files is elsewhere —
 //! [`rebuild`] reads them at start, [`observe`] follows them while running,
 //! [`submit`] turns a plan into a batch, [`cancel`] takes cancellations, [`apply`]
-//! carries decisions out, and
-//! [`run`] is the loop that ties them together. The resource manager follows the
+//! carries decisions out, [`requests`] runs the requests to the brain itself
+//! (plan submissions), and [`run`] is the loop that ties them together (with
+//! `rescan` and `strays` for the full rescan and the files no task owns). The resource manager follows the
 //! same split: [`resources::decide`] is pure, [`rig`] reads the workers and writes
 //! its `load_llm` / `unload_llm` tasks.
 
@@ -18,10 +19,13 @@ pub mod observe;
 pub mod policy;
 pub mod projection;
 pub mod rebuild;
+pub mod requests;
+mod rescan;
 pub mod resources;
 pub mod rig;
 pub mod run;
 pub mod state;
+mod strays;
 pub mod submit;
 
 pub use run::{run_brain, BrainOptions};

@@ -105,90 +105,35 @@ fn switch(card: &mut SimCard, to: Mode, at: f64, cfg: &RmConfig) {
     card.mode = to;
 }
 
-/// Turns card `i` to `to` at `t` if the LLM-card bounds (`floor`, `cap`) allow it,
-/// keeping the count of LLM cards and noting a move made now. True if it turned.
-#[allow(clippy::too_many_arguments)]
-fn turn(
-    c: &mut SimCard,
-    i: usize,
-    to: Mode,
-    t: f64,
-    llm: &mut usize,
-    (floor, cap): (usize, usize),
-    cfg: &RmConfig,
-    now_moves: &mut Vec<(usize, bool)>,
-) -> bool {
-    let allowed = match to {
-        Mode::Llm => c.capable && *llm < cap,
-        Mode::Script => *llm > floor,
-    };
-    if !allowed {
-        return false;
-    }
-    if t == 0.0 {
-        now_moves.push((i, to == Mode::Llm));
-    }
-    match to {
-        Mode::Llm => *llm += 1,
-        Mode::Script => *llm -= 1,
-    }
-    switch(c, to, t, cfg);
-    true
-}
-
-/// Projects the rest of the work under `strategy`.
-pub fn project(view: &RigView, strategy: Strategy) -> Projection {
-    let cfg = &view.config;
-    let n = view.work.len();
-    let mut unmet: Vec<usize> = view.work.iter().map(|w| w.deps.len()).collect();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (i, w) in view.work.iter().enumerate() {
-        for &d in &w.deps {
-            dependents[d].push(i);
-        }
-    }
-    // Ready tasks by class, oldest (lowest index) first.
-    let mut ready: [BTreeSet<usize>; 3] = Default::default();
-    let slot = |c: TaskClass| match c {
+/// A class's place in the per-class arrays: script 0, llm 1, cpu (and any other) 2.
+fn class_slot(c: TaskClass) -> usize {
+    match c {
         TaskClass::Script => 0,
         TaskClass::Llm => 1,
         _ => 2,
-    };
-    let mut events: BinaryHeap<Reverse<(T, usize)>> = BinaryHeap::new();
-    // Concurrency groups: the limit of each task's group (if any), and how many
-    // of each group run.
-    let limit_of: Vec<Option<(usize, u32)>> = {
-        let names: Vec<&String> = cfg.groups.keys().collect();
-        view.work
-            .iter()
-            .map(|w| {
-                let g = w.group.as_ref()?;
-                let at = names.iter().position(|n| *n == g)?;
-                Some((at, cfg.groups[g]))
-            })
-            .collect()
-    };
-    let mut in_group = vec![0u32; cfg.groups.len()];
-    let mut left = n;
-    let mut running = [0usize; 3];
-    // Tasks still waiting on dependencies, by class.
-    let mut waiting = [0usize; 3];
-    for (i, w) in view.work.iter().enumerate() {
-        if w.running {
-            unmet[i] = 0;
-            events.push(Reverse((T(w.left.max(0.0)), i)));
-            running[slot(w.class)] += 1;
-            if let Some((g, _)) = limit_of[i] {
-                in_group[g] += 1;
-            }
-        } else if unmet[i] == 0 {
-            ready[slot(w.class)].insert(i);
-        } else {
-            waiting[slot(w.class)] += 1;
-        }
     }
-    let mut cards: Vec<SimCard> = view
-        .cards
+}
+
+/// Concurrency groups: the group (its index among the configured ones) and limit
+/// of each task, if it has one.
+fn group_limits(view: &RigView) -> Vec<Option<(usize, u32)>> {
+    let groups = &view.config.groups;
+    let names: Vec<&String> = groups.keys().collect();
+    view.work
+        .iter()
+        .map(|w| {
+            let g = w.group.as_ref()?;
+            let at = names.iter().position(|n| *n == g)?;
+            Some((at, groups[g]))
+        })
+        .collect()
+}
+
+/// The view's cards as the projection moves them: a card loading or unloading is
+/// already in its new state, busy for the rest of the change.
+fn sim_cards(view: &RigView) -> Vec<SimCard> {
+    let cfg = &view.config;
+    view.cards
         .iter()
         .map(|c| {
             let (mode, extra) = match c.mode {
@@ -203,14 +148,97 @@ pub fn project(view: &RigView, strategy: Strategy) -> Projection {
                 capable: c.llm_capable,
             }
         })
-        .collect();
-    let cap = view.config.max_llm_gpus.map_or(usize::MAX, |m| m as usize);
-    let floor = view.config.min_llm_gpus as usize;
-    let mut now_moves = Vec::new();
-    let bounds = (floor, cap);
-    if let Strategy::Fixed(k) | Strategy::Split(k) = strategy {
-        let have = cards.iter().filter(|c| c.mode == Mode::Llm).count();
-        // Free cards first, then those that free up soonest; ties by position.
+        .collect()
+}
+
+/// One projection in progress: the DAG's progress, the cards, the clock's events.
+struct Run<'v> {
+    view: &'v RigView,
+    cfg: &'v RmConfig,
+    /// Unfinished dependencies of each task, and the tasks waiting on each.
+    unmet: Vec<usize>,
+    dependents: Vec<Vec<usize>>,
+    /// Ready tasks by class slot, oldest (lowest index) first.
+    ready: [BTreeSet<usize>; 3],
+    /// Ends of running tasks, earliest first.
+    events: BinaryHeap<Reverse<(T, usize)>>,
+    /// Each task's concurrency group and its limit, and how many of each group run.
+    limit_of: Vec<Option<(usize, u32)>>,
+    in_group: Vec<u32>,
+    /// Tasks not yet ended.
+    left: usize,
+    /// Tasks running, and tasks still waiting on dependencies, by class slot.
+    running: [usize; 3],
+    waiting: [usize; 3],
+    cards: Vec<SimCard>,
+    /// The least and the most LLM cards allowed.
+    bounds: (usize, usize),
+    /// Cards the strategy moves now, and whether to the LLM state.
+    now_moves: Vec<(usize, bool)>,
+}
+
+impl<'v> Run<'v> {
+    /// The start: running tasks end after what they have left, tasks without
+    /// unfinished dependencies are ready, the rest wait.
+    fn new(view: &'v RigView) -> Self {
+        let n = view.work.len();
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, w) in view.work.iter().enumerate() {
+            for &d in &w.deps {
+                dependents[d].push(i);
+            }
+        }
+        let cap = view.config.max_llm_gpus.map_or(usize::MAX, |m| m as usize);
+        let floor = view.config.min_llm_gpus as usize;
+        let mut run = Run {
+            view,
+            cfg: &view.config,
+            unmet: view.work.iter().map(|w| w.deps.len()).collect(),
+            dependents,
+            ready: Default::default(),
+            events: BinaryHeap::new(),
+            limit_of: group_limits(view),
+            in_group: vec![0u32; view.config.groups.len()],
+            left: n,
+            running: [0usize; 3],
+            waiting: [0usize; 3],
+            cards: sim_cards(view),
+            bounds: (floor, cap),
+            now_moves: Vec::new(),
+        };
+        for (i, w) in view.work.iter().enumerate() {
+            let slot = class_slot(w.class);
+            if w.running {
+                run.unmet[i] = 0;
+                run.events.push(Reverse((T(w.left.max(0.0)), i)));
+                run.running[slot] += 1;
+                if let Some((g, _)) = run.limit_of[i] {
+                    run.in_group[g] += 1;
+                }
+            } else if run.unmet[i] == 0 {
+                run.ready[slot].insert(i);
+            } else {
+                run.waiting[slot] += 1;
+            }
+        }
+        run
+    }
+
+    /// How many cards are in the LLM state.
+    fn llm_cards(&self) -> usize {
+        self.cards.iter().filter(|c| c.mode == Mode::Llm).count()
+    }
+
+    /// Whether task `i`'s concurrency group has room for it.
+    fn open(&self, i: usize) -> bool {
+        self.limit_of[i].is_none_or(|(g, l)| self.in_group[g] < l)
+    }
+
+    /// `Fixed(k)` and `Split(k)` start by moving cards now until `k` hold the model:
+    /// free cards first, then those that free up soonest; ties by position.
+    fn fix_llm_cards(&mut self, k: usize) {
+        let have = self.llm_cards();
+        let cards = &self.cards;
         let mut order: Vec<usize> = (0..cards.len()).collect();
         order.sort_by(|a, b| {
             cards[*a]
@@ -218,166 +246,207 @@ pub fn project(view: &RigView, strategy: Strategy) -> Projection {
                 .total_cmp(&cards[*b].free_at)
                 .then(a.cmp(b))
         });
-        if k > have {
-            let movers: Vec<usize> = order
+        let (to, movers): (Mode, Vec<usize>) = if k > have {
+            let movers = order
                 .iter()
                 .copied()
                 .filter(|i| cards[*i].mode == Mode::Script && cards[*i].capable)
                 .take(k - have)
                 .collect();
-            for i in movers {
-                switch(&mut cards[i], Mode::Llm, 0.0, cfg);
-                now_moves.push((i, true));
-            }
+            (Mode::Llm, movers)
         } else if k < have {
-            let movers: Vec<usize> = order
+            let movers = order
                 .iter()
                 .copied()
                 .filter(|i| cards[*i].mode == Mode::Llm)
                 .take(have - k)
                 .collect();
-            for i in movers {
-                switch(&mut cards[i], Mode::Script, 0.0, cfg);
-                now_moves.push((i, false));
-            }
+            (Mode::Script, movers)
+        } else {
+            return;
+        };
+        for i in movers {
+            switch(&mut self.cards[i], to, 0.0, self.cfg);
+            self.now_moves.push((i, to == Mode::Llm));
         }
     }
-    let mut t = 0.0f64;
-    let mut guard = 0usize;
-    while left > 0 {
-        guard += 1;
-        if guard > 20 * (n + cards.len() + 10) {
-            break;
+
+    /// Turns card `i` to `to` at `t` if the LLM-card bounds allow it, keeping the
+    /// count of LLM cards (`llm`) and noting a move made now. True if it turned.
+    fn turn(&mut self, i: usize, to: Mode, t: f64, llm: &mut usize) -> bool {
+        let (floor, cap) = self.bounds;
+        let allowed = match to {
+            Mode::Llm => self.cards[i].capable && *llm < cap,
+            Mode::Script => *llm > floor,
+        };
+        if !allowed {
+            return false;
         }
-        // Completions due now.
-        while let Some(Reverse((T(at), i))) = events.peek().copied() {
+        if t == 0.0 {
+            self.now_moves.push((i, to == Mode::Llm));
+        }
+        match to {
+            Mode::Llm => *llm += 1,
+            Mode::Script => *llm -= 1,
+        }
+        switch(&mut self.cards[i], to, t, self.cfg);
+        true
+    }
+
+    /// Ends the tasks due by `t` and readies what waited only on them.
+    fn complete_due(&mut self, t: f64) {
+        while let Some(Reverse((T(at), i))) = self.events.peek().copied() {
             if at > t {
                 break;
             }
-            events.pop();
-            left -= 1;
-            running[slot(view.work[i].class)] -= 1;
-            if let Some((g, _)) = limit_of[i] {
-                in_group[g] -= 1;
+            self.events.pop();
+            self.left -= 1;
+            self.running[class_slot(self.view.work[i].class)] -= 1;
+            if let Some((g, _)) = self.limit_of[i] {
+                self.in_group[g] -= 1;
             }
-            for &d in &dependents[i] {
-                unmet[d] = unmet[d].saturating_sub(1);
-                if unmet[d] == 0 && !view.work[d].running {
-                    ready[slot(view.work[d].class)].insert(d);
-                    let w = &mut waiting[slot(view.work[d].class)];
-                    *w = w.saturating_sub(1);
+            for &d in &self.dependents[i] {
+                self.unmet[d] = self.unmet[d].saturating_sub(1);
+                if self.unmet[d] == 0 && !self.view.work[d].running {
+                    let slot = class_slot(self.view.work[d].class);
+                    self.ready[slot].insert(d);
+                    self.waiting[slot] = self.waiting[slot].saturating_sub(1);
                 }
             }
         }
-        if left == 0 {
-            break;
-        }
-        // Phase changes.
-        let llm_cards = cards.iter().filter(|c| c.mode == Mode::Llm).count();
-        match strategy {
-            Strategy::Fixed(_) | Strategy::Split(_) => {}
-            Strategy::Phases => {
-                let phase = if llm_cards > 0 {
-                    Mode::Llm
-                } else {
-                    Mode::Script
-                };
-                let (s, o) = (phase.slot(), phase.other().slot());
-                let drained = ready[s].is_empty() && running[s] == 0;
-                if drained && !ready[o].is_empty() {
-                    let to = phase.other();
-                    let mut llm = llm_cards;
-                    for (i, c) in cards.iter_mut().enumerate() {
-                        if c.mode != to {
-                            turn(c, i, to, t, &mut llm, bounds, cfg, &mut now_moves);
-                        }
-                    }
+    }
+
+    /// `Phases`: once the current phase's work (ready and running) is gone and the
+    /// other phase has ready work, every card turns.
+    fn phase_turn(&mut self, t: f64) {
+        let llm_cards = self.llm_cards();
+        let phase = if llm_cards > 0 {
+            Mode::Llm
+        } else {
+            Mode::Script
+        };
+        let (s, o) = (phase.slot(), phase.other().slot());
+        let drained = self.ready[s].is_empty() && self.running[s] == 0;
+        if drained && !self.ready[o].is_empty() {
+            let to = phase.other();
+            let mut llm = llm_cards;
+            for i in 0..self.cards.len() {
+                if self.cards[i].mode != to {
+                    self.turn(i, to, t, &mut llm);
                 }
             }
-            Strategy::Stages | Strategy::OnDemand => {}
         }
-        // Free cards take work.
-        for c in cards.iter_mut() {
-            if c.free_at > t {
+    }
+
+    /// Free cards take work, as a worker claims: its own kind first, cpu work
+    /// after (card::tier).
+    fn take_work(&mut self, t: f64) {
+        for card in 0..self.cards.len() {
+            if self.cards[card].free_at > t {
                 continue;
             }
-            let own = c.mode.slot();
-            let open = |i: &usize| limit_of[*i].is_none_or(|(g, l)| in_group[g] < l);
-            // As a worker claims: its own kind first, cpu work after (card::tier).
-            let pick = ready[own]
+            let own = self.cards[card].mode.slot();
+            let pick = self.ready[own]
                 .iter()
-                .find(|i| open(i))
-                .or_else(|| ready[2].iter().find(|i| open(i)))
+                .find(|i| self.open(**i))
+                .or_else(|| self.ready[2].iter().find(|i| self.open(**i)))
                 .copied();
             let Some(i) = pick else { continue };
-            if let Some((g, _)) = limit_of[i] {
-                in_group[g] += 1;
+            if let Some((g, _)) = self.limit_of[i] {
+                self.in_group[g] += 1;
             }
-            debug_assert!(c.mode.takes(view.work[i].class));
-            ready[slot(view.work[i].class)].remove(&i);
-            running[slot(view.work[i].class)] += 1;
-            let end = t + view.work[i].secs.max(0.0);
-            c.free_at = end;
-            events.push(Reverse((T(end), i)));
+            let class = self.view.work[i].class;
+            debug_assert!(self.cards[card].mode.takes(class));
+            self.ready[class_slot(class)].remove(&i);
+            self.running[class_slot(class)] += 1;
+            let end = t + self.view.work[i].secs.max(0.0);
+            self.cards[card].free_at = end;
+            self.events.push(Reverse((T(end), i)));
         }
-        // Stages, on demand: a card left idle with nothing of its kind ready turns.
-        if matches!(
-            strategy,
-            Strategy::Stages | Strategy::OnDemand | Strategy::Split(_)
-        ) {
-            let mut llm = cards.iter().filter(|c| c.mode == Mode::Llm).count();
-            let open = |i: &usize| limit_of[*i].is_none_or(|(g, l)| in_group[g] < l);
-            let mut turned = [0usize; 2];
-            for (i, c) in cards.iter_mut().enumerate() {
-                if c.free_at > t {
-                    continue;
-                }
-                let (s, o) = (c.mode.slot(), c.mode.other().slot());
-                if ready[s].iter().any(open) || ready[2].iter().any(open) {
-                    continue;
-                }
-                let other_has = if matches!(strategy, Strategy::OnDemand | Strategy::Split(_)) {
-                    ready[o].iter().filter(|i| open(i)).count() > turned[o]
-                } else {
-                    !ready[o].is_empty() || running[o] > 0 || waiting[o] > 0
-                };
-                if other_has
-                    && turn(
-                        c,
-                        i,
-                        c.mode.other(),
-                        t,
-                        &mut llm,
-                        bounds,
-                        cfg,
-                        &mut now_moves,
-                    )
-                {
-                    turned[o] += 1;
-                }
+    }
+
+    /// Stages, on demand, split: a card left idle with nothing of its kind ready
+    /// turns when the other kind has work (ready and untaken, for on demand and
+    /// split; any left at all, for stages).
+    fn idle_turns(&mut self, t: f64, strategy: Strategy) {
+        let mut llm = self.llm_cards();
+        let mut turned = [0usize; 2];
+        for i in 0..self.cards.len() {
+            let mode = self.cards[i].mode;
+            if self.cards[i].free_at > t {
+                continue;
+            }
+            let (s, o) = (mode.slot(), mode.other().slot());
+            if self.ready[s].iter().any(|j| self.open(*j))
+                || self.ready[2].iter().any(|j| self.open(*j))
+            {
+                continue;
+            }
+            let other_has = if matches!(strategy, Strategy::OnDemand | Strategy::Split(_)) {
+                self.ready[o].iter().filter(|j| self.open(**j)).count() > turned[o]
+            } else {
+                !self.ready[o].is_empty() || self.running[o] > 0 || self.waiting[o] > 0
+            };
+            if other_has && self.turn(i, mode.other(), t, &mut llm) {
+                turned[o] += 1;
             }
         }
-        // Next moment something happens.
-        let next_event = events.peek().map(|Reverse((T(at), _))| *at);
-        let next_free = cards
+    }
+
+    /// The next moment something happens after `t` (infinite: nothing will).
+    fn next_moment(&self, t: f64) -> f64 {
+        let next_event = self.events.peek().map(|Reverse((T(at), _))| *at);
+        let next_free = self
+            .cards
             .iter()
             .map(|c| c.free_at)
             .filter(|f| *f > t)
             .fold(f64::INFINITY, f64::min);
-        let next = next_event.unwrap_or(f64::INFINITY).min(next_free);
+        next_event.unwrap_or(f64::INFINITY).min(next_free)
+    }
+}
+
+/// Projects the rest of the work under `strategy`.
+pub fn project(view: &RigView, strategy: Strategy) -> Projection {
+    let mut run = Run::new(view);
+    if let Strategy::Fixed(k) | Strategy::Split(k) = strategy {
+        run.fix_llm_cards(k);
+    }
+    let mut t = 0.0f64;
+    let mut guard = 0usize;
+    while run.left > 0 {
+        guard += 1;
+        if guard > 20 * (view.work.len() + run.cards.len() + 10) {
+            break;
+        }
+        run.complete_due(t);
+        if run.left == 0 {
+            break;
+        }
+        if strategy == Strategy::Phases {
+            run.phase_turn(t);
+        }
+        run.take_work(t);
+        if matches!(
+            strategy,
+            Strategy::Stages | Strategy::OnDemand | Strategy::Split(_)
+        ) {
+            run.idle_turns(t, strategy);
+        }
+        let next = run.next_moment(t);
         if !next.is_finite() {
             // Nothing runs and nothing will: the strategy cannot finish.
             return Projection {
                 makespan: f64::INFINITY,
-                now: now_moves,
+                now: run.now_moves,
             };
         }
         t = next;
     }
-    let makespan = if left == 0 { t } else { f64::INFINITY };
+    let makespan = if run.left == 0 { t } else { f64::INFINITY };
     Projection {
         makespan,
-        now: now_moves,
+        now: run.now_moves,
     }
 }
 

@@ -72,8 +72,47 @@ pub fn submit_plan(
     if state.batches.contains_key(batch_id) || layout.batch_file(batch_id).exists() {
         return Err(SubmitError::Exists(batch_id.to_string()));
     }
+    let dir = fresh_private_dir(layout, batch_id)?;
+    let seq_base = state.next_seq.max(1);
+    let now = rigmind_queue::time::now_rfc3339();
+    let Pending {
+        jobs,
+        ready_now,
+        mut written,
+    } = write_pending(logs, plan, batch_id, seq_base, config, &now, &dir)?;
+    // Tasks with no dependencies go straight to the queue instead of passing through
+    // private_tasks/. The manifest makes that step replayable: written (and flushed)
+    // before the batch record commits the batch, removed once they are all queued.
+    written.push(write_manifest(&dir, &ready_now)?);
+    fsio::sync_group(&written)?;
+    let record = BatchRecord::submitted(
+        batch_id,
+        &plan.name,
+        absolute(&plan.path),
+        absolute(&plan.dir),
+        now,
+        jobs.len(),
+        seq_base,
+    );
+    record.write(layout)?;
+    fsio::sync_dir(&layout.batches_dir())?;
+    logs.decision(
+        &Decision::new("submit")
+            .kv("batch", batch_id)
+            .kv("plan", &plan.name)
+            .kv("file", plan.path.display())
+            .kv("tasks", jobs.len())
+            .kv("ready", ready_now.len())
+            .kv("reason", "plan accepted"),
+    )?;
+    add_batch(logs, state, Batch::new(record, jobs), ready_now)?;
+    Ok(())
+}
+
+/// An empty `private_tasks/<batch>/`: a half-written earlier attempt of this very
+/// submission is redone from scratch.
+fn fresh_private_dir(layout: &Layout, batch_id: &str) -> Result<PathBuf, QueueError> {
     let dir = layout.private_dir(batch_id);
-    // A half-written earlier attempt of this very submission is redone from scratch.
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| QueueError::Io {
             op: "clear",
@@ -86,18 +125,37 @@ pub fn submit_plan(
         path: dir.clone(),
         source: e,
     })?;
-    let plan_file = absolute(&plan.path);
-    let workdir = absolute(&plan.dir);
-    let seq_base = state.next_seq.max(1);
-    let now = rigmind_queue::time::now_rfc3339();
+    Ok(dir)
+}
+
+/// What [`write_pending`] made of a plan.
+struct Pending {
+    /// Every job, in plan order.
+    jobs: Vec<Job>,
+    /// The tasks without dependencies, marked queued but not written yet.
+    ready_now: Vec<TaskFile>,
+    /// The files written (not flushed yet).
+    written: Vec<PathBuf>,
+}
+
+/// Writes the plan's tasks that wait on others into `dir`, unflushed (the caller
+/// flushes them as one group), logging each inferred class.
+fn write_pending(
+    logs: &Logs,
+    plan: &ExpandedPlan,
+    batch_id: &str,
+    seq_base: u64,
+    config: &RigConfig,
+    now: &str,
+    dir: &Path,
+) -> Result<Pending, SubmitError> {
     let mut jobs = Vec::with_capacity(plan.jobs.len());
     let mut ready_now = Vec::new();
     let mut written = Vec::new();
-    for (t, j) in task_files(plan, batch_id, seq_base, config, &now)
+    for (mut t, j) in task_files(plan, batch_id, seq_base, config, now)
         .into_iter()
         .zip(&plan.jobs)
     {
-        let mut t = t;
         if j.class_inferred {
             let fix = format!("task_class inferred as {}", j.task_class);
             logs.decision(
@@ -115,37 +173,25 @@ pub fn submit_plan(
             t.status = TaskStatus::Queued;
             ready_now.push(t);
         } else {
-            // Flushed together below, as one group commit.
-            written.push(t.write_to(&dir, Sync::None)?);
+            written.push(t.write_to(dir, Sync::None)?);
         }
     }
-    // Tasks with no dependencies go straight to the queue instead of passing through
-    // private_tasks/. The manifest makes that step replayable: written (and flushed)
-    // before the batch record commits the batch, removed once they are all queued.
-    written.push(write_manifest(&dir, &ready_now)?);
-    fsio::sync_group(&written)?;
-    let record = BatchRecord::submitted(
-        batch_id,
-        &plan.name,
-        plan_file,
-        workdir,
-        now,
-        jobs.len(),
-        seq_base,
-    );
-    record.write(layout)?;
-    fsio::sync_dir(&layout.batches_dir())?;
-    logs.decision(
-        &Decision::new("submit")
-            .kv("batch", batch_id)
-            .kv("plan", &plan.name)
-            .kv("file", plan.path.display())
-            .kv("tasks", jobs.len())
-            .kv("ready", ready_now.len())
-            .kv("reason", "plan accepted"),
-    )?;
-    let mut batch = Batch::new(record, jobs);
-    // Queued a bounded number per turn of the brain's loop (`queue_some`).
+    Ok(Pending {
+        jobs,
+        ready_now,
+        written,
+    })
+}
+
+/// Adds a committed batch to the state, its ready tasks queued (in claim order) a
+/// bounded number per turn of the brain's loop (`queue_some`).
+fn add_batch(
+    logs: &Logs,
+    state: &mut BrainState,
+    mut batch: Batch,
+    ready_now: Vec<TaskFile>,
+) -> Result<(), QueueError> {
+    let batch_id = batch.record.batch_id.clone();
     let mut ready_now: Vec<(String, TaskFile)> =
         ready_now.into_iter().map(|t| (t.file_name(), t)).collect();
     ready_now.sort_by(|a, b| a.0.cmp(&b.0));
@@ -155,12 +201,12 @@ pub fn submit_plan(
         }
     }
     state.queueing.insert(
-        batch_id.to_string(),
+        batch_id.clone(),
         ready_now.into_iter().map(|(_, t)| t).collect(),
     );
     logs.event(
         "submit",
-        serde_json::json!({"batch": batch_id, "plan": plan.name, "tasks": batch.jobs.len()})
+        serde_json::json!({"batch": batch_id, "plan": batch.record.name, "tasks": batch.jobs.len()})
             .as_object()
             .cloned()
             .unwrap_or_default(),
@@ -353,11 +399,7 @@ fn queue_one(
     if let Some(&i) = b.by_file.get(&t.file_name()) {
         b.set_status(
             i,
-            JobStatus::Failed(crate::state::FailureInfo {
-                kind: rigmind_queue::FailureKind::Cancelled,
-                retry_count: t.retry_count,
-                retries: t.retries,
-            }),
+            crate::apply::failed_status(rigmind_queue::FailureKind::Cancelled, &t),
         );
         b.unhandled_failures.remove(&i);
     }

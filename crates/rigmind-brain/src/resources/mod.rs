@@ -1,0 +1,298 @@
+//! The resource manager: which GPUs hold their LLM and which run script work.
+//!
+//! [`decide`] is a pure function of a [`RigView`] — the cards as their workers
+//! published them, the resource tasks already in flight, and the work left in the
+//! DAG — and returns [`RmAction`]s (`load_llm` / `unload_llm` on one worker, each with
+//! its reason). The live brain builds the view from the files ([`crate::rig`]) and
+//! writes the actions as resource tasks; the simulator builds it from its virtual
+//! state and calls the very same function.
+//!
+//! Work is seen through [`work_of`]: every job not yet done, with its class, its
+//! expected run time and how soon it can start — the longest chain of unfinished
+//! dependencies before it, run on unlimited cards. That look-ahead is what lets a
+//! card start loading its model while the last script tasks of a stage still run.
+//!
+//! One file per policy — [`adaptive`](adaptive) (with its fallback for very large
+//! batches, `proportional`), `phases`, `static_cards` and `on_demand` — over the
+//! shared pieces: `demand` (the work, summed), `cards` (which cards may move, and
+//! the actions that move them) and `work` (the view's work from a brain's state).
+//! This file holds the types, [`decide`] and the model swaps every policy shares.
+
+use std::collections::BTreeMap;
+
+use rigmind_types::TaskClass;
+
+mod adaptive;
+mod cards;
+mod demand;
+mod on_demand;
+mod phases;
+mod proportional;
+mod static_cards;
+#[cfg(test)]
+mod testkit;
+mod work;
+
+pub use adaptive::PROJECT_AT_MOST;
+pub use work::{estimate_of, left_of, work_of, DEFAULT_ESTIMATE_SECS};
+
+use cards::unload;
+use demand::{demand, wanted_model};
+
+/// How cards are moved between their states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RmPolicy {
+    /// By demand and look-ahead, weighed against the load cost, with hysteresis.
+    Adaptive,
+    /// The whole rig in one phase at a time: all script work, then all llm work.
+    Phases,
+    /// A fixed number of cards keep the model loaded; the rest never load it.
+    Static { llm_cards: u32 },
+    /// A free card loads or unloads whenever the next ready task needs the other
+    /// state: how a bare per-request server behaves. A baseline for the simulator.
+    OnDemand,
+}
+
+impl RmPolicy {
+    pub fn name(&self) -> String {
+        match self {
+            Self::Adaptive => "adaptive".into(),
+            Self::Phases => "phases".into(),
+            Self::Static { llm_cards } => format!("static-{llm_cards}"),
+            Self::OnDemand => "on-demand".into(),
+        }
+    }
+}
+
+/// The resource manager's settings (rig.toml's `[llm]` and `[resource_manager]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RmConfig {
+    pub policy: RmPolicy,
+    /// The model loaded when the work does not name one.
+    pub model: String,
+    pub min_llm_gpus: u32,
+    pub max_llm_gpus: Option<u32>,
+    pub idle_unload_secs: f64,
+    pub load_secs: f64,
+    pub unload_secs: f64,
+    /// Concurrency groups (rig.toml `[groups]`): the projection honours them.
+    pub groups: BTreeMap<String, u32>,
+}
+
+impl RmConfig {
+    pub fn from_rig(cfg: &rigmind_config::RigConfig) -> Self {
+        let rm = &cfg.resource_manager;
+        let policy = match rm.policy {
+            rigmind_config::Policy::Adaptive => RmPolicy::Adaptive,
+            rigmind_config::Policy::Phases => RmPolicy::Phases,
+            rigmind_config::Policy::Static => RmPolicy::Static {
+                llm_cards: rm.min_llm_gpus,
+            },
+        };
+        Self {
+            policy,
+            model: cfg.llm.model.clone(),
+            min_llm_gpus: rm.min_llm_gpus,
+            max_llm_gpus: rm.max_llm_gpus,
+            idle_unload_secs: rm.idle_unload_secs,
+            load_secs: cfg.llm.load_seconds,
+            unload_secs: cfg.llm.unload_seconds,
+            groups: cfg.groups.clone(),
+        }
+    }
+}
+
+/// Where a card stands, counting the resource task in flight for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardMode {
+    /// No model: runs script work.
+    Script,
+    /// A `load_llm` is queued or running for it.
+    Loading,
+    /// Its model is loaded: runs llm work.
+    Llm,
+    /// An `unload_llm` is queued or running for it.
+    Unloading,
+}
+
+impl CardMode {
+    /// Counts as an LLM card (has or is getting its model).
+    pub fn is_llm(self) -> bool {
+        matches!(self, Self::Loading | Self::Llm)
+    }
+}
+
+/// One GPU worker, as the resource manager sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Card {
+    pub worker: String,
+    pub mode: CardMode,
+    /// The model it holds or is loading.
+    pub model: Option<String>,
+    /// The class of the task it runs now.
+    pub running: Option<TaskClass>,
+    /// Seconds until its current task is expected to end (0 when free).
+    pub busy_for: f64,
+    /// Seconds since it last ran an llm task or finished loading (in `Llm` mode).
+    pub llm_idle_secs: f64,
+    /// Seconds since its mode last changed (hysteresis).
+    pub in_mode_secs: f64,
+    /// It has an LLM server to load a model into.
+    pub llm_capable: bool,
+    /// A resource task for it failed a moment ago: leave it alone for now.
+    pub cooling_down: bool,
+}
+
+impl Card {
+    fn free(&self) -> bool {
+        self.running.is_none()
+    }
+}
+
+/// One job not yet done, as demand.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Work {
+    /// `cpu`, `script` or `llm` (cpu work runs on any card, whatever its state).
+    pub class: TaskClass,
+    /// For llm work: the model it needs.
+    pub model: Option<String>,
+    /// Expected run time.
+    pub secs: f64,
+    /// Seconds until it can start (0: ready now).
+    pub ready_in: f64,
+    /// It runs now.
+    pub running: bool,
+    /// Seconds it still needs (its estimate, less what a running one has run).
+    pub left: f64,
+    /// The unfinished jobs it waits for (indices into [`RigView::work`]).
+    pub deps: Vec<usize>,
+    /// Its concurrency group.
+    pub group: Option<String>,
+}
+
+/// Everything [`decide`] looks at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RigView {
+    pub config: RmConfig,
+    /// The GPU workers that are alive.
+    pub cards: Vec<Card>,
+    /// Every job not yet done, with the dependencies among them.
+    pub work: Vec<Work>,
+}
+
+/// One decision of the resource manager.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RmAction {
+    Load {
+        worker: String,
+        model: String,
+        reason: String,
+    },
+    Unload {
+        worker: String,
+        model: String,
+        reason: String,
+    },
+}
+
+impl RmAction {
+    pub fn worker(&self) -> &str {
+        match self {
+            Self::Load { worker, .. } | Self::Unload { worker, .. } => worker,
+        }
+    }
+}
+
+/// What should change now, in the order to apply it.
+pub fn decide(view: &RigView) -> Vec<RmAction> {
+    let cfg = &view.config;
+    let swaps = model_swaps(view);
+    if !swaps.is_empty() {
+        return swaps;
+    }
+    match cfg.policy {
+        RmPolicy::Static { llm_cards } => static_cards::decide(view, llm_cards),
+        RmPolicy::Phases => phases::decide(view),
+        RmPolicy::OnDemand => on_demand::decide(view),
+        RmPolicy::Adaptive => adaptive::decide(view),
+    }
+}
+
+/// Whatever the policy: when ready llm work needs a model that no card holds or is
+/// loading, a free card whose model has no ready work is unloaded (the next round
+/// loads the model wanted); so is a free card whose model no work left needs while
+/// another model's work waits. Without this a plan using two models could wait for
+/// ever.
+fn model_swaps(view: &RigView) -> Vec<RmAction> {
+    let d = demand(view, 0.0);
+    if d.left_llm_n == 0 {
+        return Vec::new();
+    }
+    let wanted = wanted_model(view, &d);
+    let held = |m: &str| {
+        view.cards
+            .iter()
+            .any(|c| c.mode.is_llm() && c.model.as_deref() == Some(m))
+    };
+    let starved = d.ready_by_model.keys().any(|m| !held(m));
+    let mut out = Vec::new();
+    for c in view
+        .cards
+        .iter()
+        .filter(|c| c.mode == CardMode::Llm && c.free() && !c.cooling_down)
+    {
+        let m = c.model.clone().unwrap_or_default();
+        if m == wanted {
+            continue;
+        }
+        let needed = d.by_model.get(&m).copied().unwrap_or(0.0) > 0.0;
+        let ready = d.ready_by_model.get(&m).copied().unwrap_or(0.0) > 0.0;
+        if !needed {
+            out.push(unload(
+                c,
+                format!("no llm work left for model {m}; {wanted} is wanted"),
+            ));
+        } else if starved && !ready && out.is_empty() {
+            out.push(unload(
+                c,
+                format!(
+                    "llm work for {wanted} is ready and no card holds it; nothing ready needs {m}"
+                ),
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::*;
+    use super::*;
+
+    #[test]
+    fn a_card_turns_to_the_model_the_work_needs() {
+        // w1 holds "m"; all llm work left is for "other": unloaded, whatever the
+        // policy, and the next round loads "other".
+        let mut w = work(TaskClass::Llm, 3, 60.0, 0.0);
+        for t in &mut w {
+            t.model = Some("other".into());
+        }
+        for policy in [
+            RmPolicy::Adaptive,
+            RmPolicy::Phases,
+            RmPolicy::OnDemand,
+            RmPolicy::Static { llm_cards: 1 },
+        ] {
+            let v = view(policy, vec![card("w1", CardMode::Llm)], w.clone());
+            let a = decide(&v);
+            assert_eq!(unloads(&a), vec!["w1"], "{policy:?}");
+            let mut bare = card("w1", CardMode::Script);
+            bare.model = None;
+            let a = decide(&view(policy, vec![bare], w.clone()));
+            let Some(RmAction::Load { model, .. }) = a.first() else {
+                panic!("{policy:?}: {a:?}")
+            };
+            assert_eq!(model, "other");
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Builders shared by the resource manager's tests.
+
+use std::collections::BTreeMap;
+
+use rigmind_types::TaskClass;
+
+use super::{Card, CardMode, RigView, RmAction, RmConfig, RmPolicy, Work};
+
+pub(super) fn cfg(policy: RmPolicy) -> RmConfig {
+    RmConfig {
+        policy,
+        model: "m".into(),
+        min_llm_gpus: 0,
+        max_llm_gpus: None,
+        idle_unload_secs: 1800.0,
+        load_secs: 120.0,
+        unload_secs: 10.0,
+        groups: BTreeMap::new(),
+    }
+}
+
+pub(super) fn card(worker: &str, mode: CardMode) -> Card {
+    Card {
+        worker: worker.into(),
+        mode,
+        model: mode.is_llm().then(|| "m".to_string()),
+        running: None,
+        busy_for: 0.0,
+        llm_idle_secs: 0.0,
+        in_mode_secs: 1000.0,
+        llm_capable: true,
+        cooling_down: false,
+    }
+}
+
+pub(super) fn work(class: TaskClass, n: usize, secs: f64, ready_in: f64) -> Vec<Work> {
+    (0..n)
+        .map(|_| Work {
+            class,
+            model: (class == TaskClass::Llm).then(|| "m".to_string()),
+            secs,
+            ready_in,
+            running: false,
+            left: secs,
+            deps: vec![],
+            group: None,
+        })
+        .collect()
+}
+
+pub(super) fn view(policy: RmPolicy, cards: Vec<Card>, work: Vec<Work>) -> RigView {
+    RigView {
+        config: cfg(policy),
+        cards,
+        work,
+    }
+}
+
+pub(super) fn loads(a: &[RmAction]) -> Vec<&str> {
+    a.iter()
+        .filter(|a| matches!(a, RmAction::Load { .. }))
+        .map(|a| a.worker())
+        .collect()
+}
+
+pub(super) fn unloads(a: &[RmAction]) -> Vec<&str> {
+    a.iter()
+        .filter(|a| matches!(a, RmAction::Unload { .. }))
+        .map(|a| a.worker())
+        .collect()
+}
+
+/// The reason of an unload (panics on a load).
+pub(super) fn unload_reason(a: &RmAction) -> &str {
+    let RmAction::Unload { reason, .. } = a else {
+        panic!("not an unload: {a:?}")
+    };
+    reason
+}
