@@ -209,6 +209,24 @@ fn one_card_swaps_between_script_and_llm_and_never_runs_both() {
     assert!(!rig.decisions_with(&["decision=unload_llm"]).is_empty());
 }
 
+/// The `heartbeat_at` stamp of a worker's state file.
+fn heartbeat_of(rig: &Rig, id: &str) -> Option<String> {
+    let bytes = std::fs::read(rig.root().join(format!("workers/{id}.json"))).ok()?;
+    let state: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    state["heartbeat_at"].as_str().map(str::to_string)
+}
+
+/// Waits for the worker to write its state file again (a heartbeat comes every
+/// 5 s). After each write its loop goes back to claiming, so once a write is seen
+/// that came after some change, the worker has had a claim attempt since: a task
+/// still queued then was held back, not merely not looked at yet.
+fn next_state_write(rig: &Rig, id: &str) {
+    let before = heartbeat_of(rig, id);
+    eventually(15, "the worker's next state write", || {
+        heartbeat_of(rig, id) != before
+    });
+}
+
 #[test]
 fn vram_and_temperature_gates_hold_script_work_until_they_clear() {
     let (mut rig, fake_dir) = fake_rig(1);
@@ -226,7 +244,12 @@ fn vram_and_temperature_gates_hold_script_work_until_they_clear() {
     rig.start_brain();
     rig.start_worker("gpu0", &["--gpu", "0"]);
     let batch = rig.submit(&plan);
-    std::thread::sleep(Duration::from_secs(2));
+    eventually(10, "the task to be released", || {
+        rig.names_in("queue").len() == 1
+    });
+    // Two state writes after it was queued: the worker has tried to claim it.
+    next_state_write(&rig, "gpu0");
+    next_state_write(&rig, "gpu0");
     assert_eq!(
         rig.names_in("queue").len(),
         1,
@@ -235,12 +258,13 @@ fn vram_and_temperature_gates_hold_script_work_until_they_clear() {
     // The memory comes back but the card is too hot.
     std::fs::write(fake_dir.join("0/temp_c"), "90").unwrap();
     std::fs::remove_file(fake_dir.join("0/other.mb")).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(rig.names_in("queue").len(), 1, "held back: 90 C > 83 C");
     eventually(10, "the gate shows in the worker's state", || {
         std::fs::read_to_string(rig.root().join("workers/gpu0.json"))
             .is_ok_and(|s| s.contains("max_gpu_temp_c"))
     });
+    // One more write: the worker has tried to claim since it read the gate.
+    next_state_write(&rig, "gpu0");
+    assert_eq!(rig.names_in("queue").len(), 1, "held back: 90 C > 83 C");
     std::fs::write(fake_dir.join("0/temp_c"), "60").unwrap();
     assert_eq!(rig.wait(&batch), 0);
     assert!(rig.dir.path().join("big.txt").exists());

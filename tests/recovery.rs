@@ -425,7 +425,11 @@ fn a_full_disk_loses_nothing_and_everything_resumes_when_space_returns() {
     eventually(20, "the command to finish", || {
         rig.dir.path().join("long.txt").exists()
     });
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // The worker's own word that it tried to file the result and could not.
+    eventually(20, "the worker to say the result cannot be filed", || {
+        std::fs::read_to_string(rig.dir.path().join("w1.stderr"))
+            .is_ok_and(|s| s.contains("filing the result") && s.contains("will retry"))
+    });
     assert!(
         rig.names_in("processing")
             .iter()
@@ -490,7 +494,16 @@ fn a_task_moved_into_the_queue_before_its_dependency_is_held_back() {
             .len()
             == 1
     });
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    // The brain moved it out of the queue under the claim lock: it waits in
+    // private_tasks/, where no worker claims.
+    assert!(
+        rig.root()
+            .join("brain/private_tasks")
+            .join(&batch)
+            .join(&follows)
+            .exists(),
+        "it should wait in private_tasks/"
+    );
     assert!(
         !rig.dir.path().join("followed.txt").exists(),
         "it ran before its dependency"

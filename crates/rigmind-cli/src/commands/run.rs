@@ -25,10 +25,39 @@ struct Started {
 /// `rigmind run PLAN [--root DIR] [--workers N]`
 pub fn run(a: RunArgs) -> Result<i32> {
     let layout = Layout::new(&a.root.root);
+    let Some(workers) = prepare(&layout, &a)? else {
+        return Ok(1);
+    };
+    let batch = match submit_plan_file(&layout, &a.plan) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return Ok(1);
+        }
+    };
+    let mut started = start_processes(&layout, &workers)?;
+    let interrupted = watch_for_interrupt();
+    let t0 = Instant::now();
+    let (outcome, died) = wait_with_progress(&layout, &batch, &mut started, &interrupted, t0);
+    let outcome = outcome?;
+    stop_all(&mut started);
+    Ok(exit_code(
+        &layout,
+        outcome,
+        died,
+        interrupted.load(Ordering::SeqCst),
+        t0,
+    ))
+}
+
+/// Every check made before anything is submitted or started: the plan, rig.toml's
+/// worker ids, and that some worker can run the plan's LLM tasks. Returns the
+/// workers to start, or `None` once the errors are printed (exit 1).
+fn prepare(layout: &Layout, a: &RunArgs) -> Result<Option<Vec<WorkerPlan>>> {
     // Errors in the plan show before anything is decided or started.
     if let Err(e) = super::submit::check_readable(&a.plan) {
         eprintln!("{e}");
-        return Ok(1);
+        return Ok(None);
     }
     layout.ensure()?;
     let config = RigConfig::load(&layout.rig_toml())?;
@@ -38,20 +67,13 @@ pub fn run(a: RunArgs) -> Result<i32> {
             for d in &e.diagnostics {
                 eprintln!("{d}");
             }
-            return Ok(1);
+            return Ok(None);
         }
     };
-    for g in &config.gpus {
-        if let Err(e) = rigmind_worker::check_worker_id(&g.worker) {
-            eprintln!(
-                "{}: [[gpu]] index {}: {e}",
-                layout.rig_toml().display(),
-                g.index
-            );
-            return Ok(1);
-        }
+    if !worker_ids_valid(layout, &config) {
+        return Ok(None);
     }
-    let workers = worker_plan(&layout, &config, a.workers);
+    let workers = worker_plan(layout, &config, a.workers);
     // Work nobody here could run would keep `run` waiting forever.
     let llm = super::submit::llm_tasks(&plan);
     if llm > 0 && !workers.iter().any(|w| w.llm) {
@@ -60,15 +82,29 @@ pub fn run(a: RunArgs) -> Result<i32> {
             a.plan.display(),
             layout.rig_toml().display()
         );
-        return Ok(1);
+        return Ok(None);
     }
-    let batch = match submit_plan_file(&layout, &a.plan) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("{e:#}");
-            return Ok(1);
+    Ok(Some(workers))
+}
+
+/// Whether every `[[gpu]]` of rig.toml names a valid worker id; prints the first
+/// bad one.
+fn worker_ids_valid(layout: &Layout, config: &RigConfig) -> bool {
+    for g in &config.gpus {
+        if let Err(e) = rigmind_worker::check_worker_id(&g.worker) {
+            eprintln!(
+                "{}: [[gpu]] index {}: {e}",
+                layout.rig_toml().display(),
+                g.index
+            );
+            return false;
         }
-    };
+    }
+    true
+}
+
+/// Starts the brain (unless one already holds the root) and the workers.
+fn start_processes(layout: &Layout, workers: &[WorkerPlan]) -> Result<Vec<Started>> {
     let exe = std::env::current_exe().context("finding the rigmind executable")?;
     let mut started: Vec<Started> = Vec::new();
     if LifeLock::is_held(&layout.brain_lock()) == Some(true) {
@@ -77,9 +113,9 @@ pub fn run(a: RunArgs) -> Result<i32> {
             layout.root().display()
         );
     } else {
-        started.push(spawn(&exe, &layout, "brain", &["brain"])?);
+        started.push(spawn(&exe, layout, "brain", &["brain"])?);
     }
-    for w in &workers {
+    for w in workers {
         // A grace shorter than stop_all's deadline, so that a task still running
         // at Ctrl-C is stopped and put back by its worker, not orphaned.
         let mut args = vec!["worker", "--id", w.id.as_str(), "--grace", "10"];
@@ -89,28 +125,40 @@ pub fn run(a: RunArgs) -> Result<i32> {
         if let Some(g) = w.gpu.as_deref() {
             args.extend(["--gpu", g]);
         }
-        started.push(spawn(&exe, &layout, &w.id, &args)?);
+        started.push(spawn(&exe, layout, &w.id, &args)?);
     }
+    Ok(started)
+}
 
+/// A flag set on Ctrl-C (or SIGTERM), so that `run` stops the children cleanly
+/// instead of leaving them behind.
+fn watch_for_interrupt() -> Arc<AtomicBool> {
     let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupted.clone();
-        // Ctrl-C: stop the children cleanly instead of leaving them behind.
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(rt) = rt {
-                rt.block_on(crate::signals::stop_requested());
-                flag.store(true, Ordering::SeqCst);
-            }
-        });
-    }
+    let flag = interrupted.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(rt) = rt {
+            rt.block_on(crate::signals::stop_requested());
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+    interrupted
+}
 
-    let t0 = Instant::now();
+/// Waits for the batch, printing a progress line when it changes; stops waiting
+/// when a started process exits (returned as the second value) or on interrupt.
+fn wait_with_progress(
+    layout: &Layout,
+    batch: &str,
+    started: &mut [Started],
+    interrupted: &AtomicBool,
+    t0: Instant,
+) -> (Result<WaitOutcome>, Option<String>) {
     let mut last = String::new();
     let mut died: Option<String> = None;
-    let outcome = wait_for_batch(&layout, &batch, None, |r: Option<&BatchRecord>| {
+    let outcome = wait_for_batch(layout, batch, None, |r: Option<&BatchRecord>| {
         if let Some(r) = r {
             let line = progress_line(r);
             if line != last {
@@ -126,33 +174,44 @@ pub fn run(a: RunArgs) -> Result<i32> {
         }
         !interrupted.load(Ordering::SeqCst)
     });
-    let outcome = outcome?;
-    stop_all(&mut started);
+    (outcome, died)
+}
+
+/// The exit code once the children are stopped: 1 if one of them died first, 130
+/// on interrupt, else from the outcome (0 all complete, 1 failed or rejected, 2 no
+/// result); prints the summary or the reason.
+fn exit_code(
+    layout: &Layout,
+    outcome: WaitOutcome,
+    died: Option<String>,
+    interrupted: bool,
+    t0: Instant,
+) -> i32 {
     if let Some(what) = died {
         eprintln!(
             "rigmind: {what} exited before the batch was done; see {}",
             layout.logs_dir().join(format!("{what}.log")).display()
         );
-        return Ok(1);
+        return 1;
     }
-    if interrupted.load(Ordering::SeqCst) {
+    if interrupted {
         eprintln!("rigmind: interrupted");
-        return Ok(130);
+        return 130;
     }
     match outcome {
         WaitOutcome::Done(r) => {
-            print_summary(&layout, &r, t0.elapsed());
-            Ok(if r.state == BatchState::Complete {
+            print_summary(layout, &r, t0.elapsed());
+            if r.state == BatchState::Complete {
                 0
             } else {
                 1
-            })
+            }
         }
         WaitOutcome::Rejected(errors) => {
             eprintln!("{errors}");
-            Ok(1)
+            1
         }
-        WaitOutcome::TimedOut | WaitOutcome::Stopped => Ok(2),
+        WaitOutcome::TimedOut | WaitOutcome::Stopped => 2,
     }
 }
 
