@@ -128,13 +128,16 @@ pub fn wait_for_batch(
 /// True when the files say more than a done batch record does: a task of the batch
 /// sits in `queue/` or `processing/`, or one of its files was moved after the record
 /// was written (a rename sets the change time, also for a hand `mv`).
+///
+/// "After" is judged against the record file's own modification time, not its
+/// `finished_at`: that is the brain's turn time, taken before the turn's own moves
+/// (a cancel or a cascade settles the batch in the same turn) and cut to the
+/// millisecond, so files the brain itself moved would look later than the record
+/// for ever and `wait` would never return.
 fn brain_behind(layout: &Layout, r: &BatchRecord) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let finished = r
-        .finished_at
-        .as_deref()
-        .and_then(rigmind_queue::time::parse_rfc3339)
-        .map_or(i64::MAX, |t| t.timestamp_nanos_opt().unwrap_or(i64::MAX));
+    let finished = std::fs::metadata(layout.batch_file(&r.batch_id))
+        .map_or(i64::MAX, |m| m.mtime() * 1_000_000_000 + m.mtime_nsec());
     TaskDir::ALL.iter().any(|d| {
         let dir = layout.dir(*d);
         fsio::list_names(&dir).unwrap_or_default().iter().any(|n| {
@@ -366,4 +369,50 @@ fn user_name() -> String {
             // SAFETY: getuid cannot fail.
             format!("uid {}", unsafe { libc::getuid() })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rigmind_queue::batch::BatchState;
+    use rigmind_queue::task::{TaskFile, TaskStatus};
+    use rigmind_types::TaskClass;
+
+    #[test]
+    fn a_file_the_brain_moved_in_its_settling_turn_does_not_keep_wait_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("root"));
+        layout.ensure().unwrap();
+        let mut record = BatchRecord::submitted(
+            "abc123",
+            "p",
+            dir.path().join("p.md"),
+            dir.path().to_path_buf(),
+            rigmind_queue::time::now_rfc3339(),
+            1,
+            1,
+        );
+        // The turn's time, before the turn's own moves (a cancel, a cascade).
+        record.finished_at = Some(rigmind_queue::time::to_rfc3339(
+            chrono::Utc::now() - chrono::Duration::seconds(10),
+        ));
+        record.state = BatchState::Cancelled;
+        let mut t = TaskFile::new("abc123", "nap", TaskClass::Cpu);
+        t.status = TaskStatus::Failed;
+        let failed = t
+            .write_to(&layout.dir(TaskDir::Failed), fsio::Sync::None)
+            .unwrap();
+        record.write(&layout).unwrap();
+        assert!(
+            !brain_behind(&layout, &record),
+            "the record was written after the move"
+        );
+        // A hand `mv` after the record reopens the batch until the brain rewrites it
+        // (the pause only puts the rename on a later tick of the file-system clock).
+        std::thread::sleep(Duration::from_millis(20));
+        let back = layout.dir(TaskDir::Queue).join(failed.file_name().unwrap());
+        std::fs::rename(&failed, &back).unwrap();
+        std::fs::rename(&back, &failed).unwrap();
+        assert!(brain_behind(&layout, &record), "a move after the record");
+    }
 }
