@@ -67,6 +67,9 @@ pub fn tier(ctx: &ClaimContext<'_>, e: &QueueEntry) -> Option<u8> {
             return None;
         }
     }
+    if ctx.gpu && !card_runs(ctx.model.is_some(), class) {
+        return None;
+    }
     match class {
         TaskClass::Llm => {
             let loaded = rigmind_types::canonical_model(ctx.model?);
@@ -78,13 +81,25 @@ pub fn tier(ctx: &ClaimContext<'_>, e: &QueueEntry) -> Option<u8> {
             }
             Some(1)
         }
-        TaskClass::Script if ctx.gpu && ctx.model.is_some() => None,
         _ if ctx.model.is_some() => Some(2),
         _ => Some(if ctx.classes.first() == Some(&class) {
             1
         } else {
             2
         }),
+    }
+}
+
+/// The card rule: whether a GPU card, with its model `loaded` or not, runs ordinary
+/// work of `class`. A loaded card runs no script work and a bare card no llm work;
+/// cpu work runs on either. Resource tasks are not ordinary work: [`tier`] takes
+/// them first, addressed to their worker. The projection's cards follow it too.
+pub fn card_runs(loaded: bool, class: TaskClass) -> bool {
+    match class {
+        TaskClass::Cpu => true,
+        TaskClass::Script => !loaded,
+        TaskClass::Llm => loaded,
+        TaskClass::Resource => false,
     }
 }
 
@@ -158,6 +173,14 @@ mod tests {
             None,
             "an llm task for another model waits"
         );
+    }
+
+    #[test]
+    fn the_card_rule_loaded_runs_llm_bare_runs_script_cpu_runs_anywhere() {
+        use TaskClass::*;
+        let runs = |loaded| [Cpu, Script, Llm, Resource].map(|c| card_runs(loaded, c));
+        assert_eq!(runs(false), [true, true, false, false]);
+        assert_eq!(runs(true), [true, false, true, false]);
     }
 
     #[test]
