@@ -3,7 +3,7 @@
 //! decision for people.
 //!
 //! The split follows one rule: decisions are pure ([`policy::decide`] over
-//! [`state::BrainState`]), and everything that touches files is elsewhere —
+//! [`state::BrainState`], in the `rigmind-decide` crate and re-exported here), and everything that touches files is elsewhere —
 //! [`rebuild`] reads them at start, [`observe`] follows them while running,
 //! [`submit`] turns a plan into a batch, [`cancel`] takes cancellations, [`apply`]
 //! carries decisions out, [`requests`] runs the requests to the brain itself
@@ -16,18 +16,16 @@ pub mod apply;
 pub mod cancel;
 pub mod lost;
 pub mod observe;
-pub mod policy;
-pub mod projection;
 pub mod rebuild;
 pub mod requests;
 mod rescan;
-pub mod resources;
 pub mod rig;
 pub mod run;
-pub mod state;
 mod strays;
 pub mod submit;
 
+// The pure decisions live in rigmind-decide; their paths here keep working.
+pub use rigmind_decide::{policy, projection, resources, state};
 pub use run::{run_brain, BrainOptions};
 
 /// A failure of the brain that stops it; each names the path or batch concerned.

@@ -1,6 +1,5 @@
 //! A plan becomes a batch: validated, expanded, written into `private_tasks/`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rigmind_config::RigConfig;
@@ -10,9 +9,11 @@ use rigmind_queue::fsio::{self, Sync};
 use rigmind_queue::logs::{Decision, Logs};
 use rigmind_queue::task::{TaskFile, TaskStatus};
 use rigmind_queue::{Layout, QueueError, TaskDir};
-use rigmind_types::TaskClass;
 
 use crate::state::{Batch, BrainState, Job, JobStatus};
+// Pure, in the decision core; re-exported so callers keep this path.
+use rigmind_decide::tasks::absolute;
+pub use rigmind_decide::tasks::{job_of, task_files};
 
 /// Why a submission was refused.
 #[derive(Debug, thiserror::Error)]
@@ -215,74 +216,6 @@ fn add_batch(
     Ok(())
 }
 
-/// The task files of `plan` as batch `batch_id`, all pending, in plan order: what a
-/// submission writes, and what the simulator runs. Pure.
-pub fn task_files(
-    plan: &ExpandedPlan,
-    batch_id: &str,
-    seq_base: u64,
-    config: &RigConfig,
-    now: &str,
-) -> Vec<TaskFile> {
-    let plan_file = absolute(&plan.path);
-    let workdir = absolute(&plan.dir);
-    plan.jobs
-        .iter()
-        .enumerate()
-        .map(|(i, j)| {
-            let mut t = TaskFile::new(batch_id, &j.name, j.task_class);
-            t.plan_task_id = j.plan_task_id.clone();
-            t.released_by = Some(rigmind_queue::task::RELEASED_BY_BRAIN.to_string());
-            t.executor = j.executor;
-            t.command = j.command.clone();
-            t.depends_on = j.depends_on_names.clone();
-            t.priority = j.priority;
-            t.status = TaskStatus::Pending;
-            t.created_at = now.to_string();
-            t.seq = seq_base + i as u64;
-            t.plan_file = Some(plan_file.clone());
-            t.workdir = Some(workdir.clone());
-            t.timeout_seconds = j.timeout_secs;
-            t.retries = j.retries;
-            t.group = j.group.clone();
-            t.vram_mb = j.vram_mb;
-            t.env = j.env.iter().cloned().collect::<BTreeMap<_, _>>();
-            t.model = match (j.task_class, &j.model) {
-                (TaskClass::Llm, None) => Some(config.llm.model.clone()),
-                (_, m) => m.as_deref().map(rigmind_types::canonical_model),
-            };
-            t.prompt = j.prompt.clone();
-            t.prompt_file = j.prompt_file.clone();
-            t.system = j.system.clone();
-            t.output = j.output.clone();
-            t.sensitive = j.sensitive;
-            t.estimate_seconds = j.estimate_secs;
-            t.item = j.item.clone();
-            t.stem = j.stem.clone();
-            t.index = j.index;
-            t
-        })
-        .collect()
-}
-
-/// The brain's job for a task file that waits on the jobs at `deps` (pending).
-pub fn job_of(t: &TaskFile, deps: Vec<usize>) -> Job {
-    Job {
-        name: t.name.clone(),
-        plan_task_id: t.plan_task_id.clone(),
-        task_id: t.task_id.clone(),
-        file_name: t.file_name(),
-        status: JobStatus::Pending,
-        deps,
-        dependents: Vec::new(),
-        unmet: 0,
-        holder: None,
-        kill_sent: false,
-        retry_count: t.retry_count,
-        work: crate::state::JobWork::of(t),
-    }
-}
-
 /// The manifest of the tasks a submission queues at once: `private_tasks/<batch>/.ready.json`.
 pub fn manifest_path(layout: &Layout, batch: &str) -> PathBuf {
     layout.private_dir(batch).join(MANIFEST)
@@ -404,8 +337,4 @@ fn queue_one(
         b.unhandled_failures.remove(&i);
     }
     Ok(p)
-}
-
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }

@@ -18,6 +18,7 @@ pub mod quarantine;
 pub mod requests;
 pub mod task;
 pub mod time;
+#[cfg(feature = "watch")]
 pub mod watch;
 pub mod workers;
 

@@ -1,7 +1,7 @@
 //! A lower bound on the makespan of a plan on a rig, whatever the policy.
 //!
 //! Durations are the simulator's (each task's `estimate`, else
-//! [`DEFAULT_ESTIMATE_SECS`](rigmind_brain::resources::DEFAULT_ESTIMATE_SECS)); `L` is
+//! [`DEFAULT_ESTIMATE_SECS`](rigmind_decide::resources::DEFAULT_ESTIMATE_SECS)); `L` is
 //! rig.toml's `[llm] load_seconds`; `G` the number of `[[gpu]]` workers, `C` those
 //! with an LLM server; `M` the number of distinct models the plan's llm tasks need.
 //! The bound is the largest of:

@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
-use rigmind_brain::resources::{RmConfig, RmPolicy, DEFAULT_ESTIMATE_SECS};
 use rigmind_config::RigConfig;
+use rigmind_decide::resources::{RmConfig, RmPolicy, DEFAULT_ESTIMATE_SECS};
 use rigmind_plan::ExpandedPlan;
 use serde::Serialize;
 

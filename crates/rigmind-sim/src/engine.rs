@@ -9,27 +9,27 @@
 //! [`policy::decide`] and the application of its releases and settles; (2) the
 //! resource manager's [`resources::decide`], whose actions become resource tasks
 //! in the virtual queue; (3) every free worker, in worker-id order, claims its best
-//! task by [`card::tier`] through [`QueueIndex::best`]. Then time advances to the
+//! task by [`claim::tier`] through [`QueueIndex::best`]. Then time advances to the
 //! next task end, or to the next instant at which a card's clock crosses a
 //! threshold the policies look at (hysteresis, idle unload), whichever is first.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use rigmind_brain::policy::{self, Action};
-use rigmind_brain::resources::{
+use rigmind_config::RigConfig;
+use rigmind_decide::claim::{self, ClaimContext};
+use rigmind_decide::policy::{self, Action};
+use rigmind_decide::resources::{
     self, Card, CardMode, RigView, RmAction, RmConfig, RmPolicy, DEFAULT_ESTIMATE_SECS,
 };
-use rigmind_brain::state::{Batch, BrainState, Holder, JobStatus};
-use rigmind_brain::submit::{job_of, task_files};
-use rigmind_config::RigConfig;
+use rigmind_decide::state::{Batch, BrainState, Holder, JobStatus};
+use rigmind_decide::tasks::{job_of, task_files};
 use rigmind_plan::ExpandedPlan;
 use rigmind_queue::batch::BatchRecord;
 use rigmind_queue::claim::QueueIndex;
 use rigmind_queue::task::{TaskFile, TaskStatus, LOAD_LLM, UNLOAD_LLM};
 use rigmind_queue::workers::Liveness;
 use rigmind_types::{Executor, GpuState, TaskClass};
-use rigmind_worker::card::{self, ClaimContext};
 
 /// The batch id the simulated submission gets.
 pub const SIM_BATCH: &str = "sim";
@@ -155,7 +155,7 @@ struct Running {
     end: Us,
 }
 
-/// A GPU worker and its card, as the live worker tracks them (`Me`, `card::Card`).
+/// A GPU worker and its card, as the live worker tracks them (`Me`, `rigmind_worker::card::Card`).
 #[derive(Debug)]
 struct Worker {
     id: String,
@@ -181,7 +181,7 @@ impl SimError {
 }
 
 impl Worker {
-    /// Mirrors `card::Card::set_state`: the clock restarts on an LLM/script crossing.
+    /// Mirrors `rigmind_worker::card::Card::set_state`: the clock restarts on an LLM/script crossing.
     fn set_state(&mut self, s: GpuState, now: Us) {
         if s.is_llm() != self.gpu_state.is_llm() {
             self.state_since = now;
@@ -576,7 +576,7 @@ impl<'a> Sim<'a> {
                     if e.group.as_ref().is_some_and(|g| full.contains(g)) {
                         return None;
                     }
-                    card::tier(&ctx, e)
+                    claim::tier(&ctx, e)
                 })
                 .map(|e| e.file_name.clone());
             let Some(file) = best else { continue };
@@ -643,7 +643,7 @@ impl<'a> Sim<'a> {
             }
         };
         let w = &mut self.workers[wi];
-        let s = rigmind_worker::card::state_for(w.model.as_deref(), Some((class, name.as_str())));
+        let s = rigmind_decide::claim::state_for(w.model.as_deref(), Some((class, name.as_str())));
         w.set_state(s, now);
         w.segments.push((now, now + dur, kind));
         w.running = Some(Running {
@@ -692,7 +692,7 @@ impl<'a> Sim<'a> {
                 }
             }
             let w = &mut self.workers[wi];
-            let s = rigmind_worker::card::state_for(w.model.as_deref(), None);
+            let s = rigmind_decide::claim::state_for(w.model.as_deref(), None);
             w.set_state(s, now);
         }
         let (done, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.brain)

@@ -1,13 +1,13 @@
 //! The rigmind simulator: a plan on a virtual rig, in virtual time, decided by the
 //! very code the live processes run. One policy, never two.
 //!
-//! - Releases: [`rigmind_brain::policy::decide`] over a real
-//!   [`BrainState`](rigmind_brain::state::BrainState) holding the batch a submission
-//!   would build ([`rigmind_brain::submit::task_files`], [`rigmind_brain::submit::job_of`]).
-//! - Claims: [`rigmind_worker::card::tier`] through
+//! - Releases: [`rigmind_decide::policy::decide`] over a real
+//!   [`BrainState`](rigmind_decide::state::BrainState) holding the batch a submission
+//!   would build ([`rigmind_decide::tasks::task_files`], [`rigmind_decide::tasks::job_of`]).
+//! - Claims: [`rigmind_decide::claim::tier`] through
 //!   [`QueueIndex::best`](rigmind_queue::claim::QueueIndex::best), with concurrency
 //!   groups counted as the live claim lock counts them.
-//! - Cards: [`rigmind_brain::resources::decide`] over a `RigView` built as the live
+//! - Cards: [`rigmind_decide::resources::decide`] over a `RigView` built as the live
 //!   brain builds it; each action becomes a `load_llm` / `unload_llm` resource task
 //!   ([`TaskFile::resource`](rigmind_queue::task::TaskFile::resource)) that its worker
 //!   claims at tier 0 and that takes rig.toml's `load_seconds` / `unload_seconds`.
@@ -26,5 +26,5 @@ pub mod svg;
 pub use bound::{bound_terms, lower_bound, BoundTerms};
 pub use compare::{compare, estimate_warning, Comparison, PolicyChoice, PolicyRun};
 pub use engine::{simulate, GpuTimeline, Segment, SegmentKind, SimError, SimResult};
-pub use rigmind_brain::resources::RmPolicy;
+pub use rigmind_decide::resources::RmPolicy;
 pub use svg::svg;

@@ -1,93 +1,12 @@
 //! A GPU worker's card: what it is (telemetry, UUID), what it holds (the model in
-//! its LLM server), the state it is in, and the rules that decide which queued task
-//! the worker may claim now ([`tier`], which the simulator calls too).
+//! its LLM server), the state it is in, and the safety gates read from it. The
+//! claim rule itself ([`tier`]) lives in `rigmind-decide`, which the simulator
+//! calls too; it is re-exported here.
 
-use chrono::{DateTime, Utc};
 use rigmind_gpu::{GpuInfo, HostMemory, Telemetry};
-use rigmind_queue::claim::QueueEntry;
-use rigmind_queue::task::{TaskName, TaskStatus, LOAD_LLM};
-use rigmind_types::{Executor, GpuState, TaskClass};
+use rigmind_types::{GpuState, TaskClass};
 
-/// What a worker is and holds at the moment it picks a task.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClaimContext<'a> {
-    pub worker: &'a str,
-    /// The classes it claims; the first is preferred on a card without a model.
-    pub classes: &'a [TaskClass],
-    /// It is pinned to a GPU: script and llm work follow the card's state.
-    pub gpu: bool,
-    /// The model its LLM server holds.
-    pub model: Option<&'a str>,
-    /// It has an LLM server.
-    pub llm: bool,
-    /// Memory free on its card (`None`: not known, no VRAM gate).
-    pub vram_free_mb: Option<u64>,
-    /// No safety gate is violated.
-    pub gates_clear: bool,
-    pub now: DateTime<Utc>,
-}
-
-/// The claim tier of a queued task for this worker (queue-layout.md, claim order):
-/// 0 for resource tasks addressed to it, 1 for its preferred class (llm on a card
-/// with its model loaded, else its first class), 2 for other classes it may run now;
-/// `None` when it may not claim the task now.
-///
-/// A card with its model loaded runs no script task and a card without it runs no
-/// llm task; `vram_mb` must fit in the free memory; while a safety gate is violated
-/// only cpu work and unloads are claimed.
-pub fn tier(ctx: &ClaimContext<'_>, e: &QueueEntry) -> Option<u8> {
-    // A file without `released_by` was dropped in by hand: it waits until the
-    // brain has logged it (decision=hand_task).
-    if e.executor != Executor::Worker || e.status != TaskStatus::Queued || !e.released {
-        return None;
-    }
-    if e.not_before.is_some_and(|t| t > ctx.now) {
-        return None;
-    }
-    if e.target_worker.as_ref().is_some_and(|t| t != ctx.worker) {
-        return None;
-    }
-    let class = e.task_class?;
-    if class == TaskClass::Resource {
-        // Addressed to this worker (or to nobody, by hand): taken first. A worker
-        // without an LLM server takes it too, and fails it with a clear error.
-        let is_load = TaskName::parse(&e.file_name).is_some_and(|n| n.name == LOAD_LLM);
-        return (ctx.gates_clear || !is_load).then_some(0);
-    }
-    if !ctx.classes.contains(&class) {
-        return None;
-    }
-    let heavy = matches!(class, TaskClass::Script | TaskClass::Llm);
-    if heavy && !ctx.gates_clear {
-        return None;
-    }
-    // An llm task runs in the model's memory, already taken on a loaded card: its
-    // `vram_mb` (often inherited from a plan's defaults) gates nothing.
-    if let (Some(need), Some(free)) = (e.vram_mb, ctx.vram_free_mb) {
-        if need > free && class != TaskClass::Llm {
-            return None;
-        }
-    }
-    match class {
-        TaskClass::Llm => {
-            let loaded = rigmind_types::canonical_model(ctx.model?);
-            if e.model
-                .as_deref()
-                .is_some_and(|m| rigmind_types::canonical_model(m) != loaded)
-            {
-                return None;
-            }
-            Some(1)
-        }
-        TaskClass::Script if ctx.gpu && ctx.model.is_some() => None,
-        _ if ctx.model.is_some() => Some(2),
-        _ => Some(if ctx.classes.first() == Some(&class) {
-            1
-        } else {
-            2
-        }),
-    }
-}
+pub use rigmind_decide::claim::{state_for, tier, ClaimContext};
 
 /// The card of a GPU worker: its telemetry and what it holds.
 pub struct Card {
@@ -151,19 +70,6 @@ impl Card {
     }
 }
 
-/// The state of a card holding `model` while it runs `running` (class and task
-/// name), or nothing. The simulator calls it too.
-pub fn state_for(model: Option<&str>, running: Option<(TaskClass, &str)>) -> GpuState {
-    match running {
-        Some((TaskClass::Resource, name)) if name == LOAD_LLM => GpuState::BootingLlm,
-        Some((TaskClass::Resource, _)) => GpuState::BootingScript,
-        Some((TaskClass::Llm, _)) => GpuState::LlmBusy,
-        Some((TaskClass::Script, _)) if model.is_none() => GpuState::ScriptBusy,
-        _ if model.is_some() => GpuState::LlmReady,
-        _ => GpuState::Idle,
-    }
-}
-
 /// The safety gates violated now, read from the host and the card.
 pub fn gates(
     safety: &rigmind_config::Safety,
@@ -192,137 +98,5 @@ pub fn gates(
                 .unwrap_or_default();
             (None, v)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(class: TaskClass) -> QueueEntry {
-        QueueEntry {
-            file_name: format!("p05-00000001-b-{class}.json"),
-            status: TaskStatus::Queued,
-            task_class: Some(class),
-            executor: Executor::Worker,
-            target_worker: None,
-            not_before: None,
-            vram_mb: None,
-            group: None,
-            model: (class == TaskClass::Llm).then(|| "m".to_string()),
-            released: true,
-        }
-    }
-
-    const GPU_CLASSES: [TaskClass; 3] = [TaskClass::Script, TaskClass::Llm, TaskClass::Cpu];
-
-    fn ctx(model: Option<&'static str>) -> ClaimContext<'static> {
-        ClaimContext {
-            worker: "w1",
-            classes: &GPU_CLASSES,
-            gpu: true,
-            model,
-            llm: true,
-            vram_free_mb: Some(6000),
-            gates_clear: true,
-            now: Utc::now(),
-        }
-    }
-
-    #[test]
-    fn a_card_runs_script_or_llm_work_by_its_state_never_both() {
-        let (s, l, c) = (
-            entry(TaskClass::Script),
-            entry(TaskClass::Llm),
-            entry(TaskClass::Cpu),
-        );
-        let bare = ctx(None);
-        assert_eq!(
-            (tier(&bare, &s), tier(&bare, &l), tier(&bare, &c)),
-            (Some(1), None, Some(2))
-        );
-        let loaded = ctx(Some("m"));
-        assert_eq!(
-            (tier(&loaded, &s), tier(&loaded, &l), tier(&loaded, &c)),
-            (None, Some(1), Some(2))
-        );
-        let other = ctx(Some("other-model"));
-        assert_eq!(
-            tier(&other, &l),
-            None,
-            "an llm task for another model waits"
-        );
-    }
-
-    #[test]
-    fn a_task_the_brain_has_not_let_in_is_never_claimed() {
-        let mut hand = entry(TaskClass::Cpu);
-        assert!(tier(&ctx(None), &hand).is_some());
-        hand.released = false;
-        assert_eq!(tier(&ctx(None), &hand), None);
-    }
-
-    #[test]
-    fn resource_tasks_come_first_and_only_to_their_worker() {
-        let mut r = entry(TaskClass::Resource);
-        r.file_name = "p00-00000001-rm-load_llm.json".into();
-        r.target_worker = Some("w1".into());
-        assert_eq!(tier(&ctx(None), &r), Some(0));
-        r.target_worker = Some("w2".into());
-        assert_eq!(tier(&ctx(None), &r), None);
-    }
-
-    #[test]
-    fn vram_and_safety_gates_hold_heavy_work_back() {
-        let mut s = entry(TaskClass::Script);
-        s.vram_mb = Some(7000);
-        assert_eq!(tier(&ctx(None), &s), None);
-        s.vram_mb = Some(5000);
-        assert_eq!(tier(&ctx(None), &s), Some(1));
-        let mut hot = ctx(None);
-        hot.gates_clear = false;
-        assert_eq!(tier(&hot, &s), None);
-        assert_eq!(
-            tier(&hot, &entry(TaskClass::Cpu)),
-            Some(2),
-            "cpu work goes on"
-        );
-        let mut load = entry(TaskClass::Resource);
-        load.file_name = "p00-00000001-rm-load_llm.json".into();
-        let mut unload = entry(TaskClass::Resource);
-        unload.file_name = "p00-00000002-rm-unload_llm.json".into();
-        assert_eq!((tier(&hot, &load), tier(&hot, &unload)), (None, Some(0)));
-    }
-
-    #[test]
-    fn a_cpu_worker_keeps_its_classes() {
-        let classes = [TaskClass::Cpu];
-        let c = ClaimContext {
-            worker: "c1",
-            classes: &classes,
-            gpu: false,
-            model: None,
-            llm: false,
-            vram_free_mb: None,
-            gates_clear: true,
-            now: Utc::now(),
-        };
-        assert_eq!(tier(&c, &entry(TaskClass::Cpu)), Some(1));
-        assert_eq!(tier(&c, &entry(TaskClass::Script)), None);
-    }
-
-    #[test]
-    fn an_llm_task_runs_in_the_models_memory_and_names_match_without_their_tag() {
-        let mut l = entry(TaskClass::Llm);
-        l.vram_mb = Some(3000);
-        let mut loaded = ctx(Some("m"));
-        loaded.vram_free_mb = Some(1600);
-        assert_eq!(
-            tier(&loaded, &l),
-            Some(1),
-            "the model already holds the memory"
-        );
-        l.model = Some("m:latest".into());
-        assert_eq!(tier(&loaded, &l), Some(1), "'m' is 'm:latest'");
     }
 }

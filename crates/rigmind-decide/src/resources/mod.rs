@@ -3,7 +3,7 @@
 //! [`decide`] is a pure function of a [`RigView`] — the cards as their workers
 //! published them, the resource tasks already in flight, and the work left in the
 //! DAG — and returns [`RmAction`]s (`load_llm` / `unload_llm` on one worker, each with
-//! its reason). The live brain builds the view from the files ([`crate::rig`]) and
+//! its reason). The live brain builds the view from the files (`rigmind_brain::rig`) and
 //! writes the actions as resource tasks; the simulator builds it from its virtual
 //! state and calls the very same function.
 //!

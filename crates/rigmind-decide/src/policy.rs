@@ -2,7 +2,7 @@
 //!
 //! [`decide`] looks only at what changed (the ready set, failures not yet handled,
 //! jobs back from failed, batches whose state no longer matches their counts) and
-//! returns [`Action`]s; the live brain applies them to the files ([`crate::apply`]) and
+//! returns [`Action`]s; the live brain applies them to the files (`rigmind_brain::apply`) and
 //! calls it again until nothing is left to do. Tests call it directly on hand-built
 //! states, and later the simulator will too: there is one policy, never two.
 

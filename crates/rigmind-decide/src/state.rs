@@ -385,13 +385,13 @@ pub struct BrainState {
     /// that need them fail as definition errors instead of waiting for a load.
     pub unknown_models: BTreeMap<String, String>,
     /// Files of unfinished jobs found in no directory, since when (see
-    /// [`crate::lost::follow_vanished`]).
+    /// `rigmind_brain::lost::follow_vanished`).
     pub vanished: HashMap<String, std::time::Instant>,
     /// Files that are no known task's, judged and left where they are, by
     /// (size, mtime s, mtime ns, inode): not read again until they change.
     pub judged: HashMap<std::path::PathBuf, (u64, i64, i64, u64)>,
     /// Ready tasks of new submissions not written into the queue yet, by batch, in
-    /// claim order: written a bounded number per turn ([`crate::submit::queue_some`])
+    /// claim order: written a bounded number per turn (`rigmind_brain::submit::queue_some`)
     /// so that a huge submission keeps no cancellation waiting. Their jobs are
     /// already `Queued`; nothing is decided about those until their files exist.
     pub queueing: BTreeMap<String, std::collections::VecDeque<rigmind_queue::task::TaskFile>>,

@@ -53,11 +53,9 @@ enum Mode {
 }
 
 impl Mode {
+    /// Whether a card in this mode runs `class`: the claim rule's card rule.
     fn takes(self, class: TaskClass) -> bool {
-        matches!(
-            (self, class),
-            (_, TaskClass::Cpu) | (Mode::Script, TaskClass::Script) | (Mode::Llm, TaskClass::Llm)
-        )
+        crate::claim::card_runs(self == Mode::Llm, class)
     }
 
     /// Its place in the per-class arrays (script 0, llm 1; cpu is 2).

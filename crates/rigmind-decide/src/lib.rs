@@ -1,0 +1,22 @@
+//! The decision core: every rigmind decision as a pure function, shared by the live
+//! brain, the worker and the simulator, so nothing is mirrored between them.
+//!
+//! - [`state`]: what the brain knows of its batches ([`state::BrainState`]).
+//! - [`policy`]: which tasks to release, retry, fail or kill ([`policy::decide`]).
+//! - [`resources`]: how cards move between script and LLM work
+//!   ([`resources::decide`]), with [`projection`] of the work left for the adaptive
+//!   policy.
+//! - [`claim`]: which queued task a worker may claim now ([`claim::tier`]) and the
+//!   state its card is in.
+//! - [`tasks`]: the task files and jobs a plan becomes ([`tasks::task_files`],
+//!   [`tasks::job_of`]).
+//!
+//! Nothing here reads or writes files, spawns processes or needs an async runtime:
+//! callers gather the facts and carry the decisions out.
+
+pub mod claim;
+pub mod policy;
+pub mod projection;
+pub mod resources;
+pub mod state;
+pub mod tasks;
