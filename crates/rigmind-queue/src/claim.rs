@@ -73,9 +73,11 @@ impl QueueIndex {
         let mut fresh = BTreeMap::new();
         for name in names {
             // Known tasks are not read again; files that could not be read are
-            // (one may have been caught mid-move, or be back under the same name).
+            // (one may have been caught mid-move, or be back under the same name),
+            // and so are the ones not let in yet: the brain lets a hand-dropped
+            // task in by rewriting its file, and that event may have been lost.
             let entry = match self.entries.remove(&name) {
-                Some(Some(known)) => Some(known),
+                Some(Some(known)) if known.released => Some(known),
                 _ => read_entry(&dir, &name),
             };
             fresh.insert(name, entry);
@@ -360,6 +362,31 @@ mod tests {
         assert_eq!(
             fsio::list_names(&layout.dir(TaskDir::Queue)).unwrap(),
             vec!["junk.json"]
+        );
+    }
+
+    #[test]
+    fn a_rescan_reads_again_a_task_not_let_in_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.ensure().unwrap();
+        let mut t = TaskFile::new("b", "hand", TaskClass::Cpu);
+        t.status = crate::TaskStatus::Queued;
+        let path = t
+            .write_to(&layout.dir(TaskDir::Queue), fsio::Sync::None)
+            .unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let mut index = QueueIndex::default();
+        index.rescan(&layout).unwrap();
+        assert!(!index.get(&name).unwrap().released);
+        // The brain lets it in by rewriting the file; the event is lost.
+        t.let_in();
+        t.write_to(&layout.dir(TaskDir::Queue), fsio::Sync::None)
+            .unwrap();
+        index.rescan(&layout).unwrap();
+        assert!(
+            index.get(&name).unwrap().released,
+            "the stamp was never read"
         );
     }
 

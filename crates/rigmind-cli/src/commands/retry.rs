@@ -112,6 +112,9 @@ fn requeue(layout: &Layout, path: &std::path::Path, mut t: TaskFile) -> Result<(
     t.status = TaskStatus::Queued;
     t.retry_count = 0;
     t.not_before = None;
+    // A task failed by an older rigmind has no `released_by`: without it no
+    // worker would claim it, and nothing else would stamp a known task's file.
+    t.let_in();
     fsio::rewrite_and_move(path, &layout.dir(TaskDir::Queue), &t.to_bytes())?;
     Ok(())
 }

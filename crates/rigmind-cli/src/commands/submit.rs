@@ -134,10 +134,26 @@ pub fn wait_for_batch(
 /// (a cancel or a cascade settles the batch in the same turn) and cut to the
 /// millisecond, so files the brain itself moved would look later than the record
 /// for ever and `wait` would never return.
+///
+/// A file changed after the record counts only while the change is recent
+/// ([`BRAIN_CATCH_UP`]): a change that is no move for the brain (a task that failed
+/// again before the brain looked, so failed → failed; a `chmod`; a backup tool's
+/// hard link) is never answered by a new record, and must not keep `wait` waiting.
 fn brain_behind(layout: &Layout, r: &BatchRecord) -> bool {
+    brain_behind_at(layout, r, std::time::SystemTime::now())
+}
+
+/// How long `wait` gives the brain to rewrite a record that files moved after.
+const BRAIN_CATCH_UP: Duration = Duration::from_secs(10);
+
+fn brain_behind_at(layout: &Layout, r: &BatchRecord, now: std::time::SystemTime) -> bool {
     use std::os::unix::fs::MetadataExt;
     let finished = std::fs::metadata(layout.batch_file(&r.batch_id))
         .map_or(i64::MAX, |m| m.mtime() * 1_000_000_000 + m.mtime_nsec());
+    let recent = now
+        .checked_sub(BRAIN_CATCH_UP)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i64);
     TaskDir::ALL.iter().any(|d| {
         let dir = layout.dir(*d);
         fsio::list_names(&dir).unwrap_or_default().iter().any(|n| {
@@ -150,7 +166,10 @@ fn brain_behind(layout: &Layout, r: &BatchRecord) -> bool {
                 return true;
             }
             std::fs::metadata(dir.join(n))
-                .map(|m| m.ctime() * 1_000_000_000 + m.ctime_nsec() > finished)
+                .map(|m| {
+                    let changed = m.ctime() * 1_000_000_000 + m.ctime_nsec();
+                    changed > finished && changed > recent
+                })
                 .unwrap_or(false)
         })
     })
@@ -414,5 +433,9 @@ mod tests {
         std::fs::rename(&failed, &back).unwrap();
         std::fs::rename(&back, &failed).unwrap();
         assert!(brain_behind(&layout, &record), "a move after the record");
+        // A change the brain never answers with a new record (failed → failed)
+        // stops counting once it is no longer recent.
+        let later = std::time::SystemTime::now() + BRAIN_CATCH_UP + Duration::from_secs(1);
+        assert!(!brain_behind_at(&layout, &record, later), "waits for ever");
     }
 }
