@@ -33,9 +33,7 @@ use crate::rig::ResourceManager;
 use crate::state::{BrainState, JobStatus};
 use crate::strays::{accept_stray, is_known_job, judge_stray, unclassified};
 use crate::BrainError;
-pub use rigmind_queue::requests::{
-    is_request, write_execute_plan, CANCEL_BATCH, EXECUTE_PLAN, REQUEST_MARK,
-};
+use rigmind_queue::requests::{CANCEL_BATCH, EXECUTE_PLAN};
 
 /// Whether some batch record may be behind: unwritten changes, or counts that move
 /// without a file moving (start records, back-offs running out).
