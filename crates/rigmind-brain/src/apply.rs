@@ -129,7 +129,7 @@ impl Apply<'_> {
         t.retry_count += 1;
         t.status = TaskStatus::Queued;
         t.let_in();
-        t.not_before = Some(rigmind_queue::time::to_rfc3339(not_before));
+        t.not_before = Some(rigmind_queue::time::millis(not_before));
         if let Some(p) = previous {
             t.extra.insert("last_error".into(), json!(p));
         }
@@ -138,7 +138,12 @@ impl Apply<'_> {
             &task_decision("retry", batch, &t.name, &t.plan_task_id)
                 .kv("task_id", &t.task_id)
                 .kv("retry", t.retry_count)
-                .kv("not_before", t.not_before.as_deref().unwrap_or(""))
+                .kv(
+                    "not_before",
+                    t.not_before
+                        .map(rigmind_queue::time::to_rfc3339)
+                        .unwrap_or_default(),
+                )
                 .opt("error", error.as_ref())
                 .kv("reason", reason),
         )?;
@@ -375,8 +380,8 @@ impl Apply<'_> {
         let b = batch_mut(self.state, batch);
         b.record.state = to;
         if to.is_done() {
-            let submitted = rigmind_queue::time::parse_rfc3339(&b.record.submitted_at);
-            b.record.finished_at = Some(rigmind_queue::time::to_rfc3339(now));
+            let submitted = Some(b.record.submitted_at);
+            b.record.finished_at = Some(rigmind_queue::time::millis(now));
             b.record.elapsed_seconds =
                 submitted.map(|s| ((now - s).num_milliseconds() as f64 / 1000.0).max(0.0));
         } else {
@@ -435,7 +440,7 @@ impl Apply<'_> {
         t.status = TaskStatus::Failed;
         edit(&mut t);
         t.finished_at
-            .get_or_insert_with(|| rigmind_queue::time::to_rfc3339(now));
+            .get_or_insert_with(|| rigmind_queue::time::millis(now));
         let name = j.file_name.clone();
         let write = || -> Result<(), QueueError> {
             t.write_named(&layout.dir(TaskDir::Failed), &name, sync)?;
@@ -477,7 +482,7 @@ fn file_failed(
     t.status = TaskStatus::Failed;
     t.failure_kind = Some(kind);
     t.error = Some(error);
-    t.finished_at = Some(rigmind_queue::time::to_rfc3339(now));
+    t.finished_at = Some(rigmind_queue::time::millis(now));
     let name = from
         .file_name()
         .and_then(|n| n.to_str())

@@ -185,7 +185,7 @@ fn file_request_cancelled(
     t.status = TaskStatus::Failed;
     t.failure_kind = Some(FailureKind::Cancelled);
     t.error = Some(format!("cancelled by {who} before the plan was submitted"));
-    t.finished_at = Some(rigmind_queue::time::now_rfc3339());
+    t.finished_at = Some(rigmind_queue::time::now());
     rigmind_queue::file_into(layout, from, &t, TaskDir::Failed, Sync::Data)?;
     Ok(true)
 }

@@ -37,9 +37,9 @@ pub fn plan_tasks(
             e.to_string().lines().next().unwrap_or("")
         )
     })?;
-    let now = rigmind_queue::time::now_rfc3339();
+    let now = rigmind_queue::time::now();
     Ok(
-        crate::submit::task_files(&plan, &record.batch_id, record.seq_base, config, &now)
+        crate::submit::task_files(&plan, &record.batch_id, record.seq_base, config, now)
             .into_iter()
             .map(|t| (t.file_name(), t))
             .collect(),
@@ -62,7 +62,7 @@ fn recreated(
             let tn = TaskName::parse(file_name);
             let mut t = TaskFile::new(batch, name, rigmind_types::TaskClass::Cpu);
             t.task_class = None;
-            t.task_type = String::new();
+            t.task_type = rigmind_types::TaskType::Unset;
             if let Some(tn) = tn {
                 t.priority = 10 - tn.rank.min(9);
                 t.seq = tn.seq;
@@ -107,7 +107,7 @@ pub fn file_lost(
     t.status = TaskStatus::Failed;
     t.failure_kind = Some(FailureKind::LostWorker);
     t.error = Some(reason.to_string());
-    t.finished_at = Some(rigmind_queue::time::to_rfc3339(now));
+    t.finished_at = Some(rigmind_queue::time::millis(now));
     let worker = j.holder.as_ref().and_then(|h| h.worker.clone());
     t.write_named(&layout.dir(TaskDir::Failed), &j.file_name, Sync::Dir)?;
     logs.decision(

@@ -133,11 +133,7 @@ pub fn holder_of(t: &TaskFile, path: &Path) -> Holder {
         worker: t.worker_id.clone(),
         session: t.worker_session.clone(),
         pgid: t.pgid,
-        since: t
-            .started_at
-            .as_deref()
-            .and_then(rigmind_queue::time::parse_rfc3339)
-            .unwrap_or(claimed),
+        since: t.started_at.unwrap_or(claimed),
     }
 }
 
@@ -307,7 +303,7 @@ pub fn reject(layout: &Layout, logs: &Logs, state: &mut BrainState, path: &Path,
     let job = &batch.jobs[i];
     let mut t = TaskFile::new(&tn.batch, &job.name, rigmind_types::TaskClass::Cpu);
     t.task_class = None;
-    t.task_type = String::new();
+    t.task_type = rigmind_types::TaskType::Unset;
     t.task_id = job.task_id.clone();
     t.plan_task_id = job.plan_task_id.clone();
     t.priority = 10 - tn.rank.min(9);
@@ -410,7 +406,7 @@ pub fn fix_unclassified(layout: &Layout, logs: &Logs, state: &mut BrainState, fi
     let class = rigmind_types::infer_class(t.command.as_deref(), t.prompt.is_some());
     let fix = format!("task_class inferred as {class}");
     t.task_class = Some(class);
-    t.task_type = class.task_type().to_string();
+    t.task_type = class.task_type();
     t.fix_applied = Some(fix.clone());
     t.status = TaskStatus::Queued;
     t.failure_kind = None;

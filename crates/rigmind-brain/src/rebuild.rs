@@ -85,7 +85,7 @@ fn fail_batch(
     tracing::error!(batch = %record.batch_id, "{reason}");
     if !record.state.is_done() {
         record.state = BatchState::Failed;
-        record.finished_at = Some(rigmind_queue::time::now_rfc3339());
+        record.finished_at = Some(rigmind_queue::time::now());
         if let Err(e) = record.write(layout) {
             tracing::warn!("{e}");
         }
@@ -194,7 +194,7 @@ fn recover_missing(
         t.status = TaskStatus::Failed;
         t.failure_kind = Some(FailureKind::LostWorker);
         t.error = Some(reason.to_string());
-        t.finished_at = Some(rigmind_queue::time::now_rfc3339());
+        t.finished_at = Some(rigmind_queue::time::now());
         let name = t.file_name();
         t.write_named(&layout.dir(TaskDir::Failed), &name, fsio::Sync::Dir)
             .map_err(|e| e.to_string())?;
@@ -305,10 +305,7 @@ fn read_job(
     // away, well inside the claim grace) reads it where it has come to rest.
     let (place, task) = kept.unwrap_or((Place::Public(TaskDir::Processing), None));
     let job = job_read(layout, batch_id, &tn, file_name, place, task.as_ref());
-    let back_off = task
-        .as_ref()
-        .and_then(|t| t.not_before.as_deref())
-        .and_then(rigmind_queue::time::parse_rfc3339);
+    let back_off = task.as_ref().and_then(|t| t.not_before);
     let retry_at = back_off.filter(|_| job.status == JobStatus::Queued);
     Ok(Some(ReadJob {
         job,

@@ -55,7 +55,7 @@ pub(crate) fn execute_plan(
 ) {
     let started = std::time::Instant::now();
     task.worker_id = Some("brain".into());
-    task.started_at = Some(rigmind_queue::time::now_rfc3339());
+    task.started_at = Some(rigmind_queue::time::now());
     if task.batch_id.trim().is_empty() {
         task.batch_id = new_batch_id(layout);
     }
@@ -67,7 +67,7 @@ pub(crate) fn execute_plan(
             .map_err(crate::submit::SubmitError::from)
             .and_then(|plan| submit_plan(layout, logs, state, &plan, &task.batch_id, config))
     };
-    task.finished_at = Some(rigmind_queue::time::now_rfc3339());
+    task.finished_at = Some(rigmind_queue::time::now());
     task.elapsed_seconds = Some(started.elapsed().as_secs_f64());
     let dir = match result {
         Ok(()) => {

@@ -13,9 +13,10 @@ use chrono::{DateTime, Utc};
 use rigmind_config::RigConfig;
 use rigmind_queue::fsio::{self, Sync};
 use rigmind_queue::logs::{Decision, Logs};
-use rigmind_queue::task::{TaskFile, TaskName, LOAD_LLM, RESOURCE_BATCH};
-use rigmind_queue::workers::WorkerState;
+use rigmind_queue::task::{ResourceAction, TaskFile, TaskName, RESOURCE_BATCH};
+use rigmind_queue::workers::{WorkerState, WorkerStatus};
 use rigmind_queue::{Layout, LifeLock, TaskDir};
+use rigmind_types::TaskClass;
 use serde_json::json;
 
 use crate::resources::{self, Card, CardMode, RigView, RmAction, RmConfig};
@@ -212,7 +213,7 @@ impl ResourceManager {
         t.status = rigmind_queue::TaskStatus::Failed;
         t.failure_kind = Some(rigmind_queue::FailureKind::LostWorker);
         t.error = Some("its worker died while running it".into());
-        t.finished_at = Some(rigmind_queue::time::now_rfc3339());
+        t.finished_at = Some(rigmind_queue::time::now());
         if let Err(e) = rigmind_queue::file_into(layout, path, &t, TaskDir::Failed, Sync::Data) {
             tracing::warn!("{e}");
             return;
@@ -233,11 +234,10 @@ impl ResourceManager {
 
     fn view(&self, state: &BrainState, workers: &[WorkerState], now: DateTime<Utc>) -> RigView {
         let config = RmConfig::from_rig(&self.config);
-        let secs_since = |t: Option<&String>| {
-            t.and_then(|s| rigmind_queue::time::parse_rfc3339(s))
-                .map_or(self.started.elapsed().as_secs_f64(), |t| {
-                    (now - t).num_milliseconds().max(0) as f64 / 1000.0
-                })
+        let secs_since = |t: Option<DateTime<Utc>>| {
+            t.map_or(self.started.elapsed().as_secs_f64(), |t| {
+                (now - t).num_milliseconds().max(0) as f64 / 1000.0
+            })
         };
         let cards = workers
             .iter()
@@ -260,10 +260,10 @@ impl ResourceManager {
                         .current_task
                         .as_deref()
                         .map_or(0.0, |id| running_left(state, id, now)),
-                    llm_idle_secs: secs_since(w.llm_idle_since.as_ref()),
-                    in_mode_secs: secs_since(w.gpu_state_since.as_ref()),
+                    llm_idle_secs: secs_since(w.llm_idle_since),
+                    in_mode_secs: secs_since(w.gpu_state_since),
                     // A worker told not to take llm work never gets a load.
-                    llm_capable: w.llm_url.is_some() && w.classes.iter().any(|c| c == "llm"),
+                    llm_capable: w.llm_url.is_some() && w.classes.contains(&TaskClass::Llm),
                     cooling_down: self.cool_down.contains_key(&w.worker_id),
                 }
             })
@@ -283,12 +283,10 @@ impl ResourceManager {
         action: &RmAction,
     ) -> Result<(), rigmind_queue::QueueError> {
         let (name, model, reason) = match action {
-            RmAction::Load { model, reason, .. } => (LOAD_LLM, model, reason),
-            RmAction::Unload { model, reason, .. } => {
-                (rigmind_queue::task::UNLOAD_LLM, model, reason)
-            }
+            RmAction::Load { model, reason, .. } => (ResourceAction::LoadLlm, model, reason),
+            RmAction::Unload { model, reason, .. } => (ResourceAction::UnloadLlm, model, reason),
         };
-        let cost = if name == LOAD_LLM {
+        let cost = if name == ResourceAction::LoadLlm {
             view.config.load_secs
         } else {
             view.config.unload_secs
@@ -303,12 +301,12 @@ impl ResourceManager {
             t.file_name(),
             InFlight {
                 worker: action.worker().to_string(),
-                load: name == LOAD_LLM,
+                load: name == ResourceAction::LoadLlm,
                 model: model.clone(),
             },
         );
         logs.decision(
-            &Decision::new(name)
+            &Decision::new(name.as_str())
                 .kv("worker", action.worker())
                 .kv("model", model)
                 .kv("policy", view.config.policy.name())
@@ -316,7 +314,7 @@ impl ResourceManager {
                 .kv("reason", reason),
         )?;
         let _ = logs.event(
-            name,
+            name.as_str(),
             crate::observe::obj(json!({"worker": action.worker(), "model": model,
                 "policy": view.config.policy.name(), "task_id": t.task_id, "reason": reason})),
         );
@@ -380,7 +378,7 @@ fn in_flight_of(t: &TaskFile) -> Option<InFlight> {
     }
     Some(InFlight {
         worker: t.target_worker.clone()?,
-        load: t.name == LOAD_LLM,
+        load: t.resource_action() == Some(ResourceAction::LoadLlm),
         model: t.model.clone().unwrap_or_default(),
     })
 }
@@ -398,14 +396,14 @@ pub fn read_workers(
     all.into_iter()
         .flatten()
         .filter(|w| {
-            if w.state == "stopped" {
+            if w.state == WorkerStatus::Stopped {
                 return false;
             }
             match LifeLock::is_held(&layout.worker_lock(&w.worker_id)) {
                 Some(held) => held,
-                None => rigmind_queue::time::parse_rfc3339(&w.heartbeat_at).is_some_and(|t| {
-                    ((now - t).num_milliseconds() as f64) < stale_after_secs * 1000.0
-                }),
+                None => {
+                    ((now - w.heartbeat_at).num_milliseconds() as f64) < stale_after_secs * 1000.0
+                }
             }
         })
         .collect()

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use rigmind_config::RigConfig;
 use rigmind_exec::{run_claimed, Runner};
 use rigmind_queue::brain_record::BrainRecord;
@@ -33,7 +34,7 @@ use crate::rig::ResourceManager;
 use crate::state::{BrainState, JobStatus};
 use crate::strays::{accept_stray, is_known_job, judge_stray, unclassified};
 use crate::BrainError;
-use rigmind_queue::requests::{CANCEL_BATCH, EXECUTE_PLAN};
+use rigmind_queue::requests::BrainAction;
 
 /// Whether some batch record may be behind: unwritten changes, or counts that move
 /// without a file moving (start records, back-offs running out).
@@ -152,7 +153,7 @@ struct Brain {
     abort_tx: watch::Sender<bool>,
     abort_rx: watch::Receiver<bool>,
     timers: Timers,
-    started_at: String,
+    started_at: DateTime<Utc>,
     /// When the batch records were last brought up to date.
     last_flush: Instant,
     /// Shutdown was asked for: no new work is taken.
@@ -170,7 +171,7 @@ impl Brain {
         state.brain_session = uuid::Uuid::new_v4().simple().to_string();
         state.stale_after_secs = config.defaults.stale_after_secs;
         probe_workers(&layout, &mut state);
-        let started_at = rigmind_queue::time::now_rfc3339();
+        let started_at = rigmind_queue::time::now();
         log_start(&layout, &logs, &state)?;
         let mut dirs: Vec<PathBuf> = TaskDir::ALL.iter().map(|d| layout.dir(*d)).collect();
         dirs.push(layout.cancel_dir());
@@ -300,8 +301,8 @@ impl Brain {
                     continue;
                 }
             };
-            match task.action.as_deref() {
-                Some(EXECUTE_PLAN) => execute_plan(
+            match task.action {
+                Some(BrainAction::ExecutePlan) => execute_plan(
                     &self.layout,
                     &self.logs,
                     &mut self.state,
@@ -309,7 +310,7 @@ impl Brain {
                     &claimed.path,
                     task,
                 ),
-                Some(CANCEL_BATCH) => rigmind_queue::requests::convert_cancel_request(
+                Some(BrainAction::CancelBatch) => rigmind_queue::requests::convert_cancel_request(
                     &self.layout,
                     &claimed.path,
                     task,
@@ -410,7 +411,7 @@ impl Brain {
     }
 
     fn on_heartbeat(&self) {
-        write_heartbeat(&self.layout, &self.started_at, &self.state);
+        write_heartbeat(&self.layout, self.started_at, &self.state);
     }
 
     /// Shutdown asked for: no new work is taken, and brain-executed tasks are told
@@ -512,7 +513,7 @@ fn probe_workers(layout: &Layout, state: &mut BrainState) {
         .collect();
 }
 
-fn write_heartbeat(layout: &Layout, started_at: &str, state: &BrainState) {
+fn write_heartbeat(layout: &Layout, started_at: DateTime<Utc>, state: &BrainState) {
     let running = state
         .batches
         .values()
@@ -520,8 +521,8 @@ fn write_heartbeat(layout: &Layout, started_at: &str, state: &BrainState) {
         .count();
     let record = BrainRecord {
         pid: u64::from(std::process::id()),
-        started_at: started_at.to_string(),
-        heartbeat_at: rigmind_queue::time::now_rfc3339(),
+        started_at: Some(started_at),
+        heartbeat_at: Some(rigmind_queue::time::now()),
         batches: state.batches.len(),
         running_batches: running,
     };

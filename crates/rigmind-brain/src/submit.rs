@@ -75,12 +75,12 @@ pub fn submit_plan(
     }
     let dir = fresh_private_dir(layout, batch_id)?;
     let seq_base = state.next_seq.max(1);
-    let now = rigmind_queue::time::now_rfc3339();
+    let now = rigmind_queue::time::now();
     let Pending {
         jobs,
         ready_now,
         mut written,
-    } = write_pending(logs, plan, batch_id, seq_base, config, &now, &dir)?;
+    } = write_pending(logs, plan, batch_id, seq_base, config, now, &dir)?;
     // Tasks with no dependencies go straight to the queue instead of passing through
     // private_tasks/. The manifest makes that step replayable: written (and flushed)
     // before the batch record commits the batch, removed once they are all queued.
@@ -147,7 +147,7 @@ fn write_pending(
     batch_id: &str,
     seq_base: u64,
     config: &RigConfig,
-    now: &str,
+    now: chrono::DateTime<chrono::Utc>,
     dir: &Path,
 ) -> Result<Pending, SubmitError> {
     let mut jobs = Vec::with_capacity(plan.jobs.len());
@@ -319,7 +319,7 @@ fn queue_one(
     t.status = TaskStatus::Failed;
     t.failure_kind = Some(rigmind_queue::FailureKind::Cancelled);
     t.error = Some("cancelled by the operator".into());
-    t.finished_at = Some(rigmind_queue::time::now_rfc3339());
+    t.finished_at = Some(rigmind_queue::time::now());
     let p = t.write_to(&layout.dir(TaskDir::Failed), Sync::None)?;
     logs.decision(
         &Decision::new("cancel")

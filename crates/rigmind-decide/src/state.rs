@@ -437,7 +437,7 @@ pub(crate) mod tests {
             name: "t".into(),
             plan_file: "plan.md".into(),
             workdir: ".".into(),
-            submitted_at: "2026-01-01T00:00:00Z".into(),
+            submitted_at: rigmind_queue::time::parse_rfc3339("2026-01-01T00:00:00Z").unwrap(),
             finished_at: None,
             elapsed_seconds: None,
             state: BatchState::Running,

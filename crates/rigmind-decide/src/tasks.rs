@@ -19,7 +19,7 @@ pub fn task_files(
     batch_id: &str,
     seq_base: u64,
     config: &RigConfig,
-    now: &str,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Vec<TaskFile> {
     let plan_file = absolute(&plan.path);
     let workdir = absolute(&plan.dir);
@@ -35,7 +35,7 @@ pub fn task_files(
             t.depends_on = j.depends_on_names.clone();
             t.priority = j.priority;
             t.status = TaskStatus::Pending;
-            t.created_at = now.to_string();
+            t.created_at = Some(now);
             t.seq = seq_base + i as u64;
             t.plan_file = Some(plan_file.clone());
             t.workdir = Some(workdir.clone());

@@ -119,7 +119,7 @@ pub struct Finished {
     /// from `task` because a task going back to the queue has its run fields
     /// cleared, and the claim must still be recognised as ours.
     pub session: Option<String>,
-    pub started_at: Option<String>,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Finished {
@@ -248,7 +248,7 @@ fn mark_started(task: &mut TaskFile, runner: &Runner) {
     task.worker_id = Some(runner.worker_id.clone());
     task.worker_session = Some(runner.session.clone());
     task.gpu = runner.gpu.clone();
-    task.started_at = Some(rigmind_queue::time::now_rfc3339());
+    task.started_at = Some(rigmind_queue::time::now());
 }
 
 /// Runs a started task by its class: an llm or resource task against the
@@ -270,7 +270,9 @@ async fn run_started(
         task.name,
         task.attempts,
         runner.worker_id,
-        task.started_at.as_deref().unwrap_or("")
+        task.started_at
+            .map(rigmind_queue::time::to_rfc3339)
+            .unwrap_or_default()
     );
     match (task.task_class, &runner.llm) {
         (Some(TaskClass::Llm | TaskClass::Resource), None) => ShellOutcome::not_runnable(format!(
@@ -334,7 +336,7 @@ fn finish(mut task: TaskFile, processing_path: &Path, outcome: RunOutcome) -> Fi
         task.attempts = task.attempts.saturating_sub(1);
         return put_back(task, processing_path);
     }
-    task.finished_at = Some(rigmind_queue::time::now_rfc3339());
+    task.finished_at = Some(rigmind_queue::time::now());
     task.elapsed_seconds = Some((outcome.elapsed_secs * 1000.0).round() / 1000.0);
     task.return_code = outcome.return_code;
     task.output_lines = Some(outcome.output_lines);
@@ -343,7 +345,7 @@ fn finish(mut task: TaskFile, processing_path: &Path, outcome: RunOutcome) -> Fi
         task.eval_count = stats.eval_count;
         task.tokens_per_second = stats.tokens_per_second.map(|t| (t * 100.0).round() / 100.0);
     }
-    let (session, started_at) = (task.worker_session.clone(), task.started_at.clone());
+    let (session, started_at) = (task.worker_session.clone(), task.started_at);
     let (dir, filed) = match outcome.failure {
         None => {
             task.status = TaskStatus::Complete;
@@ -371,7 +373,7 @@ fn finish(mut task: TaskFile, processing_path: &Path, outcome: RunOutcome) -> Fi
 /// cleared, and the session and start it ran under are kept apart so that the
 /// claim is still recognised as ours when it is filed.
 fn put_back(mut task: TaskFile, processing_path: &Path) -> Finished {
-    let (session, started_at) = (task.worker_session.clone(), task.started_at.clone());
+    let (session, started_at) = (task.worker_session.clone(), task.started_at);
     task.status = TaskStatus::Queued;
     task.clear_run_results();
     Finished {

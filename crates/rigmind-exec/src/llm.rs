@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rigmind_llm::samples::{append_sample, TrainingSample};
 use rigmind_llm::{GenerateRequest, Generation, LlmError, OllamaClient};
-use rigmind_queue::task::{FailureKind, TaskFile, LOAD_LLM, UNLOAD_LLM};
+use rigmind_queue::task::{FailureKind, ResourceAction, TaskFile};
 
 use crate::shell::Abort;
 use crate::{LlmStats, RunOutcome};
@@ -346,15 +346,15 @@ pub async fn run_resource(
     let model = task.model.clone().unwrap_or_default();
     let url = llm.client.base_url().to_string();
     let limit = Duration::from_secs_f64(task.timeout_seconds.clamp(1.0, 1e9));
-    let result = match task.name.as_str() {
-        LOAD_LLM => bounded(
+    let result = match ResourceAction::from_name(&task.name) {
+        Some(ResourceAction::LoadLlm) => bounded(
             llm.client.load(&model, &llm.keep_alive),
             task.timeout_seconds,
             abort,
         )
         .await
         .map(|r| r.map(|took| format!("loaded {model} at {url} in {:.3}s", took.as_secs_f64()))),
-        UNLOAD_LLM => {
+        Some(ResourceAction::UnloadLlm) => {
             let held = held_vram(llm, &model).await;
             let used_before = llm.vram_used_mb.as_ref().and_then(|f| f());
             // The memory wait is part of the unload: under the same timeout and abort.
@@ -368,10 +368,13 @@ pub async fn run_resource(
             };
             bounded(unload, task.timeout_seconds, abort).await
         }
-        other => {
+        None => {
             return failed(
                 FailureKind::DefinitionError,
-                format!("resource task '{other}' is not load_llm or unload_llm"),
+                format!(
+                    "resource task '{}' is not load_llm or unload_llm",
+                    task.name
+                ),
                 started,
             )
         }

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::QueueError;
@@ -64,9 +65,14 @@ pub struct BatchRecord {
     pub name: String,
     pub plan_file: PathBuf,
     pub workdir: PathBuf,
-    pub submitted_at: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    #[serde(with = "crate::time::rfc3339")]
+    pub submitted_at: DateTime<Utc>,
+    #[serde(
+        default,
+        with = "crate::time::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub finished_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_seconds: Option<f64>,
     pub state: BatchState,
@@ -85,7 +91,7 @@ impl BatchRecord {
         name: &str,
         plan_file: PathBuf,
         workdir: PathBuf,
-        submitted_at: String,
+        submitted_at: DateTime<Utc>,
         total: usize,
         seq_base: u64,
     ) -> Self {
@@ -110,11 +116,7 @@ impl BatchRecord {
 
     pub fn read(path: &Path) -> Result<Self, QueueError> {
         let bytes = fsio::read_regular(path, "batch record")?;
-        serde_json::from_slice(&bytes).map_err(|e| QueueError::Invalid {
-            path: path.to_path_buf(),
-            what: "batch record",
-            reason: e.to_string(),
-        })
+        crate::json::from_slice(path, "batch record", &bytes)
     }
 
     pub fn write(&self, layout: &Layout) -> Result<(), QueueError> {

@@ -2,6 +2,7 @@
 //! how many batches it holds). The brain rewrites it on each heartbeat and removes it
 //! when it stops; `rigmind status` and a second brain refused start read its `pid`.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::QueueError;
@@ -19,17 +20,17 @@ pub struct BrainRecord {
     /// How many batches the brain holds.
     #[serde(default)]
     pub batches: usize,
-    /// When it last wrote this record (RFC 3339).
-    #[serde(default)]
-    pub heartbeat_at: String,
+    /// When it last wrote this record (`None`, written `""`, if a record lacks it).
+    #[serde(default, with = "crate::time::rfc3339_or_empty")]
+    pub heartbeat_at: Option<DateTime<Utc>>,
     /// The brain's process id.
     pub pid: u64,
     /// How many of its batches are not done.
     #[serde(default)]
     pub running_batches: usize,
-    /// When the brain started (RFC 3339).
-    #[serde(default)]
-    pub started_at: String,
+    /// When the brain started (`None`, written `""`, if a record lacks it).
+    #[serde(default, with = "crate::time::rfc3339_or_empty")]
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 impl BrainRecord {
@@ -45,11 +46,7 @@ impl BrainRecord {
     pub fn read(layout: &Layout) -> Result<Self, QueueError> {
         let path = layout.brain_state();
         let bytes = fsio::read(&path)?;
-        serde_json::from_slice(&bytes).map_err(|e| QueueError::Invalid {
-            path,
-            what: "brain record",
-            reason: e.to_string(),
-        })
+        crate::json::from_slice(&path, "brain record", &bytes)
     }
 
     /// The pid in `brain/brain.json`, if the file can be read and names one.
@@ -74,18 +71,19 @@ mod tests {
         std::fs::create_dir_all(layout.brain_dir()).unwrap();
         let r = BrainRecord {
             batches: 3,
-            heartbeat_at: "2024-01-01T00:00:01Z".into(),
+            heartbeat_at: crate::time::parse_rfc3339("2024-01-01T00:00:01.250Z"),
             pid: 42,
             running_batches: 1,
-            started_at: "2024-01-01T00:00:00Z".into(),
+            started_at: crate::time::parse_rfc3339("2024-01-01T00:00:00.000Z"),
         };
         r.write(&layout).unwrap();
         let text = std::fs::read_to_string(layout.brain_state()).unwrap();
-        // What `serde_json::json!` wrote before the record had a type.
+        // What `serde_json::json!` wrote before the record had a type (times in
+        // the brain's form, milliseconds and `Z`).
         let untyped = serde_json::json!({
             "pid": 42,
-            "started_at": "2024-01-01T00:00:00Z",
-            "heartbeat_at": "2024-01-01T00:00:01Z",
+            "started_at": "2024-01-01T00:00:00.000Z",
+            "heartbeat_at": "2024-01-01T00:00:01.250Z",
             "batches": 3,
             "running_batches": 1,
         });

@@ -26,8 +26,8 @@ pub struct CancelMarker {
     /// Who asked (the user name of the `rigmind cancel` process).
     #[serde(default)]
     pub requested_by: Option<String>,
-    #[serde(default)]
-    pub requested_at: Option<String>,
+    #[serde(default, with = "crate::time::rfc3339_opt")]
+    pub requested_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Whether `batch` can name a marker file: not empty, no path separators, not a
@@ -57,7 +57,7 @@ pub fn write_marker(
     let marker = CancelMarker {
         batch: batch.to_string(),
         requested_by: Some(requested_by.to_string()),
-        requested_at: Some(crate::time::now_rfc3339()),
+        requested_at: Some(crate::time::now()),
     };
     let mut bytes = serde_json::to_vec_pretty(&marker).expect("a marker serialises");
     bytes.push(b'\n');

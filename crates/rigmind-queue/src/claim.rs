@@ -49,7 +49,7 @@ impl QueueEntry {
             task_class: t.task_class,
             executor: t.executor,
             target_worker: t.target_worker.clone(),
-            not_before: t.not_before.as_deref().and_then(crate::time::parse_rfc3339),
+            not_before: t.not_before,
             vram_mb: t.vram_mb,
             group: t.group.clone(),
             model: t.model.clone(),

@@ -16,6 +16,17 @@ pub const EXECUTE_PLAN: &str = "execute_plan";
 /// The task-file `action` of a cancel request of older versions (now a marker in
 /// `tasks/cancel/`); one found in the queue is turned into a marker.
 pub const CANCEL_BATCH: &str = "cancel_batch";
+rigmind_types::open_words! {
+    /// A brain-executed task's `action`. Any other word (or none) runs the task's
+    /// `command` in the brain, as before actions had a type, so it is kept.
+    pub enum BrainAction {
+        /// A plan submission.
+        ExecutePlan = "execute_plan",
+        /// A cancel request of older versions.
+        CancelBatch = "cancel_batch",
+    }
+}
+
 /// Requests to the brain are named `@execute_plan`, `@cancel_batch.<id>`: no plan
 /// task can have a name with `@`, so they are never taken for a batch's tasks.
 pub const REQUEST_MARK: char = '@';
@@ -35,7 +46,7 @@ pub fn write_execute_plan(
     t.name = format!("{REQUEST_MARK}{EXECUTE_PLAN}");
     t.plan_task_id = String::new();
     t.executor = Executor::Brain;
-    t.action = Some(EXECUTE_PLAN.into());
+    t.action = Some(BrainAction::ExecutePlan);
     t.status = TaskStatus::Queued;
     t.plan_file = Some(std::path::absolute(plan_file).unwrap_or_else(|_| plan_file.to_path_buf()));
     t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)
@@ -46,7 +57,7 @@ pub fn write_execute_plan(
 /// marker is acted on at the top of the next turn, as any other.
 pub fn convert_cancel_request(layout: &Layout, path: &Path, mut task: TaskFile) {
     task.worker_id = Some("brain".into());
-    task.started_at = Some(crate::time::now_rfc3339());
+    task.started_at = Some(crate::time::now());
     let target = task.batch_id.clone();
     let dir = if crate::cancel::is_cancelled(layout, &target) {
         TaskDir::Complete
@@ -64,7 +75,7 @@ pub fn convert_cancel_request(layout: &Layout, path: &Path, mut task: TaskFile) 
     } else {
         TaskStatus::Failed
     };
-    task.finished_at = Some(crate::time::now_rfc3339());
+    task.finished_at = Some(crate::time::now());
     if let Err(e) = crate::file_into(layout, path, &task, dir, Sync::Data) {
         tracing::warn!("{e}");
     }

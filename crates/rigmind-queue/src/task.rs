@@ -4,11 +4,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rigmind_types::{Executor, TaskClass};
+use chrono::{DateTime, Utc};
+use rigmind_types::{Executor, TaskClass, TaskType};
 use serde::{Deserialize, Serialize};
 
 use crate::error::QueueError;
 use crate::fsio;
+use crate::requests::BrainAction;
+use crate::time::rfc3339_opt as opt_time;
 
 /// Where a task is in its life; mirrors the directory it lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -88,7 +91,7 @@ pub struct TaskFile {
     pub plan_task_id: String,
     /// `shell`, `llm` or `resource`; derived from the class when written.
     #[serde(rename = "type", default)]
-    pub task_type: String,
+    pub task_type: TaskType,
     /// `None` only in a file written by hand or by an older tool.
     #[serde(default)]
     pub task_class: Option<TaskClass>,
@@ -96,7 +99,7 @@ pub struct TaskFile {
     pub executor: Executor,
     /// What a brain-executed task does: `execute_plan`, or a shell `command`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action: Option<String>,
+    pub action: Option<BrainAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
     #[serde(default)]
@@ -104,8 +107,9 @@ pub struct TaskFile {
     #[serde(default = "default_priority")]
     pub priority: u8,
     pub status: TaskStatus,
-    #[serde(default)]
-    pub created_at: String,
+    /// `None` (written `""`) only in a file written by hand.
+    #[serde(default, with = "crate::time::rfc3339_or_empty")]
+    pub created_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub retry_count: u32,
 
@@ -175,10 +179,10 @@ pub struct TaskFile {
     /// Process group of the running command, so a dead worker's commands can be found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pgid: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    #[serde(default, with = "opt_time", skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "opt_time", skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -203,8 +207,8 @@ pub struct TaskFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// No worker claims the task before this time (retry backoff).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<String>,
+    #[serde(default, with = "opt_time", skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
 
@@ -225,16 +229,48 @@ pub const RELEASED_BY_BRAIN: &str = "brain";
 /// The batch id of the resource manager's tasks; plan batches have six hex digits.
 pub const RESOURCE_BATCH: &str = "rm";
 /// The name of the task that loads a worker's model.
-pub const LOAD_LLM: &str = "load_llm";
+pub const LOAD_LLM: &str = ResourceAction::LoadLlm.as_str();
 /// The name of the task that unloads it.
-pub const UNLOAD_LLM: &str = "unload_llm";
+pub const UNLOAD_LLM: &str = ResourceAction::UnloadLlm.as_str();
+
+/// What a resource task does; its name in the task file (`load_llm`, `unload_llm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceAction {
+    /// Load the worker's model into its LLM server.
+    LoadLlm,
+    /// Unload it, to free the card for script work.
+    UnloadLlm,
+}
+
+impl ResourceAction {
+    /// The task's name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::LoadLlm => "load_llm",
+            Self::UnloadLlm => "unload_llm",
+        }
+    }
+
+    /// The action a resource task's name says, if it is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::LoadLlm, Self::UnloadLlm]
+            .into_iter()
+            .find(|a| a.as_str() == name)
+    }
+}
+
+impl fmt::Display for ResourceAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 impl TaskFile {
     /// A resource task (`load_llm` or `unload_llm`) for one worker, queued, at
     /// priority 10 so that it sorts before all plan work. Its `seq` is the time in
     /// milliseconds, which keeps every such file's name unique over the rig's life.
-    pub fn resource(action: &str, worker: &str, model: &str, timeout_secs: f64) -> Self {
-        let mut t = Self::new(RESOURCE_BATCH, action, TaskClass::Resource);
+    pub fn resource(action: ResourceAction, worker: &str, model: &str, timeout_secs: f64) -> Self {
+        let mut t = Self::new(RESOURCE_BATCH, action.as_str(), TaskClass::Resource);
         t.priority = 10;
         t.status = TaskStatus::Queued;
         t.target_worker = Some(worker.to_string());
@@ -250,6 +286,13 @@ impl TaskFile {
         self.task_class == Some(TaskClass::Resource)
     }
 
+    /// What a resource task does (`None` for any other task, or an unknown name).
+    pub fn resource_action(&self) -> Option<ResourceAction> {
+        self.is_resource()
+            .then(|| ResourceAction::from_name(&self.name))
+            .flatten()
+    }
+
     /// A fresh task with the given identity; everything else at its default.
     pub fn new(batch_id: &str, name: &str, class: TaskClass) -> Self {
         Self {
@@ -257,7 +300,7 @@ impl TaskFile {
             batch_id: batch_id.to_string(),
             name: name.to_string(),
             plan_task_id: name.to_string(),
-            task_type: class.task_type().to_string(),
+            task_type: class.task_type(),
             task_class: Some(class),
             executor: Executor::Worker,
             action: None,
@@ -265,7 +308,7 @@ impl TaskFile {
             depends_on: Vec::new(),
             priority: default_priority(),
             status: TaskStatus::Pending,
-            created_at: crate::time::now_rfc3339(),
+            created_at: Some(crate::time::now()),
             retry_count: 0,
             seq: 0,
             plan_file: None,
@@ -337,7 +380,8 @@ impl TaskFile {
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return Err(invalid("the file is empty".into()));
         }
-        let t: TaskFile = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+        let t: TaskFile =
+            serde_json::from_slice(bytes).map_err(|e| invalid(crate::json::reason(bytes, &e)))?;
         if t.task_id.trim().is_empty() {
             return Err(invalid("task_id is empty".into()));
         }

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use chrono::{DateTime, Utc};
 use rigmind_types::{GpuState, TaskClass};
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +10,42 @@ use crate::error::QueueError;
 use crate::fsio;
 use crate::layout::Layout;
 use crate::lifelock::LifeLock;
+use crate::time::{rfc3339, rfc3339_opt};
+
+/// What a worker is doing, as its state file says (`state`).
+///
+/// Only workers write this file, so a word outside the set is refused (the file
+/// reads as invalid), as any other damage to it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerStatus {
+    /// Waiting for work.
+    Idle,
+    /// Running a task (or filing its result).
+    Busy,
+    /// Asked to stop: finishing what it runs.
+    Stopping,
+    /// Stopped cleanly.
+    Stopped,
+}
+
+impl WorkerStatus {
+    /// The word in the state file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Busy => "busy",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A worker's published state, rewritten with each heartbeat and each change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,15 +59,17 @@ pub struct WorkerState {
     /// The GPU it is pinned to (`--gpu`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<String>,
-    pub classes: Vec<String>,
-    /// `idle`, `busy`, `stopping` or `stopped`; the card's own state is `gpu_state`.
-    pub state: String,
+    pub classes: Vec<TaskClass>,
+    /// What it does; the card's own state is `gpu_state`.
+    pub state: WorkerStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_task: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_task_name: Option<String>,
-    pub started_at: String,
-    pub heartbeat_at: String,
+    #[serde(with = "rfc3339")]
+    pub started_at: DateTime<Utc>,
+    #[serde(with = "rfc3339")]
+    pub heartbeat_at: DateTime<Utc>,
     pub tasks_done: u64,
     pub tasks_failed: u64,
 
@@ -41,8 +80,8 @@ pub struct WorkerState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_state: Option<GpuState>,
     /// When the card last moved between its LLM and script states.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpu_state_since: Option<String>,
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub gpu_state_since: Option<DateTime<Utc>>,
     /// The model its LLM server holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -50,8 +89,8 @@ pub struct WorkerState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm_url: Option<String>,
     /// When it last finished an llm task or a load (for `idle_unload`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub llm_idle_since: Option<String>,
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub llm_idle_since: Option<DateTime<Utc>>,
     /// The class of the task it runs now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_class: Option<TaskClass>,
@@ -82,11 +121,7 @@ impl WorkerState {
 
     pub fn read(path: &Path) -> Result<Self, QueueError> {
         let bytes = fsio::read_regular(path, "worker state")?;
-        serde_json::from_slice(&bytes).map_err(|e| QueueError::Invalid {
-            path: path.to_path_buf(),
-            what: "worker state",
-            reason: e.to_string(),
-        })
+        crate::json::from_slice(path, "worker state", &bytes)
     }
 
     /// Every worker state file under the root, by worker id.
@@ -108,7 +143,7 @@ pub struct Liveness {
     /// The session in its state file, if readable.
     pub session: Option<String>,
     /// Its last heartbeat, if readable.
-    pub heartbeat_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
 }
 
 /// Probes a worker's lock and state file.
@@ -117,8 +152,6 @@ pub fn probe(layout: &Layout, worker: &str) -> Liveness {
     Liveness {
         lock_held: LifeLock::is_held(&layout.worker_lock(worker)),
         session: state.as_ref().map(|s| s.session.clone()),
-        heartbeat_at: state
-            .as_ref()
-            .and_then(|s| crate::time::parse_rfc3339(&s.heartbeat_at)),
+        heartbeat_at: state.as_ref().map(|s| s.heartbeat_at),
     }
 }

@@ -27,7 +27,7 @@ use rigmind_decide::tasks::{job_of, task_files};
 use rigmind_plan::ExpandedPlan;
 use rigmind_queue::batch::BatchRecord;
 use rigmind_queue::claim::QueueIndex;
-use rigmind_queue::task::{TaskFile, TaskStatus, LOAD_LLM, UNLOAD_LLM};
+use rigmind_queue::task::{ResourceAction, TaskFile, TaskStatus, LOAD_LLM, UNLOAD_LLM};
 use rigmind_queue::workers::Liveness;
 use rigmind_types::{Executor, GpuState, TaskClass};
 
@@ -234,9 +234,8 @@ pub fn simulate(
 
 impl<'a> Sim<'a> {
     fn new(plan: &ExpandedPlan, rig: &'a RigConfig, policy: RmPolicy) -> Self {
-        let now_str = rigmind_queue::time::to_rfc3339(epoch());
         let seq_base = 1;
-        let tasks = task_files(plan, SIM_BATCH, seq_base, rig, &now_str);
+        let tasks = task_files(plan, SIM_BATCH, seq_base, rig, epoch());
         let jobs = tasks
             .iter()
             .zip(&plan.jobs)
@@ -247,7 +246,7 @@ impl<'a> Sim<'a> {
             &plan.name,
             plan.path.clone(),
             plan.dir.clone(),
-            now_str,
+            epoch(),
             jobs.len(),
             seq_base,
         );
@@ -489,8 +488,8 @@ impl<'a> Sim<'a> {
     /// virtual queue, with a deterministic `seq`.
     fn send(&mut self, action: &RmAction) -> Result<(), SimError> {
         let (name, model) = match action {
-            RmAction::Load { model, .. } => (LOAD_LLM, model),
-            RmAction::Unload { model, .. } => (UNLOAD_LLM, model),
+            RmAction::Load { model, .. } => (ResourceAction::LoadLlm, model),
+            RmAction::Unload { model, .. } => (ResourceAction::UnloadLlm, model),
         };
         let worker = action.worker();
         if !self.workers.iter().any(|w| w.id == worker) {
@@ -499,7 +498,7 @@ impl<'a> Sim<'a> {
                 what: format!("{name} for unknown worker '{worker}'"),
             });
         }
-        let cost = if name == LOAD_LLM {
+        let cost = if name == ResourceAction::LoadLlm {
             self.cfg.load_secs
         } else {
             self.cfg.unload_secs
@@ -510,7 +509,7 @@ impl<'a> Sim<'a> {
         self.next_rm_seq += 1;
         let file = t.file_name();
         self.index.insert(&file, &t);
-        let item = if name == LOAD_LLM {
+        let item = if name == ResourceAction::LoadLlm {
             Item::Load {
                 model: model.clone(),
             }
@@ -522,7 +521,7 @@ impl<'a> Sim<'a> {
             file,
             InFlight {
                 worker: worker.to_string(),
-                load: name == LOAD_LLM,
+                load: name == ResourceAction::LoadLlm,
                 model: model.clone(),
             },
         );

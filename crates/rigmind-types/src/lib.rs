@@ -3,8 +3,9 @@
 //! Everything that the plan parser, the queue files, the brain and the workers must
 //! agree on word for word lives here: the task classes, the executors, the duration
 //! syntax users write (`90s`, `30m`, `2h`, plain seconds) and the keyword rules that
-//! infer a missing `task_class` (plan-format.md, "Missing task_class"), and the
-//! readings a worker publishes (the `readings` module).
+//! infer a missing `task_class` (plan-format.md, "Missing task_class"), the
+//! readings a worker publishes (the `readings` module), and the open word sets of
+//! the files (the `words` module: [`TaskType`], the [`open_words!`] macro).
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,8 +13,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 mod readings;
+mod words;
 
 pub use readings::{GpuInfo, HostMemory};
+pub use words::TaskType;
 
 /// Environment variable that holds a fanned-out task's for_each item. A plan's
 /// `{item}` in a `command` becomes a quoted reference to it, so the value reaches
@@ -113,11 +116,11 @@ impl TaskClass {
     }
 
     /// The task-file `type` that goes with this class (queue-layout.md).
-    pub fn task_type(self) -> &'static str {
+    pub fn task_type(self) -> TaskType {
         match self {
-            Self::Cpu | Self::Script => "shell",
-            Self::Llm => "llm",
-            Self::Resource => "resource",
+            Self::Cpu | Self::Script => TaskType::Shell,
+            Self::Llm => TaskType::Llm,
+            Self::Resource => TaskType::Resource,
         }
     }
 }

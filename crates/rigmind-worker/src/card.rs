@@ -18,9 +18,9 @@ pub struct Card {
     pub model: Option<String>,
     pub state: GpuState,
     /// When it last moved between its LLM and script states.
-    pub state_since: String,
+    pub state_since: chrono::DateTime<chrono::Utc>,
     /// When it last finished an llm task or a load.
-    pub llm_idle_since: Option<String>,
+    pub llm_idle_since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Card {
@@ -31,7 +31,7 @@ impl Card {
             info,
             model: None,
             state: GpuState::Idle,
-            state_since: rigmind_queue::time::now_rfc3339(),
+            state_since: rigmind_queue::time::now(),
             llm_idle_since: None,
         }
     }
@@ -59,7 +59,7 @@ impl Card {
     /// Moves the card to `state`, noting when it crossed between LLM and script.
     pub fn set_state(&mut self, state: GpuState) {
         if state.is_llm() != self.state.is_llm() {
-            self.state_since = rigmind_queue::time::now_rfc3339();
+            self.state_since = rigmind_queue::time::now();
         }
         self.state = state;
     }

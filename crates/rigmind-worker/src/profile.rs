@@ -11,8 +11,8 @@ use rigmind_config::RigConfig;
 use rigmind_exec::llm::LlmRunner;
 use rigmind_exec::{Filed, Finished};
 use rigmind_llm::OllamaClient;
-use rigmind_queue::task::{TaskFile, LOAD_LLM};
-use rigmind_queue::workers::WorkerState;
+use rigmind_queue::task::{ResourceAction, TaskFile};
+use rigmind_queue::workers::{WorkerState, WorkerStatus};
 use rigmind_queue::Layout;
 use rigmind_types::TaskClass;
 
@@ -72,15 +72,20 @@ impl Profile {
     }
 
     /// Sets the card's state from what runs now, then writes the state file.
-    pub(crate) fn publish(&mut self, layout: &Layout, state: &str, task: Option<&TaskFile>) {
+    pub(crate) fn publish(
+        &mut self,
+        layout: &Layout,
+        state: WorkerStatus,
+        task: Option<&TaskFile>,
+    ) {
         if let Some(card) = self.card.as_mut() {
             let running = task.and_then(|t| Some((t.task_class?, t.name.as_str())));
             let s = card.state_for(running);
             card.set_state(s);
             self.state.gpu_state = Some(card.state);
-            self.state.gpu_state_since = Some(card.state_since.clone());
+            self.state.gpu_state_since = Some(card.state_since);
             self.state.model = card.model.clone();
-            self.state.llm_idle_since = card.llm_idle_since.clone();
+            self.state.llm_idle_since = card.llm_idle_since;
         }
         self.state.current_class = task.and_then(|t| t.task_class);
         publish(layout, &mut self.state, state, task);
@@ -90,7 +95,7 @@ impl Profile {
     /// leaving what it says runs alone.
     pub(crate) fn beat_while_running(&mut self, layout: &Layout) {
         self.read_gates(true);
-        self.state.heartbeat_at = rigmind_queue::time::now_rfc3339();
+        self.state.heartbeat_at = rigmind_queue::time::now();
         let _ = self.state.write(layout);
     }
 
@@ -107,7 +112,11 @@ impl Profile {
                 self.sync_model().await;
             }
             self.read_gates(true);
-            let state = if stopping { "stopping" } else { "busy" };
+            let state = if stopping {
+                WorkerStatus::Stopping
+            } else {
+                WorkerStatus::Busy
+            };
             self.publish(layout, state, None);
         }
     }
@@ -118,9 +127,9 @@ impl Profile {
         let Some(card) = self.card.as_mut() else {
             return;
         };
-        let now = rigmind_queue::time::now_rfc3339();
-        match (task.task_class, task.name.as_str()) {
-            (Some(TaskClass::Resource), LOAD_LLM) if ok => {
+        let now = rigmind_queue::time::now();
+        match (task.task_class, task.resource_action()) {
+            (Some(TaskClass::Resource), Some(ResourceAction::LoadLlm)) if ok => {
                 card.model = task.model.clone();
                 card.llm_idle_since = Some(now);
             }
@@ -149,7 +158,7 @@ impl Profile {
                 if let Some(r) = models.first() {
                     tracing::info!(worker = %self.opts.id, model = %r.name, url = %url, "the LLM server holds a model: the card is in its LLM state");
                     card.model = Some(rigmind_types::canonical_model(&r.name));
-                    card.llm_idle_since = Some(rigmind_queue::time::now_rfc3339());
+                    card.llm_idle_since = Some(rigmind_queue::time::now());
                 }
             }
             _ => {}
@@ -258,18 +267,18 @@ pub(crate) fn first_state(
     card: Option<&Card>,
     llm_url: Option<String>,
 ) -> WorkerState {
-    let now = rigmind_queue::time::now_rfc3339();
+    let now = rigmind_queue::time::now();
     WorkerState {
         worker_id: opts.id.clone(),
         session,
         pid: std::process::id(),
         hostname: hostname(),
         gpu: card.map(|c| c.index.to_string()),
-        classes: classes.iter().map(|c| c.to_string()).collect(),
-        state: "idle".into(),
+        classes: classes.to_vec(),
+        state: WorkerStatus::Idle,
         current_task: None,
         current_task_name: None,
-        started_at: now.clone(),
+        started_at: now,
         heartbeat_at: now,
         tasks_done: 0,
         tasks_failed: 0,
@@ -293,11 +302,16 @@ pub(crate) fn default_workdir() -> PathBuf {
 }
 
 /// Writes the state file saying `state` and the task that runs (if any).
-pub(crate) fn publish(layout: &Layout, me: &mut WorkerState, state: &str, task: Option<&TaskFile>) {
-    me.state = state.to_string();
+pub(crate) fn publish(
+    layout: &Layout,
+    me: &mut WorkerState,
+    state: WorkerStatus,
+    task: Option<&TaskFile>,
+) {
+    me.state = state;
     me.current_task = task.map(|t| t.task_id.clone());
     me.current_task_name = task.map(|t| t.name.clone());
-    me.heartbeat_at = rigmind_queue::time::now_rfc3339();
+    me.heartbeat_at = rigmind_queue::time::now();
     if let Err(e) = me.write(layout) {
         tracing::warn!(worker = %me.worker_id, "{e}");
     }

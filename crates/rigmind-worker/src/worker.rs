@@ -17,6 +17,7 @@ use rigmind_exec::{run_claimed, Filed, Finished, Runner};
 use rigmind_queue::claim::{Claimed, QueueIndex, QueueLock};
 use rigmind_queue::task::TaskFile;
 use rigmind_queue::watch::{watch_dirs, Change, DirWatcher};
+use rigmind_queue::workers::WorkerStatus;
 use rigmind_queue::LifeLock;
 use rigmind_queue::{Layout, QueueError, TaskDir};
 use tokio::sync::{mpsc, watch};
@@ -192,12 +193,13 @@ impl Worker {
         // Going idle is published after a short quiet spell, so that a chain of
         // tasks arriving one by one does not rewrite the state file twice each.
         let idle_at = *self.idle_since.get_or_insert_with(Instant::now);
-        let publish_idle = (self.profile.state.state != "idle").then(|| idle_at + IDLE_AFTER);
+        let publish_idle =
+            (self.profile.state.state != WorkerStatus::Idle).then(|| idle_at + IDLE_AFTER);
         let due = self.next_due(now);
         // With heavy work held back by a gate, look again soon.
         let gated = (!self.profile.state.gates.is_empty()).then_some(Duration::from_secs(1));
         tokio::select! {
-            _ = sleep_until_opt(publish_idle) => self.profile.publish(&self.layout, "idle", None),
+            _ = sleep_until_opt(publish_idle) => self.profile.publish(&self.layout, WorkerStatus::Idle, None),
             Some(r) = self.filing.join_next(), if !self.filing.is_empty() => self.count(r),
             Some(ev) = self.events.recv() => note_events(&self.layout, &mut self.index, vec![ev]),
             _ = self.rescan.tick() => {
@@ -216,8 +218,8 @@ impl Worker {
     async fn heartbeat(&mut self) {
         self.profile.sync_model().await;
         self.profile.read_gates(true);
-        let state = self.profile.state.state.clone();
-        self.profile.publish(&self.layout, &state, None);
+        let state = self.profile.state.state;
+        self.profile.publish(&self.layout, state, None);
     }
 
     /// How long until a task held back by `not_before` becomes claimable (capped).
@@ -261,7 +263,7 @@ impl Worker {
                 _ = self.heartbeat.tick() => self.profile.beat_while_running(&self.layout),
                 _ = shutdown.as_mut(), if !self.stopping => {
                     self.stopping = true;
-                    publish(&self.layout, &mut self.profile.state, "stopping", None);
+                    publish(&self.layout, &mut self.profile.state, WorkerStatus::Stopping, None);
                     let (id, grace) = (&self.profile.opts.id, self.profile.opts.grace);
                     tracing::info!(worker = %id, grace = ?grace, "stopping: finishing the running task");
                     abort_after(grace, self.abort_tx.clone(), id.clone(), task_name.clone());
@@ -280,11 +282,12 @@ impl Worker {
         let card_changes = self.profile.card.as_ref().is_some_and(|c| {
             c.state_for(task.task_class.map(|k| (k, task.name.as_str()))) != c.state
         });
-        if self.profile.state.state != "busy"
+        if self.profile.state.state != WorkerStatus::Busy
             || card_changes
             || self.last_publish.elapsed() >= Duration::from_secs(1)
         {
-            self.profile.publish(&self.layout, "busy", Some(task));
+            self.profile
+                .publish(&self.layout, WorkerStatus::Busy, Some(task));
             self.last_publish = Instant::now();
         }
     }
@@ -338,7 +341,12 @@ impl Worker {
                 }
             }
         }
-        publish(&self.layout, &mut self.profile.state, "stopped", None);
+        publish(
+            &self.layout,
+            &mut self.profile.state,
+            WorkerStatus::Stopped,
+            None,
+        );
         drop(self.watcher);
         self.summary
     }
@@ -359,7 +367,7 @@ fn hold_life_lock(layout: &Layout, opts: &WorkerOptions) -> Result<LifeLock, Wor
 async fn announce(profile: &mut Profile, layout: &Layout) {
     profile.sync_model().await;
     profile.read_gates(true);
-    profile.publish(layout, "idle", None);
+    profile.publish(layout, WorkerStatus::Idle, None);
     let id = &profile.opts.id;
     tracing::info!(worker = %id, classes = ?profile.state.classes, gpu = ?profile.state.gpu, "worker started");
     tracing::info!(worker = %id, "task containment: {}", rigmind_exec::mechanism());

@@ -8,7 +8,7 @@ use chrono::Utc;
 use rigmind_queue::batch::BatchRecord;
 use rigmind_queue::brain_record::BrainRecord;
 use rigmind_queue::task::{TaskFile, TaskName};
-use rigmind_queue::workers::WorkerState;
+use rigmind_queue::workers::{self, WorkerState};
 use rigmind_queue::{fsio, Layout, LifeLock, TaskDir};
 use serde::Serialize;
 
@@ -120,15 +120,13 @@ fn gather(layout: &Layout) -> Result<Status> {
     let mut workers = Vec::new();
     for w in WorkerState::read_all(layout)?.into_iter().flatten() {
         let alive = LifeLock::is_held(&layout.worker_lock(&w.worker_id)) == Some(true);
-        let age = rigmind_queue::time::parse_rfc3339(&w.heartbeat_at)
-            .map(|t| (now - t).num_milliseconds() as f64 / 1000.0);
+        let age = Some((now - w.heartbeat_at).num_milliseconds() as f64 / 1000.0);
         workers.push(WorkerStatus {
             worker_id: w.worker_id,
             alive,
             // Not alive: stopped if it said so on its way out, dead otherwise.
-            state: match (alive, w.state.as_str()) {
-                (true, _) => w.state,
-                (false, "stopped") => "stopped".into(),
+            state: match (alive, w.state) {
+                (true, s) | (false, s @ workers::WorkerStatus::Stopped) => s.to_string(),
                 (false, _) => "dead".into(),
             },
             gpu: w.gpu,

@@ -407,12 +407,12 @@ mod tests {
             "p",
             dir.path().join("p.md"),
             dir.path().to_path_buf(),
-            rigmind_queue::time::now_rfc3339(),
+            rigmind_queue::time::now(),
             1,
             1,
         );
         // The turn's time, before the turn's own moves (a cancel, a cascade).
-        record.finished_at = Some(rigmind_queue::time::to_rfc3339(
+        record.finished_at = Some(rigmind_queue::time::millis(
             chrono::Utc::now() - chrono::Duration::seconds(10),
         ));
         record.state = BatchState::Cancelled;
