@@ -119,10 +119,14 @@ impl BatchRecord {
         crate::json::from_slice(path, "batch record", &bytes)
     }
 
+    /// The record's bytes as written to disk.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        crate::json::to_bytes(self)
+    }
+
     pub fn write(&self, layout: &Layout) -> Result<(), QueueError> {
-        let mut bytes = serde_json::to_vec_pretty(self).expect("a batch record serialises");
-        bytes.push(b'\n');
-        fsio::write_atomic(&layout.batch_file(&self.batch_id), &bytes, fsio::Sync::Data)
+        let path = layout.batch_file(&self.batch_id);
+        fsio::write_atomic(&path, &self.to_bytes(), fsio::Sync::Data)
     }
 
     /// Every batch record under the root, oldest submission first; unreadable ones

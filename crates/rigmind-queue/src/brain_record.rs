@@ -37,9 +37,12 @@ impl BrainRecord {
     /// Writes the record over `brain/brain.json` (atomically; not flushed: it is
     /// rewritten at every heartbeat).
     pub fn write(&self, layout: &Layout) -> Result<(), QueueError> {
-        let mut bytes = serde_json::to_vec_pretty(self).expect("brain record serialises");
-        bytes.push(b'\n');
-        fsio::write_atomic(&layout.brain_state(), &bytes, fsio::Sync::None)
+        fsio::write_atomic(&layout.brain_state(), &self.to_bytes(), fsio::Sync::None)
+    }
+
+    /// The record's bytes as written to disk.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        crate::json::to_bytes(self)
     }
 
     /// Reads `brain/brain.json`.

@@ -59,9 +59,7 @@ pub fn write_marker(
         requested_by: Some(requested_by.to_string()),
         requested_at: Some(crate::time::now()),
     };
-    let mut bytes = serde_json::to_vec_pretty(&marker).expect("a marker serialises");
-    bytes.push(b'\n');
-    fsio::write_atomic(&path, &bytes, Sync::Dir)?;
+    fsio::write_atomic(&path, &crate::json::to_bytes(&marker), Sync::Dir)?;
     Ok(path)
 }
 

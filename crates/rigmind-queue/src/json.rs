@@ -1,9 +1,19 @@
-//! Reading the queue's JSON files into their types, with an error that names the
-//! file and, when a value is wrong (an unknown state, a bad time), the field.
+//! The queue's JSON files as bytes: how every one is written ([`to_bytes`]: pretty,
+//! so that `cat` reads well, and a final newline) and read ([`from_slice`], with an
+//! error that names the file and, when a value is wrong (an unknown state, a bad
+//! time), the field).
 
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A file's bytes as written to disk: pretty JSON and a newline.
+pub fn to_bytes<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(v).expect("the queue's file types always serialise");
+    bytes.push(b'\n');
+    bytes
+}
 
 use crate::error::QueueError;
 
@@ -20,53 +30,46 @@ pub fn from_slice<T: DeserializeOwned>(
     })
 }
 
-/// serde's message, and for a wrong value the field it is in: serde points at the
-/// line and column of the value but does not say which field holds it. (A missing
-/// field is named by serde itself, at the object's end, after some other key.)
+/// serde's message, and for a wrong word or time the field that holds it. serde
+/// does not say which field failed (and with the flattened unknown fields of a task
+/// file, its line and column can point past it), so the fields whose value is the
+/// word it quotes are named.
 pub fn reason(bytes: &[u8], e: &serde_json::Error) -> String {
     let msg = e.to_string();
-    let wrong_value =
-        e.classify() == serde_json::error::Category::Data && !msg.starts_with("missing field");
-    let field = wrong_value
-        .then(|| field_at(bytes, e.line(), e.column()))
-        .flatten();
-    match field {
-        Some(f) => format!("field '{f}': {msg}"),
-        None => msg,
+    let fields = quoted_word(&msg)
+        .map(|word| fields_holding(bytes, word))
+        .unwrap_or_default();
+    if fields.is_empty() {
+        return msg;
     }
+    let names: Vec<String> = fields.iter().map(|f| format!("'{f}'")).collect();
+    format!("field {}: {msg}", names.join(" or "))
 }
 
-/// The last object key that starts before `line`:`column` (1-based) on that line.
-fn field_at(bytes: &[u8], line: usize, column: usize) -> Option<String> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let line = text.lines().nth(line.checked_sub(1)?)?;
-    let upto = line.get(..column.min(line.len()))?;
-    let mut key = None;
-    let mut chars = upto.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if c != '"' {
-            continue;
-        }
-        // A string: find its end, then see whether a ':' follows (a key).
-        let mut end = None;
-        while let Some((j, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    chars.next();
-                }
-                '"' => {
-                    end = Some(j);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        let Some(end) = end else { break };
-        if upto[end + 1..].trim_start().starts_with(':') {
-            key = Some(upto[i + 1..end].to_string());
-        }
+/// The value a serde message quotes: an unknown enum word, or a time that is not
+/// one (`crate::time`'s message).
+fn quoted_word(msg: &str) -> Option<&str> {
+    if let Some(rest) = msg.strip_prefix("unknown variant `") {
+        return rest.split_once('`').map(|(w, _)| w);
     }
-    key
+    let rest = msg.strip_prefix('\'')?;
+    rest.split_once("' is not an RFC 3339 time").map(|(w, _)| w)
+}
+
+/// The top-level fields of a JSON object whose value is `word`, or a list with it.
+fn fields_holding(bytes: &[u8], word: &str) -> Vec<String> {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(bytes) else {
+        return Vec::new();
+    };
+    let holds = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s == word,
+        serde_json::Value::Array(a) => a.iter().any(|x| x.as_str() == Some(word)),
+        _ => false,
+    };
+    map.iter()
+        .filter(|(_, v)| holds(v))
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 #[cfg(test)]

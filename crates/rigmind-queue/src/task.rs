@@ -365,9 +365,7 @@ impl TaskFile {
 
     /// Serialises as written to disk: pretty JSON so that `cat` reads well.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).expect("a task always serialises");
-        v.push(b'\n');
-        v
+        crate::json::to_bytes(self)
     }
 
     /// Parses and checks a task file's bytes; `path` names it in the error.
@@ -676,6 +674,37 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn a_bad_word_or_time_is_refused_naming_the_field() {
+        let p = Path::new("tasks/queue/x.json");
+        let mut t = TaskFile::new("b1", "init", TaskClass::Cpu);
+        t.not_before = Some(crate::time::now() + chrono::Duration::seconds(5));
+        let text = String::from_utf8(t.to_bytes()).unwrap();
+        let when = crate::time::to_rfc3339(t.not_before.unwrap());
+        let cases = [
+            (
+                when.as_str(),
+                "soon",
+                "field 'not_before': 'soon' is not an RFC 3339 time",
+            ),
+            (
+                "\"cpu\"",
+                "\"gpu\"",
+                "field 'task_class': unknown variant `gpu`",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let bad = text.replace(from, to);
+            let e = TaskFile::from_bytes(p, bad.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains(want), "{e}");
+        }
+        // Open words are kept as written.
+        let odd = text.replace("\"type\": \"shell\"", "\"type\": \"bash\"");
+        let back = TaskFile::from_bytes(p, odd.as_bytes()).unwrap();
+        assert_eq!(back.task_type, TaskType::Other("bash".into()));
+        assert_eq!(String::from_utf8(back.to_bytes()).unwrap(), odd);
     }
 
     #[test]

@@ -110,13 +110,16 @@ pub struct WorkerState {
 
 impl WorkerState {
     pub fn write(&self, layout: &Layout) -> Result<(), QueueError> {
-        let mut bytes = serde_json::to_vec_pretty(self).expect("worker state serialises");
-        bytes.push(b'\n');
         fsio::write_atomic(
             &layout.worker_file(&self.worker_id),
-            &bytes,
+            &self.to_bytes(),
             fsio::Sync::None,
         )
+    }
+
+    /// The state's bytes as written to disk.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        crate::json::to_bytes(self)
     }
 
     pub fn read(path: &Path) -> Result<Self, QueueError> {
