@@ -7,20 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{running, text, Rig};
-
-/// Names a hostile folder may hold; each would run `touch PWNED` if pasted raw.
-const HOSTILE: &[&str] = &[
-    "x\"; touch PWNED; echo \".txt",
-    "$(touch PWNED).txt",
-    "`touch PWNED`.txt",
-    "a'b;touch PWNED;'.txt",
-    "new\nline.txt",
-    "*",
-    "sp a ces.txt",
-    "back\\slash\\.txt",
-    "-n.txt",
-    "{stem} $HOME.txt",
-];
+use rigmind_testkit::HOSTILE_NAMES;
 
 /// A plan with one cpu task per `(name, command)`, each over `inputs/*`.
 fn fan_out_plan(tasks: &[(&str, &str)]) -> String {
@@ -54,7 +41,7 @@ fn pwned_under(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn hostile_file_names_are_data_in_every_quoting_style() {
     let rig = Rig::new();
-    for name in HOSTILE {
+    for name in HOSTILE_NAMES {
         rig.write(&format!("inputs/{name}"), "x");
     }
     std::fs::create_dir_all(rig.dir.path().join("out")).unwrap();
@@ -111,7 +98,10 @@ fn hostile_file_names_are_data_in_every_quoting_style() {
     );
 
     // Items are sorted as strings, so the index of each is known.
-    let mut items: Vec<String> = HOSTILE.iter().map(|n| format!("inputs/{n}")).collect();
+    let mut items: Vec<String> = HOSTILE_NAMES
+        .iter()
+        .map(|n| format!("inputs/{n}"))
+        .collect();
     items.sort();
     for (index, item) in items.iter().enumerate() {
         let stem = Path::new(item).file_stem().unwrap().to_str().unwrap();

@@ -31,6 +31,17 @@ impl Rig {
         }
     }
 
+    /// A fresh rig with its brain and then one worker per id (no extra options)
+    /// started: the usual beginning of a test.
+    pub fn started(workers: &[&str]) -> Self {
+        let mut rig = Rig::new();
+        rig.start_brain();
+        for id in workers {
+            rig.start_worker(id, &[]);
+        }
+        rig
+    }
+
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("root")
     }
@@ -52,6 +63,24 @@ impl Rig {
         )
         .unwrap();
         self.write(name, &text)
+    }
+
+    /// Copies a fixture into the temp dir and submits it: the batch id.
+    pub fn submit_fixture(&self, name: &str) -> String {
+        self.submit(&self.fixture(name))
+    }
+
+    /// The temp dir as text: the `workdir` of hand-written tasks.
+    pub fn workdir(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    /// `tasks/queue` of the root, once a started process has made it (waits up to
+    /// 10 s).
+    pub fn queue_dir(&self) -> PathBuf {
+        let queue = self.root().join("tasks/queue");
+        eventually(10, "a process to make the root", || queue.is_dir());
+        queue
     }
 
     fn spawn(&mut self, what: &str, exe: &str, args: &[&str]) {

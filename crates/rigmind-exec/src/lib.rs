@@ -281,11 +281,8 @@ async fn run_started(
         (Some(class @ (TaskClass::Llm | TaskClass::Resource)), Some(llm)) => {
             // No process to record: the start record is written before the request.
             record_start(processing_path, task);
-            if class == TaskClass::Llm {
-                llm::run_llm(task, llm, &workdir, &log, &header, abort).await
-            } else {
-                llm::run_resource(task, llm, &log, &header, abort).await
-            }
+            let resource = class == TaskClass::Resource;
+            llm::run_on_server(task, llm, resource, &workdir, &log, &header, abort).await
         }
         _ => match task.command.clone() {
             Some(cmd) => {
