@@ -108,6 +108,17 @@ impl Rig {
         self.spawn(id, WORKER, &args);
     }
 
+    /// Starts a worker that runs in cgroup v2 directory `cgroup` (it joins before
+    /// the worker's program starts), not in the test's: a worker in another cgroup
+    /// than the brain.
+    pub fn start_worker_in_cgroup(&mut self, id: &str, cgroup: &Path) {
+        let procs = cgroup.join("cgroup.procs");
+        let join = "echo $$ > \"$0\" && exec \"$@\"";
+        let procs = procs.to_str().unwrap();
+        let args = ["-c", join, procs, WORKER, "--id", id, "--rescan", "0.5"];
+        self.spawn(id, "/bin/sh", &args);
+    }
+
     /// Waits (up to 10 s) for a file a task writes under the temp dir, and reads it.
     pub fn await_file(&self, rel: &str) -> String {
         let path = self.dir.path().join(rel);

@@ -297,8 +297,9 @@ async fn run_started(
                     task_id: &task_id,
                     log_cap: runner.log_cap,
                 };
-                let record = |pgid: Option<i32>| {
+                let record = |pgid: Option<i32>, cgroup: Option<&Path>| {
                     task.pgid = pgid;
+                    task.cgroup = cgroup.map(Path::to_path_buf);
                     record_start(processing_path, task);
                 };
                 run_shell(run, abort, record).await.into()
