@@ -6,21 +6,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{running, text, Rig};
-
-/// Names a hostile folder may hold; each would run `touch PWNED` if pasted raw.
-const HOSTILE: &[&str] = &[
-    "x\"; touch PWNED; echo \".txt",
-    "$(touch PWNED).txt",
-    "`touch PWNED`.txt",
-    "a'b;touch PWNED;'.txt",
-    "new\nline.txt",
-    "*",
-    "sp a ces.txt",
-    "back\\slash\\.txt",
-    "-n.txt",
-    "{stem} $HOME.txt",
-];
+use common::{eventually, running, text, Rig};
+use rigmind_testkit::HOSTILE_NAMES;
 
 /// A plan with one cpu task per `(name, command)`, each over `inputs/*`.
 fn fan_out_plan(tasks: &[(&str, &str)]) -> String {
@@ -54,7 +41,7 @@ fn pwned_under(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn hostile_file_names_are_data_in_every_quoting_style() {
     let rig = Rig::new();
-    for name in HOSTILE {
+    for name in HOSTILE_NAMES {
         rig.write(&format!("inputs/{name}"), "x");
     }
     std::fs::create_dir_all(rig.dir.path().join("out")).unwrap();
@@ -111,7 +98,10 @@ fn hostile_file_names_are_data_in_every_quoting_style() {
     );
 
     // Items are sorted as strings, so the index of each is known.
-    let mut items: Vec<String> = HOSTILE.iter().map(|n| format!("inputs/{n}")).collect();
+    let mut items: Vec<String> = HOSTILE_NAMES
+        .iter()
+        .map(|n| format!("inputs/{n}"))
+        .collect();
     items.sort();
     for (index, item) in items.iter().enumerate() {
         let stem = Path::new(item).file_stem().unwrap().to_str().unwrap();
@@ -340,5 +330,61 @@ fn a_cancelled_task_s_log_says_it_was_killed_and_why() {
                 ": its batch was cancelled (SIGKILL to all its processes, by the brain) ---"
             )),
         "{log}"
+    );
+}
+
+/// Kills whatever is left in a cgroup the test made and removes it, with the
+/// (emptied) task cgroups in it, when the test ends, passed or not.
+struct TestCgroup(std::path::PathBuf);
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        for e in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_dir(e.path());
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_dead_worker_s_task_cgroup_is_killed_though_the_worker_ran_in_another_cgroup() {
+    let test = "a_dead_worker_s_task_cgroup_is_killed_though_the_worker_ran_in_another_cgroup";
+    let how = rigmind_exec::mechanism();
+    let rigmind_exec::Mechanism::Cgroup { parent } = how else {
+        common::skip(test, &format!("no writable cgroup v2 here ({how})"));
+        return;
+    };
+    // The worker's own cgroup: a child of the test's (and the brain's).
+    let home = parent.join(format!("rigmind-test-{}-worker", std::process::id()));
+    std::fs::create_dir(&home).unwrap();
+    let _home = TestCgroup(home.clone());
+    let mut rig = Rig::started(&[]);
+    rig.start_worker_in_cgroup("w1", &home);
+    // The daemon drops the task's marker: only the task's cgroup can find it.
+    let plan = rig.write(
+        "escape.md",
+        "# Plan: escape\n\n## Task: hide\n- task_class: cpu\n- retries: 0\n- command: `env -u RIGMIND_TASK_ID setsid sleep 300 & echo $! > bg.pid; sleep 300`\n",
+    );
+    rig.submit(&plan);
+    let bg = rig.await_file("bg.pid");
+    assert!(running(&bg));
+    let its = std::fs::read_to_string(format!("/proc/{}/cgroup", bg.trim())).unwrap();
+    assert!(its.contains("-worker/rigmind-task-"), "{its}");
+    rig.kill9("w1");
+    eventually(30, "the brain to file the task as lost", || {
+        !rig.decisions_with(&["decision=lost", "task=hide"])
+            .is_empty()
+    });
+    eventually(10, "the dead worker's escaped daemon to die", || {
+        !running(&bg)
+    });
+    let t = rig.task("failed", "hide");
+    assert!(
+        t["cgroup"]
+            .as_str()
+            .unwrap()
+            .starts_with(home.to_str().unwrap()),
+        "{t}"
     );
 }

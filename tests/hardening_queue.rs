@@ -375,9 +375,8 @@ fn line_time(line: &str) -> chrono::DateTime<chrono::Utc> {
 fn a_hand_dropped_task_is_logged_with_its_owner_before_it_runs() {
     let mut rig = Rig::new();
     rig.start_worker("w1", &[]);
-    let queue = rig.root().join("tasks/queue");
-    eventually(10, "the worker to make the root", || queue.is_dir());
-    let workdir = rig.dir.path().display().to_string();
+    let queue = rig.queue_dir();
+    let workdir = rig.workdir();
     let hand = format!(
         r#"{{"task_id": "hand-1", "batch_id": "handmade", "name": "by_hand",
             "task_class": "cpu", "status": "queued",

@@ -15,11 +15,8 @@ fn wait_running(rig: &Rig, suffix: &str) {
 
 #[test]
 fn a_killed_worker_s_task_is_requeued_and_its_commands_die() {
-    let mut rig = Rig::new();
-    rig.start_brain();
-    rig.start_worker("w1", &[]);
-    let plan = rig.fixture("lost.md");
-    let batch = rig.submit(&plan);
+    let mut rig = Rig::started(&["w1"]);
+    let batch = rig.submit_fixture("lost.md");
     wait_running(&rig, "-hangs_once.json");
     let bg = rig.await_file("bg.pid");
     assert!(running(&bg));
@@ -55,11 +52,8 @@ fn a_killed_worker_s_task_is_requeued_and_its_commands_die() {
 
 #[test]
 fn a_worker_restarted_under_the_same_id_does_not_hide_its_lost_task() {
-    let mut rig = Rig::new();
-    rig.start_brain();
-    rig.start_worker("w1", &[]);
-    let plan = rig.fixture("lost.md");
-    let batch = rig.submit(&plan);
+    let mut rig = Rig::started(&["w1"]);
+    let batch = rig.submit_fixture("lost.md");
     wait_running(&rig, "-hangs_once.json");
     rig.kill9("w1");
     rig.start_worker("w1", &[]);
@@ -75,12 +69,8 @@ fn a_worker_restarted_under_the_same_id_does_not_hide_its_lost_task() {
 
 #[test]
 fn garbage_in_every_directory_is_quarantined_and_the_batch_completes() {
-    let mut rig = Rig::new();
-    rig.start_brain();
-    rig.start_worker("w1", &[]);
-    rig.start_worker("w2", &[]);
-    let plan = rig.fixture("order.md");
-    let batch = rig.submit(&plan);
+    let mut rig = Rig::started(&["w1", "w2"]);
+    let batch = rig.submit_fixture("order.md");
     let tasks = rig.root().join("tasks");
     let private = rig.root().join("brain/private_tasks").join(&batch);
     eventually(20, "the brain to take the plan", || {
@@ -155,11 +145,9 @@ fn garbage_in_every_directory_is_quarantined_and_the_batch_completes() {
 
 #[test]
 fn a_known_task_whose_file_is_ruined_fails_as_a_definition_error() {
-    let mut rig = Rig::new();
-    rig.start_brain();
     // No worker yet: the released task waits in the queue, where a hand ruins it.
-    let plan = rig.fixture("gated.md");
-    let batch = rig.submit(&plan);
+    let mut rig = Rig::started(&[]);
+    let batch = rig.submit_fixture("gated.md");
     eventually(20, "needs_flag to be queued", || {
         rig.names_in("queue")
             .iter()
@@ -192,9 +180,8 @@ fn a_task_file_without_a_class_is_fixed_or_left_failed_with_the_reason() {
     let mut rig = Rig::new();
     rig.start_brain();
     rig.start_worker("w1", &["--classes", "cpu,script"]);
-    let queue = rig.root().join("tasks/queue");
-    eventually(10, "the root to exist", || queue.exists());
-    let workdir = rig.dir.path().display().to_string();
+    let queue = rig.queue_dir();
+    let workdir = rig.workdir();
     let fixable = format!(
         r#"{{"task_id": "hand-1", "batch_id": "handmade", "name": "embed_by_hand",
             "status": "queued", "command": "echo pretend embedding > embedded.txt",
@@ -246,11 +233,8 @@ fn a_task_file_without_a_class_is_fixed_or_left_failed_with_the_reason() {
 
 #[test]
 fn cancel_kills_what_runs_and_records_everything_as_cancelled() {
-    let mut rig = Rig::new();
-    rig.start_brain();
-    rig.start_worker("w1", &[]);
-    let plan = rig.fixture("cancel.md");
-    let batch = rig.submit(&plan);
+    let rig = Rig::started(&["w1"]);
+    let batch = rig.submit_fixture("cancel.md");
     wait_running(&rig, "-long.json");
     let bg = rig.await_file("bg.pid");
     let out = rig.rigmind(&["cancel", &batch]);
@@ -300,11 +284,8 @@ fn cancel_kills_what_runs_and_records_everything_as_cancelled() {
 
 #[test]
 fn retry_batch_requeues_every_failed_task_and_their_dependents_follow() {
-    let mut rig = Rig::new();
-    rig.start_brain();
-    rig.start_worker("w1", &[]);
-    let plan = rig.fixture("twofail.md");
-    let batch = rig.submit(&plan);
+    let rig = Rig::started(&["w1"]);
+    let batch = rig.submit_fixture("twofail.md");
     assert_eq!(rig.wait(&batch), 1);
     std::fs::write(rig.dir.path().join("flag-x"), "").unwrap();
     std::fs::write(rig.dir.path().join("flag-y"), "").unwrap();
@@ -321,9 +302,7 @@ fn retry_batch_requeues_every_failed_task_and_their_dependents_follow() {
 
 #[test]
 fn a_restarted_brain_resolves_a_task_found_in_two_places() {
-    let mut rig = Rig::new();
-    rig.start_brain();
-    rig.start_worker("w1", &[]);
+    let mut rig = Rig::started(&["w1"]);
     let plan = rig.fixture("gated.md");
     std::fs::write(rig.dir.path().join("flag"), "").unwrap();
     let batch = rig.submit(&plan);
@@ -354,13 +333,9 @@ fn a_restarted_brain_resolves_a_task_found_in_two_places() {
 
 #[test]
 fn lost_events_do_not_leave_tasks_waiting() {
-    let mut rig = Rig::new();
-    rig.start_brain();
-    rig.start_worker("w1", &[]);
-    rig.start_worker("w2", &[]);
+    let mut rig = Rig::started(&["w1", "w2"]);
     let plan = rig.fixture("order.md");
-    let queue = rig.root().join("tasks/queue");
-    eventually(10, "the root to exist", || queue.exists());
+    let queue = rig.queue_dir();
     // Far more events than the kernel queues (16384 by default) while the batch
     // runs: creating and removing files faster than anyone can read the events.
     let spam = {
@@ -469,12 +444,8 @@ fn a_full_disk_loses_nothing_and_everything_resumes_when_space_returns() {
 
 #[test]
 fn a_task_moved_into_the_queue_before_its_dependency_is_held_back() {
-    let mut rig = Rig::new();
-    rig.start_brain();
-    rig.start_worker("w1", &[]);
-    rig.start_worker("w2", &[]);
-    let plan = rig.fixture("gated.md");
-    let batch = rig.submit(&plan);
+    let rig = Rig::started(&["w1", "w2"]);
+    let batch = rig.submit_fixture("gated.md");
     assert_eq!(rig.wait(&batch), 1);
     let name_of = |suffix: &str| {
         rig.names_in("failed")
@@ -532,9 +503,7 @@ fn a_task_moved_into_the_queue_before_its_dependency_is_held_back() {
 
 #[test]
 fn a_stale_copy_left_by_a_dead_runner_is_removed_while_running() {
-    let mut rig = Rig::new();
-    rig.start_brain();
-    rig.start_worker("w1", &[]);
+    let rig = Rig::started(&["w1"]);
     let plan = rig.fixture("gated.md");
     std::fs::write(rig.dir.path().join("flag"), "").unwrap();
     let batch = rig.submit(&plan);

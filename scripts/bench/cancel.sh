@@ -9,6 +9,7 @@
 # Usage: scripts/bench/cancel.sh [N]   (BIN=dir with brain/worker/rigmind to skip the build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/bench/lib.sh
 n=${1:-100000}
 if [ -z "${BIN:-}" ]; then
   cargo build --release --quiet --bin rigmind --bin brain --bin worker
@@ -22,24 +23,19 @@ plan=$work/plan.md
 {
   echo "# Plan: cancel-$n"
   echo
-  echo "## Task: nap"
-  echo "- task_class: cpu"
-  printf -- "- for_each: ["
-  seq -s ', ' 1 "$n" | tr -d '\n'
-  echo "]"
-  echo "- command: \`sleep 0.05\`"
+  cpu_fanout_task nap "$n" "sleep 0.05"
 } > "$plan"
 "$BIN/brain" --root "$root" 2> "$work/brain.log" & pids+=($!)
 "$BIN/worker" --root "$root" --id w1 2> "$work/w1.log" & pids+=($!)
 "$BIN/worker" --root "$root" --id w2 2> "$work/w2.log" & pids+=($!)
-t0=$(date +%s.%N)
+t0=$(now)
 batch=$("$BIN/rigmind" submit "$plan" --root "$root" 2> /dev/null | tail -1)
 until [ -f "$root/brain/batches/$batch.json" ]; do sleep 0.1; done
-t1=$(date +%s.%N)
+t1=$(now)
 # Let it run for a while, as an operator would notice a wrong batch.
 sleep 5
 out=$("$BIN/rigmind" cancel "$batch" --root "$root" --timeout 600 || true)
-t2=$(date +%s.%N)
+t2=$(now)
 accepted=$(sed -n 's/.*cancellation accepted at \([^;]*\);.*/\1/p' <<< "$out" | head -1)
 python3 - "$root" "$batch" "$accepted" "$n" "$t0" "$t1" "$t2" << 'PY'
 import json, os, sys

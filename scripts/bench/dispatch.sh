@@ -9,25 +9,18 @@
 # Usage: scripts/bench/dispatch.sh [N_TASKS] [CHAIN_LEN]   (release build, temp root)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/bench/lib.sh
 n=${1:-2000}
 chain=${2:-300}
-cargo build --release --quiet --bin rigmind
-bin=$PWD/target/release/rigmind
+bin=$(release_rigmind)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-now() { date +%s.%N; }
 
 # --- the plans -----------------------------------------------------------------
 {
   echo "# Plan: bench-independent"
   echo
-  echo "## Task: t"
-  echo "- task_class: cpu"
-  echo "- retries: 0"
-  printf -- "- for_each: ["
-  seq -s ', ' 1 "$n" | tr -d '\n'
-  echo "]"
-  echo "- command: \`true\`"
+  cpu_fanout_task t "$n" true "retries: 0"
 } > "$work/independent.md"
 {
   echo "# Plan: bench-chain"

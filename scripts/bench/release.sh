@@ -7,13 +7,12 @@
 # Usage: scripts/bench/release.sh [N...]   (default: 5000 10000 20000)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/bench/lib.sh
 sizes=("$@")
 [ ${#sizes[@]} -eq 0 ] && sizes=(5000 10000 20000)
-cargo build --release --quiet --bin rigmind
-bin=$PWD/target/release/rigmind
+bin=$(release_rigmind)
 work=$(mktemp -d)
 trap 'kill $brain 2>/dev/null || true; rm -rf "$work"' EXIT
-now() { date +%s.%N; }
 printf '| items N | tasks | validate | submit → N released | per released task |\n'
 printf '| --- | --- | --- | --- | --- |\n'
 for n in "${sizes[@]}"; do
@@ -21,20 +20,9 @@ for n in "${sizes[@]}"; do
   {
     echo "# Plan: fanout-$n"
     echo
-    echo "## Task: first"
-    echo "- task_class: cpu"
-    printf -- "- for_each: ["
-    seq -s ', ' 1 "$n" | tr -d '\n'
-    echo "]"
-    echo "- command: \`true\`"
+    cpu_fanout_task first "$n" true
     echo
-    echo "## Task: second"
-    echo "- task_class: cpu"
-    echo "- depends_on: first"
-    printf -- "- for_each: ["
-    seq -s ', ' 1 "$n" | tr -d '\n'
-    echo "]"
-    echo "- command: \`true\`"
+    cpu_fanout_task second "$n" true "depends_on: first"
     echo
     echo "## Task: report"
     echo "- task_class: cpu"

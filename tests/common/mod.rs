@@ -31,6 +31,17 @@ impl Rig {
         }
     }
 
+    /// A fresh rig with its brain and then one worker per id (no extra options)
+    /// started: the usual beginning of a test.
+    pub fn started(workers: &[&str]) -> Self {
+        let mut rig = Rig::new();
+        rig.start_brain();
+        for id in workers {
+            rig.start_worker(id, &[]);
+        }
+        rig
+    }
+
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("root")
     }
@@ -52,6 +63,24 @@ impl Rig {
         )
         .unwrap();
         self.write(name, &text)
+    }
+
+    /// Copies a fixture into the temp dir and submits it: the batch id.
+    pub fn submit_fixture(&self, name: &str) -> String {
+        self.submit(&self.fixture(name))
+    }
+
+    /// The temp dir as text: the `workdir` of hand-written tasks.
+    pub fn workdir(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    /// `tasks/queue` of the root, once a started process has made it (waits up to
+    /// 10 s).
+    pub fn queue_dir(&self) -> PathBuf {
+        let queue = self.root().join("tasks/queue");
+        eventually(10, "a process to make the root", || queue.is_dir());
+        queue
     }
 
     fn spawn(&mut self, what: &str, exe: &str, args: &[&str]) {
@@ -77,6 +106,17 @@ impl Rig {
         let mut args = vec!["--id", id, "--rescan", "0.5"];
         args.extend_from_slice(extra);
         self.spawn(id, WORKER, &args);
+    }
+
+    /// Starts a worker that runs in cgroup v2 directory `cgroup` (it joins before
+    /// the worker's program starts), not in the test's: a worker in another cgroup
+    /// than the brain.
+    pub fn start_worker_in_cgroup(&mut self, id: &str, cgroup: &Path) {
+        let procs = cgroup.join("cgroup.procs");
+        let join = "echo $$ > \"$0\" && exec \"$@\"";
+        let procs = procs.to_str().unwrap();
+        let args = ["-c", join, procs, WORKER, "--id", id, "--rescan", "0.5"];
+        self.spawn(id, "/bin/sh", &args);
     }
 
     /// Waits (up to 10 s) for a file a task writes under the temp dir, and reads it.

@@ -253,7 +253,7 @@ impl Apply<'_> {
             .join(&b.jobs[job].file_name);
         let mut t = TaskFile::read(&from)?;
         // Its commands die first, so the retry can never run beside them.
-        let killed = rigmind_exec::kill_task_group(&t.task_id);
+        let killed = rigmind_exec::kill_task_group(&t.task_id, t.cgroup.as_deref());
         if killed > 0 {
             let why = format!("{reason} (SIGKILL to all its processes, by the brain)");
             note_kill(&t, &why, self.now);
@@ -323,7 +323,7 @@ impl Apply<'_> {
             .dir(TaskDir::Processing)
             .join(&b.jobs[job].file_name);
         let t = TaskFile::read(&path)?;
-        let killed = rigmind_exec::kill_task_group(&t.task_id);
+        let killed = rigmind_exec::kill_task_group(&t.task_id, t.cgroup.as_deref());
         note_kill(
             &t,
             "its batch was cancelled (SIGKILL to all its processes, by the brain)",

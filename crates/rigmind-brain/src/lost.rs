@@ -102,7 +102,7 @@ pub fn file_lost(
     let killed = if j.task_id.is_empty() {
         0
     } else {
-        rigmind_exec::kill_task_group(&j.task_id)
+        rigmind_exec::kill_task_group(&j.task_id, None)
     };
     t.status = TaskStatus::Failed;
     t.failure_kind = Some(FailureKind::LostWorker);

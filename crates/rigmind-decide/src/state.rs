@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use rigmind_queue::batch::{BatchRecord, BatchState, Counts};
-use rigmind_queue::task::FailureKind;
+use rigmind_queue::task::{FailureKind, TaskStatus};
 use rigmind_queue::workers::Liveness;
 
 /// Where a job is.
@@ -24,14 +24,20 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    /// The word for it in logs: the directory's name, `pending` for private_tasks.
+    /// The word for it in logs: the directory's name, `pending` for private_tasks
+    /// (the word of [`TaskStatus`], so that logs and task files agree).
     pub fn as_str(self) -> &'static str {
+        self.task_status().as_str()
+    }
+
+    /// The `status` a task file in this place carries.
+    pub fn task_status(self) -> TaskStatus {
         match self {
-            Self::Pending => "pending",
-            Self::Queued => "queued",
-            Self::Processing => "processing",
-            Self::Complete => "complete",
-            Self::Failed(_) => "failed",
+            Self::Pending => TaskStatus::Pending,
+            Self::Queued => TaskStatus::Queued,
+            Self::Processing => TaskStatus::Processing,
+            Self::Complete => TaskStatus::Complete,
+            Self::Failed(_) => TaskStatus::Failed,
         }
     }
 }

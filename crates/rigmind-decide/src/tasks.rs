@@ -44,15 +44,15 @@ pub fn task_files(
             t.group = j.group.clone();
             t.vram_mb = j.vram_mb;
             t.env = j.env.iter().cloned().collect::<BTreeMap<_, _>>();
-            t.model = match (j.task_class, &j.model) {
+            t.model = match (j.task_class, &j.llm.model) {
                 (TaskClass::Llm, None) => Some(config.llm.model.clone()),
                 (_, m) => m.as_deref().map(rigmind_types::canonical_model),
             };
-            t.prompt = j.prompt.clone();
-            t.prompt_file = j.prompt_file.clone();
-            t.system = j.system.clone();
-            t.output = j.output.clone();
-            t.sensitive = j.sensitive;
+            t.prompt = j.llm.prompt.clone();
+            t.prompt_file = j.llm.prompt_file.clone();
+            t.system = j.llm.system.clone();
+            t.output = j.llm.output.clone();
+            t.sensitive = j.llm.sensitive;
             t.estimate_seconds = j.estimate_secs;
             t.item = j.item.clone();
             t.stem = j.stem.clone();

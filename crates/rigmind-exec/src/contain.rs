@@ -4,7 +4,11 @@
 //! of a command that exits 0 outlive it. Where the machine allows, each task runs
 //! in a cgroup v2 of its own (`rigmind-task-<task id>`, created under the runner's
 //! own cgroup), which nothing inside can leave; at the task's end the cgroup is
-//! killed whole (`cgroup.kill`), emptied and removed. Elsewhere the fallback is the
+//! killed whole (`cgroup.kill`, which reaches child cgroups a task made and moved
+//! into too), emptied and removed, child cgroups first. The runner records the
+//! cgroup's path in the task's start record (`cgroup`), so that the brain kills
+//! that very cgroup when the runner dies ([`kill_recorded_cgroup`]), wherever the
+//! runner's own cgroup is. Elsewhere the fallback is the
 //! environment marker every task carries (`RIGMIND_TASK_ID=<id>`): the processes
 //! that hold it are signalled one by one ([`crate::group`] finds them).
 //!
@@ -68,13 +72,13 @@ fn detect() -> Mechanism {
     }
 }
 
-/// The directory of this process's cgroup v2: the cgroup2 mount (from
-/// /proc/self/mountinfo) joined with the `0::/path` line of /proc/self/cgroup.
-fn own_cgroup_dir() -> Result<PathBuf, String> {
+/// The cgroup2 mount of this process (from /proc/self/mountinfo): the root of the
+/// hierarchy it shows, and where it is mounted.
+fn cgroup2_mount() -> Result<(String, PathBuf), String> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
     // Fields: id parent major:minor root mount-point options... - fstype source opts
-    let (root, mount) = mountinfo
+    mountinfo
         .lines()
         .find_map(|l| {
             let (pre, post) = l.split_once(" - ")?;
@@ -83,8 +87,14 @@ fn own_cgroup_dir() -> Result<PathBuf, String> {
                 (f.get(3).copied(), f.get(4).copied())
             })
         })
-        .and_then(|(r, m)| Some((r?.to_string(), m?.to_string())))
-        .ok_or("no cgroup2 file system is mounted")?;
+        .and_then(|(r, m)| Some((r?.to_string(), PathBuf::from(m?))))
+        .ok_or_else(|| "no cgroup2 file system is mounted".to_string())
+}
+
+/// The directory of this process's cgroup v2: the cgroup2 mount joined with the
+/// `0::/path` line of /proc/self/cgroup.
+fn own_cgroup_dir() -> Result<PathBuf, String> {
+    let (root, mount) = cgroup2_mount()?;
     let cgroups = std::fs::read_to_string("/proc/self/cgroup")
         .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
     let own = cgroups
@@ -92,7 +102,7 @@ fn own_cgroup_dir() -> Result<PathBuf, String> {
         .find_map(|l| l.strip_prefix("0::"))
         .ok_or("this process has no cgroup v2 path in /proc/self/cgroup")?;
     let rel = own.strip_prefix(root.trim_end_matches('/')).unwrap_or(own);
-    Ok(Path::new(&mount).join(rel.trim_start_matches('/')))
+    Ok(mount.join(rel.trim_start_matches('/')))
 }
 
 /// Whether a child cgroup can be made, joined (its `cgroup.procs` opened) and removed.
@@ -110,7 +120,8 @@ fn probe(parent: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}/cgroup.procs: {e}", dir.display()))
 }
 
-/// Removes the empty `rigmind-task-*` cgroups a killed runner left behind, once
+/// Removes the empty `rigmind-task-*` cgroups (with the empty child cgroups a
+/// task made in them) a killed runner left behind, once
 /// they are older than [`STALE_AFTER`]: a younger one may be another live
 /// runner's, made an instant ago for a command about to join it. One with
 /// processes in it is left alone: it may belong to another live runner on this
@@ -132,7 +143,7 @@ pub fn remove_stale_cgroups() -> usize {
     rd.flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX))
         .filter(old)
-        .filter(|e| std::fs::remove_dir(e.path()).is_ok())
+        .filter(|e| !populated(&e.path()) && remove_tree(&e.path()).is_ok())
         .count()
 }
 
@@ -218,20 +229,21 @@ impl Containment {
         }
     }
 
+    /// The task's cgroup, when it has one: what the start record names.
+    pub(crate) fn cgroup(&self) -> Option<&Path> {
+        self.cgroup.as_deref()
+    }
+
     /// Closes the parent's copy of the join file (the command has started).
     pub(crate) fn started(&mut self) {
         self.join = None;
     }
 
-    /// Sends `sig` to every process of the task (those that left its group too).
+    /// Sends `sig` to every process of the task (those that left its group, or
+    /// moved into a child cgroup, too).
     pub(crate) fn signal(&self, sig: i32) {
         match &self.cgroup {
-            Some(dir) => {
-                for pid in cgroup_pids(dir) {
-                    // SAFETY: kill(2) on a pid of the task's cgroup; no memory involved.
-                    unsafe { libc::kill(pid, sig) };
-                }
-            }
+            Some(dir) => signal_pids(&subtree_pids(dir), sig),
             None => {
                 crate::group::signal_task_processes(&self.task_id, sig);
             }
@@ -257,34 +269,80 @@ impl Containment {
     }
 }
 
-/// Kills a cgroup whole, waits until it is empty, removes it.
+/// Kills a cgroup whole, waits until it is empty, removes it (child cgroups
+/// first). `cgroup.kill` is written even when `cgroup.procs` is empty: the task's
+/// processes may sit in a child cgroup it made, which that file does not list.
 pub(crate) async fn end_cgroup(dir: &Path) {
     let deadline = tokio::time::Instant::now() + EMPTY_WAIT;
     let has_kill = dir.join("cgroup.kill").exists();
     loop {
-        let pids = cgroup_pids(dir);
-        if pids.is_empty() {
-            break;
-        }
-        if tokio::time::Instant::now() > deadline {
-            tracing::warn!(cgroup = %dir.display(), "processes survive the cgroup's kill: {pids:?}");
-            return;
-        }
         if has_kill {
             kill_cgroup(dir);
         } else {
-            for pid in pids {
-                // SAFETY: kill(2) on a pid of the task's cgroup; no memory involved.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+            signal_pids(&subtree_pids(dir), libc::SIGKILL);
+        }
+        if !populated(dir) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let pids = subtree_pids(dir);
+            tracing::warn!(cgroup = %dir.display(), "processes survive the cgroup's kill: {pids:?}");
+            return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    if let Err(e) = std::fs::remove_dir(dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(cgroup = %dir.display(), "cannot remove the task's cgroup: {e}");
-        }
+    if let Err(e) = remove_tree(dir) {
+        tracing::warn!(cgroup = %dir.display(), "cannot remove the task's cgroup: {e}");
     }
+}
+
+/// Kills the cgroup a task's start record names (`recorded`, written by its
+/// runner, which may live in another cgroup than this process) with everything
+/// below it; without a record, the cgroup this process would have made for
+/// `task_id`. A recorded path is used only when it is a task cgroup of `task_id`
+/// under the cgroup2 mount: a hand-edited record must not make the brain kill
+/// some other cgroup of the machine. Returns how many processes were in it.
+pub(crate) fn kill_recorded_cgroup(task_id: &str, recorded: Option<&Path>) -> usize {
+    let dir = match recorded {
+        Some(dir) => match check_task_cgroup(task_id, dir) {
+            Ok(()) => dir.to_path_buf(),
+            Err(why) => {
+                tracing::warn!(task_id, cgroup = %dir.display(), "not killing the recorded cgroup: {why}");
+                return 0;
+            }
+        },
+        None => match task_cgroup_dir(task_id) {
+            Some(dir) => dir,
+            None => return 0,
+        },
+    };
+    let pids = subtree_pids(&dir);
+    if dir.join("cgroup.kill").exists() {
+        kill_cgroup(&dir);
+    } else {
+        signal_pids(&pids, libc::SIGKILL);
+    }
+    pids.len()
+}
+
+/// Whether `dir` may be task `task_id`'s cgroup: named for it, under the cgroup2
+/// mount, with no `.` or `..` in the path.
+fn check_task_cgroup(task_id: &str, dir: &Path) -> Result<(), String> {
+    use std::path::Component;
+    if dir.file_name() != Some(std::ffi::OsStr::new(&cgroup_name(task_id))) {
+        return Err(format!("not named {}", cgroup_name(task_id)));
+    }
+    let plain = dir
+        .components()
+        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !dir.is_absolute() || !plain {
+        return Err("not a plain absolute path".into());
+    }
+    let (_, mount) = cgroup2_mount()?;
+    if !dir.starts_with(&mount) || dir == mount {
+        return Err(format!("not under the cgroup2 mount {}", mount.display()));
+    }
+    Ok(())
 }
 
 /// `cgroup.kill`: SIGKILL to every process of the cgroup and its descendants.
@@ -293,16 +351,72 @@ pub(crate) fn kill_cgroup(dir: &Path) {
         .write(true)
         .open(dir.join("cgroup.kill"))
         .and_then(|mut f| f.write_all(b"1"));
-    if let Err(e) = w {
-        tracing::warn!(cgroup = %dir.display(), "cgroup.kill: {e}");
+    match w {
+        // Gone already: nothing left to kill.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(cgroup = %dir.display(), "cgroup.kill: {e}"),
+        Ok(()) => {}
+    }
+}
+
+/// Whether any process is left in the cgroup or below it (`populated` of
+/// `cgroup.events`; where that cannot be read, whether its tree lists a process).
+fn populated(dir: &Path) -> bool {
+    match std::fs::read_to_string(dir.join("cgroup.events")) {
+        Ok(events) => events
+            .lines()
+            .find_map(|l| l.strip_prefix("populated "))
+            .is_some_and(|v| v.trim() != "0"),
+        Err(_) => !subtree_pids(dir).is_empty(),
     }
 }
 
 /// The processes in a cgroup (none when it is gone).
-pub(crate) fn cgroup_pids(dir: &Path) -> Vec<i32> {
+fn cgroup_pids(dir: &Path) -> Vec<i32> {
     std::fs::read_to_string(dir.join("cgroup.procs"))
         .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
         .unwrap_or_default()
+}
+
+/// The child cgroups of a cgroup (its subdirectories).
+fn child_cgroups(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The processes in a cgroup and in every cgroup below it.
+fn subtree_pids(dir: &Path) -> Vec<i32> {
+    let mut pids = cgroup_pids(dir);
+    for child in child_cgroups(dir) {
+        pids.extend(subtree_pids(&child));
+    }
+    pids
+}
+
+/// Removes an empty cgroup and the cgroups below it, deepest first (a cgroup
+/// with children cannot be removed). One already gone is no error.
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    for child in child_cgroups(dir) {
+        remove_tree(&child)?;
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Sends `sig` to each of `pids`.
+fn signal_pids(pids: &[i32], sig: i32) {
+    for &pid in pids {
+        // SAFETY: kill(2) on a pid of the task's cgroup; no memory involved.
+        unsafe { libc::kill(pid, sig) };
+    }
 }
 
 #[cfg(test)]

@@ -11,20 +11,14 @@
 use std::path::Path;
 
 /// Kills every process of task `task_id`: those that carry its `RIGMIND_TASK_ID`
-/// (and their process groups), and the task's cgroup where this process uses
-/// cgroups. A reused group id is never hit, and a command whose group was never
-/// recorded (its runner died first) is found all the same. Returns how many of the
-/// task's processes were found.
-pub fn kill_task_group(task_id: &str) -> usize {
-    let mut found = signal_task_processes(task_id, libc::SIGKILL);
-    if let Some(dir) = crate::contain::task_cgroup_dir(task_id) {
-        let pids = crate::contain::cgroup_pids(&dir);
-        if !pids.is_empty() {
-            found = found.max(pids.len());
-            crate::contain::kill_cgroup(&dir);
-        }
-    }
-    found
+/// (and their process groups), and its cgroup with everything below it: the one
+/// its start record names (`cgroup`, given its runner's own cgroup, wherever that
+/// is), else the one this process would make for it. A reused group id is never
+/// hit, and a command whose group was never recorded (its runner died first) is
+/// found all the same. Returns how many of the task's processes were found.
+pub fn kill_task_group(task_id: &str, cgroup: Option<&Path>) -> usize {
+    let found = signal_task_processes(task_id, libc::SIGKILL);
+    found.max(crate::contain::kill_recorded_cgroup(task_id, cgroup))
 }
 
 /// Sends `sig` to every process that carries task `task_id`'s marker, and to its
@@ -98,14 +92,14 @@ mod tests {
         let mut other = spawn("task-b");
         std::thread::sleep(std::time::Duration::from_millis(200));
         // Another task's id leaves the groups alone.
-        assert_eq!(kill_task_group("task-c"), 0);
+        assert_eq!(kill_task_group("task-c", None), 0);
         assert!(other.try_wait().unwrap().is_none());
-        assert!(kill_task_group("task-a") >= 2, "bash and its sleeps");
+        assert!(kill_task_group("task-a", None) >= 2, "bash and its sleeps");
         mine.wait().unwrap();
         let _ = other.kill();
         let _ = other.wait();
         // Gone: nothing to do.
-        assert_eq!(kill_task_group("task-a"), 0);
+        assert_eq!(kill_task_group("task-a", None), 0);
     }
 
     #[test]
@@ -130,7 +124,7 @@ mod tests {
             .trim()
             .to_string();
         assert!(
-            kill_task_group("task-setsid") >= 2,
+            kill_task_group("task-setsid", None) >= 2,
             "bash and the setsid sleep"
         );
         bash.wait().unwrap();

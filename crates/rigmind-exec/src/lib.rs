@@ -283,11 +283,8 @@ async fn run_started(
         (Some(class @ (TaskClass::Llm | TaskClass::Resource)), Some(llm)) => {
             // No process to record: the start record is written before the request.
             record_start(processing_path, task);
-            if class == TaskClass::Llm {
-                llm::run_llm(task, llm, &workdir, &log, &header, abort).await
-            } else {
-                llm::run_resource(task, llm, &log, &header, abort).await
-            }
+            let resource = class == TaskClass::Resource;
+            llm::run_on_server(task, llm, resource, &workdir, &log, &header, abort).await
         }
         _ => match task.command.clone() {
             Some(cmd) => {
@@ -302,8 +299,9 @@ async fn run_started(
                     task_id: &task_id,
                     log_cap: runner.log_cap,
                 };
-                let record = |pgid: Option<i32>| {
+                let record = |pgid: Option<i32>, cgroup: Option<&Path>| {
                     task.pgid = pgid;
+                    task.cgroup = cgroup.map(Path::to_path_buf);
                     record_start(processing_path, task);
                 };
                 run_shell(run, abort, record).await.into()

@@ -134,11 +134,12 @@ fn bound_outcome(b: Bound, task: &TaskFile, started: Instant) -> RunOutcome {
     }
 }
 
-/// Runs one llm task: builds the fenced prompt, generates (streaming), writes the
-/// output, the log and the training sample.
-pub async fn run_llm(
+/// Runs an llm task, or a resource task (`resource`), against the runner's LLM
+/// server, after writing the attempt's `header` into its log.
+pub async fn run_on_server(
     task: &TaskFile,
     llm: &LlmRunner,
+    resource: bool,
     workdir: &Path,
     log_path: &Path,
     header: &str,
@@ -146,6 +147,23 @@ pub async fn run_llm(
 ) -> RunOutcome {
     let started = Instant::now();
     log(log_path, header);
+    if resource {
+        run_resource(task, llm, log_path, abort, started).await
+    } else {
+        run_llm(task, llm, workdir, log_path, abort, started).await
+    }
+}
+
+/// Runs one llm task: builds the fenced prompt, generates (streaming), writes the
+/// output, the log and the training sample.
+async fn run_llm(
+    task: &TaskFile,
+    llm: &LlmRunner,
+    workdir: &Path,
+    log_path: &Path,
+    abort: Abort,
+    started: Instant,
+) -> RunOutcome {
     let req = match request(task, llm, workdir) {
         Ok(req) => req,
         Err((kind, reason)) => return failed(kind, reason, started),
@@ -334,15 +352,13 @@ fn keep_sample(
 /// Runs a `load_llm` or `unload_llm` task. An unload ends once the server no longer
 /// lists the model and, where the card's memory can be read, once most of the
 /// memory the model held is free again.
-pub async fn run_resource(
+async fn run_resource(
     task: &TaskFile,
     llm: &LlmRunner,
     log_path: &Path,
-    header: &str,
     abort: Abort,
+    started: Instant,
 ) -> RunOutcome {
-    let started = Instant::now();
-    log(log_path, header);
     let model = task.model.clone().unwrap_or_default();
     let url = llm.client.base_url().to_string();
     let limit = Duration::from_secs_f64(task.timeout_seconds.clamp(1.0, 1e9));

@@ -109,13 +109,13 @@ fn bash() -> &'static Path {
 /// Runs the command to its end, its timeout, or an abort; then ends every process
 /// it started (by this process's [`crate::contain::mechanism`]).
 ///
-/// `on_spawn` is called with the process group right after the command starts, so
-/// that the caller's bookkeeping (and this function's log file) happen while the
-/// command already runs rather than before it.
+/// `on_spawn` is called with the process group and the task's cgroup (if it has
+/// one) right after the command starts, so that the caller's bookkeeping (and this
+/// function's log file) happen while the command already runs rather than before it.
 pub async fn run_shell(
     run: ShellRun<'_>,
     abort: Abort,
-    on_spawn: impl FnOnce(Option<i32>),
+    on_spawn: impl FnOnce(Option<i32>, Option<&Path>),
 ) -> ShellOutcome {
     run_contained(run, abort, on_spawn, crate::contain::mechanism()).await
 }
@@ -124,7 +124,7 @@ pub async fn run_shell(
 pub(crate) async fn run_contained(
     run: ShellRun<'_>,
     mut abort: Abort,
-    on_spawn: impl FnOnce(Option<i32>),
+    on_spawn: impl FnOnce(Option<i32>, Option<&Path>),
     how: &Mechanism,
 ) -> ShellOutcome {
     let started = Instant::now();
@@ -142,7 +142,7 @@ pub(crate) async fn run_contained(
         }
     };
     let pgid = child.id().map(|p| p as i32);
-    on_spawn(pgid);
+    on_spawn(pgid, contained.cgroup());
     // Output waits in the pipes until the log is open.
     let log = match open_log(&run) {
         Ok(log) => log,
@@ -368,7 +368,7 @@ mod tests {
                 log_cap: cap,
             },
             abort,
-            |_| {},
+            |_, _| {},
             how,
         )
         .await;
@@ -395,6 +395,34 @@ mod tests {
     /// A command that starts a daemon outside its process group and records its pid.
     fn daemon_cmd(pidfile: &Path, then: &str) -> String {
         format!("setsid sleep 300 & echo $! > {}; {then}", pidfile.display())
+    }
+
+    /// An abort that is sent once `path` exists (the command has got that far).
+    fn abort_once_exists(path: &Path) -> Abort {
+        let (tx, rx) = watch::channel(false);
+        let path = path.to_path_buf();
+        tokio::spawn(async move {
+            while !path.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let _ = tx.send(true);
+            // Keep the sender alive until the run is over.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        rx
+    }
+
+    /// A command that escapes its task's cgroup as far as it can: it makes a child
+    /// cgroup there, moves into it (so the task's `cgroup.procs` lists nothing)
+    /// and starts a daemon without the task's marker, recording its pid in
+    /// `pidfile` and the task cgroup's name in `pidfile.cg`; exit 9 if it cannot.
+    fn escape_cmd(parent: &Path, pidfile: &Path, then: &str) -> String {
+        let (parent, pidfile) = (parent.display(), pidfile.display());
+        format!(
+            "cg=$(basename \"$(sed -n 's/^0:://p' /proc/self/cgroup)\"); echo \"$cg\" > {pidfile}.cg; \
+             mkdir {parent}/$cg/sub && echo $$ > {parent}/$cg/sub/cgroup.procs || exit 9; \
+             env -u RIGMIND_TASK_ID setsid sleep 300 & echo $! > {pidfile}; {then}"
+        )
     }
 
     fn read_pid(p: &Path) -> i32 {
@@ -449,16 +477,7 @@ mod tests {
 
             // Abort (the runner's shutdown).
             let pidfile = dir.path().join("abort");
-            let (tx, rx) = watch::channel(false);
-            let p2 = pidfile.clone();
-            tokio::spawn(async move {
-                while !p2.exists() {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                let _ = tx.send(true);
-                // Keep the sender alive until the run is over.
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            });
+            let rx = abort_once_exists(&pidfile);
             let (o, log) = run_with(&daemon_cmd(&pidfile, "sleep 60"), 30.0, &how, None, rx).await;
             assert!(o.aborted);
             let pid = read_pid(&pidfile);
@@ -468,6 +487,45 @@ mod tests {
             );
             assert!(log.contains("the runner is shutting down"), "{log}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_task_that_moves_into_a_child_cgroup_still_ends_with_it() {
+        let how = crate::contain::mechanism();
+        let Mechanism::Cgroup { parent } = how else {
+            rigmind_testkit::skip(
+                "rigmind-exec shell::a_task_that_moves_into_a_child_cgroup_still_ends_with_it",
+                &format!("no writable cgroup v2 here ({how})"),
+            );
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let gone = |pidfile: &Path, what: &str| {
+            let pid = read_pid(pidfile);
+            assert!(!running(pid), "the escaped daemon {pid} of {what} survived");
+            let cg = std::fs::read_to_string(pidfile.with_extension("cg")).unwrap();
+            let cg = parent.join(cg.trim());
+            assert!(!cg.exists(), "{what}: {} is left", cg.display());
+        };
+        // Exit 0 with the daemon left behind in the child cgroup.
+        let pidfile = dir.path().join("exit");
+        let cmd = escape_cmd(parent, &pidfile, "exit 0");
+        let (o, log) = run_with(&cmd, 30.0, how, None, watch::channel(false).1).await;
+        assert_eq!(o.return_code, Some(0), "{log}");
+        gone(&pidfile, "a task that exited 0");
+        // Timeout.
+        let pidfile = dir.path().join("timeout");
+        let cmd = escape_cmd(parent, &pidfile, "sleep 60");
+        let (o, log) = run_with(&cmd, 0.5, how, None, watch::channel(false).1).await;
+        assert!(o.timed_out, "{log}");
+        gone(&pidfile, "a timed-out task");
+        // Abort (the worker stops).
+        let pidfile = dir.path().join("abort");
+        let cmd = escape_cmd(parent, &pidfile, "sleep 60");
+        let rx = abort_once_exists(&pidfile);
+        let (o, log) = run_with(&cmd, 30.0, how, None, rx).await;
+        assert!(o.aborted, "{log}");
+        gone(&pidfile, "an aborted task");
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rigmind_types::{Executor, TaskClass};
 
 use crate::diag::{Diagnostic, Diags, PlanError, Severity};
-use crate::parse::{ForEach, Plan, PlanTask};
+use crate::parse::{ForEach, LlmFields, Plan, PlanTask};
 use crate::shellsub::CommandTemplate;
 
 /// Values used where neither the task nor the plan's Defaults set them (rig.toml's
@@ -51,12 +51,7 @@ pub struct Job {
     pub group: Option<String>,
     pub vram_mb: Option<u64>,
     pub env: Vec<(String, String)>,
-    pub model: Option<String>,
-    pub prompt: Option<String>,
-    pub prompt_file: Option<String>,
-    pub system: Option<String>,
-    pub output: Option<String>,
-    pub sensitive: bool,
+    pub llm: LlmFields,
     pub estimate_secs: Option<f64>,
     /// The for_each item, its stem and its 0-based index, for fanned-out jobs: the
     /// executor exports them as `RIGMIND_ITEM`, `RIGMIND_STEM`, `RIGMIND_INDEX`,
@@ -250,9 +245,14 @@ impl Expansion<'_> {
                         .as_ref()
                         .filter(|_| t.task_class.is_none())
                         .map(sub),
-                    prompt: t.prompt.as_ref().map(sub),
-                    prompt_file: t.prompt_file.as_ref().map(sub),
-                    output: t.output.as_ref().map(sub),
+                    llm: LlmFields {
+                        model: t.llm.model.clone(),
+                        prompt: t.llm.prompt.as_ref().map(sub),
+                        prompt_file: t.llm.prompt_file.as_ref().map(sub),
+                        system: t.llm.system.clone(),
+                        output: t.llm.output.as_ref().map(sub),
+                        sensitive: t.llm.sensitive,
+                    },
                     env: t.env.iter().map(|(k, v)| (k.clone(), sub(v))).collect(),
                     item: Some(item.clone()),
                     stem: Some(stem.clone()),
@@ -275,9 +275,7 @@ impl Expansion<'_> {
             Fill {
                 command: t.command.clone(),
                 class_text: None,
-                prompt: t.prompt.clone(),
-                prompt_file: t.prompt_file.clone(),
-                output: t.output.clone(),
+                llm: t.llm.clone(),
                 env: t.env.clone(),
                 item: None,
                 stem: None,
@@ -297,9 +295,7 @@ struct Fill {
     command: Option<String>,
     /// The command with the values pasted in, for class inference only (never run).
     class_text: Option<String>,
-    prompt: Option<String>,
-    prompt_file: Option<String>,
-    output: Option<String>,
+    llm: LlmFields,
     env: Vec<(String, String)>,
     item: Option<String>,
     stem: Option<String>,
@@ -319,7 +315,7 @@ fn make_job(
         None => (
             rigmind_types::infer_class(
                 fill.class_text.as_deref().or(fill.command.as_deref()),
-                fill.prompt.is_some(),
+                fill.llm.prompt.is_some(),
             ),
             true,
         ),
@@ -340,12 +336,7 @@ fn make_job(
         group: t.group.clone(),
         vram_mb: t.vram_mb,
         env: fill.env,
-        model: t.model.clone(),
-        prompt: fill.prompt,
-        prompt_file: fill.prompt_file,
-        system: t.system.clone(),
-        output: fill.output,
-        sensitive: t.sensitive,
+        llm: fill.llm,
         estimate_secs: t.estimate_secs,
         item: fill.item,
         stem: fill.stem,

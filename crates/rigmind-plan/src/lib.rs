@@ -16,7 +16,7 @@ mod suggest;
 
 pub use diag::{Diagnostic, PlanError, Severity};
 pub use expand::{expand, ExpandDefaults, ExpandedPlan, Job};
-pub use parse::{parse_file, parse_str, ForEach, Plan, PlanTask};
+pub use parse::{parse_file, parse_str, ForEach, LlmFields, Plan, PlanTask};
 
 use std::path::Path;
 

@@ -44,15 +44,23 @@ pub struct PlanTask {
     pub for_each: Option<ForEach>,
     pub for_each_line: usize,
     pub env: Vec<(String, String)>,
+    pub llm: LlmFields,
+    pub estimate_secs: Option<f64>,
+    /// Prose and deeper headings inside the task: kept, never run.
+    pub notes: String,
+}
+
+/// What an llm task sends to the server and where the answer goes, as the plan
+/// writes it. A plan task and each of its jobs carry one (a fanned-out job's with
+/// its item's values filled in).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LlmFields {
     pub model: Option<String>,
     pub prompt: Option<String>,
     pub prompt_file: Option<String>,
     pub system: Option<String>,
     pub output: Option<String>,
     pub sensitive: bool,
-    pub estimate_secs: Option<f64>,
-    /// Prose and deeper headings inside the task: kept, never run.
-    pub notes: String,
 }
 
 /// A parsed plan, before `for_each` expansion.
@@ -840,12 +848,14 @@ fn build_task(
         for_each: f.for_each.as_ref().map(|(v, _)| v.clone()),
         for_each_line: f.for_each.as_ref().map(|(_, l)| *l).unwrap_or(line),
         env: val(&f.env, &defs.env).unwrap_or_default(),
-        model: val(&f.model, &defs.model),
-        prompt,
-        prompt_file: f.prompt_file.as_ref().map(|(v, _)| v.clone()),
-        system: val(&f.system, &defs.system),
-        output: f.output.as_ref().map(|(v, _)| v.clone()),
-        sensitive: val(&f.sensitive, &defs.sensitive).unwrap_or(false),
+        llm: LlmFields {
+            model: val(&f.model, &defs.model),
+            prompt,
+            prompt_file: f.prompt_file.as_ref().map(|(v, _)| v.clone()),
+            system: val(&f.system, &defs.system),
+            output: f.output.as_ref().map(|(v, _)| v.clone()),
+            sensitive: val(&f.sensitive, &defs.sensitive).unwrap_or(false),
+        },
         estimate_secs: val(&f.estimate, &defs.estimate),
         notes,
     }

@@ -603,16 +603,6 @@ mod tests {
 
     #[test]
     fn what_bash_runs_sees_the_exact_value() {
-        let hostile = [
-            "x\"; touch PWNED; echo \".txt",
-            "$(touch PWNED).txt",
-            "`touch PWNED`.txt",
-            "a'b;touch PWNED;'.txt",
-            "new\nline.txt",
-            "*",
-            "sp a ces.txt",
-            "back\\slash\\'.txt",
-        ];
         let commands = [
             "printf %s {item}",
             "printf %s \"{item}\"",
@@ -625,7 +615,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for cmd in commands {
             let rewritten = rw(cmd);
-            for item in hostile {
+            for &item in rigmind_testkit::HOSTILE_NAMES {
                 let out = std::process::Command::new("bash")
                     .arg("-c")
                     .arg(&rewritten)

@@ -147,7 +147,7 @@ fn spec_example_parses_and_expands() {
     assert_eq!(init.timeout_secs, 1800.0);
     assert_eq!(init.retries, 3);
     assert_eq!(init.priority, 5);
-    assert_eq!(init.model.as_deref(), Some("qwen2.5:7b"));
+    assert_eq!(init.llm.model.as_deref(), Some("qwen2.5:7b"));
 
     let t1 = &ex.jobs[1];
     assert_eq!(t1.plan_task_id, "transcribe");
@@ -175,11 +175,14 @@ fn spec_example_parses_and_expands() {
     assert_eq!(s2.depends_on, [2]);
     assert_eq!(s2.depends_on_names, ["transcribe[ep2]"]);
     assert_eq!(
-        s2.prompt.as_deref(),
+        s2.llm.prompt.as_deref(),
         Some("Summarize the transcript below in five bullet points.")
     );
-    assert_eq!(s2.prompt_file.as_deref(), Some("out/transcripts/ep2.txt"));
-    assert_eq!(s2.output.as_deref(), Some("out/summaries/ep2.md"));
+    assert_eq!(
+        s2.llm.prompt_file.as_deref(),
+        Some("out/transcripts/ep2.txt")
+    );
+    assert_eq!(s2.llm.output.as_deref(), Some("out/summaries/ep2.md"));
     assert_eq!(s2.index, Some(1));
 
     let report = &ex.jobs[5];
@@ -378,17 +381,17 @@ fn raw_values_survive_markdown_emphasis() {
 fn continuation_lines_are_joined() {
     let p = ok("# p\n## a\n- task_class: llm\n- prompt: first line\n    second *line*\n  third\n- model: m\n");
     assert_eq!(
-        p.tasks[0].prompt.as_deref(),
+        p.tasks[0].llm.prompt.as_deref(),
         Some("first line\nsecond *line*\nthird")
     );
-    assert_eq!(p.tasks[0].model.as_deref(), Some("m"));
+    assert_eq!(p.tasks[0].llm.model.as_deref(), Some("m"));
 }
 
 #[test]
 fn inline_code_is_unwrapped() {
     let p = ok("# p\n## a\n- task_class: cpu\n- command: `` echo `x` ``\n- output: `out/{a}.md`\n");
     assert_eq!(p.tasks[0].command.as_deref(), Some("echo `x`"));
-    assert_eq!(p.tasks[0].output.as_deref(), Some("out/{a}.md"));
+    assert_eq!(p.tasks[0].llm.output.as_deref(), Some("out/{a}.md"));
     // Two code spans are not one: kept as written.
     let p = ok("# p\n## a\n- task_class: cpu\n- command: `a` && `b`\n");
     assert_eq!(p.tasks[0].command.as_deref(), Some("`a` && `b`"));
@@ -403,10 +406,10 @@ fn fenced_blocks_backticks_and_tildes() {
         Some("for f in *.txt; do\n  echo \"$f\"\ndone")
     );
     assert_eq!(
-        p.tasks[1].prompt.as_deref(),
+        p.tasks[1].llm.prompt.as_deref(),
         Some("Say *hi*.\n\nThen stop.")
     );
-    assert_eq!(p.tasks[1].system.as_deref(), Some("```nested```"));
+    assert_eq!(p.tasks[1].llm.system.as_deref(), Some("```nested```"));
 }
 
 #[test]
@@ -662,16 +665,20 @@ fn env_values() {
 #[test]
 fn sensitive_and_strings() {
     let t = &ok("# p\n## a\n- task_class: llm\n- prompt: p\n- sensitive: YES\n- model: `qwen2.5:7b`\n- system: be brief\n- prompt_file: in.txt\n- output: out.md\n").tasks[0];
-    assert!(t.sensitive);
-    assert_eq!(t.model.as_deref(), Some("qwen2.5:7b"));
-    assert_eq!(t.system.as_deref(), Some("be brief"));
-    assert_eq!(t.prompt_file.as_deref(), Some("in.txt"));
-    assert_eq!(t.output.as_deref(), Some("out.md"));
+    assert!(t.llm.sensitive);
+    assert_eq!(t.llm.model.as_deref(), Some("qwen2.5:7b"));
+    assert_eq!(t.llm.system.as_deref(), Some("be brief"));
+    assert_eq!(t.llm.prompt_file.as_deref(), Some("in.txt"));
+    assert_eq!(t.llm.output.as_deref(), Some("out.md"));
     assert!(
-        !ok("# p\n## a\n- task_class: cpu\n- command: x\n- sensitive: no\n").tasks[0].sensitive
+        !ok("# p\n## a\n- task_class: cpu\n- command: x\n- sensitive: no\n").tasks[0]
+            .llm
+            .sensitive
     );
     assert!(
-        !ok("# p\n## a\n- task_class: cpu\n- command: x\n- sensitive: False\n").tasks[0].sensitive
+        !ok("# p\n## a\n- task_class: cpu\n- command: x\n- sensitive: False\n").tasks[0]
+            .llm
+            .sensitive
     );
     assert_error(
         "# p\n## a\n- task_class: cpu\n- command: x\n- sensitive: maybe\n",
@@ -694,16 +701,16 @@ fn defaults_apply_unless_the_task_sets_the_field() {
     assert_eq!(a.group.as_deref(), Some("g"));
     assert_eq!(a.vram_mb, Some(10));
     assert_eq!(a.env, [("A".to_string(), "1".to_string())]);
-    assert_eq!(a.model.as_deref(), Some("m"));
-    assert_eq!(a.system.as_deref(), Some("s"));
-    assert!(a.sensitive);
+    assert_eq!(a.llm.model.as_deref(), Some("m"));
+    assert_eq!(a.llm.system.as_deref(), Some("s"));
+    assert!(a.llm.sensitive);
     assert_eq!(a.estimate_secs, Some(300.0));
     assert_eq!(a.executor, Executor::Brain);
     let b = &p.tasks[1];
     assert_eq!(b.task_class, Some(TaskClass::Script));
     assert_eq!(b.priority, 8);
     assert_eq!(b.env, [("B".to_string(), "2".to_string())]);
-    assert!(!b.sensitive);
+    assert!(!b.llm.sensitive);
     assert_eq!(b.executor, Executor::Worker);
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     let ex = expand(&p, &ExpandDefaults::default()).unwrap();
@@ -963,17 +970,17 @@ fn placeholders_only_in_fanned_out_tasks_and_listed_fields() {
     let ex = ok_expanded(text);
     let plain = &ex.jobs[0];
     assert_eq!(plain.command.as_deref(), Some("awk '{print $1}' {item}"));
-    assert_eq!(plain.output.as_deref(), Some("{stem}"));
+    assert_eq!(plain.llm.output.as_deref(), Some("{stem}"));
     let b = &ex.jobs[2];
     assert_eq!(b.name, "fan[b c]");
     assert_eq!(
-        b.prompt.as_deref(),
+        b.llm.prompt.as_deref(),
         Some("P b c.md b c 1 {print $1} {other}")
     );
-    assert_eq!(b.prompt_file.as_deref(), Some("f/b c"));
-    assert_eq!(b.output.as_deref(), Some("o/b c.md"));
-    assert_eq!(b.system.as_deref(), Some("S {item}"));
-    assert_eq!(b.model.as_deref(), Some("M{stem}"));
+    assert_eq!(b.llm.prompt_file.as_deref(), Some("f/b c"));
+    assert_eq!(b.llm.output.as_deref(), Some("o/b c.md"));
+    assert_eq!(b.llm.system.as_deref(), Some("S {item}"));
+    assert_eq!(b.llm.model.as_deref(), Some("M{stem}"));
     assert_eq!(
         b.env,
         [

@@ -179,6 +179,11 @@ pub struct TaskFile {
     /// Process group of the running command, so a dead worker's commands can be found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pgid: Option<i32>,
+    /// The cgroup v2 directory its runner made for it, if any: the brain kills that
+    /// cgroup (and all below it) when the runner is lost or the batch is cancelled,
+    /// wherever the runner's own cgroup is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<PathBuf>,
     #[serde(default, with = "opt_time", skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, with = "opt_time", skip_serializing_if = "Option::is_none")]
@@ -334,6 +339,7 @@ impl TaskFile {
             gpu: None,
             worker_session: None,
             pgid: None,
+            cgroup: None,
             started_at: None,
             finished_at: None,
             elapsed_seconds: None,
@@ -434,6 +440,7 @@ impl TaskFile {
         self.gpu = None;
         self.worker_session = None;
         self.pgid = None;
+        self.cgroup = None;
         self.started_at = None;
         self.finished_at = None;
         self.elapsed_seconds = None;

@@ -96,7 +96,7 @@ pub fn bound_terms(plan: &ExpandedPlan, rig: &RigConfig) -> BoundTerms {
         .jobs
         .iter()
         .filter(|j| j.task_class == TaskClass::Llm && j.executor == Executor::Worker)
-        .map(|j| j.model.clone().unwrap_or_else(|| rig.llm.model.clone()))
+        .map(|j| j.llm.model.clone().unwrap_or_else(|| rig.llm.model.clone()))
         .collect();
     let loads = load * models.len() as i64;
     let work: i64 = (0..n).filter(|&i| on_worker(i)).map(|i| dur[i]).sum();

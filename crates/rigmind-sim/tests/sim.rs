@@ -15,6 +15,19 @@ fn plan(text: &str) -> ExpandedPlan {
     rigmind_plan::expand(&p, &ExpandDefaults::default()).expect("plan expands")
 }
 
+/// The text of a plan titled `title` with one `## Task:` section per `(name,
+/// items)`; `items` are its `key: value` items, separated by `; `.
+fn plan_text(title: &str, tasks: &[(&str, &str)]) -> String {
+    let mut t = format!("# Plan: {title}\n");
+    for (name, items) in tasks {
+        t.push_str(&format!("\n## Task: {name}\n"));
+        for item in items.split("; ") {
+            t.push_str(&format!("- {item}\n"));
+        }
+    }
+    t
+}
+
 fn rig(text: &str) -> RigConfig {
     RigConfig::parse(Path::new("rig.toml"), text).expect("rig parses")
 }
@@ -197,21 +210,14 @@ fn llm_work_without_an_llm_server_is_infeasible() {
 
 #[test]
 fn a_group_limit_of_one_serialises_its_tasks() {
-    let text = "# Plan: grouped
-
-## Task: g
-- task_class: script
-- for_each: [a, b, c]
-- group: whisper_large
-- estimate: 10s
-- command: `true`
-
-## Task: free
-- task_class: script
-- estimate: 10s
-- command: `true`
-";
-    let p = plan(text);
+    let text = plan_text(
+        "grouped",
+        &[
+            ("g", "task_class: script; for_each: [a, b, c]; group: whisper_large; estimate: 10s; command: `true`"),
+            ("free", "task_class: script; estimate: 10s; command: `true`"),
+        ],
+    );
+    let p = plan(&text);
     let limited = rig_n(2, 0, "\n[groups]\nwhisper_large = 1\n");
     for policy in ALL_FIXED {
         let res = simulate(&p, &limited, policy).unwrap();
@@ -239,19 +245,14 @@ fn a_group_limit_of_one_serialises_its_tasks() {
 
 #[test]
 fn cpu_work_runs_on_a_card_holding_its_model() {
-    let text = "# Plan: mixed
-
-## Task: ask
-- task_class: llm
-- estimate: 5s
-- prompt: `hi`
-
-## Task: tidy
-- task_class: cpu
-- estimate: 10s
-- command: `true`
-";
-    let p = plan(text);
+    let text = plan_text(
+        "mixed",
+        &[
+            ("ask", "task_class: llm; estimate: 5s; prompt: `hi`"),
+            ("tidy", "task_class: cpu; estimate: 10s; command: `true`"),
+        ],
+    );
+    let p = plan(&text);
     let r = rig_n(1, 1, "");
     // The one card loads at once (0-30) and keeps its model: ask 30-35, then tidy
     // (cpu, tier 2 on a loaded card) 35-45.
@@ -275,15 +276,14 @@ fn cpu_work_runs_on_a_card_holding_its_model() {
 
 #[test]
 fn llm_work_runs_only_on_cards_with_an_llm_server() {
-    let text = "# Plan: asks
-
-## Task: ask
-- task_class: llm
-- for_each: [a, b, c, d]
-- estimate: 10s
-- prompt: `hi {item}`
-";
-    let p = plan(text);
+    let text = plan_text(
+        "asks",
+        &[(
+            "ask",
+            "task_class: llm; for_each: [a, b, c, d]; estimate: 10s; prompt: `hi {item}`",
+        )],
+    );
+    let p = plan(&text);
     let r = rig_n(2, 1, "");
     // worker_1 loads 0-30 then runs the four asks 30-70; worker_2 cannot help.
     for policy in [
@@ -303,66 +303,59 @@ fn llm_work_runs_only_on_cards_with_an_llm_server() {
 #[test]
 fn lower_bound_terms() {
     // Two models: each is loaded once at least, on the one LLM card.
-    let text = "# Plan: models
-
-## Task: a
-- task_class: llm
-- model: m1
-- estimate: 10s
-- prompt: `x`
-
-## Task: b
-- task_class: llm
-- model: m2
-- estimate: 10s
-- prompt: `y`
-";
-    let p = plan(text);
+    let text = plan_text(
+        "models",
+        &[
+            (
+                "a",
+                "task_class: llm; model: m1; estimate: 10s; prompt: `x`",
+            ),
+            (
+                "b",
+                "task_class: llm; model: m2; estimate: 10s; prompt: `y`",
+            ),
+        ],
+    );
+    let p = plan(&text);
     assert_eq!(lower_bound(&p, &rig_n(1, 1, "")), 80.0);
     // Two GPUs, both LLM-capable: (20 + 60) / 2 = 40 beats the path 30 + 10.
     assert_eq!(lower_bound(&p, &rig_n(2, 2, "")), 40.0);
     // A long chain dominates spread work.
-    let chain = "# Plan: long
-
-## Task: one
-- task_class: script
-- estimate: 100s
-- command: `true`
-
-## Task: two
-- task_class: cpu
-- depends_on: one
-- estimate: 50s
-- command: `true`
-
-## Task: side
-- task_class: script
-- for_each: [a, b]
-- estimate: 20s
-- command: `true`
-";
-    let p = plan(chain);
+    let chain = plan_text(
+        "long",
+        &[
+            ("one", "task_class: script; estimate: 100s; command: `true`"),
+            (
+                "two",
+                "task_class: cpu; depends_on: one; estimate: 50s; command: `true`",
+            ),
+            (
+                "side",
+                "task_class: script; for_each: [a, b]; estimate: 20s; command: `true`",
+            ),
+        ],
+    );
+    let p = plan(&chain);
     assert_eq!(lower_bound(&p, &rig_n(2, 0, "")), 150.0);
     assert_eq!(makespan(&p, &rig_n(2, 0, ""), RmPolicy::Phases), 150.0);
 }
 
 #[test]
 fn brain_tasks_run_beside_the_gpus() {
-    let text = "# Plan: brainy
-
-## Task: prep
-- task_class: cpu
-- executor: brain
-- estimate: 10s
-- command: `true`
-
-## Task: work
-- task_class: script
-- depends_on: prep
-- estimate: 10s
-- command: `true`
-";
-    let p = plan(text);
+    let text = plan_text(
+        "brainy",
+        &[
+            (
+                "prep",
+                "task_class: cpu; executor: brain; estimate: 10s; command: `true`",
+            ),
+            (
+                "work",
+                "task_class: script; depends_on: prep; estimate: 10s; command: `true`",
+            ),
+        ],
+    );
+    let p = plan(&text);
     let r = rig_n(1, 0, "");
     let res = simulate(&p, &r, RmPolicy::Phases).unwrap();
     assert_eq!(res.makespan_s, 20.0);
@@ -381,14 +374,11 @@ fn a_rig_without_gpus_is_an_error() {
 
 #[test]
 fn tasks_without_an_estimate_take_60s_and_are_named() {
-    let text = "# Plan: vague
-
-## Task: x
-- task_class: script
-- for_each: [a, b]
-- command: `true`
-";
-    let p = plan(text);
+    let text = plan_text(
+        "vague",
+        &[("x", "task_class: script; for_each: [a, b]; command: `true`")],
+    );
+    let p = plan(&text);
     let r = rig_n(1, 0, "");
     assert_eq!(makespan(&p, &r, RmPolicy::Phases), 120.0);
     let c = compare(&p, &r, PolicyChoice::Phases);

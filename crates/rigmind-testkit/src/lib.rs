@@ -1,7 +1,8 @@
 //! What rigmind's tests share, so that no test file keeps its own copy: waiting for
 //! a condition with a deadline ([`eventually`]), for a child's exit ([`wait_exit`]),
 //! whether a process still runs ([`running`], from `/proc/<pid>/stat`), and the skip
-//! log of tests that cannot run on this machine ([`skip`]). Dev-only: no crate
+//! log of tests that cannot run on this machine ([`skip`]), and the file names a
+//! hostile folder may hold ([`HOSTILE_NAMES`]). Dev-only: no crate
 //! depends on it outside `[dev-dependencies]`, and it depends on nothing.
 
 use std::path::Path;
@@ -53,6 +54,23 @@ pub fn running(pid: impl std::fmt::Display) -> bool {
         .next();
     !matches!(state, None | Some('Z') | Some('X'))
 }
+
+/// File names a hostile folder may hold, for `for_each` items: each would run
+/// `touch PWNED` (or split, glob or escape) if pasted into a command raw. The
+/// substitution's unit tests and the end-to-end run share this one list.
+pub const HOSTILE_NAMES: &[&str] = &[
+    "x\"; touch PWNED; echo \".txt",
+    "$(touch PWNED).txt",
+    "`touch PWNED`.txt",
+    "a'b;touch PWNED;'.txt",
+    "new\nline.txt",
+    "*",
+    "sp a ces.txt",
+    "back\\slash\\.txt",
+    "back\\slash\\'.txt",
+    "-n.txt",
+    "{stem} $HOME.txt",
+];
 
 /// Where tests record that they could not run here: `target/tmp/skipped-tests.txt`
 /// of the workspace, which `.ci/run` counts and lists.

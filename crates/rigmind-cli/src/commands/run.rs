@@ -13,7 +13,7 @@ use rigmind_queue::batch::{BatchRecord, BatchState};
 use rigmind_queue::task::{TaskFile, TaskName};
 use rigmind_queue::{fsio, Layout, LifeLock, TaskDir};
 
-use super::submit::{submit_plan_file, wait_for_batch, WaitOutcome};
+use super::submit::{ended_line, submit_plan_file, wait_for_batch, WaitOutcome};
 use crate::args::RunArgs;
 
 /// A child process started by `run`, stopped with SIGTERM at the end.
@@ -352,16 +352,14 @@ fn progress_line(r: &BatchRecord) -> String {
 
 fn print_summary(layout: &Layout, r: &BatchRecord, took: Duration) {
     let c = r.counts;
-    println!(
-        "batch {} '{}': {} — {} of {} complete, {} failed, in {:.1}s",
-        r.batch_id,
-        r.name,
-        r.state.as_str(),
+    let counts = format!(
+        "{} of {} complete, {} failed, in {:.1}s",
         c.complete,
         c.total,
         c.failed,
         took.as_secs_f64()
     );
+    println!("{}", ended_line(r, &format!("'{}'", r.name), &counts));
     if c.failed == 0 {
         return;
     }

@@ -342,15 +342,11 @@ pub fn cancel(a: CancelArgs) -> Result<i32> {
     match wait_for_batch(&layout, &a.batch, timeout, |_| true)? {
         WaitOutcome::Done(r) => {
             let c = r.counts;
-            println!(
-                "batch {} ({}): {} — {} complete, {} failed or cancelled of {}",
-                r.batch_id,
-                r.name,
-                r.state.as_str(),
-                c.complete,
-                c.failed,
-                c.total
+            let counts = format!(
+                "{} complete, {} failed or cancelled of {}",
+                c.complete, c.failed, c.total
             );
+            println!("{}", ended_line(&r, &format!("({})", r.name), &counts));
             Ok(0)
         }
         WaitOutcome::Rejected(why) => {
@@ -388,6 +384,16 @@ fn user_name() -> String {
             // SAFETY: getuid cannot fail.
             format!("uid {}", unsafe { libc::getuid() })
         })
+}
+
+/// The line that says how a batch ended: `batch ID NAME: STATE — COUNTS`, with the
+/// name and the counts as each command words them (`wait` and `run` differ).
+pub(crate) fn ended_line(r: &BatchRecord, name: &str, counts: &str) -> String {
+    format!(
+        "batch {} {name}: {} — {counts}",
+        r.batch_id,
+        r.state.as_str()
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,28 @@
+# What the benchmarks of scripts/bench share; sourced (from the repository root),
+# not run.
+
+# Now, in seconds since the epoch, with nanoseconds.
+now() { date +%s.%N; }
+
+# Builds the release `rigmind` and prints its path (target/release under the
+# repository root); fails when the build does.
+release_rigmind() {
+  cargo build --release --quiet --bin rigmind >&2 && echo "$PWD/target/release/rigmind"
+}
+
+# Prints the `## Task:` section of a cpu task fanned out over the inline list
+# [1, 2, ..., N]:  cpu_fanout_task NAME N COMMAND [FIELD...]
+# Each FIELD (`key: value`) becomes an item after task_class.
+cpu_fanout_task() {
+  local name=$1 n=$2 cmd=$3 field
+  shift 3
+  echo "## Task: $name"
+  echo "- task_class: cpu"
+  for field in "$@"; do
+    echo "- $field"
+  done
+  printf -- "- for_each: ["
+  seq -s ', ' 1 "$n" | tr -d '\n'
+  echo "]"
+  echo "- command: \`$cmd\`"
+}
