@@ -8,70 +8,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::gpu::{fake_rig, rig_toml, start_servers, start_servers_with, MODEL};
 use common::{eventually, text, Rig};
-use rigmind_ollama_fake::{FakeHandle, FakeOptions, RequestKind};
-
-const MODEL: &str = "qwen2.5:7b";
-
-/// One fake Ollama per fake GPU; each marks its card's memory while it holds
-/// the model, as a real server's model holds VRAM.
-fn start_servers(rt: &tokio::runtime::Runtime, fake_dir: &Path, gpus: u32) -> Vec<FakeHandle> {
-    start_servers_with(rt, fake_dir, gpus, |_| {})
-}
-
-fn start_servers_with(
-    rt: &tokio::runtime::Runtime,
-    fake_dir: &Path,
-    gpus: u32,
-    tweak: impl Fn(&mut FakeOptions),
-) -> Vec<FakeHandle> {
-    (0..gpus)
-        .map(|i| {
-            std::fs::create_dir_all(fake_dir.join(i.to_string())).unwrap();
-            let mut opts = FakeOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                models: vec![MODEL.to_string()],
-                load_latency: Duration::from_millis(300),
-                unload_latency: Duration::from_millis(50),
-                model_mb: 4500,
-                fake_vram_file: Some(fake_dir.join(i.to_string()).join("ollama.mb")),
-                ..FakeOptions::default()
-            };
-            tweak(&mut opts);
-            rt.block_on(rigmind_ollama_fake::start(opts))
-                .expect("fake ollama")
-        })
-        .collect()
-}
-
-fn rig_toml(servers: &[FakeHandle], extra: &str) -> String {
-    let mut s = format!(
-        "[llm]\nmodel = \"{MODEL}\"\nload_seconds = 0.3\nunload_seconds = 0.05\n\n\
-         [resource_manager]\npolicy = \"adaptive\"\nidle_unload = \"2s\"\n\n\
-         [safety]\nmin_free_ram_mb = 0\nmax_swap_percent = 100\nmax_gpu_temp_c = 83\n\n\
-         [groups]\nwhisper_large = 1\n\n{extra}\n"
-    );
-    for (i, srv) in servers.iter().enumerate() {
-        s.push_str(&format!(
-            "[[gpu]]\nindex = {i}\nworker = \"gpu{i}\"\nollama = \"{}\"\nvram_mb = 6144\n\n",
-            srv.url()
-        ));
-    }
-    s
-}
-
-fn fake_rig(gpus: u32) -> (Rig, std::path::PathBuf) {
-    let mut rig = Rig::new();
-    let fake_dir = rig.dir.path().join("fakegpu");
-    rig.env = vec![
-        ("RIGMIND_FAKE_GPUS".into(), format!("{gpus}x6144")),
-        (
-            "RIGMIND_FAKE_GPU_DIR".into(),
-            fake_dir.display().to_string(),
-        ),
-    ];
-    (rig, fake_dir)
-}
+use rigmind_ollama_fake::RequestKind;
 
 #[test]
 fn a_mixed_plan_runs_on_two_fake_gpus_with_loads_before_llm_work() {

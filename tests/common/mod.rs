@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+pub mod gpu;
+
 // The helpers every test binary may use; each binary uses only some of them.
 #[allow(unused_imports)]
 pub use rigmind_testkit::{eventually, running, skip, wait_exit};

@@ -2,12 +2,16 @@
 //!
 //! Each action reads the task where it is, writes it where it goes (whole file,
 //! atomically), removes the old copy, then updates the state exactly as a later
-//! observation of the files would. One decision line per action. [`apply`] only
-//! dispatches: each [`Action`] variant has its own function below.
+//! observation of the files would: through [`effect::apply`] of the decision core,
+//! the one place that says what an action does to the state (the simulator calls
+//! it too), or, where the effect depends on the file (a failure's retries), here.
+//! One decision line per action. [`apply`] only dispatches: each [`Action`]
+//! variant has its own function below.
 
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use rigmind_decide::effect;
 use rigmind_queue::batch::BatchState;
 use rigmind_queue::fsio::{self, Sync};
 use rigmind_queue::logs::{Decision, Logs};
@@ -20,10 +24,11 @@ use crate::policy::Action;
 use crate::state::{Batch, BrainState, FailureInfo, JobStatus};
 
 /// One action being carried out: where the files are, where the decisions go, the
-/// moment it was decided at, and the state it keeps in step.
+/// action and the moment it was decided at, and the state it keeps in step.
 struct Apply<'a> {
     layout: &'a Layout,
     logs: &'a Logs,
+    action: &'a Action,
     now: DateTime<Utc>,
     state: &'a mut BrainState,
 }
@@ -43,6 +48,7 @@ pub fn apply(
     let mut cx = Apply {
         layout,
         logs,
+        action,
         now,
         state,
     };
@@ -102,17 +108,22 @@ fn note_kill(t: &TaskFile, why: &str, now: DateTime<Utc>) {
 impl Apply<'_> {
     /// A pending job whose dependencies completed goes into the queue.
     fn release(&mut self, batch: &str, job: usize, reason: &str) -> Done {
-        let b = batch_mut(self.state, batch);
-        let j = &b.jobs[job];
-        let from = self.layout.private_dir(batch).join(&j.file_name);
+        let name = batch_mut(self.state, batch).jobs[job].file_name.clone();
+        let from = self.layout.private_dir(batch).join(&name);
         let mut t = TaskFile::read(&from)?;
         t.status = TaskStatus::Queued;
         t.let_in();
-        t.write_named(&self.layout.dir(TaskDir::Queue), &j.file_name, Sync::Data)?;
+        t.write_named(&self.layout.dir(TaskDir::Queue), &name, Sync::Data)?;
         fsio::remove_if_exists(&from)?;
         log_release(self.logs, batch, &t, reason)?;
-        b.set_status(job, JobStatus::Queued);
+        self.effect();
         Ok(())
+    }
+
+    /// The state follows the action, as the decision core says it does.
+    fn effect(&mut self) {
+        let pure = effect::apply(self.state, self.action, self.now);
+        debug_assert!(pure, "{:?} has a state effect of its own", self.action);
     }
 
     /// A failed job with retries left goes back into the queue, not before `not_before`.
@@ -152,8 +163,7 @@ impl Apply<'_> {
             obj(json!({"batch": batch, "task": t.name, "task_id": t.task_id,
                    "retry": t.retry_count, "not_before": t.not_before})),
         )?;
-        b.set_status(job, JobStatus::Queued);
-        b.retry_at.insert(job, not_before);
+        self.effect();
         Ok(())
     }
 
@@ -185,7 +195,7 @@ impl Apply<'_> {
             obj(json!({"batch": batch, "task": j.name, "task_id": j.task_id,
                    "failure_kind": kind.as_str()})),
         )?;
-        b.unhandled_failures.remove(&job);
+        self.effect();
         Ok(())
     }
 
@@ -234,13 +244,10 @@ impl Apply<'_> {
         t.status = TaskStatus::Pending;
         fsio::rewrite_and_move(&from, &self.layout.private_dir(batch), &t.to_bytes())?;
         let reason = format!("dependency '{cause_name}' is running again");
-        pending_again(
-            self.logs,
-            b,
-            job,
-            task_decision("revive", batch, &t.name, &t.plan_task_id),
-            reason,
-        )
+        let decision = task_decision("revive", batch, &t.name, &t.plan_task_id);
+        self.logs.decision(&decision.kv("reason", reason))?;
+        self.effect();
+        Ok(())
     }
 
     /// A running job whose worker is gone: its processes are killed and it is filed
@@ -329,7 +336,7 @@ impl Apply<'_> {
             "its batch was cancelled (SIGKILL to all its processes, by the brain)",
             self.now,
         );
-        b.jobs[job].kill_sent = true;
+        self.effect();
         self.logs.decision(
             &task_decision("kill", batch, &t.name, &t.plan_task_id)
                 .opt("worker", t.worker_id.as_ref())
@@ -364,31 +371,17 @@ impl Apply<'_> {
             "put in the queue with {} dependencies not complete",
             b.jobs[job].unmet
         );
-        pending_again(
-            self.logs,
-            b,
-            job,
-            task_decision("hold_back", batch, &t.name, &t.plan_task_id),
-            reason,
-        )
+        let decision = task_decision("hold_back", batch, &t.name, &t.plan_task_id);
+        self.logs.decision(&decision.kv("reason", reason))?;
+        self.effect();
+        Ok(())
     }
 
     /// A batch reaches state `to` (done, or running again): its record is written at
     /// once.
     fn settle(&mut self, batch: &str, to: BatchState) -> Done {
-        let now = self.now;
+        self.effect();
         let b = batch_mut(self.state, batch);
-        b.record.state = to;
-        if to.is_done() {
-            let submitted = Some(b.record.submitted_at);
-            b.record.finished_at = Some(rigmind_queue::time::millis(now));
-            b.record.elapsed_seconds =
-                submitted.map(|s| ((now - s).num_milliseconds() as f64 / 1000.0).max(0.0));
-        } else {
-            b.record.finished_at = None;
-            b.record.elapsed_seconds = None;
-        }
-        b.refresh_live_counts(now);
         b.record.write(self.layout)?;
         b.dirty = false;
         let c = b.record.counts;
@@ -489,19 +482,6 @@ fn file_failed(
         .unwrap_or_default();
     t.write_named(&layout.dir(TaskDir::Failed), name, sync)?;
     fsio::remove_if_exists(from)
-}
-
-/// Logs `decision` with its `reason` and records the job as pending again.
-fn pending_again(
-    logs: &Logs,
-    b: &mut Batch,
-    job: usize,
-    decision: Decision,
-    reason: String,
-) -> Result<(), QueueError> {
-    logs.decision(&decision.kv("reason", reason))?;
-    b.set_status(job, JobStatus::Pending);
-    Ok(())
 }
 
 /// Why a batch reached state `to`, for its decision line.

@@ -10,13 +10,15 @@
 //! (plan submissions), and [`run`] is the loop that ties them together (with
 //! `rescan` and `strays` for the full rescan and the files no task owns). The resource manager follows the
 //! same split: [`resources::decide`] is pure, [`rig`] reads the workers and writes
-//! its `load_llm` / `unload_llm` tasks.
+//! its `load_llm` / `unload_llm` tasks. [`record`] writes each decision round, on
+//! request, for a replay through the simulator.
 
 pub mod apply;
 pub mod cancel;
 pub mod lost;
 pub mod observe;
 pub mod rebuild;
+pub mod record;
 pub mod requests;
 mod rescan;
 pub mod rig;

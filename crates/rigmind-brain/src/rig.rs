@@ -19,7 +19,8 @@ use rigmind_queue::{Layout, LifeLock, TaskDir};
 use rigmind_types::TaskClass;
 use serde_json::json;
 
-use crate::resources::{self, Card, CardMode, RigView, RmAction, RmConfig};
+use crate::record::Recorder;
+use crate::resources::{self, CardFacts, InFlight, RmAction, RmConfig};
 use crate::state::BrainState;
 
 /// How often the resource manager looks at the rig at most.
@@ -28,14 +29,6 @@ const EVERY: Duration = Duration::from_millis(250);
 const UNKNOWN_FOR: Duration = Duration::from_secs(300);
 /// After a resource task fails, its card is left alone this long.
 const COOL_DOWN: Duration = Duration::from_secs(60);
-
-/// One resource task the brain has written and not yet seen finish.
-#[derive(Debug, Clone)]
-struct InFlight {
-    worker: String,
-    load: bool,
-    model: String,
-}
 
 /// The resource manager's memory between rounds: what it has sent, and the config.
 pub struct ResourceManager {
@@ -51,11 +44,13 @@ pub struct ResourceManager {
     /// The `seq` of the last resource task written: two decided in the same
     /// millisecond must not share a file name.
     last_seq: u64,
+    /// Where its rounds are recorded (`RIGMIND_RECORD_ROUNDS`), if anywhere.
+    recorder: Recorder,
 }
 
 impl ResourceManager {
     /// Starts from the files: resource tasks still queued or running are in flight.
-    pub fn new(layout: &Layout, config: RigConfig) -> Self {
+    pub fn new(layout: &Layout, config: RigConfig, recorder: Recorder) -> Self {
         let mut rm = Self {
             config,
             config_stamp: stamp(&layout.rig_toml()),
@@ -65,11 +60,12 @@ impl ResourceManager {
             last_round: None,
             started: Instant::now(),
             last_seq: 0,
+            recorder,
         };
         for d in [TaskDir::Queue, TaskDir::Processing] {
             for name in resource_files(layout, d) {
                 if let Ok(t) = TaskFile::read(&layout.dir(d).join(&name)) {
-                    if let Some(f) = in_flight_of(&t) {
+                    if let Some(f) = InFlight::of(&t) {
                         rm.in_flight.insert(name, f);
                     }
                 }
@@ -103,8 +99,13 @@ impl ResourceManager {
         if workers.iter().all(|w| w.gpu.is_none()) {
             return changed;
         }
-        let view = self.view(state, &workers, now);
-        for action in resources::decide(&view) {
+        let config = RmConfig::from_rig(&self.config);
+        let facts = self.card_facts(&workers, now);
+        let view = resources::view_of(&config, &facts, &self.in_flight, state, now);
+        let actions = resources::decide(&view);
+        let recorder = &self.recorder;
+        recorder.resources(now, &config, &facts, &self.in_flight, state, &actions);
+        for action in actions {
             if let Err(e) = self.send(layout, logs, &view, &action) {
                 tracing::warn!(worker = %action.worker(), "writing a resource task: {e}");
             }
@@ -232,79 +233,50 @@ impl ResourceManager {
         );
     }
 
-    fn view(&self, state: &BrainState, workers: &[WorkerState], now: DateTime<Utc>) -> RigView {
-        let config = RmConfig::from_rig(&self.config);
+    /// What the GPU workers' state files say of their cards, with the cards
+    /// cooling down after a failed resource task.
+    fn card_facts(&self, workers: &[WorkerState], now: DateTime<Utc>) -> Vec<CardFacts> {
         let secs_since = |t: Option<DateTime<Utc>>| {
             t.map_or(self.started.elapsed().as_secs_f64(), |t| {
                 (now - t).num_milliseconds().max(0) as f64 / 1000.0
             })
         };
-        let cards = workers
+        workers
             .iter()
             .filter(|w| w.gpu.is_some())
-            .map(|w| {
-                let flight = self.in_flight.values().find(|f| f.worker == w.worker_id);
-                let loaded = w.gpu_state.is_some_and(|s| s.is_llm());
-                let mode = match flight {
-                    Some(f) if f.load => CardMode::Loading,
-                    Some(_) => CardMode::Unloading,
-                    None if loaded => CardMode::Llm,
-                    None => CardMode::Script,
-                };
-                Card {
-                    worker: w.worker_id.clone(),
-                    mode,
-                    model: flight.map(|f| f.model.clone()).or_else(|| w.model.clone()),
-                    running: w.current_class,
-                    busy_for: w
-                        .current_task
-                        .as_deref()
-                        .map_or(0.0, |id| running_left(state, id, now)),
-                    llm_idle_secs: secs_since(w.llm_idle_since),
-                    in_mode_secs: secs_since(w.gpu_state_since),
-                    // A worker told not to take llm work never gets a load.
-                    llm_capable: w.llm_url.is_some() && w.classes.contains(&TaskClass::Llm),
-                    cooling_down: self.cool_down.contains_key(&w.worker_id),
-                }
+            .map(|w| CardFacts {
+                worker: w.worker_id.clone(),
+                loaded: w.gpu_state.is_some_and(|s| s.is_llm()),
+                model: w.model.clone(),
+                running: w.current_class,
+                running_task: w.current_task.clone(),
+                llm_idle_secs: secs_since(w.llm_idle_since),
+                in_mode_secs: secs_since(w.gpu_state_since),
+                // A worker told not to take llm work never gets a load.
+                llm_capable: w.llm_url.is_some() && w.classes.contains(&TaskClass::Llm),
+                cooling_down: self.cool_down.contains_key(&w.worker_id),
             })
-            .collect();
-        RigView {
-            work: resources::work_of(state, &config.model, now),
-            config,
-            cards,
-        }
+            .collect()
     }
 
     fn send(
         &mut self,
         layout: &Layout,
         logs: &Logs,
-        view: &RigView,
+        view: &resources::RigView,
         action: &RmAction,
     ) -> Result<(), rigmind_queue::QueueError> {
         let (name, model, reason) = match action {
             RmAction::Load { model, reason, .. } => (ResourceAction::LoadLlm, model, reason),
             RmAction::Unload { model, reason, .. } => (ResourceAction::UnloadLlm, model, reason),
         };
-        let cost = if name == ResourceAction::LoadLlm {
-            view.config.load_secs
-        } else {
-            view.config.unload_secs
-        };
-        // Generous: a load that hangs is a dead server, not a slow one.
-        let timeout = (cost * 5.0).max(300.0);
-        let mut t = TaskFile::resource(name, action.worker(), model, timeout);
+        let mut t = resources::task_of(action, &view.config);
         t.seq = t.seq.max(self.last_seq + 1);
         self.last_seq = t.seq;
         t.write_to(&layout.dir(TaskDir::Queue), Sync::Data)?;
-        self.in_flight.insert(
-            t.file_name(),
-            InFlight {
-                worker: action.worker().to_string(),
-                load: name == ResourceAction::LoadLlm,
-                model: model.clone(),
-            },
-        );
+        if let Some(f) = InFlight::of(&t) {
+            self.in_flight.insert(t.file_name(), f);
+        }
         logs.decision(
             &Decision::new(name.as_str())
                 .kv("worker", action.worker())
@@ -320,20 +292,6 @@ impl ResourceManager {
         );
         Ok(())
     }
-}
-
-/// How long the running job with this task id is expected to go on (0: not known).
-fn running_left(state: &BrainState, task_id: &str, now: DateTime<Utc>) -> f64 {
-    for b in state.batches.values() {
-        for &i in &b.running {
-            let j = &b.jobs[i];
-            if j.task_id != task_id {
-                continue;
-            }
-            return resources::left_of(state, j, now);
-        }
-    }
-    0.0
 }
 
 /// Whether the worker that claimed the resource task at `path` is gone: its life
@@ -370,17 +328,6 @@ fn resource_files(layout: &Layout, d: TaskDir) -> Vec<String> {
         .into_iter()
         .filter(|n| TaskName::parse(n).is_some_and(|tn| tn.batch == RESOURCE_BATCH))
         .collect()
-}
-
-fn in_flight_of(t: &TaskFile) -> Option<InFlight> {
-    if !t.is_resource() {
-        return None;
-    }
-    Some(InFlight {
-        worker: t.target_worker.clone()?,
-        load: t.resource_action() == Some(ResourceAction::LoadLlm),
-        model: t.model.clone().unwrap_or_default(),
-    })
 }
 
 /// The workers that are alive: their life lock is held (or, where there is no lock

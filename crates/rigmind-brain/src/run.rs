@@ -28,6 +28,7 @@ use tokio::time::Interval;
 use crate::apply::{apply, flush_records};
 use crate::observe::refresh;
 use crate::policy::decide;
+use crate::record::Recorder;
 use crate::requests::{execute_plan, requeue_orphaned_requests};
 use crate::rescan::full_rescan;
 use crate::rig::ResourceManager;
@@ -142,6 +143,8 @@ struct Brain {
     events: mpsc::UnboundedReceiver<Change>,
     /// The resource manager (which also holds the rig's config).
     resources: ResourceManager,
+    /// Where decision rounds are recorded (`RIGMIND_RECORD_ROUNDS`), if anywhere.
+    recorder: Recorder,
     /// The claim lock and the brain's own index of the queue: brain-executed
     /// tasks, and the queue files that are no known task's.
     queue_lock: QueueLock,
@@ -177,7 +180,8 @@ impl Brain {
         dirs.push(layout.cancel_dir());
         let (watcher, events) = watch_dirs(&dirs)?;
         refresh_running(&layout, &logs, &mut state);
-        let resources = ResourceManager::new(&layout, config);
+        let recorder = Recorder::from_env();
+        let resources = ResourceManager::new(&layout, config, recorder.clone());
         let resources_tick = tokio::time::interval(Duration::from_secs(1));
         let queue_lock = QueueLock::open(&layout)?;
         let mut queue = QueueIndex::default();
@@ -197,6 +201,7 @@ impl Brain {
             _watcher: watcher,
             events,
             resources,
+            recorder,
             queue_lock,
             queue,
             cancellations,
@@ -245,9 +250,11 @@ impl Brain {
     fn converge(&mut self, budget: Duration) -> bool {
         let (layout, logs, state) = (&self.layout, &self.logs, &mut self.state);
         let deadline = Instant::now() + budget;
-        for _round in 0..1000 {
+        self.recorder.begin_converge();
+        for round in 0..1000 {
             let now = chrono::Utc::now();
             let actions = decide(state, now);
+            self.recorder.brain(round, now, state, &actions);
             if actions.is_empty() {
                 return true;
             }

@@ -1,11 +1,18 @@
 //! The claim rule: which queued task a worker may claim now ([`tier`]), from what
-//! it is and holds ([`ClaimContext`]), and the state its card is in while it runs
-//! a task ([`state_for`]). The live worker and the simulator both call these.
+//! it is and holds ([`ClaimContext::new`], with the classes a worker claims by
+//! default, [`default_classes`]), which concurrency groups are at their limit
+//! ([`full_groups`]), and the state its card is in while it runs a task
+//! ([`state_for`]). The live worker and the simulator both call these.
 
 use chrono::{DateTime, Utc};
 use rigmind_queue::claim::QueueEntry;
 use rigmind_queue::task::{TaskName, TaskStatus, LOAD_LLM};
 use rigmind_types::{Executor, GpuState, TaskClass};
+
+/// The concurrency groups at their limit, from the groups of the tasks running.
+/// Defined beside the claim lock (`rigmind_queue::claim`), which counts
+/// `processing/` under the lock with it; the simulator counts its running tasks.
+pub use rigmind_queue::claim::full_groups;
 
 /// What a worker is and holds at the moment it picks a task.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +31,51 @@ pub struct ClaimContext<'a> {
     /// No safety gate is violated.
     pub gates_clear: bool,
     pub now: DateTime<Utc>,
+}
+
+/// The GPU card a worker is pinned to, as a claim sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClaimCard<'a> {
+    /// The model its LLM server holds.
+    pub model: Option<&'a str>,
+    /// Memory free on it (`None`: not known, no VRAM gate).
+    pub vram_free_mb: Option<u64>,
+}
+
+impl<'a> ClaimContext<'a> {
+    /// What a worker is at `now`: its id and classes, its card (`None`: a cpu
+    /// worker, pinned to no GPU), whether it has an LLM server, and whether every
+    /// safety gate is clear.
+    pub fn new(
+        worker: &'a str,
+        classes: &'a [TaskClass],
+        card: Option<ClaimCard<'a>>,
+        llm: bool,
+        gates_clear: bool,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            worker,
+            classes,
+            gpu: card.is_some(),
+            model: card.and_then(|c| c.model),
+            llm,
+            vram_free_mb: card.and_then(|c| c.vram_free_mb),
+            gates_clear,
+            now,
+        }
+    }
+}
+
+/// The classes a worker claims when it is not told (`--classes`): script and cpu
+/// work on a card, llm work too with an LLM server; cpu work alone without a card.
+/// Script first: a card without a model prefers it.
+pub fn default_classes(card: bool, llm: bool) -> Vec<TaskClass> {
+    match (card, llm) {
+        (true, true) => vec![TaskClass::Script, TaskClass::Llm, TaskClass::Cpu],
+        (true, false) => vec![TaskClass::Script, TaskClass::Cpu],
+        (false, _) => vec![TaskClass::Cpu],
+    }
 }
 
 /// The claim tier of a queued task for this worker (queue-layout.md, claim order):

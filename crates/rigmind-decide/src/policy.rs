@@ -4,18 +4,20 @@
 //! jobs back from failed, batches whose state no longer matches their counts) and
 //! returns [`Action`]s; the live brain applies them to the files (`rigmind_brain::apply`) and
 //! calls it again until nothing is left to do. Tests call it directly on hand-built
-//! states, and later the simulator will too: there is one policy, never two.
+//! states, and the simulator does too: there is one policy, never two. What each
+//! action then does to the state is [`crate::effect::apply`].
 
 use std::collections::{BTreeSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use rigmind_queue::batch::BatchState;
 use rigmind_queue::task::FailureKind;
+use serde::{Deserialize, Serialize};
 
 use crate::state::{Batch, BrainState, Holder, JobStatus};
 
 /// One decision for the apply layer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Action {
     /// private_tasks → queue: every dependency is complete.
     Release {

@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use rigmind_queue::batch::{BatchRecord, BatchState, Counts};
 use rigmind_queue::task::{FailureKind, TaskStatus};
 use rigmind_queue::workers::Liveness;
+use serde::{Deserialize, Serialize};
 
 /// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobStatus {
     /// In `brain/private_tasks/<batch>/`, waiting on dependencies.
     Pending,
@@ -43,7 +44,7 @@ impl JobStatus {
 }
 
 /// What the brain needs of a failure to decide what follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureInfo {
     pub kind: FailureKind,
     /// Automatic retries already made.
@@ -64,7 +65,7 @@ impl FailureInfo {
 }
 
 /// Who holds a task in `processing/`, as its file says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
     /// `None` until the runner has written its start record.
     pub worker: Option<String>,
@@ -75,7 +76,7 @@ pub struct Holder {
 }
 
 /// One task of a batch, as the brain tracks it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
     pub name: String,
     pub plan_task_id: String,
@@ -100,7 +101,7 @@ pub struct Job {
 }
 
 /// A job as demand on the rig, from its task file.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobWork {
     pub class: Option<rigmind_types::TaskClass>,
     pub model: Option<String>,
@@ -122,7 +123,7 @@ impl JobWork {
 }
 
 /// Run times seen of one plan task, for tasks without an `estimate`.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Learned {
     pub total_secs: f64,
     pub runs: u32,
@@ -140,7 +141,7 @@ impl Learned {
 }
 
 /// A submitted plan and its jobs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Batch {
     pub record: BatchRecord,
     pub jobs: Vec<Job>,
@@ -157,7 +158,9 @@ pub struct Batch {
     pub queued_early: BTreeSet<usize>,
     /// Queued jobs sent back for a retry, with the time their back-off ends.
     pub retry_at: BTreeMap<usize, DateTime<Utc>>,
-    /// The record on disk is behind the state.
+    /// The record on disk is behind the state (bookkeeping of the writes, not an
+    /// observation: left out of a recorded round).
+    #[serde(skip)]
     pub dirty: bool,
 }
 
@@ -374,7 +377,7 @@ impl Batch {
 }
 
 /// Everything the brain has read.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BrainState {
     pub batches: BTreeMap<String, Batch>,
     /// The next submission sequence number (claim order across batches).
@@ -392,9 +395,11 @@ pub struct BrainState {
     pub unknown_models: BTreeMap<String, String>,
     /// Files of unfinished jobs found in no directory, since when (see
     /// `rigmind_brain::lost::follow_vanished`).
+    #[serde(skip)]
     pub vanished: HashMap<String, std::time::Instant>,
     /// Files that are no known task's, judged and left where they are, by
     /// (size, mtime s, mtime ns, inode): not read again until they change.
+    #[serde(skip)]
     pub judged: HashMap<std::path::PathBuf, (u64, i64, i64, u64)>,
     /// Ready tasks of new submissions not written into the queue yet, by batch, in
     /// claim order: written a bounded number per turn (`rigmind_brain::submit::queue_some`)

@@ -9,7 +9,7 @@
 //! `tasks/cancel/`, see [`crate::cancel`]) is never claimed: the markers are looked
 //! at under the lock, so a claim either comes before the cancellation or sees it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -227,7 +227,7 @@ impl QueueLock {
             .lock
             .write()
             .map_err(|e| QueueError::io("lock", &self.path, e))?;
-        let full = full_groups(layout, index, limits)?;
+        let full = full_groups_now(layout, index, limits)?;
         self.markers.refresh()?;
         let markers = &self.markers;
         let tier = |e: &QueueEntry| {
@@ -276,38 +276,49 @@ fn of_cancelled_batch(markers: &CancelMarkers, file_name: &str) -> bool {
 
 /// The groups at their limit now, from the tasks in `processing/`. Reads nothing
 /// when no queued task belongs to a limited group.
-fn full_groups(
+fn full_groups_now(
     layout: &Layout,
     index: &QueueIndex,
     limits: &BTreeMap<String, u32>,
-) -> Result<std::collections::BTreeSet<String>, QueueError> {
-    let mut full = std::collections::BTreeSet::new();
+) -> Result<BTreeSet<String>, QueueError> {
     if limits.is_empty() {
-        return Ok(full);
+        return Ok(BTreeSet::new());
     }
     let wanted = index
         .entries()
         .any(|e| e.group.as_ref().is_some_and(|g| limits.contains_key(g)));
     if !wanted {
-        return Ok(full);
+        return Ok(BTreeSet::new());
     }
     let dir = layout.dir(TaskDir::Processing);
-    let mut running: BTreeMap<String, u32> = BTreeMap::new();
+    let mut groups = Vec::new();
     for name in fsio::list_names(&dir)? {
         // A file that cannot be read is counted as nothing: it is being moved, or
         // it is junk the brain will move aside.
         if let Ok(t) = TaskFile::read(&dir.join(&name)) {
-            if let Some(g) = t.group {
-                *running.entry(g).or_default() += 1;
-            }
+            groups.extend(t.group);
         }
     }
-    for (g, limit) in limits {
-        if running.get(g).copied().unwrap_or(0) >= *limit {
-            full.insert(g.clone());
-        }
+    Ok(full_groups(groups.iter().map(String::as_str), limits))
+}
+
+/// The concurrency groups at their limit: those with at least `limits[group]`
+/// tasks among `running` (the group of each task running, one entry per task).
+/// The claim lock counts `processing/` with it; the simulator (through
+/// `rigmind_decide::claim`) its running tasks.
+pub fn full_groups<'a>(
+    running: impl IntoIterator<Item = &'a str>,
+    limits: &BTreeMap<String, u32>,
+) -> BTreeSet<String> {
+    let mut count: BTreeMap<&str, u32> = BTreeMap::new();
+    for g in running {
+        *count.entry(g).or_default() += 1;
     }
-    Ok(full)
+    limits
+        .iter()
+        .filter(|(g, limit)| count.get(g.as_str()).copied().unwrap_or(0) >= **limit)
+        .map(|(g, _)| g.clone())
+        .collect()
 }
 
 /// A task just renamed into `processing/`; read it with [`TaskFile::read`].

@@ -139,7 +139,7 @@ impl WorkerState {
 }
 
 /// What can be known from outside about whether a worker is alive.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Liveness {
     /// Whether its life lock is held: `None` when there is no lock file to ask.
     pub lock_held: Option<bool>,

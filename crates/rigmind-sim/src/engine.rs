@@ -6,10 +6,11 @@
 //! `DateTime<Utc>` counted from a fixed epoch.
 //!
 //! At each instant the loop repeats, until nothing changes: (1) the brain's
-//! [`policy::decide`] and the application of its releases and settles; (2) the
-//! resource manager's [`resources::decide`], whose actions become resource tasks
-//! in the virtual queue; (3) every free worker, in worker-id order, claims its best
-//! task by [`claim::tier`] through [`QueueIndex::best`]. Then time advances to the
+//! [`round::brain`] (the release policy and the state effects of its releases and
+//! settles), then its releases are put into the virtual queue; (2) the resource
+//! manager's [`round::resources`] over the cards' facts, whose actions become
+//! resource tasks in the virtual queue; (3) every free worker, in worker-id order,
+//! claims its best task by [`claim::tier`] through [`QueueIndex::best`]. Then time advances to the
 //! next task end, or to the next instant at which a card's clock crosses a
 //! threshold the policies look at (hysteresis, idle unload), whichever is first.
 
@@ -17,19 +18,21 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use rigmind_config::RigConfig;
-use rigmind_decide::claim::{self, ClaimContext};
-use rigmind_decide::policy::{self, Action};
+use rigmind_decide::claim::{self, ClaimCard, ClaimContext};
+use rigmind_decide::policy::Action;
 use rigmind_decide::resources::{
-    self, Card, CardMode, RigView, RmAction, RmConfig, RmPolicy, DEFAULT_ESTIMATE_SECS,
+    self, CardFacts, InFlight, RmAction, RmConfig, RmPolicy, DEFAULT_ESTIMATE_SECS,
 };
 use rigmind_decide::state::{Batch, BrainState, Holder, JobStatus};
 use rigmind_decide::tasks::{job_of, task_files};
 use rigmind_plan::ExpandedPlan;
 use rigmind_queue::batch::BatchRecord;
 use rigmind_queue::claim::QueueIndex;
-use rigmind_queue::task::{ResourceAction, TaskFile, TaskStatus, LOAD_LLM, UNLOAD_LLM};
+use rigmind_queue::task::{TaskFile, TaskStatus, LOAD_LLM, UNLOAD_LLM};
 use rigmind_queue::workers::Liveness;
 use rigmind_types::{Executor, GpuState, TaskClass};
+
+use crate::round;
 
 /// The batch id the simulated submission gets.
 pub const SIM_BATCH: &str = "sim";
@@ -190,14 +193,6 @@ impl Worker {
     }
 }
 
-/// A resource task written and not yet seen finished (the live `rig::InFlight`).
-#[derive(Debug, Clone)]
-struct InFlight {
-    worker: String,
-    load: bool,
-    model: String,
-}
-
 struct Sim<'a> {
     rig: &'a RigConfig,
     cfg: RmConfig,
@@ -278,11 +273,7 @@ impl<'a> Sim<'a> {
                     id: g.worker.clone(),
                     llm_capable,
                     // The live worker's default classes for a GPU worker.
-                    classes: if llm_capable {
-                        vec![TaskClass::Script, TaskClass::Llm, TaskClass::Cpu]
-                    } else {
-                        vec![TaskClass::Script, TaskClass::Cpu]
-                    },
+                    classes: claim::default_classes(true, llm_capable),
                     vram_mb: g.vram_mb,
                     model: None,
                     gpu_state: GpuState::Idle,
@@ -389,11 +380,13 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// The brain's release policy, applied as the live apply layer does to the state.
+    /// The brain's decision rounds at this instant ([`round::brain`]), each
+    /// followed by putting its releases into the virtual queue.
     fn brain_round(&mut self) -> Result<bool, SimError> {
         let mut changed = false;
         for _ in 0..1000 {
-            let actions = policy::decide(&self.state, self.at());
+            let now = self.at();
+            let actions = round::brain(&mut self.state, now).unwrap_or_else(|a| unsimulated(&a));
             if actions.is_empty() {
                 return Ok(changed);
             }
@@ -402,82 +395,67 @@ impl<'a> Sim<'a> {
                 match a {
                     Action::Release { batch, job, .. } => {
                         debug_assert_eq!(batch, SIM_BATCH);
-                        self.batch().set_status(job, JobStatus::Queued);
-                        let mut t = self.tasks[job].clone();
-                        t.status = TaskStatus::Queued;
-                        let file = t.file_name();
-                        if t.executor == Executor::Brain {
-                            // The brain claims and runs its own tasks at once.
-                            self.hold(job, "brain");
-                            let run = Running {
-                                item: Item::Job(job),
-                                file,
-                                name: t.name.clone(),
-                                class: t.task_class.unwrap_or(TaskClass::Cpu),
-                                group: t.group.clone(),
-                                end: self.now + us(estimate(t.estimate_seconds)),
-                            };
-                            self.brain.push((run, self.now));
-                        } else {
-                            self.index.insert(&file, &t);
-                            self.queued.insert(file, Item::Job(job));
-                        }
+                        self.enqueue(job);
                     }
-                    Action::Settle { state, .. } => self.batch().record.state = state,
-                    other => panic!(
-                        "simulator: the brain decided {other:?}, which only failures, \
-                         cancellations or hand moves can cause; none is simulated"
-                    ),
+                    Action::Settle { .. } => {}
+                    other => unsimulated(&other),
                 }
             }
         }
         Err(self.runaway(1000, "the brain's decisions never settle"))
     }
 
-    /// The cards as the live brain's resource manager builds them (`rig.rs`, `view`).
-    fn cards(&self) -> Vec<Card> {
-        let now = self.at();
+    /// A released job goes into the virtual queue, or, an `executor: brain` one,
+    /// starts at once: the brain claims and runs its own tasks.
+    fn enqueue(&mut self, job: usize) {
+        let mut t = self.tasks[job].clone();
+        t.status = TaskStatus::Queued;
+        let file = t.file_name();
+        if t.executor == Executor::Brain {
+            self.hold(job, "brain");
+            let run = Running {
+                item: Item::Job(job),
+                file,
+                name: t.name.clone(),
+                class: t.task_class.unwrap_or(TaskClass::Cpu),
+                group: t.group.clone(),
+                end: self.now + us(estimate(t.estimate_seconds)),
+            };
+            self.brain.push((run, self.now));
+        } else {
+            self.index.insert(&file, &t);
+            self.queued.insert(file, Item::Job(job));
+        }
+    }
+
+    /// The cards' facts, as the live workers publish them in their state files.
+    fn card_facts(&self) -> Vec<CardFacts> {
         let b = self.batch_ref();
         self.workers
             .iter()
-            .map(|w| {
-                let flight = self.in_flight.values().find(|f| f.worker == w.id);
-                let loaded = w.gpu_state.is_llm();
-                let mode = match flight {
-                    Some(f) if f.load => CardMode::Loading,
-                    Some(_) => CardMode::Unloading,
-                    None if loaded => CardMode::Llm,
-                    None => CardMode::Script,
-                };
-                // Live: `running_left` of the worker's current task id, which only
-                // a plan job has (a resource task gives 0).
-                let busy_for = match w.running.as_ref().map(|r| &r.item) {
-                    Some(Item::Job(i)) => resources::left_of(&self.state, &b.jobs[*i], now),
-                    _ => 0.0,
-                };
-                Card {
-                    worker: w.id.clone(),
-                    mode,
-                    model: flight.map(|f| f.model.clone()).or_else(|| w.model.clone()),
-                    running: w.running.as_ref().map(|r| r.class),
-                    busy_for,
-                    // Never set: counted from the brain's start, as live.
-                    llm_idle_secs: secs(self.now - w.llm_idle_since.unwrap_or(0)),
-                    in_mode_secs: secs(self.now - w.state_since),
-                    llm_capable: w.llm_capable,
-                    cooling_down: false,
-                }
+            .map(|w| CardFacts {
+                worker: w.id.clone(),
+                loaded: w.gpu_state.is_llm(),
+                model: w.model.clone(),
+                running: w.running.as_ref().map(|r| r.class),
+                // Only a plan job has a task the brain knows (a resource task
+                // leaves the card's time left at 0).
+                running_task: match w.running.as_ref().map(|r| &r.item) {
+                    Some(Item::Job(i)) => Some(b.jobs[*i].task_id.clone()),
+                    _ => None,
+                },
+                // Never set: counted from the brain's start, as live.
+                llm_idle_secs: secs(self.now - w.llm_idle_since.unwrap_or(0)),
+                in_mode_secs: secs(self.now - w.state_since),
+                llm_capable: w.llm_capable,
+                cooling_down: false,
             })
             .collect()
     }
 
     fn rm_round(&mut self) -> Result<bool, SimError> {
-        let view = RigView {
-            config: self.cfg.clone(),
-            cards: self.cards(),
-            work: resources::work_of(&self.state, &self.cfg.model, self.at()),
-        };
-        let actions = resources::decide(&view);
+        let facts = self.card_facts();
+        let actions = round::resources(&self.cfg, &facts, &self.in_flight, &self.state, self.at());
         for a in &actions {
             self.send(a)?;
         }
@@ -487,66 +465,41 @@ impl<'a> Sim<'a> {
     /// Writes one decision as the live `ResourceManager::send` does, into the
     /// virtual queue, with a deterministic `seq`.
     fn send(&mut self, action: &RmAction) -> Result<(), SimError> {
-        let (name, model) = match action {
-            RmAction::Load { model, .. } => (ResourceAction::LoadLlm, model),
-            RmAction::Unload { model, .. } => (ResourceAction::UnloadLlm, model),
-        };
+        let mut t = resources::task_of(action, &self.cfg);
         let worker = action.worker();
         if !self.workers.iter().any(|w| w.id == worker) {
             return Err(SimError::Unsupported {
                 policy: self.name(),
-                what: format!("{name} for unknown worker '{worker}'"),
+                what: format!("{} for unknown worker '{worker}'", t.name),
             });
         }
-        let cost = if name == ResourceAction::LoadLlm {
-            self.cfg.load_secs
-        } else {
-            self.cfg.unload_secs
-        };
-        let timeout = (cost * 5.0).max(300.0);
-        let mut t = TaskFile::resource(name, worker, model, timeout);
         t.seq = self.next_rm_seq;
         self.next_rm_seq += 1;
         let file = t.file_name();
         self.index.insert(&file, &t);
-        let item = if name == ResourceAction::LoadLlm {
+        let flight = InFlight::of(&t).expect("a resource task addressed to its worker");
+        let item = if flight.load {
             Item::Load {
-                model: model.clone(),
+                model: flight.model.clone(),
             }
         } else {
             Item::Unload
         };
         self.queued.insert(file.clone(), item);
-        self.in_flight.insert(
-            file,
-            InFlight {
-                worker: worker.to_string(),
-                load: name == ResourceAction::LoadLlm,
-                model: model.clone(),
-            },
-        );
+        self.in_flight.insert(file, flight);
         Ok(())
     }
 
-    /// Concurrency groups at their limit (the live claim lock counts `processing/`).
+    /// Concurrency groups at their limit, counted over the tasks running (the
+    /// live claim lock counts `processing/`).
     fn full_groups(&self) -> BTreeSet<String> {
-        let mut running: BTreeMap<&str, u32> = BTreeMap::new();
-        let all = self
+        let running = self
             .workers
             .iter()
             .filter_map(|w| w.running.as_ref())
-            .chain(self.brain.iter().map(|(r, _)| r));
-        for r in all {
-            if let Some(g) = &r.group {
-                *running.entry(g.as_str()).or_default() += 1;
-            }
-        }
-        self.rig
-            .groups
-            .iter()
-            .filter(|(g, limit)| running.get(g.as_str()).copied().unwrap_or(0) >= **limit)
-            .map(|(g, _)| g.clone())
-            .collect()
+            .chain(self.brain.iter().map(|(r, _)| r))
+            .filter_map(|r| r.group.as_deref());
+        claim::full_groups(running, &self.rig.groups)
     }
 
     fn claim_round(&mut self) -> Result<bool, SimError> {
@@ -558,17 +511,13 @@ impl<'a> Sim<'a> {
             }
             let full = self.full_groups();
             let w = &self.workers[wi];
-            // The live worker's `Me::context`: its card, no safety gate violated.
-            let ctx = ClaimContext {
-                worker: &w.id,
-                classes: &w.classes,
-                gpu: true,
+            // As the live worker's `Profile::context`: its card, no safety gate
+            // violated.
+            let card = ClaimCard {
                 model: w.model.as_deref(),
-                llm: w.llm_capable,
                 vram_free_mb: w.vram_mb,
-                gates_clear: true,
-                now,
             };
+            let ctx = ClaimContext::new(&w.id, &w.classes, Some(card), w.llm_capable, true, now);
             let best = self
                 .index
                 .best(|e| {
@@ -893,4 +842,12 @@ impl<'a> Sim<'a> {
             tasks_completed: self.completed,
         }
     }
+}
+
+/// The brain decided something only failures, cancellations or hand moves cause.
+fn unsimulated(a: &Action) -> ! {
+    panic!(
+        "simulator: the brain decided {a:?}, which only failures, \
+         cancellations or hand moves can cause; none is simulated"
+    )
 }

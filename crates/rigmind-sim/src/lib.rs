@@ -5,12 +5,18 @@
 //!   [`BrainState`](rigmind_decide::state::BrainState) holding the batch a submission
 //!   would build ([`rigmind_decide::tasks::task_files`], [`rigmind_decide::tasks::job_of`]).
 //! - Claims: [`rigmind_decide::claim::tier`] through
-//!   [`QueueIndex::best`](rigmind_queue::claim::QueueIndex::best), with concurrency
-//!   groups counted as the live claim lock counts them.
-//! - Cards: [`rigmind_decide::resources::decide`] over a `RigView` built as the live
-//!   brain builds it; each action becomes a `load_llm` / `unload_llm` resource task
-//!   ([`TaskFile::resource`](rigmind_queue::task::TaskFile::resource)) that its worker
-//!   claims at tier 0 and that takes rig.toml's `load_seconds` / `unload_seconds`.
+//!   [`QueueIndex::best`](rigmind_queue::claim::QueueIndex::best), from the worker's
+//!   [`ClaimContext::new`](rigmind_decide::claim::ClaimContext::new), with the
+//!   concurrency groups at their limit by [`rigmind_decide::claim::full_groups`], as
+//!   the live claim lock counts them.
+//! - Cards: [`rigmind_decide::resources::decide`] over the `RigView` that
+//!   [`rigmind_decide::resources::view_of`] builds from the cards' facts, as for the
+//!   live brain; each action becomes the `load_llm` / `unload_llm` resource task
+//!   [`rigmind_decide::resources::task_of`] makes, which its worker claims at tier 0
+//!   and which takes rig.toml's `load_seconds` / `unload_seconds`.
+//!
+//! [`round`] holds the two decision steps of an instant, callable from a live
+//! brain's recorded observations.
 //!
 //! The model: one worker per `[[gpu]]` (LLM-capable iff it has `ollama`), one task at
 //! a time each; every task takes its `estimate` (60 s without one); no failures, no
@@ -21,6 +27,7 @@
 pub mod bound;
 pub mod compare;
 pub mod engine;
+pub mod round;
 pub mod svg;
 
 pub use bound::{bound_terms, lower_bound, BoundTerms};

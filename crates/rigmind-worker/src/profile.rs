@@ -18,6 +18,7 @@ use rigmind_types::TaskClass;
 
 use crate::card::{self, Card, ClaimContext};
 use crate::{WorkerError, WorkerOptions};
+use rigmind_decide::claim::ClaimCard;
 
 /// How often the card and the host are read while claiming.
 const READ_EVERY: Duration = Duration::from_millis(250);
@@ -38,16 +39,18 @@ pub(crate) struct Profile {
 impl Profile {
     /// What the claim rules ([`card::tier`]) see of this worker at `now`.
     pub(crate) fn context(&self, now: chrono::DateTime<Utc>) -> ClaimContext<'_> {
-        ClaimContext {
-            worker: &self.opts.id,
-            classes: &self.classes,
-            gpu: self.card.is_some(),
-            model: self.card.as_ref().and_then(|c| c.model.as_deref()),
-            llm: self.llm.is_some(),
-            vram_free_mb: self.card.as_ref().map(|c| c.info.memory_free_mb),
-            gates_clear: self.state.gates.is_empty(),
+        let card = self.card.as_ref().map(|c| ClaimCard {
+            model: c.model.as_deref(),
+            vram_free_mb: Some(c.info.memory_free_mb),
+        });
+        ClaimContext::new(
+            &self.opts.id,
+            &self.classes,
+            card,
+            self.llm.is_some(),
+            self.state.gates.is_empty(),
             now,
-        }
+        )
     }
 
     /// Reads the card and the host again (at most every [`READ_EVERY`]) and says
@@ -212,12 +215,8 @@ pub(crate) fn claim_classes(
 ) -> Result<Vec<TaskClass>, WorkerError> {
     let classes = if !opts.classes.is_empty() {
         opts.classes.clone()
-    } else if card && llm_url.is_some() {
-        vec![TaskClass::Script, TaskClass::Llm, TaskClass::Cpu]
-    } else if card {
-        vec![TaskClass::Script, TaskClass::Cpu]
     } else {
-        vec![TaskClass::Cpu]
+        rigmind_decide::claim::default_classes(card, llm_url.is_some())
     };
     if classes.contains(&TaskClass::Llm) && llm_url.is_none() {
         return Err(WorkerError::BadOptions {

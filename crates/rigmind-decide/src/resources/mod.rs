@@ -3,9 +3,9 @@
 //! [`decide`] is a pure function of a [`RigView`] — the cards as their workers
 //! published them, the resource tasks already in flight, and the work left in the
 //! DAG — and returns [`RmAction`]s (`load_llm` / `unload_llm` on one worker, each with
-//! its reason). The live brain builds the view from the files (`rigmind_brain::rig`) and
-//! writes the actions as resource tasks; the simulator builds it from its virtual
-//! state and calls the very same function.
+//! its reason). The live brain gathers the cards' facts from the files
+//! (`rigmind_brain::rig`), the simulator from its virtual state; both build the
+//! view with [`view_of`] and write each action as the resource task [`task_of`] makes.
 //!
 //! Work is seen through [`work_of`]: every job not yet done, with its class, its
 //! expected run time and how soon it can start — the longest chain of unfinished
@@ -15,16 +15,19 @@
 //! One file per policy — [`adaptive`](adaptive) (with its fallback for very large
 //! batches, `proportional`), `phases`, `static_cards` and `on_demand` — over the
 //! shared pieces: `demand` (the work, summed), `cards` (which cards may move, and
-//! the actions that move them) and `work` (the view's work from a brain's state).
+//! the actions that move them), `work` (the view's work from a brain's state) and
+//! `observed` (the cards from what their workers publish, and the resource tasks).
 //! This file holds the types, [`decide`] and the model swaps every policy shares.
 
 use std::collections::BTreeMap;
 
 use rigmind_types::TaskClass;
+use serde::{Deserialize, Serialize};
 
 mod adaptive;
 mod cards;
 mod demand;
+mod observed;
 mod on_demand;
 mod phases;
 mod proportional;
@@ -34,13 +37,14 @@ mod testkit;
 mod work;
 
 pub use adaptive::PROJECT_AT_MOST;
+pub use observed::{task_of, view_of, CardFacts, InFlight};
 pub use work::{estimate_of, left_of, work_of, DEFAULT_ESTIMATE_SECS};
 
 use cards::unload;
 use demand::{demand, wanted_model};
 
 /// How cards are moved between their states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RmPolicy {
     /// By demand and look-ahead, weighed against the load cost, with hysteresis.
     Adaptive,
@@ -65,7 +69,7 @@ impl RmPolicy {
 }
 
 /// The resource manager's settings (rig.toml's `[llm]` and `[resource_manager]`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RmConfig {
     pub policy: RmPolicy,
     /// The model loaded when the work does not name one.
@@ -181,7 +185,7 @@ pub struct RigView {
 }
 
 /// One decision of the resource manager.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RmAction {
     Load {
         worker: String,
