@@ -155,7 +155,12 @@ fn a_batch_the_brain_cannot_rebuild_fails_alone() {
     // No worker: the chain's later tasks wait in private_tasks/.
     let broken = rig.submit(&rig.fixture("chain.md"));
     let private = rig.root().join(format!("brain/private_tasks/{broken}"));
-    eventually(30, "private tasks", || private.is_dir());
+    // The submission is done (and its batch record written) only at its submit line;
+    // the private directory appears before that.
+    eventually(30, "the chain's submission", || {
+        !rig.decisions_with(&["decision=submit", &format!("batch={broken}")]).is_empty()
+    });
+    assert!(private.is_dir(), "{}", private.display());
     rig.stop("brain");
     std::fs::remove_dir_all(&private).unwrap();
     std::fs::write(&private, "not a directory").unwrap();
