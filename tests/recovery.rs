@@ -55,6 +55,9 @@ fn a_worker_restarted_under_the_same_id_does_not_hide_its_lost_task() {
     let mut rig = Rig::started(&["w1"]);
     let batch = rig.submit_fixture("lost.md");
     wait_running(&rig, "-hangs_once.json");
+    // Killed once the command runs: killed between its claim and its start record,
+    // the task is found only after the claim grace ("never started"), another path.
+    rig.await_file("bg.pid");
     rig.kill9("w1");
     rig.start_worker("w1", &[]);
     assert_eq!(rig.wait(&batch), 0);
