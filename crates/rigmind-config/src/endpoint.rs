@@ -81,7 +81,7 @@ impl Endpoint {
     /// Whether this endpoint serves `model` (Ollama names compare in canonical form).
     pub fn serves(&self, model: &str) -> bool {
         let want = self.model_name(model);
-        self.models.iter().any(|m| *m == want)
+        self.models.contains(&want)
     }
 
     /// `model` as this endpoint's model list spells it.
