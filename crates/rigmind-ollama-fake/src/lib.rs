@@ -42,6 +42,8 @@
 //! Use it in-process with [`start`], which returns a [`FakeHandle`], or as the
 //! `fake-ollama` binary.
 
+mod api;
+mod http;
 mod keep_alive;
 mod server;
 mod state;
@@ -57,6 +59,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use api::{start_api, ApiFakeHandle, ApiFakeOptions, ApiFlavor, ApiRequestRecord};
 pub use keep_alive::{parse_go_duration, KeepAlive};
 pub use server::FAKE_VERSION;
 pub use state::{RequestKind, RequestRecord};
