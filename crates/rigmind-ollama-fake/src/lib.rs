@@ -188,6 +188,20 @@ impl Drop for FakeHandle {
     }
 }
 
+/// Logs to stderr for the binaries, at the level `RUST_LOG` or `RIGMIND_LOG` sets
+/// (default info).
+pub fn init_tracing() {
+    let filter = std::env::var("RUST_LOG")
+        .or_else(|_| std::env::var("RIGMIND_LOG"))
+        .unwrap_or_else(|_| "info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        // Colour codes only help a terminal; logs captured to files stay plain.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 /// Binds `opts.listen` and starts serving in the background.
 pub async fn start(opts: FakeOptions) -> io::Result<FakeHandle> {
     let listener = TcpListener::bind(opts.listen).await?;
