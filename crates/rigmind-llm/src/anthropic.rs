@@ -18,9 +18,8 @@ use rigmind_config::Api;
 use serde_json::{json, Value};
 
 use crate::error::LlmError;
-use crate::http::{error_text, snippet, Call, Site};
+use crate::http::{Call, Site};
 use crate::key::ApiKey;
-use crate::sse::SseParser;
 use crate::types::{ChatRequest, GenClock, Generation};
 
 /// The API version this client speaks.
@@ -175,27 +174,10 @@ impl AnthropicClient {
         if req.stream {
             self.read_stream(&call, resp, &mut acc, on_token).await?;
         } else {
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| self.site.transport(&call, &e))?;
-            let v = self.parse(&call, bytes.as_ref())?;
+            let v = self.site.json_body(&call, resp).await?;
             acc.message(&v, on_token);
         }
         Ok(acc.finish())
-    }
-
-    fn parse(&self, call: &Call<'_>, data: &[u8]) -> Result<Value, LlmError> {
-        let v: Value = serde_json::from_slice(data).map_err(|e| {
-            self.site
-                .protocol(call, format!("unparseable answer ({e}): {}", snippet(data)))
-        })?;
-        match error_text(&v) {
-            Some(msg) => Err(self
-                .site
-                .protocol(call, format!("error in the answer: {msg}"))),
-            None => Ok(v),
-        }
     }
 
     /// Takes one event's data.
@@ -206,7 +188,7 @@ impl AnthropicClient {
         acc: &mut Acc,
         on_token: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(), LlmError> {
-        let v = self.parse(call, data.as_bytes())?;
+        let v = self.site.parse_json(call, data.as_bytes())?;
         match v.get("type").and_then(Value::as_str) {
             Some("message_start") => acc.message(&v["message"], on_token),
             Some("content_block_start") => {
@@ -234,23 +216,12 @@ impl AnthropicClient {
         acc: &mut Acc,
         on_token: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(), LlmError> {
-        let mut sse = SseParser::default();
-        let mut take = |data: Option<String>, acc: &mut Acc| -> Result<bool, LlmError> {
-            if let Some(d) = data {
-                self.event(call, &d, acc, on_token)?;
-            }
-            Ok(acc.stopped)
-        };
-        let done = self
-            .site
-            .for_each_line(call, resp, &mut |line| take(sse.line(line), acc))
-            .await?;
-        if done || take(sse.finish(), acc)? {
-            return Ok(());
-        }
-        Err(self
-            .site
-            .protocol(call, "the stream ended before message_stop".into()))
+        self.site
+            .for_each_event(call, resp, "message_stop", &mut |data| {
+                self.event(call, data, acc, on_token)?;
+                Ok(acc.stopped)
+            })
+            .await
     }
 }
 

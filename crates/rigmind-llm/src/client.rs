@@ -17,8 +17,6 @@ use crate::error::LlmError;
 use crate::http::{snippet, Call, Site};
 use crate::types::{ChatRequest, GenerateRequest, Generation, RunningModel};
 
-const UNLOAD_POLL: Duration = Duration::from_millis(100);
-
 /// A client for one Ollama server (cheap to clone; connections are pooled).
 #[derive(Debug, Clone)]
 pub struct OllamaClient {
@@ -172,21 +170,14 @@ impl OllamaClient {
             .await?;
         // Ollama answers the unload request at once and frees the memory afterwards.
         let poll_start = Instant::now();
-        loop {
-            if !self.is_loaded(model).await? {
-                tracing::debug!(url = %self.site.base, model, took_ms = start.elapsed().as_millis() as u64, "ollama unload");
-                return Ok(start.elapsed());
-            }
-            if poll_start.elapsed() >= wait {
-                return Err(LlmError::StillLoaded {
-                    api: Api::Ollama,
-                    url: self.site.base.clone(),
-                    model: model.to_string(),
-                    after: start.elapsed(),
-                });
-            }
-            tokio::time::sleep(UNLOAD_POLL.min(wait.saturating_sub(poll_start.elapsed()))).await;
-        }
+        let took = self
+            .site
+            .wait_unloaded(model, start, poll_start, wait, || async {
+                Ok(!self.is_loaded(model).await?)
+            })
+            .await?;
+        tracing::debug!(url = %self.site.base, model, took_ms = took.as_millis() as u64, "ollama unload");
+        Ok(took)
     }
 
     /// One generation: streamed (NDJSON, chunks passed to `on_token`) when

@@ -9,7 +9,7 @@
 //! echoes back goes through [`Site::redact`] first, so an API key never reaches a
 //! message.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use rigmind_config::Api;
@@ -17,11 +17,14 @@ use serde_json::Value;
 
 use crate::error::LlmError;
 use crate::key::ApiKey;
+use crate::sse::SseParser;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Health and status calls are cheap; a server that takes longer is not well.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an unload is checked.
+const UNLOAD_POLL: Duration = Duration::from_millis(100);
 /// How much of an unexpected body an error message quotes.
 const SNIPPET: usize = 300;
 
@@ -239,6 +242,78 @@ impl Site {
             }
         }
         f(&buf)
+    }
+
+    /// The whole body of a 2xx answer, parsed as JSON; an error object in it (some
+    /// servers answer 200 with one) is a protocol error quoting its message.
+    pub(crate) async fn json_body(
+        &self,
+        call: &Call<'_>,
+        resp: reqwest::Response,
+    ) -> Result<Value, LlmError> {
+        let bytes = resp.bytes().await.map_err(|e| self.transport(call, &e))?;
+        self.parse_json(call, &bytes)
+    }
+
+    /// `data` parsed as JSON, as [`Site::json_body`] takes it.
+    pub(crate) fn parse_json(&self, call: &Call<'_>, data: &[u8]) -> Result<Value, LlmError> {
+        let v: Value = serde_json::from_slice(data).map_err(|e| {
+            self.protocol(call, format!("unparseable answer ({e}): {}", snippet(data)))
+        })?;
+        match error_text(&v) {
+            Some(msg) => Err(self.protocol(call, format!("error in the answer: {msg}"))),
+            None => Ok(v),
+        }
+    }
+
+    /// Passes the data of each server-sent event to `f` until `f` says done;
+    /// a stream that ends first is a protocol error saying it lacked `end`.
+    pub(crate) async fn for_each_event(
+        &self,
+        call: &Call<'_>,
+        resp: reqwest::Response,
+        end: &str,
+        f: &mut dyn FnMut(&str) -> Result<bool, LlmError>,
+    ) -> Result<(), LlmError> {
+        let mut sse = SseParser::default();
+        let mut take = |data: Option<String>| data.map_or(Ok(false), |d| f(&d));
+        let done = self
+            .for_each_line(call, resp, &mut |line| take(sse.line(line)))
+            .await?;
+        if done || take(sse.finish())? {
+            return Ok(());
+        }
+        Err(self.protocol(call, format!("the stream ended before {end}")))
+    }
+
+    /// Polls `gone` every 100 ms until it says the model is unloaded, giving up
+    /// `wait` after `poll_start` with [`LlmError::StillLoaded`] (timed from `start`).
+    pub(crate) async fn wait_unloaded<F, Fut>(
+        &self,
+        model: &str,
+        start: Instant,
+        poll_start: Instant,
+        wait: Duration,
+        mut gone: F,
+    ) -> Result<Duration, LlmError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool, LlmError>>,
+    {
+        loop {
+            if gone().await? {
+                return Ok(start.elapsed());
+            }
+            if poll_start.elapsed() >= wait {
+                return Err(LlmError::StillLoaded {
+                    api: self.api,
+                    url: self.base.clone(),
+                    model: model.to_string(),
+                    after: start.elapsed(),
+                });
+            }
+            tokio::time::sleep(UNLOAD_POLL.min(wait.saturating_sub(poll_start.elapsed()))).await;
+        }
     }
 
     pub(crate) async fn check_status(

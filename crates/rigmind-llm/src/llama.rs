@@ -181,23 +181,14 @@ impl LlamaServerClient {
             self.post_models("unload: POST /models/unload", "/models/unload", model)
                 .await?;
         }
-        loop {
-            if matches!(
-                self.status(model).await?,
-                ModelStatus::Unloaded | ModelStatus::Failed(_)
-            ) {
-                return Ok(start.elapsed());
-            }
-            if start.elapsed() >= wait {
-                return Err(LlmError::StillLoaded {
-                    api: Api::LlamaServer,
-                    url: self.site.base.clone(),
-                    model: model.to_string(),
-                    after: start.elapsed(),
-                });
-            }
-            tokio::time::sleep(POLL.min(wait.saturating_sub(start.elapsed()))).await;
-        }
+        self.site
+            .wait_unloaded(model, start, start, wait, || async {
+                Ok(matches!(
+                    self.status(model).await?,
+                    ModelStatus::Unloaded | ModelStatus::Failed(_)
+                ))
+            })
+            .await
     }
 
     /// Posts `{"model"}` to a `/models/*` endpoint. A 400 means "already there"

@@ -18,9 +18,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::LlmError;
-use crate::http::{error_text, snippet, Call, Site};
+use crate::http::{Call, Site};
 use crate::key::ApiKey;
-use crate::sse::SseParser;
 use crate::types::{ChatRequest, GenClock, Generation};
 
 /// A client for one OpenAI-compatible server (cheap to clone).
@@ -201,30 +200,16 @@ impl OpenAiClient {
         if req.stream {
             self.read_stream(&call, resp, &mut acc, on_token).await?;
         } else {
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| self.site.transport(&call, &e))?;
-            let w = self.parse(&call, bytes.as_ref())?;
+            let w = self.wire(&call, self.site.json_body(&call, resp).await?)?;
             acc.absorb(w, on_token);
         }
         Ok(acc.finish())
     }
 
-    fn parse(&self, call: &Call<'_>, data: &[u8]) -> Result<Wire, LlmError> {
-        let v: Value = serde_json::from_slice(data).map_err(|e| {
-            self.site
-                .protocol(call, format!("unparseable answer ({e}): {}", snippet(data)))
-        })?;
-        if let Some(msg) = error_text(&v) {
-            return Err(self
-                .site
-                .protocol(call, format!("error in the answer: {msg}")));
-        }
-        serde_json::from_value(v).map_err(|e| {
-            self.site
-                .protocol(call, format!("unexpected answer ({e}): {}", snippet(data)))
-        })
+    /// An answer or chunk in OpenAI's shape.
+    fn wire(&self, call: &Call<'_>, v: Value) -> Result<Wire, LlmError> {
+        serde_json::from_value(v)
+            .map_err(|e| self.site.protocol(call, format!("unexpected answer: {e}")))
     }
 
     /// Reads server-sent chunks up to `data: [DONE]`.
@@ -235,26 +220,16 @@ impl OpenAiClient {
         acc: &mut Acc,
         on_token: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(), LlmError> {
-        let mut sse = SseParser::default();
-        let mut take = |data: Option<String>, acc: &mut Acc| -> Result<bool, LlmError> {
-            let Some(data) = data else { return Ok(false) };
-            if data.trim() == "[DONE]" {
-                return Ok(true);
-            }
-            let w = self.parse(call, data.as_bytes())?;
-            acc.absorb(w, on_token);
-            Ok(false)
-        };
-        let done = self
-            .site
-            .for_each_line(call, resp, &mut |line| take(sse.line(line), acc))
-            .await?;
-        if done || take(sse.finish(), acc)? {
-            return Ok(());
-        }
-        Err(self
-            .site
-            .protocol(call, "the stream ended before data: [DONE]".into()))
+        self.site
+            .for_each_event(call, resp, "data: [DONE]", &mut |data| {
+                if data.trim() == "[DONE]" {
+                    return Ok(true);
+                }
+                let w = self.wire(call, self.site.parse_json(call, data.as_bytes())?)?;
+                acc.absorb(w, on_token);
+                Ok(false)
+            })
+            .await
     }
 }
 

@@ -202,6 +202,22 @@ pub fn init_tracing() {
         .init();
 }
 
+/// Installs the SIGTERM and SIGINT handlers now (so that a signal during start-up
+/// is not missed) and returns a future that ends with the name of the first one
+/// that arrives: the binaries stop on either.
+pub fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
+    use anyhow::Context;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
+}
+
 /// Binds `opts.listen` and starts serving in the background.
 pub async fn start(opts: FakeOptions) -> io::Result<FakeHandle> {
     let listener = TcpListener::bind(opts.listen).await?;

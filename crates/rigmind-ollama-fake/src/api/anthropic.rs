@@ -11,12 +11,11 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use hyper::{Response, StatusCode};
+use hyper::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::{id, json_answer, sse, Busy, Failure, Job};
-use crate::http::{channel_response, json_status, Body};
+use super::{id, sse, Busy, Failure, Job};
 use crate::text::pace;
 
 /// The status and body of a failure.
@@ -73,35 +72,21 @@ fn message(job: &Job, msg_id: &str, content: Value, stop: Value, output_tokens: 
     })
 }
 
-/// Answers a decoded request, whole or streamed; `busy` lasts as long as it.
-pub(crate) async fn answer(job: Job, busy: Busy) -> Response<Body> {
-    if job.stream {
-        let (tx, rx) = mpsc::channel::<Bytes>(64);
-        tokio::spawn(stream(job, tx, busy));
-        return channel_response(rx, "text/event-stream");
-    }
-    let start = Instant::now();
-    if let Some(last) = job.tokens.len().checked_sub(1) {
-        pace(start, last, job.tokens_per_sec).await;
-    }
-    if job.fail_mid_stream {
-        return json_status(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &body("api_error", "Internal server error"),
-        );
-    }
-    let content = json!([{"type": "text", "text": job.tokens.concat()}]);
-    let n = job.tokens.len() as u64;
-    json_answer(&message(
-        &job,
-        &id("msg_"),
-        content,
-        json!(stop_reason(&job)),
-        n,
-    ))
+/// The body of a 500 (also the reply to a non-streamed request under
+/// `error_mid_stream`).
+pub(crate) fn server_error() -> Value {
+    body("api_error", "Internal server error")
 }
 
-async fn stream(job: Job, tx: mpsc::Sender<Bytes>, _busy: Busy) {
+/// The whole answer.
+pub(crate) fn whole(job: &Job) -> Value {
+    let content = json!([{"type": "text", "text": job.tokens.concat()}]);
+    let n = job.tokens.len() as u64;
+    message(job, &id("msg_"), content, json!(stop_reason(job)), n)
+}
+
+/// Sends the answer as events, paced; `_busy` counts it in flight until the end.
+pub(crate) async fn stream(job: Job, tx: mpsc::Sender<Bytes>, _busy: Busy) {
     let start_msg = message(&job, &id("msg_"), json!([]), Value::Null, 1);
     let head = [
         (

@@ -34,12 +34,12 @@ use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::http::{json_status, Body};
+use crate::http::{channel_response, json_status, Body};
 use crate::state::write_atomic;
-use crate::text::{reply_text, tokenize};
+use crate::text::{pace, reply_text, tokenize};
 
 /// Which API the server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,10 +344,35 @@ async fn route(
         Ok(j) => j,
         Err(f) => return api_error(flavor, f),
     };
-    match flavor {
-        ApiFlavor::OpenAi => openai::answer(job, busy).await,
-        ApiFlavor::Anthropic => anthropic::answer(job, busy).await,
+    answer(flavor, job, busy).await
+}
+
+/// Answers a decoded request: streamed from a task that keeps `busy` until the
+/// stream ends, or whole once the generation time has passed.
+async fn answer(flavor: ApiFlavor, job: Job, busy: Busy) -> Response<Body> {
+    if job.stream {
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        match flavor {
+            ApiFlavor::OpenAi => tokio::spawn(openai::stream(job, tx, busy)),
+            ApiFlavor::Anthropic => tokio::spawn(anthropic::stream(job, tx, busy)),
+        };
+        return channel_response(rx, "text/event-stream");
     }
+    let start = std::time::Instant::now();
+    if let Some(last) = job.tokens.len().checked_sub(1) {
+        pace(start, last, job.tokens_per_sec).await;
+    }
+    if job.fail_mid_stream {
+        let body = match flavor {
+            ApiFlavor::OpenAi => openai::server_error(),
+            ApiFlavor::Anthropic => anthropic::server_error(),
+        };
+        return json_status(StatusCode::INTERNAL_SERVER_ERROR, &body);
+    }
+    json_answer(&match flavor {
+        ApiFlavor::OpenAi => openai::whole(&job),
+        ApiFlavor::Anthropic => anthropic::whole(&job),
+    })
 }
 
 /// Why a request fails, answered in the flavor's error shape.

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::{id, json_answer, sse, ApiShared, Busy, Failure, Job};
-use crate::http::{channel_response, json_status, Body};
+use crate::http::Body;
 use crate::text::pace;
 
 /// The status and body of a failure.
@@ -64,7 +64,7 @@ pub(crate) fn error(f: &Failure) -> (StatusCode, Value) {
 }
 
 /// The body of a 500, also sent as a `data:` event when a stream fails.
-fn server_error() -> Value {
+pub(crate) fn server_error() -> Value {
     json!({"error": {
         "message": "The server had an error while processing your request.",
         "type": "server_error", "param": null, "code": null,
@@ -99,21 +99,9 @@ fn finish_reason(job: &Job) -> &'static str {
     }
 }
 
-/// Answers a decoded request, whole or streamed; `busy` lasts as long as it.
-pub(crate) async fn answer(job: Job, busy: Busy) -> Response<Body> {
-    if job.stream {
-        let (tx, rx) = mpsc::channel::<Bytes>(64);
-        tokio::spawn(stream(job, tx, busy));
-        return channel_response(rx, "text/event-stream");
-    }
-    let start = Instant::now();
-    if let Some(last) = job.tokens.len().checked_sub(1) {
-        pace(start, last, job.tokens_per_sec).await;
-    }
-    if job.fail_mid_stream {
-        return json_status(StatusCode::INTERNAL_SERVER_ERROR, &server_error());
-    }
-    json_answer(&json!({
+/// The whole answer.
+pub(crate) fn whole(job: &Job) -> Value {
+    json!({
         "id": id("chatcmpl-"),
         "object": "chat.completion",
         "created": chrono::Utc::now().timestamp(),
@@ -122,13 +110,14 @@ pub(crate) async fn answer(job: Job, busy: Busy) -> Response<Body> {
             "index": 0,
             "message": {"role": "assistant", "content": job.tokens.concat()},
             "logprobs": null,
-            "finish_reason": finish_reason(&job),
+            "finish_reason": finish_reason(job),
         }],
-        "usage": usage(&job),
-    }))
+        "usage": usage(job),
+    })
 }
 
-async fn stream(job: Job, tx: mpsc::Sender<Bytes>, _busy: Busy) {
+/// Sends the answer as chunks, paced; `_busy` counts it in flight until the end.
+pub(crate) async fn stream(job: Job, tx: mpsc::Sender<Bytes>, _busy: Busy) {
     let chat_id = id("chatcmpl-");
     let created = chrono::Utc::now().timestamp();
     let chunk = |delta: Value, finish: Value| {

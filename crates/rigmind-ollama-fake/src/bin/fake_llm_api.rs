@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use rigmind_ollama_fake::{ApiFakeOptions, ApiFlavor};
-use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Flavor {
@@ -85,15 +84,11 @@ async fn main() -> anyhow::Result<()> {
     rigmind_ollama_fake::init_tracing();
     let opts = Args::parse().options()?;
     let listen = opts.listen;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let stop = rigmind_ollama_fake::stop_signal()?;
     let handle = rigmind_ollama_fake::start_api(opts)
         .await
         .with_context(|| format!("fake-llm-api: cannot serve on {listen}"))?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: exiting"),
-        _ = int.recv() => tracing::info!("SIGINT: exiting"),
-    }
+    tracing::info!("{}: exiting", stop.await);
     drop(handle);
     Ok(())
 }
