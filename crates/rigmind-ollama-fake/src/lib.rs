@@ -41,6 +41,10 @@
 //!
 //! Use it in-process with [`start`], which returns a [`FakeHandle`], or as the
 //! `fake-ollama` binary.
+//!
+//! The crate also holds test servers for the two APIs that cannot run here, the
+//! OpenAI chat API and Anthropic's Messages API: [`start_api`] in-process, or the
+//! `fake-llm-api` binary (see the `api` module's docs).
 
 mod api;
 mod http;
