@@ -163,3 +163,22 @@ impl Backend {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send<T: Send>(_: T) {}
+
+    /// The worker and the brain run these on a multi-threaded runtime.
+    #[test]
+    fn every_call_is_send() {
+        let b = Backend::with_key(Api::OpenAi, "http://127.0.0.1:1", None).unwrap();
+        let req = ChatRequest::default();
+        let mut sink = |_: &str| {};
+        send(b.load("m"));
+        send(b.unload("m", Duration::ZERO));
+        send(b.status("m"));
+        send(b.chat(&req, &mut sink));
+    }
+}

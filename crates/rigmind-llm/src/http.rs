@@ -227,7 +227,7 @@ impl Site {
         &self,
         call: &Call<'_>,
         resp: reqwest::Response,
-        f: &mut dyn FnMut(&[u8]) -> Result<bool, LlmError>,
+        f: &mut (dyn FnMut(&[u8]) -> Result<bool, LlmError> + Send),
     ) -> Result<bool, LlmError> {
         let mut stream = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
@@ -273,7 +273,7 @@ impl Site {
         call: &Call<'_>,
         resp: reqwest::Response,
         end: &str,
-        f: &mut dyn FnMut(&str) -> Result<bool, LlmError>,
+        f: &mut (dyn FnMut(&str) -> Result<bool, LlmError> + Send),
     ) -> Result<(), LlmError> {
         let mut sse = SseParser::default();
         let mut take = |data: Option<String>| data.map_or(Ok(false), |d| f(&d));
