@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 use rigmind_types::parse_duration;
 use serde::Deserialize;
 
+mod endpoint;
+
+pub use endpoint::{url_host, Api, Endpoint, Escalation};
+
 /// A rig.toml that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -26,7 +30,8 @@ pub enum ConfigError {
     },
 }
 
-/// The rig: task defaults, LLM settings, resource policy, safety limits, groups, GPUs.
+/// The rig: task defaults, LLM settings, resource policy, safety limits, groups, GPUs,
+/// the LLM endpoints not tied to a card and the escalation tiers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RigConfig {
     pub defaults: Defaults,
@@ -37,6 +42,10 @@ pub struct RigConfig {
     pub groups: BTreeMap<String, u32>,
     pub gpus: Vec<Gpu>,
     pub logs: Logs,
+    /// `[[endpoint]]`: LLM servers not tied to a card.
+    pub endpoints: Vec<Endpoint>,
+    /// `[escalation]`: model tiers for llm tasks that keep failing.
+    pub escalation: Escalation,
 }
 
 /// Task logs.
@@ -99,8 +108,22 @@ pub struct Safety {
 pub struct Gpu {
     pub index: u32,
     pub worker: String,
+    /// The card's Ollama server.
     pub ollama: Option<String>,
+    /// The card's llama-server (router mode); never set together with `ollama`.
+    pub llama_server: Option<String>,
     pub vram_mb: Option<u64>,
+}
+
+impl Gpu {
+    /// The card's LLM server and its API, if it has one.
+    pub fn llm_server(&self) -> Option<(Api, &str)> {
+        match (&self.ollama, &self.llama_server) {
+            (Some(url), _) => Some((Api::Ollama, url)),
+            (None, Some(url)) => Some((Api::LlamaServer, url)),
+            (None, None) => None,
+        }
+    }
 }
 
 impl Default for RigConfig {
@@ -134,6 +157,8 @@ impl Default for RigConfig {
             logs: Logs {
                 max_task_log_mb: 64,
             },
+            endpoints: Vec::new(),
+            escalation: Escalation::default(),
         }
     }
 }
@@ -153,9 +178,13 @@ struct RawFile {
     #[serde(default)]
     groups: BTreeMap<String, u32>,
     #[serde(default)]
-    gpu: Vec<RawGpu>,
+    gpu: Vec<toml::Spanned<RawGpu>>,
     #[serde(default)]
     logs: RawLogs,
+    #[serde(default)]
+    endpoint: Vec<toml::Spanned<endpoint::RawEndpoint>>,
+    #[serde(default)]
+    escalation: Option<toml::Spanned<endpoint::RawEscalation>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -213,6 +242,7 @@ struct RawGpu {
     index: u32,
     worker: Option<String>,
     ollama: Option<String>,
+    llama_server: Option<String>,
     vram_mb: Option<u64>,
 }
 
@@ -324,30 +354,80 @@ impl RigConfig {
         cfg.safety.max_swap_percent = s.max_swap_percent.unwrap_or(cfg.safety.max_swap_percent);
         cfg.safety.max_gpu_temp_c = s.max_gpu_temp_c.unwrap_or(cfg.safety.max_gpu_temp_c);
         cfg.groups = raw.groups;
-        for g in raw.gpu {
-            let worker = g.worker.unwrap_or_else(|| format!("worker_{}", g.index));
-            if cfg
-                .gpus
-                .iter()
-                .any(|o| o.index == g.index || o.worker == worker)
-            {
-                return Err(invalid(
-                    1,
-                    format!(
-                        "[[gpu]] index {} / worker '{worker}' is declared twice",
-                        g.index
-                    ),
-                ));
-            }
-            cfg.gpus.push(Gpu {
-                index: g.index,
-                worker,
-                ollama: g.ollama,
-                vram_mb: g.vram_mb,
-            });
+        cfg.gpus = gpus(raw.gpu, &line_of, &invalid)?;
+        cfg.endpoints = endpoints(raw.endpoint, &line_of, &invalid)?;
+        if let Some(esc) = raw.escalation {
+            let line = line_of(esc.span().start);
+            cfg.escalation =
+                endpoint::escalation(esc.into_inner()).map_err(|m| invalid(line, m))?;
         }
         Ok(cfg)
     }
+}
+
+/// The `[[gpu]]` entries, checked: no index or worker twice, at most one LLM
+/// server per card.
+fn gpus(
+    raw: Vec<toml::Spanned<RawGpu>>,
+    line_of: &dyn Fn(usize) -> usize,
+    invalid: &dyn Fn(usize, String) -> ConfigError,
+) -> Result<Vec<Gpu>, ConfigError> {
+    let mut gpus: Vec<Gpu> = Vec::new();
+    for g in raw {
+        let line = line_of(g.span().start);
+        let g = g.into_inner();
+        if g.ollama.is_some() && g.llama_server.is_some() {
+            return Err(invalid(
+                line,
+                format!(
+                    "[[gpu]] index {}: ollama and llama_server: a card has one LLM server, give one of the two",
+                    g.index
+                ),
+            ));
+        }
+        let worker = g.worker.unwrap_or_else(|| format!("worker_{}", g.index));
+        if gpus
+            .iter()
+            .any(|o| o.index == g.index || o.worker == worker)
+        {
+            return Err(invalid(
+                1,
+                format!(
+                    "[[gpu]] index {} / worker '{worker}' is declared twice",
+                    g.index
+                ),
+            ));
+        }
+        gpus.push(Gpu {
+            index: g.index,
+            worker,
+            ollama: g.ollama,
+            llama_server: g.llama_server,
+            vram_mb: g.vram_mb,
+        });
+    }
+    Ok(gpus)
+}
+
+/// The `[[endpoint]]` entries, checked, defaults resolved; no name twice.
+fn endpoints(
+    raw: Vec<toml::Spanned<endpoint::RawEndpoint>>,
+    line_of: &dyn Fn(usize) -> usize,
+    invalid: &dyn Fn(usize, String) -> ConfigError,
+) -> Result<Vec<Endpoint>, ConfigError> {
+    let mut out: Vec<Endpoint> = Vec::new();
+    for e in raw {
+        let line = line_of(e.span().start);
+        let e = endpoint::endpoint(e.into_inner()).map_err(|m| invalid(line, m))?;
+        if out.iter().any(|o| o.name == e.name) {
+            return Err(invalid(
+                line,
+                format!("[[endpoint]] name: '{}' is declared twice", e.name),
+            ));
+        }
+        out.push(e);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -467,5 +547,129 @@ vram_mb = 6144
         let dir = tempfile::tempdir().unwrap();
         let c = RigConfig::load(&dir.path().join("rig.toml")).unwrap();
         assert_eq!(c, RigConfig::default());
+    }
+
+    const LLM_EXAMPLE: &str = r#"
+[[gpu]]
+index = 0
+llama_server = "http://127.0.0.1:8080"
+
+[[endpoint]]
+name = "local-vllm"
+api = "openai"
+url = "http://127.0.0.1:8000/"
+models = ["Qwen/Qwen2.5-32B-Instruct"]
+
+[[endpoint]]
+name = "lan-ollama"
+api = "ollama"
+url = "http://10.0.0.5:11434"
+models = ["qwen2.5:32b", "llama3.3"]
+max_concurrent = 4
+
+[[endpoint]]
+name = "claude"
+api = "anthropic"
+url = "https://api.anthropic.com"
+models = ["claude-sonnet-4-5"]
+api_key_env = "ANTHROPIC_API_KEY"
+price_in_per_mtok = 3.0
+price_out_per_mtok = 15.0
+requests_per_minute = 50
+
+[escalation]
+tiers = ["qwen2.5:7b", "qwen2.5:32b", "claude-sonnet-4-5"]
+after_failures = 3
+"#;
+
+    #[test]
+    fn endpoints_cards_and_tiers_read() {
+        let c = RigConfig::parse(Path::new("rig.toml"), LLM_EXAMPLE).unwrap();
+        assert_eq!(
+            c.gpus[0].llm_server(),
+            Some((Api::LlamaServer, "http://127.0.0.1:8080"))
+        );
+        let [vllm, lan, claude] = &c.endpoints[..] else {
+            panic!("{:?}", c.endpoints)
+        };
+        assert_eq!(vllm.url, "http://127.0.0.1:8000");
+        assert_eq!(vllm.max_concurrent, Some(1), "loopback defaults to 1");
+        assert!(vllm.is_loopback() && !lan.is_loopback());
+        assert_eq!(lan.max_concurrent, Some(4));
+        assert_eq!(lan.models, ["qwen2.5:32b", "llama3.3:latest"]);
+        assert!(lan.serves("llama3.3") && !vllm.serves("llama3.3"));
+        assert_eq!(claude.max_concurrent, None, "remote defaults to unlimited");
+        assert_eq!(claude.api_key_env.as_deref(), Some("ANTHROPIC_API_KEY"));
+        assert_eq!(claude.requests_per_minute, Some(50));
+        assert_eq!(claude.cost(2_000_000, 1_000_000), Some(21.0));
+        assert_eq!(c.escalation.tiers.len(), 3);
+        assert_eq!(c.escalation.after_failures, 3);
+        let d = RigConfig::default();
+        assert!(d.endpoints.is_empty() && d.escalation.tiers.is_empty());
+        assert_eq!(d.escalation.after_failures, 2);
+        let c = RigConfig::parse(
+            Path::new("rig.toml"),
+            "[[endpoint]]\nname = \"x\"\napi = \"llama-server\"\nurl = \"http://localhost:1\"\nmodels = [\"m\"]\nmax_concurrent = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.endpoints[0].max_concurrent, None, "0 means unlimited");
+    }
+
+    fn err(text: &str) -> String {
+        RigConfig::parse(Path::new("rig.toml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn bad_llm_servers_name_the_file_line_and_key() {
+        let ep = |extra: &str| {
+            format!("[logs]\n\n[[endpoint]]\nname = \"e\"\napi = \"openai\"\nurl = \"https://h\"\nmodels = [\"m\"]\n{extra}")
+        };
+        for (extra, want) in [
+            (
+                "api_key_env = \"sk-123\"\n",
+                "rig.toml:3: [[endpoint]] 'e': api_key_env: 'sk-123' is not",
+            ),
+            (
+                "price_in_per_mtok = -1\n",
+                "rig.toml:3: [[endpoint]] 'e': price_in_per_mtok: must be",
+            ),
+            (
+                "requests_per_minute = 0\n",
+                "rig.toml:3: [[endpoint]] 'e': requests_per_minute: must be",
+            ),
+            ("models = []\n", "rig.toml:"),
+            ("colour = 1\n", "unknown field `colour`"),
+        ] {
+            let e = err(&ep(extra));
+            assert!(e.starts_with(want) || e.contains(want), "{extra}: {e}");
+        }
+        let e = err(&ep("").replace("https://h", "h:80"));
+        assert!(e.starts_with("rig.toml:3: [[endpoint]] 'e': url:"), "{e}");
+        let e = err(&ep("").replace("openai", "gemini"));
+        assert!(e.starts_with("rig.toml:5:") && e.contains("gemini"), "{e}");
+        let e = err(&ep("").replace("openai", "anthropic"));
+        assert!(
+            e.contains("'e': api_key_env: the anthropic API needs a key"),
+            "{e}"
+        );
+        let e = err(&format!("{}{}", ep(""), ep("").replace("[logs]\n", "")));
+        assert!(
+            e.contains("[[endpoint]] name: 'e' is declared twice"),
+            "{e}"
+        );
+        let e = err("\n[[gpu]]\nindex = 0\nollama = \"http://a\"\nllama_server = \"http://b\"\n");
+        assert!(
+            e.starts_with("rig.toml:2: [[gpu]] index 0: ollama and llama_server:"),
+            "{e}"
+        );
+        let e = err("[escalation]\ntiers = [\"a\", \"a\"]\n");
+        assert_eq!(e, "rig.toml:1: escalation.tiers: 'a' is listed twice");
+        let e = err("[escalation]\ntiers = [\"a\"]\nafter_failures = 0\n");
+        assert_eq!(
+            e,
+            "rig.toml:1: escalation.after_failures: must be at least 1"
+        );
     }
 }

@@ -79,6 +79,11 @@ fn redacted(e: &LlmError) -> String {
         LlmError::Protocol { .. } => "broken response",
         LlmError::StillLoaded { .. } => "model still loaded",
         LlmError::BadUrl { .. } => "bad server URL",
+        LlmError::Unauthorized { .. } => "API key refused",
+        LlmError::NoApiKey { .. } => "API key not set",
+        LlmError::RateLimited { .. } => "rate limited",
+        LlmError::NotLoaded { .. } => "model not loaded",
+        LlmError::LoadFailed { .. } => "model failed to load",
     };
     format!(
         "{kind} at {} (details withheld: the task is sensitive)",

@@ -9,43 +9,18 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use rigmind_config::Api;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::LlmError;
+use crate::http::{snippet, Call, Site};
 use crate::types::{ChatRequest, GenerateRequest, Generation, RunningModel};
-
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// Health and `/api/ps` calls are cheap; a server that takes longer is not well.
-const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
-const UNLOAD_POLL: Duration = Duration::from_millis(100);
-/// How much of an unexpected body an error message quotes.
-const SNIPPET: usize = 300;
 
 /// A client for one Ollama server (cheap to clone; connections are pooled).
 #[derive(Debug, Clone)]
 pub struct OllamaClient {
-    base: String,
-    http: reqwest::Client,
-    request_timeout: Duration,
-}
-
-/// What a request is, for error messages and for choosing the timeout.
-struct Call<'a> {
-    what: &'static str,
-    model: Option<&'a str>,
-    timeout: Duration,
-}
-
-impl Call<'_> {
-    fn context(&self) -> String {
-        match self.model {
-            Some(m) => format!("{} (model {m})", self.what),
-            None => self.what.to_string(),
-        }
-    }
+    site: Site,
 }
 
 /// One object of an answer (generate or chat, chunk or whole), leniently decoded.
@@ -82,14 +57,6 @@ struct WireVersion {
     version: String,
 }
 
-fn build_http(connect: Duration) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(connect)
-        // Rig-local servers: a proxy from the environment would only get in the way.
-        .no_proxy()
-        .build()
-}
-
 /// `keep_alive` as Ollama wants it: a bare number (`"-1"`, `"300"`) goes as a JSON
 /// number of seconds, since Ollama parses strings as Go durations and refuses a
 /// number without a unit; anything else (`"5m"`) goes as a string.
@@ -104,60 +71,12 @@ pub(crate) fn keep_alive_json(s: &str) -> Value {
     }
 }
 
-/// Every message of an error's source chain, joined: reqwest's own text alone
-/// ("error sending request") hides the cause.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
-
-fn snippet(bytes: &[u8]) -> String {
-    let s = String::from_utf8_lossy(bytes);
-    let s = s.trim();
-    if s.chars().count() > SNIPPET {
-        format!("{}...", s.chars().take(SNIPPET).collect::<String>())
-    } else {
-        s.to_string()
-    }
-}
-
 impl OllamaClient {
     /// A client for the server at `base_url` (e.g. `http://127.0.0.1:11435`; a
     /// trailing slash is fine). Timeouts: connect 5 s, whole request 30 min.
     pub fn new(base_url: &str) -> Result<Self, LlmError> {
-        let bad = |detail: String| LlmError::BadUrl {
-            url: base_url.to_string(),
-            detail,
-        };
-        let base = base_url.trim().trim_end_matches('/');
-        let parsed = reqwest::Url::parse(base).map_err(|e| bad(e.to_string()))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(bad(format!(
-                "scheme must be http or https, not {:?}",
-                parsed.scheme()
-            )));
-        }
-        if matches!(parsed.host_str(), None | Some("")) {
-            return Err(bad("no host".into()));
-        }
-        if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(bad("a base URL takes no query or fragment".into()));
-        }
-        let http = build_http(DEFAULT_CONNECT_TIMEOUT)
-            .map_err(|e| bad(format!("cannot build the HTTP client: {}", error_chain(&e))))?;
         Ok(OllamaClient {
-            base: base.to_string(),
-            http,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            site: Site::new(Api::Ollama, base_url, None)?,
         })
     }
 
@@ -165,27 +84,13 @@ impl OllamaClient {
     /// unload, generate and chat, streaming included; health and `/api/ps` calls
     /// use at most 30 s).
     pub fn with_timeouts(mut self, connect: Duration, request: Duration) -> Self {
-        match build_http(connect) {
-            Ok(http) => self.http = http,
-            // Building only fails if the TLS backend cannot start, which the first
-            // client already proved it can; keep that one rather than fail here.
-            Err(e) => tracing::warn!(
-                "ollama {}: keeping the default connect timeout: {}",
-                self.base,
-                error_chain(&e)
-            ),
-        }
-        self.request_timeout = request;
+        self.site.set_timeouts(connect, request);
         self
     }
 
     /// The base URL, without a trailing slash.
     pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
-    fn control_timeout(&self) -> Duration {
-        CONTROL_TIMEOUT.min(self.request_timeout)
+        &self.site.base
     }
 
     /// The server's version (`GET /api/version`): the health check.
@@ -193,9 +98,9 @@ impl OllamaClient {
         let call = Call {
             what: "GET /api/version",
             model: None,
-            timeout: self.control_timeout(),
+            timeout: self.site.control_timeout(),
         };
-        let body = self.get_json(&call, "/api/version").await?;
+        let body = self.site.get_bytes(&call, "/api/version").await?;
         let v: WireVersion = serde_json::from_slice(&body).map_err(|e| {
             self.protocol(
                 &call,
@@ -210,9 +115,9 @@ impl OllamaClient {
         let call = Call {
             what: "GET /api/ps",
             model: None,
-            timeout: self.control_timeout(),
+            timeout: self.site.control_timeout(),
         };
-        let body = self.get_json(&call, "/api/ps").await?;
+        let body = self.site.get_bytes(&call, "/api/ps").await?;
         let ps: WirePs = serde_json::from_slice(&body).map_err(|e| {
             self.protocol(
                 &call,
@@ -236,7 +141,7 @@ impl OllamaClient {
         let call = Call {
             what: "load: POST /api/generate",
             model: Some(model),
-            timeout: self.request_timeout,
+            timeout: self.site.request_timeout,
         };
         let body = json!({
             "model": model,
@@ -246,7 +151,7 @@ impl OllamaClient {
         let g = self
             .post_reply(&call, "/api/generate", &body, &mut |_: &str| {})
             .await?;
-        tracing::debug!(url = %self.base, model, took_ms = start.elapsed().as_millis() as u64, done_reason = ?g.done_reason, "ollama load");
+        tracing::debug!(url = %self.site.base, model, took_ms = start.elapsed().as_millis() as u64, done_reason = ?g.done_reason, "ollama load");
         Ok(start.elapsed())
     }
 
@@ -258,27 +163,21 @@ impl OllamaClient {
         let call = Call {
             what: "unload: POST /api/generate",
             model: Some(model),
-            timeout: self.request_timeout,
+            timeout: self.site.request_timeout,
         };
         let body = json!({ "model": model, "keep_alive": 0, "stream": false });
         self.post_reply(&call, "/api/generate", &body, &mut |_: &str| {})
             .await?;
         // Ollama answers the unload request at once and frees the memory afterwards.
         let poll_start = Instant::now();
-        loop {
-            if !self.is_loaded(model).await? {
-                tracing::debug!(url = %self.base, model, took_ms = start.elapsed().as_millis() as u64, "ollama unload");
-                return Ok(start.elapsed());
-            }
-            if poll_start.elapsed() >= wait {
-                return Err(LlmError::StillLoaded {
-                    url: self.base.clone(),
-                    model: model.to_string(),
-                    after: start.elapsed(),
-                });
-            }
-            tokio::time::sleep(UNLOAD_POLL.min(wait.saturating_sub(poll_start.elapsed()))).await;
-        }
+        let took = self
+            .site
+            .wait_unloaded(model, start, poll_start, wait, || async {
+                Ok(!self.is_loaded(model).await?)
+            })
+            .await?;
+        tracing::debug!(url = %self.site.base, model, took_ms = took.as_millis() as u64, "ollama unload");
+        Ok(took)
     }
 
     /// One generation: streamed (NDJSON, chunks passed to `on_token`) when
@@ -291,7 +190,7 @@ impl OllamaClient {
         let call = Call {
             what: "generate: POST /api/generate",
             model: Some(&req.model),
-            timeout: self.request_timeout,
+            timeout: self.site.request_timeout,
         };
         let mut body = json!({
             "model": req.model,
@@ -322,7 +221,7 @@ impl OllamaClient {
         let call = Call {
             what: "chat: POST /api/chat",
             model: Some(&req.model),
-            timeout: self.request_timeout,
+            timeout: self.site.request_timeout,
         };
         let mut body = json!({
             "model": req.model,
@@ -338,21 +237,6 @@ impl OllamaClient {
         self.post_reply(&call, "/api/chat", &body, on_token).await
     }
 
-    async fn get_json(&self, call: &Call<'_>, path: &str) -> Result<Vec<u8>, LlmError> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .timeout(call.timeout)
-            .send()
-            .await
-            .map_err(|e| self.transport(call, &e))?;
-        let resp = self.check_status(call, resp).await?;
-        resp.bytes()
-            .await
-            .map(|b| b.to_vec())
-            .map_err(|e| self.transport(call, &e))
-    }
-
     /// Posts `body` and reads the answer as NDJSON (a non-streamed answer is one
     /// line), up to and including the object with `done: true`.
     async fn post_reply(
@@ -362,30 +246,20 @@ impl OllamaClient {
         body: &Value,
         on_token: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Generation, LlmError> {
-        let resp = self
+        let req = self
+            .site
             .http
-            .post(format!("{}{path}", self.base))
-            .timeout(call.timeout)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| self.transport(call, &e))?;
-        let resp = self.check_status(call, resp).await?;
+            .post(format!("{}{path}", self.site.base))
+            .json(body);
+        let resp = self.site.send(call, req).await?;
         let mut reply = Reply::default();
-        let mut stream = resp.bytes_stream();
-        let mut buf: Vec<u8> = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.transport(call, &e))?;
-            buf.extend_from_slice(&chunk);
-            while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                if self.feed(call, &mut reply, &line, on_token)? {
-                    return Ok(reply.gen);
-                }
-            }
-        }
-        // A last object without a trailing newline.
-        if self.feed(call, &mut reply, &buf, on_token)? {
+        let done = self
+            .site
+            .for_each_line(call, resp, &mut |line| {
+                self.feed(call, &mut reply, line, on_token)
+            })
+            .await?;
+        if done {
             return Ok(reply.gen);
         }
         Err(self.protocol(
@@ -442,7 +316,8 @@ impl OllamaClient {
         match call.model {
             Some(model) if msg.to_ascii_lowercase().contains("not found") => {
                 LlmError::UnknownModel {
-                    url: self.base.clone(),
+                    api: Api::Ollama,
+                    url: self.site.base.clone(),
                     model: model.to_string(),
                     detail: msg,
                 }
@@ -451,74 +326,8 @@ impl OllamaClient {
         }
     }
 
-    async fn check_status(
-        &self,
-        call: &Call<'_>,
-        resp: reqwest::Response,
-    ) -> Result<reqwest::Response, LlmError> {
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        // The error body is best effort: the status alone already classifies it.
-        let body = resp.bytes().await.unwrap_or_default();
-        let text = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error")?.as_str().map(String::from))
-            .unwrap_or_else(|| snippet(&body));
-        let text = if text.is_empty() {
-            status.canonical_reason().unwrap_or("no detail").to_string()
-        } else {
-            text
-        };
-        let url = self.base.clone();
-        let code = status.as_u16();
-        Err(match (code, call.model) {
-            (404, Some(model)) => LlmError::UnknownModel {
-                url,
-                model: model.to_string(),
-                detail: text,
-            },
-            (400, _) => LlmError::BadRequest {
-                url,
-                status: code,
-                detail: format!("{}: {text}", call.context()),
-            },
-            _ => LlmError::Server {
-                url,
-                status: code,
-                detail: format!("{}: {text}", call.context()),
-            },
-        })
-    }
-
     fn protocol(&self, call: &Call<'_>, detail: String) -> LlmError {
-        LlmError::Protocol {
-            url: self.base.clone(),
-            detail: format!("{}: {detail}", call.context()),
-        }
-    }
-
-    /// Maps a reqwest failure: no connection is Unreachable, running out of time is
-    /// Timeout, a broken body is Protocol.
-    fn transport(&self, call: &Call<'_>, e: &reqwest::Error) -> LlmError {
-        let detail = format!("{}: {}", call.context(), error_chain(e));
-        let url = self.base.clone();
-        if e.is_connect() {
-            LlmError::Unreachable { url, detail }
-        } else if e.is_timeout() {
-            LlmError::Timeout {
-                url,
-                after: call.timeout,
-            }
-        } else if e.is_body() || e.is_decode() {
-            LlmError::Protocol { url, detail }
-        } else if e.is_request() {
-            // Sent but no answer: the server went away (crashed, restarted).
-            LlmError::Unreachable { url, detail }
-        } else {
-            LlmError::Protocol { url, detail }
-        }
+        self.site.protocol(call, detail)
     }
 }
 

@@ -1,6 +1,8 @@
 //! The requests and results of [`OllamaClient`](crate::OllamaClient), in rigmind's
 //! terms (the wire format lives in the client).
 
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
 
 /// One `/api/generate` request.
@@ -66,7 +68,10 @@ pub struct ChatRequest {
     pub options: Option<serde_json::Value>,
 }
 
-/// The result of one generation (generate or chat).
+/// The result of one generation (generate or chat), whichever server gave it:
+/// `prompt_eval_count` and `eval_count` are the prompt and completion tokens
+/// (OpenAI's `usage.prompt_tokens`/`completion_tokens`, Anthropic's
+/// `input_tokens`/`output_tokens`), `response` the raw text.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Generation {
     /// The model that answered, as the server named it.
@@ -95,6 +100,42 @@ impl Generation {
         let ns = self.eval_duration_ns.filter(|d| *d > 0)?;
         Some(count as f64 * 1e9 / ns as f64)
     }
+}
+
+/// The client's own clock of one generation, for servers that report no
+/// durations (OpenAI, Anthropic): the speed is then the completion tokens over
+/// the time from the first token to the end.
+pub(crate) struct GenClock {
+    started: Instant,
+    first_token: Option<Instant>,
+}
+
+impl GenClock {
+    /// Starts now (when the answer's headers arrived).
+    pub(crate) fn start() -> Self {
+        GenClock {
+            started: Instant::now(),
+            first_token: None,
+        }
+    }
+
+    /// Notes that a token arrived (only the first counts).
+    pub(crate) fn token(&mut self) {
+        self.first_token.get_or_insert_with(Instant::now);
+    }
+
+    /// Sets the total duration, and the generation time unless the server gave it.
+    pub(crate) fn finish(&self, g: &mut Generation) {
+        let end = Instant::now();
+        g.total_duration_ns = Some(nanos(end - self.started));
+        if g.eval_duration_ns.is_none() && g.eval_count.is_some() {
+            g.eval_duration_ns = Some(nanos(end - self.first_token.unwrap_or(self.started)));
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().clamp(1, u128::from(u64::MAX)) as u64
 }
 
 /// A model loaded on the server, from `/api/ps`.

@@ -167,7 +167,9 @@ async fn unknown_model_is_a_definition_error() {
         .await
         .unwrap_err();
     match &e {
-        LlmError::UnknownModel { model, detail, url } => {
+        LlmError::UnknownModel {
+            model, detail, url, ..
+        } => {
             assert_eq!(model, "nope:1b");
             assert!(detail.contains("not found"));
             assert_eq!(url, c.base_url());

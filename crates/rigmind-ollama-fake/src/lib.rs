@@ -41,7 +41,13 @@
 //!
 //! Use it in-process with [`start`], which returns a [`FakeHandle`], or as the
 //! `fake-ollama` binary.
+//!
+//! The crate also holds test servers for the two APIs that cannot run here, the
+//! OpenAI chat API and Anthropic's Messages API: [`start_api`] in-process, or the
+//! `fake-llm-api` binary (see the `api` module's docs).
 
+mod api;
+mod http;
 mod keep_alive;
 mod server;
 mod state;
@@ -57,6 +63,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use api::{start_api, ApiFakeHandle, ApiFakeOptions, ApiFlavor, ApiRequestRecord};
 pub use keep_alive::{parse_go_duration, KeepAlive};
 pub use server::FAKE_VERSION;
 pub use state::{RequestKind, RequestRecord};
@@ -183,6 +190,36 @@ impl Drop for FakeHandle {
         }
         self.shared.kill_holders_now();
     }
+}
+
+/// Logs to stderr for the binaries, at the level `RUST_LOG` or `RIGMIND_LOG` sets
+/// (default info).
+pub fn init_tracing() {
+    let filter = std::env::var("RUST_LOG")
+        .or_else(|_| std::env::var("RIGMIND_LOG"))
+        .unwrap_or_else(|_| "info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        // Colour codes only help a terminal; logs captured to files stay plain.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Installs the SIGTERM and SIGINT handlers now (so that a signal during start-up
+/// is not missed) and returns a future that ends with the name of the first one
+/// that arrives: the binaries stop on either.
+pub fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
+    use anyhow::Context;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
 }
 
 /// Binds `opts.listen` and starts serving in the background.

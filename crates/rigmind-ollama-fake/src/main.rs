@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use rigmind_ollama_fake::{FakeOptions, KeepAlive};
-use tokio::signal::unix::{signal, SignalKind};
 
 /// An Ollama-protocol test server: real HTTP, real load latency and keep_alive, no
 /// weights.
@@ -89,32 +88,16 @@ impl Args {
     }
 }
 
-fn init_tracing() {
-    let filter = std::env::var("RUST_LOG")
-        .or_else(|_| std::env::var("RIGMIND_LOG"))
-        .unwrap_or_else(|_| "info".to_string());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        // Colour codes only help a terminal; logs captured to files stay plain.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_tracing();
+    rigmind_ollama_fake::init_tracing();
     let opts = Args::parse().options()?;
     let listen = opts.listen;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let stop = rigmind_ollama_fake::stop_signal()?;
     let handle = rigmind_ollama_fake::start(opts)
         .await
         .with_context(|| format!("fake-ollama: cannot serve on {listen}"))?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: unloading and exiting"),
-        _ = int.recv() => tracing::info!("SIGINT: unloading and exiting"),
-    }
+    tracing::info!("{}: unloading and exiting", stop.await);
     handle.shutdown().await;
     Ok(())
 }

@@ -7,25 +7,20 @@
 //! one, 500 when loading fails, and an `{"error": ...}` line when a stream fails after
 //! it has started.
 
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 
+use crate::http::{channel_response, json_status, text, Body};
 use crate::keep_alive::KeepAlive;
 use crate::state::{next_generate, InFlight, ModelEntry, RequestKind, RequestRecord, Shared};
 use crate::text::{reply_text, token_ids, tokenize};
@@ -37,62 +32,12 @@ pub const FAKE_VERSION: &str = "0.0.0-rigmind-fake";
 /// Ollama's documented example).
 const MID_STREAM_ERROR: &str = "an error was encountered while running the model";
 
-type Body = BoxBody<Bytes, Infallible>;
-
-/// A response body fed by a channel: each message is sent as one chunk as soon as
-/// it arrives; the body ends when the sender is dropped.
-struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
-}
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-/// Accepts connections until `shutdown` fires (or its sender is dropped); open
-/// connections are dropped with the loop.
-pub async fn run(shared: Arc<Shared>, listener: TcpListener, mut shutdown: oneshot::Receiver<()>) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let shared = Arc::clone(&shared);
-                    conns.spawn(serve_connection(shared, stream));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("fake-ollama: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-        while conns.try_join_next().is_some() {}
-    }
-}
-
-async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let svc = hyper::service::service_fn(move |req| {
-        let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(handle(shared, req).await) }
-    });
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
-        .serve_connection(io, svc)
-        .await
-    {
-        tracing::debug!("fake-ollama: connection ended: {e}");
-    }
+/// Serves the Ollama protocol on `listener` until `shutdown` fires.
+pub async fn run(shared: Arc<Shared>, listener: TcpListener, shutdown: oneshot::Receiver<()>) {
+    crate::http::run("fake-ollama", listener, shutdown, move |req| {
+        handle(Arc::clone(&shared), req)
+    })
+    .await;
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
@@ -143,27 +88,6 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Routed {
             RequestKind::Other,
         ),
     }
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-fn json_status(status: StatusCode, body: &impl Serialize) -> Response<Body> {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut r = Response::new(Full::new(Bytes::from(bytes)).boxed());
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    r
 }
 
 fn json_ok(body: &impl Serialize) -> Response<Body> {
@@ -441,12 +365,7 @@ async fn respond(job: Job, stream: bool) -> Response<Body> {
     if stream {
         let (tx, rx) = mpsc::channel::<Bytes>(64);
         tokio::spawn(job.stream(tx));
-        let mut r = Response::new(ChannelBody { rx }.boxed());
-        r.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/x-ndjson"),
-        );
-        r
+        channel_response(rx, "application/x-ndjson")
     } else {
         match job.whole().await {
             Ok(v) => json_ok(&v),
@@ -630,10 +549,7 @@ impl Job {
 
     /// Waits until token `i` (0-based) is due at the configured rate.
     async fn pace(&self, gen_start: Instant, i: usize) {
-        if self.tokens_per_sec.is_finite() && self.tokens_per_sec > 0.0 {
-            let due = gen_start + Duration::from_secs_f64((i + 1) as f64 / self.tokens_per_sec);
-            tokio::time::sleep_until(due.into()).await;
-        }
+        crate::text::pace(gen_start, i, self.tokens_per_sec).await;
     }
 
     fn metrics(&self, eval: Duration) -> Metrics {

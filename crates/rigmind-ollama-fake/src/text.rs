@@ -63,6 +63,15 @@ pub fn tokenize(text: &str) -> Vec<String> {
     tokens
 }
 
+/// Waits until token `i` (0-based) of a generation that started at `gen_start`
+/// is due at `tokens_per_sec`.
+pub async fn pace(gen_start: std::time::Instant, i: usize, tokens_per_sec: f64) {
+    if tokens_per_sec.is_finite() && tokens_per_sec > 0.0 {
+        let due = gen_start + std::time::Duration::from_secs_f64((i + 1) as f64 / tokens_per_sec);
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
 /// Token ids for the `context` field of a generate reply (a stand-in encoding).
 pub fn token_ids(tokens: &[String]) -> Vec<u32> {
     tokens
