@@ -158,7 +158,8 @@ fn a_batch_the_brain_cannot_rebuild_fails_alone() {
     // The submission is done (and its batch record written) only at its submit line;
     // the private directory appears before that.
     eventually(30, "the chain's submission", || {
-        !rig.decisions_with(&["decision=submit", &format!("batch={broken}")]).is_empty()
+        !rig.decisions_with(&["decision=submit", &format!("batch={broken}")])
+            .is_empty()
     });
     assert!(private.is_dir(), "{}", private.display());
     rig.stop("brain");

@@ -88,7 +88,7 @@ pub enum WorkerError {
     Llm {
         id: String,
         url: String,
-        source: rigmind_llm::LlmError,
+        source: Box<rigmind_llm::LlmError>,
     },
     #[error("worker '{id}': {why}")]
     BadOptions { id: String, why: String },

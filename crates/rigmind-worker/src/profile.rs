@@ -244,7 +244,7 @@ pub(crate) fn llm_runner(
         .map_err(|source| WorkerError::Llm {
             id: opts.id.clone(),
             url: url.to_string(),
-            source,
+            source: Box::new(source),
         })?
         .with_timeouts(Duration::from_secs(5), Duration::from_secs(365 * 86400));
     Ok(Some(LlmRunner {
