@@ -76,10 +76,11 @@ def file_ops(text):
             ops["rename"] += 1
         elif name in ("fsync", "fdatasync", "syncfs", "sync_file_range"):
             ops[name] += 1
-        elif name.startswith("unlink") or name == "rmdir":
+        elif name.startswith("unlink"):
             ops["unlink"] += 1
-        elif name.startswith("mkdir"):
-            ops["mkdir"] += 1
+        elif name.startswith("mkdir") or name == "rmdir":
+            where = "a cgroup" if "/sys/fs/cgroup" in args else "a directory"
+            ops["%s (%s)" % ("rmdir" if name == "rmdir" else "mkdir", where)] += 1
         elif name in ("statx", "newfstatat", "fstat", "stat", "lstat"):
             ops["stat (statx/newfstatat/fstat)"] += 1
         elif name == "getdents64":
