@@ -4,10 +4,11 @@
 # Now, in seconds since the epoch, with nanoseconds.
 now() { date +%s.%N; }
 
-# Builds the release `rigmind` and prints its path (target/release under the
-# repository root); fails when the build does.
+# Builds the release `rigmind` and prints its path (release/ under
+# $CARGO_TARGET_DIR, else under the repository's target/); fails when the build does.
 release_rigmind() {
-  cargo build --release --quiet --bin rigmind >&2 && echo "$PWD/target/release/rigmind"
+  cargo build --release --quiet --bin rigmind >&2 &&
+    echo "${CARGO_TARGET_DIR:-$PWD/target}/release/rigmind"
 }
 
 # Prints the `## Task:` section of a cpu task fanned out over the inline list
