@@ -5,10 +5,14 @@
 now() { date +%s.%N; }
 
 # Builds the release `rigmind` and prints its path (release/ under
-# $CARGO_TARGET_DIR, else under the repository's target/); fails when the build does.
+# $CARGO_TARGET_DIR, else under the repository's target/); fails when the build does. RIGMIND_BIN=PATH measures another
+# build instead (a before/after comparison: its brain and worker lie beside it).
 release_rigmind() {
-  cargo build --release --quiet --bin rigmind >&2 &&
-    echo "${CARGO_TARGET_DIR:-$PWD/target}/release/rigmind"
+  if [ -n "${RIGMIND_BIN:-}" ]; then
+    echo "$RIGMIND_BIN"
+    return
+  fi
+  cargo build --release --quiet --bin rigmind >&2 && echo "${CARGO_TARGET_DIR:-$PWD/target}/release/rigmind"
 }
 
 # Prints the `## Task:` section of a cpu task fanned out over the inline list
