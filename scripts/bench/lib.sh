@@ -5,8 +5,9 @@
 now() { date +%s.%N; }
 
 # Builds the release `rigmind` and prints its path (release/ under
-# $CARGO_TARGET_DIR, else under the repository's target/); fails when the build does. RIGMIND_BIN=PATH measures another
-# build instead (a before/after comparison: its brain and worker lie beside it).
+# $CARGO_TARGET_DIR, else under the repository's target/); fails when the build
+# does. RIGMIND_BIN=PATH measures another build instead (a before/after
+# comparison: its brain and worker lie beside it).
 release_rigmind() {
   if [ -n "${RIGMIND_BIN:-}" ]; then
     echo "$RIGMIND_BIN"
