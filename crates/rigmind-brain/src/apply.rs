@@ -351,22 +351,7 @@ impl Apply<'_> {
     fn hold_back(&mut self, batch: &str, job: usize) -> Done {
         let b = batch_mut(self.state, batch);
         let name = b.jobs[job].file_name.clone();
-        let from = self.layout.dir(TaskDir::Queue).join(&name);
-        let to = self.layout.private_dir(batch).join(&name);
-        // Under the claim lock, so no worker takes it while it moves.
-        {
-            let mut lock = rigmind_queue::claim::QueueLock::open(self.layout)?;
-            lock.with(|| {
-                std::fs::rename(&from, &to).map_err(|e| QueueError::Io {
-                    op: "hold back",
-                    path: from.clone(),
-                    source: e,
-                })
-            })??;
-        }
-        let mut t = TaskFile::read(&to)?;
-        t.status = TaskStatus::Pending;
-        t.write_named(&self.layout.private_dir(batch), &name, Sync::Data)?;
+        let t = rigmind_queue::moves::hold_back(self.layout, batch, &name)?;
         let reason = format!(
             "put in the queue with {} dependencies not complete",
             b.jobs[job].unmet

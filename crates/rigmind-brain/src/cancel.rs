@@ -195,17 +195,13 @@ fn file_request_cancelled(
 /// no later task of that id.
 fn set_aside(layout: &Layout, logs: &Logs, batch: &str, why: &str) {
     let from = layout.cancel_marker(batch);
-    let mut to = layout.rejected_dir().join(format!("cancel.{batch}"));
-    if to.exists() {
-        to = layout.rejected_dir().join(format!(
-            "cancel.{batch}.{}",
-            chrono::Utc::now().timestamp_millis()
-        ));
-    }
-    if let Err(e) = std::fs::rename(&from, &to) {
-        tracing::warn!(batch, "moving {} aside: {e}", from.display());
-        return;
-    }
+    let to = match rigmind_queue::cancel::set_aside_marker(layout, batch) {
+        Ok(to) => to,
+        Err(e) => {
+            tracing::warn!(batch, "{e}");
+            return;
+        }
+    };
     let _ = logs.decision(
         &Decision::new("cancel_ignored")
             .kv("batch", batch)

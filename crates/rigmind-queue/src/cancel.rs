@@ -73,6 +73,26 @@ pub fn read_marker(layout: &Layout, batch: &str) -> CancelMarker {
     m
 }
 
+/// Moves the marker of `batch` aside into `tasks/rejected/` (as `cancel.<batch>`,
+/// or with a millisecond suffix when that name is taken), for a marker that can
+/// no longer apply; returns where it went.
+pub fn set_aside_marker(layout: &Layout, batch: &str) -> Result<PathBuf, QueueError> {
+    let from = layout.cancel_marker(batch);
+    let mut to = layout.rejected_dir().join(format!("cancel.{batch}"));
+    if to.exists() {
+        to = layout.rejected_dir().join(format!(
+            "cancel.{batch}.{}",
+            chrono::Utc::now().timestamp_millis()
+        ));
+    }
+    std::fs::rename(&from, &to).map_err(|source| QueueError::Io {
+        op: "move a cancel marker aside",
+        path: from,
+        source,
+    })?;
+    Ok(to)
+}
+
 /// Whether a marker for `batch` exists now (one `stat`).
 pub fn is_cancelled(layout: &Layout, batch: &str) -> bool {
     valid_batch_name(batch) && layout.cancel_marker(batch).exists()

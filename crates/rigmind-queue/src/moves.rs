@@ -27,3 +27,23 @@ pub fn file_into(
     }
     Ok(to)
 }
+
+/// Moves the queued task `name` back to `brain/private_tasks/<batch>/` under the
+/// claim lock (so no worker takes it while it moves), and marks it pending there;
+/// returns the task as it now is.
+pub fn hold_back(layout: &Layout, batch: &str, name: &str) -> Result<TaskFile, QueueError> {
+    let from = layout.dir(TaskDir::Queue).join(name);
+    let to = layout.private_dir(batch).join(name);
+    let mut lock = crate::claim::QueueLock::open(layout)?;
+    lock.with(|| {
+        std::fs::rename(&from, &to).map_err(|source| QueueError::Io {
+            op: "hold back",
+            path: from.clone(),
+            source,
+        })
+    })??;
+    let mut t = TaskFile::read(&to)?;
+    t.status = crate::task::TaskStatus::Pending;
+    t.write_named(&layout.private_dir(batch), name, Sync::Data)?;
+    Ok(t)
+}
