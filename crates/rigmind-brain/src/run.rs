@@ -173,6 +173,7 @@ impl Brain {
         let mut state = crate::rebuild::rebuild(&layout, &logs, &config)?;
         state.brain_session = uuid::Uuid::new_v4().simple().to_string();
         state.stale_after_secs = config.defaults.stale_after_secs;
+        state.ladder = rigmind_decide::ladder::Ladder::of(&config);
         probe_workers(&layout, &mut state);
         let started_at = rigmind_queue::time::now();
         log_start(&layout, &logs, &state)?;
