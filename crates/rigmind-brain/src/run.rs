@@ -485,6 +485,12 @@ fn brain_runner(state: &BrainState, resources: &ResourceManager) -> Runner {
         default_workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         llm: None,
         log_cap: resources.config().logs.max_task_log_bytes(),
+        scrub_env: resources
+            .config()
+            .endpoints
+            .iter()
+            .filter_map(|e| e.api_key_env.clone())
+            .collect(),
     }
 }
 

@@ -66,6 +66,29 @@ pub fn task_files(
         .collect()
 }
 
+/// The llm jobs of `plan` that need a card's LLM server: those no
+/// `[[endpoint]]` serves (on the tier they start on).
+pub fn card_llm_jobs(plan: &ExpandedPlan, config: &RigConfig) -> usize {
+    let ladder = Ladder::of(config);
+    plan.jobs
+        .iter()
+        .filter(|j| j.task_class == TaskClass::Llm)
+        .filter(|j| {
+            let model = j
+                .llm
+                .model
+                .clone()
+                .unwrap_or_else(|| config.llm.model.clone());
+            let model = ladder
+                .start(&model, j.llm.requires_external)
+                .map_or(model, |(_, m)| m);
+            ladder
+                .endpoint_for(&model, j.llm.endpoint.as_deref())
+                .is_none()
+        })
+        .count()
+}
+
 /// Puts an llm task on its escalation tier and its endpoint: `expect`,
 /// `requires_external`, the tier's model, and the endpoint that serves it.
 fn route(t: &mut TaskFile, llm: &rigmind_plan::LlmFields, ladder: &Ladder) {
