@@ -60,15 +60,7 @@ pub fn apply(
             not_before,
             reason,
         } => cx.retry(batch, *job, *not_before, reason),
-        Action::Escalate {
-            batch,
-            job,
-            from,
-            to,
-            tier,
-            endpoint,
-            reason,
-        } => cx.escalate(batch, *job, (from, to, *tier, endpoint.as_deref()), reason),
+        Action::Escalate { batch, job, step } => cx.escalate(batch, *job, step),
         Action::Fail { batch, job, reason } => cx.fail(batch, *job, reason),
         Action::Cascade { batch, job, cause } => cx.cascade(batch, *job, *cause),
         Action::Revive { batch, job, cause } => cx.revive(batch, *job, *cause),
@@ -181,13 +173,9 @@ impl Apply<'_> {
     /// A failed llm task moves up a tier: its attempt is kept as an earlier one
     /// (model, endpoint, error, answer), and it goes back into the queue at once
     /// with the next tier's model and the endpoint that serves it.
-    fn escalate(
-        &mut self,
-        batch: &str,
-        job: usize,
-        (from_model, to, tier, endpoint): (&str, &str, u32, Option<&str>),
-        reason: &str,
-    ) -> Done {
+    fn escalate(&mut self, batch: &str, job: usize, step: &rigmind_decide::policy::Climb) -> Done {
+        let (from_model, to, tier) = (step.from.as_str(), step.to.as_str(), step.tier);
+        let (endpoint, reason) = (step.endpoint.as_deref(), step.reason.as_str());
         let b = batch_mut(self.state, batch);
         let from = self
             .layout

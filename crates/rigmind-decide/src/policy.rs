@@ -39,11 +39,7 @@ pub enum Action {
     Escalate {
         batch: String,
         job: usize,
-        from: String,
-        to: String,
-        tier: u32,
-        endpoint: Option<String>,
-        reason: String,
+        step: Box<Climb>,
     },
     /// A failure is final (no retries left, or not retryable).
     Fail {
@@ -89,6 +85,21 @@ pub enum Action {
         job: usize,
         reason: String,
     },
+}
+
+/// One step up the escalation tiers (boxed in [`Action::Escalate`]: actions
+/// stay small).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Climb {
+    /// The model it failed on.
+    pub from: String,
+    /// The next tier's model.
+    pub to: String,
+    /// The next tier (1-based).
+    pub tier: u32,
+    /// The endpoint that serves `to`; `None`: a card.
+    pub endpoint: Option<String>,
+    pub reason: String,
 }
 
 /// A claimed task with no start record after this long was claimed by a runner
@@ -393,14 +404,16 @@ fn climb(
     Some(Action::Escalate {
         batch: id.to_string(),
         job: i,
-        from: from.clone(),
-        to: to.to_string(),
-        tier: next,
-        endpoint: ladder.endpoint_for(to, None),
-        reason: format!(
-            "{}; failed {} times on tier {tier} ({from})",
-            info.kind, info.tier_failures
-        ),
+        step: Box::new(Climb {
+            reason: format!(
+                "{}; failed {} times on tier {tier} ({from})",
+                info.kind, info.tier_failures
+            ),
+            from,
+            to: to.to_string(),
+            tier: next,
+            endpoint: ladder.endpoint_for(to, None),
+        }),
     })
 }
 
