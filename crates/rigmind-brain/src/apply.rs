@@ -60,6 +60,7 @@ pub fn apply(
             not_before,
             reason,
         } => cx.retry(batch, *job, *not_before, reason),
+        Action::Escalate { batch, job, step } => cx.escalate(batch, *job, step),
         Action::Fail { batch, job, reason } => cx.fail(batch, *job, reason),
         Action::Cascade { batch, job, cause } => cx.cascade(batch, *job, *cause),
         Action::Revive { batch, job, cause } => cx.revive(batch, *job, *cause),
@@ -94,6 +95,8 @@ pub(crate) fn failed_status(kind: FailureKind, t: &TaskFile) -> JobStatus {
         kind,
         retry_count: t.retry_count,
         retries: t.retries,
+        tier: t.tier,
+        tier_failures: t.tier_failures,
     })
 }
 
@@ -164,6 +167,55 @@ impl Apply<'_> {
                    "retry": t.retry_count, "not_before": t.not_before})),
         )?;
         self.effect();
+        Ok(())
+    }
+
+    /// A failed llm task moves up a tier: its attempt is kept as an earlier one
+    /// (model, endpoint, error, answer), and it goes back into the queue at once
+    /// with the next tier's model and the endpoint that serves it.
+    fn escalate(&mut self, batch: &str, job: usize, step: &rigmind_decide::policy::Climb) -> Done {
+        let (from_model, to, tier) = (step.from.as_str(), step.to.as_str(), step.tier);
+        let (endpoint, reason) = (step.endpoint.as_deref(), step.reason.as_str());
+        let b = batch_mut(self.state, batch);
+        let from = self
+            .layout
+            .dir(TaskDir::Failed)
+            .join(&b.jobs[job].file_name);
+        let mut t = TaskFile::read(&from)?;
+        t.earlier_attempts
+            .push(rigmind_queue::task::EarlierAttempt {
+                tier: t.tier.unwrap_or(tier.saturating_sub(1)),
+                model: t.model.clone().unwrap_or_else(|| from_model.to_string()),
+                endpoint: t.endpoint.clone(),
+                error: t.error.clone().unwrap_or_default(),
+                output: t.failed_output.clone(),
+            });
+        t.clear_run_results();
+        t.model = Some(to.to_string());
+        t.tier = Some(tier);
+        t.tier_failures = 0;
+        t.endpoint = endpoint.map(str::to_string);
+        t.not_before = None;
+        t.status = TaskStatus::Queued;
+        t.let_in();
+        fsio::rewrite_and_move(&from, &self.layout.dir(TaskDir::Queue), &t.to_bytes())?;
+        self.logs.decision(
+            &task_decision("escalate", batch, &t.name, &t.plan_task_id)
+                .kv("task_id", &t.task_id)
+                .kv("from", from_model)
+                .kv("to", to)
+                .kv("tier", tier)
+                .opt("endpoint", endpoint)
+                .kv("reason", reason),
+        )?;
+        self.logs.event(
+            "escalate",
+            obj(json!({"batch": batch, "task": t.name, "task_id": t.task_id,
+                   "from": from_model, "to": to, "tier": tier, "endpoint": endpoint})),
+        )?;
+        let b = batch_mut(self.state, batch);
+        b.jobs[job].work = rigmind_decide::state::JobWork::of(&t);
+        b.set_status(job, JobStatus::Queued);
         Ok(())
     }
 

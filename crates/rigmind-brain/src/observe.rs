@@ -119,6 +119,8 @@ pub fn failure_info(t: &TaskFile) -> FailureInfo {
         kind: t.failure_kind.unwrap_or(FailureKind::WorkerFailure),
         retry_count: t.retry_count,
         retries: t.retries,
+        tier: t.tier,
+        tier_failures: t.tier_failures,
     }
 }
 

@@ -333,6 +333,8 @@ fn job_read(
             kind: rigmind_queue::FailureKind::DefinitionError,
             retry_count: 0,
             retries: 0,
+            tier: None,
+            tier_failures: 0,
         }),
     };
     let path = place.dir(layout, batch_id).join(&file_name);

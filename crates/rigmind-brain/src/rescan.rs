@@ -54,6 +54,8 @@ fn dir_status(d: TaskDir) -> JobStatus {
             kind: FailureKind::WorkerFailure,
             retry_count: 0,
             retries: 0,
+            tier: None,
+            tier_failures: 0,
         }),
     }
 }

@@ -173,6 +173,7 @@ impl Brain {
         let mut state = crate::rebuild::rebuild(&layout, &logs, &config)?;
         state.brain_session = uuid::Uuid::new_v4().simple().to_string();
         state.stale_after_secs = config.defaults.stale_after_secs;
+        state.ladder = rigmind_decide::ladder::Ladder::of(&config);
         probe_workers(&layout, &mut state);
         let started_at = rigmind_queue::time::now();
         log_start(&layout, &logs, &state)?;
@@ -484,6 +485,12 @@ fn brain_runner(state: &BrainState, resources: &ResourceManager) -> Runner {
         default_workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         llm: None,
         log_cap: resources.config().logs.max_task_log_bytes(),
+        scrub_env: resources
+            .config()
+            .endpoints
+            .iter()
+            .filter_map(|e| e.api_key_env.clone())
+            .collect(),
     }
 }
 

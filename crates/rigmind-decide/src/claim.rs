@@ -99,6 +99,11 @@ pub fn tier(ctx: &ClaimContext<'_>, e: &QueueEntry) -> Option<u8> {
         return None;
     }
     let class = e.task_class?;
+    // An endpoint task needs no card: the worker's endpoint lane takes it
+    // ([`endpoint_tier`]), beside whatever its card runs.
+    if e.endpoint.is_some() {
+        return None;
+    }
     if class == TaskClass::Resource {
         // Addressed to this worker (or to nobody, by hand): taken first. A worker
         // without an LLM server takes it too, and fails it with a clear error.
@@ -142,6 +147,24 @@ pub fn tier(ctx: &ClaimContext<'_>, e: &QueueEntry) -> Option<u8> {
     }
 }
 
+/// The claim tier of a queued task for a worker's endpoint lane: every worker,
+/// cpu workers too, runs llm tasks an `[[endpoint]]` serves, beside its card or
+/// cpu task and whatever its classes and card state (the endpoint's own limit,
+/// `endpoint:<name>` under the claim lock, bounds them). `None` for every other
+/// task, and for one not claimable now.
+pub fn endpoint_tier(ctx: &ClaimContext<'_>, e: &QueueEntry) -> Option<u8> {
+    if e.executor != Executor::Worker || e.status != TaskStatus::Queued || !e.released {
+        return None;
+    }
+    if e.not_before.is_some_and(|t| t > ctx.now) || e.endpoint.is_none() {
+        return None;
+    }
+    if e.target_worker.as_ref().is_some_and(|t| t != ctx.worker) {
+        return None;
+    }
+    (e.task_class == Some(TaskClass::Llm)).then_some(1)
+}
+
 /// The card rule: whether a GPU card, with its model `loaded` or not, runs ordinary
 /// work of `class`. A loaded card runs no script work and a bare card no llm work;
 /// cpu work runs on either. Resource tasks are not ordinary work: [`tier`] takes
@@ -183,6 +206,7 @@ mod tests {
             vram_mb: None,
             group: None,
             model: (class == TaskClass::Llm).then(|| "m".to_string()),
+            endpoint: None,
             released: true,
         }
     }
@@ -200,6 +224,21 @@ mod tests {
             gates_clear: true,
             now: Utc::now(),
         }
+    }
+
+    #[test]
+    fn endpoint_tasks_go_to_the_endpoint_lane_of_any_worker() {
+        let mut l = entry(TaskClass::Llm);
+        l.endpoint = Some("lan".into());
+        for model in [None, Some("m")] {
+            assert_eq!(tier(&ctx(model), &l), None, "never the card's lane");
+            assert_eq!(endpoint_tier(&ctx(model), &l), Some(1));
+        }
+        let classes = [TaskClass::Cpu];
+        let cpu = ClaimContext::new("c1", &classes, None, false, false, Utc::now());
+        assert_eq!(endpoint_tier(&cpu, &l), Some(1), "cpu workers too");
+        assert_eq!(endpoint_tier(&cpu, &entry(TaskClass::Llm)), None);
+        assert_eq!(endpoint_tier(&cpu, &entry(TaskClass::Cpu)), None);
     }
 
     #[test]

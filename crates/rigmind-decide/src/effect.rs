@@ -14,7 +14,8 @@ use crate::state::{Batch, BrainState, JobStatus};
 /// Applies the state effect of `action`, decided at `now`. Returns false, and
 /// changes nothing, for the actions whose effect depends on what the files say
 /// (`Cascade`, `Lost`: the failure recorded in the file; `Cancel`, `Unrunnable`:
-/// whether a worker claimed the task first): the apply layer sets those itself.
+/// whether a worker claimed the task first; `Escalate`: the task's new model, read
+/// back from its file): the apply layer sets those itself.
 pub fn apply(state: &mut BrainState, action: &Action, now: DateTime<Utc>) -> bool {
     match action {
         Action::Release { batch, job, .. } => {
@@ -39,6 +40,7 @@ pub fn apply(state: &mut BrainState, action: &Action, now: DateTime<Utc>) -> boo
         Action::Kill { batch, job } => batch_mut(state, batch).jobs[*job].kill_sent = true,
         Action::Settle { batch, state: to } => settle(batch_mut(state, batch), *to, now),
         Action::Cascade { .. }
+        | Action::Escalate { .. }
         | Action::Lost { .. }
         | Action::Cancel { .. }
         | Action::Unrunnable { .. } => return false,

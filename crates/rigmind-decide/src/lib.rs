@@ -20,6 +20,7 @@
 
 pub mod claim;
 pub mod effect;
+pub mod ladder;
 pub mod policy;
 pub mod projection;
 pub mod record;

@@ -14,7 +14,8 @@ use rigmind_queue::batch::BatchState;
 use rigmind_queue::task::FailureKind;
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Batch, BrainState, Holder, JobStatus};
+use crate::ladder::Ladder;
+use crate::state::{Batch, BrainState, FailureInfo, Holder, JobStatus};
 
 /// One decision for the apply layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +32,14 @@ pub enum Action {
         job: usize,
         not_before: DateTime<Utc>,
         reason: String,
+    },
+    /// failed → queue at once, on the next escalation tier: an llm task that failed
+    /// `after_failures` times on tier `tier - 1` runs on model `to` (and
+    /// `endpoint`, the one that serves it; `None`: a card).
+    Escalate {
+        batch: String,
+        job: usize,
+        step: Box<Climb>,
     },
     /// A failure is final (no retries left, or not retryable).
     Fail {
@@ -78,6 +87,21 @@ pub enum Action {
     },
 }
 
+/// One step up the escalation tiers (boxed in [`Action::Escalate`]: actions
+/// stay small).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Climb {
+    /// The model it failed on.
+    pub from: String,
+    /// The next tier's model.
+    pub to: String,
+    /// The next tier (1-based).
+    pub tier: u32,
+    /// The endpoint that serves `to`; `None`: a card.
+    pub endpoint: Option<String>,
+    pub reason: String,
+}
+
 /// A claimed task with no start record after this long was claimed by a runner
 /// that died before it could start it.
 pub const CLAIM_GRACE_SECS: f64 = 30.0;
@@ -112,7 +136,7 @@ pub fn decide(state: &BrainState, now: DateTime<Utc>) -> Vec<Action> {
         }
         decide_lost(id, batch, state, now, &mut actions);
         decide_unrunnable(id, batch, state, &mut actions);
-        decide_failures(id, batch, now, &mut actions);
+        decide_failures(id, batch, &state.ladder, now, &mut actions);
         decide_revivals(id, batch, &mut actions);
         decide_releases(id, batch, state, &mut releases);
         // A batch settles only once nothing else is decided for it this round.
@@ -276,13 +300,23 @@ pub fn holder_gone(h: &Holder, state: &BrainState, now: DateTime<Utc>) -> Option
     }
 }
 
-fn decide_failures(id: &str, batch: &Batch, now: DateTime<Utc>, out: &mut Vec<Action>) {
+fn decide_failures(
+    id: &str,
+    batch: &Batch,
+    ladder: &Ladder,
+    now: DateTime<Utc>,
+    out: &mut Vec<Action>,
+) {
     let mut cascaded = BTreeSet::new();
     for &i in &batch.unhandled_failures {
         let JobStatus::Failed(info) = batch.jobs[i].status else {
             continue;
         };
         let job = &batch.jobs[i];
+        if let Some(a) = climb(id, i, job, info, ladder, now) {
+            out.push(a);
+            continue;
+        }
         if info.retryable() {
             let delay = backoff_secs(&job.task_id, info.retry_count);
             out.push(Action::Retry {
@@ -328,6 +362,59 @@ fn decide_failures(id: &str, batch: &Batch, now: DateTime<Utc>, out: &mut Vec<Ac
             queue.extend(batch.jobs[d].dependents.iter().copied());
         }
     }
+}
+
+/// The escalation of a failed llm task on a tier below the last: retried on its
+/// tier until it has failed `after_failures` times there (its own `retries` do
+/// not limit that: tiers multiply attempts), then moved up a tier. `None`: the
+/// ordinary retry rule decides (not on a tier, on the last tier, or a failure
+/// that is not the server's: a definition error, a cancellation).
+fn climb(
+    id: &str,
+    i: usize,
+    job: &crate::state::Job,
+    info: FailureInfo,
+    ladder: &Ladder,
+    now: DateTime<Utc>,
+) -> Option<Action> {
+    let tier = info.tier?;
+    let (next, to) = ladder.next(tier)?;
+    if !matches!(
+        info.kind,
+        FailureKind::WorkerFailure | FailureKind::Timeout | FailureKind::LostWorker
+    ) {
+        return None;
+    }
+    let from = job.work.model.clone().unwrap_or_default();
+    if info.tier_failures < ladder.after_failures {
+        let delay = backoff_secs(&job.task_id, info.retry_count);
+        return Some(Action::Retry {
+            batch: id.to_string(),
+            job: i,
+            not_before: now + chrono::Duration::milliseconds((delay * 1000.0) as i64),
+            reason: format!(
+                "{}; attempt {} of {} on tier {tier} ({from}) in {:.1}s",
+                info.kind,
+                info.tier_failures + 1,
+                ladder.after_failures,
+                delay
+            ),
+        });
+    }
+    Some(Action::Escalate {
+        batch: id.to_string(),
+        job: i,
+        step: Box::new(Climb {
+            reason: format!(
+                "{}; failed {} times on tier {tier} ({from})",
+                info.kind, info.tier_failures
+            ),
+            from,
+            to: to.to_string(),
+            tier: next,
+            endpoint: ladder.endpoint_for(to, None),
+        }),
+    })
 }
 
 fn decide_revivals(id: &str, batch: &Batch, out: &mut Vec<Action>) {
@@ -424,6 +511,8 @@ mod tests {
             kind: FailureKind::WorkerFailure,
             retry_count: 0,
             retries: 0,
+            tier: None,
+            tier_failures: 0,
         };
         b.set_status(0, JobStatus::Failed(info));
         let a = decide(&s, now());
@@ -455,6 +544,8 @@ mod tests {
             kind: FailureKind::Timeout,
             retry_count: 1,
             retries: 3,
+            tier: None,
+            tier_failures: 0,
         };
         s.batches
             .get_mut("b")
@@ -475,6 +566,8 @@ mod tests {
             kind: FailureKind::DefinitionError,
             retry_count: 0,
             retries: 3,
+            tier: None,
+            tier_failures: 0,
         };
         s.batches
             .get_mut("b")
@@ -519,6 +612,8 @@ mod tests {
                 kind,
                 retry_count: 0,
                 retries: 0,
+                tier: None,
+                tier_failures: 0,
             })
         };
         b.set_status(0, fail(FailureKind::WorkerFailure));

@@ -51,6 +51,12 @@ pub struct FailureInfo {
     pub retry_count: u32,
     /// Automatic retries allowed.
     pub retries: u32,
+    /// The escalation tier it failed on (`None`: it is on no tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<u32>,
+    /// Failures on that tier, this one included.
+    #[serde(default)]
+    pub tier_failures: u32,
 }
 
 impl FailureInfo {
@@ -109,6 +115,9 @@ pub struct JobWork {
     pub estimate_secs: Option<f64>,
     /// Its concurrency group.
     pub group: Option<String>,
+    /// The endpoint an llm task runs on: no card is needed for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 impl JobWork {
@@ -118,6 +127,7 @@ impl JobWork {
             model: t.model.clone(),
             estimate_secs: t.estimate_seconds,
             group: t.group.clone(),
+            endpoint: t.endpoint.clone(),
         }
     }
 }
@@ -393,6 +403,9 @@ pub struct BrainState {
     /// Models an LLM server refused to load as unknown, with the error: llm tasks
     /// that need them fail as definition errors instead of waiting for a load.
     pub unknown_models: BTreeMap<String, String>,
+    /// The endpoints' models and the escalation tiers (rig.toml).
+    #[serde(default)]
+    pub ladder: crate::ladder::Ladder,
     /// Files of unfinished jobs found in no directory, since when (see
     /// `rigmind_brain::lost::follow_vanished`).
     #[serde(skip)]

@@ -10,6 +10,7 @@ use rigmind_plan::ExpandedPlan;
 use rigmind_queue::task::{TaskFile, TaskStatus};
 use rigmind_types::TaskClass;
 
+use crate::ladder::Ladder;
 use crate::state::{Job, JobStatus};
 
 /// The task files of `plan` as batch `batch_id`, all pending, in plan order: what a
@@ -53,6 +54,9 @@ pub fn task_files(
             t.system = j.llm.system.clone();
             t.output = j.llm.output.clone();
             t.sensitive = j.llm.sensitive;
+            if j.task_class == TaskClass::Llm {
+                route(&mut t, &j.llm, &Ladder::of(config));
+            }
             t.estimate_seconds = j.estimate_secs;
             t.item = j.item.clone();
             t.stem = j.stem.clone();
@@ -60,6 +64,43 @@ pub fn task_files(
             t
         })
         .collect()
+}
+
+/// The llm jobs of `plan` that need a card's LLM server: those no
+/// `[[endpoint]]` serves (on the tier they start on).
+pub fn card_llm_jobs(plan: &ExpandedPlan, config: &RigConfig) -> usize {
+    let ladder = Ladder::of(config);
+    plan.jobs
+        .iter()
+        .filter(|j| j.task_class == TaskClass::Llm)
+        .filter(|j| {
+            let model = j
+                .llm
+                .model
+                .clone()
+                .unwrap_or_else(|| config.llm.model.clone());
+            let model = ladder
+                .start(&model, j.llm.requires_external)
+                .map_or(model, |(_, m)| m);
+            ladder
+                .endpoint_for(&model, j.llm.endpoint.as_deref())
+                .is_none()
+        })
+        .count()
+}
+
+/// Puts an llm task on its escalation tier and its endpoint: `expect`,
+/// `requires_external`, the tier's model, and the endpoint that serves it.
+fn route(t: &mut TaskFile, llm: &rigmind_plan::LlmFields, ladder: &Ladder) {
+    t.expect = llm.expect_json.then(|| "json".to_string());
+    t.requires_external = llm.requires_external;
+    let model = t.model.clone().unwrap_or_default();
+    if let Some((tier, m)) = ladder.start(&model, llm.requires_external) {
+        t.tier = Some(tier);
+        t.model = Some(m);
+    }
+    let model = t.model.clone().unwrap_or_default();
+    t.endpoint = ladder.endpoint_for(&model, llm.endpoint.as_deref());
 }
 
 /// The brain's job for a task file that waits on the jobs at `deps` (pending).

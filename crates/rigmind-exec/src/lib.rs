@@ -7,6 +7,7 @@
 //! `logs/tasks/<task_id>.log` within a cap ([`tasklog`]), and the result fields of
 //! queue-layout.md written into the file that moves to `complete/` or `failed/`.
 
+pub mod answer;
 mod contain;
 mod group;
 pub mod llm;
@@ -42,6 +43,9 @@ pub struct Runner {
     /// Bytes of output a task's log keeps per run (rig.toml `[logs]
     /// max_task_log_mb`); `None`: no cap.
     pub log_cap: Option<u64>,
+    /// Environment variables no task command inherits: the `api_key_env`
+    /// variables of rig.toml's endpoints.
+    pub scrub_env: Vec<String>,
 }
 
 /// What came of running a task, whatever kind of task it was.
@@ -58,6 +62,8 @@ pub struct RunOutcome {
     pub error_snippet: Option<String>,
     /// For llm and resource tasks.
     pub llm: Option<LlmStats>,
+    /// A failed llm attempt's answer (cut), for the next escalation tier.
+    pub failed_output: Option<String>,
 }
 
 /// What an llm run adds to the result (queue-layout.md).
@@ -66,6 +72,12 @@ pub struct LlmStats {
     pub model: String,
     pub eval_count: Option<u64>,
     pub tokens_per_second: Option<f64>,
+    /// Prompt tokens.
+    pub prompt_tokens: Option<u64>,
+    /// The model's load time for this answer, in seconds.
+    pub load_seconds: Option<f64>,
+    /// The answer's cost, from its endpoint's prices.
+    pub cost_usd: Option<f64>,
 }
 
 impl From<ShellOutcome> for RunOutcome {
@@ -79,6 +91,7 @@ impl From<ShellOutcome> for RunOutcome {
             elapsed_secs: o.elapsed_secs,
             output_lines: o.output_lines,
             llm: None,
+            failed_output: None,
         }
     }
 }
@@ -293,6 +306,7 @@ async fn run_started(
                     command: &cmd,
                     workdir: &workdir,
                     env: environment(task, runner),
+                    unset: &runner.scrub_env,
                     timeout_secs: task.timeout_seconds,
                     log_path: &log,
                     header,
@@ -342,6 +356,15 @@ fn finish(mut task: TaskFile, processing_path: &Path, outcome: RunOutcome) -> Fi
         task.model = Some(stats.model.clone());
         task.eval_count = stats.eval_count;
         task.tokens_per_second = stats.tokens_per_second.map(|t| (t * 100.0).round() / 100.0);
+        task.prompt_tokens = stats.prompt_tokens;
+        task.load_seconds = stats.load_seconds.map(|t| (t * 1000.0).round() / 1000.0);
+        task.cost_usd = stats.cost_usd;
+    }
+    task.failed_output = outcome.failed_output.clone();
+    // Failures on an escalation tier are counted there; the brain moves the
+    // task up once they reach `[escalation] after_failures`.
+    if outcome.failure.is_some() && task.tier.is_some() {
+        task.tier_failures += 1;
     }
     let (session, started_at) = (task.worker_session.clone(), task.started_at);
     let (dir, filed) = match outcome.failure {

@@ -6,14 +6,21 @@
 //! The response goes to `output` (or only into the result record), the prompt and
 //! response of every task not marked `sensitive` to `logs/training_samples.jsonl`,
 //! and a sensitive task's log holds its timings only, never its text.
+//!
+//! A card's server is an Ollama or a llama-server router ([`Backend`]); an llm
+//! task with an `endpoint` runs on that `[[endpoint]]` instead, on whichever
+//! worker claimed it. Ollama keeps its `/api/generate` path; every other kind is
+//! asked through its chat call. The result records the model, endpoint, prompt
+//! and completion tokens, tokens/s, load time and cost.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rigmind_config::Endpoint;
 use rigmind_llm::samples::{append_sample, TrainingSample};
-use rigmind_llm::{GenerateRequest, Generation, LlmError, OllamaClient};
+use rigmind_llm::{Backend, ChatMessage, ChatRequest, GenerateRequest, Generation, LlmError};
 use rigmind_queue::task::{FailureKind, ResourceAction, TaskFile};
 
 use crate::shell::Abort;
@@ -22,10 +29,18 @@ use crate::{LlmStats, RunOutcome};
 /// Reads the memory in use on the runner's GPU, in MB (`None`: unknown).
 pub type VramProbe = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
 
+/// An `[[endpoint]]` and its client (`Err`: why it cannot be called, e.g. its
+/// key variable is unset; said when a task needs it).
+pub type EndpointClient = (Endpoint, Result<Backend, String>);
+
 /// What a runner needs to run llm and resource tasks.
 #[derive(Clone)]
 pub struct LlmRunner {
-    pub client: OllamaClient,
+    /// The card's server (Ollama or llama-server); `None`: a worker without one,
+    /// which runs endpoint tasks only.
+    pub card: Option<Backend>,
+    /// The endpoints of rig.toml by name.
+    pub endpoints: Arc<std::collections::BTreeMap<String, EndpointClient>>,
     /// `keep_alive` sent with loads and generations (rig.toml `[llm] keep_alive`).
     pub keep_alive: String,
     /// `logs/training_samples.jsonl`.
@@ -37,7 +52,8 @@ pub struct LlmRunner {
 impl std::fmt::Debug for LlmRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LlmRunner")
-            .field("url", &self.client.base_url())
+            .field("url", &self.card.as_ref().map(Backend::base_url))
+            .field("endpoints", &self.endpoints.keys().collect::<Vec<_>>())
             .field("keep_alive", &self.keep_alive)
             .finish()
     }
@@ -159,8 +175,9 @@ pub async fn run_on_server(
     }
 }
 
-/// Runs one llm task: builds the fenced prompt, generates (streaming), writes the
-/// output, the log and the training sample.
+/// Runs one llm task: builds the fenced prompt, generates (streaming) on its
+/// endpoint or the card's server, checks `expect`, writes the output, the log
+/// and the training sample.
 async fn run_llm(
     task: &TaskFile,
     llm: &LlmRunner,
@@ -169,7 +186,11 @@ async fn run_llm(
     abort: Abort,
     started: Instant,
 ) -> RunOutcome {
-    let req = match request(task, llm, workdir) {
+    let server = match server_of(task, llm) {
+        Ok(s) => s,
+        Err((kind, reason)) => return failed(kind, reason, started),
+    };
+    let req = match request(task, llm, workdir, &server) {
         Ok(req) => req,
         Err((kind, reason)) => return failed(kind, reason, started),
     };
@@ -179,21 +200,102 @@ async fn run_llm(
             &format!("--- prompt ---\n{}\n--- response ---", req.prompt),
         );
     }
-    let mut on_token = |_: &str| {};
-    let generation = match bounded(
-        llm.client.generate(&req, &mut on_token),
-        task.timeout_seconds,
-        abort,
-    )
-    .await
-    {
-        Err(b) => return bound_outcome(b, task, started),
-        Ok(Err(e)) => return generation_failed(task, &e, log_path, started),
-        Ok(Ok(g)) => g,
+    let generation =
+        match bounded(generate(server.backend, &req), task.timeout_seconds, abort).await {
+            Err(b) => return bound_outcome(b, task, started),
+            Ok(Err(e)) => return generation_failed(task, &e, log_path, started),
+            Ok(Ok(g)) => g,
+        };
+    let answer = Answer {
+        prompt: req.prompt,
+        generation,
+        server,
     };
-    keep_answer(
-        task, llm, req.prompt, generation, workdir, log_path, started,
-    )
+    keep_answer(task, llm, answer, workdir, log_path, started)
+}
+
+/// The server an llm task goes to: its endpoint, or the card's.
+struct Server<'a> {
+    backend: &'a Backend,
+    endpoint: Option<&'a Endpoint>,
+}
+
+fn server_of<'a>(task: &TaskFile, llm: &'a LlmRunner) -> Result<Server<'a>, (FailureKind, String)> {
+    let Some(name) = &task.endpoint else {
+        return llm
+            .card
+            .as_ref()
+            .map(|backend| Server {
+                backend,
+                endpoint: None,
+            })
+            .ok_or_else(|| {
+                (
+                    FailureKind::WorkerFailure,
+                    format!(
+                        "llm task '{}' needs a card's LLM server and this worker has none",
+                        task.name
+                    ),
+                )
+            });
+    };
+    match llm.endpoints.get(name) {
+        None => Err((
+            FailureKind::DefinitionError,
+            format!(
+                "llm task '{}': endpoint '{name}' is not declared in rig.toml",
+                task.name
+            ),
+        )),
+        Some((_, Err(why))) => Err((
+            FailureKind::WorkerFailure,
+            format!("endpoint '{name}': {why}"),
+        )),
+        Some((e, Ok(backend))) => Ok(Server {
+            backend,
+            endpoint: Some(e),
+        }),
+    }
+}
+
+/// One generation: Ollama's `/api/generate`, every other kind's chat call.
+async fn generate(backend: &Backend, req: &GenerateRequest) -> Result<Generation, LlmError> {
+    let mut on_token = |_: &str| {};
+    match backend {
+        Backend::Ollama { client, .. } => client.generate(req, &mut on_token).await,
+        other => {
+            let mut messages = Vec::new();
+            if let Some(sys) = &req.system {
+                messages.push(ChatMessage::new("system", sys.clone()));
+            }
+            messages.push(ChatMessage::new("user", req.prompt.clone()));
+            let chat = ChatRequest {
+                model: req.model.clone(),
+                messages,
+                stream: req.stream,
+                keep_alive: None,
+                options: req.options.clone(),
+            };
+            other.chat(&chat, &mut on_token).await
+        }
+    }
+}
+
+/// The model as `backend` (or the endpoint's model list) spells it: llama-server
+/// and OpenAI-style servers know no `:latest` tag.
+pub fn wire_model(backend: &Backend, endpoint: Option<&Endpoint>, model: &str) -> String {
+    let canonical = rigmind_types::canonical_model(model);
+    if let Some(m) = endpoint.and_then(|e| {
+        e.models
+            .iter()
+            .find(|m| rigmind_types::canonical_model(m) == canonical)
+    }) {
+        return m.clone();
+    }
+    match backend {
+        Backend::Ollama { .. } => model.to_string(),
+        _ => model.strip_suffix(":latest").unwrap_or(model).to_string(),
+    }
 }
 
 /// An llm task's request: its model, and the fenced prompt (its `prompt` as the
@@ -202,6 +304,7 @@ fn request(
     task: &TaskFile,
     llm: &LlmRunner,
     workdir: &Path,
+    server: &Server<'_>,
 ) -> Result<GenerateRequest, (FailureKind, String)> {
     let Some(instruction) = task.prompt.clone() else {
         return Err((
@@ -215,14 +318,21 @@ fn request(
             format!("llm task '{}' names no model", task.name),
         ));
     };
-    let data = prompt_data(task, workdir)?;
-    let prompt = rigmind_llm::prompt::fenced_prompt(
-        &instruction,
-        data.as_deref(),
-        task.prompt_file.as_deref(),
-    );
+    let mut data = prompt_data(task, workdir)?;
+    let mut name = task.prompt_file.clone();
+    // An escalated task: the earlier tiers' answers and errors go in as data,
+    // after the task's own data.
+    if let Some(earlier) = crate::answer::earlier_attempts(task) {
+        let own = data.map(|d| format!("{d}\n\n")).unwrap_or_default();
+        data = Some(format!("{own}{earlier}"));
+        name = Some(match name {
+            Some(f) => format!("{f} and the earlier attempts"),
+            None => "the earlier attempts at this task".to_string(),
+        });
+    }
+    let prompt = rigmind_llm::prompt::fenced_prompt(&instruction, data.as_deref(), name.as_deref());
     Ok(GenerateRequest {
-        model,
+        model: wire_model(server.backend, server.endpoint, &model),
         prompt,
         system: task.system.clone(),
         stream: true,
@@ -269,48 +379,99 @@ fn generation_failed(
     failed(llm_failure(e), text, started)
 }
 
+/// A generation with the prompt that asked for it and the server that gave it.
+struct Answer<'a> {
+    prompt: String,
+    generation: Generation,
+    server: Server<'a>,
+}
+
 /// Keeps an answer: in the log (its text unless the task is sensitive, and its
-/// timings), in the task's `output`, and as a training sample; then the outcome.
+/// timings), checked against `expect`, in the task's `output`, and as a training
+/// sample; then the outcome.
 fn keep_answer(
     task: &TaskFile,
     llm: &LlmRunner,
-    prompt: String,
-    generation: Generation,
+    answer: Answer<'_>,
     workdir: &Path,
     log_path: &Path,
     started: Instant,
 ) -> RunOutcome {
+    let generation = &answer.generation;
     if !task.sensitive {
         log(log_path, &generation.response);
     }
-    let tps = generation.tokens_per_second();
+    let stats = stats_of(generation, answer.server.endpoint);
     log(
         log_path,
         &format!(
             "--- rigmind: model {} at {}: {} tokens, {} tokens/s, {:.3}s ---",
             generation.model,
-            llm.client.base_url(),
+            answer.server.backend.base_url(),
             generation.eval_count.map_or("?".into(), |n| n.to_string()),
-            tps.map_or("?".into(), |t| format!("{t:.1}")),
+            stats
+                .tokens_per_second
+                .map_or("?".into(), |t| format!("{t:.1}")),
             started.elapsed().as_secs_f64()
         ),
     );
-    if let Err(reason) = write_output(task, workdir, &generation.response) {
+    let text = match checked_output(task, &generation.response) {
+        Ok(text) => text,
+        Err(reason) => {
+            log(log_path, &format!("--- rigmind: {reason} ---"));
+            let mut out = failed(FailureKind::WorkerFailure, reason, started);
+            out.failed_output = (!task.sensitive).then(|| {
+                crate::answer::cut(&generation.response, crate::answer::FAILED_OUTPUT_MAX)
+            });
+            out.llm = Some(stats);
+            return out;
+        }
+    };
+    if let Err(reason) = write_output(task, workdir, &text) {
         return failed(FailureKind::WorkerFailure, reason, started);
     }
     if !task.sensitive {
-        keep_sample(task, llm, prompt, &generation, tps);
+        keep_sample(
+            task,
+            llm,
+            answer.prompt,
+            generation,
+            stats.tokens_per_second,
+        );
     }
     RunOutcome {
         return_code: Some(0),
         elapsed_secs: started.elapsed().as_secs_f64(),
         output_lines: generation.response.lines().count() as u64,
-        llm: Some(LlmStats {
-            model: generation.model,
-            eval_count: generation.eval_count,
-            tokens_per_second: tps,
-        }),
+        llm: Some(stats),
         ..RunOutcome::default()
+    }
+}
+
+/// What the result records of a generation: model, tokens, speed, load time
+/// and (with the endpoint's prices) cost.
+fn stats_of(g: &Generation, endpoint: Option<&Endpoint>) -> LlmStats {
+    let cost =
+        endpoint.and_then(|e| e.cost(g.prompt_eval_count.unwrap_or(0), g.eval_count.unwrap_or(0)));
+    LlmStats {
+        model: g.model.clone(),
+        eval_count: g.eval_count,
+        tokens_per_second: g.tokens_per_second(),
+        prompt_tokens: g.prompt_eval_count,
+        load_seconds: g.load_duration_ns.map(|ns| ns as f64 / 1e9),
+        cost_usd: cost,
+    }
+}
+
+/// The text `output` gets: the answer, or with `expect: json` the parsed JSON,
+/// pretty-printed; `Err` when the answer breaks `expect`.
+fn checked_output(task: &TaskFile, response: &str) -> Result<String, String> {
+    match task.expect.as_deref() {
+        Some("json") => {
+            let v = crate::answer::expected_json(response)?;
+            Ok(serde_json::to_string_pretty(&v).unwrap_or_default() + "\n")
+        }
+        _ => Ok(response.to_string()),
     }
 }
 
@@ -365,22 +526,35 @@ async fn run_resource(
     started: Instant,
 ) -> RunOutcome {
     let model = task.model.clone().unwrap_or_default();
-    let url = llm.client.base_url().to_string();
+    let Some(card) = llm.card.as_ref() else {
+        return failed(
+            FailureKind::WorkerFailure,
+            format!(
+                "resource task '{}' needs a card's LLM server and this worker has none",
+                task.name
+            ),
+            started,
+        );
+    };
+    let url = card.base_url().to_string();
+    let wire = wire_model(card, None, &model);
     let limit = Duration::from_secs_f64(task.timeout_seconds.clamp(1.0, 1e9));
+    let mut load_time = None;
     let result = match ResourceAction::from_name(&task.name) {
-        Some(ResourceAction::LoadLlm) => bounded(
-            llm.client.load(&model, &llm.keep_alive),
-            task.timeout_seconds,
-            abort,
-        )
-        .await
-        .map(|r| r.map(|took| format!("loaded {model} at {url} in {:.3}s", took.as_secs_f64()))),
+        Some(ResourceAction::LoadLlm) => bounded(card.load(&wire), task.timeout_seconds, abort)
+            .await
+            .map(|r| {
+                r.map(|took| {
+                    load_time = Some(took.as_secs_f64());
+                    format!("loaded {model} at {url} in {:.3}s", took.as_secs_f64())
+                })
+            }),
         Some(ResourceAction::UnloadLlm) => {
-            let held = held_vram(llm, &model).await;
+            let held = held_vram(card, &model).await;
             let used_before = llm.vram_used_mb.as_ref().and_then(|f| f());
             // The memory wait is part of the unload: under the same timeout and abort.
             let unload = async {
-                let took = llm.client.unload(&model, limit).await?;
+                let took = card.unload(&wire, limit).await?;
                 let back = wait_memory_back(llm, used_before, held, limit).await;
                 Ok::<_, LlmError>(format!(
                     "unloaded {model} at {url} in {:.3}s{back}",
@@ -414,8 +588,8 @@ async fn run_resource(
                 output_lines: 1,
                 llm: Some(LlmStats {
                     model,
-                    eval_count: None,
-                    tokens_per_second: None,
+                    load_seconds: load_time,
+                    ..LlmStats::default()
                 }),
                 ..RunOutcome::default()
             }
@@ -423,9 +597,15 @@ async fn run_resource(
     }
 }
 
-/// The VRAM the server says the model holds, in MB.
-async fn held_vram(llm: &LlmRunner, model: &str) -> Option<u64> {
-    let ps = llm.client.ps().await.ok()?;
+/// The VRAM the server says the model holds, in MB. Only Ollama says
+/// (`/api/ps`); a llama-server router reports a model unloaded once its process
+/// has exited, and the driver frees the process's memory with it, so the
+/// memory is read once after the unload, not waited for.
+async fn held_vram(card: &Backend, model: &str) -> Option<u64> {
+    let Backend::Ollama { client, .. } = card else {
+        return None;
+    };
+    let ps = client.ps().await.ok()?;
     ps.iter()
         .find(|m| m.is(model))
         .map(|m| m.size_vram / (1024 * 1024))
@@ -439,8 +619,12 @@ async fn wait_memory_back(
     held_mb: Option<u64>,
     limit: Duration,
 ) -> String {
-    let (Some(probe), Some(before), Some(held)) = (&llm.vram_used_mb, used_before, held_mb) else {
+    let (Some(probe), Some(before)) = (&llm.vram_used_mb, used_before) else {
         return String::new();
+    };
+    let Some(held) = held_mb else {
+        let now = probe().map_or("?".into(), |u| u.to_string());
+        return format!("; GPU memory {before} MB -> {now} MB");
     };
     if held == 0 {
         return String::new();

@@ -25,6 +25,9 @@ pub struct ShellRun<'a> {
     pub command: &'a str,
     pub workdir: &'a Path,
     pub env: Vec<(String, String)>,
+    /// Variables taken out of the environment the command inherits (the API key
+    /// variables of rig.toml's endpoints: a task never sees a key).
+    pub unset: &'a [String],
     pub timeout_secs: f64,
     pub log_path: &'a Path,
     /// A line written to the log before the run's output.
@@ -198,6 +201,9 @@ fn spawn(run: &ShellRun<'_>, contained: &mut Containment) -> Result<Child, Strin
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    for var in run.unset {
+        cmd.env_remove(var);
+    }
     contained.prepare(&mut cmd);
     let spawned = cmd.spawn();
     contained.started();
@@ -361,6 +367,7 @@ mod tests {
                     ("GREETING".into(), "hi".into()),
                     ("RIGMIND_TASK_ID".into(), id.clone()),
                 ],
+                unset: &[],
                 timeout_secs: timeout,
                 log_path: &log,
                 header: "--- header ---".into(),

@@ -61,6 +61,12 @@ pub struct LlmFields {
     pub system: Option<String>,
     pub output: Option<String>,
     pub sensitive: bool,
+    /// `expect: json`: the answer must parse as JSON (a fenced json block counts).
+    pub expect_json: bool,
+    /// `endpoint: NAME`: runs on that `[[endpoint]]` of rig.toml, never on a card.
+    pub endpoint: Option<String>,
+    /// `requires_external: true`: starts on the last escalation tier.
+    pub requires_external: bool,
 }
 
 /// A parsed plan, before `for_each` expansion.
@@ -114,7 +120,7 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Plan, PlanError> {
 }
 
 /// Every field a task may set, in the order used for suggestions.
-pub(crate) const KEYS: [&str; 18] = [
+pub(crate) const KEYS: [&str; 21] = [
     "task_class",
     "command",
     "depends_on",
@@ -133,6 +139,9 @@ pub(crate) const KEYS: [&str; 18] = [
     "output",
     "sensitive",
     "estimate",
+    "expect",
+    "endpoint",
+    "requires_external",
 ];
 
 /// Fields that only make sense per task.
@@ -183,6 +192,9 @@ struct Fields {
     output: At<String>,
     sensitive: At<bool>,
     estimate: At<f64>,
+    expect_json: At<bool>,
+    endpoint: At<String>,
+    requires_external: At<bool>,
 }
 
 /// A level-2 section.
@@ -664,6 +676,14 @@ fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// `expect`: only `json` is known (the answer must parse as JSON).
+fn parse_expect(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "json" => Ok(true),
+        other => Err(format!("expect '{other}' is not known (only 'json' is)")),
+    }
+}
+
 fn parse_priority(s: &str) -> Result<u8, String> {
     match s.trim().parse::<i64>() {
         Ok(p @ 1..=9) => Ok(p as u8),
@@ -743,6 +763,18 @@ fn set_field(key: &str, v: Value, line: usize, f: &mut Fields) -> Result<(), Str
         "system" => f.system = Some((scalar(key, v)?, line)),
         "output" => f.output = Some((scalar(key, v)?.trim().to_string(), line)),
         "sensitive" => f.sensitive = Some((parse_bool(&scalar(key, v)?)?, line)),
+        "expect" => f.expect_json = Some((parse_expect(&scalar(key, v)?)?, line)),
+        "endpoint" => f.endpoint = Some((scalar(key, v)?.trim().to_string(), line)),
+        "requires_external" => {
+            let s = scalar(key, v)?;
+            let b = parse_bool(&s).map_err(|_| {
+                format!(
+                    "requires_external must be true or false, not '{}'",
+                    s.trim()
+                )
+            })?;
+            f.requires_external = Some((b, line));
+        }
         _ => unreachable!("keys are checked against KEYS"),
     }
     Ok(())
@@ -855,6 +887,9 @@ fn build_task(
             system: val(&f.system, &defs.system),
             output: f.output.as_ref().map(|(v, _)| v.clone()),
             sensitive: val(&f.sensitive, &defs.sensitive).unwrap_or(false),
+            expect_json: val(&f.expect_json, &defs.expect_json).unwrap_or(false),
+            endpoint: val(&f.endpoint, &defs.endpoint),
+            requires_external: val(&f.requires_external, &defs.requires_external).unwrap_or(false),
         },
         estimate_secs: val(&f.estimate, &defs.estimate),
         notes,

@@ -37,11 +37,35 @@ pub struct QueueEntry {
     pub group: Option<String>,
     /// The model an llm task needs (a resource task: the one to load).
     pub model: Option<String>,
+    /// An llm task's endpoint (it needs no card).
+    pub endpoint: Option<String>,
     /// Let in by the brain ([`TaskFile::released_by`]): only such tasks are claimed.
     pub released: bool,
 }
 
 impl QueueEntry {
+    /// Whether the task is in a group at its limit: its own `group`, or its
+    /// endpoint's implicit group (`endpoint:<name>`).
+    fn in_full_group(&self, full: &BTreeSet<String>) -> bool {
+        if full.is_empty() {
+            return false;
+        }
+        self.group.as_ref().is_some_and(|g| full.contains(g))
+            || self
+                .endpoint
+                .as_deref()
+                .is_some_and(|e| full.contains(&crate::task::endpoint_group(e)))
+    }
+
+    /// Whether a limit in `limits` applies to it.
+    fn limited(&self, limits: &BTreeMap<String, u32>) -> bool {
+        self.group.as_ref().is_some_and(|g| limits.contains_key(g))
+            || self
+                .endpoint
+                .as_deref()
+                .is_some_and(|e| limits.contains_key(&crate::task::endpoint_group(e)))
+    }
+
     fn from_task(file_name: &str, t: &TaskFile) -> Self {
         Self {
             file_name: file_name.to_string(),
@@ -53,6 +77,7 @@ impl QueueEntry {
             vram_mb: t.vram_mb,
             group: t.group.clone(),
             model: t.model.clone(),
+            endpoint: t.endpoint.clone(),
             released: t.released_by.is_some(),
         }
     }
@@ -231,7 +256,7 @@ impl QueueLock {
         self.markers.refresh()?;
         let markers = &self.markers;
         let tier = |e: &QueueEntry| {
-            if e.group.as_ref().is_some_and(|g| full.contains(g)) {
+            if e.in_full_group(&full) {
                 return None;
             }
             if !markers.is_empty() && of_cancelled_batch(markers, &e.file_name) {
@@ -284,9 +309,7 @@ fn full_groups_now(
     if limits.is_empty() {
         return Ok(BTreeSet::new());
     }
-    let wanted = index
-        .entries()
-        .any(|e| e.group.as_ref().is_some_and(|g| limits.contains_key(g)));
+    let wanted = index.entries().any(|e| e.limited(limits));
     if !wanted {
         return Ok(BTreeSet::new());
     }
@@ -296,6 +319,7 @@ fn full_groups_now(
         // A file that cannot be read is counted as nothing: it is being moved, or
         // it is junk the brain will move aside.
         if let Ok(t) = TaskFile::read(&dir.join(&name)) {
+            groups.extend(t.endpoint_group());
             groups.extend(t.group);
         }
     }

@@ -148,6 +148,28 @@ pub struct TaskFile {
     pub sensitive: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate_seconds: Option<f64>,
+    /// An llm task's `[[endpoint]]`: it runs there, on any worker, never on a card
+    /// (pinned by the plan, or chosen at submission and escalation: the first
+    /// endpoint that lists its model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// `json`: the answer must parse as JSON, else the attempt fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+    /// Starts on the last escalation tier.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub requires_external: bool,
+    /// The escalation tier it runs on (1 = the first of `[escalation] tiers`);
+    /// `None`: its model is on no tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<u32>,
+    /// Failures on its current tier so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tier_failures: u32,
+    /// What the attempts on earlier tiers answered and why they failed; the next
+    /// tier's prompt carries them as data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_attempts: Vec<EarlierAttempt>,
     /// The for_each item, its stem and index of a fanned-out task: the executor
     /// exports them as `RIGMIND_ITEM`, `RIGMIND_STEM`, `RIGMIND_INDEX`, which the
     /// task's command refers to.
@@ -202,6 +224,19 @@ pub struct TaskFile {
     pub eval_count: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_second: Option<f64>,
+    /// An llm result's prompt tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
+    /// How long the model took to load for this answer, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_seconds: Option<f64>,
+    /// What the answer cost, from its endpoint's prices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// A failed llm attempt's answer (cut to 2,000 characters; never for a
+    /// sensitive task), for the next tier's "Earlier attempts".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_output: Option<String>,
 
     // --- added by the brain ---
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,6 +261,33 @@ fn default_priority() -> u8 {
 }
 fn default_timeout() -> f64 {
     1800.0
+}
+
+/// One failed attempt on an earlier escalation tier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlierAttempt {
+    pub tier: u32,
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Why it failed.
+    pub error: String,
+    /// What it answered, if it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+impl TaskFile {
+    /// The implicit concurrency group of an endpoint task (`endpoint:<name>`),
+    /// limited by the endpoint's `max_concurrent`.
+    pub fn endpoint_group(&self) -> Option<String> {
+        self.endpoint.as_deref().map(endpoint_group)
+    }
+}
+
+/// The implicit concurrency group of endpoint `name`.
+pub fn endpoint_group(name: &str) -> String {
+    format!("endpoint:{name}")
 }
 
 /// [`TaskFile::released_by`] of the tasks the brain makes.
@@ -330,6 +392,12 @@ impl TaskFile {
             output: None,
             sensitive: false,
             estimate_seconds: None,
+            endpoint: None,
+            expect: None,
+            requires_external: false,
+            tier: None,
+            tier_failures: 0,
+            earlier_attempts: Vec::new(),
             item: None,
             stem: None,
             index: None,
@@ -349,6 +417,10 @@ impl TaskFile {
             log_path: None,
             eval_count: None,
             tokens_per_second: None,
+            prompt_tokens: None,
+            load_seconds: None,
+            cost_usd: None,
+            failed_output: None,
             fix_applied: None,
             failure_kind: None,
             error: None,
@@ -449,6 +521,10 @@ impl TaskFile {
         self.output_lines = None;
         self.eval_count = None;
         self.tokens_per_second = None;
+        self.prompt_tokens = None;
+        self.load_seconds = None;
+        self.cost_usd = None;
+        self.failed_output = None;
         self.failure_kind = None;
         self.error = None;
     }

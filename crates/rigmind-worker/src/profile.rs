@@ -10,7 +10,7 @@ use chrono::Utc;
 use rigmind_config::RigConfig;
 use rigmind_exec::llm::LlmRunner;
 use rigmind_exec::{Filed, Finished};
-use rigmind_llm::OllamaClient;
+use rigmind_llm::{Api, Backend};
 use rigmind_queue::task::{ResourceAction, TaskFile};
 use rigmind_queue::workers::{WorkerState, WorkerStatus};
 use rigmind_queue::Layout;
@@ -47,7 +47,7 @@ impl Profile {
             &self.opts.id,
             &self.classes,
             card,
-            self.llm.is_some(),
+            self.llm.as_ref().is_some_and(|l| l.card.is_some()),
             self.state.gates.is_empty(),
             now,
         )
@@ -145,28 +145,60 @@ impl Profile {
     /// Asks the LLM server what it holds, so that a model unloaded behind the
     /// worker's back (keep_alive ran out, the server restarted) is noticed.
     pub(crate) async fn sync_model(&mut self) {
-        let (Some(card), Some(llm)) = (self.card.as_mut(), self.llm.as_ref()) else {
+        let Some(card) = self.card.as_mut() else {
             return;
         };
-        let url = llm.client.base_url().to_string();
-        let ps = tokio::time::timeout(Duration::from_secs(2), llm.client.ps()).await;
-        let Ok(Ok(models)) = ps else { return };
-        let listed = |m: &str| models.iter().any(|r| r.is(m));
+        let Some(server) = self.llm.as_ref().and_then(|l| l.card.as_ref()) else {
+            return;
+        };
+        let url = server.base_url().to_string();
+        let listed = tokio::time::timeout(Duration::from_secs(2), loaded_models(server)).await;
+        let Ok(Ok(models)) = listed else { return };
+        let is_listed = |m: &str| {
+            models
+                .iter()
+                .any(|r| *r == rigmind_types::canonical_model(m))
+        };
         match card.model.clone() {
-            Some(m) if !listed(&m) => {
+            Some(m) if !is_listed(&m) => {
                 tracing::warn!(worker = %self.opts.id, model = %m, url = %url, "the model is no longer loaded (keep_alive ran out or the server restarted)");
                 card.model = None;
             }
             None => {
                 if let Some(r) = models.first() {
-                    tracing::info!(worker = %self.opts.id, model = %r.name, url = %url, "the LLM server holds a model: the card is in its LLM state");
-                    card.model = Some(rigmind_types::canonical_model(&r.name));
+                    tracing::info!(worker = %self.opts.id, model = %r, url = %url, "the LLM server holds a model: the card is in its LLM state");
+                    card.model = Some(r.clone());
                     card.llm_idle_since = Some(rigmind_queue::time::now());
                 }
             }
             _ => {}
         }
     }
+}
+
+/// The models a card's server holds, canonical: Ollama's `/api/ps`, a
+/// llama-server router's `/models` entries whose status is loaded (or loading).
+async fn loaded_models(server: &Backend) -> Result<Vec<String>, rigmind_llm::LlmError> {
+    let names = match server {
+        Backend::Ollama { client, .. } => client.ps().await?.into_iter().map(|m| m.name).collect(),
+        Backend::LlamaServer(c) => c
+            .models()
+            .await?
+            .into_iter()
+            .filter(|(_, st)| {
+                matches!(
+                    st,
+                    rigmind_llm::ModelStatus::Loaded | rigmind_llm::ModelStatus::Loading
+                )
+            })
+            .map(|(id, _)| id)
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(names
+        .iter()
+        .map(|n: &String| rigmind_types::canonical_model(n))
+        .collect())
 }
 
 /// Finds the worker's card and LLM server (rig.toml's `[[gpu]]` entry, or
@@ -189,10 +221,11 @@ pub(crate) fn set_up_card(
         .iter()
         .find(|g| g.index == info.index)
         .or_else(|| config.gpus.iter().find(|g| g.worker == opts.id));
-    let url = opts
-        .llm_url
-        .clone()
-        .or_else(|| entry.and_then(|g| g.ollama.clone()));
+    let url = opts.llm_url.clone().or_else(|| {
+        entry
+            .and_then(|g| g.llm_server())
+            .map(|(_, u)| u.to_string())
+    });
     tracing::info!(
         worker = %opts.id,
         gpu = info.index,
@@ -221,13 +254,15 @@ pub(crate) fn claim_classes(
     if classes.contains(&TaskClass::Llm) && llm_url.is_none() {
         return Err(WorkerError::BadOptions {
             id: opts.id.clone(),
-            why: "llm work needs an LLM server: give --llm-url, or an `ollama` URL in rig.toml's [[gpu]] entry for this card".into(),
+            why: "llm work needs an LLM server: give --llm-url, or an `ollama` or `llama_server` URL in rig.toml's [[gpu]] entry for this card".into(),
         });
     }
     Ok(classes)
 }
 
-/// The client of the worker's LLM server, if it has one.
+/// The clients of the worker's LLM servers: its card's (rig.toml's `[[gpu]]`
+/// `ollama` / `llama_server`, or `--llm-url`, an Ollama) and every
+/// `[[endpoint]]`'s. `None` when it has neither.
 pub(crate) fn llm_runner(
     opts: &WorkerOptions,
     config: &RigConfig,
@@ -235,20 +270,41 @@ pub(crate) fn llm_runner(
     card: Option<&Card>,
     llm_url: Option<&str>,
 ) -> Result<Option<LlmRunner>, WorkerError> {
-    let Some(url) = llm_url else {
+    if llm_url.is_none() && config.endpoints.is_empty() {
         return Ok(None);
-    };
+    }
     // The task's own timeout bounds each request (rigmind-exec), so the
-    // client's whole-request limit must not cut a long generation short.
-    let client = OllamaClient::new(url)
-        .map_err(|source| WorkerError::Llm {
-            id: opts.id.clone(),
-            url: url.to_string(),
-            source: Box::new(source),
-        })?
-        .with_timeouts(Duration::from_secs(5), Duration::from_secs(365 * 86400));
+    // clients' whole-request limit must not cut a long generation short.
+    let limits =
+        |b: Backend| b.with_timeouts(Duration::from_secs(5), Duration::from_secs(365 * 86400));
+    let card_server = match llm_url {
+        Some(url) => {
+            let api = card_api(opts, config, card, url);
+            let backend =
+                Backend::for_card(api, url, &config.llm.keep_alive).map_err(|source| {
+                    WorkerError::Llm {
+                        id: opts.id.clone(),
+                        url: url.to_string(),
+                        source: Box::new(source),
+                    }
+                })?;
+            Some(limits(backend))
+        }
+        None => None,
+    };
+    let endpoints = config
+        .endpoints
+        .iter()
+        .map(|e| {
+            let client = Backend::for_endpoint(e)
+                .map(limits)
+                .map_err(|err| err.to_string());
+            (e.name.clone(), (e.clone(), client))
+        })
+        .collect();
     Ok(Some(LlmRunner {
-        client,
+        card: card_server,
+        endpoints: std::sync::Arc::new(endpoints),
         keep_alive: config.llm.keep_alive.clone(),
         samples: layout.logs_dir().join("training_samples.jsonl"),
         vram_used_mb: card.map(|c| {
@@ -256,6 +312,18 @@ pub(crate) fn llm_runner(
             std::sync::Arc::new(p) as rigmind_exec::llm::VramProbe
         }),
     }))
+}
+
+/// The kind of the card's server: what rig.toml's `[[gpu]]` entry for the card
+/// says (`llama_server` or `ollama`) when it names this URL; else Ollama.
+fn card_api(opts: &WorkerOptions, config: &RigConfig, card: Option<&Card>, url: &str) -> Api {
+    config
+        .gpus
+        .iter()
+        .filter(|g| card.is_some_and(|c| c.index == g.index) || g.worker == opts.id)
+        .filter_map(|g| g.llm_server())
+        .find(|(_, u)| *u == url)
+        .map_or(Api::Ollama, |(api, _)| api)
 }
 
 /// The state file of a worker that has just started (idle, nothing done yet).

@@ -58,6 +58,10 @@ pub(crate) struct Worker {
     last_publish: Instant,
     idle_since: Option<Instant>,
     stopping: bool,
+    /// The endpoint lane ([`crate::lane`]), when rig.toml declares endpoints.
+    lane: Option<tokio::task::JoinHandle<WorkerSummary>>,
+    /// Tells the lane to stop claiming.
+    lane_stop: watch::Sender<bool>,
     /// `workers/<id>.lock`, held for the worker's life.
     _alive: LifeLock,
 }
@@ -86,6 +90,11 @@ impl Worker {
             default_workdir: profile::default_workdir(),
             llm: llm.clone(),
             log_cap: config.logs.max_task_log_bytes(),
+            scrub_env: config
+                .endpoints
+                .iter()
+                .filter_map(|e| e.api_key_env.clone())
+                .collect(),
         };
         let state = profile::first_state(&opts, session, &classes, card.as_ref(), llm_url);
         let mut profile = Profile {
@@ -104,7 +113,20 @@ impl Worker {
         let rescan = tokio::time::interval(profile.opts.rescan_every);
         let heartbeat = tokio::time::interval(profile.opts.heartbeat_every);
         let (abort_tx, abort_rx) = watch::channel(false);
+        let (lane_stop, lane_stop_rx) = watch::channel(false);
+        let lane = (!profile.config.endpoints.is_empty() && runner.llm.is_some()).then(|| {
+            crate::lane::spawn(
+                layout.clone(),
+                runner.clone(),
+                crate::lane::limits(&profile.config),
+                profile.opts.rescan_every,
+                abort_rx.clone(),
+                lane_stop_rx,
+            )
+        });
         Ok(Self {
+            lane,
+            lane_stop,
             profile,
             layout,
             runner,
@@ -332,6 +354,7 @@ impl Worker {
     /// processing/ (the brain requeues them once this worker is gone); the state
     /// file says `stopped`.
     async fn stop(mut self) -> WorkerSummary {
+        self.stop_lane().await;
         let deadline = tokio::time::Instant::now() + self.profile.opts.grace;
         while !self.filing.is_empty() {
             tokio::select! {
@@ -349,6 +372,27 @@ impl Worker {
         );
         drop(self.watcher);
         self.summary
+    }
+}
+
+impl Worker {
+    /// Stops the endpoint lane: no new claims; its runs get the grace period,
+    /// then are stopped and put back. Their results count in the summary.
+    async fn stop_lane(&mut self) {
+        let Some(lane) = self.lane.take() else { return };
+        let _ = self.lane_stop.send(true);
+        let (id, grace) = (&self.profile.opts.id, self.profile.opts.grace);
+        abort_after(
+            grace,
+            self.abort_tx.clone(),
+            id.clone(),
+            "endpoint tasks".into(),
+        );
+        if let Ok(s) = lane.await {
+            self.summary.completed += s.completed;
+            self.summary.failed += s.failed;
+            self.summary.returned += s.returned;
+        }
     }
 }
 

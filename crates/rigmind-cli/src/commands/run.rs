@@ -75,10 +75,11 @@ fn prepare(layout: &Layout, a: &RunArgs) -> Result<Option<Vec<WorkerPlan>>> {
     }
     let workers = worker_plan(layout, &config, a.workers);
     // Work nobody here could run would keep `run` waiting forever.
-    let llm = super::submit::llm_tasks(&plan);
+    // llm tasks an [[endpoint]] serves need no card: any worker runs them.
+    let llm = rigmind_decide::tasks::card_llm_jobs(&plan, &config);
     if llm > 0 && !workers.iter().any(|w| w.llm) {
         eprintln!(
-            "{}: {llm} llm task(s), and no GPU worker here has an LLM server: declare each card with its `ollama` URL in {} ([[gpu]] entries); nothing was started",
+            "{}: {llm} llm task(s) no [[endpoint]] serves, and no GPU worker here has an LLM server: declare each card with its `ollama` or `llama_server` URL in {} ([[gpu]] entries), or an [[endpoint]] that serves the model; nothing was started",
             a.plan.display(),
             layout.rig_toml().display()
         );
@@ -237,7 +238,7 @@ fn worker_plan(layout: &Layout, config: &RigConfig, n: Option<usize>) -> Vec<Wor
                 id: g.worker.clone(),
                 gpu: Some(g.index.to_string()),
                 classes: None,
-                llm: g.ollama.is_some(),
+                llm: g.llm_server().is_some(),
             })
             .collect();
     }

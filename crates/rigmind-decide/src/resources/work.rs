@@ -36,6 +36,8 @@ pub fn work_of(state: &BrainState, default_model: &str, now: DateTime<Utc>) -> V
                 continue;
             }
             let class = match j.work.class {
+                // An endpoint runs it: no card is needed, like cpu work.
+                Some(TaskClass::Llm) if j.work.endpoint.is_some() => TaskClass::Cpu,
                 Some(c @ (TaskClass::Script | TaskClass::Llm)) => c,
                 _ => TaskClass::Cpu,
             };

@@ -456,7 +456,14 @@ fn decode(shared: &ApiShared, body: &Bytes, seen: &mut Seen) -> Result<Job, Fail
             focus = text;
         }
     }
-    let mut tokens = tokenize(&reply_text(&model, input.trim(), &focus));
+    // A model whose name says `json` answers a JSON object (the escalation
+    // tests' bigger model that keeps an `expect: json`).
+    let reply = if model.contains("json") {
+        serde_json::json!({"model": model, "words": input.split_whitespace().count()}).to_string()
+    } else {
+        reply_text(&model, input.trim(), &focus)
+    };
+    let mut tokens = tokenize(&reply);
     let truncated = limit.is_some_and(|n| (n as usize) < tokens.len());
     if let Some(n) = limit.filter(|_| truncated) {
         tokens.truncate(n as usize);

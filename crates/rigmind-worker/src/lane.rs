@@ -1,0 +1,162 @@
+//! The endpoint lane: llm tasks an `[[endpoint]]` serves need no card, so every
+//! worker (cpu workers too) runs them concurrently beside its card or cpu task.
+//! The lane has its own view of the queue, claims only endpoint tasks
+//! ([`endpoint_tier`]), as many as the endpoints' limits allow, and runs each in
+//! its own tokio task. An endpoint's `max_concurrent` is its implicit
+//! concurrency group `endpoint:<name>`, counted in `processing/` under the claim
+//! lock like any group, so the limit holds across all workers; waiting tasks go
+//! in claim order (priority, then age).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use rigmind_config::RigConfig;
+use rigmind_decide::claim::{endpoint_tier, ClaimContext};
+use rigmind_exec::{run_claimed, Filed, Runner};
+use rigmind_queue::claim::{Claimed, QueueIndex, QueueLock};
+use rigmind_queue::task::{endpoint_group, TaskFile};
+use rigmind_queue::watch::{watch_dirs, Change};
+use rigmind_queue::{Layout, TaskDir};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::WorkerSummary;
+
+/// While endpoint tasks wait for a slot that another worker holds, the lane
+/// looks again this often (a slot freed elsewhere raises no event here).
+const HELD_POLL: Duration = Duration::from_millis(200);
+
+/// The limits the lane claims under: rig.toml's groups and each endpoint's
+/// `max_concurrent` as group `endpoint:<name>`.
+pub(crate) fn limits(config: &RigConfig) -> BTreeMap<String, u32> {
+    let mut limits = config.groups.clone();
+    for e in &config.endpoints {
+        if let Some(n) = e.max_concurrent {
+            limits.insert(endpoint_group(&e.name), n);
+        }
+    }
+    limits
+}
+
+/// Starts the lane; it claims until `stop` says true, then waits for its runs
+/// (the worker's `abort` stops them after the grace period).
+pub(crate) fn spawn(
+    layout: Layout,
+    runner: Runner,
+    limits: BTreeMap<String, u32>,
+    rescan_every: Duration,
+    abort: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<WorkerSummary> {
+    tokio::spawn(async move {
+        let lane = Lane {
+            layout,
+            runner,
+            limits,
+            abort,
+        };
+        lane.run(rescan_every, stop).await
+    })
+}
+
+struct Lane {
+    layout: Layout,
+    runner: Runner,
+    limits: BTreeMap<String, u32>,
+    abort: watch::Receiver<bool>,
+}
+
+impl Lane {
+    async fn run(self, rescan_every: Duration, mut stop: watch::Receiver<bool>) -> WorkerSummary {
+        let id = self.runner.worker_id.clone();
+        let queue = self.layout.dir(TaskDir::Queue);
+        let (Ok((_watcher, mut events)), Ok(mut lock)) =
+            (watch_dirs(&[queue]), QueueLock::open(&self.layout))
+        else {
+            tracing::error!(worker = %id, "endpoint lane: cannot watch or lock the queue; endpoint tasks are left to other workers");
+            return WorkerSummary::default();
+        };
+        let mut index = QueueIndex::default();
+        let mut runs: JoinSet<Option<Filed>> = JoinSet::new();
+        let mut summary = WorkerSummary::default();
+        let _ = index.rescan(&self.layout);
+        while !*stop.borrow() {
+            while let Some(c) = self.claim(&mut lock, &mut index) {
+                runs.spawn(self.run_one(c));
+            }
+            let held = index.entries().any(|e| e.endpoint.is_some());
+            let poll = if held { HELD_POLL } else { rescan_every };
+            tokio::select! {
+                Some(ev) = events.recv() => match ev {
+                    Change::Paths(paths) => {
+                        for p in paths.iter().filter_map(|p| p.file_name()?.to_str()) {
+                            index.note(&self.layout, p);
+                        }
+                    }
+                    Change::Rescan => { let _ = index.rescan(&self.layout); }
+                },
+                Some(r) = runs.join_next(), if !runs.is_empty() => count(&mut summary, r),
+                _ = tokio::time::sleep(poll) => { let _ = index.rescan(&self.layout); }
+                _ = stop.changed() => {}
+            }
+        }
+        while let Some(r) = runs.join_next().await {
+            count(&mut summary, r);
+        }
+        summary
+    }
+
+    /// Claims the best endpoint task the limits allow now.
+    fn claim(&self, lock: &mut QueueLock, index: &mut QueueIndex) -> Option<Claimed> {
+        let now = Utc::now();
+        let ctx = ClaimContext::new(&self.runner.worker_id, &[], None, false, true, now);
+        lock.claim_within(&self.layout, index, &self.limits, |e| {
+            endpoint_tier(&ctx, e)
+        })
+        .unwrap_or_else(|e| {
+            tracing::warn!(worker = %self.runner.worker_id, "endpoint lane: {e}");
+            None
+        })
+    }
+
+    /// Runs one claimed task and files its result.
+    fn run_one(&self, c: Claimed) -> impl std::future::Future<Output = Option<Filed>> {
+        let (layout, runner, abort) =
+            (self.layout.clone(), self.runner.clone(), self.abort.clone());
+        async move {
+            let task = match TaskFile::read(&c.path) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(worker = %runner.worker_id, "{e}; left in processing/ for the brain");
+                    return None;
+                }
+            };
+            let finished = run_claimed(&layout, &c.path, task, &runner, abort).await;
+            let filed = tokio::task::spawn_blocking(move || {
+                finished.file_until_done(&layout, Duration::from_secs(2), || false)
+            })
+            .await;
+            match filed {
+                Ok(Ok(f)) => Some(f),
+                Ok(Err(e)) => {
+                    tracing::error!(worker = %runner.worker_id, "filing a result: {e}");
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(worker = %runner.worker_id, "filing a result: {e}");
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn count(summary: &mut WorkerSummary, r: Result<Option<Filed>, tokio::task::JoinError>) {
+    match r {
+        Ok(Some(Filed::Complete)) => summary.completed += 1,
+        Ok(Some(Filed::Failed(_))) => summary.failed += 1,
+        Ok(Some(Filed::Returned)) => summary.returned += 1,
+        _ => {}
+    }
+}
