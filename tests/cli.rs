@@ -247,3 +247,21 @@ fn run_refuses_llm_work_without_an_llm_worker_before_starting_anything() {
     let j: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["requests"], 0, "nothing was submitted: {j}");
 }
+
+#[test]
+fn submit_warns_of_llm_work_only_when_nothing_in_rig_toml_serves_it() {
+    let rig = Rig::new();
+    let plan = rig.fixture("gpu_mixed.md");
+    let args = ["submit", plan.to_str().unwrap()];
+    let err = exits(&rigmind(&rig, &args, &[]), 0, "submit without a server");
+    assert!(
+        err.contains("llm task(s) that no [[endpoint]] serves, and no [[gpu]]"),
+        "{err}"
+    );
+    rig.write(
+        "root/rig.toml",
+        "[[gpu]]\nindex = 0\nworker = \"gpu0\"\nllama_server = \"http://127.0.0.1:9\"\n",
+    );
+    let err = exits(&rigmind(&rig, &args, &[]), 0, "submit with a card's server");
+    assert!(!err.contains("warning"), "{err}");
+}

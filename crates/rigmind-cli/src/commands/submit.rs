@@ -23,11 +23,13 @@ pub fn submit_plan_file(layout: &Layout, plan: &Path) -> Result<String> {
     for w in &expanded.warnings {
         eprintln!("{w}");
     }
-    let llm = llm_tasks(&expanded);
-    if llm > 0 {
+    // Only a warning: a worker with an LLM server may be started later, by hand.
+    let llm = rigmind_decide::tasks::card_llm_jobs(&expanded, &config);
+    if llm > 0 && !config.gpus.iter().any(|g| g.llm_server().is_some()) {
         eprintln!(
-            "warning: {}: {llm} llm task(s); no worker of this version runs llm tasks yet (GPU workers with an Ollama server come next), so they will wait in the queue",
-            plan.display()
+            "warning: {}: {llm} llm task(s) that no [[endpoint]] serves, and no [[gpu]] in {} has an LLM server (`ollama` or `llama_server`); they wait in the queue until a worker with one runs",
+            plan.display(),
+            layout.rig_toml().display()
         );
     }
     let batch = new_batch_id(layout);
@@ -44,14 +46,6 @@ pub fn check_readable(plan: &Path) -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) => anyhow::bail!("cannot read {}: {e}", plan.display()),
     }
-}
-
-/// How many of a plan's tasks are llm tasks.
-pub fn llm_tasks(plan: &rigmind_plan::ExpandedPlan) -> usize {
-    plan.jobs
-        .iter()
-        .filter(|j| j.task_class == rigmind_types::TaskClass::Llm)
-        .count()
 }
 
 /// `rigmind submit PLAN`
