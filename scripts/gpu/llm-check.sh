@@ -86,7 +86,7 @@ for i in $(seq 0 $((ngpu - 1))); do
 done
 t0=$(date +%s.%N)
 batch=$(rigmind submit plan.md --root "$root" | tail -1)
-rigmind wait "$batch" --root "$root" --timeout 480; say "wait exit $? after $(echo "$(date +%s.%N) - $t0" | bc) s"
+rigmind wait "$batch" --root "$root" --timeout 480; rc=$?; say "wait exit $rc after $(python3 -c "import sys,time; print(round(time.time()-float(sys.argv[1]),1))" "$t0") s"
 sleep 3
 kill "$bpid" "${wpids[@]}"; wait "$bpid" "${wpids[@]}" 2>/dev/null
 rigmind status --root "$root" | tee -a "$out/summary.txt"
