@@ -280,8 +280,18 @@ fn print_tables(s: &Status) {
                 c.complete,
                 c.failed
             );
+            if !b.cost_usd.is_empty() {
+                println!("{:<8} cost: {}", "", cost_line(&b.cost_usd));
+            }
         }
     }
+}
+
+/// `name $0.0123, other $1.5000 (total $1.5123)`: a batch's cost by endpoint.
+fn cost_line(cost: &BTreeMap<String, f64>) -> String {
+    let parts: Vec<String> = cost.iter().map(|(e, c)| format!("{e} ${c:.4}")).collect();
+    let total: f64 = cost.values().sum();
+    format!("{} (total ${total:.4})", parts.join(", "))
 }
 
 fn truncate(s: &str, n: usize) -> String {
