@@ -130,3 +130,44 @@ fn requests_per_minute_holds_an_endpoints_tasks_across_workers() {
     let out = rig.rigmind(&["cancel", &batch, "--timeout", "60"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// `endpoint: NAME` that rig.toml does not declare, or one that serves neither
+/// the task's model nor a tier above it: `rigmind validate` and `submit` refuse
+/// the plan, naming the file, the task's line and what rig.toml knows.
+#[test]
+fn a_plan_pinned_to_an_unknown_or_wrong_endpoint_is_refused_with_its_line() {
+    let rig = Rig::new();
+    rig.write(
+        "root/rig.toml",
+        "[escalation]\ntiers = [\"small\", \"big\"]\n\n\
+         [[endpoint]]\nname = \"lan\"\napi = \"openai\"\nurl = \"http://127.0.0.1:9\"\nmodels = [\"big\"]\n\n\
+         [[endpoint]]\nname = \"other\"\napi = \"openai\"\nurl = \"http://127.0.0.1:9\"\nmodels = [\"odd\"]\n",
+    );
+    let plan = rig.write(
+        "plan.md",
+        "# Plan: pins\n\n## Task: a\n- task_class: llm\n- model: big\n- endpoint: nope\n- prompt: x\n\n\
+         ## Task: b\n- task_class: llm\n- model: odd\n- endpoint: lan\n- prompt: x\n\n\
+         ## Task: c\n- task_class: llm\n- model: small\n- endpoint: lan\n- prompt: x\n",
+    );
+    let p = plan.to_str().unwrap();
+    for args in [vec!["validate", p], vec!["submit", p]] {
+        let out = rig.rigmind(&args);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "{p}:3: task 'a': endpoint 'nope' is not declared in rig.toml (known endpoints: lan, other)"
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "{p}:9: task 'b': endpoint 'lan' serves neither model 'odd' nor a tier above it (it serves: big)"
+            )),
+            "{args:?}: {err}"
+        );
+        // c starts on the small tier (a card) and climbs to lan's model: fine.
+        assert!(!err.contains("task 'c'"), "{args:?}: {err}");
+    }
+    assert!(rig.names_in("queue").is_empty(), "nothing was submitted");
+}
