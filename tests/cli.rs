@@ -238,8 +238,9 @@ fn run_refuses_llm_work_without_an_llm_worker_before_starting_anything() {
     let args = ["run", plan.to_str().unwrap(), "--workers", "1"];
     let err = exits(&rigmind(&rig, &args, &[]), 1, "llm without a server");
     assert!(
-        err.contains("llm task(s), and no GPU worker here has an LLM server")
-            && err.contains("nothing was started"),
+        err.contains(
+            "llm task(s) no [[endpoint]] serves, and no GPU worker here has an LLM server"
+        ) && err.contains("nothing was started"),
         "{err}"
     );
     assert!(!rig.root().join("logs/brain.log").exists(), "{err}");

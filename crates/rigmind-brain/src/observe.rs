@@ -230,6 +230,13 @@ pub fn refresh(layout: &Layout, logs: &Logs, state: &mut BrainState, file_name: 
         ),
     );
     let plan_task_id = job.plan_task_id.clone();
+    // Each attempt's result arrives once (a retry passes through the queue
+    // first), so its cost is added once.
+    if let (JobStatus::Complete | JobStatus::Failed(_), Some(e), Some(usd)) =
+        (new, t.endpoint.as_deref(), t.cost_usd)
+    {
+        batch.add_cost(e, usd);
+    }
     batch.set_status(i, new);
     if let (JobStatus::Complete, Some(secs)) = (new, t.elapsed_seconds) {
         state.learned.entry(plan_task_id).or_default().add(secs);

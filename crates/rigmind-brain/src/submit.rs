@@ -37,7 +37,8 @@ pub fn new_batch_id(layout: &Layout) -> String {
     }
 }
 
-/// Reads and expands a plan with the rig's defaults.
+/// Reads and expands a plan with the rig's defaults, and checks what it asks of
+/// the rig's endpoints.
 pub fn load_plan(path: &Path, config: &RigConfig) -> Result<ExpandedPlan, PlanError> {
     if path.to_str().is_none() {
         return Err(PlanError {
@@ -50,13 +51,20 @@ pub fn load_plan(path: &Path, config: &RigConfig) -> Result<ExpandedPlan, PlanEr
         });
     }
     let plan = rigmind_plan::parse_file(path)?;
-    rigmind_plan::expand(
+    let plan = rigmind_plan::expand(
         &plan,
         &ExpandDefaults {
             timeout_secs: config.defaults.timeout_secs,
             retries: config.defaults.retries,
         },
-    )
+    )?;
+    let errors = rigmind_decide::tasks::endpoint_errors(&plan, config);
+    if !errors.is_empty() {
+        return Err(PlanError {
+            diagnostics: errors.into_iter().chain(plan.warnings).collect(),
+        });
+    }
+    Ok(plan)
 }
 
 /// Writes `plan` as batch `batch_id`: every task into `private_tasks/<batch>/`, then

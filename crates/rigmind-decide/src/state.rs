@@ -372,6 +372,17 @@ impl Batch {
         self.dirty = true;
     }
 
+    /// Adds what one llm result cost to its endpoint's sum in the record. Called
+    /// once per result, when the job reaches complete or failed.
+    pub fn add_cost(&mut self, endpoint: &str, usd: f64) {
+        *self
+            .record
+            .cost_usd
+            .entry(endpoint.to_string())
+            .or_default() += usd;
+        self.dirty = true;
+    }
+
     /// The state the batch is in by its counts.
     pub fn settled_state(&self) -> BatchState {
         if self.active() {
@@ -468,6 +479,7 @@ pub(crate) mod tests {
             counts: Counts::default(),
             seq_base: 1,
             cancel_requested: false,
+            cost_usd: Default::default(),
         };
         Batch::new(record, jobs)
     }

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rigmind_config::RigConfig;
-use rigmind_plan::ExpandedPlan;
+use rigmind_plan::{Diagnostic, ExpandedPlan, Severity};
 use rigmind_queue::task::{TaskFile, TaskStatus};
-use rigmind_types::TaskClass;
+use rigmind_types::{canonical_model, TaskClass};
 
 use crate::ladder::Ladder;
 use crate::state::{Job, JobStatus};
@@ -74,19 +74,90 @@ pub fn card_llm_jobs(plan: &ExpandedPlan, config: &RigConfig) -> usize {
         .iter()
         .filter(|j| j.task_class == TaskClass::Llm)
         .filter(|j| {
-            let model = j
-                .llm
-                .model
-                .clone()
-                .unwrap_or_else(|| config.llm.model.clone());
-            let model = ladder
-                .start(&model, j.llm.requires_external)
-                .map_or(model, |(_, m)| m);
             ladder
-                .endpoint_for(&model, j.llm.endpoint.as_deref())
+                .endpoint_for(&start_model(j, config, &ladder), j.llm.endpoint.as_deref())
                 .is_none()
         })
         .count()
+}
+
+/// The model an llm job starts on: its own (or rig.toml's default), moved to
+/// the tier it starts on.
+fn start_model(j: &rigmind_plan::Job, config: &RigConfig, ladder: &Ladder) -> String {
+    let model = j
+        .llm
+        .model
+        .clone()
+        .unwrap_or_else(|| config.llm.model.clone());
+    ladder
+        .start(&model, j.llm.requires_external)
+        .map_or(model, |(_, m)| m)
+}
+
+/// What rig.toml makes wrong in a plan, at the task's line: an `endpoint:` that
+/// no `[[endpoint]]` declares, or one that serves neither the model the task
+/// starts on nor any tier it can climb to (the pin applies on the tiers the
+/// endpoint serves). Whether a card serves a model cannot be known here: a
+/// worker's server may be given on its command line, and Ollama pulls any model.
+pub fn endpoint_errors(plan: &ExpandedPlan, config: &RigConfig) -> Vec<Diagnostic> {
+    let ladder = Ladder::of(config);
+    let known: Vec<&str> = ladder.endpoints.iter().map(|(n, _)| n.as_str()).collect();
+    let mut out: Vec<Diagnostic> = Vec::new();
+    for j in plan.jobs.iter().filter(|j| j.task_class == TaskClass::Llm) {
+        let Some(pin) = j.llm.endpoint.as_deref() else {
+            continue;
+        };
+        let model = start_model(j, config, &ladder);
+        let climbs = reachable(&ladder, &model);
+        let message = match ladder.endpoints.iter().find(|(n, _)| n == pin) {
+            None if known.is_empty() => format!(
+                "task '{}': endpoint '{pin}' is not declared in rig.toml (it declares no [[endpoint]])",
+                j.plan_task_id
+            ),
+            None => format!(
+                "task '{}': endpoint '{pin}' is not declared in rig.toml (known endpoints: {})",
+                j.plan_task_id,
+                known.join(", ")
+            ),
+            Some((_, models)) if !climbs.iter().any(|m| models.contains(m)) => format!(
+                "task '{}': endpoint '{pin}' serves neither model '{model}' nor a tier above it (it serves: {})",
+                j.plan_task_id,
+                spelled_models(config, pin)
+            ),
+            Some(_) => continue,
+        };
+        let d = Diagnostic {
+            path: plan.path.clone(),
+            line: j.line,
+            severity: Severity::Error,
+            message,
+        };
+        // A fanned-out task is one finding, not one per item.
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out
+}
+
+/// An endpoint's models as rig.toml spells them.
+fn spelled_models(config: &RigConfig, endpoint: &str) -> String {
+    config
+        .endpoints
+        .iter()
+        .find(|e| e.name == endpoint)
+        .map(|e| e.models.join(", "))
+        .unwrap_or_default()
+}
+
+/// The models a task that starts on `model` may run with: it, and the tiers
+/// above it when it is on the ladder (canonical).
+fn reachable(ladder: &Ladder, model: &str) -> Vec<String> {
+    let model = canonical_model(model);
+    match ladder.tiers.iter().position(|t| *t == model) {
+        Some(i) => ladder.tiers[i..].to_vec(),
+        None => vec![model],
+    }
 }
 
 /// Puts an llm task on its escalation tier and its endpoint: `expect`,

@@ -1,5 +1,6 @@
 //! `brain/batches/<batch>.json`: one record per submitted plan.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -82,6 +83,11 @@ pub struct BatchRecord {
     /// Set by `rigmind cancel`: nothing more is released or retried.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel_requested: bool,
+    /// What the batch's llm results cost so far, by endpoint (USD, or whatever
+    /// currency the endpoint's prices are in): the sum of every result's
+    /// `cost_usd`, failed attempts included. Absent while nothing cost anything.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cost_usd: BTreeMap<String, f64>,
 }
 
 impl BatchRecord {
@@ -111,6 +117,7 @@ impl BatchRecord {
             },
             seq_base,
             cancel_requested: false,
+            cost_usd: BTreeMap::new(),
         }
     }
 

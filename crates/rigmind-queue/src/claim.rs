@@ -20,7 +20,8 @@ use crate::cancel::CancelMarkers;
 use crate::error::QueueError;
 use crate::fsio;
 use crate::layout::{Layout, TaskDir};
-use crate::task::{TaskFile, TaskName, TaskStatus};
+use crate::rate::{self, RateHold};
+use crate::task::{endpoint_group, TaskFile, TaskName, TaskStatus};
 
 /// What a worker must know of a queued task to decide whether to claim it.
 #[derive(Debug, Clone, PartialEq)]
@@ -200,6 +201,10 @@ pub struct QueueLock {
     lock: fd_lock::RwLock<File>,
     path: PathBuf,
     markers: CancelMarkers,
+    /// `requests_per_minute` of the endpoints that declare one, by endpoint name.
+    rates: BTreeMap<String, u32>,
+    /// The endpoints the last claim found at their rate limit.
+    rate_held: Vec<RateHold>,
 }
 
 impl QueueLock {
@@ -210,7 +215,22 @@ impl QueueLock {
             lock: fd_lock::RwLock::new(file),
             path,
             markers: CancelMarkers::new(layout),
+            rates: BTreeMap::new(),
+            rate_held: Vec::new(),
         })
+    }
+
+    /// Claims under per-endpoint rate limits too (endpoint name →
+    /// `requests_per_minute`, see [`crate::rate`]): a task of an endpoint with
+    /// that many starts in the last minute is not claimed.
+    pub fn with_rates(mut self, rates: BTreeMap<String, u32>) -> Self {
+        self.rates = rates;
+        self
+    }
+
+    /// The endpoints the last claim found at their rate limit (their tasks wait).
+    pub fn rate_held(&self) -> &[RateHold] {
+        &self.rate_held
     }
 
     /// Runs `f` while holding the claim lock (for moves that must not race a claim).
@@ -252,7 +272,10 @@ impl QueueLock {
             .lock
             .write()
             .map_err(|e| QueueError::io("lock", &self.path, e))?;
-        let full = full_groups_now(layout, index, limits)?;
+        let mut full = full_groups_now(layout, index, limits)?;
+        let now = Utc::now();
+        self.rate_held = rate_held_now(layout, index, &self.rates, now);
+        full.extend(self.rate_held.iter().map(|h| endpoint_group(&h.endpoint)));
         self.markers.refresh()?;
         let markers = &self.markers;
         let tier = |e: &QueueEntry| {
@@ -269,15 +292,22 @@ impl QueueLock {
                 return Ok(None);
             };
             let name = entry.file_name.clone();
+            let rated = entry
+                .endpoint
+                .as_ref()
+                .and_then(|e| Some((e.clone(), *self.rates.get(e)?)));
             index.forget(&name);
             let from = queue.join(&name);
             let to = processing.join(&name);
             match std::fs::rename(&from, &to) {
                 Ok(()) => {
+                    if let Some((endpoint, limit)) = rated {
+                        note_start(layout, &endpoint, limit, now);
+                    }
                     return Ok(Some(Claimed {
                         file_name: name,
                         path: to,
-                    }))
+                    }));
                 }
                 // Another worker (or the user) took it first: try the next one.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -297,6 +327,40 @@ fn of_cancelled_batch(markers: &CancelMarkers, file_name: &str) -> bool {
         return false;
     };
     !crate::requests::is_request(name) && markers.contains(batch)
+}
+
+/// The endpoints of `rates` at their limit now. Reads only the files of
+/// endpoints with a task in the queue.
+fn rate_held_now(
+    layout: &Layout,
+    index: &QueueIndex,
+    rates: &BTreeMap<String, u32>,
+    now: DateTime<Utc>,
+) -> Vec<RateHold> {
+    if rates.is_empty() {
+        return Vec::new();
+    }
+    let queued: BTreeSet<&str> = index
+        .entries()
+        .filter_map(|e| e.endpoint.as_deref())
+        .filter(|e| rates.contains_key(*e))
+        .collect();
+    let wanted: BTreeMap<String, u32> = rates
+        .iter()
+        .filter(|(e, _)| queued.contains(e.as_str()))
+        .map(|(e, n)| (e.clone(), *n))
+        .collect();
+    rate::holds(layout, &wanted, now)
+}
+
+/// Counts a start of `endpoint` (the claim is made: a failure to write it is
+/// logged, and the task runs).
+fn note_start(layout: &Layout, endpoint: &str, limit: u32, now: DateTime<Utc>) {
+    if let Err(e) = rate::record_start(layout, endpoint, limit, now) {
+        tracing::warn!(
+            "endpoint '{endpoint}': its start is not counted for requests_per_minute: {e}"
+        );
+    }
 }
 
 /// The groups at their limit now, from the tasks in `processing/`. Reads nothing
@@ -517,5 +581,37 @@ mod tests {
         std::fs::remove_file(layout.dir(TaskDir::Processing).join(first)).unwrap();
         index.rescan(&layout).unwrap();
         assert_eq!(take(&mut index).as_deref(), Some("w2"));
+    }
+
+    #[test]
+    fn an_endpoint_at_its_rate_limit_is_not_claimed_though_its_tasks_are_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.ensure().unwrap();
+        for (i, name) in ["e1", "e2", "e3", "other"].iter().enumerate() {
+            let mut t = TaskFile::new("b1", name, TaskClass::Llm);
+            t.status = crate::TaskStatus::Queued;
+            t.seq = i as u64;
+            t.endpoint = Some(if *name == "other" { "free" } else { "api" }.into());
+            t.write_to(&layout.dir(TaskDir::Queue), Sync::None).unwrap();
+        }
+        let mut index = QueueIndex::default();
+        index.rescan(&layout).unwrap();
+        let rates = BTreeMap::from([("api".to_string(), 2)]);
+        let mut lock = QueueLock::open(&layout).unwrap().with_rates(rates);
+        let mut names = Vec::new();
+        while let Some(c) = lock
+            .claim_within(&layout, &mut index, &BTreeMap::new(), |_| Some(1))
+            .unwrap()
+        {
+            // Each task is done at once: only the rate holds the third back.
+            std::fs::remove_file(&c.path).unwrap();
+            names.push(TaskName::parse(&c.file_name).unwrap().name);
+        }
+        assert_eq!(names, ["e1", "e2", "other"]);
+        let held = lock.rate_held();
+        assert_eq!(held.len(), 1);
+        assert_eq!((held[0].endpoint.as_str(), held[0].starts), ("api", 2));
+        assert_eq!(crate::rate::read(&layout, "api").len(), 2);
     }
 }

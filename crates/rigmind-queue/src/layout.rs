@@ -94,6 +94,11 @@ impl Layout {
     pub fn queue_lock(&self) -> PathBuf {
         self.tasks_dir().join(".claim.lock")
     }
+    /// `tasks/rate/`: the recent starts of each endpoint with a
+    /// `requests_per_minute` limit (see [`crate::rate`]), made on first use.
+    pub fn rate_dir(&self) -> PathBuf {
+        self.tasks_dir().join("rate")
+    }
     pub fn brain_dir(&self) -> PathBuf {
         self.root.join("brain")
     }

@@ -16,6 +16,7 @@ pub mod lifelock;
 pub mod logs;
 pub mod moves;
 pub mod quarantine;
+pub mod rate;
 pub mod requests;
 pub mod task;
 pub mod time;

@@ -628,7 +628,7 @@ impl TaskName {
 
 /// Percent-encodes a name for a file name, up to `max` bytes: the encoding, and
 /// whether the name had to be cut.
-fn encode_name(name: &str, max: usize) -> (String, bool) {
+pub(crate) fn encode_name(name: &str, max: usize) -> (String, bool) {
     let mut safe = String::with_capacity(name.len().min(max));
     for c in name.chars() {
         let mut piece = String::new();

@@ -5,7 +5,9 @@
 //! its own tokio task. An endpoint's `max_concurrent` is its implicit
 //! concurrency group `endpoint:<name>`, counted in `processing/` under the claim
 //! lock like any group, so the limit holds across all workers; waiting tasks go
-//! in claim order (priority, then age).
+//! in claim order (priority, then age). An endpoint's `requests_per_minute` is
+//! counted under the same lock (`rigmind_queue::rate`); the lane logs when an
+//! endpoint's tasks start and stop waiting for it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use rigmind_config::RigConfig;
 use rigmind_decide::claim::{endpoint_tier, ClaimContext};
 use rigmind_exec::{run_claimed, Filed, Runner};
 use rigmind_queue::claim::{Claimed, QueueIndex, QueueLock};
+use rigmind_queue::rate::RateHold;
 use rigmind_queue::task::{endpoint_group, TaskFile};
 use rigmind_queue::watch::{watch_dirs, Change};
 use rigmind_queue::{Layout, TaskDir};
@@ -39,12 +42,22 @@ pub(crate) fn limits(config: &RigConfig) -> BTreeMap<String, u32> {
     limits
 }
 
+/// Each endpoint's `requests_per_minute`, for those that declare one.
+pub(crate) fn rates(config: &RigConfig) -> BTreeMap<String, u32> {
+    config
+        .endpoints
+        .iter()
+        .filter_map(|e| Some((e.name.clone(), e.requests_per_minute?)))
+        .collect()
+}
+
 /// Starts the lane; it claims until `stop` says true, then waits for its runs
 /// (the worker's `abort` stops them after the grace period).
 pub(crate) fn spawn(
     layout: Layout,
     runner: Runner,
     limits: BTreeMap<String, u32>,
+    rates: BTreeMap<String, u32>,
     rescan_every: Duration,
     abort: watch::Receiver<bool>,
     stop: watch::Receiver<bool>,
@@ -54,6 +67,7 @@ pub(crate) fn spawn(
             layout,
             runner,
             limits,
+            rates,
             abort,
         };
         lane.run(rescan_every, stop).await
@@ -64,6 +78,7 @@ struct Lane {
     layout: Layout,
     runner: Runner,
     limits: BTreeMap<String, u32>,
+    rates: BTreeMap<String, u32>,
     abort: watch::Receiver<bool>,
 }
 
@@ -71,9 +86,10 @@ impl Lane {
     async fn run(self, rescan_every: Duration, mut stop: watch::Receiver<bool>) -> WorkerSummary {
         let id = self.runner.worker_id.clone();
         let queue = self.layout.dir(TaskDir::Queue);
-        let (Ok((_watcher, mut events)), Ok(mut lock)) =
-            (watch_dirs(&[queue]), QueueLock::open(&self.layout))
-        else {
+        let (Ok((_watcher, mut events)), Ok(mut lock)) = (
+            watch_dirs(&[queue]),
+            QueueLock::open(&self.layout).map(|l| l.with_rates(self.rates.clone())),
+        ) else {
             tracing::error!(worker = %id, "endpoint lane: cannot watch or lock the queue; endpoint tasks are left to other workers");
             return WorkerSummary::default();
         };
@@ -81,12 +97,14 @@ impl Lane {
         let mut runs: JoinSet<Option<Filed>> = JoinSet::new();
         let mut summary = WorkerSummary::default();
         let _ = index.rescan(&self.layout);
+        let mut held = Vec::new();
         while !*stop.borrow() {
             while let Some(c) = self.claim(&mut lock, &mut index) {
                 runs.spawn(self.run_one(c));
             }
-            let held = index.entries().any(|e| e.endpoint.is_some());
-            let poll = if held { HELD_POLL } else { rescan_every };
+            self.log_rate_holds(&mut held, lock.rate_held());
+            let waiting = index.entries().any(|e| e.endpoint.is_some());
+            let poll = if waiting { HELD_POLL } else { rescan_every };
             tokio::select! {
                 Some(ev) = events.recv() => match ev {
                     Change::Paths(paths) => {
@@ -105,6 +123,22 @@ impl Lane {
             count(&mut summary, r);
         }
         summary
+    }
+
+    /// Logs each endpoint whose tasks start or stop waiting for its
+    /// `requests_per_minute` (`held`: the endpoints held at the last look).
+    fn log_rate_holds(&self, held: &mut Vec<String>, now: &[RateHold]) {
+        let id = &self.runner.worker_id;
+        for h in now.iter().filter(|h| !held.contains(&h.endpoint)) {
+            tracing::info!(worker = %id, endpoint = %h.endpoint, "endpoint '{}': {} starts in the last minute, its requests_per_minute; its tasks wait until {}", h.endpoint, h.starts, h.until);
+        }
+        for e in held
+            .iter()
+            .filter(|e| !now.iter().any(|h| &h.endpoint == *e))
+        {
+            tracing::info!(worker = %id, endpoint = %e, "endpoint '{e}': no longer held by its requests_per_minute");
+        }
+        *held = now.iter().map(|h| h.endpoint.clone()).collect();
     }
 
     /// Claims the best endpoint task the limits allow now.

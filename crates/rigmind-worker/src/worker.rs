@@ -119,6 +119,7 @@ impl Worker {
                 layout.clone(),
                 runner.clone(),
                 crate::lane::limits(&profile.config),
+                crate::lane::rates(&profile.config),
                 profile.opts.rescan_every,
                 abort_rx.clone(),
                 lane_stop_rx,

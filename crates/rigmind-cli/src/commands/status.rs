@@ -7,6 +7,7 @@ use anyhow::Result;
 use chrono::Utc;
 use rigmind_queue::batch::BatchRecord;
 use rigmind_queue::brain_record::BrainRecord;
+use rigmind_queue::rate::RateHold;
 use rigmind_queue::task::{TaskFile, TaskName};
 use rigmind_queue::workers::{self, WorkerState};
 use rigmind_queue::{fsio, Layout, LifeLock, TaskDir};
@@ -26,6 +27,8 @@ struct Status {
     /// Running tasks whose worker is dead: the brain requeues them.
     lost: Vec<LostTask>,
     workers: Vec<WorkerStatus>,
+    /// Endpoints whose tasks wait for their `requests_per_minute`.
+    rate_holds: Vec<RateHold>,
     batches: Vec<BatchRecord>,
 }
 
@@ -154,6 +157,7 @@ fn gather(layout: &Layout) -> Result<Status> {
         rejected: fsio::list_names(&layout.rejected_dir())?.len(),
         lost,
         workers,
+        rate_holds: rigmind_queue::rate::holds_recorded(layout, now),
         batches: BatchRecord::read_all(layout)?
             .into_iter()
             .flatten()
@@ -233,6 +237,15 @@ fn print_tables(s: &Status) {
             }
         }
     }
+    for h in &s.rate_holds {
+        println!(
+            "endpoint {}: held by requests_per_minute = {} ({} starts in the last minute; next at {})",
+            h.endpoint,
+            h.limit,
+            h.starts,
+            rigmind_queue::time::to_rfc3339(h.until)
+        );
+    }
     println!();
     if s.batches.is_empty() {
         println!("batches: none");
@@ -267,8 +280,18 @@ fn print_tables(s: &Status) {
                 c.complete,
                 c.failed
             );
+            if !b.cost_usd.is_empty() {
+                println!("{:<8} cost: {}", "", cost_line(&b.cost_usd));
+            }
         }
     }
+}
+
+/// `name $0.0123, other $1.5000 (total $1.5123)`: a batch's cost by endpoint.
+fn cost_line(cost: &BTreeMap<String, f64>) -> String {
+    let parts: Vec<String> = cost.iter().map(|(e, c)| format!("{e} ${c:.4}")).collect();
+    let total: f64 = cost.values().sum();
+    format!("{} (total ${total:.4})", parts.join(", "))
 }
 
 fn truncate(s: &str, n: usize) -> String {

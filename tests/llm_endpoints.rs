@@ -1,0 +1,173 @@
+//! End to end with the real binaries and the repo's OpenAI test server behind
+//! `[[endpoint]]`s (no model needed): the cost of each batch summed per endpoint
+//! in its record and shown by `rigmind status`, and `requests_per_minute` holding
+//! an endpoint's tasks back across workers.
+
+mod common;
+
+use common::{eventually, text, Rig};
+use rigmind_ollama_fake::{start_api, ApiFakeHandle, ApiFakeOptions, ApiFlavor};
+
+const SAFETY: &str =
+    "[safety]\nmin_free_ram_mb = 0\nmax_swap_percent = 100\nmax_gpu_temp_c = 83\n\n";
+
+fn api(rt: &tokio::runtime::Runtime, models: &[&str]) -> ApiFakeHandle {
+    let mut opts = ApiFakeOptions::new(ApiFlavor::OpenAi, models);
+    opts.tokens_per_sec = 200.0;
+    rt.block_on(start_api(opts)).unwrap()
+}
+
+/// The plan's tasks in a directory (not the brain's `execute_plan` request).
+fn llm_tasks(rig: &Rig, dir: &str) -> Vec<serde_json::Value> {
+    rig.tasks_in(dir)
+        .into_iter()
+        .filter(|t| t["task_class"] == "llm")
+        .collect()
+}
+
+fn status_json(rig: &Rig) -> serde_json::Value {
+    let out = rig.rigmind(&["status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Two priced endpoints: the batch record sums each result's `cost_usd` per
+/// endpoint, and `rigmind status` shows the sums (text and JSON).
+#[test]
+fn a_batch_record_sums_cost_per_endpoint_and_status_shows_it() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = api(&rt, &["small", "large"]);
+    let mut rig = Rig::new();
+    let toml = format!(
+        "{SAFETY}[[endpoint]]\nname = \"cheap\"\napi = \"openai\"\nurl = \"{0}\"\nmodels = [\"small\"]\n\
+         max_concurrent = 0\nprice_in_per_mtok = 0.5\nprice_out_per_mtok = 1.5\n\n\
+         [[endpoint]]\nname = \"dear\"\napi = \"openai\"\nurl = \"{0}\"\nmodels = [\"large\"]\n\
+         max_concurrent = 0\nprice_in_per_mtok = 3.0\nprice_out_per_mtok = 15.0\n",
+        server.url()
+    );
+    rig.write("root/rig.toml", &toml);
+    rig.start_brain();
+    rig.start_worker("cpu1", &[]);
+    let plan = rig.write(
+        "plan.md",
+        "# Plan: costs\n\n## Task: s\n- task_class: llm\n- model: small\n- for_each: [1, 2, 3]\n\
+         - prompt: Say hello.\n\n## Task: l\n- task_class: llm\n- model: large\n- prompt: Say hello.\n",
+    );
+    let batch = rig.submit(&plan);
+    assert_eq!(rig.wait(&batch), 0, "{}", rig.decisions().join("\n"));
+
+    let mut want = std::collections::BTreeMap::<String, f64>::new();
+    for t in llm_tasks(&rig, "complete") {
+        let e = t["endpoint"].as_str().unwrap().to_string();
+        *want.entry(e).or_default() += t["cost_usd"].as_f64().unwrap();
+    }
+    assert_eq!(want.len(), 2, "{want:?}");
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(rig.root().join(format!("brain/batches/{batch}.json"))).unwrap(),
+    )
+    .unwrap();
+    for (e, usd) in &want {
+        let got = record["cost_usd"][e].as_f64().unwrap();
+        assert!((got - usd).abs() < 1e-12, "{e}: {got} != {usd}: {record}");
+        assert!(got > 0.0);
+    }
+    let s = status_json(&rig);
+    let b = &s["batches"].as_array().unwrap()[0];
+    assert_eq!(b["cost_usd"], record["cost_usd"]);
+    let out = text(&rig.rigmind(&["status"]).stdout);
+    assert!(
+        out.contains("cost: cheap $") && out.contains("dear $"),
+        "{out}"
+    );
+}
+
+/// `requests_per_minute = 2` and five tasks on two workers: two start, complete,
+/// and the other three stay queued (the minute is not over), with the hold in
+/// `rigmind status` and the endpoint's start file. No timed assertion: the batch
+/// is cancelled rather than waited out.
+#[test]
+fn requests_per_minute_holds_an_endpoints_tasks_across_workers() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = api(&rt, &["m"]);
+    let mut rig = Rig::new();
+    let toml = format!(
+        "{SAFETY}[[endpoint]]\nname = \"slow\"\napi = \"openai\"\nurl = \"{}\"\nmodels = [\"m\"]\n\
+         max_concurrent = 0\nrequests_per_minute = 2\n",
+        server.url()
+    );
+    rig.write("root/rig.toml", &toml);
+    rig.start_brain();
+    rig.start_worker("cpu1", &[]);
+    rig.start_worker("cpu2", &[]);
+    let plan = rig.write(
+        "plan.md",
+        "# Plan: rate\n\n## Task: r\n- task_class: llm\n- model: m\n- for_each: [1, 2, 3, 4, 5]\n\
+         - prompt: Say hello.\n",
+    );
+    let batch = rig.submit(&plan);
+    eventually(30, "two tasks complete", || {
+        llm_tasks(&rig, "complete").len() == 2
+    });
+    // Past the lanes' 200 ms re-looks: had the limit not held, more would run.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(llm_tasks(&rig, "complete").len(), 2);
+    assert_eq!(llm_tasks(&rig, "processing").len(), 0);
+    assert_eq!(llm_tasks(&rig, "queue").len(), 3);
+    let s = status_json(&rig);
+    let holds = s["rate_holds"].as_array().unwrap();
+    assert_eq!(holds.len(), 1, "{s}");
+    assert_eq!(holds[0]["endpoint"], "slow");
+    assert_eq!(holds[0]["starts"], 2);
+    assert_eq!(holds[0]["limit"], 2);
+    let out = text(&rig.rigmind(&["status"]).stdout);
+    assert!(
+        out.contains("endpoint slow: held by requests_per_minute = 2"),
+        "{out}"
+    );
+    let starts = std::fs::read_to_string(rig.root().join("tasks/rate/slow.json")).unwrap();
+    let starts: serde_json::Value = serde_json::from_str(&starts).unwrap();
+    assert_eq!(starts["starts"].as_array().unwrap().len(), 2);
+    let out = rig.rigmind(&["cancel", &batch, "--timeout", "60"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// `endpoint: NAME` that rig.toml does not declare, or one that serves neither
+/// the task's model nor a tier above it: `rigmind validate` and `submit` refuse
+/// the plan, naming the file, the task's line and what rig.toml knows.
+#[test]
+fn a_plan_pinned_to_an_unknown_or_wrong_endpoint_is_refused_with_its_line() {
+    let rig = Rig::new();
+    rig.write(
+        "root/rig.toml",
+        "[escalation]\ntiers = [\"small\", \"big\"]\n\n\
+         [[endpoint]]\nname = \"lan\"\napi = \"openai\"\nurl = \"http://127.0.0.1:9\"\nmodels = [\"big\"]\n\n\
+         [[endpoint]]\nname = \"other\"\napi = \"openai\"\nurl = \"http://127.0.0.1:9\"\nmodels = [\"odd\"]\n",
+    );
+    let plan = rig.write(
+        "plan.md",
+        "# Plan: pins\n\n## Task: a\n- task_class: llm\n- model: big\n- endpoint: nope\n- prompt: x\n\n\
+         ## Task: b\n- task_class: llm\n- model: odd\n- endpoint: lan\n- prompt: x\n\n\
+         ## Task: c\n- task_class: llm\n- model: small\n- endpoint: lan\n- prompt: x\n",
+    );
+    let p = plan.to_str().unwrap();
+    for args in [vec!["validate", p], vec!["submit", p]] {
+        let out = rig.rigmind(&args);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "{p}:3: task 'a': endpoint 'nope' is not declared in rig.toml (known endpoints: lan, other)"
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "{p}:9: task 'b': endpoint 'lan' serves neither model 'odd' nor a tier above it (it serves: big)"
+            )),
+            "{args:?}: {err}"
+        );
+        // c starts on the small tier (a card) and climbs to lan's model: fine.
+        assert!(!err.contains("task 'c'"), "{args:?}: {err}");
+    }
+    assert!(rig.names_in("queue").is_empty(), "nothing was submitted");
+}
