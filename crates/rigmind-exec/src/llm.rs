@@ -47,6 +47,10 @@ pub struct LlmRunner {
     pub samples: PathBuf,
     /// Used after an unload to wait until the card's memory is back.
     pub vram_used_mb: Option<VramProbe>,
+    /// What each load added to the card's memory use (MB, by model), read around
+    /// the load: what an unload waits to get back when the server does not say
+    /// what the model holds (llama-server).
+    pub loaded_vram: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
 }
 
 impl std::fmt::Debug for LlmRunner {
@@ -541,16 +545,28 @@ async fn run_resource(
     let limit = Duration::from_secs_f64(task.timeout_seconds.clamp(1.0, 1e9));
     let mut load_time = None;
     let result = match ResourceAction::from_name(&task.name) {
-        Some(ResourceAction::LoadLlm) => bounded(card.load(&wire), task.timeout_seconds, abort)
-            .await
-            .map(|r| {
-                r.map(|took| {
-                    load_time = Some(took.as_secs_f64());
-                    format!("loaded {model} at {url} in {:.3}s", took.as_secs_f64())
+        Some(ResourceAction::LoadLlm) => {
+            let used_before = llm.vram_used_mb.as_ref().and_then(|f| f());
+            bounded(card.load(&wire), task.timeout_seconds, abort)
+                .await
+                .map(|r| {
+                    r.map(|took| {
+                        load_time = Some(took.as_secs_f64());
+                        let added = note_load(llm, &model, used_before);
+                        format!(
+                            "loaded {model} at {url} in {:.3}s{added}",
+                            took.as_secs_f64()
+                        )
+                    })
                 })
-            }),
+        }
         Some(ResourceAction::UnloadLlm) => {
-            let held = held_vram(card, &model).await;
+            let noted = llm
+                .loaded_vram
+                .lock()
+                .ok()
+                .and_then(|mut m| m.remove(&model));
+            let held = held_vram(card, &model).await.or(noted);
             let used_before = llm.vram_used_mb.as_ref().and_then(|f| f());
             // The memory wait is part of the unload: under the same timeout and abort.
             let unload = async {
@@ -597,10 +613,25 @@ async fn run_resource(
     }
 }
 
+/// Notes what the load of `model` added to the card's memory use, for the
+/// unload to wait for; says it for the log.
+fn note_load(llm: &LlmRunner, model: &str, used_before: Option<u64>) -> String {
+    let (Some(probe), Some(before)) = (&llm.vram_used_mb, used_before) else {
+        return String::new();
+    };
+    let Some(after) = probe() else {
+        return String::new();
+    };
+    let added = after.saturating_sub(before);
+    if let Ok(mut m) = llm.loaded_vram.lock() {
+        m.insert(model.to_string(), added);
+    }
+    format!("; GPU memory {before} MB -> {after} MB")
+}
+
 /// The VRAM the server says the model holds, in MB. Only Ollama says
-/// (`/api/ps`); a llama-server router reports a model unloaded once its process
-/// has exited, and the driver frees the process's memory with it, so the
-/// memory is read once after the unload, not waited for.
+/// (`/api/ps`); for a llama-server router the unload waits for what the
+/// card's memory grew by at the load ([`note_load`]), when this worker did it.
 async fn held_vram(card: &Backend, model: &str) -> Option<u64> {
     let Backend::Ollama { client, .. } = card else {
         return None;

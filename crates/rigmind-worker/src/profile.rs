@@ -311,6 +311,7 @@ pub(crate) fn llm_runner(
             let p = c.probe();
             std::sync::Arc::new(p) as rigmind_exec::llm::VramProbe
         }),
+        loaded_vram: Default::default(),
     }))
 }
 
