@@ -71,7 +71,43 @@ pub fn rebuild(layout: &Layout, logs: &Logs, config: &RigConfig) -> Result<Brain
             Err(reason) => fail_batch(layout, logs, record, &reason)?,
         }
     }
+    relearn(layout, &mut state);
     Ok(state)
+}
+
+/// At most this many `complete/` files per plan task are read back at start: the
+/// learned median needs a sample, not every file of a 100,000-item batch.
+const RELEARN_PER_TASK: usize = 32;
+
+/// What the last brain had learned of run times, rebuilt from the `complete/` files
+/// of the live batches (the files are the state): each completed task's
+/// `elapsed_seconds`, up to [`RELEARN_PER_TASK`] per plan task, the latest first.
+fn relearn(layout: &Layout, state: &mut BrainState) {
+    let dir = layout.dir(TaskDir::Complete);
+    let mut read: HashMap<String, usize> = HashMap::new();
+    for batch in state.batches.values().filter(|b| b.active()) {
+        for j in batch.jobs.iter().rev() {
+            if j.status != JobStatus::Complete {
+                continue;
+            }
+            let n = read.entry(j.plan_task_id.clone()).or_default();
+            if *n >= RELEARN_PER_TASK {
+                continue;
+            }
+            *n += 1;
+            let Some(secs) = TaskFile::read(&dir.join(&j.file_name))
+                .ok()
+                .and_then(|t| t.elapsed_seconds)
+            else {
+                continue;
+            };
+            state
+                .learned
+                .entry(j.plan_task_id.clone())
+                .or_default()
+                .add(secs);
+        }
+    }
 }
 
 /// Marks a batch that cannot be rebuilt as failed, on disk and in the log, so that

@@ -184,6 +184,9 @@ mod tests {
             group: None,
             model: (class == TaskClass::Llm).then(|| "m".to_string()),
             released: true,
+            rank: 5,
+            seq: 1,
+            created_at: None,
         }
     }
 

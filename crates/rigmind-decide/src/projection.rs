@@ -79,6 +79,9 @@ struct SimCard {
     mode: Mode,
     free_at: f64,
     capable: bool,
+    /// It is changing state (loading or unloading), not running a task: once free
+    /// it takes work of its new state, so a card idle now need not turn for that.
+    arriving: bool,
 }
 
 /// Totally ordered f64 for the event heap (times are finite here).
@@ -101,6 +104,7 @@ fn switch(card: &mut SimCard, to: Mode, at: f64, cfg: &RmConfig) {
             Mode::Script => cfg.unload_secs,
         };
     card.mode = to;
+    card.arriving = true;
 }
 
 /// A class's place in the per-class arrays: script 0, llm 1, cpu (and any other) 2.
@@ -144,6 +148,7 @@ fn sim_cards(view: &RigView) -> Vec<SimCard> {
                 mode,
                 free_at: c.busy_for.max(0.0) + extra,
                 capable: c.llm_capable,
+                arriving: c.mode != CardMode::Script && c.mode != CardMode::Llm,
             }
         })
         .collect()
@@ -359,6 +364,7 @@ impl<'v> Run<'v> {
             self.running[class_slot(class)] += 1;
             let end = t + self.view.work[i].secs.max(0.0);
             self.cards[card].free_at = end;
+            self.cards[card].arriving = false;
             self.events.push(Reverse((T(end), i)));
         }
     }
@@ -368,7 +374,11 @@ impl<'v> Run<'v> {
     /// split; any left at all, for stages).
     fn idle_turns(&mut self, t: f64, strategy: Strategy) {
         let mut llm = self.llm_cards();
+        // Cards still arriving in a state will take its ready work.
         let mut turned = [0usize; 2];
+        for c in self.cards.iter().filter(|c| c.arriving && c.free_at > t) {
+            turned[c.mode.slot()] += 1;
+        }
         for i in 0..self.cards.len() {
             let mode = self.cards[i].mode;
             if self.cards[i].free_at > t {
@@ -479,6 +489,7 @@ mod tests {
                 })
                 .collect(),
             work,
+            estimates: Default::default(),
         }
     }
 

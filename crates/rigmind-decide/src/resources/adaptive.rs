@@ -20,7 +20,6 @@ pub(super) fn decide(view: &RigView) -> Vec<RmAction> {
     if view.work.len() > PROJECT_AT_MOST {
         return super::proportional::decide(view);
     }
-    let cfg = &view.config;
     let d = demand(view, 0.0);
     if d.left_llm_n == 0 && d.ready_script_n == 0 {
         // Nothing for the model to do and nothing a freed card would run.
@@ -37,8 +36,7 @@ pub(super) fn decide(view: &RigView) -> Vec<RmAction> {
         tried = ?tried.iter().map(|(s, p)| (*s, p.makespan.round(), p.now.len())).collect::<Vec<_>>(),
         "resource manager look-ahead"
     );
-    let margin = (0.02 * still).max(cfg.unload_secs);
-    if !proj.makespan.is_finite() || (still.is_finite() && proj.makespan >= still - margin) {
+    if !super::hysteresis::pays(view, still, proj) {
         return Vec::new();
     }
     let have = llm_cards(view);

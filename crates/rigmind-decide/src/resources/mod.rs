@@ -24,9 +24,14 @@ use std::collections::BTreeMap;
 use rigmind_types::TaskClass;
 use serde::{Deserialize, Serialize};
 
+use crate::estimate::Estimate;
+
 mod adaptive;
 mod cards;
 mod demand;
+mod hysteresis;
+#[cfg(test)]
+mod no_losing_moves;
 mod observed;
 mod on_demand;
 mod phases;
@@ -36,9 +41,10 @@ mod static_cards;
 mod testkit;
 mod work;
 
+pub use crate::estimate::DEFAULT_ESTIMATE_SECS;
 pub use adaptive::PROJECT_AT_MOST;
 pub use observed::{task_of, view_of, CardFacts, InFlight};
-pub use work::{estimate_of, left_of, work_of, DEFAULT_ESTIMATE_SECS};
+pub use work::{estimate_of, estimates_of, left_of, work_of};
 
 use cards::unload;
 use demand::{demand, wanted_model};
@@ -182,6 +188,9 @@ pub struct RigView {
     pub cards: Vec<Card>,
     /// Every job not yet done, with the dependencies among them.
     pub work: Vec<Work>,
+    /// The estimate each plan task with work left has, by plan task id: what
+    /// `work`'s run times came from, named in each decision's reason.
+    pub estimates: BTreeMap<String, Estimate>,
 }
 
 /// One decision of the resource manager.
@@ -207,19 +216,47 @@ impl RmAction {
     }
 }
 
-/// What should change now, in the order to apply it.
+/// What should change now, in the order to apply it. Each reason ends with the
+/// estimates the decision weighed (`estimates: prep=learned:7.4s n=3, ...`).
 pub fn decide(view: &RigView) -> Vec<RmAction> {
     let cfg = &view.config;
     let swaps = model_swaps(view);
-    if !swaps.is_empty() {
-        return swaps;
+    let mut actions = if !swaps.is_empty() {
+        swaps
+    } else {
+        match cfg.policy {
+            RmPolicy::Static { llm_cards } => static_cards::decide(view, llm_cards),
+            RmPolicy::Phases => phases::decide(view),
+            RmPolicy::OnDemand => on_demand::decide(view),
+            RmPolicy::Adaptive => adaptive::decide(view),
+        }
+    };
+    if let Some(note) = estimates_note(view) {
+        for a in &mut actions {
+            let (RmAction::Load { reason, .. } | RmAction::Unload { reason, .. }) = a;
+            reason.push_str(&note);
+        }
     }
-    match cfg.policy {
-        RmPolicy::Static { llm_cards } => static_cards::decide(view, llm_cards),
-        RmPolicy::Phases => phases::decide(view),
-        RmPolicy::OnDemand => on_demand::decide(view),
-        RmPolicy::Adaptive => adaptive::decide(view),
+    actions
+}
+
+/// `; estimates: prep=learned:7.4s n=3, post=written:4s` for the first few plan
+/// tasks with work left (`None` when there is none).
+fn estimates_note(view: &RigView) -> Option<String> {
+    const SHOWN: usize = 4;
+    if view.estimates.is_empty() {
+        return None;
     }
+    let mut parts: Vec<String> = view
+        .estimates
+        .iter()
+        .take(SHOWN)
+        .map(|(task, e)| format!("{task}={e}"))
+        .collect();
+    if view.estimates.len() > SHOWN {
+        parts.push(format!("{} more", view.estimates.len() - SHOWN));
+    }
+    Some(format!("; estimates: {}", parts.join(", ")))
 }
 
 /// Whatever the policy: when ready llm work needs a model that no card holds or is

@@ -13,7 +13,7 @@ use rigmind_queue::task::{ResourceAction, TaskFile};
 use rigmind_types::TaskClass;
 use serde::{Deserialize, Serialize};
 
-use super::{left_of, work_of, Card, CardMode, RigView, RmAction, RmConfig};
+use super::{estimates_of, left_of, work_of, Card, CardMode, RigView, RmAction, RmConfig};
 use crate::state::BrainState;
 
 /// One GPU worker's card as its worker last published it, with what the brain
@@ -116,6 +116,7 @@ pub fn view_of(
             .map(|f| Card::observe(f, in_flight, state, now))
             .collect(),
         work: work_of(state, &config.model, now),
+        estimates: estimates_of(state),
     }
 }
 

@@ -53,6 +53,7 @@ pub(super) fn view(policy: RmPolicy, cards: Vec<Card>, work: Vec<Work>) -> RigVi
         config: cfg(policy),
         cards,
         work,
+        estimates: Default::default(),
     }
 }
 
