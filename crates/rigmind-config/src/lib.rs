@@ -584,6 +584,21 @@ vram_mb = 6144
     }
 
     #[test]
+    fn aging_reads_with_a_default_and_refuses_negative_seconds() {
+        let parse = |t: &str| RigConfig::parse(Path::new("rig.toml"), t);
+        assert_eq!(
+            RigConfig::default().scheduling.aging_seconds_per_level,
+            300.0
+        );
+        let c = parse("[scheduling]\naging_seconds_per_level = 0\n").unwrap();
+        assert_eq!(c.scheduling.aging_seconds_per_level, 0.0);
+        let e = parse("[scheduling]\naging_seconds_per_level = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("scheduling.aging_seconds_per_level: -1"), "{e}");
+    }
+
+    #[test]
     fn a_missing_file_means_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let c = RigConfig::load(&dir.path().join("rig.toml")).unwrap();

@@ -151,6 +151,27 @@ mod tests {
     }
 
     #[test]
+    fn the_resource_managers_work_uses_the_learned_estimate() {
+        let mut b = crate::state::tests::batch(&[&[], &[]]);
+        for j in &mut b.jobs {
+            j.plan_task_id = "prep".into();
+            j.work.estimate_secs = Some(4.0);
+        }
+        let mut state = BrainState::default();
+        state.insert(b);
+        let now = chrono::Utc::now();
+        let work = crate::resources::work_of(&state, "m", now);
+        assert_eq!(work[0].secs, 4.0);
+        for _ in 0..3 {
+            state.learned.entry("prep".into()).or_default().add(7.5);
+        }
+        let work = crate::resources::work_of(&state, "m", now);
+        assert_eq!(work[0].secs, 6.625);
+        let e = crate::resources::estimates_of(&state);
+        assert_eq!(e["prep"].to_string(), "learned:6.6s n=3");
+    }
+
+    #[test]
     fn a_long_history_keeps_about_its_median() {
         let mut l = Learned::default();
         // 0..=1000 in a scrambled order (7919 is prime to 1001).

@@ -238,7 +238,8 @@ impl<'v> Run<'v> {
     }
 
     /// `Fixed(k)` and `Split(k)` start by moving cards now until `k` hold the model:
-    /// free cards first, then those that free up soonest; ties by position.
+    /// free cards first, then those that free up soonest; ties by position. A card
+    /// already changing state is not moved again.
     fn fix_llm_cards(&mut self, k: usize) {
         let have = self.llm_cards();
         let cards = &self.cards;
@@ -253,7 +254,9 @@ impl<'v> Run<'v> {
             let movers = order
                 .iter()
                 .copied()
-                .filter(|i| cards[*i].mode == Mode::Script && cards[*i].capable)
+                .filter(|i| {
+                    cards[*i].mode == Mode::Script && cards[*i].capable && !cards[*i].arriving
+                })
                 .take(k - have)
                 .collect();
             (Mode::Llm, movers)
@@ -261,7 +264,7 @@ impl<'v> Run<'v> {
             let movers = order
                 .iter()
                 .copied()
-                .filter(|i| cards[*i].mode == Mode::Llm)
+                .filter(|i| cards[*i].mode == Mode::Llm && !cards[*i].arriving)
                 .take(have - k)
                 .collect();
             (Mode::Script, movers)

@@ -6,7 +6,7 @@ use crate::projection::{project, Projection, Strategy};
 
 use super::cards::{idle_unloads, llm_cap, llm_cards, load, unload};
 use super::demand::{demand, wanted_model, Demand};
-use super::{RigView, RmAction};
+use super::{CardMode, RigView, RmAction};
 
 /// Above this many unfinished jobs, `adaptive` weighs demand instead of projecting.
 pub const PROJECT_AT_MOST: usize = 2000;
@@ -45,7 +45,8 @@ pub(super) fn decide(view: &RigView) -> Vec<RmAction> {
         .iter()
         .filter_map(|&(i, to_llm)| {
             let c = view.cards.get(i)?;
-            if c.cooling_down {
+            // A card with a resource task in flight is not given another.
+            if c.cooling_down || !matches!(c.mode, CardMode::Script | CardMode::Llm) {
                 return None;
             }
             Some(if to_llm {

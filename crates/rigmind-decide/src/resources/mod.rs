@@ -311,6 +311,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_decision_names_the_estimates_it_weighed() {
+        let mut v = view(
+            RmPolicy::Adaptive,
+            vec![card("w1", CardMode::Script)],
+            work(TaskClass::Llm, 3, 60.0, 0.0),
+        );
+        v.estimates
+            .insert("ask".into(), Estimate::Learned { secs: 7.4, n: 3 });
+        v.estimates.insert("post".into(), Estimate::Written(4.0));
+        let a = decide(&v);
+        let Some(RmAction::Load { reason, .. }) = a.first() else {
+            panic!("{a:?}")
+        };
+        assert!(
+            reason.ends_with("; estimates: ask=learned:7.4s n=3, post=written:4s"),
+            "{reason}"
+        );
+    }
+
+    #[test]
     fn a_card_turns_to_the_model_the_work_needs() {
         // w1 holds "m"; all llm work left is for "other": unloaded, whatever the
         // policy, and the next round loads "other".

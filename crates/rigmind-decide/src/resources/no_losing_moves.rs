@@ -5,7 +5,7 @@
 
 use rigmind_types::TaskClass;
 
-use super::testkit::{card, cfg};
+use super::testkit::{card, cfg, work};
 use super::{decide, Card, CardMode, RigView, RmAction, RmPolicy, Work};
 use crate::projection::{project, Strategy};
 
@@ -55,16 +55,9 @@ fn random_work(rng: &mut Rng) -> Vec<Work> {
             .iter()
             .map(|&d| out[d].ready_in + out[d].left)
             .fold(0.0, f64::max);
-        out.push(Work {
-            class,
-            model: (class == TaskClass::Llm).then(|| "m".to_string()),
-            secs,
-            ready_in,
-            running: false,
-            left: secs,
-            deps,
-            group: None,
-        });
+        let mut w = work(class, 1, secs, ready_in).remove(0);
+        w.deps = deps;
+        out.push(w);
     }
     out
 }
