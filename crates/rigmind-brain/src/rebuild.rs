@@ -72,7 +72,40 @@ pub fn rebuild(layout: &Layout, logs: &Logs, config: &RigConfig) -> Result<Brain
         }
     }
     relearn(layout, &mut state);
+    relearn_loads(layout, &mut state);
     Ok(state)
+}
+
+/// At most this many of the latest completed `load_llm` tasks are read back at start.
+const RELEARN_LOADS: usize = 64;
+
+/// The load times learned before, from the latest `load_llm` tasks in `complete/`
+/// (named by the time they were made, so the last names are the latest).
+fn relearn_loads(layout: &Layout, state: &mut BrainState) {
+    let dir = layout.dir(TaskDir::Complete);
+    let Ok(names) = fsio::list_names(&dir) else {
+        return;
+    };
+    let loads: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            TaskName::parse(n).is_some_and(|t| {
+                t.batch == rigmind_queue::task::RESOURCE_BATCH
+                    && t.name == rigmind_queue::task::LOAD_LLM
+            })
+        })
+        .collect();
+    for name in loads.iter().rev().take(RELEARN_LOADS) {
+        let Ok(t) = TaskFile::read(&dir.join(name)) else {
+            continue;
+        };
+        let (Some(worker), Some(model), Some(secs)) = (t.target_worker, t.model, t.elapsed_seconds)
+        else {
+            continue;
+        };
+        let key = rigmind_decide::estimate::load_key(&model, &worker);
+        state.learned_loads.entry(key).or_default().add(secs);
+    }
 }
 
 /// At most this many `complete/` files per plan task are read back at start: the

@@ -8,6 +8,9 @@
 //! run, so after three runs it weighs a quarter. Without a written estimate the
 //! median alone is used, and without either [`DEFAULT_ESTIMATE_SECS`].
 //!
+//! Loads are learned the same way, per model and card, from the `load_llm` tasks
+//! that completed ([`load_of`]): the projection turns a card for its own load time.
+//!
 //! The brain learns from every completion it observes and rebuilds what it learned
 //! from the `complete/` files of the live batches at start
 //! (`rigmind_brain::rebuild`); the simulator learns from its virtual completions.
@@ -68,6 +71,22 @@ impl Learned {
             _ => Some((self.sorted[n / 2 - 1] + self.sorted[n / 2]) / 2.0),
         }
     }
+}
+
+/// The key of `model`'s load times on `worker`'s card in
+/// [`BrainState::learned_loads`].
+pub fn load_key(model: &str, worker: &str) -> String {
+    format!("{model}@{worker}")
+}
+
+/// How long loading `model` on `worker`'s card is expected to take: rig.toml's
+/// `load_seconds` (`written`), corrected by the loads seen there as a task's
+/// estimate is by its runs.
+pub fn load_of(state: &BrainState, model: &str, worker: &str, written: f64) -> Estimate {
+    Estimate::of(
+        Some(written),
+        state.learned_loads.get(&load_key(model, worker)),
+    )
 }
 
 /// A job's expected run time and where it came from.
@@ -169,6 +188,22 @@ mod tests {
         assert_eq!(work[0].secs, 6.625);
         let e = crate::resources::estimates_of(&state);
         assert_eq!(e["prep"].to_string(), "learned:6.6s n=3");
+    }
+
+    #[test]
+    fn load_times_are_learned_per_model_and_card() {
+        let mut state = BrainState::default();
+        for secs in [3.0, 3.2, 2.9] {
+            let key = load_key("m", "gpu1");
+            state.learned_loads.entry(key).or_default().add(secs);
+        }
+        // rig.toml says 120 s; gpu1 loaded m in about 3 s three times.
+        assert_eq!(load_of(&state, "m", "gpu1", 120.0).secs(), 32.25);
+        assert_eq!(
+            load_of(&state, "m", "gpu0", 120.0),
+            Estimate::Written(120.0)
+        );
+        assert_eq!(load_of(&state, "other", "gpu1", 120.0).secs(), 120.0);
     }
 
     #[test]

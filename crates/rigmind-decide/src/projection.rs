@@ -82,6 +82,8 @@ struct SimCard {
     /// It is changing state (loading or unloading), not running a task: once free
     /// it takes work of its new state, so a card idle now need not turn for that.
     arriving: bool,
+    /// How long a load takes on it.
+    load_secs: f64,
 }
 
 /// Totally ordered f64 for the event heap (times are finite here).
@@ -95,12 +97,12 @@ impl Ord for T {
     }
 }
 
-/// Sends a card to `to` once it is free after `at`: it is unavailable for the load
-/// or unload time.
+/// Sends a card to `to` once it is free after `at`: it is unavailable for its load
+/// time or the unload time.
 fn switch(card: &mut SimCard, to: Mode, at: f64, cfg: &RmConfig) {
     card.free_at = card.free_at.max(at)
         + match to {
-            Mode::Llm => cfg.load_secs,
+            Mode::Llm => card.load_secs,
             Mode::Script => cfg.unload_secs,
         };
     card.mode = to;
@@ -141,7 +143,7 @@ fn sim_cards(view: &RigView) -> Vec<SimCard> {
             let (mode, extra) = match c.mode {
                 CardMode::Script => (Mode::Script, 0.0),
                 CardMode::Llm => (Mode::Llm, 0.0),
-                CardMode::Loading => (Mode::Llm, cfg.load_secs),
+                CardMode::Loading => (Mode::Llm, c.load_secs),
                 CardMode::Unloading => (Mode::Script, cfg.unload_secs),
             };
             SimCard {
@@ -149,6 +151,7 @@ fn sim_cards(view: &RigView) -> Vec<SimCard> {
                 free_at: c.busy_for.max(0.0) + extra,
                 capable: c.llm_capable,
                 arriving: c.mode != CardMode::Script && c.mode != CardMode::Llm,
+                load_secs: c.load_secs,
             }
         })
         .collect()
@@ -489,6 +492,7 @@ mod tests {
                     in_mode_secs: 1e9,
                     llm_capable: true,
                     cooling_down: false,
+                    load_secs: 100.0,
                 })
                 .collect(),
             work,

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use rigmind_config::RigConfig;
 use rigmind_decide::claim::{self, ClaimCard, ClaimContext};
+use rigmind_decide::estimate::load_key;
 use rigmind_decide::policy::Action;
 use rigmind_decide::resources::{
     self, CardFacts, InFlight, RmAction, RmConfig, RmPolicy, DEFAULT_ESTIMATE_SECS,
@@ -653,6 +654,10 @@ impl<'a> Sim<'a> {
                     w.model = Some(model.clone());
                     w.llm_idle_since = Some(now);
                     self.in_flight.remove(&r.file);
+                    // As the live brain does when a load completes: its time is learned.
+                    let key = load_key(model, &self.workers[wi].id);
+                    let learned = self.state.learned_loads.entry(key).or_default();
+                    learned.add(self.cfg.load_secs);
                 }
                 Item::Unload => {
                     self.workers[wi].model = None;

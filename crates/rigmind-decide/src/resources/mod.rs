@@ -151,6 +151,9 @@ pub struct Card {
     pub llm_capable: bool,
     /// A resource task for it failed a moment ago: leave it alone for now.
     pub cooling_down: bool,
+    /// How long loading the model takes on it: `load_secs`, or what was learned
+    /// of its loads ([`crate::estimate::load_of`]).
+    pub load_secs: f64,
 }
 
 impl Card {

@@ -135,9 +135,13 @@ fn adaptive_never_moves_a_card_its_projection_says_loses_time() {
     let mut moves = 0;
     for case in 0..1500 {
         let mut work = random_work(&mut rng);
-        let cards = random_cards(&mut rng, &mut work);
+        let mut cards = random_cards(&mut rng, &mut work);
         let mut config = cfg(RmPolicy::Adaptive);
         config.load_secs = rng.secs(1.0, 200.0);
+        // Each card loads in its own time, around the configured one.
+        for c in &mut cards {
+            c.load_secs = config.load_secs * rng.secs(0.5, 2.0);
+        }
         config.unload_secs = rng.secs(0.5, 20.0);
         let view = RigView {
             config,
