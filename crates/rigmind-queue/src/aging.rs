@@ -9,6 +9,11 @@
 //! fresh priority-`q` work for at most `(q - p + 1) × aging_seconds_per_level` after
 //! it is queued. Running tasks are never preempted: aging only orders claims.
 //!
+//! A claim ([`crate::claim::QueueIndex::best`]) stays cheap on a long queue: it
+//! looks at the first claimable task of each written priority (a later sequence
+//! is taken as no older) and at no priority that aging cannot lift to the best
+//! found; while no task has waited a whole level it is the written order's scan.
+//!
 //! File names keep the written priority (`pRR`, see queue-layout.md): `ls` shows
 //! the claim order as written, and a task that has aged may be claimed before
 //! tasks listed above it.

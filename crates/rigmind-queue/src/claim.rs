@@ -196,6 +196,11 @@ impl QueueIndex {
     /// The best entry by claim order at `now`: the lowest tier that `tier` gives
     /// (None: not claimable by this worker now), then the effective priority (the
     /// written one, aged: [`Aging`]), then age (the submission sequence).
+    ///
+    /// Files come by written rank, then sequence, and among one written rank a
+    /// later sequence is taken as no older (the brain numbers submissions in
+    /// order), so with aging a claim looks at the first tier-1 entry of each rank
+    /// only, and at no rank that aging cannot lift to the best found.
     pub fn best(
         &self,
         now: DateTime<Utc>,
@@ -204,33 +209,41 @@ impl QueueIndex {
         // How far aging can lift any entry: none past its written rank by more.
         let reach = self.aging.reach(self.created.keys().next().copied(), now);
         let mut best: Option<((u8, u8, u64), &QueueEntry)> = None;
-        for entry in self.entries.values().flatten() {
-            let Some(t) = tier(entry) else { continue };
-            if t == 0 {
-                return Some(entry);
+        let mut from = String::new();
+        'ranks: loop {
+            for (name, entry) in self.entries.range(from.clone()..) {
+                let Some(entry) = entry else { continue };
+                let Some(t) = tier(entry) else { continue };
+                if t == 0 {
+                    return Some(entry);
+                }
+                let eff = self.aging.rank(entry.rank, entry.created_at, now);
+                let key = (t, eff, entry.seq);
+                if best.is_none_or(|(bk, _)| key < bk) {
+                    best = Some((key, entry));
+                }
+                // Past the resource tasks (rank 0) a tier-1 winner is beaten only
+                // by an entry that aging can lift to its rank.
+                let Some(((bt, br, _), _)) = best else {
+                    continue;
+                };
+                let beyond = if reach == 0 {
+                    entry.rank > 0
+                } else {
+                    entry.rank.saturating_sub(reach) > br
+                };
+                if bt <= 1 && beyond {
+                    break 'ranks;
+                }
+                // The rest of this rank comes later and is no older: on to the next
+                // (never past rank 0, where the resource tasks are, taken at tier 0).
+                let next = format!("p{:02}", entry.rank + 1);
+                if t == 1 && entry.rank > 0 && next.as_str() > name.as_str() {
+                    from = next;
+                    continue 'ranks;
+                }
             }
-            let key = (
-                t,
-                self.aging.rank(entry.rank, entry.created_at, now),
-                entry.seq,
-            );
-            if best.is_none_or(|(bk, _)| key < bk) {
-                best = Some((key, entry));
-            }
-            // File names come by written rank, then sequence: past the resource
-            // tasks (rank 0) a tier-1 winner is beaten only by an entry that aging
-            // can lift to its rank.
-            let Some(((bt, br, _), _)) = best else {
-                continue;
-            };
-            let beyond = if reach == 0 {
-                entry.rank > 0
-            } else {
-                entry.rank.saturating_sub(reach) > br
-            };
-            if bt <= 1 && beyond {
-                break;
-            }
+            break;
         }
         best.map(|(_, e)| e)
     }
