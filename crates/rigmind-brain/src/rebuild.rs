@@ -71,7 +71,76 @@ pub fn rebuild(layout: &Layout, logs: &Logs, config: &RigConfig) -> Result<Brain
             Err(reason) => fail_batch(layout, logs, record, &reason)?,
         }
     }
+    relearn(layout, &mut state);
+    relearn_loads(layout, &mut state);
     Ok(state)
+}
+
+/// At most this many of the latest completed `load_llm` tasks are read back at start.
+const RELEARN_LOADS: usize = 64;
+
+/// The load times learned before, from the latest `load_llm` tasks in `complete/`
+/// (named by the time they were made, so the last names are the latest).
+fn relearn_loads(layout: &Layout, state: &mut BrainState) {
+    let dir = layout.dir(TaskDir::Complete);
+    let Ok(names) = fsio::list_names(&dir) else {
+        return;
+    };
+    let loads: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            TaskName::parse(n).is_some_and(|t| {
+                t.batch == rigmind_queue::task::RESOURCE_BATCH
+                    && t.name == rigmind_queue::task::LOAD_LLM
+            })
+        })
+        .collect();
+    for name in loads.iter().rev().take(RELEARN_LOADS) {
+        let Ok(t) = TaskFile::read(&dir.join(name)) else {
+            continue;
+        };
+        let (Some(worker), Some(model), Some(secs)) = (t.target_worker, t.model, t.elapsed_seconds)
+        else {
+            continue;
+        };
+        let key = rigmind_decide::estimate::load_key(&model, &worker);
+        state.learned_loads.entry(key).or_default().add(secs);
+    }
+}
+
+/// At most this many `complete/` files per plan task are read back at start: the
+/// learned median needs a sample, not every file of a 100,000-item batch.
+const RELEARN_PER_TASK: usize = 32;
+
+/// What the last brain had learned of run times, rebuilt from the `complete/` files
+/// of the live batches (the files are the state): each completed task's
+/// `elapsed_seconds`, up to [`RELEARN_PER_TASK`] per plan task, the latest first.
+fn relearn(layout: &Layout, state: &mut BrainState) {
+    let dir = layout.dir(TaskDir::Complete);
+    let mut read: HashMap<String, usize> = HashMap::new();
+    for batch in state.batches.values().filter(|b| b.active()) {
+        for j in batch.jobs.iter().rev() {
+            if j.status != JobStatus::Complete {
+                continue;
+            }
+            let n = read.entry(j.plan_task_id.clone()).or_default();
+            if *n >= RELEARN_PER_TASK {
+                continue;
+            }
+            *n += 1;
+            let Some(secs) = TaskFile::read(&dir.join(&j.file_name))
+                .ok()
+                .and_then(|t| t.elapsed_seconds)
+            else {
+                continue;
+            };
+            state
+                .learned
+                .entry(j.plan_task_id.clone())
+                .or_default()
+                .add(secs);
+        }
+    }
 }
 
 /// Marks a batch that cannot be rebuilt as failed, on disk and in the log, so that

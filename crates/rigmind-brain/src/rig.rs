@@ -163,6 +163,9 @@ impl ResourceManager {
             let Some(f) = self.in_flight.remove(&name) else {
                 continue;
             };
+            if f.load {
+                learn_load(layout, state, &name, &f);
+            }
             let failed = layout.dir(TaskDir::Failed).join(&name);
             if let Ok(t) = TaskFile::read(&failed) {
                 self.cool_down.insert(f.worker.clone(), Instant::now());
@@ -297,6 +300,18 @@ impl ResourceManager {
 /// Whether the worker that claimed the resource task at `path` is gone: its life
 /// lock is free, or it has been restarted since (the task's session is not the one
 /// in its state file), or it never started the task within the claim grace.
+/// Notes how long a completed `load_llm` took (its result's `elapsed_seconds`) for
+/// its model on its worker's card: the resource manager plans with it
+/// (`rigmind_decide::estimate::load_of`).
+fn learn_load(layout: &Layout, state: &mut BrainState, name: &str, f: &InFlight) {
+    let done = layout.dir(TaskDir::Complete).join(name);
+    let Some(secs) = TaskFile::read(&done).ok().and_then(|t| t.elapsed_seconds) else {
+        return;
+    };
+    let key = rigmind_decide::estimate::load_key(&f.model, &f.worker);
+    state.learned_loads.entry(key).or_default().add(secs);
+}
+
 fn holder_gone(layout: &Layout, worker: &str, path: &std::path::Path) -> bool {
     if LifeLock::is_held(&layout.worker_lock(worker)) == Some(false) {
         return true;

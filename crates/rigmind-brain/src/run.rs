@@ -182,10 +182,11 @@ impl Brain {
         let (watcher, events) = watch_dirs(&dirs)?;
         refresh_running(&layout, &logs, &mut state);
         let recorder = Recorder::from_env();
+        let aging = rigmind_queue::aging::Aging::new(config.scheduling.aging_seconds_per_level);
         let resources = ResourceManager::new(&layout, config, recorder.clone());
         let resources_tick = tokio::time::interval(Duration::from_secs(1));
         let queue_lock = QueueLock::open(&layout)?;
-        let mut queue = QueueIndex::default();
+        let mut queue = QueueIndex::with_aging(aging);
         queue.rescan(&layout)?;
         let runner = brain_runner(&state, &resources);
         let (abort_tx, abort_rx) = watch::channel(false);

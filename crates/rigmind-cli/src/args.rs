@@ -70,6 +70,11 @@ pub struct SimulateArgs {
     /// on-demand, or all. Default: the rig's own policy.
     #[arg(long)]
     pub policy: Option<String>,
+    /// Run each task for a seeded time its estimate misjudges (×0.5 to ×2 per
+    /// plan task, a heavy tail per task) instead of its estimate; the lower bound
+    /// is computed from those times. The policies still see the estimates.
+    #[arg(long, value_name = "SEED")]
+    pub noise: Option<u64>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

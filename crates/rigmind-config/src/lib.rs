@@ -46,6 +46,15 @@ pub struct RigConfig {
     pub endpoints: Vec<Endpoint>,
     /// `[escalation]`: model tiers for llm tasks that keep failing.
     pub escalation: Escalation,
+    /// `[scheduling]`: the claim order.
+    pub scheduling: Scheduling,
+}
+
+/// The claim order's settings (`[scheduling]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scheduling {
+    /// Seconds of waiting per priority level a queued task gains (0: no aging).
+    pub aging_seconds_per_level: f64,
 }
 
 /// Task logs.
@@ -159,6 +168,9 @@ impl Default for RigConfig {
             },
             endpoints: Vec::new(),
             escalation: Escalation::default(),
+            scheduling: Scheduling {
+                aging_seconds_per_level: 300.0,
+            },
         }
     }
 }
@@ -185,6 +197,14 @@ struct RawFile {
     endpoint: Vec<toml::Spanned<endpoint::RawEndpoint>>,
     #[serde(default)]
     escalation: Option<toml::Spanned<endpoint::RawEscalation>>,
+    #[serde(default)]
+    scheduling: RawScheduling,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawScheduling {
+    aging_seconds_per_level: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -353,6 +373,7 @@ impl RigConfig {
         cfg.safety.min_free_ram_mb = s.min_free_ram_mb.unwrap_or(cfg.safety.min_free_ram_mb);
         cfg.safety.max_swap_percent = s.max_swap_percent.unwrap_or(cfg.safety.max_swap_percent);
         cfg.safety.max_gpu_temp_c = s.max_gpu_temp_c.unwrap_or(cfg.safety.max_gpu_temp_c);
+        cfg.scheduling = scheduling(raw.scheduling, cfg.scheduling, &invalid)?;
         cfg.groups = raw.groups;
         cfg.gpus = gpus(raw.gpu, &line_of, &invalid)?;
         cfg.endpoints = endpoints(raw.endpoint, &line_of, &invalid)?;
@@ -407,6 +428,26 @@ fn gpus(
         });
     }
     Ok(gpus)
+}
+
+/// `[scheduling]` over the defaults `d`, checked.
+fn scheduling(
+    raw: RawScheduling,
+    d: Scheduling,
+    invalid: &dyn Fn(usize, String) -> ConfigError,
+) -> Result<Scheduling, ConfigError> {
+    let Some(a) = raw.aging_seconds_per_level else {
+        return Ok(d);
+    };
+    if !a.is_finite() || a < 0.0 {
+        return Err(invalid(
+            1,
+            format!("scheduling.aging_seconds_per_level: {a} is not a number of seconds >= 0 (0 turns aging off)"),
+        ));
+    }
+    Ok(Scheduling {
+        aging_seconds_per_level: a,
+    })
 }
 
 /// The `[[endpoint]]` entries, checked, defaults resolved; no name twice.
@@ -540,6 +581,21 @@ vram_mb = 6144
             e.starts_with("rig.toml:2: unknown field `max_task_log`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn aging_reads_with_a_default_and_refuses_negative_seconds() {
+        let parse = |t: &str| RigConfig::parse(Path::new("rig.toml"), t);
+        assert_eq!(
+            RigConfig::default().scheduling.aging_seconds_per_level,
+            300.0
+        );
+        let c = parse("[scheduling]\naging_seconds_per_level = 0\n").unwrap();
+        assert_eq!(c.scheduling.aging_seconds_per_level, 0.0);
+        let e = parse("[scheduling]\naging_seconds_per_level = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("scheduling.aging_seconds_per_level: -1"), "{e}");
     }
 
     #[test]

@@ -208,6 +208,9 @@ mod tests {
             model: (class == TaskClass::Llm).then(|| "m".to_string()),
             endpoint: None,
             released: true,
+            rank: 5,
+            seq: 1,
+            created_at: None,
         }
     }
 

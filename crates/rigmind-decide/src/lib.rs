@@ -4,6 +4,7 @@
 //! - [`state`]: what the brain knows of its batches ([`state::BrainState`]).
 //! - [`policy`]: which tasks to release, retry, fail or kill ([`policy::decide`]),
 //!   and [`effect`]: what each of those actions does to the state.
+//! - [`estimate`]: how long a job is expected to run, written and learned.
 //! - [`resources`]: how cards move between script and LLM work
 //!   ([`resources::decide`]), with [`projection`] of the work left for the adaptive
 //!   policy.
@@ -20,6 +21,7 @@
 
 pub mod claim;
 pub mod effect;
+pub mod estimate;
 pub mod ladder;
 pub mod policy;
 pub mod projection;

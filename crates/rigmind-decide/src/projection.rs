@@ -79,6 +79,11 @@ struct SimCard {
     mode: Mode,
     free_at: f64,
     capable: bool,
+    /// It is changing state (loading or unloading), not running a task: once free
+    /// it takes work of its new state, so a card idle now need not turn for that.
+    arriving: bool,
+    /// How long a load takes on it.
+    load_secs: f64,
 }
 
 /// Totally ordered f64 for the event heap (times are finite here).
@@ -92,15 +97,16 @@ impl Ord for T {
     }
 }
 
-/// Sends a card to `to` once it is free after `at`: it is unavailable for the load
-/// or unload time.
+/// Sends a card to `to` once it is free after `at`: it is unavailable for its load
+/// time or the unload time.
 fn switch(card: &mut SimCard, to: Mode, at: f64, cfg: &RmConfig) {
     card.free_at = card.free_at.max(at)
         + match to {
-            Mode::Llm => cfg.load_secs,
+            Mode::Llm => card.load_secs,
             Mode::Script => cfg.unload_secs,
         };
     card.mode = to;
+    card.arriving = true;
 }
 
 /// A class's place in the per-class arrays: script 0, llm 1, cpu (and any other) 2.
@@ -137,13 +143,15 @@ fn sim_cards(view: &RigView) -> Vec<SimCard> {
             let (mode, extra) = match c.mode {
                 CardMode::Script => (Mode::Script, 0.0),
                 CardMode::Llm => (Mode::Llm, 0.0),
-                CardMode::Loading => (Mode::Llm, cfg.load_secs),
+                CardMode::Loading => (Mode::Llm, c.load_secs),
                 CardMode::Unloading => (Mode::Script, cfg.unload_secs),
             };
             SimCard {
                 mode,
                 free_at: c.busy_for.max(0.0) + extra,
                 capable: c.llm_capable,
+                arriving: c.mode != CardMode::Script && c.mode != CardMode::Llm,
+                load_secs: c.load_secs,
             }
         })
         .collect()
@@ -233,7 +241,8 @@ impl<'v> Run<'v> {
     }
 
     /// `Fixed(k)` and `Split(k)` start by moving cards now until `k` hold the model:
-    /// free cards first, then those that free up soonest; ties by position.
+    /// free cards first, then those that free up soonest; ties by position. A card
+    /// already changing state is not moved again.
     fn fix_llm_cards(&mut self, k: usize) {
         let have = self.llm_cards();
         let cards = &self.cards;
@@ -248,7 +257,9 @@ impl<'v> Run<'v> {
             let movers = order
                 .iter()
                 .copied()
-                .filter(|i| cards[*i].mode == Mode::Script && cards[*i].capable)
+                .filter(|i| {
+                    cards[*i].mode == Mode::Script && cards[*i].capable && !cards[*i].arriving
+                })
                 .take(k - have)
                 .collect();
             (Mode::Llm, movers)
@@ -256,7 +267,7 @@ impl<'v> Run<'v> {
             let movers = order
                 .iter()
                 .copied()
-                .filter(|i| cards[*i].mode == Mode::Llm)
+                .filter(|i| cards[*i].mode == Mode::Llm && !cards[*i].arriving)
                 .take(have - k)
                 .collect();
             (Mode::Script, movers)
@@ -359,6 +370,7 @@ impl<'v> Run<'v> {
             self.running[class_slot(class)] += 1;
             let end = t + self.view.work[i].secs.max(0.0);
             self.cards[card].free_at = end;
+            self.cards[card].arriving = false;
             self.events.push(Reverse((T(end), i)));
         }
     }
@@ -368,7 +380,11 @@ impl<'v> Run<'v> {
     /// split; any left at all, for stages).
     fn idle_turns(&mut self, t: f64, strategy: Strategy) {
         let mut llm = self.llm_cards();
+        // Cards still arriving in a state will take its ready work.
         let mut turned = [0usize; 2];
+        for c in self.cards.iter().filter(|c| c.arriving && c.free_at > t) {
+            turned[c.mode.slot()] += 1;
+        }
         for i in 0..self.cards.len() {
             let mode = self.cards[i].mode;
             if self.cards[i].free_at > t {
@@ -476,9 +492,11 @@ mod tests {
                     in_mode_secs: 1e9,
                     llm_capable: true,
                     cooling_down: false,
+                    load_secs: 100.0,
                 })
                 .collect(),
             work,
+            estimates: Default::default(),
         }
     }
 

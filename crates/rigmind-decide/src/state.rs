@@ -132,24 +132,6 @@ impl JobWork {
     }
 }
 
-/// Run times seen of one plan task, for tasks without an `estimate`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Learned {
-    pub total_secs: f64,
-    pub runs: u32,
-}
-
-impl Learned {
-    pub fn add(&mut self, secs: f64) {
-        self.total_secs += secs;
-        self.runs += 1;
-    }
-
-    pub fn mean(&self) -> f64 {
-        self.total_secs / f64::from(self.runs.max(1))
-    }
-}
-
 /// A submitted plan and its jobs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Batch {
@@ -409,8 +391,12 @@ pub struct BrainState {
     pub brain_session: String,
     /// Heartbeat age after which a worker whose lock cannot be asked is presumed dead.
     pub stale_after_secs: f64,
-    /// Run times of completed tasks, by plan task id.
-    pub learned: HashMap<String, Learned>,
+    /// Run times of completed tasks, by plan task id ([`crate::estimate`]).
+    pub learned: HashMap<String, crate::estimate::Learned>,
+    /// Load times of completed `load_llm` tasks, by [`crate::estimate::load_key`]
+    /// (model and worker).
+    #[serde(default)]
+    pub learned_loads: HashMap<String, crate::estimate::Learned>,
     /// Models an LLM server refused to load as unknown, with the error: llm tasks
     /// that need them fail as definition errors instead of waiting for a load.
     pub unknown_models: BTreeMap<String, String>,

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use rigmind_types::{Executor, TaskClass};
 
+use crate::aging::Aging;
 use crate::cancel::CancelMarkers;
 use crate::error::QueueError;
 use crate::fsio;
@@ -42,6 +43,12 @@ pub struct QueueEntry {
     pub endpoint: Option<String>,
     /// Let in by the brain ([`TaskFile::released_by`]): only such tasks are claimed.
     pub released: bool,
+    /// Its written rank and submission sequence, from its file name (rank 0, the
+    /// first, for a name that does not parse).
+    pub rank: u8,
+    pub seq: u64,
+    /// When it was submitted: how long it has waited, for [`Aging`].
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 impl QueueEntry {
@@ -68,7 +75,11 @@ impl QueueEntry {
     }
 
     fn from_task(file_name: &str, t: &TaskFile) -> Self {
+        let (rank, seq) = TaskName::parse(file_name).map_or((0, 0), |n| (n.rank, n.seq));
         Self {
+            rank,
+            seq,
+            created_at: t.created_at,
             file_name: file_name.to_string(),
             status: t.status,
             task_class: t.task_class,
@@ -89,9 +100,44 @@ impl QueueEntry {
 #[derive(Debug, Default)]
 pub struct QueueIndex {
     entries: BTreeMap<String, Option<QueueEntry>>,
+    /// How priorities age in the claim order.
+    aging: Aging,
+    /// The creation times of the entries (with their counts): the oldest bounds
+    /// how far aging can lift any of them.
+    created: BTreeMap<DateTime<Utc>, usize>,
 }
 
 impl QueueIndex {
+    /// An empty index whose claim order ages priorities by `aging`.
+    pub fn with_aging(aging: Aging) -> Self {
+        Self {
+            aging,
+            ..Self::default()
+        }
+    }
+
+    /// Puts `entry` under `name`, keeping the creation times.
+    fn put(&mut self, name: String, entry: Option<QueueEntry>) {
+        if let Some(at) = entry.as_ref().and_then(|e| e.created_at) {
+            *self.created.entry(at).or_default() += 1;
+        }
+        if let Some(old) = self.entries.insert(name, entry) {
+            self.forget_created(old.as_ref());
+        }
+    }
+
+    fn forget_created(&mut self, old: Option<&QueueEntry>) {
+        let Some(at) = old.and_then(|e| e.created_at) else {
+            return;
+        };
+        if let Some(n) = self.created.get_mut(&at) {
+            *n -= 1;
+            if *n == 0 {
+                self.created.remove(&at);
+            }
+        }
+    }
+
     /// Re-lists the queue: reads files not seen before, forgets files that are gone.
     pub fn rescan(&mut self, layout: &Layout) -> Result<(), QueueError> {
         let dir = layout.dir(TaskDir::Queue);
@@ -108,7 +154,11 @@ impl QueueIndex {
             };
             fresh.insert(name, entry);
         }
-        self.entries = fresh;
+        self.entries = BTreeMap::new();
+        self.created.clear();
+        for (name, entry) in fresh {
+            self.put(name, entry);
+        }
         Ok(())
     }
 
@@ -120,15 +170,15 @@ impl QueueIndex {
         let dir = layout.dir(TaskDir::Queue);
         if dir.join(file_name).exists() {
             let entry = read_entry(&dir, file_name);
-            self.entries.insert(file_name.to_string(), entry);
+            self.put(file_name.to_string(), entry);
         } else {
-            self.entries.remove(file_name);
+            self.forget(file_name);
         }
     }
 
     /// Adds a task known without reading a file (the simulator's queue).
     pub fn insert(&mut self, file_name: &str, task: &TaskFile) {
-        self.entries.insert(
+        self.put(
             file_name.to_string(),
             Some(QueueEntry::from_task(file_name, task)),
         );
@@ -136,7 +186,9 @@ impl QueueIndex {
 
     /// Forgets a file (claimed by someone, or gone).
     pub fn forget(&mut self, file_name: &str) {
-        self.entries.remove(file_name);
+        if let Some(old) = self.entries.remove(file_name) {
+            self.forget_created(old.as_ref());
+        }
     }
 
     /// The readable entries, in file-name order.
@@ -167,23 +219,57 @@ impl QueueIndex {
         self.len() == 0
     }
 
-    /// The best entry by claim order: the lowest tier that `tier` gives (None: not
-    /// claimable by this worker now), then file-name order (priority, then age).
-    pub fn best(&self, tier: impl Fn(&QueueEntry) -> Option<u8>) -> Option<&QueueEntry> {
-        let mut best: Option<(u8, &QueueEntry)> = None;
-        for entry in self.entries.values().flatten() {
-            let Some(t) = tier(entry) else { continue };
-            if t == 0 {
-                return Some(entry);
+    /// The best entry by claim order at `now`: the lowest tier that `tier` gives
+    /// (None: not claimable by this worker now), then the effective priority (the
+    /// written one, aged: [`Aging`]), then age (the submission sequence).
+    ///
+    /// Files come by written rank, then sequence, and among one written rank a
+    /// later sequence is taken as no older (the brain numbers submissions in
+    /// order), so with aging a claim looks at the first tier-1 entry of each rank
+    /// only, and at no rank that aging cannot lift to the best found.
+    pub fn best(
+        &self,
+        now: DateTime<Utc>,
+        tier: impl Fn(&QueueEntry) -> Option<u8>,
+    ) -> Option<&QueueEntry> {
+        // How far aging can lift any entry: none past its written rank by more.
+        let reach = self.aging.reach(self.created.keys().next().copied(), now);
+        let mut best: Option<((u8, u8, u64), &QueueEntry)> = None;
+        let mut from = String::new();
+        'ranks: loop {
+            for (name, entry) in self.entries.range(from.clone()..) {
+                let Some(entry) = entry else { continue };
+                let Some(t) = tier(entry) else { continue };
+                if t == 0 {
+                    return Some(entry);
+                }
+                let eff = self.aging.rank(entry.rank, entry.created_at, now);
+                let key = (t, eff, entry.seq);
+                if best.is_none_or(|(bk, _)| key < bk) {
+                    best = Some((key, entry));
+                }
+                // Past the resource tasks (rank 0) a tier-1 winner is beaten only
+                // by an entry that aging can lift to its rank.
+                let Some(((bt, br, _), _)) = best else {
+                    continue;
+                };
+                let beyond = if reach == 0 {
+                    entry.rank > 0
+                } else {
+                    entry.rank.saturating_sub(reach) > br
+                };
+                if bt <= 1 && beyond {
+                    break 'ranks;
+                }
+                // The rest of this rank comes later and is no older: on to the next
+                // (never past rank 0, where the resource tasks are, taken at tier 0).
+                let next = format!("p{:02}", entry.rank + 1);
+                if t == 1 && entry.rank > 0 && next.as_str() > name.as_str() {
+                    from = next;
+                    continue 'ranks;
+                }
             }
-            if best.is_none_or(|(bt, _)| t < bt) {
-                best = Some((t, entry));
-            }
-            // Past the resource tasks (rank 0) a tier-1 winner cannot be beaten.
-            let rank = TaskName::parse(&entry.file_name).map_or(0, |n| n.rank);
-            if best.is_some_and(|(bt, _)| bt <= 1) && rank > 0 {
-                break;
-            }
+            break;
         }
         best.map(|(_, e)| e)
     }
@@ -251,7 +337,7 @@ impl QueueLock {
         index: &mut QueueIndex,
         tier: impl Fn(&QueueEntry) -> Option<u8>,
     ) -> Result<Option<Claimed>, QueueError> {
-        self.claim_within(layout, index, &BTreeMap::new(), tier)
+        self.claim_within(layout, index, &BTreeMap::new(), Utc::now(), tier)
     }
 
     /// [`QueueLock::claim`] under rig-wide concurrency groups: a task of a group
@@ -264,6 +350,7 @@ impl QueueLock {
         layout: &Layout,
         index: &mut QueueIndex,
         limits: &BTreeMap<String, u32>,
+        now: DateTime<Utc>,
         tier: impl Fn(&QueueEntry) -> Option<u8>,
     ) -> Result<Option<Claimed>, QueueError> {
         let queue = layout.dir(TaskDir::Queue);
@@ -273,7 +360,6 @@ impl QueueLock {
             .write()
             .map_err(|e| QueueError::io("lock", &self.path, e))?;
         let mut full = full_groups_now(layout, index, limits)?;
-        let now = Utc::now();
         self.rate_held = rate_held_now(layout, index, &self.rates, now);
         full.extend(self.rate_held.iter().map(|h| endpoint_group(&h.endpoint)));
         self.markers.refresh()?;
@@ -288,7 +374,7 @@ impl QueueLock {
             tier(e)
         };
         loop {
-            let Some(entry) = index.best(tier) else {
+            let Some(entry) = index.best(now, tier) else {
                 return Ok(None);
             };
             let name = entry.file_name.clone();
@@ -465,6 +551,40 @@ mod tests {
     }
 
     #[test]
+    fn an_old_low_priority_task_overtakes_fresh_urgent_ones_with_aging() {
+        let t0 = crate::time::parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        let task = |name: &str, prio: u8, seq: u64, age_secs: i64| {
+            let mut t = TaskFile::new("b1", name, TaskClass::Cpu);
+            (t.priority, t.seq, t.status) = (prio, seq, crate::TaskStatus::Queued);
+            t.released_by = Some("brain".into());
+            t.created_at = Some(t0 - chrono::Duration::seconds(age_secs));
+            t
+        };
+        let any = |_: &QueueEntry| Some(1);
+        let mut index = QueueIndex::with_aging(Aging::new(300.0));
+        let low = task("low", 1, 1, 1700);
+        index.insert(&low.file_name(), &low);
+        for i in 0..50 {
+            let high = task(&format!("high{i}"), 7, 2 + i, 0);
+            index.insert(&high.file_name(), &high);
+        }
+        // 1,700 s: 5 levels, priority 6 < 7.
+        assert_ne!(index.best(t0, any).unwrap().file_name, low.file_name());
+        // 1,800 s: priority 7, and older than the fresh ones.
+        let later = t0 + chrono::Duration::seconds(100);
+        assert_eq!(index.best(later, any).unwrap().file_name, low.file_name());
+        // Off: the written order.
+        let mut off = QueueIndex::default();
+        off.insert(&low.file_name(), &low);
+        let high = task("high", 7, 2, 0);
+        off.insert(&high.file_name(), &high);
+        assert_eq!(off.best(later, any).unwrap().file_name, high.file_name());
+        // Forgetting keeps the creation times right.
+        index.forget(&low.file_name());
+        assert_eq!(index.created.values().sum::<usize>(), 50);
+    }
+
+    #[test]
     fn a_rescan_reads_again_a_task_not_let_in_yet() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
@@ -565,7 +685,7 @@ mod tests {
         index.rescan(&layout).unwrap();
         let mut lock = QueueLock::open(&layout).unwrap();
         let mut take = |index: &mut QueueIndex| {
-            lock.claim_within(&layout, index, &limits, |_| Some(1))
+            lock.claim_within(&layout, index, &limits, Utc::now(), |_| Some(1))
                 .unwrap()
                 .map(|c| TaskName::parse(&c.file_name).unwrap().name)
         };
@@ -601,7 +721,9 @@ mod tests {
         let mut lock = QueueLock::open(&layout).unwrap().with_rates(rates);
         let mut names = Vec::new();
         while let Some(c) = lock
-            .claim_within(&layout, &mut index, &BTreeMap::new(), |_| Some(1))
+            .claim_within(&layout, &mut index, &BTreeMap::new(), Utc::now(), |_| {
+                Some(1)
+            })
             .unwrap()
         {
             // Each task is done at once: only the rate holds the third back.

@@ -8,7 +8,7 @@ use rigmind_plan::ExpandedPlan;
 use serde::Serialize;
 
 use crate::bound::{bound_terms, BoundTerms};
-use crate::engine::{simulate, SimError, SimResult};
+use crate::engine::{simulate_truth, SimError, SimResult};
 
 /// Which policies to simulate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,16 +114,17 @@ fn llm_capable(rig: &RigConfig) -> u32 {
     rig.gpus.iter().filter(|g| g.ollama.is_some()).count() as u32
 }
 
-/// Simulates each policy on its own thread (they share nothing but the inputs).
+/// Simulates each policy on its own thread (they share nothing but the inputs):
+/// `plan` as written, run for the times of `truth`.
 fn simulate_all(
-    plan: &ExpandedPlan,
+    (plan, truth): (&ExpandedPlan, &ExpandedPlan),
     rig: &RigConfig,
     policies: &[RmPolicy],
 ) -> Vec<Result<SimResult, SimError>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = policies
             .iter()
-            .map(|p| s.spawn(move || simulate(plan, rig, *p)))
+            .map(|p| s.spawn(move || simulate_truth(plan, truth, rig, *p)))
             .collect();
         handles
             .into_iter()
@@ -203,11 +204,24 @@ fn one(policy: RmPolicy, outcome: Result<SimResult, SimError>) -> PolicyRun {
 /// Simulates the chosen policies (in parallel); infeasible ones are runs with an
 /// error. `All` gives adaptive, phases, the best static and on-demand, in that order.
 pub fn compare(plan: &ExpandedPlan, rig: &RigConfig, which: PolicyChoice) -> Comparison {
+    compare_truth(plan, plan, rig, which)
+}
+
+/// [`compare`], with the run times of `truth` (the plan as it really runs, see
+/// [`crate::noise::truth`]): the policies see `plan`'s estimates, the lower bound is
+/// the truth's.
+pub fn compare_truth(
+    plan: &ExpandedPlan,
+    truth: &ExpandedPlan,
+    rig: &RigConfig,
+    which: PolicyChoice,
+) -> Comparison {
+    let plans = (plan, truth);
     let statics: Vec<RmPolicy> = (0..=llm_capable(rig))
         .map(|k| RmPolicy::Static { llm_cards: k })
         .collect();
     let single = |p: RmPolicy| {
-        let r = simulate_all(plan, rig, &[p]).pop().expect("one result");
+        let r = simulate_all(plans, rig, &[p]).pop().expect("one result");
         vec![one(p, r)]
     };
     let runs = match which {
@@ -216,11 +230,11 @@ pub fn compare(plan: &ExpandedPlan, rig: &RigConfig, which: PolicyChoice) -> Com
         PolicyChoice::Phases => single(RmPolicy::Phases),
         PolicyChoice::Static(k) => single(RmPolicy::Static { llm_cards: k }),
         PolicyChoice::OnDemand => single(RmPolicy::OnDemand),
-        PolicyChoice::StaticBest => vec![static_best(rig, simulate_all(plan, rig, &statics))],
+        PolicyChoice::StaticBest => vec![static_best(rig, simulate_all(plans, rig, &statics))],
         PolicyChoice::All => {
             let mut policies = vec![RmPolicy::Adaptive, RmPolicy::Phases, RmPolicy::OnDemand];
             policies.extend(&statics);
-            let mut results = simulate_all(plan, rig, &policies);
+            let mut results = simulate_all(plans, rig, &policies);
             let static_results = results.split_off(3);
             let on_demand = results.pop().expect("three");
             let phases = results.pop().expect("three");
@@ -233,7 +247,7 @@ pub fn compare(plan: &ExpandedPlan, rig: &RigConfig, which: PolicyChoice) -> Com
             ]
         }
     };
-    let bound = bound_terms(plan, rig);
+    let bound = bound_terms(truth, rig);
     Comparison {
         plan: plan.name.clone(),
         gpus: rig.gpus.len(),

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use rigmind_config::RigConfig;
 use rigmind_decide::claim::{self, ClaimCard, ClaimContext};
+use rigmind_decide::estimate::load_key;
 use rigmind_decide::policy::Action;
 use rigmind_decide::resources::{
     self, CardFacts, InFlight, RmAction, RmConfig, RmPolicy, DEFAULT_ESTIMATE_SECS,
@@ -26,6 +27,7 @@ use rigmind_decide::resources::{
 use rigmind_decide::state::{Batch, BrainState, Holder, JobStatus};
 use rigmind_decide::tasks::{job_of, task_files};
 use rigmind_plan::ExpandedPlan;
+use rigmind_queue::aging::Aging;
 use rigmind_queue::batch::BatchRecord;
 use rigmind_queue::claim::QueueIndex;
 use rigmind_queue::task::{TaskFile, TaskStatus, LOAD_LLM, UNLOAD_LLM};
@@ -198,6 +200,9 @@ struct Sim<'a> {
     cfg: RmConfig,
     state: BrainState,
     tasks: Vec<TaskFile>,
+    /// How long each job really runs: its estimate, or the truth of a noisy run
+    /// ([`crate::noise`]).
+    real: Vec<Us>,
     index: QueueIndex,
     queued: BTreeMap<String, Item>,
     workers: Vec<Worker>,
@@ -220,10 +225,27 @@ pub fn simulate(
     rig: &RigConfig,
     policy: RmPolicy,
 ) -> Result<SimResult, SimError> {
+    simulate_truth(plan, plan, rig, policy)
+}
+
+/// Runs `plan` (what the brain and the policies see: its written estimates) with
+/// the run times of `truth` (the same plan, each job's `estimate_secs` its real run
+/// time; see [`crate::noise::truth`]).
+pub fn simulate_truth(
+    plan: &ExpandedPlan,
+    truth: &ExpandedPlan,
+    rig: &RigConfig,
+    policy: RmPolicy,
+) -> Result<SimResult, SimError> {
     if rig.gpus.is_empty() {
         return Err(SimError::NoGpus);
     }
     let mut sim = Sim::new(plan, rig, policy);
+    sim.real = truth
+        .jobs
+        .iter()
+        .map(|j| us(estimate(j.estimate_secs)))
+        .collect();
     sim.run()
 }
 
@@ -285,12 +307,17 @@ impl<'a> Sim<'a> {
             })
             .collect();
         workers.sort_by(|a, b| a.id.cmp(&b.id));
+        let real = tasks
+            .iter()
+            .map(|t| us(estimate(t.estimate_seconds)))
+            .collect();
         Self {
             rig,
             cfg,
             state,
             tasks,
-            index: QueueIndex::default(),
+            real,
+            index: QueueIndex::with_aging(Aging::new(rig.scheduling.aging_seconds_per_level)),
             queued: BTreeMap::new(),
             workers,
             brain: Vec::new(),
@@ -419,7 +446,7 @@ impl<'a> Sim<'a> {
                 name: t.name.clone(),
                 class: t.task_class.unwrap_or(TaskClass::Cpu),
                 group: t.group.clone(),
-                end: self.now + us(estimate(t.estimate_seconds)),
+                end: self.now + self.real[job],
             };
             self.brain.push((run, self.now));
         } else {
@@ -520,7 +547,7 @@ impl<'a> Sim<'a> {
             let ctx = ClaimContext::new(&w.id, &w.classes, Some(card), w.llm_capable, true, now);
             let best = self
                 .index
-                .best(|e| {
+                .best(now, |e| {
                     if e.group.as_ref().is_some_and(|g| full.contains(g)) {
                         return None;
                     }
@@ -549,13 +576,7 @@ impl<'a> Sim<'a> {
                     name: t.name.clone(),
                     class,
                 };
-                let r = (
-                    t.name.clone(),
-                    class,
-                    t.group.clone(),
-                    us(estimate(t.estimate_seconds)),
-                    kind,
-                );
+                let r = (t.name.clone(), class, t.group.clone(), self.real[*i], kind);
                 let worker = self.workers[wi].id.clone();
                 self.hold(*i, &worker);
                 r
@@ -633,6 +654,10 @@ impl<'a> Sim<'a> {
                     w.model = Some(model.clone());
                     w.llm_idle_since = Some(now);
                     self.in_flight.remove(&r.file);
+                    // As the live brain does when a load completes: its time is learned.
+                    let key = load_key(model, &self.workers[wi].id);
+                    let learned = self.state.learned_loads.entry(key).or_default();
+                    learned.add(self.cfg.load_secs);
                 }
                 Item::Unload => {
                     self.workers[wi].model = None;
@@ -685,7 +710,7 @@ impl<'a> Sim<'a> {
 
     fn job_done(&mut self, i: usize) {
         let t = &self.tasks[i];
-        let (plan_task_id, secs_run) = (t.plan_task_id.clone(), estimate(t.estimate_seconds));
+        let (plan_task_id, secs_run) = (t.plan_task_id.clone(), secs(self.real[i]));
         let b = self.batch();
         b.set_status(i, JobStatus::Complete);
         b.jobs[i].holder = None;

@@ -19,7 +19,8 @@
 //! brain's recorded observations.
 //!
 //! The model: one worker per `[[gpu]]` (LLM-capable iff it has `ollama`), one task at
-//! a time each; every task takes its `estimate` (60 s without one); no failures, no
+//! a time each; every task takes its `estimate` (60 s without one), or, with
+//! [`noise`], a seeded run time the estimate misjudges; no failures, no
 //! safety gates, no dispatch latency. `executor: brain` tasks run beside the GPUs as
 //! soon as they are released. See [`engine`] for the loop and [`bound`] for the
 //! lower bound.
@@ -27,11 +28,14 @@
 pub mod bound;
 pub mod compare;
 pub mod engine;
+pub mod noise;
 pub mod round;
 pub mod svg;
 
 pub use bound::{bound_terms, lower_bound, BoundTerms};
-pub use compare::{compare, estimate_warning, Comparison, PolicyChoice, PolicyRun};
-pub use engine::{simulate, GpuTimeline, Segment, SegmentKind, SimError, SimResult};
+pub use compare::{compare, compare_truth, estimate_warning, Comparison, PolicyChoice, PolicyRun};
+pub use engine::{
+    simulate, simulate_truth, GpuTimeline, Segment, SegmentKind, SimError, SimResult,
+};
 pub use rigmind_decide::resources::RmPolicy;
 pub use svg::svg;

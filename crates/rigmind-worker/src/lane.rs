@@ -145,7 +145,7 @@ impl Lane {
     fn claim(&self, lock: &mut QueueLock, index: &mut QueueIndex) -> Option<Claimed> {
         let now = Utc::now();
         let ctx = ClaimContext::new(&self.runner.worker_id, &[], None, false, true, now);
-        lock.claim_within(&self.layout, index, &self.limits, |e| {
+        lock.claim_within(&self.layout, index, &self.limits, now, |e| {
             endpoint_tier(&ctx, e)
         })
         .unwrap_or_else(|e| {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rigmind_config::RigConfig;
 use rigmind_exec::{run_claimed, Filed, Finished, Runner};
+use rigmind_queue::aging::Aging;
 use rigmind_queue::claim::{Claimed, QueueIndex, QueueLock};
 use rigmind_queue::task::TaskFile;
 use rigmind_queue::watch::{watch_dirs, Change, DirWatcher};
@@ -107,7 +108,9 @@ impl Worker {
             gates_read: None,
         };
         announce(&mut profile, &layout).await;
-        let mut index = QueueIndex::default();
+        let mut index = QueueIndex::with_aging(Aging::new(
+            profile.config.scheduling.aging_seconds_per_level,
+        ));
         index.rescan(&layout)?;
         let claim_lock = QueueLock::open(&layout)?;
         let rescan = tokio::time::interval(profile.opts.rescan_every);
@@ -195,6 +198,7 @@ impl Worker {
                 &self.layout,
                 &mut self.index,
                 &self.profile.config.groups,
+                now,
                 |e| card::tier(&ctx, e),
             )
         };

@@ -1,7 +1,7 @@
-//! `rigmind simulate PLAN --rig RIG.toml [--policy NAME|all] [--json] [--svg FILE]`
+//! `rigmind simulate PLAN --rig RIG.toml [--policy NAME|all] [--noise SEED] [--json] [--svg FILE]`
 
 use anyhow::{bail, Context, Result};
-use rigmind_sim::{compare, svg, PolicyChoice};
+use rigmind_sim::{compare_truth, noise, svg, PolicyChoice};
 
 use crate::args::SimulateArgs;
 
@@ -29,7 +29,9 @@ pub fn simulate(a: SimulateArgs) -> Result<i32> {
     for w in &plan.warnings {
         eprintln!("{w}");
     }
-    let c = compare(&plan, &rig, which);
+    // With --noise, the tasks really run for seeded times the estimates misjudge.
+    let truth = a.noise.map(|seed| noise::truth(&plan, seed));
+    let c = compare_truth(&plan, truth.as_ref().unwrap_or(&plan), &rig, which);
     for w in &c.warnings {
         eprintln!("{w}");
     }

@@ -6,7 +6,7 @@ use crate::projection::{project, Projection, Strategy};
 
 use super::cards::{idle_unloads, llm_cap, llm_cards, load, unload};
 use super::demand::{demand, wanted_model, Demand};
-use super::{RigView, RmAction};
+use super::{CardMode, RigView, RmAction};
 
 /// Above this many unfinished jobs, `adaptive` weighs demand instead of projecting.
 pub const PROJECT_AT_MOST: usize = 2000;
@@ -20,7 +20,6 @@ pub(super) fn decide(view: &RigView) -> Vec<RmAction> {
     if view.work.len() > PROJECT_AT_MOST {
         return super::proportional::decide(view);
     }
-    let cfg = &view.config;
     let d = demand(view, 0.0);
     if d.left_llm_n == 0 && d.ready_script_n == 0 {
         // Nothing for the model to do and nothing a freed card would run.
@@ -37,8 +36,7 @@ pub(super) fn decide(view: &RigView) -> Vec<RmAction> {
         tried = ?tried.iter().map(|(s, p)| (*s, p.makespan.round(), p.now.len())).collect::<Vec<_>>(),
         "resource manager look-ahead"
     );
-    let margin = (0.02 * still).max(cfg.unload_secs);
-    if !proj.makespan.is_finite() || (still.is_finite() && proj.makespan >= still - margin) {
+    if !super::hysteresis::pays(view, still, proj) {
         return Vec::new();
     }
     let have = llm_cards(view);
@@ -47,7 +45,8 @@ pub(super) fn decide(view: &RigView) -> Vec<RmAction> {
         .iter()
         .filter_map(|&(i, to_llm)| {
             let c = view.cards.get(i)?;
-            if c.cooling_down {
+            // A card with a resource task in flight is not given another.
+            if c.cooling_down || !matches!(c.mode, CardMode::Script | CardMode::Llm) {
                 return None;
             }
             Some(if to_llm {

@@ -24,9 +24,14 @@ use std::collections::BTreeMap;
 use rigmind_types::TaskClass;
 use serde::{Deserialize, Serialize};
 
+use crate::estimate::Estimate;
+
 mod adaptive;
 mod cards;
 mod demand;
+mod hysteresis;
+#[cfg(test)]
+mod no_losing_moves;
 mod observed;
 mod on_demand;
 mod phases;
@@ -36,9 +41,10 @@ mod static_cards;
 mod testkit;
 mod work;
 
+pub use crate::estimate::DEFAULT_ESTIMATE_SECS;
 pub use adaptive::PROJECT_AT_MOST;
 pub use observed::{task_of, view_of, CardFacts, InFlight};
-pub use work::{estimate_of, left_of, work_of, DEFAULT_ESTIMATE_SECS};
+pub use work::{estimate_of, estimates_of, left_of, work_of};
 
 use cards::unload;
 use demand::{demand, wanted_model};
@@ -145,6 +151,9 @@ pub struct Card {
     pub llm_capable: bool,
     /// A resource task for it failed a moment ago: leave it alone for now.
     pub cooling_down: bool,
+    /// How long loading the model takes on it: `load_secs`, or what was learned
+    /// of its loads ([`crate::estimate::load_of`]).
+    pub load_secs: f64,
 }
 
 impl Card {
@@ -182,6 +191,9 @@ pub struct RigView {
     pub cards: Vec<Card>,
     /// Every job not yet done, with the dependencies among them.
     pub work: Vec<Work>,
+    /// The estimate each plan task with work left has, by plan task id: what
+    /// `work`'s run times came from, named in each decision's reason.
+    pub estimates: BTreeMap<String, Estimate>,
 }
 
 /// One decision of the resource manager.
@@ -207,19 +219,47 @@ impl RmAction {
     }
 }
 
-/// What should change now, in the order to apply it.
+/// What should change now, in the order to apply it. Each reason ends with the
+/// estimates the decision weighed (`estimates: prep=learned:7.4s n=3, ...`).
 pub fn decide(view: &RigView) -> Vec<RmAction> {
     let cfg = &view.config;
     let swaps = model_swaps(view);
-    if !swaps.is_empty() {
-        return swaps;
+    let mut actions = if !swaps.is_empty() {
+        swaps
+    } else {
+        match cfg.policy {
+            RmPolicy::Static { llm_cards } => static_cards::decide(view, llm_cards),
+            RmPolicy::Phases => phases::decide(view),
+            RmPolicy::OnDemand => on_demand::decide(view),
+            RmPolicy::Adaptive => adaptive::decide(view),
+        }
+    };
+    if let Some(note) = estimates_note(view) {
+        for a in &mut actions {
+            let (RmAction::Load { reason, .. } | RmAction::Unload { reason, .. }) = a;
+            reason.push_str(&note);
+        }
     }
-    match cfg.policy {
-        RmPolicy::Static { llm_cards } => static_cards::decide(view, llm_cards),
-        RmPolicy::Phases => phases::decide(view),
-        RmPolicy::OnDemand => on_demand::decide(view),
-        RmPolicy::Adaptive => adaptive::decide(view),
+    actions
+}
+
+/// `; estimates: prep=learned:7.4s n=3, post=written:4s` for the first few plan
+/// tasks with work left (`None` when there is none).
+fn estimates_note(view: &RigView) -> Option<String> {
+    const SHOWN: usize = 4;
+    if view.estimates.is_empty() {
+        return None;
     }
+    let mut parts: Vec<String> = view
+        .estimates
+        .iter()
+        .take(SHOWN)
+        .map(|(task, e)| format!("{task}={e}"))
+        .collect();
+    if view.estimates.len() > SHOWN {
+        parts.push(format!("{} more", view.estimates.len() - SHOWN));
+    }
+    Some(format!("; estimates: {}", parts.join(", ")))
 }
 
 /// Whatever the policy: when ready llm work needs a model that no card holds or is
@@ -272,6 +312,26 @@ fn model_swaps(view: &RigView) -> Vec<RmAction> {
 mod tests {
     use super::testkit::*;
     use super::*;
+
+    #[test]
+    fn a_decision_names_the_estimates_it_weighed() {
+        let mut v = view(
+            RmPolicy::Adaptive,
+            vec![card("w1", CardMode::Script)],
+            work(TaskClass::Llm, 3, 60.0, 0.0),
+        );
+        v.estimates
+            .insert("ask".into(), Estimate::Learned { secs: 7.4, n: 3 });
+        v.estimates.insert("post".into(), Estimate::Written(4.0));
+        let a = decide(&v);
+        let Some(RmAction::Load { reason, .. }) = a.first() else {
+            panic!("{a:?}")
+        };
+        assert!(
+            reason.ends_with("; estimates: ask=learned:7.4s n=3, post=written:4s"),
+            "{reason}"
+        );
+    }
 
     #[test]
     fn a_card_turns_to_the_model_the_work_needs() {

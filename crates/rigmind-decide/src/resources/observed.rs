@@ -13,7 +13,8 @@ use rigmind_queue::task::{ResourceAction, TaskFile};
 use rigmind_types::TaskClass;
 use serde::{Deserialize, Serialize};
 
-use super::{left_of, work_of, Card, CardMode, RigView, RmAction, RmConfig};
+use super::{estimates_of, left_of, work_of, Card, CardMode, RigView, RmAction, RmConfig};
+use crate::estimate::load_of;
 use crate::state::BrainState;
 
 /// One GPU worker's card as its worker last published it, with what the brain
@@ -66,13 +67,14 @@ impl InFlight {
 
 impl Card {
     /// The card of `facts`, counting the resource task in flight for it (a load
-    /// or unload in flight decides its mode and model) and the time its current
-    /// task has left in `state` at `now`.
+    /// or unload in flight decides its mode and model), the time its current
+    /// task has left in `state` at `now`, and its load time (`config`'s, corrected
+    /// by the loads learned in `state`).
     pub fn observe(
         facts: &CardFacts,
         in_flight: &BTreeMap<String, InFlight>,
         state: &BrainState,
-        now: DateTime<Utc>,
+        (config, now): (&RmConfig, DateTime<Utc>),
     ) -> Self {
         let flight = in_flight.values().find(|f| f.worker == facts.worker);
         let mode = match flight {
@@ -81,12 +83,15 @@ impl Card {
             None if facts.loaded => CardMode::Llm,
             None => CardMode::Script,
         };
+        let model = flight
+            .map(|f| f.model.clone())
+            .or_else(|| facts.model.clone());
+        let loads = model.as_deref().unwrap_or(&config.model);
         Card {
             worker: facts.worker.clone(),
             mode,
-            model: flight
-                .map(|f| f.model.clone())
-                .or_else(|| facts.model.clone()),
+            load_secs: load_of(state, loads, &facts.worker, config.load_secs).secs(),
+            model,
             running: facts.running,
             busy_for: facts
                 .running_task
@@ -113,9 +118,10 @@ pub fn view_of(
         config: config.clone(),
         cards: facts
             .iter()
-            .map(|f| Card::observe(f, in_flight, state, now))
+            .map(|f| Card::observe(f, in_flight, state, (config, now)))
             .collect(),
         work: work_of(state, &config.model, now),
+        estimates: estimates_of(state),
     }
 }
 

@@ -30,6 +30,7 @@ pub(super) fn card(worker: &str, mode: CardMode) -> Card {
         in_mode_secs: 1000.0,
         llm_capable: true,
         cooling_down: false,
+        load_secs: 120.0,
     }
 }
 
@@ -53,6 +54,7 @@ pub(super) fn view(policy: RmPolicy, cards: Vec<Card>, work: Vec<Work>) -> RigVi
         config: cfg(policy),
         cards,
         work,
+        estimates: Default::default(),
     }
 }
 

@@ -1,19 +1,19 @@
 //! The work a brain's state holds, as the resource manager sees it: every job not
 //! yet done, how long it runs, and how soon it can start.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use rigmind_types::TaskClass;
 
 use super::Work;
+use crate::estimate::Estimate;
 use crate::state::{Batch, BrainState, JobStatus};
-
-/// The run time assumed for a task with neither an `estimate` nor an earlier run.
-pub const DEFAULT_ESTIMATE_SECS: f64 = 60.0;
 
 /// The work a brain's state holds, with the look-ahead of the module doc: every job
 /// not yet done, its dependencies among them, and how long a running one has left
-/// at `now`. Run times come from the plan's `estimate`, else the mean of earlier runs
-/// of the same plan task, else [`DEFAULT_ESTIMATE_SECS`].
+/// at `now`. Run times are [`Estimate::of_job`]'s: the plan's `estimate` corrected by
+/// the runs seen of the same plan task.
 pub fn work_of(state: &BrainState, default_model: &str, now: DateTime<Utc>) -> Vec<Work> {
     let mut out = Vec::new();
     for batch in state.batches.values().filter(|b| b.active()) {
@@ -109,13 +109,22 @@ fn ready_times(batch: &Batch, left: impl Fn(usize) -> f64) -> Vec<Option<f64>> {
     at
 }
 
-/// A job's expected run time: the plan's `estimate`, else the mean of earlier runs
-/// of the same plan task, else [`DEFAULT_ESTIMATE_SECS`].
+/// The estimate of each plan task with a job not yet done in a live batch.
+pub fn estimates_of(state: &BrainState) -> BTreeMap<String, Estimate> {
+    let mut out = BTreeMap::new();
+    for batch in state.batches.values().filter(|b| b.active()) {
+        for j in batch.jobs.iter().filter(|j| !is_done(j.status)) {
+            if !out.contains_key(&j.plan_task_id) {
+                out.insert(j.plan_task_id.clone(), Estimate::of_job(state, j));
+            }
+        }
+    }
+    out
+}
+
+/// A job's expected run time, in seconds ([`Estimate::of_job`]).
 pub fn estimate_of(state: &BrainState, job: &crate::state::Job) -> f64 {
-    job.work
-        .estimate_secs
-        .or_else(|| state.learned.get(&job.plan_task_id).map(|l| l.mean()))
-        .unwrap_or(DEFAULT_ESTIMATE_SECS)
+    Estimate::of_job(state, job).secs()
 }
 
 /// How long a job still needs at `now`: its estimate, less what it has run if it

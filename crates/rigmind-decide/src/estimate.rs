@@ -1,0 +1,220 @@
+//! How long a job is expected to run: the plan's written `estimate`, corrected by
+//! the run times seen of the same plan task (the other items of its `for_each`, or
+//! earlier runs of the same plan task name).
+//!
+//! The correction is robust: the median of what was seen, not the last value or
+//! the mean (one task stuck on a slow file must not move the estimate of the rest),
+//! blended with the written estimate by count — the written estimate counts as one
+//! run, so after three runs it weighs a quarter. Without a written estimate the
+//! median alone is used, and without either [`DEFAULT_ESTIMATE_SECS`].
+//!
+//! Loads are learned the same way, per model and card, from the `load_llm` tasks
+//! that completed ([`load_of`]): the projection turns a card for its own load time.
+//!
+//! The brain learns from every completion it observes and rebuilds what it learned
+//! from the `complete/` files of the live batches at start
+//! (`rigmind_brain::rebuild`); the simulator learns from its virtual completions.
+//! The resource manager's work ([`crate::resources::work_of`]) and its projection use
+//! these values, and its decisions say which estimate each plan task had
+//! ([`Estimate`]'s display: `estimate=learned:7.4s n=3`, `estimate=written:4s`).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{BrainState, Job};
+
+/// The run time assumed for a task with neither an `estimate` nor an earlier run.
+pub const DEFAULT_ESTIMATE_SECS: f64 = 60.0;
+
+/// At most this many run times are kept per plan task. Past it, the shortest and
+/// the longest are dropped together, which leaves the median of what is kept where
+/// it was (later runs outside the kept range move it a little: an approximation
+/// that keeps a 100,000-item plan task's memory and insertion cheap).
+const KEEP: usize = 255;
+
+/// Run times seen of one plan task.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Learned {
+    /// The run times kept, shortest first.
+    sorted: Vec<f64>,
+    /// How many runs were seen (kept or not).
+    runs: u32,
+}
+
+impl Learned {
+    /// Notes one run of `secs` (a negative or non-finite time is ignored).
+    pub fn add(&mut self, secs: f64) {
+        if !secs.is_finite() || secs < 0.0 {
+            return;
+        }
+        let at = self.sorted.partition_point(|s| *s < secs);
+        self.sorted.insert(at, secs);
+        self.runs += 1;
+        if self.sorted.len() > KEEP {
+            self.sorted.pop();
+            self.sorted.remove(0);
+        }
+    }
+
+    /// How many runs were seen.
+    pub fn runs(&self) -> u32 {
+        self.runs
+    }
+
+    /// The median run time (`None` before the first run).
+    pub fn median(&self) -> Option<f64> {
+        let n = self.sorted.len();
+        match n {
+            0 => None,
+            _ if n % 2 == 1 => Some(self.sorted[n / 2]),
+            _ => Some((self.sorted[n / 2 - 1] + self.sorted[n / 2]) / 2.0),
+        }
+    }
+}
+
+/// The key of `model`'s load times on `worker`'s card in
+/// [`BrainState::learned_loads`].
+pub fn load_key(model: &str, worker: &str) -> String {
+    format!("{model}@{worker}")
+}
+
+/// How long loading `model` on `worker`'s card is expected to take: rig.toml's
+/// `load_seconds` (`written`), corrected by the loads seen there as a task's
+/// estimate is by its runs.
+pub fn load_of(state: &BrainState, model: &str, worker: &str, written: f64) -> Estimate {
+    Estimate::of(
+        Some(written),
+        state.learned_loads.get(&load_key(model, worker)),
+    )
+}
+
+/// A job's expected run time and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Estimate {
+    /// The plan's `estimate`, nothing seen yet.
+    Written(f64),
+    /// Corrected by `n` runs seen.
+    Learned { secs: f64, n: u32 },
+    /// Neither: [`DEFAULT_ESTIMATE_SECS`].
+    Default,
+}
+
+impl Estimate {
+    /// The estimate of `written` (the plan's) given what was `learned`.
+    pub fn of(written: Option<f64>, learned: Option<&Learned>) -> Self {
+        let seen = learned.and_then(|l| Some((l.median()?, l.runs())));
+        match (written, seen) {
+            (Some(w), Some((m, n))) => Self::Learned {
+                secs: (w + f64::from(n) * m) / f64::from(n + 1),
+                n,
+            },
+            (None, Some((m, n))) => Self::Learned { secs: m, n },
+            (Some(w), None) => Self::Written(w),
+            (None, None) => Self::Default,
+        }
+    }
+
+    /// The estimate of `job` in `state`.
+    pub fn of_job(state: &BrainState, job: &Job) -> Self {
+        Self::of(job.work.estimate_secs, state.learned.get(&job.plan_task_id))
+    }
+
+    /// Seconds.
+    pub fn secs(self) -> f64 {
+        match self {
+            Self::Written(s) | Self::Learned { secs: s, .. } => s,
+            Self::Default => DEFAULT_ESTIMATE_SECS,
+        }
+    }
+}
+
+impl fmt::Display for Estimate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Written(s) => write!(f, "written:{}s", short(*s)),
+            Self::Learned { secs, n } => write!(f, "learned:{}s n={n}", short(*secs)),
+            Self::Default => write!(f, "default:{}s", short(DEFAULT_ESTIMATE_SECS)),
+        }
+    }
+}
+
+/// `4`, `7.4`, `120`: one decimal, none when it is zero.
+fn short(s: f64) -> String {
+    let r = (s * 10.0).round() / 10.0;
+    if r.fract() == 0.0 {
+        format!("{r:.0}")
+    } else {
+        format!("{r:.1}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_corrects_the_written_estimate_by_count() {
+        let mut l = Learned::default();
+        assert_eq!(Estimate::of(Some(4.0), Some(&l)), Estimate::Written(4.0));
+        for s in [7.5, 7.4, 90.0] {
+            l.add(s);
+        }
+        // Median 7.5 (the 90 s outlier does not move it), written 4 counts once.
+        let e = Estimate::of(Some(4.0), Some(&l));
+        assert_eq!(e, Estimate::Learned { secs: 6.625, n: 3 });
+        assert_eq!(e.to_string(), "learned:6.6s n=3");
+        assert_eq!(Estimate::of(None, Some(&l)).secs(), 7.5);
+        assert_eq!(Estimate::of(None, None).secs(), DEFAULT_ESTIMATE_SECS);
+        assert_eq!(Estimate::Written(4.0).to_string(), "written:4s");
+    }
+
+    #[test]
+    fn the_resource_managers_work_uses_the_learned_estimate() {
+        let mut b = crate::state::tests::batch(&[&[], &[]]);
+        for j in &mut b.jobs {
+            j.plan_task_id = "prep".into();
+            j.work.estimate_secs = Some(4.0);
+        }
+        let mut state = BrainState::default();
+        state.insert(b);
+        let now = chrono::Utc::now();
+        let work = crate::resources::work_of(&state, "m", now);
+        assert_eq!(work[0].secs, 4.0);
+        for _ in 0..3 {
+            state.learned.entry("prep".into()).or_default().add(7.5);
+        }
+        let work = crate::resources::work_of(&state, "m", now);
+        assert_eq!(work[0].secs, 6.625);
+        let e = crate::resources::estimates_of(&state);
+        assert_eq!(e["prep"].to_string(), "learned:6.6s n=3");
+    }
+
+    #[test]
+    fn load_times_are_learned_per_model_and_card() {
+        let mut state = BrainState::default();
+        for secs in [3.0, 3.2, 2.9] {
+            let key = load_key("m", "gpu1");
+            state.learned_loads.entry(key).or_default().add(secs);
+        }
+        // rig.toml says 120 s; gpu1 loaded m in about 3 s three times.
+        assert_eq!(load_of(&state, "m", "gpu1", 120.0).secs(), 32.25);
+        assert_eq!(
+            load_of(&state, "m", "gpu0", 120.0),
+            Estimate::Written(120.0)
+        );
+        assert_eq!(load_of(&state, "other", "gpu1", 120.0).secs(), 120.0);
+    }
+
+    #[test]
+    fn a_long_history_keeps_about_its_median() {
+        let mut l = Learned::default();
+        // 0..=1000 in a scrambled order (7919 is prime to 1001).
+        for i in 0..1001u32 {
+            l.add(f64::from(i * 7919 % 1001));
+        }
+        assert_eq!(l.runs(), 1001);
+        let m = l.median().unwrap();
+        assert!((450.0..=550.0).contains(&m), "{m}");
+    }
+}
