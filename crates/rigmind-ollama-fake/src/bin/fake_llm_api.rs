@@ -84,11 +84,14 @@ async fn main() -> anyhow::Result<()> {
     rigmind_ollama_fake::init_tracing();
     let opts = Args::parse().options()?;
     let listen = opts.listen;
-    let stop = rigmind_ollama_fake::stop_signal()?;
-    let handle = rigmind_ollama_fake::start_api(opts)
-        .await
-        .with_context(|| format!("fake-llm-api: cannot serve on {listen}"))?;
-    tracing::info!("{}: exiting", stop.await);
-    drop(handle);
-    Ok(())
+    let start = rigmind_ollama_fake::start_api(opts);
+    // Dropping the handle stops the server.
+    rigmind_ollama_fake::run_until_signal(
+        "fake-llm-api",
+        listen,
+        start,
+        "exiting",
+        |h| async move { drop(h) },
+    )
+    .await
 }
