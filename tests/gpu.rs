@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::gpu::{fake_rig, rig_toml, start_servers, start_servers_with, MODEL};
-use common::{eventually, text, Rig};
+use common::{eventually, text, walk, Rig};
 use rigmind_ollama_fake::RequestKind;
 
 #[test]
@@ -99,7 +99,10 @@ fn a_mixed_plan_runs_on_two_fake_gpus_with_loads_before_llm_work() {
         assert!(p.find("Ignore all").unwrap() > p.find("<untrusted_data>").unwrap());
     }
     // The sensitive prompt is nowhere under logs/.
-    for f in walk(&rig.root().join("logs")) {
+    let logs = rig.root().join("logs");
+    // The shared walk skips a folder it cannot read; logs/ must be there.
+    assert!(logs.is_dir(), "{} is missing", logs.display());
+    for f in walk(&logs) {
         let body = std::fs::read(&f).unwrap();
         assert!(
             !String::from_utf8_lossy(&body).contains("TOPSECRET-4711"),
@@ -318,17 +321,4 @@ fn a_gpu_worker_without_nvml_or_fake_gpus_stops_at_once_with_a_clear_message() {
         err.contains("NVML") && err.contains("RIGMIND_FAKE_GPUS"),
         "{err}"
     );
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

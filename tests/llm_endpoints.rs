@@ -45,9 +45,7 @@ fn a_batch_record_sums_cost_per_endpoint_and_status_shows_it() {
          max_concurrent = 0\nprice_in_per_mtok = 3.0\nprice_out_per_mtok = 15.0\n",
         server.url()
     );
-    rig.write("root/rig.toml", &toml);
-    rig.start_brain();
-    rig.start_worker("cpu1", &[]);
+    rig.start_with_config(&toml, &["cpu1"]);
     let plan = rig.write(
         "plan.md",
         "# Plan: costs\n\n## Task: s\n- task_class: llm\n- model: small\n- for_each: [1, 2, 3]\n\
@@ -95,10 +93,7 @@ fn requests_per_minute_holds_an_endpoints_tasks_across_workers() {
          max_concurrent = 0\nrequests_per_minute = 2\n",
         server.url()
     );
-    rig.write("root/rig.toml", &toml);
-    rig.start_brain();
-    rig.start_worker("cpu1", &[]);
-    rig.start_worker("cpu2", &[]);
+    rig.start_with_config(&toml, &["cpu1", "cpu2"]);
     let plan = rig.write(
         "plan.md",
         "# Plan: rate\n\n## Task: r\n- task_class: llm\n- model: m\n- for_each: [1, 2, 3, 4, 5]\n\

@@ -9,45 +9,16 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::gpu::fake_rig;
-use common::Rig;
+use common::{walk, Rig};
 use rigmind_ollama_fake::{start_api, ApiFakeHandle, ApiFakeOptions, ApiFlavor};
+use rigmind_testkit::llama::{llm_dir, Router, MODEL};
 
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 const KEY: &str = "sk-rigmind-test-0123456789abcdef";
-
-fn llm_dir(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("RIGMIND_LLM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/llm"));
-    let ok = dir.join("bin/llama-server").is_file()
-        && dir.join(format!("models/{MODEL}.gguf")).is_file();
-    if !ok {
-        rigmind_testkit::skip(
-            test,
-            "no llama-server and model in RIGMIND_LLM_DIR (run scripts/setup-llm.sh)",
-        );
-    }
-    ok.then_some(dir)
-}
-
-/// A router process, stopped with SIGTERM (which stops its model processes) on drop.
-struct Router {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child by its pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        rigmind_testkit::wait_exit(&mut self.child, 30, "llama-server router");
-    }
-}
 
 /// Starts a router on a free loopback port (`autoload`: loads a model on its
 /// first chat, as an endpoint's server does) and waits until `/models` answers.
@@ -278,10 +249,7 @@ fn endpoint_limits_hold_across_workers_and_no_key_is_written() {
         r.url,
         api.url()
     ));
-    rig.write("root/rig.toml", &toml);
-    rig.start_brain();
-    rig.start_worker("cpu1", &[]);
-    rig.start_worker("cpu2", &[]);
+    rig.start_with_config(&toml, &["cpu1", "cpu2"]);
     let plan = rig.write(
         "plan.md",
         &format!(
@@ -329,20 +297,4 @@ fn endpoint_limits_hold_across_workers_and_no_key_is_written() {
         );
     }
     drop(r);
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

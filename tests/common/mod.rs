@@ -44,6 +44,16 @@ impl Rig {
         rig
     }
 
+    /// Writes `rig_toml` as the root's rig.toml, then starts the brain and one
+    /// worker per id (no extra options).
+    pub fn start_with_config(&mut self, rig_toml: &str, workers: &[&str]) {
+        self.write("root/rig.toml", rig_toml);
+        self.start_brain();
+        for id in workers {
+            self.start_worker(id, &[]);
+        }
+    }
+
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("root")
     }
@@ -244,6 +254,24 @@ impl Drop for Rig {
             let _ = c.wait();
         }
     }
+}
+
+/// Every file below `dir`, depth first; a folder that cannot be read (gone
+/// meanwhile) adds nothing.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 pub fn text(b: &[u8]) -> String {

@@ -8,7 +8,7 @@
 //! One decision line per action. [`apply`] only dispatches: each [`Action`]
 //! variant has its own function below.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use rigmind_decide::effect;
@@ -123,6 +123,32 @@ impl Apply<'_> {
         Ok(())
     }
 
+    /// Reads job `job`'s task file from `dir`; gives its path there too.
+    fn read_job(
+        &self,
+        batch: &str,
+        job: usize,
+        dir: TaskDir,
+    ) -> Result<(PathBuf, TaskFile), QueueError> {
+        let b = self
+            .state
+            .batches
+            .get(batch)
+            .expect("decided on a known batch");
+        let from = self.layout.dir(dir).join(&b.jobs[job].file_name);
+        let t = TaskFile::read(&from)?;
+        Ok((from, t))
+    }
+
+    /// Sends `t`, read from `from` in `failed/` and set up for its next run, back
+    /// into the queue.
+    fn requeue(&self, from: &Path, t: &mut TaskFile) -> Done {
+        t.status = TaskStatus::Queued;
+        t.let_in();
+        fsio::rewrite_and_move(from, &self.layout.dir(TaskDir::Queue), &t.to_bytes())?;
+        Ok(())
+    }
+
     /// The state follows the action, as the decision core says it does.
     fn effect(&mut self) {
         let pure = effect::apply(self.state, self.action, self.now);
@@ -131,23 +157,16 @@ impl Apply<'_> {
 
     /// A failed job with retries left goes back into the queue, not before `not_before`.
     fn retry(&mut self, batch: &str, job: usize, not_before: DateTime<Utc>, reason: &str) -> Done {
-        let b = batch_mut(self.state, batch);
-        let from = self
-            .layout
-            .dir(TaskDir::Failed)
-            .join(&b.jobs[job].file_name);
-        let mut t = TaskFile::read(&from)?;
+        let (from, mut t) = self.read_job(batch, job, TaskDir::Failed)?;
         let previous = t.error.clone();
         let error = previous.clone();
         t.clear_run_results();
         t.retry_count += 1;
-        t.status = TaskStatus::Queued;
-        t.let_in();
         t.not_before = Some(rigmind_queue::time::millis(not_before));
         if let Some(p) = previous {
             t.extra.insert("last_error".into(), json!(p));
         }
-        fsio::rewrite_and_move(&from, &self.layout.dir(TaskDir::Queue), &t.to_bytes())?;
+        self.requeue(&from, &mut t)?;
         self.logs.decision(
             &task_decision("retry", batch, &t.name, &t.plan_task_id)
                 .kv("task_id", &t.task_id)
@@ -176,12 +195,7 @@ impl Apply<'_> {
     fn escalate(&mut self, batch: &str, job: usize, step: &rigmind_decide::policy::Climb) -> Done {
         let (from_model, to, tier) = (step.from.as_str(), step.to.as_str(), step.tier);
         let (endpoint, reason) = (step.endpoint.as_deref(), step.reason.as_str());
-        let b = batch_mut(self.state, batch);
-        let from = self
-            .layout
-            .dir(TaskDir::Failed)
-            .join(&b.jobs[job].file_name);
-        let mut t = TaskFile::read(&from)?;
+        let (from, mut t) = self.read_job(batch, job, TaskDir::Failed)?;
         t.earlier_attempts
             .push(rigmind_queue::task::EarlierAttempt {
                 tier: t.tier.unwrap_or(tier.saturating_sub(1)),
@@ -196,9 +210,7 @@ impl Apply<'_> {
         t.tier_failures = 0;
         t.endpoint = endpoint.map(str::to_string);
         t.not_before = None;
-        t.status = TaskStatus::Queued;
-        t.let_in();
-        fsio::rewrite_and_move(&from, &self.layout.dir(TaskDir::Queue), &t.to_bytes())?;
+        self.requeue(&from, &mut t)?;
         self.logs.decision(
             &task_decision("escalate", batch, &t.name, &t.plan_task_id)
                 .kv("task_id", &t.task_id)
@@ -285,13 +297,8 @@ impl Apply<'_> {
     /// A job that failed only because `cause` failed goes back to pending: `cause`
     /// runs again.
     fn revive(&mut self, batch: &str, job: usize, cause: usize) -> Done {
-        let b = batch_mut(self.state, batch);
-        let cause_name = b.jobs[cause].name.clone();
-        let from = self
-            .layout
-            .dir(TaskDir::Failed)
-            .join(&b.jobs[job].file_name);
-        let mut t = TaskFile::read(&from)?;
+        let cause_name = batch_mut(self.state, batch).jobs[cause].name.clone();
+        let (from, mut t) = self.read_job(batch, job, TaskDir::Failed)?;
         t.clear_run_results();
         t.status = TaskStatus::Pending;
         fsio::rewrite_and_move(&from, &self.layout.private_dir(batch), &t.to_bytes())?;
@@ -305,12 +312,7 @@ impl Apply<'_> {
     /// A running job whose worker is gone: its processes are killed and it is filed
     /// as `lost_worker`.
     fn lost(&mut self, batch: &str, job: usize, reason: &str) -> Done {
-        let b = batch_mut(self.state, batch);
-        let from = self
-            .layout
-            .dir(TaskDir::Processing)
-            .join(&b.jobs[job].file_name);
-        let mut t = TaskFile::read(&from)?;
+        let (from, mut t) = self.read_job(batch, job, TaskDir::Processing)?;
         // Its commands die first, so the retry can never run beside them.
         let killed = rigmind_exec::kill_task_group(&t.task_id, t.cgroup.as_deref());
         if killed > 0 {
@@ -331,6 +333,7 @@ impl Apply<'_> {
             obj(json!({"batch": batch, "task": t.name, "task_id": t.task_id,
                    "worker": t.worker_id, "killed_processes": killed})),
         )?;
+        let b = batch_mut(self.state, batch);
         b.set_status(job, failed_status(FailureKind::LostWorker, &t));
         Ok(())
     }
@@ -376,12 +379,7 @@ impl Apply<'_> {
     /// A running job of a cancelled batch: its processes are killed (its runner files
     /// the failure).
     fn kill(&mut self, batch: &str, job: usize) -> Done {
-        let b = batch_mut(self.state, batch);
-        let path = self
-            .layout
-            .dir(TaskDir::Processing)
-            .join(&b.jobs[job].file_name);
-        let t = TaskFile::read(&path)?;
+        let (_, t) = self.read_job(batch, job, TaskDir::Processing)?;
         let killed = rigmind_exec::kill_task_group(&t.task_id, t.cgroup.as_deref());
         note_kill(
             &t,

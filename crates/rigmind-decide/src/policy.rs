@@ -466,6 +466,17 @@ mod tests {
         s
     }
 
+    /// A failure of `kind` after `retry_count` of `retries` retries, off the tiers.
+    fn failed(kind: FailureKind, retry_count: u32, retries: u32) -> JobStatus {
+        JobStatus::Failed(FailureInfo {
+            kind,
+            retry_count,
+            retries,
+            tier: None,
+            tier_failures: 0,
+        })
+    }
+
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
             .unwrap()
@@ -507,14 +518,7 @@ mod tests {
         let mut s = state_of(batch(&[&[], &[0], &[1], &[]]));
         let b = s.batches.get_mut("b").unwrap();
         b.set_status(3, JobStatus::Complete);
-        let info = FailureInfo {
-            kind: FailureKind::WorkerFailure,
-            retry_count: 0,
-            retries: 0,
-            tier: None,
-            tier_failures: 0,
-        };
-        b.set_status(0, JobStatus::Failed(info));
+        b.set_status(0, failed(FailureKind::WorkerFailure, 0, 0));
         let a = decide(&s, now());
         assert!(
             matches!(&a[0], Action::Fail { job: 0, reason, .. } if reason.contains("no retries left"))
@@ -540,17 +544,10 @@ mod tests {
     #[test]
     fn worker_failures_with_retries_left_are_retried_with_backoff() {
         let mut s = state_of(batch(&[&[]]));
-        let info = FailureInfo {
-            kind: FailureKind::Timeout,
-            retry_count: 1,
-            retries: 3,
-            tier: None,
-            tier_failures: 0,
-        };
         s.batches
             .get_mut("b")
             .unwrap()
-            .set_status(0, JobStatus::Failed(info));
+            .set_status(0, failed(FailureKind::Timeout, 1, 3));
         match &decide(&s, now())[0] {
             Action::Retry {
                 not_before, reason, ..
@@ -562,17 +559,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Definition errors are never retried.
-        let def = FailureInfo {
-            kind: FailureKind::DefinitionError,
-            retry_count: 0,
-            retries: 3,
-            tier: None,
-            tier_failures: 0,
-        };
         s.batches
             .get_mut("b")
             .unwrap()
-            .set_status(0, JobStatus::Failed(def));
+            .set_status(0, failed(FailureKind::DefinitionError, 0, 3));
         assert!(matches!(&decide(&s, now())[0], Action::Fail { .. }));
     }
 
@@ -607,17 +597,8 @@ mod tests {
     fn a_retried_failure_revives_its_cascaded_dependents() {
         let mut s = state_of(batch(&[&[], &[0]]));
         let b = s.batches.get_mut("b").unwrap();
-        let fail = |kind| {
-            JobStatus::Failed(FailureInfo {
-                kind,
-                retry_count: 0,
-                retries: 0,
-                tier: None,
-                tier_failures: 0,
-            })
-        };
-        b.set_status(0, fail(FailureKind::WorkerFailure));
-        b.set_status(1, fail(FailureKind::DependencyFailed));
+        b.set_status(0, failed(FailureKind::WorkerFailure, 0, 0));
+        b.set_status(1, failed(FailureKind::DependencyFailed, 0, 0));
         b.unhandled_failures.clear();
         b.set_status(0, JobStatus::Queued);
         assert_eq!(

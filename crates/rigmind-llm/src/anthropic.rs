@@ -12,13 +12,12 @@
 //! count) and `message_stop`; `ping`s may come anywhere, and an `error` event
 //! (`{"type": "error", "error": {"type", "message"}}`) ends a failed stream.
 
-use std::time::Duration;
-
 use rigmind_config::Api;
 use serde_json::{json, Value};
 
+use crate::chat::{chat_client_methods, ChatWire, Turn};
 use crate::error::LlmError;
-use crate::http::{Call, Site};
+use crate::http::Site;
 use crate::key::ApiKey;
 use crate::types::{ChatRequest, GenClock, Generation};
 
@@ -85,6 +84,59 @@ impl Acc {
             self.gen.done_reason = Some(r.to_string());
         }
     }
+}
+
+impl ChatWire for Acc {
+    const WHAT: &'static str = "chat: POST /v1/messages";
+    const END: &'static str = "message_stop";
+
+    fn start() -> Self {
+        Acc {
+            gen: Generation::default(),
+            clock: GenClock::start(),
+            stopped: false,
+        }
+    }
+
+    fn request(site: &Site, req: &ChatRequest) -> reqwest::RequestBuilder {
+        let http = site
+            .http
+            .post(format!("{}/v1/messages", site.base))
+            .header("anthropic-version", ANTHROPIC_VERSION)
+            .json(&body(req));
+        match &site.key {
+            Some(k) => http.header("x-api-key", k.secret()),
+            None => http,
+        }
+    }
+
+    fn whole(&mut self, turn: &mut Turn<'_>, answer: Value) -> Result<(), LlmError> {
+        self.message(&answer, turn.on_token);
+        Ok(())
+    }
+
+    /// Takes one event's data; the stream is over at `message_stop`.
+    fn event(&mut self, turn: &mut Turn<'_>, data: &str) -> Result<bool, LlmError> {
+        let v = turn.site.parse_json(turn.call, data.as_bytes())?;
+        let on_token = &mut *turn.on_token;
+        match v.get("type").and_then(Value::as_str) {
+            Some("message_start") => self.message(&v["message"], on_token),
+            Some("content_block_start") => {
+                self.message(&json!({ "content": [v["content_block"]] }), on_token)
+            }
+            Some("content_block_delta") if v["delta"]["type"] == "text_delta" => {
+                self.text(v["delta"]["text"].as_str().unwrap_or(""), on_token)
+            }
+            Some("message_delta") => {
+                self.stop_reason(&v["delta"]);
+                self.usage(v.get("usage"));
+            }
+            Some("message_stop") => self.stopped = true,
+            // ping, content_block_stop, and event kinds added later.
+            _ => {}
+        }
+        Ok(self.stopped)
+    }
 
     fn finish(mut self) -> Generation {
         self.clock.finish(&mut self.gen);
@@ -137,92 +189,7 @@ impl AnthropicClient {
         })
     }
 
-    /// Sets the connect timeout and the whole-request timeout (30 min by default).
-    pub fn with_timeouts(mut self, connect: Duration, request: Duration) -> Self {
-        self.site.set_timeouts(connect, request);
-        self
-    }
-
-    /// The base URL, without a trailing slash.
-    pub fn base_url(&self) -> &str {
-        &self.site.base
-    }
-
-    /// One chat turn: streamed when `req.stream` (text deltas passed to
-    /// `on_token`), else one answer (passed to `on_token` whole).
-    pub async fn chat(
-        &self,
-        req: &ChatRequest,
-        on_token: &mut (dyn FnMut(&str) + Send),
-    ) -> Result<Generation, LlmError> {
-        let call = self.site.call("chat: POST /v1/messages", Some(&req.model));
-        let mut http = self
-            .site
-            .http
-            .post(format!("{}/v1/messages", self.site.base))
-            .header("anthropic-version", ANTHROPIC_VERSION)
-            .json(&body(req));
-        if let Some(k) = &self.site.key {
-            http = http.header("x-api-key", k.secret());
-        }
-        let resp = self.site.send(&call, http).await?;
-        let mut acc = Acc {
-            gen: Generation::default(),
-            clock: GenClock::start(),
-            stopped: false,
-        };
-        if req.stream {
-            self.read_stream(&call, resp, &mut acc, on_token).await?;
-        } else {
-            let v = self.site.json_body(&call, resp).await?;
-            acc.message(&v, on_token);
-        }
-        Ok(acc.finish())
-    }
-
-    /// Takes one event's data.
-    fn event(
-        &self,
-        call: &Call<'_>,
-        data: &str,
-        acc: &mut Acc,
-        on_token: &mut (dyn FnMut(&str) + Send),
-    ) -> Result<(), LlmError> {
-        let v = self.site.parse_json(call, data.as_bytes())?;
-        match v.get("type").and_then(Value::as_str) {
-            Some("message_start") => acc.message(&v["message"], on_token),
-            Some("content_block_start") => {
-                acc.message(&json!({ "content": [v["content_block"]] }), on_token)
-            }
-            Some("content_block_delta") if v["delta"]["type"] == "text_delta" => {
-                acc.text(v["delta"]["text"].as_str().unwrap_or(""), on_token)
-            }
-            Some("message_delta") => {
-                acc.stop_reason(&v["delta"]);
-                acc.usage(v.get("usage"));
-            }
-            Some("message_stop") => acc.stopped = true,
-            // ping, content_block_stop, and event kinds added later.
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Reads the events up to `message_stop`.
-    async fn read_stream(
-        &self,
-        call: &Call<'_>,
-        resp: reqwest::Response,
-        acc: &mut Acc,
-        on_token: &mut (dyn FnMut(&str) + Send),
-    ) -> Result<(), LlmError> {
-        self.site
-            .for_each_event(call, resp, "message_stop", &mut |data| {
-                self.event(call, data, acc, on_token)?;
-                Ok(acc.stopped)
-            })
-            .await
-    }
+    chat_client_methods!(Acc);
 }
 
 #[cfg(test)]

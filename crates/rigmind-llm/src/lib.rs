@@ -12,6 +12,7 @@
 
 mod anthropic;
 mod backend;
+mod chat;
 mod client;
 mod error;
 mod http;

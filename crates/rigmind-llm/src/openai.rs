@@ -11,12 +11,11 @@
 //! `predicted_per_second`), which give the real generation speed; without them
 //! the speed is measured here, from the first token to the end.
 
-use std::time::Duration;
-
 use rigmind_config::Api;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::chat::{chat_client_methods, ChatWire, Turn};
 use crate::error::LlmError;
 use crate::http::{Call, Site};
 use crate::key::ApiKey;
@@ -108,6 +107,43 @@ impl Acc {
                 .map(|ms| (ms * 1e6) as u64);
         }
     }
+}
+
+/// An answer or chunk in OpenAI's shape.
+fn wire(site: &Site, call: &Call<'_>, v: Value) -> Result<Wire, LlmError> {
+    serde_json::from_value(v).map_err(|e| site.protocol(call, format!("unexpected answer: {e}")))
+}
+
+impl ChatWire for Acc {
+    const WHAT: &'static str = "chat: POST /v1/chat/completions";
+    const END: &'static str = "data: [DONE]";
+
+    fn start() -> Self {
+        Acc::new()
+    }
+
+    fn request(site: &Site, req: &ChatRequest) -> reqwest::RequestBuilder {
+        let http = site.http.post(chat_url(&site.base)).json(&body(req));
+        match &site.key {
+            Some(k) => http.bearer_auth(k.secret()),
+            None => http,
+        }
+    }
+
+    fn whole(&mut self, turn: &mut Turn<'_>, answer: Value) -> Result<(), LlmError> {
+        self.absorb(wire(turn.site, turn.call, answer)?, turn.on_token);
+        Ok(())
+    }
+
+    /// A chunk, or `[DONE]`.
+    fn event(&mut self, turn: &mut Turn<'_>, data: &str) -> Result<bool, LlmError> {
+        if data.trim() == "[DONE]" {
+            return Ok(true);
+        }
+        let v = turn.site.parse_json(turn.call, data.as_bytes())?;
+        self.absorb(wire(turn.site, turn.call, v)?, turn.on_token);
+        Ok(false)
+    }
 
     fn finish(mut self) -> Generation {
         self.clock.finish(&mut self.gen);
@@ -165,72 +201,7 @@ impl OpenAiClient {
         OpenAiClient { site }
     }
 
-    /// Sets the connect timeout and the whole-request timeout (30 min by default).
-    pub fn with_timeouts(mut self, connect: Duration, request: Duration) -> Self {
-        self.site.set_timeouts(connect, request);
-        self
-    }
-
-    /// The base URL, without a trailing slash.
-    pub fn base_url(&self) -> &str {
-        &self.site.base
-    }
-
-    /// One chat turn: streamed when `req.stream` (chunks passed to `on_token`),
-    /// else one answer (passed to `on_token` whole). `keep_alive` is Ollama's and
-    /// not sent.
-    pub async fn chat(
-        &self,
-        req: &ChatRequest,
-        on_token: &mut (dyn FnMut(&str) + Send),
-    ) -> Result<Generation, LlmError> {
-        let call = self
-            .site
-            .call("chat: POST /v1/chat/completions", Some(&req.model));
-        let mut http = self
-            .site
-            .http
-            .post(chat_url(&self.site.base))
-            .json(&body(req));
-        if let Some(k) = &self.site.key {
-            http = http.bearer_auth(k.secret());
-        }
-        let resp = self.site.send(&call, http).await?;
-        let mut acc = Acc::new();
-        if req.stream {
-            self.read_stream(&call, resp, &mut acc, on_token).await?;
-        } else {
-            let w = self.wire(&call, self.site.json_body(&call, resp).await?)?;
-            acc.absorb(w, on_token);
-        }
-        Ok(acc.finish())
-    }
-
-    /// An answer or chunk in OpenAI's shape.
-    fn wire(&self, call: &Call<'_>, v: Value) -> Result<Wire, LlmError> {
-        serde_json::from_value(v)
-            .map_err(|e| self.site.protocol(call, format!("unexpected answer: {e}")))
-    }
-
-    /// Reads server-sent chunks up to `data: [DONE]`.
-    async fn read_stream(
-        &self,
-        call: &Call<'_>,
-        resp: reqwest::Response,
-        acc: &mut Acc,
-        on_token: &mut (dyn FnMut(&str) + Send),
-    ) -> Result<(), LlmError> {
-        self.site
-            .for_each_event(call, resp, "data: [DONE]", &mut |data| {
-                if data.trim() == "[DONE]" {
-                    return Ok(true);
-                }
-                let w = self.wire(call, self.site.parse_json(call, data.as_bytes())?)?;
-                acc.absorb(w, on_token);
-                Ok(false)
-            })
-            .await
-    }
+    chat_client_methods!(Acc);
 }
 
 #[cfg(test)]

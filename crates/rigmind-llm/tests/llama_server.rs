@@ -6,37 +6,11 @@
 //! The router runs as the facts of this machine ask: `-t 1 -c 2048` (two cores
 //! shared), `--no-models-autoload` (loads only when rigmind asks).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rigmind_llm::{Backend, ChatMessage, ChatRequest, LlamaServerClient, LlmError, ModelStatus};
-
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
-
-/// The setup dir, if it holds the server and the model.
-fn llm_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("RIGMIND_LLM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/llm"));
-    let ok = dir.join("bin/llama-server").is_file()
-        && dir.join(format!("models/{MODEL}.gguf")).is_file();
-    ok.then_some(dir)
-}
-
-/// A router process, stopped (SIGTERM, which stops its model processes too) on drop.
-struct Router {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child by its pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        rigmind_testkit::wait_exit(&mut self.child, 30, "llama-server router");
-    }
-}
+use rigmind_testkit::llama::{llm_dir, Router, MODEL};
 
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -45,13 +19,7 @@ fn free_port() -> u16 {
 
 /// Starts a router on a free port and waits until `/models` answers.
 async fn router(test: &str) -> Option<(Router, LlamaServerClient)> {
-    let Some(dir) = llm_dir() else {
-        rigmind_testkit::skip(
-            test,
-            "no llama-server and model in RIGMIND_LLM_DIR (run scripts/setup-llm.sh)",
-        );
-        return None;
-    };
+    let dir = llm_dir(test)?;
     let port = free_port();
     let child = Command::new(dir.join("bin/llama-server"))
         .args(["--models-dir"])

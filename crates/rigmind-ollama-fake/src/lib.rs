@@ -222,6 +222,29 @@ pub fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = &'stati
     })
 }
 
+/// The binaries' run after parsing: installs the signal handlers, awaits `start`
+/// (a server binding `listen`; a failure names `name` and the address), then on
+/// SIGTERM or SIGINT logs "SIGNAL: `exiting`" and hands the handle to `stop`.
+pub async fn run_until_signal<H, S>(
+    name: &str,
+    listen: SocketAddr,
+    start: impl std::future::Future<Output = io::Result<H>>,
+    exiting: &str,
+    stop: impl FnOnce(H) -> S,
+) -> anyhow::Result<()>
+where
+    S: std::future::Future<Output = ()>,
+{
+    use anyhow::Context;
+    let signal = stop_signal()?;
+    let handle = start
+        .await
+        .with_context(|| format!("{name}: cannot serve on {listen}"))?;
+    tracing::info!("{}: {exiting}", signal.await);
+    stop(handle).await;
+    Ok(())
+}
+
 /// Binds `opts.listen` and starts serving in the background.
 pub async fn start(opts: FakeOptions) -> io::Result<FakeHandle> {
     let listener = TcpListener::bind(opts.listen).await?;

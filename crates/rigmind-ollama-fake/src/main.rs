@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use rigmind_ollama_fake::{FakeOptions, KeepAlive};
 
@@ -93,11 +92,13 @@ async fn main() -> anyhow::Result<()> {
     rigmind_ollama_fake::init_tracing();
     let opts = Args::parse().options()?;
     let listen = opts.listen;
-    let stop = rigmind_ollama_fake::stop_signal()?;
-    let handle = rigmind_ollama_fake::start(opts)
-        .await
-        .with_context(|| format!("fake-ollama: cannot serve on {listen}"))?;
-    tracing::info!("{}: unloading and exiting", stop.await);
-    handle.shutdown().await;
-    Ok(())
+    let start = rigmind_ollama_fake::start(opts);
+    rigmind_ollama_fake::run_until_signal(
+        "fake-ollama",
+        listen,
+        start,
+        "unloading and exiting",
+        |h| h.shutdown(),
+    )
+    .await
 }

@@ -2,8 +2,11 @@
 //! a condition with a deadline ([`eventually`]), for a child's exit ([`wait_exit`]),
 //! whether a process still runs ([`running`], from `/proc/<pid>/stat`), and the skip
 //! log of tests that cannot run on this machine ([`skip`]), and the file names a
-//! hostile folder may hold ([`HOSTILE_NAMES`]). Dev-only: no crate
-//! depends on it outside `[dev-dependencies]`, and it depends on nothing.
+//! hostile folder may hold ([`HOSTILE_NAMES`]); and a real llama-server router
+//! ([`llama`]). Dev-only: no crate depends on it outside `[dev-dependencies]`, and
+//! it depends only on libc (to stop that router with SIGTERM).
+
+pub mod llama;
 
 use std::path::Path;
 use std::process::{Child, ExitStatus};

@@ -65,17 +65,18 @@ impl Args {
             Flavor::Openai => ApiFlavor::OpenAi,
             Flavor::Anthropic => ApiFlavor::Anthropic,
         };
-        let mut o = ApiFakeOptions::new(flavor, &[]);
-        o.listen = self.listen;
-        o.port_file = self.port_file;
-        o.models = self.models;
-        o.api_key = api_key;
-        o.tokens_per_sec = self.tokens_per_sec;
-        o.rate_limit_first = self.rate_limit_first;
-        o.retry_after_secs = self.retry_after_secs;
-        o.error_mid_stream = self.error_mid_stream;
-        o.request_log = self.request_log;
-        Ok(o)
+        Ok(ApiFakeOptions {
+            listen: self.listen,
+            port_file: self.port_file,
+            flavor,
+            models: self.models,
+            api_key,
+            tokens_per_sec: self.tokens_per_sec,
+            rate_limit_first: self.rate_limit_first,
+            retry_after_secs: self.retry_after_secs,
+            error_mid_stream: self.error_mid_stream,
+            request_log: self.request_log,
+        })
     }
 }
 
@@ -84,11 +85,14 @@ async fn main() -> anyhow::Result<()> {
     rigmind_ollama_fake::init_tracing();
     let opts = Args::parse().options()?;
     let listen = opts.listen;
-    let stop = rigmind_ollama_fake::stop_signal()?;
-    let handle = rigmind_ollama_fake::start_api(opts)
-        .await
-        .with_context(|| format!("fake-llm-api: cannot serve on {listen}"))?;
-    tracing::info!("{}: exiting", stop.await);
-    drop(handle);
-    Ok(())
+    let start = rigmind_ollama_fake::start_api(opts);
+    // Dropping the handle stops the server.
+    rigmind_ollama_fake::run_until_signal(
+        "fake-llm-api",
+        listen,
+        start,
+        "exiting",
+        |h| async move { drop(h) },
+    )
+    .await
 }
