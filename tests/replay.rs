@@ -5,6 +5,15 @@
 //! (`rigmind_sim::round::{brain, resources}`), and the decisions must be the same,
 //! round by round. Between two rounds of one decide-and-apply run, the state the
 //! simulator's effects leave must be the state the live brain's next round saw.
+//!
+//! What each check can catch: both sides call the same decision functions, so the
+//! decision equality fails only when what a round saw is not what the simulator's
+//! round step is given (a lost or re-derived input: the recording, or the step's
+//! own wiring, such as ignoring resource tasks in flight). The state check is the
+//! one that compares the simulator's effects (`effect::apply`) with the live
+//! brain's apply layer. Not covered: the two places that gather the cards' facts
+//! (the brain's `rig.rs` from worker state files, the simulator's engine from its
+//! virtual workers); the replay starts from the facts as recorded.
 
 mod common;
 

@@ -297,9 +297,6 @@ impl ResourceManager {
     }
 }
 
-/// Whether the worker that claimed the resource task at `path` is gone: its life
-/// lock is free, or it has been restarted since (the task's session is not the one
-/// in its state file), or it never started the task within the claim grace.
 /// Notes how long a completed `load_llm` took (its result's `elapsed_seconds`) for
 /// its model on its worker's card: the resource manager plans with it
 /// (`rigmind_decide::estimate::load_of`).
@@ -312,6 +309,9 @@ fn learn_load(layout: &Layout, state: &mut BrainState, name: &str, f: &InFlight)
     state.learned_loads.entry(key).or_default().add(secs);
 }
 
+/// Whether the worker that claimed the resource task at `path` is gone: its life
+/// lock is free, or it has been restarted since (the task's session is not the one
+/// in its state file), or it never started the task within the claim grace.
 fn holder_gone(layout: &Layout, worker: &str, path: &std::path::Path) -> bool {
     if LifeLock::is_held(&layout.worker_lock(worker)) == Some(false) {
         return true;

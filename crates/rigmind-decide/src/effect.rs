@@ -61,10 +61,9 @@ fn batch_mut<'s>(state: &'s mut BrainState, batch: &str) -> &'s mut Batch {
 fn settle(b: &mut Batch, to: BatchState, now: DateTime<Utc>) {
     b.record.state = to;
     if to.is_done() {
-        let submitted = Some(b.record.submitted_at);
+        let ms = (now - b.record.submitted_at).num_milliseconds();
         b.record.finished_at = Some(rigmind_queue::time::millis(now));
-        b.record.elapsed_seconds =
-            submitted.map(|s| ((now - s).num_milliseconds() as f64 / 1000.0).max(0.0));
+        b.record.elapsed_seconds = Some((ms as f64 / 1000.0).max(0.0));
     } else {
         b.record.finished_at = None;
         b.record.elapsed_seconds = None;

@@ -24,6 +24,7 @@ pub fn task_files(
 ) -> Vec<TaskFile> {
     let plan_file = absolute(&plan.path);
     let workdir = absolute(&plan.dir);
+    let ladder = Ladder::of(config);
     plan.jobs
         .iter()
         .enumerate()
@@ -55,7 +56,7 @@ pub fn task_files(
             t.output = j.llm.output.clone();
             t.sensitive = j.llm.sensitive;
             if j.task_class == TaskClass::Llm {
-                route(&mut t, &j.llm, &Ladder::of(config));
+                route(&mut t, &j.llm, &ladder);
             }
             t.estimate_seconds = j.estimate_secs;
             t.item = j.item.clone();

@@ -116,6 +116,11 @@ impl QueueIndex {
         }
     }
 
+    /// How this index ages priorities.
+    pub fn aging(&self) -> Aging {
+        self.aging
+    }
+
     /// Puts `entry` under `name`, keeping the creation times.
     fn put(&mut self, name: String, entry: Option<QueueEntry>) {
         if let Some(at) = entry.as_ref().and_then(|e| e.created_at) {

@@ -10,12 +10,15 @@
 //! endpoint's tasks start and stop waiting for it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use rigmind_config::RigConfig;
 use rigmind_decide::claim::{endpoint_tier, ClaimContext};
 use rigmind_exec::{run_claimed, Filed, Runner};
+use rigmind_queue::aging::Aging;
 use rigmind_queue::claim::{Claimed, QueueIndex, QueueLock};
 use rigmind_queue::rate::RateHold;
 use rigmind_queue::task::{endpoint_group, TaskFile};
@@ -51,15 +54,23 @@ pub(crate) fn rates(config: &RigConfig) -> BTreeMap<String, u32> {
         .collect()
 }
 
-/// Starts the lane; it claims until `stop` says true, then waits for its runs
-/// (the worker's `abort` stops them after the grace period).
+/// How the worker's lane claims and ends: the claim order's aging, and the
+/// worker's signals (`abort` stops the runs after the grace period, `give_up`
+/// ends filing that keeps failing).
+pub(crate) struct LaneSignals {
+    pub aging: Aging,
+    pub abort: watch::Receiver<bool>,
+    pub give_up: Arc<AtomicBool>,
+}
+
+/// Starts the lane; it claims until `stop` says true, then waits for its runs.
 pub(crate) fn spawn(
     layout: Layout,
     runner: Runner,
     limits: BTreeMap<String, u32>,
     rates: BTreeMap<String, u32>,
     rescan_every: Duration,
-    abort: watch::Receiver<bool>,
+    signals: LaneSignals,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<WorkerSummary> {
     tokio::spawn(async move {
@@ -68,7 +79,7 @@ pub(crate) fn spawn(
             runner,
             limits,
             rates,
-            abort,
+            signals,
         };
         lane.run(rescan_every, stop).await
     })
@@ -79,7 +90,7 @@ struct Lane {
     runner: Runner,
     limits: BTreeMap<String, u32>,
     rates: BTreeMap<String, u32>,
-    abort: watch::Receiver<bool>,
+    signals: LaneSignals,
 }
 
 impl Lane {
@@ -93,7 +104,7 @@ impl Lane {
             tracing::error!(worker = %id, "endpoint lane: cannot watch or lock the queue; endpoint tasks are left to other workers");
             return WorkerSummary::default();
         };
-        let mut index = QueueIndex::default();
+        let mut index = QueueIndex::with_aging(self.signals.aging);
         let mut runs: JoinSet<Option<Filed>> = JoinSet::new();
         let mut summary = WorkerSummary::default();
         let _ = index.rescan(&self.layout);
@@ -156,8 +167,12 @@ impl Lane {
 
     /// Runs one claimed task and files its result.
     fn run_one(&self, c: Claimed) -> impl std::future::Future<Output = Option<Filed>> {
-        let (layout, runner, abort) =
-            (self.layout.clone(), self.runner.clone(), self.abort.clone());
+        let (layout, runner, abort) = (
+            self.layout.clone(),
+            self.runner.clone(),
+            self.signals.abort.clone(),
+        );
+        let give_up = self.signals.give_up.clone();
         async move {
             let task = match TaskFile::read(&c.path) {
                 Ok(t) => t,
@@ -168,20 +183,16 @@ impl Lane {
             };
             let finished = run_claimed(&layout, &c.path, task, &runner, abort).await;
             let filed = tokio::task::spawn_blocking(move || {
-                finished.file_until_done(&layout, Duration::from_secs(2), || false)
+                finished.file_until_done(&layout, Duration::from_secs(2), || {
+                    give_up.load(Ordering::SeqCst)
+                })
             })
-            .await;
-            match filed {
-                Ok(Ok(f)) => Some(f),
-                Ok(Err(e)) => {
-                    tracing::error!(worker = %runner.worker_id, "filing a result: {e}");
-                    None
-                }
-                Err(e) => {
-                    tracing::error!(worker = %runner.worker_id, "filing a result: {e}");
-                    None
-                }
-            }
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+            filed
+                .map_err(|e| tracing::error!(worker = %runner.worker_id, "filing a result: {e}"))
+                .ok()
         }
     }
 }

@@ -117,14 +117,20 @@ impl Worker {
         let heartbeat = tokio::time::interval(profile.opts.heartbeat_every);
         let (abort_tx, abort_rx) = watch::channel(false);
         let (lane_stop, lane_stop_rx) = watch::channel(false);
+        let giving_up = Arc::new(AtomicBool::new(false));
         let lane = (!profile.config.endpoints.is_empty() && runner.llm.is_some()).then(|| {
+            let signals = crate::lane::LaneSignals {
+                aging: index.aging(),
+                abort: abort_rx.clone(),
+                give_up: giving_up.clone(),
+            };
             crate::lane::spawn(
                 layout.clone(),
                 runner.clone(),
                 crate::lane::limits(&profile.config),
                 crate::lane::rates(&profile.config),
                 profile.opts.rescan_every,
-                abort_rx.clone(),
+                signals,
                 lane_stop_rx,
             )
         });
@@ -143,7 +149,7 @@ impl Worker {
             abort_tx,
             abort_rx,
             filing: JoinSet::new(),
-            giving_up: Arc::new(AtomicBool::new(false)),
+            giving_up,
             summary: WorkerSummary::default(),
             last_publish: Instant::now(),
             idle_since: None,
