@@ -166,3 +166,31 @@ fn a_plan_pinned_to_an_unknown_or_wrong_endpoint_is_refused_with_its_line() {
     }
     assert!(rig.names_in("queue").is_empty(), "nothing was submitted");
 }
+
+/// `rigmind run` on a machine with no GPU (none declared, none faked) accepts a
+/// plan whose llm tasks an `[[endpoint]]` serves: its cpu workers run them.
+#[test]
+fn run_without_a_gpu_runs_llm_tasks_an_endpoint_serves() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = api(&rt, &["remote"]);
+    let rig = Rig::new();
+    rig.write(
+        "root/rig.toml",
+        &format!(
+            "{SAFETY}[[endpoint]]\nname = \"far\"\napi = \"openai\"\nurl = \"{}\"\nmodels = [\"remote\"]\n",
+            server.url()
+        ),
+    );
+    let plan = rig.write(
+        "plan.md",
+        "# Plan: far\n\n## Task: ask\n- task_class: llm\n- model: remote\n- output: answer.md\n\
+         - prompt: Say hello.\n",
+    );
+    let out = rig.rigmind(&["run", plan.to_str().unwrap(), "--workers", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let answer = std::fs::read_to_string(rig.dir.path().join("answer.md")).unwrap();
+    assert!(!answer.trim().is_empty());
+    let done = llm_tasks(&rig, "complete");
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["endpoint"], "far");
+}
