@@ -256,8 +256,17 @@ impl Containment {
         match &self.cgroup {
             Some(dir) => end_cgroup(dir).await,
             None => {
+                // A process in the middle of an exec shows an empty environment for
+                // a moment, so one scan that finds nothing is not proof: the task
+                // is over after two quiet scans in a row.
                 let deadline = tokio::time::Instant::now() + EMPTY_WAIT;
-                while crate::group::signal_task_processes(&self.task_id, libc::SIGKILL) > 0 {
+                let mut quiet = 0;
+                while quiet < 2 {
+                    if crate::group::signal_task_processes(&self.task_id, libc::SIGKILL) > 0 {
+                        quiet = 0;
+                    } else {
+                        quiet += 1;
+                    }
                     if tokio::time::Instant::now() > deadline {
                         tracing::warn!(task_id = %self.task_id, "processes of the task survive SIGKILL");
                         break;

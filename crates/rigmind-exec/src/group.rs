@@ -90,7 +90,10 @@ mod tests {
         };
         let mut mine = spawn("task-a");
         let mut other = spawn("task-b");
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // bash and both its sleeps (signal 0 only counts them).
+        eventually(10, "task-a's three processes", || {
+            signal_task_processes("task-a", 0) >= 3
+        });
         // Another task's id leaves the groups alone.
         assert_eq!(kill_task_group("task-c", None), 0);
         assert!(other.try_wait().unwrap().is_none());
@@ -98,8 +101,10 @@ mod tests {
         mine.wait().unwrap();
         let _ = other.kill();
         let _ = other.wait();
-        // Gone: nothing to do.
-        assert_eq!(kill_task_group("task-a", None), 0);
+        // Gone (a SIGKILLed process takes a moment to die): nothing to do.
+        eventually(10, "task-a's processes gone", || {
+            kill_task_group("task-a", None) == 0
+        });
     }
 
     #[test]

@@ -183,7 +183,13 @@ pub(crate) async fn run_contained(
         s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
     });
     // Whatever the command left running (background children, daemons that left
-    // its group) ends with it; then nothing holds the pipes any more.
+    // its group) ends with it; then nothing holds the pipes any more. The group
+    // first: a child that has not yet left it is caught whatever its environment
+    // shows at this instant.
+    if let Some(pg) = pgid {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
+        unsafe { libc::kill(-pg, libc::SIGKILL) };
+    }
     contained.end().await;
     finish_log(&mut outcome, (out, err), &log, killed).await;
     outcome.elapsed_secs = started.elapsed().as_secs_f64();
@@ -404,12 +410,13 @@ mod tests {
         format!("setsid sleep 300 & echo $! > {}; {then}", pidfile.display())
     }
 
-    /// An abort that is sent once `path` exists (the command has got that far).
+    /// An abort that is sent once `path` holds a whole line (the command has got that far).
     fn abort_once_exists(path: &Path) -> Abort {
         let (tx, rx) = watch::channel(false);
         let path = path.to_path_buf();
         tokio::spawn(async move {
-            while !path.exists() {
+            // The shell creates the file before it writes the pid: wait for the line.
+            while !std::fs::read_to_string(&path).is_ok_and(|s| s.ends_with('\n')) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let _ = tx.send(true);
