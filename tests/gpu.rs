@@ -149,6 +149,45 @@ fn one_card_swaps_between_script_and_llm_and_never_runs_both() {
         "{kinds:?}"
     );
     assert!(!rig.decisions_with(&["decision=unload_llm"]).is_empty());
+
+    // `rigmind report` tells the same story from the files, and draws it.
+    let loads = rig.decisions_with(&["decision=load_llm"]).len();
+    let unloads = rig.decisions_with(&["decision=unload_llm"]).len();
+    let svg = rig.dir.path().join("run.svg");
+    let out = rig.rigmind(&["report", &batch, "--svg", svg.to_str().unwrap()]);
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}{}", text(&out.stderr));
+    assert!(
+        report.contains(&format!("loads {loads}, unloads {unloads},")),
+        "{report}"
+    );
+    let gpu0 = report
+        .lines()
+        .find(|l| l.starts_with("gpu0 "))
+        .expect(&report);
+    let ran = rig
+        .tasks_in("complete")
+        .into_iter()
+        .filter(|t| t["batch_id"] == batch.as_str() && t["worker_id"] == "gpu0")
+        .count();
+    assert_eq!(
+        gpu0.split_whitespace().last(),
+        Some(ran.to_string().as_str()),
+        "{report}"
+    );
+    for task in ["transcribe", "summarize", "embed"] {
+        assert!(
+            report.lines().any(|l| l.starts_with(task)),
+            "{task}: {report}"
+        );
+    }
+    assert!(report.contains("failures 0, retries 0"), "{report}");
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.starts_with("<svg") && drawn.contains("live run: makespan"));
+    assert!(drawn.contains("load_llm on gpu0") && drawn.contains("unload_llm on gpu0"));
+    let unknown = rig.rigmind(&["report", "no-such-batch"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(text(&unknown.stderr).contains("no batch no-such-batch"));
 }
 
 /// The `heartbeat_at` stamp of a worker's state file.

@@ -53,10 +53,28 @@ pub enum Command {
     /// policy, GPU use, the lower bound. Exit 0 if some simulated policy finishes
     /// the plan, 1 if none does.
     Simulate(SimulateArgs),
+    /// What really happened to a batch: time per worker, swaps, failures, per task.
+    ///
+    /// Read from its batch record and task files: per worker its task, swap and idle
+    /// time, loads and unloads, failures and retries, per plan task the count, mean,
+    /// 95th percentile and tokens/s, the slowest tasks. `--svg` draws the Gantt chart
+    /// of the run as `simulate --svg` draws a prediction.
+    Report(ReportArgs),
     /// Run the brain (same as the `brain` binary).
     Brain(BrainArgs),
     /// Run a worker (same as the `worker` binary).
     Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The batch id.
+    pub batch: String,
+    /// Also write the run's Gantt chart (one row per worker) to this SVG file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    #[command(flatten)]
+    pub root: RootArg,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,7 @@ pub mod bound;
 pub mod compare;
 pub mod engine;
 pub mod noise;
+pub mod observed;
 pub mod round;
 pub mod svg;
 
@@ -37,5 +38,6 @@ pub use compare::{compare, compare_truth, estimate_warning, Comparison, PolicyCh
 pub use engine::{
     simulate, simulate_truth, GpuTimeline, Segment, SegmentKind, SimError, SimResult,
 };
+pub use observed::observed;
 pub use rigmind_decide::resources::RmPolicy;
 pub use svg::svg;

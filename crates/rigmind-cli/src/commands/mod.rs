@@ -1,5 +1,6 @@
 //! One function per command; each returns the process exit code.
 
+mod report;
 mod retry;
 mod run;
 mod simulate;
@@ -30,6 +31,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Cancel(a) => submit::cancel(a),
         Command::Gpus(a) => gpus(a),
         Command::Simulate(a) => simulate::simulate(a),
+        Command::Report(a) => report::report(a),
         Command::Brain(a) => brain(a),
         Command::Worker(a) => worker(a),
     }
