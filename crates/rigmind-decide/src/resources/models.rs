@@ -353,6 +353,59 @@ pub(super) fn assign(view: &RigView, actions: Vec<RmAction>) -> Vec<RmAction> {
     out
 }
 
+/// What rig.toml's sizes make impossible in a plan, at the task's line: an llm
+/// task (no `[[endpoint]]` serving it) whose model's `[[model]] vram_mb` fits no
+/// `[[gpu]]` with an LLM server, every such card's `vram_mb` being given (a card
+/// of unknown size may fit it: its worker reads the real size).
+pub fn model_errors(
+    plan: &rigmind_plan::ExpandedPlan,
+    config: &rigmind_config::RigConfig,
+) -> Vec<rigmind_plan::Diagnostic> {
+    let sizes = ModelSizes::of(config);
+    let cards: Vec<Option<u64>> = config
+        .gpus
+        .iter()
+        .filter(|g| g.llm_server().is_some())
+        .map(|g| g.vram_mb)
+        .collect();
+    if cards.is_empty() || cards.iter().any(|c| c.is_none()) {
+        return Vec::new();
+    }
+    let largest = cards.iter().flatten().max().copied().unwrap_or(0);
+    let ladder = crate::ladder::Ladder::of(config);
+    let mut out: Vec<rigmind_plan::Diagnostic> = Vec::new();
+    for j in plan
+        .jobs
+        .iter()
+        .filter(|j| j.task_class == rigmind_types::TaskClass::Llm)
+    {
+        let model = crate::tasks::start_model(j, config, &ladder);
+        if ladder
+            .endpoint_for(&model, j.llm.endpoint.as_deref())
+            .is_some()
+            || cards.iter().any(|c| sizes.fits(*c, &model))
+        {
+            continue;
+        }
+        let d = rigmind_plan::Diagnostic {
+            path: plan.path.clone(),
+            line: j.line,
+            severity: rigmind_plan::Severity::Error,
+            message: format!(
+                "task '{}': model '{model}' needs {} MB ([[model]] vram_mb) and no [[gpu]] can hold it: the largest card has {largest} MB, less vram_margin_mb {} leaves {} MB",
+                j.plan_task_id,
+                sizes.need(&model).unwrap_or(0),
+                sizes.margin_mb,
+                largest.saturating_sub(sizes.margin_mb)
+            ),
+        };
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testkit::*;
@@ -511,5 +564,37 @@ mod tests {
         small.running = Some(TaskClass::Llm);
         let a = decide(&rig(RmPolicy::Adaptive, vec![small, big], w));
         assert_eq!(unloads(&a), vec!["w2"], "{a:?}");
+    }
+
+    #[test]
+    fn a_model_no_card_can_hold_is_an_error_at_its_task() {
+        let plan = |model: &str| {
+            let text = format!(
+                "# Plan: p\n\n## Task: judge\n- task_class: llm\n- model: {model}\n- for_each: [a, b]\n- prompt: hi {{item}}\n"
+            );
+            let p = rigmind_plan::parse_str(std::path::Path::new("p.md"), &text).unwrap();
+            rigmind_plan::expand(&p, &Default::default()).unwrap()
+        };
+        let rig = |gpus: &str| {
+            let text = format!("[[model]]\nname = \"qwen2.5:14b\"\nvram_mb = 10500\n{gpus}");
+            rigmind_config::RigConfig::parse(std::path::Path::new("rig.toml"), &text).unwrap()
+        };
+        let gpu = |i: u32, mb: &str| {
+            format!("\n[[gpu]]\nindex = {i}\nollama = \"http://127.0.0.1:1143{i}\"\n{mb}\n")
+        };
+        let small = rig(&(gpu(0, "vram_mb = 6144") + &gpu(1, "vram_mb = 8192")));
+        let e = model_errors(&plan("qwen2.5:14b"), &small);
+        assert_eq!(e.len(), 1, "one finding for the fanned-out task: {e:?}");
+        assert_eq!(e[0].line, 3);
+        assert_eq!(
+            e[0].message,
+            "task 'judge': model 'qwen2.5:14b' needs 10500 MB ([[model]] vram_mb) and no [[gpu]] can hold it: the largest card has 8192 MB, less vram_margin_mb 512 leaves 7680 MB"
+        );
+        assert!(model_errors(&plan("qwen2.5:7b"), &small).is_empty());
+        // A big card, or one of unknown size, may hold it.
+        let big = rig(&(gpu(0, "vram_mb = 6144") + &gpu(1, "vram_mb = 24576")));
+        assert!(model_errors(&plan("qwen2.5:14b"), &big).is_empty());
+        let unknown = rig(&(gpu(0, "vram_mb = 6144") + &gpu(1, "")));
+        assert!(model_errors(&plan("qwen2.5:14b"), &unknown).is_empty());
     }
 }
