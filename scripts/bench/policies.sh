@@ -7,7 +7,8 @@
 # Each workload runs twice: as written (every task takes its estimate), and noisy
 # (`rigmind simulate --noise 1`: estimates off by a seeded factor of 0.5 to 2 per plan
 # task, heavy-tailed run times per task; the lower bound is the true times'); each
-# kind has its own geometric mean.
+# kind has its own geometric mean. A workload NAME.md runs on plans/workloads/rig-NAME.toml
+# instead when that file exists (two-models.md: cards of two sizes, two models).
 #
 # Usage: scripts/bench/policies.sh [--write]
 #   --write   also replace the text between `<!-- policies:begin -->` and
@@ -20,7 +21,7 @@ write=0
 for arg in "$@"; do
   case "$arg" in
     --write) write=1 ;;
-    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "policies.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -65,13 +66,19 @@ args=()
 for noisy in 0 1; do
   for plan in "${workloads[@]}"; do
     name=$(basename "$plan" .md)
+    # A workload NAME.md with a rig of its own, rig-NAME.toml beside it, runs there.
+    wl_rig=$rig
+    if [ -f "plans/workloads/rig-$name.toml" ]; then
+      wl_rig=plans/workloads/rig-$name.toml
+      name="$name (on rig-$name.toml)"
+    fi
     extra=()
     if [ "$noisy" = 1 ]; then
       extra=(--noise "$seed")
       name="$name (noisy)"
     fi
     out="$work/$name.json"
-    if ! "$bin" simulate "$plan" --rig "$rig" --policy all "${extra[@]}" --json > "$out" 2> "$work/$name.err"; then
+    if ! "$bin" simulate "$plan" --rig "$wl_rig" --policy all "${extra[@]}" --json > "$out" 2> "$work/$name.err"; then
       echo "policies.sh: rigmind simulate $plan ${extra[*]} failed:" >&2
       cat "$work/$name.err" >&2
       exit 1

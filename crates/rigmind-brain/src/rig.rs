@@ -258,8 +258,20 @@ impl ResourceManager {
                 // A worker told not to take llm work never gets a load.
                 llm_capable: w.llm_url.is_some() && w.classes.contains(&TaskClass::Llm),
                 cooling_down: self.cool_down.contains_key(&w.worker_id),
+                vram_mb: self.card_vram_mb(w),
             })
             .collect()
+    }
+
+    /// A card's memory: its `[[gpu]]` entry's `vram_mb`, else the total its worker
+    /// read through NVML (or the fake).
+    fn card_vram_mb(&self, w: &WorkerState) -> Option<u64> {
+        self.config
+            .gpus
+            .iter()
+            .find(|g| g.worker == w.worker_id)
+            .and_then(|g| g.vram_mb)
+            .or_else(|| w.telemetry.as_ref().map(|t| t.memory_total_mb))
     }
 
     fn send(

@@ -58,7 +58,8 @@ pub fn load_plan(path: &Path, config: &RigConfig) -> Result<ExpandedPlan, PlanEr
             retries: config.defaults.retries,
         },
     )?;
-    let errors = rigmind_decide::tasks::endpoint_errors(&plan, config);
+    let mut errors = rigmind_decide::tasks::endpoint_errors(&plan, config);
+    errors.extend(rigmind_decide::resources::model_errors(&plan, config));
     if !errors.is_empty() {
         return Err(PlanError {
             diagnostics: errors.into_iter().chain(plan.warnings).collect(),

@@ -48,6 +48,18 @@ pub struct RigConfig {
     pub escalation: Escalation,
     /// `[scheduling]`: the claim order.
     pub scheduling: Scheduling,
+    /// `[[model]]`: the memory each named model takes on a card.
+    pub models: Vec<Model>,
+}
+
+/// A model's size (`[[model]]`): a card holds it only when the card's memory less
+/// `[llm] vram_margin_mb` is at least `vram_mb`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// The model's name, canonical (`qwen2.5:14b`; `llama3.3` is `llama3.3:latest`).
+    pub name: String,
+    /// The memory it takes on a card, in MB.
+    pub vram_mb: u64,
 }
 
 /// The claim order's settings (`[scheduling]`).
@@ -87,6 +99,9 @@ pub struct Llm {
     pub load_seconds: f64,
     pub unload_seconds: f64,
     pub keep_alive: String,
+    /// Memory a card keeps beside a model (the server's own context and buffers):
+    /// a card fits a model when its `vram_mb` less this is at least the model's.
+    pub vram_margin_mb: u64,
 }
 
 /// How the brain moves GPUs between their LLM and script states.
@@ -149,6 +164,7 @@ impl Default for RigConfig {
                 load_seconds: 120.0,
                 unload_seconds: 10.0,
                 keep_alive: "-1".into(),
+                vram_margin_mb: 512,
             },
             resource_manager: ResourceManager {
                 policy: Policy::Adaptive,
@@ -171,6 +187,7 @@ impl Default for RigConfig {
             scheduling: Scheduling {
                 aging_seconds_per_level: 300.0,
             },
+            models: Vec::new(),
         }
     }
 }
@@ -199,6 +216,15 @@ struct RawFile {
     escalation: Option<toml::Spanned<endpoint::RawEscalation>>,
     #[serde(default)]
     scheduling: RawScheduling,
+    #[serde(default)]
+    model: Vec<toml::Spanned<RawModel>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: String,
+    vram_mb: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -237,6 +263,7 @@ struct RawLlm {
     load_seconds: Option<f64>,
     unload_seconds: Option<f64>,
     keep_alive: Option<String>,
+    vram_margin_mb: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -353,6 +380,7 @@ impl RigConfig {
         cfg.llm.load_seconds = l.load_seconds.unwrap_or(cfg.llm.load_seconds);
         cfg.llm.unload_seconds = l.unload_seconds.unwrap_or(cfg.llm.unload_seconds);
         cfg.llm.keep_alive = l.keep_alive.unwrap_or(cfg.llm.keep_alive);
+        cfg.llm.vram_margin_mb = l.vram_margin_mb.unwrap_or(cfg.llm.vram_margin_mb);
         if cfg.llm.backend != "ollama" {
             return Err(invalid(
                 1,
@@ -377,6 +405,7 @@ impl RigConfig {
         cfg.groups = raw.groups;
         cfg.gpus = gpus(raw.gpu, &line_of, &invalid)?;
         cfg.endpoints = endpoints(raw.endpoint, &line_of, &invalid)?;
+        cfg.models = models(raw.model, &line_of, &invalid)?;
         if let Some(esc) = raw.escalation {
             let line = line_of(esc.span().start);
             cfg.escalation =
@@ -428,6 +457,52 @@ fn gpus(
         });
     }
     Ok(gpus)
+}
+
+/// The `[[model]]` entries, checked: a name, canonical, given once; a size above 0.
+fn models(
+    raw: Vec<toml::Spanned<RawModel>>,
+    line_of: &dyn Fn(usize) -> usize,
+    invalid: &dyn Fn(usize, String) -> ConfigError,
+) -> Result<Vec<Model>, ConfigError> {
+    let mut out: Vec<Model> = Vec::new();
+    for m in raw {
+        let line = line_of(m.span().start);
+        let m = m.into_inner();
+        let name = rigmind_types::canonical_model(m.name.trim());
+        if m.name.trim().is_empty() {
+            return Err(invalid(line, "[[model]] name: must not be empty".into()));
+        }
+        if m.vram_mb == 0 {
+            return Err(invalid(
+                line,
+                format!("[[model]] '{name}': vram_mb must be more than 0"),
+            ));
+        }
+        if out.iter().any(|o| o.name == name) {
+            return Err(invalid(
+                line,
+                format!("[[model]] name: '{name}' is declared twice"),
+            ));
+        }
+        out.push(Model {
+            name,
+            vram_mb: m.vram_mb,
+        });
+    }
+    Ok(out)
+}
+
+impl RigConfig {
+    /// The memory `model` takes on a card, as a `[[model]]` entry gives it
+    /// (`None`: not declared, it fits any card).
+    pub fn model_vram_mb(&self, model: &str) -> Option<u64> {
+        let name = rigmind_types::canonical_model(model);
+        self.models
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.vram_mb)
+    }
 }
 
 /// `[scheduling]` over the defaults `d`, checked.
@@ -669,6 +744,34 @@ after_failures = 3
         )
         .unwrap();
         assert_eq!(c.endpoints[0].max_concurrent, None, "0 means unlimited");
+    }
+
+    #[test]
+    fn models_read_with_their_sizes_and_bad_ones_name_the_line() {
+        let c = RigConfig::parse(
+            Path::new("rig.toml"),
+            "[llm]\nvram_margin_mb = 300\n\n[[model]]\nname = \"qwen2.5:14b\"\nvram_mb = 10500\n\n[[model]]\nname = \"llama3.3\"\nvram_mb = 4000\n",
+        )
+        .unwrap();
+        assert_eq!(c.llm.vram_margin_mb, 300);
+        assert_eq!(c.model_vram_mb("qwen2.5:14b"), Some(10500));
+        assert_eq!(c.model_vram_mb("llama3.3:latest"), Some(4000));
+        assert_eq!(c.model_vram_mb("qwen2.5:7b"), None);
+        assert_eq!(RigConfig::default().llm.vram_margin_mb, 512);
+        let e = err("[logs]\n\n[[model]]\nname = \"a\"\nvram_mb = 0\n");
+        assert_eq!(
+            e,
+            "rig.toml:3: [[model]] 'a:latest': vram_mb must be more than 0"
+        );
+        let e = err(
+            "[[model]]\nname = \"a\"\nvram_mb = 1\n[[model]]\nname = \"a:latest\"\nvram_mb = 2\n",
+        );
+        assert!(
+            e.starts_with("rig.toml:4: [[model]] name: 'a:latest' is declared twice"),
+            "{e}"
+        );
+        let e = err("[[model]]\nname = \"a\"\n");
+        assert!(e.contains("vram_mb"), "{e}");
     }
 
     fn err(text: &str) -> String {

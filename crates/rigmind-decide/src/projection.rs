@@ -480,6 +480,7 @@ mod tests {
                 load_secs: 100.0,
                 unload_secs: 10.0,
                 groups: Default::default(),
+                models: Default::default(),
             },
             cards: (0..cards)
                 .map(|i| Card {
@@ -493,6 +494,7 @@ mod tests {
                     llm_capable: true,
                     cooling_down: false,
                     load_secs: 100.0,
+                    vram_mb: None,
                 })
                 .collect(),
             work,

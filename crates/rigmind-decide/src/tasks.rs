@@ -84,7 +84,7 @@ pub fn card_llm_jobs(plan: &ExpandedPlan, config: &RigConfig) -> usize {
 
 /// The model an llm job starts on: its own (or rig.toml's default), moved to
 /// the tier it starts on.
-fn start_model(j: &rigmind_plan::Job, config: &RigConfig, ladder: &Ladder) -> String {
+pub(crate) fn start_model(j: &rigmind_plan::Job, config: &RigConfig, ladder: &Ladder) -> String {
     let model = j
         .llm
         .model

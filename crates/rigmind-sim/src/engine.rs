@@ -111,6 +111,8 @@ pub struct SimResult {
     pub brain_segments: Vec<Segment>,
     pub loads: usize,
     pub unloads: usize,
+    /// Every load started: when (virtual seconds), on which worker, which model.
+    pub loaded: Vec<(f64, String, String)>,
     /// Plan-task seconds summed over the GPUs / (makespan × GPUs).
     pub gpu_busy_fraction: f64,
     pub tasks_completed: usize,
@@ -216,6 +218,7 @@ struct Sim<'a> {
     last_change: Us,
     loads: usize,
     unloads: usize,
+    loaded: Vec<(f64, String, String)>,
     completed: usize,
 }
 
@@ -328,6 +331,7 @@ impl<'a> Sim<'a> {
             last_change: 0,
             loads: 0,
             unloads: 0,
+            loaded: Vec::new(),
             completed: 0,
         }
     }
@@ -432,6 +436,25 @@ impl<'a> Sim<'a> {
         Err(self.runaway(1000, "the brain's decisions never settle"))
     }
 
+    /// A load of a model onto a card too small for it is a policy's error: no
+    /// policy may decide one (`resources::ModelSizes::fits`).
+    fn no_load_too_big(&self, wi: usize, item: &Item) -> Result<(), SimError> {
+        let w = &self.workers[wi];
+        let model = flight_model(item);
+        if self.cfg.models.fits(w.vram_mb, &model) {
+            return Ok(());
+        }
+        Err(SimError::Unsupported {
+            policy: self.name(),
+            what: format!(
+                "load_llm of {model} ({} MB) on worker '{}', whose card has {} MB",
+                self.cfg.models.need(&model).unwrap_or(0),
+                w.id,
+                w.vram_mb.unwrap_or(0)
+            ),
+        })
+    }
+
     /// A released job goes into the virtual queue, or, an `executor: brain` one,
     /// starts at once: the brain claims and runs its own tasks.
     fn enqueue(&mut self, job: usize) {
@@ -476,6 +499,7 @@ impl<'a> Sim<'a> {
                 in_mode_secs: secs(self.now - w.state_since),
                 llm_capable: w.llm_capable,
                 cooling_down: false,
+                vram_mb: w.vram_mb,
             })
             .collect()
     }
@@ -591,7 +615,10 @@ impl<'a> Sim<'a> {
                         ),
                     });
                 }
+                self.no_load_too_big(wi, &item)?;
                 self.loads += 1;
+                self.loaded
+                    .push((secs(now), self.workers[wi].id.clone(), flight_model(&item)));
                 (
                     LOAD_LLM.to_string(),
                     TaskClass::Resource,
@@ -863,9 +890,18 @@ impl<'a> Sim<'a> {
             brain_segments: clip(&self.brain_segments),
             loads: self.loads,
             unloads: self.unloads,
+            loaded: self.loaded.clone(),
             gpu_busy_fraction,
             tasks_completed: self.completed,
         }
+    }
+}
+
+/// The model of a load (empty for anything else).
+fn flight_model(item: &Item) -> String {
+    match item {
+        Item::Load { model } => model.clone(),
+        _ => String::new(),
     }
 }
 

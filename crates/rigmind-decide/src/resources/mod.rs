@@ -16,8 +16,9 @@
 //! batches, `proportional`), `phases`, `static_cards` and `on_demand` — over the
 //! shared pieces: `demand` (the work, summed), `cards` (which cards may move, and
 //! the actions that move them), `work` (the view's work from a brain's state) and
-//! `observed` (the cards from what their workers publish, and the resource tasks).
-//! This file holds the types, [`decide`] and the model swaps every policy shares.
+//! `observed` (the cards from what their workers publish, and the resource tasks)
+//! and `models` (which card holds which model: sizes, switches, each load's model).
+//! This file holds the types and [`decide`].
 
 use std::collections::BTreeMap;
 
@@ -30,6 +31,7 @@ mod adaptive;
 mod cards;
 mod demand;
 mod hysteresis;
+mod models;
 #[cfg(test)]
 mod no_losing_moves;
 mod observed;
@@ -43,11 +45,9 @@ mod work;
 
 pub use crate::estimate::DEFAULT_ESTIMATE_SECS;
 pub use adaptive::PROJECT_AT_MOST;
+pub use models::{model_errors, ModelSizes};
 pub use observed::{task_of, view_of, CardFacts, InFlight};
 pub use work::{estimate_of, estimates_of, left_of, work_of};
-
-use cards::unload;
-use demand::{demand, wanted_model};
 
 /// How cards are moved between their states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +87,10 @@ pub struct RmConfig {
     pub unload_secs: f64,
     /// Concurrency groups (rig.toml `[groups]`): the projection honours them.
     pub groups: BTreeMap<String, u32>,
+    /// The models' sizes (`[[model]]`) and the margin a card keeps
+    /// (`[llm] vram_margin_mb`): no card is loaded with a model it cannot hold.
+    #[serde(default)]
+    pub models: ModelSizes,
 }
 
 impl RmConfig {
@@ -108,6 +112,7 @@ impl RmConfig {
             load_secs: cfg.llm.load_seconds,
             unload_secs: cfg.llm.unload_seconds,
             groups: cfg.groups.clone(),
+            models: ModelSizes::of(cfg),
         }
     }
 }
@@ -154,6 +159,9 @@ pub struct Card {
     /// How long loading the model takes on it: `load_secs`, or what was learned
     /// of its loads ([`crate::estimate::load_of`]).
     pub load_secs: f64,
+    /// Its memory in MB (`[[gpu]] vram_mb`, else the worker's NVML reading; `None`:
+    /// unknown, it fits every model).
+    pub vram_mb: Option<u64>,
 }
 
 impl Card {
@@ -221,18 +229,21 @@ impl RmAction {
 
 /// What should change now, in the order to apply it. Each reason ends with the
 /// estimates the decision weighed (`estimates: prep=learned:7.4s n=3, ...`).
+/// Which model each load takes, and on which card, is [`models`]'s: the policy
+/// says how many cards turn.
 pub fn decide(view: &RigView) -> Vec<RmAction> {
     let cfg = &view.config;
-    let swaps = model_swaps(view);
+    let swaps = models::switches(view);
     let mut actions = if !swaps.is_empty() {
         swaps
     } else {
-        match cfg.policy {
+        let by_policy = match cfg.policy {
             RmPolicy::Static { llm_cards } => static_cards::decide(view, llm_cards),
             RmPolicy::Phases => phases::decide(view),
             RmPolicy::OnDemand => on_demand::decide(view),
             RmPolicy::Adaptive => adaptive::decide(view),
-        }
+        };
+        models::assign(view, by_policy)
     };
     if let Some(note) = estimates_note(view) {
         for a in &mut actions {
@@ -260,52 +271,6 @@ fn estimates_note(view: &RigView) -> Option<String> {
         parts.push(format!("{} more", view.estimates.len() - SHOWN));
     }
     Some(format!("; estimates: {}", parts.join(", ")))
-}
-
-/// Whatever the policy: when ready llm work needs a model that no card holds or is
-/// loading, a free card whose model has no ready work is unloaded (the next round
-/// loads the model wanted); so is a free card whose model no work left needs while
-/// another model's work waits. Without this a plan using two models could wait for
-/// ever.
-fn model_swaps(view: &RigView) -> Vec<RmAction> {
-    let d = demand(view, 0.0);
-    if d.left_llm_n == 0 {
-        return Vec::new();
-    }
-    let wanted = wanted_model(view, &d);
-    let held = |m: &str| {
-        view.cards
-            .iter()
-            .any(|c| c.mode.is_llm() && c.model.as_deref() == Some(m))
-    };
-    let starved = d.ready_by_model.keys().any(|m| !held(m));
-    let mut out = Vec::new();
-    for c in view
-        .cards
-        .iter()
-        .filter(|c| c.mode == CardMode::Llm && c.free() && !c.cooling_down)
-    {
-        let m = c.model.clone().unwrap_or_default();
-        if m == wanted {
-            continue;
-        }
-        let needed = d.by_model.get(&m).copied().unwrap_or(0.0) > 0.0;
-        let ready = d.ready_by_model.get(&m).copied().unwrap_or(0.0) > 0.0;
-        if !needed {
-            out.push(unload(
-                c,
-                format!("no llm work left for model {m}; {wanted} is wanted"),
-            ));
-        } else if starved && !ready && out.is_empty() {
-            out.push(unload(
-                c,
-                format!(
-                    "llm work for {wanted} is ready and no card holds it; nothing ready needs {m}"
-                ),
-            ));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -39,6 +39,9 @@ pub struct CardFacts {
     pub llm_capable: bool,
     /// A resource task for it failed a moment ago.
     pub cooling_down: bool,
+    /// Its memory in MB: `[[gpu]] vram_mb`, else its worker's NVML reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram_mb: Option<u64>,
 }
 
 /// A resource task written and not yet seen finished.
@@ -101,6 +104,7 @@ impl Card {
             in_mode_secs: facts.in_mode_secs,
             llm_capable: facts.llm_capable,
             cooling_down: facts.cooling_down,
+            vram_mb: facts.vram_mb,
         }
     }
 }

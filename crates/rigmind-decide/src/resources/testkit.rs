@@ -16,6 +16,7 @@ pub(super) fn cfg(policy: RmPolicy) -> RmConfig {
         load_secs: 120.0,
         unload_secs: 10.0,
         groups: BTreeMap::new(),
+        models: Default::default(),
     }
 }
 
@@ -31,6 +32,7 @@ pub(super) fn card(worker: &str, mode: CardMode) -> Card {
         llm_capable: true,
         cooling_down: false,
         load_secs: 120.0,
+        vram_mb: None,
     }
 }
 
