@@ -3,6 +3,7 @@
 mod retry;
 mod run;
 mod simulate;
+mod simulate_root;
 mod status;
 mod submit;
 

@@ -295,19 +295,7 @@ fn print_tables(s: &Status) {
 /// brought it up to date for over two minutes (it rewrites it each minute).
 fn eta_line(b: &BatchRecord, now: chrono::DateTime<Utc>) -> Option<String> {
     let eta = b.eta.filter(|_| !b.state.is_done())?;
-    let local = eta.with_timezone(&chrono::Local);
-    let today = now.with_timezone(&chrono::Local).date_naive() == local.date_naive();
-    let shown = if today {
-        local.format("%H:%M:%S").to_string()
-    } else {
-        local.format("%Y-%m-%d %H:%M:%S").to_string()
-    };
-    let left = (eta - now).num_seconds();
-    let when = if left >= 0 {
-        format!("in {}", span(left))
-    } else {
-        format!("due {} ago", span(-left))
-    };
+    let (shown, when) = (clock(eta, now), from_now(eta, now));
     let age = b.eta_computed_at.map_or(0, |c| (now - c).num_seconds());
     let stale = if age > 120 {
         format!(", computed {} ago", span(age))
@@ -317,8 +305,28 @@ fn eta_line(b: &BatchRecord, now: chrono::DateTime<Utc>) -> Option<String> {
     Some(format!("eta {shown} ({when}{stale})"))
 }
 
+/// `14:05:31` in local time, with the date when not today.
+pub(crate) fn clock(t: chrono::DateTime<Utc>, now: chrono::DateTime<Utc>) -> String {
+    let local = t.with_timezone(&chrono::Local);
+    if now.with_timezone(&chrono::Local).date_naive() == local.date_naive() {
+        local.format("%H:%M:%S").to_string()
+    } else {
+        local.format("%Y-%m-%d %H:%M:%S").to_string()
+    }
+}
+
+/// `in 3m12s`, or `due 12s ago` for a time passed.
+pub(crate) fn from_now(t: chrono::DateTime<Utc>, now: chrono::DateTime<Utc>) -> String {
+    let left = (t - now).num_seconds();
+    if left >= 0 {
+        format!("in {}", span(left))
+    } else {
+        format!("due {} ago", span(-left))
+    }
+}
+
 /// `3m12s`, `2h05m`, `45s`.
-fn span(secs: i64) -> String {
+pub(crate) fn span(secs: i64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
