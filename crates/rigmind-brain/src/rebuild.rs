@@ -13,6 +13,25 @@ use std::path::PathBuf;
 use crate::observe::{holder_of, status_at, Place};
 use crate::state::{Batch, BrainState, Job, JobStatus, JobWork};
 
+/// Whether a rebuild may set the files right as it reads them (a brain's start),
+/// or only reads (`rigmind simulate --root`, beside a live brain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Duplicates removed, manifests queued, bad files moved aside, lost tasks
+    /// re-created, unbuildable batches failed; each logged.
+    Start,
+    /// Nothing under the root is written: what a start would fix is taken as it
+    /// would be fixed (a lost or unqueued task as one to run again), or the batch
+    /// is left out.
+    ReadOnly,
+}
+
+impl Mode {
+    fn writes(self) -> bool {
+        self == Mode::Start
+    }
+}
+
 /// Every public file, grouped by batch: file name -> places.
 type Public = HashMap<String, BTreeMap<String, Vec<TaskDir>>>;
 
@@ -36,7 +55,30 @@ struct ReadJob {
 /// rebuilt fails alone (`decision=batch_failed`, its record marked failed): one bad
 /// batch never stops a brain from starting.
 pub fn rebuild(layout: &Layout, logs: &Logs, config: &RigConfig) -> Result<BrainState, QueueError> {
+    Ok(rebuild_as(layout, logs, config, Mode::Start)?.0)
+}
+
+/// [`rebuild`] without writing anything under the root: the state a brain
+/// starting now would have, for simulating the rest (`rigmind simulate --root`).
+/// A task a start would re-create (its file lost) or queue (a submission's
+/// manifest) counts as one to run again; a batch a start would fail is left out,
+/// named in the lines returned beside the state.
+pub fn rebuild_read_only(
+    layout: &Layout,
+    config: &RigConfig,
+) -> Result<(BrainState, Vec<String>), QueueError> {
+    rebuild_as(layout, &Logs::new(layout), config, Mode::ReadOnly)
+}
+
+/// The rebuild in either mode, with the batches left out (read-only) and why.
+fn rebuild_as(
+    layout: &Layout,
+    logs: &Logs,
+    config: &RigConfig,
+    mode: Mode,
+) -> Result<(BrainState, Vec<String>), QueueError> {
     let mut state = BrainState::default();
+    let mut left_out = Vec::new();
     let mut public: Public = HashMap::new();
     for d in TaskDir::ALL {
         for name in fsio::list_names(&layout.dir(d))? {
@@ -55,25 +97,31 @@ pub fn rebuild(layout: &Layout, logs: &Logs, config: &RigConfig) -> Result<Brain
     for record in BatchRecord::read_all(layout)? {
         let record = match record {
             Ok(r) => r,
-            Err(e) => {
+            Err(e) if mode.writes() => {
                 logs.decision(&Decision::new("skip_batch").kv("reason", e))?;
+                continue;
+            }
+            Err(e) => {
+                left_out.push(e.to_string());
                 continue;
             }
         };
         let mine = public.remove(&record.batch_id).unwrap_or_default();
-        match rebuild_batch(layout, logs, config, &record, mine) {
+        match rebuild_batch(layout, logs, config, &record, mine, mode) {
             Ok((batch, invalid)) => {
                 state.insert(batch);
-                for (path, reason) in invalid {
+                // Read-only, the task is a definition error in the state already.
+                for (path, reason) in invalid.into_iter().filter(|_| mode.writes()) {
                     crate::observe::reject(layout, logs, &mut state, &path, &reason);
                 }
             }
-            Err(reason) => fail_batch(layout, logs, record, &reason)?,
+            Err(reason) if mode.writes() => fail_batch(layout, logs, record, &reason)?,
+            Err(reason) => left_out.push(format!("batch {}: {reason}", record.batch_id)),
         }
     }
     relearn(layout, &mut state);
     relearn_loads(layout, &mut state);
-    Ok(state)
+    Ok((state, left_out))
 }
 
 /// At most this many of the latest completed `load_llm` tasks are read back at start.
@@ -175,11 +223,14 @@ fn rebuild_batch(
     config: &RigConfig,
     record: &BatchRecord,
     mut mine: BTreeMap<String, Vec<TaskDir>>,
+    mode: Mode,
 ) -> Result<(Batch, Vec<(PathBuf, String)>), String> {
     let batch_id = record.batch_id.clone();
     let err = |e: QueueError| e.to_string();
-    // A submission that stopped while queueing its ready tasks: finish it.
-    if let Some(ready) = crate::submit::read_manifest(layout, &batch_id) {
+    // A submission that stopped while queueing its ready tasks: finish it (read
+    // only, its unqueued tasks are found missing and re-created below).
+    let manifest = crate::submit::read_manifest(layout, &batch_id).filter(|_| mode.writes());
+    if let Some(ready) = manifest {
         crate::submit::queue_manifest(layout, logs, &batch_id, &ready, |name| {
             mine.contains_key(name)
         })
@@ -202,7 +253,8 @@ fn rebuild_batch(
     let mut retry_at = Vec::new();
     let mut invalid: Vec<(PathBuf, String)> = Vec::new();
     for (file_name, places) in files {
-        let Some(read) = read_job(layout, logs, &batch_id, file_name, places).map_err(err)? else {
+        let Some(read) = read_job(layout, logs, &batch_id, file_name, places, mode).map_err(err)?
+        else {
             continue;
         };
         // Every job read gets its edges back: pending ones wait on them, failed
@@ -216,7 +268,14 @@ fn rebuild_batch(
         }
         jobs.push(read.job);
     }
-    recover_missing(layout, logs, config, record, &mut jobs, &mut pending_deps)?;
+    recover_missing(
+        layout,
+        logs,
+        config,
+        record,
+        (&mut jobs, &mut pending_deps),
+        mode,
+    )?;
     resolve_dependencies(&mut jobs, pending_deps);
     let mut batch = Batch::new(record.clone(), jobs);
     batch.retry_at.extend(retry_at);
@@ -234,8 +293,8 @@ fn recover_missing(
     logs: &Logs,
     config: &RigConfig,
     record: &BatchRecord,
-    jobs: &mut Vec<Job>,
-    pending_deps: &mut Vec<(usize, Vec<String>)>,
+    (jobs, pending_deps): (&mut Vec<Job>, &mut Vec<(usize, Vec<String>)>),
+    mode: Mode,
 ) -> Result<(), String> {
     let want = record.counts.total;
     if jobs.len() >= want {
@@ -264,25 +323,38 @@ fn recover_missing(
         t.failure_kind = Some(FailureKind::LostWorker);
         t.error = Some(reason.to_string());
         t.finished_at = Some(rigmind_queue::time::now());
-        let name = t.file_name();
-        t.write_named(&layout.dir(TaskDir::Failed), &name, fsio::Sync::Dir)
-            .map_err(|e| e.to_string())?;
-        logs.decision(
-            &Decision::new("lost")
-                .kv("batch", &record.batch_id)
-                .kv("task", &t.name)
-                .kv("plan_task_id", &t.plan_task_id)
-                .kv("failure_kind", FailureKind::LostWorker)
-                .kv("recreated_from", "plan")
-                .kv("reason", reason),
-        )
-        .map_err(|e| e.to_string())?;
+        if mode.writes() {
+            file_lost(layout, logs, record, &t, reason)?;
+        }
         pending_deps.push((jobs.len(), t.depends_on.clone()));
         let mut job = crate::submit::job_of(&t, Vec::new());
         job.status = JobStatus::Failed(crate::observe::failure_info(&t));
         jobs.push(job);
     }
     Ok(())
+}
+
+/// Files a task re-created from the plan in `failed/` as lost, and logs it.
+fn file_lost(
+    layout: &Layout,
+    logs: &Logs,
+    record: &BatchRecord,
+    t: &TaskFile,
+    reason: &str,
+) -> Result<(), String> {
+    let name = t.file_name();
+    t.write_named(&layout.dir(TaskDir::Failed), &name, fsio::Sync::Dir)
+        .map_err(|e| e.to_string())?;
+    logs.decision(
+        &Decision::new("lost")
+            .kv("batch", &record.batch_id)
+            .kv("task", &t.name)
+            .kv("plan_task_id", &t.plan_task_id)
+            .kv("failure_kind", FailureKind::LostWorker)
+            .kv("recreated_from", "plan")
+            .kv("reason", reason),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Reads one task of a batch from the places its file was listed in: the latest
@@ -293,6 +365,7 @@ fn read_job(
     batch_id: &str,
     file_name: String,
     mut places: Vec<Place>,
+    mode: Mode,
 ) -> Result<Option<ReadJob>, QueueError> {
     let Some(tn) = TaskName::parse(&file_name) else {
         return Ok(None);
@@ -303,6 +376,9 @@ fn read_job(
     let mut bad_copies: Vec<(PathBuf, String)> = Vec::new();
     for place in &places {
         let path = place.dir(layout, batch_id).join(&file_name);
+        if kept.is_some() && !mode.writes() {
+            continue;
+        }
         if kept.is_some() {
             fsio::remove_if_exists(&path)?;
             logs.decision(
@@ -326,7 +402,10 @@ fn read_job(
         }
         match TaskFile::read(&path) {
             Ok(mut t) => {
-                if *place == Place::Public(TaskDir::Queue) && t.released_by.is_none() {
+                if *place == Place::Public(TaskDir::Queue)
+                    && t.released_by.is_none()
+                    && mode.writes()
+                {
                     // Put there while no brain ran, or by an older rigmind: nobody
                     // can tell which, so it is logged as a hand task and let in.
                     crate::observe::note_hand_task(logs, &path, &mut t);
@@ -354,7 +433,7 @@ fn read_job(
     let mut invalid = None;
     if good_copy {
         // A bad stale copy beside a good one: moved aside, the task goes on.
-        for (path, reason) in bad_copies {
+        for (path, reason) in bad_copies.into_iter().filter(|_| mode.writes()) {
             crate::observe::quarantine(layout, logs, &path, &reason);
         }
     } else if let Some((path, reason)) = bad_copies.first().cloned() {
@@ -366,7 +445,7 @@ fn read_job(
             .unwrap_or(Place::Public(TaskDir::Failed));
         kept = Some((place, None));
         invalid = Some((path, reason));
-        for (p, r) in bad_copies.into_iter().skip(1) {
+        for (p, r) in bad_copies.into_iter().skip(1).filter(|_| mode.writes()) {
             crate::observe::quarantine(layout, logs, &p, &r);
         }
     }

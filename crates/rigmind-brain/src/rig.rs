@@ -102,9 +102,16 @@ impl ResourceManager {
         let config = RmConfig::from_rig(&self.config);
         let facts = self.card_facts(&workers, now);
         let view = resources::view_of(&config, &facts, &self.in_flight, state, now);
-        let actions = resources::decide(&view);
+        let resources::Decided {
+            actions,
+            projection,
+        } = resources::decide_round(&view);
         let recorder = &self.recorder;
         recorder.resources(now, &config, &facts, &self.in_flight, state, &actions);
+        // Written with the next records (flush_records), only where due.
+        for m in rigmind_decide::eta::note(state, &projection.batch_ends, now) {
+            log_eta(logs, &m, &view.config.policy.name(), now);
+        }
         for action in actions {
             if let Err(e) = self.send(layout, logs, &view, &action) {
                 tracing::warn!(worker = %action.worker(), "writing a resource task: {e}");
@@ -307,6 +314,32 @@ impl ResourceManager {
         );
         Ok(())
     }
+}
+
+/// The decision line of a batch whose ETA moved a lot (or appeared, or vanished).
+fn log_eta(logs: &Logs, m: &rigmind_decide::eta::Moved, policy: &str, now: DateTime<Utc>) {
+    let show =
+        |t: Option<DateTime<Utc>>| t.map_or("never".to_string(), rigmind_queue::time::to_rfc3339);
+    let reason = match (m.from, m.to) {
+        (None, Some(_)) => "first projection that ends the batch".to_string(),
+        (Some(_), None) => "the projection no longer ends the batch".to_string(),
+        (Some(f), Some(t)) => format!(
+            "the projection moved the end by {:+.0}s (estimates learned, cards moved, or tasks ran long)",
+            rigmind_decide::eta::secs_between(f, t)
+        ),
+        (None, None) => "no change".to_string(),
+    };
+    let left =
+        m.to.map(|t| format!("{:.0}", rigmind_decide::eta::secs_between(now, t)));
+    let _ = logs.decision(
+        &Decision::new("eta")
+            .kv("batch", &m.batch)
+            .kv("eta", show(m.to))
+            .kv("was", show(m.from))
+            .opt("in_s", left)
+            .kv("policy", policy)
+            .kv("reason", reason),
+    );
 }
 
 /// Notes how long a completed `load_llm` took (its result's `elapsed_seconds`) for

@@ -79,11 +79,18 @@ pub struct ReportArgs {
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// The plan file.
-    pub plan: PathBuf,
+    /// The plan file (not with --root).
+    #[arg(required_unless_present = "root", conflicts_with = "root")]
+    pub plan: Option<PathBuf>,
     /// The rig: its [[gpu]] entries, [llm] load/unload times, [groups], policy.
-    #[arg(long)]
-    pub rig: PathBuf,
+    /// With --root, ROOT/rig.toml by default.
+    #[arg(long, required_unless_present = "root")]
+    pub rig: Option<PathBuf>,
+    /// Simulate the rest of what is live under this root now (its batches'
+    /// queued, running and waiting tasks, read as a restarting brain reads them,
+    /// writing nothing), printing each batch's expected end.
+    #[arg(long, value_name = "ROOT")]
+    pub root: Option<PathBuf>,
     /// adaptive, phases, static (the best number of LLM cards), static-N,
     /// on-demand, or all. Default: the rig's own policy.
     #[arg(long)]
@@ -91,7 +98,7 @@ pub struct SimulateArgs {
     /// Run each task for a seeded time its estimate misjudges (×0.5 to ×2 per
     /// plan task, a heavy tail per task) instead of its estimate; the lower bound
     /// is computed from those times. The policies still see the estimates.
-    #[arg(long, value_name = "SEED")]
+    #[arg(long, value_name = "SEED", conflicts_with = "root")]
     pub noise: Option<u64>,
     /// Print JSON instead of text.
     #[arg(long)]

@@ -56,11 +56,14 @@ fn batch_mut<'s>(state: &'s mut BrainState, batch: &str) -> &'s mut Batch {
         .expect("decided on a known batch")
 }
 
-/// A batch reaches state `to`: done (with its end time and elapsed seconds) or
-/// running again (without them); its live counts are brought up to date.
+/// A batch reaches state `to`: done (with its end time and elapsed seconds, and no
+/// ETA) or running again (without them); its live counts are brought up to date.
 fn settle(b: &mut Batch, to: BatchState, now: DateTime<Utc>) {
     b.record.state = to;
     if to.is_done() {
+        // A batch that ended has its end, not an expected one.
+        b.record.eta = None;
+        b.record.eta_computed_at = None;
         let ms = (now - b.record.submitted_at).num_milliseconds();
         b.record.finished_at = Some(rigmind_queue::time::millis(now));
         b.record.elapsed_seconds = Some((ms as f64 / 1000.0).max(0.0));

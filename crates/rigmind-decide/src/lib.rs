@@ -8,6 +8,8 @@
 //! - [`resources`]: how cards move between script and LLM work
 //!   ([`resources::decide`]), with [`projection`] of the work left for the adaptive
 //!   policy.
+//! - [`eta`]: each live batch's expected finish time, from the projection the
+//!   resource manager's policy follows.
 //! - [`claim`]: which queued task a worker may claim now ([`claim::tier`]), from
 //!   what it is ([`claim::ClaimContext::new`]) and the concurrency groups at their
 //!   limit ([`claim::full_groups`]), and the state its card is in.
@@ -22,6 +24,7 @@
 pub mod claim;
 pub mod effect;
 pub mod estimate;
+pub mod eta;
 pub mod ladder;
 pub mod policy;
 pub mod projection;

@@ -44,6 +44,10 @@ pub struct Projection {
     /// Cards (indices into the view's cards) the strategy moves now, and whether to
     /// the LLM state (`true`) or to the script state.
     pub now: Vec<(usize, bool)>,
+    /// Seconds from now until each batch's last task ends, indexed by
+    /// [`Work::batch`](crate::resources::Work::batch) (infinite: it never does; 0
+    /// for a batch with no work in the view).
+    pub batch_ends: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +185,10 @@ struct Run<'v> {
     bounds: (usize, usize),
     /// Cards the strategy moves now, and whether to the LLM state.
     now_moves: Vec<(usize, bool)>,
+    /// When each batch's last task ended so far, and how many of its tasks have
+    /// not ended.
+    batch_ends: Vec<f64>,
+    batch_left: Vec<usize>,
 }
 
 impl<'v> Run<'v> {
@@ -196,6 +204,11 @@ impl<'v> Run<'v> {
         }
         let cap = view.config.max_llm_gpus.map_or(usize::MAX, |m| m as usize);
         let floor = view.config.min_llm_gpus as usize;
+        let batches = view.work.iter().map(|w| w.batch + 1).max().unwrap_or(0);
+        let mut batch_left = vec![0usize; batches];
+        for w in &view.work {
+            batch_left[w.batch] += 1;
+        }
         let mut run = Run {
             view,
             cfg: &view.config,
@@ -211,6 +224,8 @@ impl<'v> Run<'v> {
             cards: sim_cards(view),
             bounds: (floor, cap),
             now_moves: Vec::new(),
+            batch_ends: vec![0.0; batches],
+            batch_left,
         };
         for (i, w) in view.work.iter().enumerate() {
             let slot = class_slot(w.class);
@@ -310,6 +325,9 @@ impl<'v> Run<'v> {
             }
             self.events.pop();
             self.left -= 1;
+            let b = self.view.work[i].batch;
+            self.batch_left[b] -= 1;
+            self.batch_ends[b] = self.batch_ends[b].max(at);
             self.running[class_slot(self.view.work[i].class)] -= 1;
             if let Some((g, _)) = self.limit_of[i] {
                 self.in_group[g] -= 1;
@@ -418,6 +436,22 @@ impl<'v> Run<'v> {
             .fold(f64::INFINITY, f64::min);
         next_event.unwrap_or(f64::INFINITY).min(next_free)
     }
+
+    /// What the projection found, with `makespan`: batches with a task that never
+    /// ended never end.
+    fn found(self, makespan: f64) -> Projection {
+        let batch_ends = self
+            .batch_ends
+            .iter()
+            .zip(&self.batch_left)
+            .map(|(end, left)| if *left > 0 { f64::INFINITY } else { *end })
+            .collect();
+        Projection {
+            makespan,
+            now: self.now_moves,
+            batch_ends,
+        }
+    }
 }
 
 /// Projects the rest of the work under `strategy`.
@@ -450,18 +484,12 @@ pub fn project(view: &RigView, strategy: Strategy) -> Projection {
         let next = run.next_moment(t);
         if !next.is_finite() {
             // Nothing runs and nothing will: the strategy cannot finish.
-            return Projection {
-                makespan: f64::INFINITY,
-                now: run.now_moves,
-            };
+            return run.found(f64::INFINITY);
         }
         t = next;
     }
     let makespan = if run.left == 0 { t } else { f64::INFINITY };
-    Projection {
-        makespan,
-        now: run.now_moves,
-    }
+    run.found(makespan)
 }
 
 #[cfg(test)]
@@ -512,6 +540,7 @@ mod tests {
             left: secs,
             deps,
             group: None,
+            batch: 0,
         }
     }
 

@@ -466,6 +466,8 @@ pub(crate) mod tests {
             seq_base: 1,
             cancel_requested: false,
             cost_usd: Default::default(),
+            eta: None,
+            eta_computed_at: None,
         };
         Batch::new(record, jobs)
     }

@@ -88,6 +88,24 @@ pub struct BatchRecord {
     /// `cost_usd`, failed attempts included. Absent while nothing cost anything.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cost_usd: BTreeMap<String, f64>,
+    /// When the batch is expected to finish: the resource manager's projection of
+    /// the rest of the work under the plan its policy follows. Absent before the
+    /// first projection, when the projection never ends the batch, and once the
+    /// batch is done.
+    #[serde(
+        default,
+        with = "crate::time::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub eta: Option<DateTime<Utc>>,
+    /// When `eta` was computed (the record is rewritten for a new ETA only when it
+    /// moved by more than a few seconds or a minute passed).
+    #[serde(
+        default,
+        with = "crate::time::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub eta_computed_at: Option<DateTime<Utc>>,
 }
 
 impl BatchRecord {
@@ -118,6 +136,8 @@ impl BatchRecord {
             seq_base,
             cancel_requested: false,
             cost_usd: BTreeMap::new(),
+            eta: None,
+            eta_computed_at: None,
         }
     }
 

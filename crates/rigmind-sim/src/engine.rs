@@ -36,6 +36,9 @@ use rigmind_types::{Executor, GpuState, TaskClass};
 
 use crate::round;
 
+mod live;
+pub use live::{simulate_live, LiveStart};
+
 /// The batch id the simulated submission gets.
 pub const SIM_BATCH: &str = "sim";
 
@@ -116,6 +119,10 @@ pub struct SimResult {
     /// Plan-task seconds summed over the GPUs / (makespan × GPUs).
     pub gpu_busy_fraction: f64,
     pub tasks_completed: usize,
+    /// Seconds from the start until each batch's last task ended, by batch id:
+    /// the one simulated batch of a plan, or each live batch of a root
+    /// ([`simulate_live`]).
+    pub batch_ends: Vec<(String, f64)>,
 }
 
 /// Why a simulation gave no makespan.
@@ -220,6 +227,21 @@ struct Sim<'a> {
     unloads: usize,
     loaded: Vec<(f64, String, String)>,
     completed: usize,
+    /// Virtual time zero as the live code sees it: [`epoch`] for a plan, the
+    /// moment the root was read for a live root.
+    start: DateTime<Utc>,
+    /// Per job, the batch it came from (an index into `batches`); per batch, its
+    /// id, how many of its jobs are left and when its last one so far ended.
+    origin: Vec<usize>,
+    batches: Vec<BatchTrack>,
+}
+
+/// A batch's progress in a simulation.
+#[derive(Debug, Clone)]
+struct BatchTrack {
+    id: String,
+    left: usize,
+    end: Us,
 }
 
 /// Runs `plan` on the rig's GPUs under `policy`, through the live decision code.
@@ -276,6 +298,26 @@ impl<'a> Sim<'a> {
             ..BrainState::default()
         };
         state.insert(Batch::new(record, jobs));
+        let real = tasks
+            .iter()
+            .map(|t| us(estimate(t.estimate_seconds)))
+            .collect();
+        let mut sim = Self::with(rig, policy, state, tasks, epoch());
+        sim.real = real;
+        sim
+    }
+
+    /// A simulation of `state` (one batch, [`SIM_BATCH`], whose jobs are
+    /// `tasks`) on the rig's GPUs under `policy`, every worker free and bare, from
+    /// `start`; each job runs for its estimate until `real` says otherwise.
+    fn with(
+        rig: &'a RigConfig,
+        policy: RmPolicy,
+        state: BrainState,
+        tasks: Vec<TaskFile>,
+        start: DateTime<Utc>,
+    ) -> Self {
+        let mut state = state;
         // Every worker is alive, under the session its tasks carry.
         for g in &rig.gpus {
             state.workers.insert(
@@ -310,10 +352,14 @@ impl<'a> Sim<'a> {
             })
             .collect();
         workers.sort_by(|a, b| a.id.cmp(&b.id));
-        let real = tasks
+        let b = &state.batches[SIM_BATCH];
+        let real = b
+            .jobs
             .iter()
-            .map(|t| us(estimate(t.estimate_seconds)))
+            .map(|j| us(resources::estimate_of(&state, j)))
             .collect();
+        let left = b.jobs.iter().filter(|j| !finished(j.status)).count();
+        let origin = vec![0; tasks.len()];
         Self {
             rig,
             cfg,
@@ -333,11 +379,18 @@ impl<'a> Sim<'a> {
             unloads: 0,
             loaded: Vec::new(),
             completed: 0,
+            start,
+            origin,
+            batches: vec![BatchTrack {
+                id: SIM_BATCH.to_string(),
+                left,
+                end: 0,
+            }],
         }
     }
 
     fn at(&self) -> DateTime<Utc> {
-        epoch() + chrono::Duration::microseconds(self.now)
+        self.start + chrono::Duration::microseconds(self.now)
     }
 
     fn batch(&mut self) -> &mut Batch {
@@ -748,6 +801,9 @@ impl<'a> Sim<'a> {
             .or_default()
             .add(secs_run);
         self.completed += 1;
+        let track = &mut self.batches[self.origin[i]];
+        track.left = track.left.saturating_sub(1);
+        track.end = self.now;
     }
 
     /// The next instant, after now, at which a card's clock reaches a threshold the
@@ -893,6 +949,11 @@ impl<'a> Sim<'a> {
             loaded: self.loaded.clone(),
             gpu_busy_fraction,
             tasks_completed: self.completed,
+            batch_ends: self
+                .batches
+                .iter()
+                .map(|b| (b.id.clone(), secs(b.end)))
+                .collect(),
         }
     }
 }
@@ -902,6 +963,15 @@ fn flight_model(item: &Item) -> String {
     match item {
         Item::Load { model } => model.clone(),
         _ => String::new(),
+    }
+}
+
+/// Complete, or failed for good: nothing more of it runs.
+fn finished(s: JobStatus) -> bool {
+    match s {
+        JobStatus::Complete => true,
+        JobStatus::Failed(f) => !f.retryable(),
+        _ => false,
     }
 }
 

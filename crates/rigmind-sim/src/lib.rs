@@ -15,6 +15,9 @@
 //!   [`rigmind_decide::resources::task_of`] makes, which its worker claims at tier 0
 //!   and which takes rig.toml's `load_seconds` / `unload_seconds`.
 //!
+//! [`simulate_live`] runs the rest of what is live under a root (`rigmind
+//! simulate --root`) from the state a restarting brain would rebuild.
+//!
 //! [`round`] holds the two decision steps of an instant, callable from a live
 //! brain's recorded observations.
 //!
@@ -36,7 +39,8 @@ pub mod svg;
 pub use bound::{bound_terms, lower_bound, BoundTerms};
 pub use compare::{compare, compare_truth, estimate_warning, Comparison, PolicyChoice, PolicyRun};
 pub use engine::{
-    simulate, simulate_truth, GpuTimeline, Segment, SegmentKind, SimError, SimResult,
+    simulate, simulate_live, simulate_truth, GpuTimeline, LiveStart, Segment, SegmentKind,
+    SimError, SimResult,
 };
 pub use observed::observed;
 pub use rigmind_decide::resources::RmPolicy;

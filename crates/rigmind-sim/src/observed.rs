@@ -57,10 +57,24 @@ pub fn observed(batch: &BatchRecord, tasks: &[TaskFile], now: DateTime<Utc>) -> 
         .map(|(worker, segs)| timeline(worker, segs, makespan))
         .collect();
     let bound = observed_bound(&own, gpus.len());
+    let loaded = tasks
+        .iter()
+        .filter(|t| t.resource_action() == Some(ResourceAction::LoadLlm))
+        .filter_map(|t| {
+            let at = t.started_at.filter(|s| *s >= t0 && *s <= end)?;
+            Some((
+                secs_between(t0, at),
+                t.worker_id.clone()?,
+                t.model.clone().unwrap_or_default(),
+            ))
+        })
+        .collect();
     let result = SimResult {
         // The report does not know the live policy; the field is for simulations.
         policy: RmPolicy::Adaptive,
         makespan_s: makespan,
+        loaded,
+        batch_ends: vec![(batch.batch_id.clone(), makespan)],
         loads: count(&gpus, |k| matches!(k, SegmentKind::Load)),
         unloads: count(&gpus, |k| matches!(k, SegmentKind::Unload)),
         gpu_busy_fraction: busy_fraction(&gpus, makespan),

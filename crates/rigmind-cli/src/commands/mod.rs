@@ -4,6 +4,7 @@ mod report;
 mod retry;
 mod run;
 mod simulate;
+mod simulate_root;
 mod status;
 mod submit;
 

@@ -1,4 +1,5 @@
 //! `rigmind simulate PLAN --rig RIG.toml [--policy NAME|all] [--noise SEED] [--json] [--svg FILE]`
+//! (and `--root ROOT`: [`super::simulate_root`])
 
 use anyhow::{bail, Context, Result};
 use rigmind_sim::{compare_truth, noise, svg, PolicyChoice};
@@ -6,24 +7,21 @@ use rigmind_sim::{compare_truth, noise, svg, PolicyChoice};
 use crate::args::SimulateArgs;
 
 pub fn simulate(a: SimulateArgs) -> Result<i32> {
-    let rig = rigmind_config::RigConfig::load(&a.rig)?;
-    if rig.gpus.is_empty() {
-        bail!(
-            "{}: no [[gpu]] entry; the simulator runs one worker per [[gpu]] of the rig",
-            a.rig.display()
-        );
+    if let Some(root) = a.root.clone() {
+        return super::simulate_root::simulate_root(&a, &root);
     }
-    let which = match a.policy.as_deref() {
-        None => PolicyChoice::Rig,
-        Some(p) => p.parse::<PolicyChoice>().map_err(anyhow::Error::msg)?,
+    let (Some(plan_path), Some(rig_path)) = (&a.plan, &a.rig) else {
+        bail!("simulate needs a PLAN and --rig, or --root ROOT");
     };
-    let plan = match rigmind_brain::submit::load_plan(&a.plan, &rig) {
+    let rig = load_rig(rig_path)?;
+    let which = policy_choice(&a)?;
+    let plan = match rigmind_brain::submit::load_plan(plan_path, &rig) {
         Ok(p) => p,
         Err(e) => {
             for d in &e.diagnostics {
                 eprintln!("{d}");
             }
-            bail!("{}: invalid plan", a.plan.display());
+            bail!("{}: invalid plan", plan_path.display());
         }
     };
     for w in &plan.warnings {
@@ -53,4 +51,24 @@ pub fn simulate(a: SimulateArgs) -> Result<i32> {
         }
     }
     Ok(if c.any_feasible() { 0 } else { 1 })
+}
+
+/// rig.toml, with at least one `[[gpu]]` (the simulator's workers).
+pub(super) fn load_rig(path: &std::path::Path) -> Result<rigmind_config::RigConfig> {
+    let rig = rigmind_config::RigConfig::load(path)?;
+    if rig.gpus.is_empty() {
+        bail!(
+            "{}: no [[gpu]] entry; the simulator runs one worker per [[gpu]] of the rig",
+            path.display()
+        );
+    }
+    Ok(rig)
+}
+
+/// `--policy`, the rig's own by default.
+pub(super) fn policy_choice(a: &SimulateArgs) -> Result<PolicyChoice> {
+    Ok(match a.policy.as_deref() {
+        None => PolicyChoice::Rig,
+        Some(p) => p.parse::<PolicyChoice>().map_err(anyhow::Error::msg)?,
+    })
 }

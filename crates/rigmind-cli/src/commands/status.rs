@@ -283,7 +283,54 @@ fn print_tables(s: &Status) {
             if !b.cost_usd.is_empty() {
                 println!("{:<8} cost: {}", "", cost_line(&b.cost_usd));
             }
+            if let Some(line) = eta_line(b, Utc::now()) {
+                println!("{:<8} {line}", "");
+            }
         }
+    }
+}
+
+/// `eta 14:05:31 (in 3m12s)` for a live batch with an ETA (in local time, with the
+/// date when not today); `computed 5m ago` is added when the brain has not
+/// brought it up to date for over two minutes (it rewrites it each minute).
+fn eta_line(b: &BatchRecord, now: chrono::DateTime<Utc>) -> Option<String> {
+    let eta = b.eta.filter(|_| !b.state.is_done())?;
+    let (shown, when) = (clock(eta, now), from_now(eta, now));
+    let age = b.eta_computed_at.map_or(0, |c| (now - c).num_seconds());
+    let stale = if age > 120 {
+        format!(", computed {} ago", span(age))
+    } else {
+        String::new()
+    };
+    Some(format!("eta {shown} ({when}{stale})"))
+}
+
+/// `14:05:31` in local time, with the date when not today.
+pub(crate) fn clock(t: chrono::DateTime<Utc>, now: chrono::DateTime<Utc>) -> String {
+    let local = t.with_timezone(&chrono::Local);
+    if now.with_timezone(&chrono::Local).date_naive() == local.date_naive() {
+        local.format("%H:%M:%S").to_string()
+    } else {
+        local.format("%Y-%m-%d %H:%M:%S").to_string()
+    }
+}
+
+/// `in 3m12s`, or `due 12s ago` for a time passed.
+pub(crate) fn from_now(t: chrono::DateTime<Utc>, now: chrono::DateTime<Utc>) -> String {
+    let left = (t - now).num_seconds();
+    if left >= 0 {
+        format!("in {}", span(left))
+    } else {
+        format!("due {} ago", span(-left))
+    }
+}
+
+/// `3m12s`, `2h05m`, `45s`.
+pub(crate) fn span(secs: i64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
     }
 }
 
@@ -301,5 +348,31 @@ fn truncate(s: &str, n: usize) -> String {
         let mut t: String = s.chars().take(n - 1).collect();
         t.push('…');
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rigmind_queue::batch::BatchState;
+
+    #[test]
+    fn a_live_batch_shows_its_eta_and_how_far_off_it_is() {
+        let now = Utc::now();
+        let mut b = BatchRecord::submitted("aaaaaa", "p", "p.md".into(), ".".into(), now, 3, 1);
+        assert_eq!(eta_line(&b, now), None);
+        b.eta = Some(now + chrono::Duration::seconds(192));
+        b.eta_computed_at = Some(now);
+        let line = eta_line(&b, now).unwrap();
+        assert!(
+            line.starts_with("eta ") && line.ends_with("(in 3m12s)"),
+            "{line}"
+        );
+        b.eta_computed_at = Some(now - chrono::Duration::seconds(300));
+        let line = eta_line(&b, now).unwrap();
+        assert!(line.ends_with("(in 3m12s, computed 5m00s ago)"), "{line}");
+        b.state = BatchState::Complete;
+        assert_eq!(eta_line(&b, now), None);
+        assert_eq!(span(7500), "2h05m");
     }
 }

@@ -16,32 +16,38 @@ pub const PROJECT_AT_MOST: usize = 2000;
 /// by one as their kind runs dry, so loads overlap a stage's tail) — and takes the
 /// first step of the best, if it beats staying as things are by a margin (the
 /// hysteresis: a move must pay for itself, so cards do not flap).
-pub(super) fn decide(view: &RigView) -> Vec<RmAction> {
+///
+/// With the actions comes the projection it follows (the best move's when it
+/// moves, the best of standing still's when not), for the batches' ETAs
+/// ([`crate::eta`]); `None` where it projected nothing.
+pub(super) fn decide(view: &RigView) -> (Vec<RmAction>, Option<Projection>) {
     if view.work.len() > PROJECT_AT_MOST {
-        return super::proportional::decide(view);
+        return (super::proportional::decide(view), None);
     }
     let d = demand(view, 0.0);
     if d.left_llm_n == 0 && d.ready_script_n == 0 {
         // Nothing for the model to do and nothing a freed card would run.
-        return idle_unloads(view, &d);
+        return (idle_unloads(view, &d), None);
     }
     let model = wanted_model(view, &d);
-    let tried = projections(view);
-    let still = standing_still(&tried);
-    let Some((best, proj)) = best_move(&tried) else {
-        return Vec::new();
+    let mut tried = projections(view);
+    let (still, still_at) = standing_still(&tried);
+    let Some(best_at) = best_move(&tried) else {
+        return (Vec::new(), still_at.map(|i| tried.swap_remove(i).1));
     };
+    let (best, proj) = &tried[best_at];
     tracing::debug!(
         still,
         tried = ?tried.iter().map(|(s, p)| (*s, p.makespan.round(), p.now.len())).collect::<Vec<_>>(),
         "resource manager look-ahead"
     );
     if !super::hysteresis::pays(view, still, proj) {
-        return Vec::new();
+        return (Vec::new(), still_at.map(|i| tried.swap_remove(i).1));
     }
     let have = llm_cards(view);
     let reason = |to_llm: bool| move_reason(*best, proj, still, &d, have, to_llm);
-    proj.now
+    let actions = proj
+        .now
         .iter()
         .filter_map(|&(i, to_llm)| {
             let c = view.cards.get(i)?;
@@ -55,7 +61,8 @@ pub(super) fn decide(view: &RigView) -> Vec<RmAction> {
                 unload(c, reason(false))
             })
         })
-        .collect()
+        .collect();
+    (actions, Some(tried.swap_remove(best_at).1))
 }
 
 /// The rest of the work projected under every strategy: each number of LLM cards
@@ -75,25 +82,34 @@ fn projections(view: &RigView) -> Vec<(Strategy, Projection)> {
     tried
 }
 
-/// The best end of the strategies that move no card now.
-fn standing_still(tried: &[(Strategy, Projection)]) -> f64 {
-    tried
+/// The best end of the strategies that move no card now, and which one it is
+/// (its index in `tried`; `None` when every strategy moves a card).
+fn standing_still(tried: &[(Strategy, Projection)]) -> (f64, Option<usize>) {
+    let best = tried
         .iter()
-        .filter(|(_, p)| p.now.is_empty())
-        .map(|(_, p)| p.makespan)
-        .fold(f64::INFINITY, f64::min)
+        .enumerate()
+        .filter(|(_, (_, p))| p.now.is_empty())
+        .min_by(|a, b| a.1 .1.makespan.total_cmp(&b.1 .1.makespan));
+    match best {
+        Some((i, (_, p))) => (p.makespan, Some(i)),
+        None => (f64::INFINITY, None),
+    }
 }
 
-/// The best strategy that moves now; of equals, the one that moves fewest cards.
-fn best_move(tried: &[(Strategy, Projection)]) -> Option<&(Strategy, Projection)> {
+/// The best strategy that moves now (its index in `tried`); of equals, the one
+/// that moves fewest cards.
+fn best_move(tried: &[(Strategy, Projection)]) -> Option<usize> {
     tried
         .iter()
-        .filter(|(_, p)| !p.now.is_empty())
+        .enumerate()
+        .filter(|(_, (_, p))| !p.now.is_empty())
         .min_by(|a, b| {
-            a.1.makespan
-                .total_cmp(&b.1.makespan)
-                .then(a.1.now.len().cmp(&b.1.now.len()))
+            a.1 .1
+                .makespan
+                .total_cmp(&b.1 .1.makespan)
+                .then(a.1 .1.now.len().cmp(&b.1 .1.now.len()))
         })
+        .map(|(i, _)| i)
 }
 
 /// Why a card is loaded (`to_llm`) or freed: the demand, the plan `best` projects,

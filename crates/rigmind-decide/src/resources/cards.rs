@@ -5,7 +5,7 @@ use super::demand::Demand;
 use super::{Card, CardMode, RigView, RmAction};
 
 /// The most cards that may hold the model at once.
-pub(super) fn llm_cap(view: &RigView) -> usize {
+pub(crate) fn llm_cap(view: &RigView) -> usize {
     let capable = view.cards.iter().filter(|c| c.llm_capable).count();
     view.config
         .max_llm_gpus

@@ -26,6 +26,7 @@ use rigmind_types::TaskClass;
 use serde::{Deserialize, Serialize};
 
 use crate::estimate::Estimate;
+use crate::projection::Projection;
 
 mod adaptive;
 mod cards;
@@ -46,6 +47,7 @@ mod work;
 pub use crate::estimate::DEFAULT_ESTIMATE_SECS;
 pub use adaptive::PROJECT_AT_MOST;
 pub use models::{model_errors, ModelSizes};
+pub(crate) use cards::llm_cap;
 pub use observed::{task_of, view_of, CardFacts, InFlight};
 pub use work::{estimate_of, estimates_of, left_of, work_of};
 
@@ -189,6 +191,9 @@ pub struct Work {
     pub deps: Vec<usize>,
     /// Its concurrency group.
     pub group: Option<String>,
+    /// Its batch: the index among the active batches, in `state.batches` order
+    /// (what [`crate::projection::Projection::batch_ends`] is indexed by).
+    pub batch: usize,
 }
 
 /// Everything [`decide`] looks at.
@@ -232,18 +237,44 @@ impl RmAction {
 /// Which model each load takes, and on which card, is [`models`]'s: the policy
 /// says how many cards turn.
 pub fn decide(view: &RigView) -> Vec<RmAction> {
+    decide_projecting(view).0
+}
+
+/// A resource manager's round: its decisions, and the projection of the rest of
+/// the work under the plan its policy follows, for the batches' ETAs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    /// What [`decide`] returns.
+    pub actions: Vec<RmAction>,
+    /// [`crate::eta::projection_of`]: `adaptive`'s own look-ahead, reused.
+    pub projection: Projection,
+}
+
+/// [`decide`], with the projection its policy follows ([`Decided`]): the live
+/// brain's round, which writes the batches' ETAs from it.
+pub fn decide_round(view: &RigView) -> Decided {
+    let (actions, followed) = decide_projecting(view);
+    Decided {
+        actions,
+        projection: crate::eta::projection_of(view, followed),
+    }
+}
+
+/// The decisions, with the projection the policy made and followed, if it made one
+/// (only `adaptive` projects).
+fn decide_projecting(view: &RigView) -> (Vec<RmAction>, Option<Projection>) {
     let cfg = &view.config;
     let swaps = models::switches(view);
-    let mut actions = if !swaps.is_empty() {
-        swaps
+    let (mut actions, followed) = if !swaps.is_empty() {
+        (swaps, None)
     } else {
-        let by_policy = match cfg.policy {
-            RmPolicy::Static { llm_cards } => static_cards::decide(view, llm_cards),
-            RmPolicy::Phases => phases::decide(view),
-            RmPolicy::OnDemand => on_demand::decide(view),
+        let (by_policy, followed) = match cfg.policy {
+            RmPolicy::Static { llm_cards } => (static_cards::decide(view, llm_cards), None),
+            RmPolicy::Phases => (phases::decide(view), None),
+            RmPolicy::OnDemand => (on_demand::decide(view), None),
             RmPolicy::Adaptive => adaptive::decide(view),
         };
-        models::assign(view, by_policy)
+        (models::assign(view, by_policy), followed)
     };
     if let Some(note) = estimates_note(view) {
         for a in &mut actions {
@@ -251,7 +282,7 @@ pub fn decide(view: &RigView) -> Vec<RmAction> {
             reason.push_str(&note);
         }
     }
-    actions
+    (actions, followed)
 }
 
 /// `; estimates: prep=learned:7.4s n=3, post=written:4s` for the first few plan

@@ -47,6 +47,7 @@ pub(super) fn work(class: TaskClass, n: usize, secs: f64, ready_in: f64) -> Vec<
             left: secs,
             deps: vec![],
             group: None,
+            batch: 0,
         })
         .collect()
 }

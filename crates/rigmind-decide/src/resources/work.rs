@@ -16,7 +16,7 @@ use crate::state::{Batch, BrainState, JobStatus};
 /// the runs seen of the same plan task.
 pub fn work_of(state: &BrainState, default_model: &str, now: DateTime<Utc>) -> Vec<Work> {
     let mut out = Vec::new();
-    for batch in state.batches.values().filter(|b| b.active()) {
+    for (batch_at, batch) in state.batches.values().filter(|b| b.active()).enumerate() {
         let n = batch.jobs.len();
         let secs = |i: usize| estimate_of(state, &batch.jobs[i]);
         let left = |i: usize| left_of(state, &batch.jobs[i], now);
@@ -61,6 +61,7 @@ pub fn work_of(state: &BrainState, default_model: &str, now: DateTime<Utc>) -> V
                     j.deps.iter().filter_map(|d| slot[*d]).collect()
                 },
                 group: j.work.group.clone(),
+                batch: batch_at,
             });
         }
     }
