@@ -13,9 +13,9 @@ use common::{text, Rig, RIGMIND};
 use serde_json::Value;
 
 /// The commands `rigmind --help` lists.
-const COMMANDS: [&str; 11] = [
-    "run", "submit", "wait", "status", "validate", "retry", "cancel", "gpus", "simulate", "brain",
-    "worker",
+const COMMANDS: [&str; 12] = [
+    "run", "submit", "wait", "status", "validate", "retry", "cancel", "gpus", "simulate", "report",
+    "brain", "worker",
 ];
 
 /// `rigmind ARGS` with the rig's root as `RIGMIND_ROOT` (not `--root`, which
@@ -177,6 +177,27 @@ fn simulate_exits_0_on_a_plan_it_can_finish_and_1_naming_what_is_wrong() {
     assert_eq!(j["plan"], "p", "{j}");
     assert_eq!(j["policies"][0]["policy"], "adaptive", "{j}");
     assert!(j["policies"][0]["makespan_s"].is_number(), "{j}");
+
+    // With --noise the JSON says what each job really took, for a live replay.
+    let noisy = ["simulate", p, "--rig", "rig.toml", "--json", "--noise", "3"];
+    let out = rigmind(&rig, &noisy, &[]);
+    exits(&out, 0, "simulate --noise --json");
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let truth = j["truth"].as_array().expect("truth");
+    assert_eq!(truth.len(), 1, "{j}");
+    assert!(
+        truth[0]["name"].is_string() && truth[0]["secs"].as_f64().unwrap() > 0.0,
+        "{j}"
+    );
+    let (makespan, secs) = (
+        j["policies"][0]["makespan_s"].as_f64(),
+        truth[0]["secs"].as_f64(),
+    );
+    // The simulator counts whole microseconds.
+    assert!(
+        (makespan.unwrap() - secs.unwrap()).abs() < 1e-5,
+        "one task: the makespan is its true time: {j}"
+    );
 }
 
 #[test]

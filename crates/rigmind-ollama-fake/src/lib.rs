@@ -104,6 +104,11 @@ pub struct FakeOptions {
     pub hold_vram_cmd: Option<String>,
     /// `keep_alive` for requests that carry none (Ollama's `OLLAMA_KEEP_ALIVE`).
     pub default_keep_alive: KeepAlive,
+    /// Replies that take a given time: a request whose input contains the key
+    /// streams its reply over that many seconds (the first key that matches),
+    /// whatever `tokens_per_sec` says. For benchmarks whose llm tasks each run for
+    /// their own time (a noisy workload live).
+    pub reply_secs: Vec<(String, f64)>,
 }
 
 impl Default for FakeOptions {
@@ -124,6 +129,7 @@ impl Default for FakeOptions {
             fake_vram_file: None,
             hold_vram_cmd: None,
             default_keep_alive: KeepAlive::DEFAULT,
+            reply_secs: Vec::new(),
         }
     }
 }
@@ -452,6 +458,32 @@ mod tests {
         assert_eq!(h.loaded_models().len(), 1);
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(h.loaded_models().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reply_secs_key_sets_how_long_its_reply_streams() {
+        let h = start(FakeOptions {
+            reply_secs: vec![("item-7".into(), 0.6)],
+            ..fast()
+        })
+        .await
+        .unwrap();
+        let gen = format!("{}/api/generate", h.url());
+        post(&gen, json!({"model": "qwen2.5:7b"})).await;
+        let t = Instant::now();
+        let (s, _, body) = post(
+            &gen,
+            json!({"model": "qwen2.5:7b", "prompt": "label item-7"}),
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert!(body.lines().count() > 3);
+        // Paced to last the key's time (a lower bound only: a busy machine is slower).
+        assert!(
+            t.elapsed() >= Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
     }
 
     #[tokio::test]

@@ -61,6 +61,11 @@ struct Args {
     /// keep_alive for requests without one (a Go duration, or seconds; -1 = forever).
     #[arg(long, default_value = "5m", allow_hyphen_values = true)]
     default_keep_alive: String,
+    /// Lines `SECONDS<TAB>TEXT`: a request whose input contains TEXT streams its
+    /// reply over SECONDS (the first line that matches), whatever --tokens-per-sec
+    /// says.
+    #[arg(long)]
+    reply_secs_file: Option<PathBuf>,
 }
 
 impl Args {
@@ -83,6 +88,10 @@ impl Args {
             fake_vram_file: self.fake_vram_file,
             hold_vram_cmd: self.hold_vram_cmd,
             default_keep_alive,
+            reply_secs: match &self.reply_secs_file {
+                Some(f) => reply_secs(f)?,
+                None => Vec::new(),
+            },
         })
     }
 }
@@ -101,4 +110,30 @@ async fn main() -> anyhow::Result<()> {
         |h| h.shutdown(),
     )
     .await
+}
+
+/// `--reply-secs-file`: `SECONDS<TAB>TEXT` per line.
+fn reply_secs(path: &std::path::Path) -> anyhow::Result<Vec<(String, f64)>> {
+    let body = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--reply-secs-file {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in body
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let parsed = line
+            .split_once('\t')
+            .and_then(|(secs, text)| Some((text.to_string(), secs.trim().parse::<f64>().ok()?)))
+            .filter(|(text, secs)| !text.is_empty() && secs.is_finite() && *secs > 0.0);
+        match parsed {
+            Some(entry) => out.push(entry),
+            None => anyhow::bail!(
+                "--reply-secs-file {} line {}: want SECONDS<TAB>TEXT with SECONDS > 0: {line:?}",
+                path.display(),
+                n + 1
+            ),
+        }
+    }
+    Ok(out)
 }

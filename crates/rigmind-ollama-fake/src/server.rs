@@ -18,6 +18,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
+
+use crate::FakeOptions;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::http::{channel_response, json_status, text, Body};
@@ -494,6 +496,15 @@ fn line(v: &Value) -> Bytes {
     Bytes::from(b)
 }
 
+/// The token rate of a reply of `n` tokens to `input`: one that lasts the time of
+/// the first `reply_secs` key the input contains, else `tokens_per_sec`.
+fn reply_rate(opts: &FakeOptions, input: &str, n: usize) -> f64 {
+    opts.reply_secs
+        .iter()
+        .find(|(key, _)| input.contains(key.as_str()))
+        .map_or(opts.tokens_per_sec, |(_, secs)| n.max(1) as f64 / secs)
+}
+
 /// One generation in progress; holds its model until dropped.
 struct Job {
     endpoint: Endpoint,
@@ -532,6 +543,7 @@ impl Job {
             all.extend(tokens.iter().cloned());
             token_ids(&all)
         });
+        let tokens_per_sec = reply_rate(&shared.opts, &inf.input, tokens.len());
         Job {
             endpoint,
             model: model.to_string(),
@@ -539,7 +551,7 @@ impl Job {
             prompt_tokens: prompt.len().max(1) as u64,
             context,
             tokens,
-            tokens_per_sec: shared.opts.tokens_per_sec,
+            tokens_per_sec,
             fail_mid_stream: shared.opts.error_mid_stream,
             started,
             load: hold.load_duration,

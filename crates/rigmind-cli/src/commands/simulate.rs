@@ -40,7 +40,10 @@ pub fn simulate(a: SimulateArgs) -> Result<i32> {
                 eprintln!("{}: {}", run.policy, e.reason());
             }
         }
-        println!("{}", c.to_json());
+        match &truth {
+            None => println!("{}", c.to_json()),
+            Some(t) => println!("{}", with_truth(&c.to_json(), t)?),
+        }
     } else {
         print!("{}", c.human());
     }
@@ -51,6 +54,23 @@ pub fn simulate(a: SimulateArgs) -> Result<i32> {
         }
     }
     Ok(if c.any_feasible() { 0 } else { 1 })
+}
+
+/// The JSON of a noisy comparison with `truth`: each job's name and the seconds it
+/// really ran, so a benchmark can run the same times live.
+fn with_truth(json: &str, truth: &rigmind_plan::ExpandedPlan) -> Result<String> {
+    let mut v: serde_json::Value = serde_json::from_str(json)?;
+    v["truth"] = truth
+        .jobs
+        .iter()
+        .map(|j| {
+            serde_json::json!({
+                "name": j.name,
+                "secs": j.estimate_secs.unwrap_or(rigmind_decide::resources::DEFAULT_ESTIMATE_SECS),
+            })
+        })
+        .collect();
+    Ok(v.to_string())
 }
 
 /// rig.toml, with at least one `[[gpu]]` (the simulator's workers).
