@@ -154,7 +154,15 @@ fn one_card_swaps_between_script_and_llm_and_never_runs_both() {
     let loads = rig.decisions_with(&["decision=load_llm"]).len();
     let unloads = rig.decisions_with(&["decision=unload_llm"]).len();
     let svg = rig.dir.path().join("run.svg");
-    let out = rig.rigmind(&["report", &batch, "--svg", svg.to_str().unwrap()]);
+    let page = rig.dir.path().join("run.html");
+    let out = rig.rigmind(&[
+        "report",
+        &batch,
+        "--svg",
+        svg.to_str().unwrap(),
+        "--html",
+        page.to_str().unwrap(),
+    ]);
     let report = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{report}{}", text(&out.stderr));
     assert!(
@@ -185,6 +193,16 @@ fn one_card_swaps_between_script_and_llm_and_never_runs_both() {
     let drawn = std::fs::read_to_string(&svg).unwrap();
     assert!(drawn.starts_with("<svg") && drawn.contains("live run: makespan"));
     assert!(drawn.contains("load_llm on gpu0") && drawn.contains("unload_llm on gpu0"));
+    // The page is self-contained: the same chart inline, the tables as tables.
+    let page = std::fs::read_to_string(&page).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>") && page.contains(&drawn));
+    assert!(
+        page.contains("<caption>per plan task</caption>") && page.contains("<td>summarize</td>")
+    );
+    assert!(
+        !page.contains("src=") && !page.contains("href="),
+        "nothing to fetch"
+    );
     let unknown = rig.rigmind(&["report", "no-such-batch"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(text(&unknown.stderr).contains("no batch no-such-batch"));

@@ -122,7 +122,8 @@ for i in $(seq 0 $((gpus - 1))); do
     --fake-vram-file "$work/fakegpu/$i/ollama.mb" "${reply[@]}" 2> "$work/ollama$i.err" &
 done
 for i in $(seq 0 $((gpus - 1))); do
-  for _ in $(seq 50); do [ -s "$work/port$i" ] && break; sleep 0.1; done
+  for _ in $(seq 300); do [ -s "$work/port$i" ] && break; sleep 0.1; done
+  [ -s "$work/port$i" ] || { echo "fake-ollama $i did not start:" >&2; cat "$work/ollama$i.err" >&2; exit 1; }
   sed -i "s|http://127.0.0.1:PORT$i\"|http://$(cat "$work/port$i")\"|" "$root/rig.toml"
 done
 

@@ -73,6 +73,9 @@ pub struct ReportArgs {
     /// Also write the run's Gantt chart (one row per worker) to this SVG file.
     #[arg(long)]
     pub svg: Option<PathBuf>,
+    /// Also write one self-contained HTML page (the chart inline, the tables).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     #[command(flatten)]
     pub root: RootArg,
 }
