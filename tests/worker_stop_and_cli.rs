@@ -397,3 +397,75 @@ fn status_into_a_closed_pipe_ends_quietly() {
         out.status
     );
 }
+
+/// `rigmind logs`: a task's log by name, id or file name; `-f` follows a running
+/// task's output and returns once the task is done; a name two tasks share is
+/// refused with both listed.
+#[test]
+fn logs_shows_a_task_by_name_or_id_and_follows_it_while_it_runs() {
+    let mut rig = Rig::new();
+    let plan = rig.write(
+        "talk.md",
+        "# Plan: talk\n\n## Task: talk\n- task_class: cpu\n- retries: 0\n- command: `echo first; until [ -e go ]; do sleep 0.1; done; echo second`\n",
+    );
+    rig.start_brain();
+    rig.start_worker("cpu1", &["--classes", "cpu"]);
+    let batch = rig.submit(&plan);
+    // Started: in processing/ (the plan's own `@execute_plan` passes there first).
+    eventually(60, "talk running", || {
+        rig.names_in("processing")
+            .iter()
+            .any(|n| n.ends_with("-talk.json"))
+    });
+    // Follow it: the first line is there, the second comes once the task goes on.
+    let follow = Command::new(RIGMIND)
+        .args(["logs", "talk", "-f", "--root"])
+        .arg(rig.root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(30, "the first line in the log", || {
+        let out = rig.rigmind(&["logs", "talk"]);
+        text(&out.stdout).contains("first")
+    });
+    rig.write("go", "");
+    let out = follow.wait_with_output().unwrap();
+    let followed = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{followed}{} processing: {:?} complete: {:?}",
+        text(&out.stderr),
+        rig.names_in("processing"),
+        rig.names_in("complete")
+    );
+    let (first, second) = (followed.find("first"), followed.find("second"));
+    assert!(first.is_some() && second > first, "{followed}");
+    assert_eq!(rig.wait(&batch), 0);
+
+    // By id (the log is found without reading task files) and by file name.
+    let done = rig.task("complete", "talk");
+    let by_id = rig.rigmind(&["logs", done["task_id"].as_str().unwrap()]);
+    assert_eq!(text(&by_id.stdout), followed);
+    let file = rig
+        .names_in("complete")
+        .into_iter()
+        .find(|n| n.contains("talk"))
+        .unwrap();
+    assert_eq!(text(&rig.rigmind(&["logs", &file]).stdout), followed);
+
+    // Two batches of the same plan: the name is ambiguous, and says so.
+    let again = rig.submit(&plan);
+    rig.write("go", "");
+    assert_eq!(rig.wait(&again), 0);
+    let out = rig.rigmind(&["logs", "talk"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("'talk' names 2 tasks; show one by its id"),
+        "{err}"
+    );
+    assert!(err.contains(&batch) && err.contains(&again), "{err}");
+    let out = rig.rigmind(&["logs", "nosuch"]);
+    assert!(text(&out.stderr).contains("no task 'nosuch'"));
+}

@@ -60,10 +60,23 @@ pub enum Command {
     /// 95th percentile and tokens/s, the slowest tasks. `--svg` draws the Gantt chart
     /// of the run as `simulate --svg` draws a prediction.
     Report(ReportArgs),
+    /// A task's log, by its id, name or file name; -f follows it while it runs.
+    Logs(LogsArgs),
     /// Run the brain (same as the `brain` binary).
     Brain(BrainArgs),
     /// Run a worker (same as the `worker` binary).
     Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The task's id, name (e.g. `transcribe[ep1]`) or file name.
+    pub task: String,
+    /// Follow the log while the task is queued or running (as `tail -f`).
+    #[arg(short, long)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub root: RootArg,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,7 @@
 //! One function per command; each returns the process exit code.
 
+mod find;
+mod logs;
 mod report;
 mod retry;
 mod run;
@@ -33,6 +35,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Gpus(a) => gpus(a),
         Command::Simulate(a) => simulate::simulate(a),
         Command::Report(a) => report::report(a),
+        Command::Logs(a) => logs::logs(a),
         Command::Brain(a) => brain(a),
         Command::Worker(a) => worker(a),
     }

@@ -6,6 +6,7 @@ use rigmind_queue::fsio;
 use rigmind_queue::task::{TaskFile, TaskName, TaskStatus};
 use rigmind_queue::{FailureKind, Layout, TaskDir};
 
+use super::find::{tasks_named, the_one, Asked, Found};
 use crate::args::RetryArgs;
 
 /// `rigmind retry TASK` or `rigmind retry --batch BATCH`
@@ -19,34 +20,13 @@ pub fn retry(a: RetryArgs) -> Result<i32> {
 }
 
 fn retry_one(layout: &Layout, wanted: &str) -> Result<i32> {
-    let dir = layout.dir(TaskDir::Failed);
-    let mut matches = Vec::new();
-    for name in fsio::list_names(&dir)? {
-        let path = dir.join(&name);
-        let Ok(t) = TaskFile::read(&path) else {
-            continue;
-        };
-        if t.task_id == wanted || t.name == wanted || name == wanted {
-            matches.push((path, t));
-        }
-    }
-    let (path, t) = match matches.len() {
-        0 => bail!(
-            "no failed task '{wanted}' in {} (give a task id, a name or a file name)",
-            dir.display()
-        ),
-        1 => matches.remove(0),
-        n => {
-            let list: Vec<String> = matches
-                .iter()
-                .map(|(_, t)| format!("  {} (batch {}, id {})", t.name, t.batch_id, t.task_id))
-                .collect();
-            bail!(
-                "'{wanted}' names {n} failed tasks; retry one by its id:\n{}",
-                list.join("\n")
-            )
-        }
+    let matches = tasks_named(layout, &[TaskDir::Failed], wanted)?;
+    let asked = Asked {
+        kind: "failed ",
+        where_: layout.dir(TaskDir::Failed).display().to_string(),
+        verb: "retry",
     };
+    let Found { path, task: t } = the_one(matches, wanted, &asked)?;
     if t.failure_kind == Some(FailureKind::DependencyFailed) {
         bail!(
             "{} failed because a dependency failed ({}); retry that task and this one follows",

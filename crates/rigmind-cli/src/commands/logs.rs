@@ -1,0 +1,98 @@
+//! `rigmind logs TASK [-f]`: a task's log (`logs/tasks/<id>.log`), found by the
+//! task's id, name or file name; with `-f` it follows the log while the task waits
+//! or runs, as `tail -F` would (a task the brain has not released yet has no log:
+//! it waits for it), and stops once the task is done.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rigmind_queue::{Layout, TaskDir};
+
+use super::find::{private_dirs, tasks_named_in, the_one, Asked};
+use crate::args::LogsArgs;
+
+/// How often `-f` looks for more output (`tail -f` looks once a second).
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
+/// `rigmind logs`: exit 0 with the log printed, 1 when the task has none yet.
+pub fn logs(a: LogsArgs) -> Result<i32> {
+    let layout = Layout::new(&a.root.root);
+    // An id names its log directly: no task file needs reading.
+    let direct = layout.task_log(&a.task);
+    let (log, id) = if is_id(&a.task) && direct.is_file() {
+        (direct, a.task.clone())
+    } else {
+        let matches = tasks_named_in(&every_dir(&layout), &a.task)?;
+        let asked = Asked {
+            kind: "",
+            where_: layout.tasks_dir().display().to_string(),
+            verb: "show",
+        };
+        let found = the_one(matches, &a.task, &asked)?;
+        let log = found
+            .task
+            .log_path
+            .clone()
+            .unwrap_or_else(|| layout.task_log(&found.task.task_id));
+        (log, found.task.task_id)
+    };
+    if !log.is_file() && !a.follow {
+        eprintln!(
+            "{} has no log yet ({} does not exist)",
+            a.task,
+            log.display()
+        );
+        return Ok(1);
+    }
+    let mut out = std::io::stdout().lock();
+    let mut at = copy_from(&log, 0, &mut out)?;
+    if a.follow {
+        while running(&layout, &id) {
+            std::thread::sleep(FOLLOW_EVERY);
+            at = copy_from(&log, at, &mut out)?;
+        }
+        // What it wrote between the last look and its end.
+        copy_from(&log, at, &mut out)?;
+    }
+    Ok(0)
+}
+
+/// A task id as the brain makes them (a UUID): the only names safe to join to a
+/// path as they are.
+fn is_id(s: &str) -> bool {
+    s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+/// Copies `path` from byte `from` to `out`; returns where it ended. A log not
+/// there yet has nothing to copy.
+fn copy_from(path: &Path, from: u64, out: &mut impl Write) -> Result<u64> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(from),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    f.seek(SeekFrom::Start(from))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    out.write_all(&buf)?;
+    out.flush()?;
+    Ok(from + buf.len() as u64)
+}
+
+/// The public task folders and the brain's unreleased ones.
+fn every_dir(layout: &Layout) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = TaskDir::ALL.iter().map(|d| layout.dir(*d)).collect();
+    dirs.extend(private_dirs(layout));
+    dirs
+}
+
+/// Whether the task may still write to its log: it is waiting to be released,
+/// queued or running.
+fn running(layout: &Layout, id: &str) -> bool {
+    let mut live = vec![layout.dir(TaskDir::Queue), layout.dir(TaskDir::Processing)];
+    live.extend(private_dirs(layout));
+    tasks_named_in(&live, id).is_ok_and(|m| !m.is_empty())
+}
