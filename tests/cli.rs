@@ -13,9 +13,9 @@ use common::{text, Rig, RIGMIND};
 use serde_json::Value;
 
 /// The commands `rigmind --help` lists.
-const COMMANDS: [&str; 13] = [
+const COMMANDS: [&str; 15] = [
     "run", "submit", "wait", "status", "validate", "retry", "cancel", "gpus", "simulate", "report",
-    "logs", "brain", "worker",
+    "logs", "drain", "resume", "brain", "worker",
 ];
 
 /// `rigmind ARGS` with the rig's root as `RIGMIND_ROOT` (not `--root`, which

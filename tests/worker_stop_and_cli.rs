@@ -469,3 +469,79 @@ fn logs_shows_a_task_by_name_or_id_and_follows_it_while_it_runs() {
     let out = rig.rigmind(&["logs", "nosuch"]);
     assert!(text(&out.stderr).contains("no task 'nosuch'"));
 }
+
+/// `rigmind drain`: the worker finishes the task it runs, then claims nothing new
+/// (its state file and `status` say so) until `rigmind resume`.
+#[test]
+fn a_drained_worker_finishes_its_task_claims_nothing_new_and_resumes() {
+    let mut rig = Rig::new();
+    let plan = rig.write(
+        "two.md",
+        "# Plan: two\n\n## Task: first\n- task_class: cpu\n- retries: 0\n- command: `until [ -e go ]; do sleep 0.1; done`\n\n## Task: second\n- task_class: cpu\n- retries: 0\n- command: `echo second`\n",
+    );
+    rig.start_brain();
+    rig.start_worker("cpu1", &["--classes", "cpu"]);
+    let batch = rig.submit(&plan);
+    let state = |rig: &Rig| -> Value {
+        serde_json::from_slice(&std::fs::read(rig.root().join("workers/cpu1.json")).unwrap())
+            .unwrap()
+    };
+    let status_of = |rig: &Rig| -> String {
+        let out = rig.rigmind(&["status", "--json"]);
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+        s["workers"][0]["state"].as_str().unwrap_or("").to_string()
+    };
+    eventually(60, "first running", || {
+        rig.names_in("processing")
+            .iter()
+            .any(|n| n.ends_with("-first.json"))
+    });
+    let out = rig.rigmind(&["drain", "cpu1"]);
+    assert!(
+        text(&out.stdout).contains("cpu1: drained"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(rig.root().join("workers/cpu1.drain").exists());
+    eventually(30, "the worker says it drains", || {
+        state(&rig)["draining"] == true
+    });
+    assert_eq!(status_of(&rig), "busy, draining");
+    // What it runs, it finishes.
+    rig.write("go", "");
+    eventually(30, "first done and the worker drained", || {
+        rig.names_in("complete")
+            .iter()
+            .any(|n| n.ends_with("-first.json"))
+            && status_of(&rig) == "drained"
+    });
+    // A heartbeat later (it has looked at the queue many times by then), the
+    // second task still waits.
+    let beat = state(&rig)["heartbeat_at"].clone();
+    eventually(30, "a heartbeat", || state(&rig)["heartbeat_at"] != beat);
+    assert!(
+        rig.names_in("queue")
+            .iter()
+            .any(|n| n.ends_with("-second.json")),
+        "queue: {:?}, processing: {:?}",
+        rig.names_in("queue"),
+        rig.names_in("processing")
+    );
+    let out = rig.rigmind(&["resume", "--all"]);
+    assert!(
+        text(&out.stdout).contains("cpu1: resumed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(rig.wait(&batch), 0);
+    assert!(
+        state(&rig).get("draining").is_none(),
+        "not draining any more"
+    );
+    let log = std::fs::read_to_string(rig.root().join("logs/cpu1.log")).unwrap_or_default()
+        + &std::fs::read_to_string(rig.dir.path().join("cpu1.stderr")).unwrap_or_default();
+    assert!(
+        log.contains("drained: finishes what it runs") && log.contains("resumed"),
+        "{log}"
+    );
+}

@@ -244,7 +244,7 @@ impl ResourceManager {
     }
 
     /// What the GPU workers' state files say of their cards, with the cards
-    /// cooling down after a failed resource task.
+    /// cooling down after a failed resource task; drained cards are left out.
     fn card_facts(&self, workers: &[WorkerState], now: DateTime<Utc>) -> Vec<CardFacts> {
         let secs_since = |t: Option<DateTime<Utc>>| {
             t.map_or(self.started.elapsed().as_secs_f64(), |t| {
@@ -253,7 +253,8 @@ impl ResourceManager {
         };
         workers
             .iter()
-            .filter(|w| w.gpu.is_some())
+            // A drained card is left as it is: no load or unload is sent to it.
+            .filter(|w| w.gpu.is_some() && !w.draining)
             .map(|w| CardFacts {
                 worker: w.worker_id.clone(),
                 loaded: w.gpu_state.is_some_and(|s| s.is_llm()),

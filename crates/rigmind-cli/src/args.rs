@@ -62,10 +62,29 @@ pub enum Command {
     Report(ReportArgs),
     /// A task's log, by its id, name or file name; -f follows it while it runs.
     Logs(LogsArgs),
+    /// Drain a worker (or --all): it finishes what it runs and claims nothing new.
+    ///
+    /// Writes `workers/<id>.drain`; the worker says `draining` in its state file and
+    /// its log, and the brain leaves its card alone. `rigmind resume` undoes it.
+    Drain(DrainArgs),
+    /// Resume a drained worker (or --all): it claims work again.
+    Resume(DrainArgs),
     /// Run the brain (same as the `brain` binary).
     Brain(BrainArgs),
     /// Run a worker (same as the `worker` binary).
     Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The worker's id (`--id` of its `worker`).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub worker: Option<String>,
+    /// Every worker that has run under the root.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub root: RootArg,
 }
 
 #[derive(Debug, Args)]

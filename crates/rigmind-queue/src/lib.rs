@@ -9,6 +9,7 @@ pub mod batch;
 pub mod brain_record;
 pub mod cancel;
 pub mod claim;
+pub mod drain;
 pub mod error;
 pub mod fsio;
 pub mod json;

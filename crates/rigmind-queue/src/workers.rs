@@ -106,6 +106,10 @@ pub struct WorkerState {
     /// Safety gates violated now: while any is, it claims no script or llm work.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<String>,
+    /// Drained (`workers/<id>.drain`, [`crate::drain`]): it finishes what it runs
+    /// and claims nothing new.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 impl WorkerState {

@@ -154,6 +154,10 @@ impl Lane {
 
     /// Claims the best endpoint task the limits allow now.
     fn claim(&self, lock: &mut QueueLock, index: &mut QueueIndex) -> Option<Claimed> {
+        // A drained worker's lane takes nothing new either (the worker logs it).
+        if rigmind_queue::drain::is_drained(&self.layout, &self.runner.worker_id) {
+            return None;
+        }
         let now = Utc::now();
         let ctx = ClaimContext::new(&self.runner.worker_id, &[], None, false, true, now);
         lock.claim_within(&self.layout, index, &self.limits, now, |e| {

@@ -98,8 +98,27 @@ impl Profile {
     /// leaving what it says runs alone.
     pub(crate) fn beat_while_running(&mut self, layout: &Layout) {
         self.read_gates(true);
+        self.note_drain(layout);
         self.state.heartbeat_at = rigmind_queue::time::now();
         let _ = self.state.write(layout);
+    }
+
+    /// Looks at the worker's drain marker (`rigmind drain`); a change goes into the
+    /// state (written by the caller) and the log. True if changed.
+    pub(crate) fn note_drain(&mut self, layout: &Layout) -> bool {
+        let id = &self.opts.id;
+        let drained = rigmind_queue::drain::is_drained(layout, id);
+        if drained == self.state.draining {
+            return false;
+        }
+        self.state.draining = drained;
+        if drained {
+            let marker = layout.drain_marker(id);
+            tracing::info!(worker = %id, marker = %marker.display(), "drained: finishes what it runs and claims nothing new until `rigmind resume`");
+        } else {
+            tracing::info!(worker = %id, "resumed: claims work again");
+        }
+        true
     }
 
     /// After a run, on a card: what the run changed on the card is noted, and after
@@ -361,6 +380,7 @@ pub(crate) fn first_state(
         telemetry_source: card.map(|c| c.source().to_string()),
         host: None,
         gates: Vec::new(),
+        draining: false,
     }
 }
 

@@ -164,6 +164,10 @@ impl Worker {
         while !self.stopping {
             self.take_events();
             let now = Utc::now();
+            if self.drained() {
+                self.wait(now, shutdown.as_mut()).await;
+                continue;
+            }
             let Some(claimed) = self.claim_next(now) else {
                 self.wait(now, shutdown.as_mut()).await;
                 continue;
@@ -192,6 +196,16 @@ impl Worker {
             pending.push(ev);
         }
         note_events(&self.layout, &mut self.index, pending);
+    }
+
+    /// Whether the worker is drained (`rigmind drain`): it then claims nothing new
+    /// until the marker is gone. A change is written to the state file at once.
+    fn drained(&mut self) -> bool {
+        if self.profile.note_drain(&self.layout) {
+            let state = self.profile.state.state;
+            self.profile.publish(&self.layout, state, None);
+        }
+        self.profile.state.draining
     }
 
     /// Claims the best task the claim rules allow now (reading the card and the

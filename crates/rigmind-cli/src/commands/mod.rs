@@ -1,5 +1,6 @@
 //! One function per command; each returns the process exit code.
 
+mod drain;
 mod find;
 mod logs;
 mod report;
@@ -36,6 +37,8 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Simulate(a) => simulate::simulate(a),
         Command::Report(a) => report::report(a),
         Command::Logs(a) => logs::logs(a),
+        Command::Drain(a) => drain::drain(a, false),
+        Command::Resume(a) => drain::drain(a, true),
         Command::Brain(a) => brain(a),
         Command::Worker(a) => worker(a),
     }

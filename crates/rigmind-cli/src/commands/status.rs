@@ -128,7 +128,10 @@ fn gather(layout: &Layout) -> Result<Status> {
             worker_id: w.worker_id,
             alive,
             // Not alive: stopped if it said so on its way out, dead otherwise.
+            // Drained (`rigmind drain`): "drained" once idle, "busy, draining" till then.
             state: match (alive, w.state) {
+                (true, workers::WorkerStatus::Idle) if w.draining => "drained".into(),
+                (true, s) if w.draining => format!("{s}, draining"),
                 (true, s) | (false, s @ workers::WorkerStatus::Stopped) => s.to_string(),
                 (false, _) => "dead".into(),
             },
