@@ -46,8 +46,8 @@ mod work;
 
 pub use crate::estimate::DEFAULT_ESTIMATE_SECS;
 pub use adaptive::PROJECT_AT_MOST;
-pub use models::{model_errors, ModelSizes};
 pub(crate) use cards::llm_cap;
+pub use models::{model_errors, ModelSizes};
 pub use observed::{task_of, view_of, CardFacts, InFlight};
 pub use work::{estimate_of, estimates_of, left_of, work_of};
 
