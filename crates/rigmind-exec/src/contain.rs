@@ -193,17 +193,21 @@ impl Containment {
         };
         if let Mechanism::Cgroup { parent } = how {
             let dir = parent.join(cgroup_name(task_id));
-            let made = match std::fs::create_dir(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
-                _ => std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_DIRECTORY)
-                    .open(&dir),
-            };
+            let made = made_afresh(&dir).and_then(|fresh| {
+                // Only a cgroup made now is started into (see `made_afresh`).
+                fresh
+                    .then(|| {
+                        std::fs::OpenOptions::new()
+                            .read(true)
+                            .custom_flags(libc::O_DIRECTORY)
+                            .open(&dir)
+                    })
+                    .transpose()
+            });
             match made {
                 Ok(f) => {
                     c.cgroup = Some(dir);
-                    c.dir = Some(f);
+                    c.dir = f;
                 }
                 Err(e) => tracing::warn!(
                     task_id,
@@ -291,6 +295,26 @@ impl Containment {
                 }
             }
         }
+    }
+}
+
+/// Makes the task's cgroup `dir`; true when it is new. One left by an earlier
+/// attempt (its runner died; the brain killed it through `cgroup.kill`) is
+/// removed and made again where it is empty: the kernel (6.x, `kill_seq`) compares
+/// a `CLONE_INTO_CGROUP` child's cgroup's kill count with its parent's, so a
+/// command started into a cgroup that was ever killed is killed at once. False:
+/// it is still populated (an earlier attempt's processes dying), and the command
+/// joins it by migration instead, as it always could.
+fn made_afresh(dir: &Path) -> std::io::Result<bool> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if remove_tree(dir).is_err() {
+                return Ok(false);
+            }
+            std::fs::create_dir(dir).map(|()| true)
+        }
+        Err(e) => Err(e),
     }
 }
 

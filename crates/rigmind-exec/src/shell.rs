@@ -468,6 +468,38 @@ mod tests {
         run_with(cmd, timeout, crate::contain::mechanism(), None, rx).await
     }
 
+    /// A retry on another runner reuses the task's name for its cgroup: one left
+    /// behind by an attempt whose runner died, killed by the brain through
+    /// `cgroup.kill`, must not kill the new command.
+    #[tokio::test]
+    async fn a_retry_runs_where_an_earlier_attempt_s_cgroup_was_killed() {
+        let how = crate::contain::mechanism();
+        let Mechanism::Cgroup { parent } = how else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("t.log");
+        let id = task_id();
+        let left = parent.join(format!("rigmind-task-{id}"));
+        std::fs::create_dir(&left).unwrap();
+        crate::contain::kill_cgroup(&left);
+        let (_tx, abort) = watch::channel(false);
+        let run = ShellRun {
+            command: "echo ran",
+            workdir: dir.path(),
+            env: vec![("RIGMIND_TASK_ID".into(), id.clone())],
+            unset: &[],
+            timeout_secs: 30.0,
+            log_path: &log,
+            header: "--- header ---".into(),
+            task_id: &id,
+            log_cap: None,
+        };
+        let o = run_contained(run, abort, |_, _| {}, how).await;
+        assert_eq!(o.return_code, Some(0), "{o:?}");
+        assert!(!left.exists(), "the task's cgroup is removed at its end");
+    }
+
     /// Both mechanisms where this machine has cgroups, else the marker alone.
     fn mechanisms() -> Vec<Mechanism> {
         let marker = Mechanism::Marker { why: "test".into() };
