@@ -367,21 +367,29 @@ impl Brain {
         if overflow {
             self.full_rescan();
         }
+        // A move raises events in two directories (a claim: queue/ and
+        // processing/; a result: complete/ and processing/): each task's file is
+        // located and read once for the burst, after every path was looked at.
+        let mut tasks = BTreeSet::new();
         for p in names {
-            self.on_path(&p);
+            if let Some(name) = self.on_path(&p) {
+                tasks.insert(name);
+            }
+        }
+        for name in tasks {
+            refresh(&self.layout, &self.logs, &mut self.state, &name);
         }
     }
 
     /// One changed path: a queue file is noted (and fixed or accepted when no known
-    /// task's), a file no known task's is judged, and the job it is brought up to date.
-    fn on_path(&mut self, p: &Path) {
+    /// task's), a file no known task's is judged; returns the file name whose job
+    /// is to be brought up to date.
+    fn on_path(&mut self, p: &Path) -> Option<String> {
         let (layout, logs, state) = (&self.layout, &self.logs, &mut self.state);
-        let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
-            return;
-        };
+        let name = p.file_name().and_then(|n| n.to_str())?;
         // Markers are read at the top of the loop.
         if p.parent() == Some(layout.cancel_dir().as_path()) {
-            return;
+            return None;
         }
         if p.parent() == Some(layout.dir(TaskDir::Queue).as_path()) {
             self.queue.note(layout, name);
@@ -394,7 +402,7 @@ impl Brain {
         if !is_known_job(state, name) {
             judge_stray(layout, logs, state, p);
         }
-        refresh(layout, logs, state, name);
+        Some(name.to_string())
     }
 
     /// A brain-executed task's result is filed: its job is brought up to date.

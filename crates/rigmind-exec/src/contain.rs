@@ -16,6 +16,7 @@
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -176,8 +177,9 @@ pub(crate) struct Containment {
     task_id: String,
     /// The task's cgroup; `None`: the marker is used.
     cgroup: Option<PathBuf>,
-    /// `cgroup.procs` of the task's cgroup, open until the command has joined it.
-    join: Option<std::fs::File>,
+    /// The task's cgroup directory, open until the command has started in it
+    /// (`clone3` with `CLONE_INTO_CGROUP` takes it, [`crate::spawn`]).
+    dir: Option<std::fs::File>,
 }
 
 impl Containment {
@@ -187,20 +189,25 @@ impl Containment {
         let mut c = Self {
             task_id: task_id.to_string(),
             cgroup: None,
-            join: None,
+            dir: None,
         };
         if let Mechanism::Cgroup { parent } = how {
             let dir = parent.join(cgroup_name(task_id));
-            let made = match std::fs::create_dir(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
-                _ => std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(dir.join("cgroup.procs")),
-            };
+            let made = made_afresh(&dir).and_then(|fresh| {
+                // Only a cgroup made now is started into (see `made_afresh`).
+                fresh
+                    .then(|| {
+                        std::fs::OpenOptions::new()
+                            .read(true)
+                            .custom_flags(libc::O_DIRECTORY)
+                            .open(&dir)
+                    })
+                    .transpose()
+            });
             match made {
                 Ok(f) => {
                     c.cgroup = Some(dir);
-                    c.join = Some(f);
+                    c.dir = f;
                 }
                 Err(e) => tracing::warn!(
                     task_id,
@@ -212,21 +219,34 @@ impl Containment {
         c
     }
 
-    /// Makes the command join the task's cgroup before it runs anything.
-    pub(crate) fn prepare(&self, cmd: &mut tokio::process::Command) {
-        let Some(f) = &self.join else { return };
-        let fd = f.as_raw_fd();
+    /// The task's cgroup directory, open, until the command has started.
+    pub(crate) fn dir(&self) -> Option<&std::fs::File> {
+        self.dir.as_ref()
+    }
+
+    /// Makes the command join the task's cgroup before it runs anything, where it
+    /// cannot be started in it ([`crate::spawn`]): the child writes `0` to the
+    /// cgroup's `cgroup.procs` between fork and exec (std then forks the runner).
+    pub(crate) fn prepare(&self, cmd: &mut tokio::process::Command) -> std::io::Result<()> {
+        let Some(dir) = &self.cgroup else {
+            return Ok(());
+        };
+        let join = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))?;
         // SAFETY: the closure runs between fork and exec and only calls write(2)
-        // on an fd opened before the fork; no allocation, no locks.
+        // on an fd opened before the fork; no allocation, no locks. The file is
+        // closed with the command, after the spawn.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                if libc::write(join.as_raw_fd(), b"0".as_ptr().cast(), 1) == 1 {
                     Ok(())
                 } else {
                     Err(std::io::Error::last_os_error())
                 }
             });
         }
+        Ok(())
     }
 
     /// The task's cgroup, when it has one: what the start record names.
@@ -234,9 +254,9 @@ impl Containment {
         self.cgroup.as_deref()
     }
 
-    /// Closes the parent's copy of the join file (the command has started).
+    /// Closes the cgroup's directory (the command has started).
     pub(crate) fn started(&mut self) {
-        self.join = None;
+        self.dir = None;
     }
 
     /// Sends `sig` to every process of the task (those that left its group, or
@@ -275,6 +295,26 @@ impl Containment {
                 }
             }
         }
+    }
+}
+
+/// Makes the task's cgroup `dir`; true when it is new. One left by an earlier
+/// attempt (its runner died; the brain killed it through `cgroup.kill`) is
+/// removed and made again where it is empty: the kernel (6.x, `kill_seq`) compares
+/// a `CLONE_INTO_CGROUP` child's cgroup's kill count with its parent's, so a
+/// command started into a cgroup that was ever killed is killed at once. False:
+/// it is still populated (an earlier attempt's processes dying), and the command
+/// joins it by migration instead, as it always could.
+fn made_afresh(dir: &Path) -> std::io::Result<bool> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if remove_tree(dir).is_err() {
+                return Ok(false);
+            }
+            std::fs::create_dir(dir).map(|()| true)
+        }
+        Err(e) => Err(e),
     }
 }
 

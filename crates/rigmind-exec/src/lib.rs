@@ -12,6 +12,7 @@ mod contain;
 mod group;
 pub mod llm;
 mod shell;
+mod spawn;
 mod tasklog;
 
 pub use contain::{mechanism, remove_stale_cgroups, Mechanism};

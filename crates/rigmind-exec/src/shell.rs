@@ -156,8 +156,9 @@ pub(crate) async fn run_contained(
             return outcome;
         }
     };
-    let out = tokio::spawn(copy_to_log(child.stdout.take(), log.clone(), false));
-    let err = tokio::spawn(copy_to_log(child.stderr.take(), log.clone(), true));
+    let (stdout, stderr) = child.take_pipes();
+    let out = tokio::spawn(copy_to_log(stdout, log.clone(), false));
+    let err = tokio::spawn(copy_to_log(stderr, log.clone(), true));
 
     // Absurd timeouts (1e30 s in a hand-written file) mean "no timeout", not a panic.
     let timeout = Duration::try_from_secs_f64(run.timeout_secs.max(0.0))
@@ -196,8 +197,71 @@ pub(crate) async fn run_contained(
     outcome
 }
 
-/// Starts `bash -c` in its own process group, joining the task's cgroup if any.
-fn spawn(run: &ShellRun<'_>, contained: &mut Containment) -> Result<Child, String> {
+/// A started command: started into its cgroup by [`crate::spawn`], or by std's
+/// `Command` (no cgroup, or `clone3` not available here).
+enum Proc {
+    Std(Child),
+    Clone(crate::spawn::Spawned),
+}
+
+/// A pipe from the command, whichever way it was started.
+type Pipe = Box<dyn AsyncRead + Unpin + Send>;
+
+impl Proc {
+    fn id(&self) -> Option<u32> {
+        match self {
+            Proc::Std(c) => c.id(),
+            Proc::Clone(s) => Some(s.id()),
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Proc::Std(c) => c.wait().await,
+            Proc::Clone(s) => s.wait().await,
+        }
+    }
+
+    /// The command's stdout and stderr (once).
+    fn take_pipes(&mut self) -> (Option<Pipe>, Option<Pipe>) {
+        fn boxed<R: AsyncRead + Unpin + Send + 'static>(r: Option<R>) -> Option<Pipe> {
+            r.map(|r| Box::new(r) as Pipe)
+        }
+        match self {
+            Proc::Std(c) => (boxed(c.stdout.take()), boxed(c.stderr.take())),
+            Proc::Clone(s) => (boxed(s.stdout.take()), boxed(s.stderr.take())),
+        }
+    }
+}
+
+/// Starts `bash -c` in its own process group, in the task's cgroup if any: started
+/// inside it where the machine allows ([`crate::spawn`]), else joining it before
+/// its exec.
+fn spawn(run: &ShellRun<'_>, contained: &mut Containment) -> Result<Proc, String> {
+    let failed =
+        |e: &dyn std::fmt::Display| format!("cannot start bash in {}: {e}", run.workdir.display());
+    if let Some(dir) = contained.dir().filter(|_| bash().is_absolute()) {
+        let spec = crate::spawn::Spec {
+            program: bash(),
+            args: &["-c", run.command],
+            env: environment_of(run),
+            cwd: run.workdir,
+            cgroup: dir,
+        };
+        match crate::spawn::spawn(&spec) {
+            Ok(s) => {
+                contained.started();
+                return Ok(Proc::Clone(s));
+            }
+            Err(crate::spawn::SpawnError::Io(e)) => {
+                contained.started();
+                return Err(failed(&e));
+            }
+            Err(e @ crate::spawn::SpawnError::Unsupported(_)) => {
+                tracing::debug!("{e}; forking instead");
+            }
+        }
+    }
     let mut cmd = Command::new(bash());
     cmd.arg("-c")
         .arg(run.command)
@@ -210,10 +274,21 @@ fn spawn(run: &ShellRun<'_>, contained: &mut Containment) -> Result<Child, Strin
     for var in run.unset {
         cmd.env_remove(var);
     }
-    contained.prepare(&mut cmd);
-    let spawned = cmd.spawn();
+    let spawned = contained.prepare(&mut cmd).and_then(|()| cmd.spawn());
     contained.started();
-    spawned.map_err(|e| format!("cannot start bash in {}: {e}", run.workdir.display()))
+    spawned.map(Proc::Std).map_err(|e| failed(&e))
+}
+
+/// The command's whole environment: the runner's, less `unset`, with `env` over it
+/// (what std's `Command` makes of the same).
+fn environment_of(run: &ShellRun<'_>) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> =
+        std::env::vars_os().collect();
+    for var in run.unset {
+        env.remove(std::ffi::OsStr::new(var));
+    }
+    env.extend(run.env.iter().map(|(k, v)| (k.into(), v.into())));
+    env.into_iter().collect()
 }
 
 /// Opens the task's log for this run and writes the run's header.
@@ -277,7 +352,7 @@ async fn wait_abort(abort: &mut Abort) {
 async fn stop(
     pgid: Option<i32>,
     contained: &Containment,
-    child: &mut Child,
+    child: &mut Proc,
 ) -> Option<std::process::ExitStatus> {
     signal_all(pgid, contained, libc::SIGTERM);
     let status = match tokio::time::timeout(KILL_GRACE, child.wait()).await {
@@ -391,6 +466,38 @@ mod tests {
     async fn run(cmd: &str, timeout: f64) -> (ShellOutcome, String) {
         let (_tx, rx) = watch::channel(false);
         run_with(cmd, timeout, crate::contain::mechanism(), None, rx).await
+    }
+
+    /// A retry on another runner reuses the task's name for its cgroup: one left
+    /// behind by an attempt whose runner died, killed by the brain through
+    /// `cgroup.kill`, must not kill the new command.
+    #[tokio::test]
+    async fn a_retry_runs_where_an_earlier_attempt_s_cgroup_was_killed() {
+        let how = crate::contain::mechanism();
+        let Mechanism::Cgroup { parent } = how else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("t.log");
+        let id = task_id();
+        let left = parent.join(format!("rigmind-task-{id}"));
+        std::fs::create_dir(&left).unwrap();
+        crate::contain::kill_cgroup(&left);
+        let (_tx, abort) = watch::channel(false);
+        let run = ShellRun {
+            command: "echo ran",
+            workdir: dir.path(),
+            env: vec![("RIGMIND_TASK_ID".into(), id.clone())],
+            unset: &[],
+            timeout_secs: 30.0,
+            log_path: &log,
+            header: "--- header ---".into(),
+            task_id: &id,
+            log_cap: None,
+        };
+        let o = run_contained(run, abort, |_, _| {}, how).await;
+        assert_eq!(o.return_code, Some(0), "{o:?}");
+        assert!(!left.exists(), "the task's cgroup is removed at its end");
     }
 
     /// Both mechanisms where this machine has cgroups, else the marker alone.
