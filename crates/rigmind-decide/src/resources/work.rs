@@ -1,70 +1,266 @@
 //! The work a brain's state holds, as the resource manager sees it: every job not
-//! yet done, how long it runs, and how soon it can start.
+//! yet done, in groups of identical jobs, how long they run, and how soon they can
+//! start.
+//!
+//! Grouping happens here, while walking the state, every round (nothing is kept
+//! between rounds): a batch of 100,000 jobs costs a few arrays of its size and one
+//! [`Work`] per group, not one per job. A group holds the jobs of one batch with the
+//! same plan task, class, model, concurrency group, estimate, start time
+//! (`ready_in`), and the same groups of unfinished dependencies; a running job is a
+//! group of its own. Between groups a dependency is item-wise (each job waits on
+//! its own job of the other group: a `for_each` stage after another) or, for
+//! anything else, all-of (a fan-in; conservative where a job waits on only some).
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, Utc};
 use rigmind_types::TaskClass;
 
-use super::Work;
+use super::{Dep, Work};
 use crate::estimate::Estimate;
-use crate::state::{Batch, BrainState, JobStatus};
+use crate::state::{Batch, BrainState, Job, JobStatus};
 
 /// The work a brain's state holds, with the look-ahead of the module doc: every job
-/// not yet done, its dependencies among them, and how long a running one has left
-/// at `now`. Run times are [`Estimate::of_job`]'s: the plan's `estimate` corrected by
-/// the runs seen of the same plan task.
+/// not yet done, in groups, the dependencies among them, and how long a running
+/// one has left at `now`. Run times are [`Estimate::of_job`]'s: the plan's
+/// `estimate` corrected by the runs seen of the same plan task.
 pub fn work_of(state: &BrainState, default_model: &str, now: DateTime<Utc>) -> Vec<Work> {
     let mut out = Vec::new();
-    for batch in state.batches.values().filter(|b| b.active()) {
+    let active = state.batches.values().filter(|b| b.active());
+    for (index, batch) in active.enumerate() {
+        Grouping::new(state, batch, default_model, now).push_into(index, &mut out);
+    }
+    out
+}
+
+/// One batch's unfinished jobs, grouped.
+struct Grouping<'s> {
+    batch: &'s Batch,
+    default_model: &'s str,
+    /// Each job's estimate, what it has left, and when it can start (`None`: done).
+    secs: Vec<f64>,
+    left: Vec<f64>,
+    at: Vec<Option<f64>>,
+    /// Each unfinished job's group (an index into `groups`).
+    group_of: Vec<usize>,
+    /// Each group's first job.
+    groups: Vec<usize>,
+}
+
+/// Marks a job with no group (done).
+const NONE: usize = usize::MAX;
+
+impl<'s> Grouping<'s> {
+    /// Walks `batch`: estimates (one look-up per plan task), start times, groups.
+    fn new(
+        state: &BrainState,
+        batch: &'s Batch,
+        default_model: &'s str,
+        now: DateTime<Utc>,
+    ) -> Self {
         let n = batch.jobs.len();
-        let secs = |i: usize| estimate_of(state, &batch.jobs[i]);
-        let left = |i: usize| left_of(state, &batch.jobs[i], now);
-        // Where each unfinished job lands in `out`.
-        let base = out.len();
-        let mut slot: Vec<Option<usize>> = vec![None; n];
-        let mut k = base;
+        let mut secs = vec![0.0; n];
+        let mut last: Option<(&str, Option<f64>, f64)> = None;
         for (i, j) in batch.jobs.iter().enumerate() {
-            if !is_done(j.status) {
-                slot[i] = Some(k);
-                k += 1;
-            }
-        }
-        let at = ready_times(batch, left);
-        for (i, j) in batch.jobs.iter().enumerate() {
-            if slot[i].is_none() {
+            if is_done(j.status) {
                 continue;
             }
-            let class = match j.work.class {
-                // An endpoint runs it: no card is needed, like cpu work.
-                Some(TaskClass::Llm) if j.work.endpoint.is_some() => TaskClass::Cpu,
-                Some(c @ (TaskClass::Script | TaskClass::Llm)) => c,
-                _ => TaskClass::Cpu,
+            secs[i] = match last {
+                Some((t, w, s)) if t == j.plan_task_id && w == j.work.estimate_secs => s,
+                _ => {
+                    let s = estimate_of(state, j);
+                    last = Some((&j.plan_task_id, j.work.estimate_secs, s));
+                    s
+                }
             };
-            out.push(Work {
-                class,
-                model: (class == TaskClass::Llm).then(|| {
-                    j.work
-                        .model
-                        .clone()
-                        .unwrap_or_else(|| default_model.to_string())
-                }),
-                secs: secs(i),
-                ready_in: at[i].unwrap_or(0.0),
-                running: j.status == JobStatus::Processing,
-                left: left(i),
-                // A job already queued or running waits for nothing (one put there
-                // by hand may still have unfinished dependencies).
-                deps: if matches!(j.status, JobStatus::Queued | JobStatus::Processing) {
-                    Vec::new()
+        }
+        let left: Vec<f64> = batch
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| left_after(secs[i], j, now))
+            .collect();
+        let at = ready_times(batch, |i| left[i]);
+        let mut g = Grouping {
+            batch,
+            default_model,
+            secs,
+            left,
+            at,
+            group_of: vec![NONE; n],
+            groups: Vec::new(),
+        };
+        g.assign();
+        g
+    }
+
+    /// The class the resource manager sees for job `j`.
+    fn class(j: &Job) -> TaskClass {
+        match j.work.class {
+            // An endpoint runs it: no card is needed, like cpu work.
+            Some(TaskClass::Llm) if j.work.endpoint.is_some() => TaskClass::Cpu,
+            Some(c @ (TaskClass::Script | TaskClass::Llm)) => c,
+            _ => TaskClass::Cpu,
+        }
+    }
+
+    /// The model job `j` needs (llm work only).
+    fn model(&self, j: &'s Job) -> Option<&'s str> {
+        (Self::class(j) == TaskClass::Llm)
+            .then(|| j.work.model.as_deref().unwrap_or(self.default_model))
+    }
+
+    /// Whether job `i` waits for unfinished jobs (one queued or running waits for
+    /// nothing: one put there by hand may still have unfinished dependencies).
+    fn waits(&self, i: usize) -> bool {
+        let j = &self.batch.jobs[i];
+        !matches!(j.status, JobStatus::Queued | JobStatus::Processing)
+            && j.deps.iter().any(|d| self.at[*d].is_some())
+    }
+
+    /// A hash of what makes job `i` alike to others, but for its dependencies: a
+    /// running job is alike to none.
+    fn own_key(&self, i: usize) -> u64 {
+        let j = &self.batch.jobs[i];
+        let mut h = DefaultHasher::new();
+        if j.status == JobStatus::Processing {
+            (0u8, i).hash(&mut h);
+        } else {
+            let at = self.at[i].unwrap_or(0.0);
+            (
+                1u8,
+                &j.plan_task_id,
+                Self::class(j),
+                self.model(j),
+                &j.work.group,
+            )
+                .hash(&mut h);
+            (self.secs[i].to_bits(), at.to_bits(), self.waits(i)).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// Puts every unfinished job in a group: alike jobs (their own keys) whose
+    /// unfinished dependencies are in alike groups (the set of their own keys).
+    fn assign(&mut self) {
+        let n = self.batch.jobs.len();
+        let own: Vec<u64> = (0..n)
+            .map(|i| {
+                if self.at[i].is_some() {
+                    self.own_key(i)
                 } else {
-                    j.deps.iter().filter_map(|d| slot[*d]).collect()
+                    0
+                }
+            })
+            .collect();
+        let mut by_key: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut deps: Vec<u64> = Vec::new();
+        for i in 0..n {
+            if self.at[i].is_none() {
+                continue;
+            }
+            deps.clear();
+            if self.waits(i) {
+                let unfinished = self.batch.jobs[i]
+                    .deps
+                    .iter()
+                    .filter(|d| self.at[**d].is_some());
+                deps.extend(unfinished.map(|d| own[*d]));
+                deps.sort_unstable();
+                deps.dedup();
+            }
+            let mut h = DefaultHasher::new();
+            deps.hash(&mut h);
+            let key = (own[i], h.finish());
+            let next = self.groups.len();
+            let g = *by_key.entry(key).or_insert(next);
+            if g == next {
+                self.groups.push(i);
+            }
+            self.group_of[i] = g;
+        }
+    }
+
+    /// The groups as [`Work`], appended to `out` (whose indices the dependencies
+    /// use), for the batch at `index` among the active ones.
+    fn push_into(&self, index: usize, out: &mut Vec<Work>) {
+        let base = out.len();
+        let mut items = vec![0usize; self.groups.len()];
+        for &g in self.group_of.iter().filter(|g| **g != NONE) {
+            items[g] += 1;
+        }
+        let deps = self.dependencies(&items);
+        for (g, &first) in self.groups.iter().enumerate() {
+            let j = &self.batch.jobs[first];
+            let running = j.status == JobStatus::Processing;
+            out.push(Work {
+                class: Self::class(j),
+                model: self.model(j).map(str::to_string),
+                secs: self.secs[first],
+                ready_in: self.at[first].unwrap_or(0.0),
+                items: items[g],
+                running,
+                left: if running {
+                    self.left[first]
+                } else {
+                    self.secs[first]
                 },
+                deps: deps[g]
+                    .iter()
+                    .map(|d| Dep {
+                        on: base + d.on,
+                        each: d.each,
+                    })
+                    .collect(),
                 group: j.work.group.clone(),
+                batch: index,
             });
         }
     }
-    out
+
+    /// Each group's dependencies on the others (group indices of this batch):
+    /// item-wise when each waiting job has one job of the other group and no two
+    /// share it, and there are no more of them than the other group has items;
+    /// all-of otherwise.
+    fn dependencies(&self, items: &[usize]) -> Vec<Vec<Dep>> {
+        // Per group: (group waited on, edges, last job counted, item-wise so far).
+        let mut acc: Vec<Vec<(usize, usize, usize, bool)>> = vec![Vec::new(); self.groups.len()];
+        // The group whose job last counted each job as its dependency.
+        let mut taken = vec![NONE; self.batch.jobs.len()];
+        for (i, j) in self.batch.jobs.iter().enumerate() {
+            let b = self.group_of[i];
+            if b == NONE || !self.waits(i) {
+                continue;
+            }
+            for &d in j.deps.iter().filter(|d| self.group_of[**d] != NONE) {
+                let a = self.group_of[d];
+                let shared = taken[d] == b;
+                taken[d] = b;
+                let e = match acc[b].iter().position(|e| e.0 == a) {
+                    Some(k) => &mut acc[b][k],
+                    None => {
+                        acc[b].push((a, 0, NONE, true));
+                        acc[b].last_mut().expect("just pushed")
+                    }
+                };
+                e.3 &= e.2 != i && !shared;
+                e.1 += 1;
+                e.2 = i;
+            }
+        }
+        acc.into_iter()
+            .map(|list| {
+                list.into_iter()
+                    .map(|(a, edges, _, each)| Dep {
+                        on: a,
+                        each: (each && edges <= items[a]).then_some(edges),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
 }
 
 /// How soon each unfinished job of `batch` can start (`None` for jobs done): the
@@ -113,7 +309,13 @@ fn ready_times(batch: &Batch, left: impl Fn(usize) -> f64) -> Vec<Option<f64>> {
 pub fn estimates_of(state: &BrainState) -> BTreeMap<String, Estimate> {
     let mut out = BTreeMap::new();
     for batch in state.batches.values().filter(|b| b.active()) {
+        let mut last: Option<&str> = None;
         for j in batch.jobs.iter().filter(|j| !is_done(j.status)) {
+            // The jobs of a plan task come one after another: one look-up each.
+            if last == Some(j.plan_task_id.as_str()) {
+                continue;
+            }
+            last = Some(&j.plan_task_id);
             if !out.contains_key(&j.plan_task_id) {
                 out.insert(j.plan_task_id.clone(), Estimate::of_job(state, j));
             }
@@ -130,7 +332,11 @@ pub fn estimate_of(state: &BrainState, job: &crate::state::Job) -> f64 {
 /// How long a job still needs at `now`: its estimate, less what it has run if it
 /// runs (past its estimate: a little more, not nothing).
 pub fn left_of(state: &BrainState, job: &crate::state::Job, now: DateTime<Utc>) -> f64 {
-    let s = estimate_of(state, job);
+    left_after(estimate_of(state, job), job, now)
+}
+
+/// What a job whose estimate is `s` still needs at `now`.
+fn left_after(s: f64, job: &Job, now: DateTime<Utc>) -> f64 {
     match (&job.holder, job.status) {
         (Some(h), JobStatus::Processing) => {
             let ran = (now - h.since).num_milliseconds().max(0) as f64 / 1000.0;
