@@ -570,3 +570,118 @@ mod tests {
         assert_eq!(project(&v, Strategy::Fixed(0)).makespan, 150.0);
     }
 }
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+    use crate::resources::{Card, Dep, RmConfig, RmPolicy, Work};
+
+    fn view(cards: usize, work: Vec<Work>) -> RigView {
+        let card = |i: usize| Card {
+            worker: format!("w{i}"),
+            mode: CardMode::Script,
+            model: None,
+            running: None,
+            busy_for: 0.0,
+            llm_idle_secs: 0.0,
+            in_mode_secs: 1e9,
+            llm_capable: true,
+            cooling_down: false,
+            load_secs: 30.0,
+        };
+        RigView {
+            config: RmConfig {
+                policy: RmPolicy::Adaptive,
+                model: "m".into(),
+                min_llm_gpus: 0,
+                max_llm_gpus: None,
+                idle_unload_secs: 1800.0,
+                load_secs: 30.0,
+                unload_secs: 5.0,
+                groups: Default::default(),
+            },
+            cards: (0..cards).map(card).collect(),
+            work,
+            estimates: Default::default(),
+        }
+    }
+
+    /// `n` script items of 10 s → `n` llm items of 7 s, each on its own script
+    /// item → one cpu report on all: as groups, and as one work per job.
+    fn stages(n: usize) -> (Vec<Work>, Vec<Work>) {
+        let one = |class, secs| Work::one(class, secs);
+        let mut grouped = vec![
+            Work {
+                items: n,
+                ..one(TaskClass::Script, 10.0)
+            },
+            Work {
+                items: n,
+                ..one(TaskClass::Llm, 7.0)
+            },
+            one(TaskClass::Cpu, 1.0),
+        ];
+        grouped[1].deps = vec![Dep {
+            on: 0,
+            each: Some(n),
+        }];
+        grouped[2].deps = vec![Dep::all(1)];
+        let mut jobs: Vec<Work> = (0..n).map(|_| one(TaskClass::Script, 10.0)).collect();
+        for i in 0..n {
+            jobs.push(Work {
+                deps: vec![Dep::all(i)],
+                ..one(TaskClass::Llm, 7.0)
+            });
+        }
+        jobs.push(Work {
+            deps: (n..2 * n).map(Dep::all).collect(),
+            ..one(TaskClass::Cpu, 1.0)
+        });
+        (grouped, jobs)
+    }
+
+    #[test]
+    fn a_small_group_projects_exactly_as_its_jobs_one_by_one() {
+        let (grouped, jobs) = stages(23);
+        for s in [
+            Strategy::Fixed(1),
+            Strategy::Split(2),
+            Strategy::Phases,
+            Strategy::Stages,
+            Strategy::OnDemand,
+        ] {
+            let (g, j) = (
+                project(&view(3, grouped.clone()), s),
+                project(&view(3, jobs.clone()), s),
+            );
+            assert_eq!(g, j, "{s:?}");
+            assert!(g.makespan.is_finite(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_big_group_runs_in_chunks_and_ends_on_time() {
+        // 30,000 script items of 1 s, then as many of 1 s each on its own: 60,000 s
+        // of work on 3 script cards, none idle, ends at 20,000 s (+ the report).
+        let mut big = vec![
+            Work {
+                items: 30_000,
+                ..Work::one(TaskClass::Script, 1.0)
+            },
+            Work {
+                items: 30_000,
+                ..Work::one(TaskClass::Script, 1.0)
+            },
+            Work::one(TaskClass::Cpu, 1.0),
+        ];
+        big[1].deps = vec![Dep {
+            on: 0,
+            each: Some(30_000),
+        }];
+        big[2].deps = vec![Dep::all(1)];
+        big[2].batch = 1;
+        let p = project(&view(3, big), Strategy::Fixed(0));
+        assert_eq!(p.makespan, 20_001.0);
+        assert_eq!(p.batch_ends, vec![20_000.0, 20_001.0]);
+    }
+}

@@ -354,3 +354,52 @@ fn is_done(s: JobStatus) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::batch;
+
+    /// prep ×3 → label ×3 (item-wise) → report (fan-in), prep[0] complete.
+    fn three_stages() -> BrainState {
+        let mut b = batch(&[&[], &[], &[], &[0], &[1], &[2], &[3, 4, 5]]);
+        for (i, j) in b.jobs.iter_mut().enumerate() {
+            let (task, class) = match i {
+                0..=2 => ("prep", TaskClass::Script),
+                3..=5 => ("label", TaskClass::Llm),
+                _ => ("report", TaskClass::Cpu),
+            };
+            j.plan_task_id = task.into();
+            j.work.class = Some(class);
+            j.work.estimate_secs = Some(10.0);
+        }
+        b.set_status(0, JobStatus::Complete);
+        let mut state = BrainState::default();
+        state.insert(b);
+        state
+    }
+
+    #[test]
+    fn alike_jobs_form_one_group_and_stages_wait_item_wise() {
+        let work = work_of(&three_stages(), "m", Utc::now());
+        let shape: Vec<(TaskClass, usize, f64, Vec<Dep>)> = work
+            .iter()
+            .map(|w| (w.class, w.items, w.ready_in, w.deps.clone()))
+            .collect();
+        let each = |on, n| Dep { on, each: Some(n) };
+        assert_eq!(
+            shape,
+            vec![
+                // prep[1], prep[2]: ready.
+                (TaskClass::Script, 2, 0.0, vec![]),
+                // label[0]: its prep is done.
+                (TaskClass::Llm, 1, 0.0, vec![]),
+                // label[1], label[2]: each on its own prep.
+                (TaskClass::Llm, 2, 10.0, vec![each(0, 2)]),
+                // report: all of label (label[0] alone is one item either way).
+                (TaskClass::Cpu, 1, 20.0, vec![each(1, 1), Dep::all(2)]),
+            ]
+        );
+        assert!(work.iter().all(|w| w.batch == 0 && !w.running));
+    }
+}
