@@ -5,10 +5,11 @@
 //!
 //! The batch: `prep` (script) → `label` (llm, item-wise) → `post` (script,
 //! item-wise), N/3 items each, just submitted (every `prep` ready), on five cards (two
-//! holding the model). Prints the median of the rounds per size, in milliseconds.
+//! holding the model). Prints the median and the least of the rounds per size, in
+//! milliseconds.
 //!
 //! Usage: cargo run --release -p rigmind-sim --example round_time [-- SIZES... [--rounds R]]
-//! (default sizes 1000 10000 100000, 11 rounds). `scripts/bench/round-time.sh` runs it.
+//! (default sizes 1000 10000 100000, 11 rounds).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,7 +26,7 @@ use rigmind_types::TaskClass;
 
 const RIG: &str = r#"
 [llm]
-model = "m"
+model = "qwen2.5:7b"
 load_seconds = 120
 unload_seconds = 10
 
@@ -89,7 +90,7 @@ fn facts() -> Vec<CardFacts> {
         .map(|i| CardFacts {
             worker: format!("gpu{i}"),
             loaded: i < 2,
-            model: (i < 2).then(|| "m".to_string()),
+            model: (i < 2).then(|| "qwen2.5:7b".to_string()),
             running: None::<TaskClass>,
             running_task: None,
             llm_idle_secs: 0.0,
@@ -100,9 +101,11 @@ fn facts() -> Vec<CardFacts> {
         .collect()
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+/// The median and the least of `xs`: on a loaded machine the least is the round
+/// that ran undisturbed.
+fn median_min(mut xs: Vec<f64>) -> String {
     xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+    format!("{:.2} / {:.2}", xs[xs.len() / 2], xs[0])
 }
 
 fn main() {
@@ -127,7 +130,7 @@ fn main() {
     let facts = facts();
     let in_flight = BTreeMap::new();
     let now = rigmind_sim::engine::epoch();
-    println!("| unfinished tasks | view_of (ms) | whole round (ms) | actions |");
+    println!("| unfinished tasks | view_of, ms (median / least) | whole round, ms (median / least) | actions |");
     println!("| ---: | ---: | ---: | --- |");
     for n in sizes {
         let state = state(n, &rig);
@@ -156,11 +159,14 @@ fn main() {
                 )
             })
             .collect();
+        if std::env::var_os("ROUND_TIME_REASONS").is_some() {
+            eprintln!("{actions:#?}");
+        }
         println!(
-            "| {} | {:.2} | {:.2} | {} |",
+            "| {} | {} | {} | {} |",
             n / 3 * 3,
-            median(view_ms),
-            median(round_ms),
+            median_min(view_ms),
+            median_min(round_ms),
             if shown.is_empty() {
                 "none".to_string()
             } else {

@@ -43,7 +43,7 @@ mod work;
 
 pub use crate::estimate::DEFAULT_ESTIMATE_SECS;
 pub use observed::{task_of, view_of, CardFacts, InFlight};
-pub use work::{estimate_of, estimates_of, left_of, work_of};
+pub use work::{estimate_of, estimates_of, left_of, work_and_estimates, work_of};
 
 use cards::unload;
 use demand::{demand, wanted_model};

@@ -11,9 +11,8 @@
 //! its own job of the other group: a `for_each` stage after another) or, for
 //! anything else, all-of (a fan-in; conservative where a job waits on only some).
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use chrono::{DateTime, Utc};
 use rigmind_types::TaskClass;
@@ -27,12 +26,30 @@ use crate::state::{Batch, BrainState, Job, JobStatus};
 /// one has left at `now`. Run times are [`Estimate::of_job`]'s: the plan's
 /// `estimate` corrected by the runs seen of the same plan task.
 pub fn work_of(state: &BrainState, default_model: &str, now: DateTime<Utc>) -> Vec<Work> {
+    work_and_estimates(state, default_model, now).0
+}
+
+/// [`work_of`] and [`estimates_of`] in one walk over the jobs.
+pub fn work_and_estimates(
+    state: &BrainState,
+    default_model: &str,
+    now: DateTime<Utc>,
+) -> (Vec<Work>, BTreeMap<String, Estimate>) {
     let mut out = Vec::new();
+    let mut estimates = BTreeMap::new();
     let active = state.batches.values().filter(|b| b.active());
     for (index, batch) in active.enumerate() {
-        Grouping::new(state, batch, default_model, now).push_into(index, &mut out);
+        let g = Grouping::new(state, batch, default_model, now);
+        g.push_into(index, &mut out);
+        // Every plan task with a job not yet done has a group.
+        for &first in &g.groups {
+            let j = &batch.jobs[first];
+            if !estimates.contains_key(&j.plan_task_id) {
+                estimates.insert(j.plan_task_id.clone(), Estimate::of_job(state, j));
+            }
+        }
     }
-    out
+    (out, estimates)
 }
 
 /// One batch's unfinished jobs, grouped.
@@ -43,14 +60,54 @@ struct Grouping<'s> {
     secs: Vec<f64>,
     left: Vec<f64>,
     at: Vec<Option<f64>>,
+    /// Each job's kind: jobs of one kind share plan task, class, model, group and
+    /// estimate (numbered as met; two runs of one kind may get two numbers).
+    kind: Vec<u32>,
+    /// Whether each job waits for unfinished jobs ([`Grouping::waits`]).
+    waits: Vec<bool>,
     /// Each unfinished job's group (an index into `groups`).
     group_of: Vec<usize>,
     /// Each group's first job.
     groups: Vec<usize>,
 }
 
+/// Whether two jobs are of one kind: plan task, class, model, concurrency group,
+/// written estimate and endpoint.
+fn alike(a: &Job, b: &Job) -> bool {
+    a.plan_task_id == b.plan_task_id
+        && a.work.class == b.work.class
+        && a.work.model == b.work.model
+        && a.work.group == b.work.group
+        && a.work.estimate_secs == b.work.estimate_secs
+        && a.work.endpoint.is_some() == b.work.endpoint.is_some()
+}
+
 /// Marks a job with no group (done).
 const NONE: usize = usize::MAX;
+
+/// A fast hasher for the grouping keys (FxHash's rule): they are built here, not
+/// chosen by anyone, so no protection against crafted collisions is needed, and
+/// SipHash was an eighth of a round at 100,000 jobs.
+#[derive(Default)]
+struct Fx(u64);
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 impl<'s> Grouping<'s> {
     /// Walks `batch`: estimates (one look-up per plan task), start times, groups.
@@ -61,37 +118,37 @@ impl<'s> Grouping<'s> {
         now: DateTime<Utc>,
     ) -> Self {
         let n = batch.jobs.len();
-        let mut secs = vec![0.0; n];
-        let mut last: Option<(&str, Option<f64>, f64)> = None;
+        let (mut secs, mut left, mut kind) = (vec![0.0; n], vec![0.0; n], vec![0u32; n]);
+        // One pass over the jobs (big structs, their strings elsewhere): alike jobs
+        // come one after another, so each is compared with the last only.
+        let mut last: Option<(&Job, f64, u32)> = None;
         for (i, j) in batch.jobs.iter().enumerate() {
             if is_done(j.status) {
                 continue;
             }
-            secs[i] = match last {
-                Some((t, w, s)) if t == j.plan_task_id && w == j.work.estimate_secs => s,
+            let (s, k) = match last {
+                Some((l, s, k)) if alike(l, j) => (s, k),
                 _ => {
-                    let s = estimate_of(state, j);
-                    last = Some((&j.plan_task_id, j.work.estimate_secs, s));
-                    s
+                    let k = last.map_or(0, |(_, _, k)| k + 1);
+                    (estimate_of(state, j), k)
                 }
             };
+            last = Some((j, s, k));
+            (secs[i], left[i], kind[i]) = (s, left_after(s, j, now), k);
         }
-        let left: Vec<f64> = batch
-            .jobs
-            .iter()
-            .enumerate()
-            .map(|(i, j)| left_after(secs[i], j, now))
-            .collect();
         let at = ready_times(batch, |i| left[i]);
         let mut g = Grouping {
             batch,
             default_model,
             secs,
             left,
+            kind,
             at,
+            waits: Vec::new(),
             group_of: vec![NONE; n],
             groups: Vec::new(),
         };
+        g.waits = (0..n).map(|i| g.waits(i)).collect();
         g.assign();
         g
     }
@@ -124,20 +181,13 @@ impl<'s> Grouping<'s> {
     /// running job is alike to none.
     fn own_key(&self, i: usize) -> u64 {
         let j = &self.batch.jobs[i];
-        let mut h = DefaultHasher::new();
+        let mut h = Fx::default();
         if j.status == JobStatus::Processing {
             (0u8, i).hash(&mut h);
         } else {
             let at = self.at[i].unwrap_or(0.0);
-            (
-                1u8,
-                &j.plan_task_id,
-                Self::class(j),
-                self.model(j),
-                &j.work.group,
-            )
-                .hash(&mut h);
-            (self.secs[i].to_bits(), at.to_bits(), self.waits(i)).hash(&mut h);
+            let kind = (self.kind[i], self.secs[i].to_bits());
+            (1u8, kind, at.to_bits(), self.waits[i]).hash(&mut h);
         }
         h.finish()
     }
@@ -155,14 +205,16 @@ impl<'s> Grouping<'s> {
                 }
             })
             .collect();
-        let mut by_key: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut by_key: HashMap<(u64, u64), usize, BuildHasherDefault<Fx>> = HashMap::default();
         let mut deps: Vec<u64> = Vec::new();
+        // Alike jobs mostly come one after another: the last key is asked first.
+        let mut last: Option<((u64, u64), usize)> = None;
         for i in 0..n {
             if self.at[i].is_none() {
                 continue;
             }
             deps.clear();
-            if self.waits(i) {
+            if self.waits[i] {
                 let unfinished = self.batch.jobs[i]
                     .deps
                     .iter()
@@ -171,14 +223,21 @@ impl<'s> Grouping<'s> {
                 deps.sort_unstable();
                 deps.dedup();
             }
-            let mut h = DefaultHasher::new();
+            let mut h = Fx::default();
             deps.hash(&mut h);
             let key = (own[i], h.finish());
-            let next = self.groups.len();
-            let g = *by_key.entry(key).or_insert(next);
-            if g == next {
-                self.groups.push(i);
-            }
+            let g = match last {
+                Some((k, g)) if k == key => g,
+                _ => {
+                    let next = self.groups.len();
+                    let g = *by_key.entry(key).or_insert(next);
+                    if g == next {
+                        self.groups.push(i);
+                    }
+                    last = Some((key, g));
+                    g
+                }
+            };
             self.group_of[i] = g;
         }
     }
@@ -231,7 +290,7 @@ impl<'s> Grouping<'s> {
         let mut taken = vec![NONE; self.batch.jobs.len()];
         for (i, j) in self.batch.jobs.iter().enumerate() {
             let b = self.group_of[i];
-            if b == NONE || !self.waits(i) {
+            if b == NONE || !self.waits[i] {
                 continue;
             }
             for &d in j.deps.iter().filter(|d| self.group_of[**d] != NONE) {
@@ -269,11 +328,12 @@ impl<'s> Grouping<'s> {
 fn ready_times(batch: &Batch, left: impl Fn(usize) -> f64) -> Vec<Option<f64>> {
     let n = batch.jobs.len();
     let mut at: Vec<Option<f64>> = vec![None; n];
+    let mut stack = Vec::new();
     for start in 0..n {
         if at[start].is_some() || is_done(batch.jobs[start].status) {
             continue;
         }
-        let mut stack = vec![(start, false)];
+        stack.push((start, false));
         while let Some((i, expanded)) = stack.pop() {
             if at[i].is_some() {
                 continue;
