@@ -193,39 +193,14 @@ impl<'s> Grouping<'s> {
     }
 
     /// Puts every unfinished job in a group: alike jobs (their own keys) whose
-    /// unfinished dependencies are in alike groups (the set of their own keys).
+    /// unfinished dependencies are in the same groups ([`Grouping::full_keys`]).
     fn assign(&mut self) {
-        let n = self.batch.jobs.len();
-        let own: Vec<u64> = (0..n)
-            .map(|i| {
-                if self.at[i].is_some() {
-                    self.own_key(i)
-                } else {
-                    0
-                }
-            })
-            .collect();
-        let mut by_key: HashMap<(u64, u64), usize, BuildHasherDefault<Fx>> = HashMap::default();
-        let mut deps: Vec<u64> = Vec::new();
+        let full = self.full_keys();
+        let mut by_key: HashMap<u64, usize, BuildHasherDefault<Fx>> = HashMap::default();
         // Alike jobs mostly come one after another: the last key is asked first.
-        let mut last: Option<((u64, u64), usize)> = None;
-        for i in 0..n {
-            if self.at[i].is_none() {
-                continue;
-            }
-            deps.clear();
-            if self.waits[i] {
-                let unfinished = self.batch.jobs[i]
-                    .deps
-                    .iter()
-                    .filter(|d| self.at[**d].is_some());
-                deps.extend(unfinished.map(|d| own[*d]));
-                deps.sort_unstable();
-                deps.dedup();
-            }
-            let mut h = Fx::default();
-            deps.hash(&mut h);
-            let key = (own[i], h.finish());
+        let mut last: Option<(u64, usize)> = None;
+        for (i, key) in full.into_iter().enumerate() {
+            let Some(key) = key else { continue };
             let g = match last {
                 Some((k, g)) if k == key => g,
                 _ => {
@@ -240,6 +215,52 @@ impl<'s> Grouping<'s> {
             };
             self.group_of[i] = g;
         }
+    }
+
+    /// Each unfinished job's key: its own key with the set of its unfinished
+    /// dependencies' keys, so that jobs of one key wait on jobs of the same keys
+    /// (the same groups). Memoised, depth-first without recursion, as
+    /// [`ready_times`].
+    fn full_keys(&self) -> Vec<Option<u64>> {
+        let n = self.batch.jobs.len();
+        let own: Vec<u64> = (0..n)
+            .map(|i| {
+                if self.at[i].is_some() {
+                    self.own_key(i)
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let mut full: Vec<Option<u64>> = vec![None; n];
+        let (mut stack, mut keys) = (Vec::new(), Vec::new());
+        for start in (0..n).filter(|i| self.at[*i].is_some()) {
+            stack.push((start, false));
+            while let Some((i, expanded)) = stack.pop() {
+                if full[i].is_some() {
+                    continue;
+                }
+                let deps = self.batch.jobs[i].deps.iter().copied();
+                let mut unfinished = deps.filter(|d| self.at[*d].is_some() && self.waits[i]);
+                if !expanded {
+                    stack.push((i, true));
+                    stack.extend(
+                        unfinished
+                            .filter(|d| full[*d].is_none())
+                            .map(|d| (d, false)),
+                    );
+                    continue;
+                }
+                keys.clear();
+                keys.extend(unfinished.by_ref().map(|d| full[d].unwrap_or(0)));
+                keys.sort_unstable();
+                keys.dedup();
+                let mut h = Fx::default();
+                (own[i], &keys).hash(&mut h);
+                full[i] = Some(h.finish());
+            }
+        }
+        full
     }
 
     /// The groups as [`Work`], appended to `out` (whose indices the dependencies
@@ -461,5 +482,28 @@ mod tests {
             ]
         );
         assert!(work.iter().all(|w| w.batch == 0 && !w.running));
+    }
+
+    #[test]
+    fn jobs_waiting_on_different_groups_are_not_one_group() {
+        // prep[0], prep[1] run (a group each), so tag[0], tag[1] are two groups of
+        // one; post[0], post[1] then wait on different groups: two groups too (as
+        // one group of two, each dependency would seem to free one of them).
+        let mut b = batch(&[&[], &[], &[0], &[1], &[2], &[3]]);
+        for (i, j) in b.jobs.iter_mut().enumerate() {
+            j.plan_task_id = ["prep", "tag", "post"][i / 2].into();
+            j.work.class = Some([TaskClass::Script, TaskClass::Llm][i / 2 % 2]);
+            j.work.estimate_secs = Some(10.0);
+        }
+        b.set_status(0, JobStatus::Processing);
+        b.set_status(1, JobStatus::Processing);
+        let mut state = BrainState::default();
+        state.insert(b);
+        let work = work_of(&state, "m", Utc::now());
+        let items: Vec<usize> = work.iter().map(|w| w.items).collect();
+        assert_eq!(items, vec![1; 6]);
+        let each = |on| vec![Dep { on, each: Some(1) }];
+        assert_eq!(work[4].deps, each(2));
+        assert_eq!(work[5].deps, each(3));
     }
 }
