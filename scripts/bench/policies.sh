@@ -10,17 +10,21 @@
 # kind has its own geometric mean. A workload NAME.md runs on plans/workloads/rig-NAME.toml
 # instead when that file exists (two-models.md: cards of two sizes, two models).
 #
-# Usage: scripts/bench/policies.sh [--write]
+# Usage: scripts/bench/policies.sh [--write] [--large]
 #   --write   also replace the text between `<!-- policies:begin -->` and
 #             `<!-- policies:end -->` in docs/scheduling.md with the table.
+#   --large   also the 100,000-task workload (`hundred-thousand`, written by
+#             scripts/bench/big-plan.sh): opt-in, its simulation takes hours.
 # RIGMIND_BIN=path uses that binary instead of building target/release/rigmind.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 write=0
+large=0
 for arg in "$@"; do
   case "$arg" in
     --write) write=1 ;;
+    --large) large=1 ;;
     -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "policies.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
@@ -55,6 +59,10 @@ workloads=()
 while IFS= read -r f; do
   workloads+=("$f")
 done < <(LC_ALL=C ls plans/workloads/*.md | grep -v '/README\.md$' | LC_ALL=C sort)
+if [ "$large" = 1 ]; then
+  scripts/bench/big-plan.sh 33333 > "$work/hundred-thousand.md"
+  workloads+=("$work/hundred-thousand.md")
+fi
 if [ ${#workloads[@]} -eq 0 ]; then
   echo "policies.sh: no workloads in plans/workloads/" >&2
   exit 1

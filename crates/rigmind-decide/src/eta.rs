@@ -153,7 +153,7 @@ pub fn secs_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::{Card, CardMode, RmConfig, Work};
+    use crate::resources::{Card, CardMode, Dep, RmConfig, Work};
     use rigmind_queue::batch::BatchRecord;
     use rigmind_types::TaskClass;
 
@@ -179,15 +179,10 @@ mod tests {
 
     fn w(class: TaskClass, secs: f64, deps: Vec<usize>, batch: usize) -> Work {
         Work {
-            class,
             model: (class == TaskClass::Llm).then(|| "m".to_string()),
-            secs,
-            ready_in: 0.0,
-            running: false,
-            left: secs,
-            deps,
-            group: None,
+            deps: deps.into_iter().map(Dep::all).collect(),
             batch,
+            ..Work::one(class, secs)
         }
     }
 

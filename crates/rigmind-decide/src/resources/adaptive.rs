@@ -8,22 +8,17 @@ use super::cards::{idle_unloads, llm_cap, llm_cards, load, unload};
 use super::demand::{demand, wanted_model, Demand};
 use super::{CardMode, RigView, RmAction};
 
-/// Above this many unfinished jobs, `adaptive` weighs demand instead of projecting.
-pub const PROJECT_AT_MOST: usize = 2000;
-
 /// `adaptive`: projects the rest of the work under each way of moving the cards —
 /// every fixed number of LLM cards, phases, and stages (phases whose cards turn one
 /// by one as their kind runs dry, so loads overlap a stage's tail) — and takes the
 /// first step of the best, if it beats staying as things are by a margin (the
-/// hysteresis: a move must pay for itself, so cards do not flap).
+/// hysteresis: a move must pay for itself, so cards do not flap). It projects at
+/// every size: the work comes in groups and the projection runs chunks of them.
 ///
 /// With the actions comes the projection it follows (the best move's when it
 /// moves, the best of standing still's when not), for the batches' ETAs
 /// ([`crate::eta`]); `None` where it projected nothing.
 pub(super) fn decide(view: &RigView) -> (Vec<RmAction>, Option<Projection>) {
-    if view.work.len() > PROJECT_AT_MOST {
-        return (super::proportional::decide(view), None);
-    }
     let d = demand(view, 0.0);
     if d.left_llm_n == 0 && d.ready_script_n == 0 {
         // Nothing for the model to do and nothing a freed card would run.
@@ -207,7 +202,7 @@ mod tests {
         w[0].left = 50.0;
         let mut llm = work(TaskClass::Llm, 21, 100.0, 50.0);
         for t in &mut llm {
-            t.deps = vec![0];
+            t.deps = vec![Dep::all(0)];
         }
         w.extend(llm);
         let mut busy = card("w1", CardMode::Script);
@@ -228,7 +223,7 @@ mod tests {
         let mut w = work(TaskClass::Script, 1, 100.0, 0.0);
         let mut llm = work(TaskClass::Llm, 3, 100.0, 100.0);
         for t in &mut llm {
-            t.deps = vec![0];
+            t.deps = vec![Dep::all(0)];
         }
         w.extend(llm);
         let v = view(RmPolicy::Adaptive, vec![card("w1", CardMode::Llm)], w);

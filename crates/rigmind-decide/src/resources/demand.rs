@@ -33,33 +33,34 @@ pub(super) fn demand(view: &RigView, horizon: f64) -> Demand {
     for w in view.work.iter().filter(|w| w.class != TaskClass::Cpu) {
         let llm = w.class == TaskClass::Llm;
         let ready = w.ready_in <= 0.0 && !w.running;
+        let (n, all) = (w.items, w.secs * w.items as f64);
         if llm {
-            d.left_llm_n += 1;
+            d.left_llm_n += n;
             let m = w.model.clone().unwrap_or_else(|| view.config.model.clone());
             if ready {
-                *d.ready_by_model.entry(m.clone()).or_default() += w.secs;
+                *d.ready_by_model.entry(m.clone()).or_default() += all;
             }
-            *d.by_model.entry(m).or_default() += w.secs;
+            *d.by_model.entry(m).or_default() += all;
         }
         match (llm, ready, w.running) {
             (true, true, _) => {
-                d.ready_llm += w.secs;
-                d.ready_llm_n += 1;
+                d.ready_llm += all;
+                d.ready_llm_n += n;
             }
             (false, true, _) => {
-                d.ready_script += w.secs;
-                d.ready_script_n += 1;
+                d.ready_script += all;
+                d.ready_script_n += n;
             }
-            (true, _, true) => d.running_llm_n += 1,
-            (false, _, true) => d.running_script_n += 1,
+            (true, _, true) => d.running_llm_n += n,
+            (false, _, true) => d.running_script_n += n,
             _ => {}
         }
         if w.ready_in <= horizon {
             // A running task has, on average, half its run left.
-            let secs = if w.running { w.secs / 2.0 } else { w.secs };
+            let secs = if w.running { all / 2.0 } else { all };
             if llm {
                 d.soon_llm += secs;
-                d.soon_llm_n += 1;
+                d.soon_llm_n += n;
             } else {
                 d.soon_script += secs;
             }

@@ -7,13 +7,14 @@
 //! (`rigmind_brain::rig`), the simulator from its virtual state; both build the
 //! view with [`view_of`] and write each action as the resource task [`task_of`] makes.
 //!
-//! Work is seen through [`work_of`]: every job not yet done, with its class, its
-//! expected run time and how soon it can start — the longest chain of unfinished
-//! dependencies before it, run on unlimited cards. That look-ahead is what lets a
-//! card start loading its model while the last script tasks of a stage still run.
+//! Work is seen through [`work_of`]: every job not yet done, in groups of alike
+//! jobs, with its class, its expected run time and how soon it can start — the
+//! longest chain of unfinished dependencies before it, run on unlimited cards. That
+//! look-ahead is what lets a card start loading its model while the last script
+//! tasks of a stage still run.
 //!
-//! One file per policy — [`adaptive`](adaptive) (with its fallback for very large
-//! batches, `proportional`), `phases`, `static_cards` and `on_demand` — over the
+//! One file per policy — [`adaptive`](adaptive), `phases`, `static_cards` and
+//! `on_demand` — over the
 //! shared pieces: `demand` (the work, summed), `cards` (which cards may move, and
 //! the actions that move them), `work` (the view's work from a brain's state) and
 //! `observed` (the cards from what their workers publish, and the resource tasks)
@@ -38,18 +39,16 @@ mod no_losing_moves;
 mod observed;
 mod on_demand;
 mod phases;
-mod proportional;
 mod static_cards;
 #[cfg(test)]
 mod testkit;
 mod work;
 
 pub use crate::estimate::DEFAULT_ESTIMATE_SECS;
-pub use adaptive::PROJECT_AT_MOST;
 pub(crate) use cards::llm_cap;
 pub use models::{model_errors, ModelSizes};
 pub use observed::{task_of, view_of, CardFacts, InFlight};
-pub use work::{estimate_of, estimates_of, left_of, work_of};
+pub use work::{estimate_of, estimates_of, left_of, work_and_estimates, work_of};
 
 /// How cards are moved between their states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,28 +171,69 @@ impl Card {
     }
 }
 
-/// One job not yet done, as demand.
+/// A group of jobs not yet done, as demand: `items` identical jobs of one batch
+/// (one plan task, class, model, concurrency group, estimate, and the same start
+/// time), or one running job. Grouping is what lets the look-ahead project 100,000
+/// jobs in a few groups ([`work_of`], `docs/scheduling.md`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Work {
     /// `cpu`, `script` or `llm` (cpu work runs on any card, whatever its state).
     pub class: TaskClass,
     /// For llm work: the model it needs.
     pub model: Option<String>,
-    /// Expected run time.
+    /// Expected run time of each item.
     pub secs: f64,
-    /// Seconds until it can start (0: ready now).
+    /// Seconds until its items can start (0: ready now).
     pub ready_in: f64,
-    /// It runs now.
+    /// How many jobs it stands for (1 for a running job).
+    pub items: usize,
+    /// It is one job that runs now.
     pub running: bool,
-    /// Seconds it still needs (its estimate, less what a running one has run).
+    /// Seconds each item still needs (its estimate, less what a running one has run).
     pub left: f64,
-    /// The unfinished jobs it waits for (indices into [`RigView::work`]).
-    pub deps: Vec<usize>,
+    /// The unfinished groups its items wait for.
+    pub deps: Vec<Dep>,
     /// Its concurrency group.
     pub group: Option<String>,
     /// Its batch: the index among the active batches, in `state.batches` order
     /// (what [`crate::projection::Projection::batch_ends`] is indexed by).
     pub batch: usize,
+}
+
+impl Work {
+    /// One job of `class` that runs `secs`, ready now, waiting for nothing.
+    pub fn one(class: TaskClass, secs: f64) -> Self {
+        Self {
+            class,
+            model: None,
+            secs,
+            ready_in: 0.0,
+            items: 1,
+            running: false,
+            left: secs,
+            deps: Vec::new(),
+            group: None,
+            batch: 0,
+        }
+    }
+}
+
+/// What a group waits for in another group of its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dep {
+    /// The group waited for (an index into [`RigView::work`]).
+    pub on: usize,
+    /// `Some(n)`: item-wise (a `for_each` stage after another): `n` of the items
+    /// wait each for its own item of `on`, and start one by one as those end.
+    /// `None`: all of it (a fan-in): no item starts before every item of `on` ends.
+    pub each: Option<usize>,
+}
+
+impl Dep {
+    /// Waits for all of group `on`.
+    pub fn all(on: usize) -> Self {
+        Self { on, each: None }
+    }
 }
 
 /// Everything [`decide`] looks at.
@@ -202,7 +242,7 @@ pub struct RigView {
     pub config: RmConfig,
     /// The GPU workers that are alive.
     pub cards: Vec<Card>,
-    /// Every job not yet done, with the dependencies among them.
+    /// Every job not yet done, in groups, with the dependencies among them.
     pub work: Vec<Work>,
     /// The estimate each plan task with work left has, by plan task id: what
     /// `work`'s run times came from, named in each decision's reason.

@@ -6,7 +6,7 @@
 use rigmind_types::TaskClass;
 
 use super::testkit::{card, cfg, work};
-use super::{decide, Card, CardMode, RigView, RmAction, RmPolicy, Work};
+use super::{decide, Card, CardMode, Dep, RigView, RmAction, RmPolicy, Work};
 use crate::projection::{project, Strategy};
 
 /// SplitMix64: a small seeded generator, enough for workloads.
@@ -56,7 +56,7 @@ fn random_work(rng: &mut Rng) -> Vec<Work> {
             .map(|&d| out[d].ready_in + out[d].left)
             .fold(0.0, f64::max);
         let mut w = work(class, 1, secs, ready_in).remove(0);
-        w.deps = deps;
+        w.deps = deps.into_iter().map(Dep::all).collect();
         out.push(w);
     }
     out

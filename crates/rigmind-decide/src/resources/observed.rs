@@ -13,7 +13,7 @@ use rigmind_queue::task::{ResourceAction, TaskFile};
 use rigmind_types::TaskClass;
 use serde::{Deserialize, Serialize};
 
-use super::{estimates_of, left_of, work_of, Card, CardMode, RigView, RmAction, RmConfig};
+use super::{left_of, work_and_estimates, Card, CardMode, RigView, RmAction, RmConfig};
 use crate::estimate::load_of;
 use crate::state::BrainState;
 
@@ -118,14 +118,15 @@ pub fn view_of(
     state: &BrainState,
     now: DateTime<Utc>,
 ) -> RigView {
+    let (work, estimates) = work_and_estimates(state, &config.model, now);
     RigView {
         config: config.clone(),
         cards: facts
             .iter()
             .map(|f| Card::observe(f, in_flight, state, (config, now)))
             .collect(),
-        work: work_of(state, &config.model, now),
-        estimates: estimates_of(state),
+        work,
+        estimates,
     }
 }
 

@@ -39,15 +39,9 @@ pub(super) fn card(worker: &str, mode: CardMode) -> Card {
 pub(super) fn work(class: TaskClass, n: usize, secs: f64, ready_in: f64) -> Vec<Work> {
     (0..n)
         .map(|_| Work {
-            class,
             model: (class == TaskClass::Llm).then(|| "m".to_string()),
-            secs,
             ready_in,
-            running: false,
-            left: secs,
-            deps: vec![],
-            group: None,
-            batch: 0,
+            ..Work::one(class, secs)
         })
         .collect()
 }

@@ -2,19 +2,34 @@
 //! `adaptive` resource manager's look-ahead.
 //!
 //! [`project`] list-schedules the unfinished DAG of a [`RigView`] on its cards in
-//! virtual time — each free card takes the oldest ready task its state allows (cpu on
+//! virtual time — each free card takes the oldest ready work its state allows (cpu on
 //! any card), a card that changes state is unavailable for the load or unload time —
 //! under one [`Strategy`], and returns the projected end and the state changes the
 //! strategy makes right now. It is a model, not the simulator: it has no queue files,
-//! no claim lock and no brain rounds, only the DAG, the estimates and the cards. It
-//! is deterministic and costs O((tasks + edges) · log tasks) per strategy.
+//! no claim lock and no brain rounds, only the DAG, the estimates and the cards.
+//!
+//! The DAG comes in groups of identical items ([`crate::resources::Work`]), and a
+//! free card takes a *chunk* of its group's ready items, run back to back: `max(1,
+//! ready / (cards able to take it × CHUNKS_PER_CARD))` (guided self-scheduling). A
+//! batch of a few hundred tasks gets chunks of one, task by task as a list schedule
+//! would; 100,000 items on five cards take about a thousand chunks per group. It is
+//! deterministic and costs O((chunks + groups + group edges) · log groups) per
+//! strategy (`progress` holds the DAG's side).
+
+mod progress;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BinaryHeap;
 
 use rigmind_types::TaskClass;
 
 use crate::resources::{CardMode, RigView, RmConfig};
+use progress::Progress;
+
+/// A chunk is at most the ready items over this many per able card: large enough
+/// that small batches are projected task by task (a chunk of one), small enough
+/// that the last chunks are short and balance the cards' ends.
+pub const CHUNKS_PER_CARD: usize = 16;
 
 /// How the cards are moved between their states in a projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,13 +56,12 @@ pub enum Strategy {
 pub struct Projection {
     /// Seconds from now until the last task ends (infinite: it never does).
     pub makespan: f64,
+    /// Seconds from now until each batch's last task ends, by the works' `batch`
+    /// (0 for a batch with no work; infinite: it never does).
+    pub batch_ends: Vec<f64>,
     /// Cards (indices into the view's cards) the strategy moves now, and whether to
     /// the LLM state (`true`) or to the script state.
     pub now: Vec<(usize, bool)>,
-    /// Seconds from now until each batch's last task ends, indexed by
-    /// [`Work::batch`](crate::resources::Work::batch) (infinite: it never does; 0
-    /// for a batch with no work in the view).
-    pub batch_ends: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,17 +127,8 @@ fn switch(card: &mut SimCard, to: Mode, at: f64, cfg: &RmConfig) {
     card.arriving = true;
 }
 
-/// A class's place in the per-class arrays: script 0, llm 1, cpu (and any other) 2.
-fn class_slot(c: TaskClass) -> usize {
-    match c {
-        TaskClass::Script => 0,
-        TaskClass::Llm => 1,
-        _ => 2,
-    }
-}
-
 /// Concurrency groups: the group (its index among the configured ones) and limit
-/// of each task, if it has one.
+/// of each work, if it has one.
 fn group_limits(view: &RigView) -> Vec<Option<(usize, u32)>> {
     let groups = &view.config.groups;
     let names: Vec<&String> = groups.keys().collect();
@@ -165,81 +170,47 @@ fn sim_cards(view: &RigView) -> Vec<SimCard> {
 struct Run<'v> {
     view: &'v RigView,
     cfg: &'v RmConfig,
-    /// Unfinished dependencies of each task, and the tasks waiting on each.
-    unmet: Vec<usize>,
-    dependents: Vec<Vec<usize>>,
-    /// Ready tasks by class slot, oldest (lowest index) first.
-    ready: [BTreeSet<usize>; 3],
-    /// Ends of running tasks, earliest first.
-    events: BinaryHeap<Reverse<(T, usize)>>,
-    /// Each task's concurrency group and its limit, and how many of each group run.
+    dag: Progress<'v>,
+    /// Ends of running chunks, earliest first: (end, group, items).
+    events: BinaryHeap<Reverse<(T, usize, usize)>>,
+    /// Each work's concurrency group and its limit, and how many of each group run.
     limit_of: Vec<Option<(usize, u32)>>,
     in_group: Vec<u32>,
-    /// Tasks not yet ended.
-    left: usize,
-    /// Tasks running, and tasks still waiting on dependencies, by class slot.
-    running: [usize; 3],
-    waiting: [usize; 3],
     cards: Vec<SimCard>,
     /// The least and the most LLM cards allowed.
     bounds: (usize, usize),
     /// Cards the strategy moves now, and whether to the LLM state.
     now_moves: Vec<(usize, bool)>,
-    /// When each batch's last task ended so far, and how many of its tasks have
-    /// not ended.
+    /// When each batch's last item ended so far.
     batch_ends: Vec<f64>,
-    batch_left: Vec<usize>,
 }
 
 impl<'v> Run<'v> {
-    /// The start: running tasks end after what they have left, tasks without
+    /// The start: running jobs end after what they have left, items without
     /// unfinished dependencies are ready, the rest wait.
     fn new(view: &'v RigView) -> Self {
-        let n = view.work.len();
-        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (i, w) in view.work.iter().enumerate() {
-            for &d in &w.deps {
-                dependents[d].push(i);
-            }
-        }
         let cap = view.config.max_llm_gpus.map_or(usize::MAX, |m| m as usize);
         let floor = view.config.min_llm_gpus as usize;
         let batches = view.work.iter().map(|w| w.batch + 1).max().unwrap_or(0);
-        let mut batch_left = vec![0usize; batches];
-        for w in &view.work {
-            batch_left[w.batch] += 1;
-        }
         let mut run = Run {
             view,
             cfg: &view.config,
-            unmet: view.work.iter().map(|w| w.deps.len()).collect(),
-            dependents,
-            ready: Default::default(),
+            dag: Progress::new(view),
             events: BinaryHeap::new(),
             limit_of: group_limits(view),
             in_group: vec![0u32; view.config.groups.len()],
-            left: n,
-            running: [0usize; 3],
-            waiting: [0usize; 3],
             cards: sim_cards(view),
             bounds: (floor, cap),
             now_moves: Vec::new(),
             batch_ends: vec![0.0; batches],
-            batch_left,
         };
-        for (i, w) in view.work.iter().enumerate() {
-            let slot = class_slot(w.class);
+        for (g, w) in view.work.iter().enumerate() {
             if w.running {
-                run.unmet[i] = 0;
-                run.events.push(Reverse((T(w.left.max(0.0)), i)));
-                run.running[slot] += 1;
-                if let Some((g, _)) = run.limit_of[i] {
-                    run.in_group[g] += 1;
+                run.events.push(Reverse((T(w.left.max(0.0)), g, w.items)));
+                run.dag.start_running(g);
+                if let Some((k, _)) = run.limit_of[g] {
+                    run.in_group[k] += 1;
                 }
-            } else if run.unmet[i] == 0 {
-                run.ready[slot].insert(i);
-            } else {
-                run.waiting[slot] += 1;
             }
         }
         run
@@ -250,7 +221,7 @@ impl<'v> Run<'v> {
         self.cards.iter().filter(|c| c.mode == Mode::Llm).count()
     }
 
-    /// Whether task `i`'s concurrency group has room for it.
+    /// Whether work `i`'s concurrency group has room for one more chunk.
     fn open(&self, i: usize) -> bool {
         self.limit_of[i].is_none_or(|(g, l)| self.in_group[g] < l)
     }
@@ -317,29 +288,19 @@ impl<'v> Run<'v> {
         true
     }
 
-    /// Ends the tasks due by `t` and readies what waited only on them.
+    /// Ends the chunks due by `t` and readies what waited only on them.
     fn complete_due(&mut self, t: f64) {
-        while let Some(Reverse((T(at), i))) = self.events.peek().copied() {
+        while let Some(Reverse((T(at), g, items))) = self.events.peek().copied() {
             if at > t {
                 break;
             }
             self.events.pop();
-            self.left -= 1;
-            let b = self.view.work[i].batch;
-            self.batch_left[b] -= 1;
+            self.dag.end(g, items);
+            if let Some((k, _)) = self.limit_of[g] {
+                self.in_group[k] -= 1;
+            }
+            let b = self.view.work[g].batch;
             self.batch_ends[b] = self.batch_ends[b].max(at);
-            self.running[class_slot(self.view.work[i].class)] -= 1;
-            if let Some((g, _)) = self.limit_of[i] {
-                self.in_group[g] -= 1;
-            }
-            for &d in &self.dependents[i] {
-                self.unmet[d] = self.unmet[d].saturating_sub(1);
-                if self.unmet[d] == 0 && !self.view.work[d].running {
-                    let slot = class_slot(self.view.work[d].class);
-                    self.ready[slot].insert(d);
-                    self.waiting[slot] = self.waiting[slot].saturating_sub(1);
-                }
-            }
         }
     }
 
@@ -353,8 +314,8 @@ impl<'v> Run<'v> {
             Mode::Script
         };
         let (s, o) = (phase.slot(), phase.other().slot());
-        let drained = self.ready[s].is_empty() && self.running[s] == 0;
-        if drained && !self.ready[o].is_empty() {
+        let drained = self.dag.ready[s].is_empty() && self.dag.running[s] == 0;
+        if drained && !self.dag.ready[o].is_empty() {
             let to = phase.other();
             let mut llm = llm_cards;
             for i in 0..self.cards.len() {
@@ -366,31 +327,58 @@ impl<'v> Run<'v> {
     }
 
     /// Free cards take work, as a worker claims: its own kind first, cpu work
-    /// after (card::tier).
+    /// after (card::tier); a chunk of the group's ready items, run back to back.
     fn take_work(&mut self, t: f64) {
         for card in 0..self.cards.len() {
             if self.cards[card].free_at > t {
                 continue;
             }
             let own = self.cards[card].mode.slot();
-            let pick = self.ready[own]
+            let pick = self.dag.ready[own]
                 .iter()
                 .find(|i| self.open(**i))
-                .or_else(|| self.ready[2].iter().find(|i| self.open(**i)))
+                .or_else(|| self.dag.ready[2].iter().find(|i| self.open(**i)))
                 .copied();
-            let Some(i) = pick else { continue };
-            if let Some((g, _)) = self.limit_of[i] {
-                self.in_group[g] += 1;
+            let Some(g) = pick else { continue };
+            if let Some((k, _)) = self.limit_of[g] {
+                self.in_group[k] += 1;
             }
-            let class = self.view.work[i].class;
-            debug_assert!(self.cards[card].mode.takes(class));
-            self.ready[class_slot(class)].remove(&i);
-            self.running[class_slot(class)] += 1;
-            let end = t + self.view.work[i].secs.max(0.0);
+            let w = &self.view.work[g];
+            debug_assert!(self.cards[card].mode.takes(w.class));
+            let items = self.chunk(g);
+            self.dag.take(g, items);
+            let end = t + items as f64 * w.secs.max(0.0);
             self.cards[card].free_at = end;
             self.cards[card].arriving = false;
-            self.events.push(Reverse((T(end), i)));
+            self.events.push(Reverse((T(end), g, items)));
         }
+    }
+
+    /// How many ready items of work `g` a card takes at once: the ready ones over
+    /// [`CHUNKS_PER_CARD`] per card able to take them, at least one.
+    fn chunk(&self, g: usize) -> usize {
+        let class = self.view.work[g].class;
+        let able = self
+            .cards
+            .iter()
+            .filter(|c| c.mode.takes(class))
+            .count()
+            .max(1);
+        (self.dag.ready_items(g) / (able * CHUNKS_PER_CARD)).max(1)
+    }
+
+    /// Whether more items than `than` of slot `slot` are ready in open groups.
+    fn ready_beyond(&self, slot: usize, than: usize) -> bool {
+        let mut n = 0usize;
+        for &g in &self.dag.ready[slot] {
+            if self.open(g) {
+                n += self.dag.ready_items(g);
+                if n > than {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// Stages, on demand, split: a card left idle with nothing of its kind ready
@@ -409,15 +397,15 @@ impl<'v> Run<'v> {
                 continue;
             }
             let (s, o) = (mode.slot(), mode.other().slot());
-            if self.ready[s].iter().any(|j| self.open(*j))
-                || self.ready[2].iter().any(|j| self.open(*j))
+            if self.dag.ready[s].iter().any(|j| self.open(*j))
+                || self.dag.ready[2].iter().any(|j| self.open(*j))
             {
                 continue;
             }
             let other_has = if matches!(strategy, Strategy::OnDemand | Strategy::Split(_)) {
-                self.ready[o].iter().filter(|j| self.open(**j)).count() > turned[o]
+                self.ready_beyond(o, turned[o])
             } else {
-                !self.ready[o].is_empty() || self.running[o] > 0 || self.waiting[o] > 0
+                !self.dag.ready[o].is_empty() || self.dag.running[o] > 0 || self.dag.waiting[o] > 0
             };
             if other_has && self.turn(i, mode.other(), t, &mut llm) {
                 turned[o] += 1;
@@ -427,7 +415,7 @@ impl<'v> Run<'v> {
 
     /// The next moment something happens after `t` (infinite: nothing will).
     fn next_moment(&self, t: f64) -> f64 {
-        let next_event = self.events.peek().map(|Reverse((T(at), _))| *at);
+        let next_event = self.events.peek().map(|Reverse((T(at), _, _))| *at);
         let next_free = self
             .cards
             .iter()
@@ -435,22 +423,6 @@ impl<'v> Run<'v> {
             .filter(|f| *f > t)
             .fold(f64::INFINITY, f64::min);
         next_event.unwrap_or(f64::INFINITY).min(next_free)
-    }
-
-    /// What the projection found, with `makespan`: batches with a task that never
-    /// ended never end.
-    fn found(self, makespan: f64) -> Projection {
-        let batch_ends = self
-            .batch_ends
-            .iter()
-            .zip(&self.batch_left)
-            .map(|(end, left)| if *left > 0 { f64::INFINITY } else { *end })
-            .collect();
-        Projection {
-            makespan,
-            now: self.now_moves,
-            batch_ends,
-        }
     }
 }
 
@@ -462,13 +434,14 @@ pub fn project(view: &RigView, strategy: Strategy) -> Projection {
     }
     let mut t = 0.0f64;
     let mut guard = 0usize;
-    while run.left > 0 {
+    let items: usize = run.dag.left;
+    while run.dag.left > 0 {
         guard += 1;
-        if guard > 20 * (view.work.len() + run.cards.len() + 10) {
+        if guard > 20 * (items + view.work.len() + run.cards.len() + 10) {
             break;
         }
         run.complete_due(t);
-        if run.left == 0 {
+        if run.dag.left == 0 {
             break;
         }
         if strategy == Strategy::Phases {
@@ -484,18 +457,34 @@ pub fn project(view: &RigView, strategy: Strategy) -> Projection {
         let next = run.next_moment(t);
         if !next.is_finite() {
             // Nothing runs and nothing will: the strategy cannot finish.
-            return run.found(f64::INFINITY);
+            return run.finish(f64::INFINITY);
         }
         t = next;
     }
-    let makespan = if run.left == 0 { t } else { f64::INFINITY };
-    run.found(makespan)
+    let makespan = if run.dag.left == 0 { t } else { f64::INFINITY };
+    run.finish(makespan)
+}
+
+impl Run<'_> {
+    /// The projection found: a batch with items not ended never ends.
+    fn finish(mut self, makespan: f64) -> Projection {
+        for (g, w) in self.view.work.iter().enumerate() {
+            if self.dag.unended(g) {
+                self.batch_ends[w.batch] = f64::INFINITY;
+            }
+        }
+        Projection {
+            makespan,
+            batch_ends: self.batch_ends,
+            now: self.now_moves,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::{Card, RmConfig, RmPolicy, Work};
+    use crate::resources::{Card, Dep, RmConfig, RmPolicy, Work};
 
     fn view(cards: usize, work: Vec<Work>) -> RigView {
         RigView {
@@ -531,17 +520,9 @@ mod tests {
     }
 
     fn w(class: TaskClass, secs: f64, deps: Vec<usize>) -> Work {
-        Work {
-            class,
-            model: None,
-            secs,
-            ready_in: 0.0,
-            running: false,
-            left: secs,
-            deps,
-            group: None,
-            batch: 0,
-        }
+        let mut w = Work::one(class, secs);
+        w.deps = deps.into_iter().map(Dep::all).collect();
+        w
     }
 
     #[test]
@@ -589,5 +570,122 @@ mod tests {
         v.cards[0].running = Some(TaskClass::Script);
         // The running one ends at 50, its dependency runs 50-150: once each.
         assert_eq!(project(&v, Strategy::Fixed(0)).makespan, 150.0);
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+    use crate::resources::{Card, Dep, RmConfig, RmPolicy, Work};
+
+    fn view(cards: usize, work: Vec<Work>) -> RigView {
+        let card = |i: usize| Card {
+            worker: format!("w{i}"),
+            mode: CardMode::Script,
+            model: None,
+            running: None,
+            busy_for: 0.0,
+            llm_idle_secs: 0.0,
+            in_mode_secs: 1e9,
+            llm_capable: true,
+            cooling_down: false,
+            load_secs: 30.0,
+            vram_mb: None,
+        };
+        RigView {
+            config: RmConfig {
+                policy: RmPolicy::Adaptive,
+                model: "m".into(),
+                min_llm_gpus: 0,
+                max_llm_gpus: None,
+                idle_unload_secs: 1800.0,
+                load_secs: 30.0,
+                unload_secs: 5.0,
+                groups: Default::default(),
+                models: Default::default(),
+            },
+            cards: (0..cards).map(card).collect(),
+            work,
+            estimates: Default::default(),
+        }
+    }
+
+    /// `n` script items of 10 s → `n` llm items of 7 s, each on its own script
+    /// item → one cpu report on all: as groups, and as one work per job.
+    fn stages(n: usize) -> (Vec<Work>, Vec<Work>) {
+        let one = |class, secs| Work::one(class, secs);
+        let mut grouped = vec![
+            Work {
+                items: n,
+                ..one(TaskClass::Script, 10.0)
+            },
+            Work {
+                items: n,
+                ..one(TaskClass::Llm, 7.0)
+            },
+            one(TaskClass::Cpu, 1.0),
+        ];
+        grouped[1].deps = vec![Dep {
+            on: 0,
+            each: Some(n),
+        }];
+        grouped[2].deps = vec![Dep::all(1)];
+        let mut jobs: Vec<Work> = (0..n).map(|_| one(TaskClass::Script, 10.0)).collect();
+        for i in 0..n {
+            jobs.push(Work {
+                deps: vec![Dep::all(i)],
+                ..one(TaskClass::Llm, 7.0)
+            });
+        }
+        jobs.push(Work {
+            deps: (n..2 * n).map(Dep::all).collect(),
+            ..one(TaskClass::Cpu, 1.0)
+        });
+        (grouped, jobs)
+    }
+
+    #[test]
+    fn a_small_group_projects_exactly_as_its_jobs_one_by_one() {
+        let (grouped, jobs) = stages(23);
+        for s in [
+            Strategy::Fixed(1),
+            Strategy::Split(2),
+            Strategy::Phases,
+            Strategy::Stages,
+            Strategy::OnDemand,
+        ] {
+            let (g, j) = (
+                project(&view(3, grouped.clone()), s),
+                project(&view(3, jobs.clone()), s),
+            );
+            assert_eq!(g, j, "{s:?}");
+            assert!(g.makespan.is_finite(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_big_group_runs_in_chunks_and_ends_on_time() {
+        // 30,000 script items of 1 s, then as many of 1 s each on its own: 60,000 s
+        // of work on 3 script cards, none idle, ends at 20,000 s (+ the report).
+        let mut big = vec![
+            Work {
+                items: 30_000,
+                ..Work::one(TaskClass::Script, 1.0)
+            },
+            Work {
+                items: 30_000,
+                ..Work::one(TaskClass::Script, 1.0)
+            },
+            Work::one(TaskClass::Cpu, 1.0),
+        ];
+        big[1].deps = vec![Dep {
+            on: 0,
+            each: Some(30_000),
+        }];
+        big[2].deps = vec![Dep::all(1)];
+        big[2].batch = 1;
+        let p = project(&view(3, big), Strategy::Fixed(0));
+        assert_eq!(p.makespan, 20_001.0);
+        assert_eq!(p.batch_ends, vec![20_000.0, 20_001.0]);
     }
 }
