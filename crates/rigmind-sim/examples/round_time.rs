@@ -177,12 +177,12 @@ fn main() {
         if std::env::var_os("ROUND_TIME_REASONS").is_some() {
             eprintln!("{actions:#?}");
         }
+        let cpu_mean = cpu.iter().sum::<f64>() / cpu.len() as f64;
         println!(
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {cpu_mean:.2} | {} |",
             n / 3 * 3,
             median_min(view_ms),
             median_min(round_ms),
-            format!("{:.2}", cpu.iter().sum::<f64>() / cpu.len() as f64),
             if shown.is_empty() {
                 "none".to_string()
             } else {
