@@ -6,7 +6,8 @@
 //! The batch: `prep` (script) → `label` (llm, item-wise) → `post` (script,
 //! item-wise), N/3 items each, just submitted (every `prep` ready), on five cards (two
 //! holding the model). Prints the median and the least of the rounds per size, in
-//! milliseconds.
+//! milliseconds of wall-clock, and the mean of the thread's CPU time (on a loaded
+//! machine the CPU time is the round's cost, the wall-clock time also its waiting).
 //!
 //! Usage: cargo run --release -p rigmind-sim --example round_time [-- SIZES... [--rounds R]]
 //! (default sizes 1000 10000 100000, 11 rounds).
@@ -102,6 +103,19 @@ fn facts() -> Vec<CardFacts> {
         .collect()
 }
 
+/// CPU time this thread has run, in ms (`/proc/thread-self/schedstat`; counted in
+/// scheduler ticks here, so only the mean over the rounds means anything): on a
+/// loaded machine, what a round costs rather than how long it waited.
+fn cpu_ms() -> f64 {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let ns: f64 = s
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(f64::NAN);
+    ns / 1e6
+}
+
 /// The median and the least of `xs`: on a loaded machine the least is the round
 /// that ran undisturbed.
 fn median_min(mut xs: Vec<f64>) -> String {
@@ -131,20 +145,21 @@ fn main() {
     let facts = facts();
     let in_flight = BTreeMap::new();
     let now = rigmind_sim::engine::epoch();
-    println!("| unfinished tasks | view_of, ms (median / least) | whole round, ms (median / least) | actions |");
-    println!("| ---: | ---: | ---: | --- |");
+    println!("| unfinished tasks | view_of, ms (median / least) | whole round, ms (median / least) | whole round, CPU ms (mean) | actions |");
+    println!("| ---: | ---: | ---: | ---: | --- |");
     for n in sizes {
         let state = state(n, &rig);
-        let (mut view_ms, mut round_ms) = (Vec::new(), Vec::new());
+        let (mut view_ms, mut round_ms, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
         let mut actions = Vec::new();
         for _ in 0..rounds {
             let t = Instant::now();
             let v = view_of(&config, &facts, &in_flight, &state, now);
             view_ms.push(t.elapsed().as_secs_f64() * 1e3);
             std::hint::black_box(v);
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), cpu_ms());
             actions = round::resources(&config, &facts, &in_flight, &state, now);
             round_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            cpu.push(cpu_ms() - c);
         }
         let shown: Vec<String> = actions
             .iter()
@@ -163,8 +178,9 @@ fn main() {
         if std::env::var_os("ROUND_TIME_REASONS").is_some() {
             eprintln!("{actions:#?}");
         }
+        let cpu_mean = cpu.iter().sum::<f64>() / cpu.len() as f64;
         println!(
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {cpu_mean:.2} | {} |",
             n / 3 * 3,
             median_min(view_ms),
             median_min(round_ms),

@@ -136,7 +136,8 @@ impl<'s> Grouping<'s> {
             last = Some((j, s, k));
             (secs[i], left[i], kind[i]) = (s, left_after(s, j, now), k);
         }
-        let at = ready_times(batch, |i| left[i]);
+        let done: Vec<bool> = batch.jobs.iter().map(|j| is_done(j.status)).collect();
+        let at = ready_times(batch, &done, |i| left[i]);
         let mut g = Grouping {
             batch,
             default_model,
@@ -343,15 +344,16 @@ impl<'s> Grouping<'s> {
     }
 }
 
-/// How soon each unfinished job of `batch` can start (`None` for jobs done): the
+/// How soon each unfinished job of `batch` can start (`None` for jobs `done`, a
+/// compact copy of their statuses: the big jobs are not visited per edge): the
 /// longest chain of unfinished dependencies before it, each taking what it has
 /// `left`. Memoised; computed depth-first without recursion.
-fn ready_times(batch: &Batch, left: impl Fn(usize) -> f64) -> Vec<Option<f64>> {
+fn ready_times(batch: &Batch, done: &[bool], left: impl Fn(usize) -> f64) -> Vec<Option<f64>> {
     let n = batch.jobs.len();
     let mut at: Vec<Option<f64>> = vec![None; n];
     let mut stack = Vec::new();
     for start in 0..n {
-        if at[start].is_some() || is_done(batch.jobs[start].status) {
+        if at[start].is_some() || done[start] {
             continue;
         }
         stack.push((start, false));
@@ -367,7 +369,7 @@ fn ready_times(batch: &Batch, left: impl Fn(usize) -> f64) -> Vec<Option<f64>> {
             if !expanded {
                 stack.push((i, true));
                 for &d in &j.deps {
-                    if at[d].is_none() && !is_done(batch.jobs[d].status) {
+                    if at[d].is_none() && !done[d] {
                         stack.push((d, false));
                     }
                 }
@@ -375,7 +377,7 @@ fn ready_times(batch: &Batch, left: impl Fn(usize) -> f64) -> Vec<Option<f64>> {
             }
             let mut ready = 0.0f64;
             for &d in &j.deps {
-                if is_done(batch.jobs[d].status) {
+                if done[d] {
                     continue;
                 }
                 ready = ready.max(at[d].unwrap_or(0.0) + left(d));
