@@ -142,10 +142,15 @@ fn an_old_style_cancel_request_file_is_taken_as_a_marker() {
         "# Plan: slow\n\n## Task: wait\n- task_class: cpu\n- for_each: [a, b]\n- command: `sleep 60`\n",
     );
     let batch = rig.submit(&plan);
+    // The record is written before the submission's own task is filed: wait for both.
     eventually(30, "the batch to be submitted", || {
         rig.root()
             .join(format!("brain/batches/{batch}.json"))
             .exists()
+            && rig
+                .names_in("complete")
+                .iter()
+                .any(|n| n.ends_with("-@execute_plan.json"))
     });
     // What `rigmind cancel` of earlier versions wrote.
     let mut req = rig.task("complete", "@execute_plan");

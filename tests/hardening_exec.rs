@@ -313,7 +313,7 @@ fn a_cancelled_task_s_log_says_it_was_killed_and_why() {
         "# Plan: cancel\n\n## Task: long\n- task_class: cpu\n- command: `setsid sleep 300 & echo $! > long.pid; sleep 60`\n",
     );
     let batch = rig.submit(&plan);
-    let pid = rig.await_file("long.pid");
+    let pid = rig.await_line("long.pid");
     let out = rig.rigmind(&["cancel", &batch]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(rig.wait(&batch), 1);
@@ -367,7 +367,7 @@ fn a_dead_worker_s_task_cgroup_is_killed_though_the_worker_ran_in_another_cgroup
         "# Plan: escape\n\n## Task: hide\n- task_class: cpu\n- retries: 0\n- command: `env -u RIGMIND_TASK_ID setsid sleep 300 & echo $! > bg.pid; sleep 300`\n",
     );
     rig.submit(&plan);
-    let bg = rig.await_file("bg.pid");
+    let bg = rig.await_line("bg.pid");
     assert!(running(&bg));
     let its = std::fs::read_to_string(format!("/proc/{}/cgroup", bg.trim())).unwrap();
     assert!(its.contains("-worker/rigmind-task-"), "{its}");

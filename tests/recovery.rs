@@ -18,7 +18,7 @@ fn a_killed_worker_s_task_is_requeued_and_its_commands_die() {
     let mut rig = Rig::started(&["w1"]);
     let batch = rig.submit_fixture("lost.md");
     wait_running(&rig, "-hangs_once.json");
-    let bg = rig.await_file("bg.pid");
+    let bg = rig.await_line("bg.pid");
     assert!(running(&bg));
     rig.kill9("w1");
     // The OOM killer's way: the worker is gone, its command is not (yet).
@@ -57,7 +57,7 @@ fn a_worker_restarted_under_the_same_id_does_not_hide_its_lost_task() {
     wait_running(&rig, "-hangs_once.json");
     // Killed once the command runs: killed between its claim and its start record,
     // the task is found only after the claim grace ("never started"), another path.
-    rig.await_file("bg.pid");
+    rig.await_line("bg.pid");
     rig.kill9("w1");
     rig.start_worker("w1", &[]);
     assert_eq!(rig.wait(&batch), 0);
@@ -239,7 +239,7 @@ fn cancel_kills_what_runs_and_records_everything_as_cancelled() {
     let rig = Rig::started(&["w1"]);
     let batch = rig.submit_fixture("cancel.md");
     wait_running(&rig, "-long.json");
-    let bg = rig.await_file("bg.pid");
+    let bg = rig.await_line("bg.pid");
     let out = rig.rigmind(&["cancel", &batch]);
     assert_eq!(
         out.status.code(),

@@ -138,6 +138,16 @@ impl Rig {
         std::fs::read_to_string(&path).unwrap()
     }
 
+    /// Waits (up to 10 s) for a file a task writes a line to (`echo $! > pid`), and
+    /// reads it: a shell creates the file before it writes, so existing is not enough.
+    pub fn await_line(&self, rel: &str) -> String {
+        let path = self.dir.path().join(rel);
+        eventually(10, rel, || {
+            std::fs::read_to_string(&path).is_ok_and(|s| s.ends_with('\n'))
+        });
+        std::fs::read_to_string(&path).unwrap()
+    }
+
     /// Runs `rigmind ARGS --root ROOT` to its end.
     pub fn rigmind(&self, args: &[&str]) -> Output {
         Command::new(RIGMIND)
