@@ -153,7 +153,7 @@ pub fn secs_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::{Card, CardMode, Dep, RmConfig, Work};
+    use crate::resources::{testkit, Card, CardMode, Dep, RmConfig, Work};
     use rigmind_queue::batch::BatchRecord;
     use rigmind_types::TaskClass;
 
@@ -163,17 +163,10 @@ mod tests {
 
     fn card(i: usize, mode: CardMode) -> Card {
         Card {
-            worker: format!("w{i}"),
-            mode,
             model: Some("m".into()),
-            running: None,
-            busy_for: 0.0,
-            llm_idle_secs: 0.0,
             in_mode_secs: 1e9,
-            llm_capable: true,
-            cooling_down: false,
             load_secs: 100.0,
-            vram_mb: None,
+            ..testkit::card(&format!("w{i}"), mode)
         }
     }
 
@@ -189,15 +182,8 @@ mod tests {
     fn view(policy: RmPolicy, cards: Vec<Card>, work: Vec<Work>) -> RigView {
         RigView {
             config: RmConfig {
-                policy,
-                model: "m".into(),
-                min_llm_gpus: 0,
-                max_llm_gpus: None,
-                idle_unload_secs: 1800.0,
                 load_secs: 100.0,
-                unload_secs: 10.0,
-                groups: Default::default(),
-                models: Default::default(),
+                ..testkit::cfg(policy)
             },
             cards,
             work,

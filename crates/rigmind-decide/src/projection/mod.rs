@@ -484,39 +484,31 @@ impl Run<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::testkit::{card, cfg};
     use crate::resources::{Card, Dep, RmConfig, RmPolicy, Work};
 
-    fn view(cards: usize, work: Vec<Work>) -> RigView {
+    /// `cards` bare script cards, each loading in `load` s, unloading in `unload` s.
+    pub(super) fn rig(cards: usize, work: Vec<Work>, load: f64, unload: f64) -> RigView {
         RigView {
             config: RmConfig {
-                policy: RmPolicy::Adaptive,
-                model: "m".into(),
-                min_llm_gpus: 0,
-                max_llm_gpus: None,
-                idle_unload_secs: 1800.0,
-                load_secs: 100.0,
-                unload_secs: 10.0,
-                groups: Default::default(),
-                models: Default::default(),
+                load_secs: load,
+                unload_secs: unload,
+                ..cfg(RmPolicy::Adaptive)
             },
             cards: (0..cards)
                 .map(|i| Card {
-                    worker: format!("w{i}"),
-                    mode: CardMode::Script,
-                    model: None,
-                    running: None,
-                    busy_for: 0.0,
-                    llm_idle_secs: 0.0,
                     in_mode_secs: 1e9,
-                    llm_capable: true,
-                    cooling_down: false,
-                    load_secs: 100.0,
-                    vram_mb: None,
+                    load_secs: load,
+                    ..card(&format!("w{i}"), CardMode::Script)
                 })
                 .collect(),
             work,
             estimates: Default::default(),
         }
+    }
+
+    fn view(cards: usize, work: Vec<Work>) -> RigView {
+        rig(cards, work, 100.0, 10.0)
     }
 
     fn w(class: TaskClass, secs: f64, deps: Vec<usize>) -> Work {
@@ -576,38 +568,10 @@ mod tests {
 #[cfg(test)]
 mod group_tests {
     use super::*;
-    use crate::resources::{Card, Dep, RmConfig, RmPolicy, Work};
+    use crate::resources::{Dep, Work};
 
     fn view(cards: usize, work: Vec<Work>) -> RigView {
-        let card = |i: usize| Card {
-            worker: format!("w{i}"),
-            mode: CardMode::Script,
-            model: None,
-            running: None,
-            busy_for: 0.0,
-            llm_idle_secs: 0.0,
-            in_mode_secs: 1e9,
-            llm_capable: true,
-            cooling_down: false,
-            load_secs: 30.0,
-            vram_mb: None,
-        };
-        RigView {
-            config: RmConfig {
-                policy: RmPolicy::Adaptive,
-                model: "m".into(),
-                min_llm_gpus: 0,
-                max_llm_gpus: None,
-                idle_unload_secs: 1800.0,
-                load_secs: 30.0,
-                unload_secs: 5.0,
-                groups: Default::default(),
-                models: Default::default(),
-            },
-            cards: (0..cards).map(card).collect(),
-            work,
-            estimates: Default::default(),
-        }
+        super::tests::rig(cards, work, 30.0, 5.0)
     }
 
     /// `n` script items of 10 s → `n` llm items of 7 s, each on its own script

@@ -41,7 +41,7 @@ mod on_demand;
 mod phases;
 mod static_cards;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 mod work;
 
 pub use crate::estimate::DEFAULT_ESTIMATE_SECS;

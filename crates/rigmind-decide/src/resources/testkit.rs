@@ -6,7 +6,7 @@ use rigmind_types::TaskClass;
 
 use super::{Card, CardMode, RigView, RmAction, RmConfig, RmPolicy, Work};
 
-pub(super) fn cfg(policy: RmPolicy) -> RmConfig {
+pub(crate) fn cfg(policy: RmPolicy) -> RmConfig {
     RmConfig {
         policy,
         model: "m".into(),
@@ -20,7 +20,7 @@ pub(super) fn cfg(policy: RmPolicy) -> RmConfig {
     }
 }
 
-pub(super) fn card(worker: &str, mode: CardMode) -> Card {
+pub(crate) fn card(worker: &str, mode: CardMode) -> Card {
     Card {
         worker: worker.into(),
         mode,
