@@ -3,6 +3,7 @@
 //! or runs, as `tail -F` would (a task the brain has not released yet has no log:
 //! it waits for it), and stops once the task is done.
 
+use std::ffi::OsStr;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,37 +20,37 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 /// `rigmind logs`: exit 0 with the log printed, 1 when the task has none yet.
 pub fn logs(a: LogsArgs) -> Result<i32> {
     let layout = Layout::new(&a.root.root);
+    let mut out = std::io::stdout().lock();
     // An id names its log directly: no task file needs reading.
     let direct = layout.task_log(&a.task);
-    let (log, id) = if is_id(&a.task) && direct.is_file() {
-        (direct, a.task.clone())
-    } else {
-        let matches = tasks_named_in(&every_dir(&layout), &a.task)?;
-        let asked = Asked {
-            kind: "",
-            where_: layout.tasks_dir().display().to_string(),
-            verb: "show",
-        };
-        let found = the_one(matches, &a.task, &asked)?;
-        let log = found
-            .task
-            .log_path
-            .clone()
-            .unwrap_or_else(|| layout.task_log(&found.task.task_id));
-        (log, found.task.task_id)
+    if !a.follow && is_id(&a.task) && direct.is_file() {
+        copy_from(&direct, 0, &mut out)?;
+        return Ok(0);
+    }
+    let matches = tasks_named_in(&every_dir(&layout), &a.task)?;
+    let asked = Asked {
+        kind: "",
+        where_: layout.tasks_dir().display().to_string(),
+        verb: "show",
     };
+    let found = the_one(matches, &a.task, &asked)?;
+    let task = &found.task;
+    let log = task
+        .log_path
+        .clone()
+        .unwrap_or_else(|| layout.task_log(&task.task_id));
     if !log.is_file() && !a.follow {
         eprintln!(
-            "{} has no log yet ({} does not exist)",
+            "{} has no log yet ({} does not exist): it has not started; -f waits for it",
             a.task,
             log.display()
         );
         return Ok(1);
     }
-    let mut out = std::io::stdout().lock();
     let mut at = copy_from(&log, 0, &mut out)?;
     if a.follow {
-        while running(&layout, &id) {
+        let name = found.path.file_name().unwrap_or_default();
+        while live(&layout, &task.batch_id, name) {
             std::thread::sleep(FOLLOW_EVERY);
             at = copy_from(&log, at, &mut out)?;
         }
@@ -89,10 +90,15 @@ fn every_dir(layout: &Layout) -> Vec<PathBuf> {
     dirs
 }
 
-/// Whether the task may still write to its log: it is waiting to be released,
-/// queued or running.
-fn running(layout: &Layout, id: &str) -> bool {
-    let mut live = vec![layout.dir(TaskDir::Queue), layout.dir(TaskDir::Processing)];
-    live.extend(private_dirs(layout));
-    tasks_named_in(&live, id).is_ok_and(|m| !m.is_empty())
+/// Whether the task may still write to its log: its file (which keeps its name
+/// wherever it moves) is waiting to be released, queued or running. Three stats,
+/// however big the queue.
+fn live(layout: &Layout, batch: &str, name: &OsStr) -> bool {
+    [
+        layout.private_dir(batch),
+        layout.dir(TaskDir::Queue),
+        layout.dir(TaskDir::Processing),
+    ]
+    .iter()
+    .any(|d| d.join(name).exists())
 }
