@@ -230,55 +230,107 @@ pub fn manifest_path(layout: &Layout, batch: &str) -> PathBuf {
     layout.private_dir(batch).join(MANIFEST)
 }
 
+/// The same manifest once every task it lists has been written into the queue
+/// (unflushed): `private_tasks/<batch>/.queued.json`, removed once they are
+/// flushed ([`crate::flush`]).
+pub fn written_manifest_path(layout: &Layout, batch: &str) -> PathBuf {
+    layout.private_dir(batch).join(WRITTEN)
+}
+
 const MANIFEST: &str = ".ready.json";
+const WRITTEN: &str = ".queued.json";
 
 fn write_manifest(dir: &Path, tasks: &[TaskFile]) -> Result<PathBuf, QueueError> {
-    let bytes = serde_json::to_vec(tasks).expect("tasks serialise");
     let path = dir.join(MANIFEST);
-    fsio::write_atomic(&path, &bytes, Sync::None)?;
+    // Streamed: the manifest of 100,000 tasks is ~70 MB.
+    fsio::write_atomic_with(&path, Sync::None, |f| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+        serde_json::to_writer(&mut w, tasks).map_err(std::io::Error::from)?;
+        std::io::Write::flush(&mut w)
+    })?;
     Ok(path)
 }
 
-/// Reads a manifest left by a submission that did not finish queueing.
-pub fn read_manifest(layout: &Layout, batch: &str) -> Option<Vec<TaskFile>> {
-    let bytes = fsio::read(&manifest_path(layout, batch)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+/// A manifest left by a submission whose ready tasks were not all flushed, and
+/// whether they had all been written at least (`.queued.json`).
+pub fn read_manifest(layout: &Layout, batch: &str) -> Option<(Vec<TaskFile>, bool)> {
+    let read = |p: PathBuf| {
+        let bytes = fsio::read(&p).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    read(manifest_path(layout, batch))
+        .map(|t| (t, false))
+        .or_else(|| read(written_manifest_path(layout, batch)).map(|t| (t, true)))
 }
 
-/// Writes the manifest's tasks into the queue (all but those `present` says exist
-/// somewhere already) in claim order, so that a worker claiming while they appear
-/// finds the best of them first; logs their release, flushes, and removes the
-/// manifest.
+/// Finishes what a submission's manifest lists, at the brain's start, in claim order
+/// (a worker claiming meanwhile finds the best first). A file in `queue/` that is
+/// not the valid task (torn by a power loss before its flush) is written again. When
+/// not all were `written` yet, those that `present` says are nowhere are written too
+/// (once all were, a task found nowhere was claimed and then lost, which the
+/// rebuild handles as any lost task). Logs the releases; the manifest is left as
+/// `.queued.json` for [`flush_leftovers`] to flush its files and remove it.
 pub fn queue_manifest(
     layout: &Layout,
     logs: &Logs,
     batch: &str,
-    tasks: &[TaskFile],
+    (tasks, written): (&[TaskFile], bool),
     present: impl Fn(&str) -> bool,
 ) -> Result<(), QueueError> {
     let queue = layout.dir(TaskDir::Queue);
-    let mut written = Vec::new();
+    let _held = logs.hold();
     let mut in_order: Vec<(String, &TaskFile)> = tasks.iter().map(|t| (t.file_name(), t)).collect();
     // File names sort in claim order (`pRR-SSSSSSSS-...`).
     in_order.sort_by(|a, b| a.0.cmp(&b.0));
-    for (_, t) in in_order.into_iter().filter(|(n, _)| !present(n)) {
-        written.push(t.write_to(&queue, Sync::None)?);
-        crate::apply::log_release(logs, batch, t, "no dependencies")?;
+    for (name, t) in in_order {
+        let path = queue.join(&name);
+        let torn = path.exists() && TaskFile::read(&path).is_err();
+        if torn || (!written && !present(&name)) {
+            t.write_to(&queue, Sync::None)?;
+            crate::apply::log_release(logs, batch, t, "no dependencies")?;
+        }
     }
-    fsio::sync_group(&written)?;
-    fsio::remove_if_exists(&manifest_path(layout, batch))
+    fsio::rename_if_exists(
+        &manifest_path(layout, batch),
+        &written_manifest_path(layout, batch),
+    )
+}
+
+/// Hands the files of every `.queued.json` manifest left under the root (by a brain
+/// stopped before their flush, or by [`queue_manifest`]) to `flusher`, which
+/// removes each manifest once its files are flushed.
+pub fn flush_leftovers(layout: &Layout, flusher: &crate::flush::Flusher) {
+    let queue = layout.dir(TaskDir::Queue);
+    for batch in fsio::list_names(&layout.private_root()).unwrap_or_default() {
+        let manifest = written_manifest_path(layout, &batch);
+        let Ok(bytes) = fsio::read(&manifest) else {
+            continue;
+        };
+        let tasks: Vec<TaskFile> = serde_json::from_slice(&bytes).unwrap_or_default();
+        flusher.files(tasks.iter().map(|t| queue.join(t.file_name())).collect());
+        flusher.seal(manifest, vec![queue.clone(), layout.dir(TaskDir::Failed)]);
+    }
 }
 
 /// Writes ready tasks of new submissions into the queue (in claim order) until
-/// `budget` is spent, flushes them as one group, and removes the manifest of each
-/// submission that is fully queued. The rest of a submission cancelled meanwhile
-/// goes straight to `failed/` as cancelled. True when nothing is left to write.
+/// `budget` is spent, unflushed: `flusher` flushes them in the background. A
+/// submission fully written has its manifest renamed to `.queued.json`, which the
+/// flusher removes once its files are flushed. The rest of a submission cancelled
+/// meanwhile goes straight to `failed/` as cancelled. The log lines of the turn
+/// are written together; `queued` is told of each task written into the queue.
+/// True when nothing is left to write.
 pub fn queue_some(
     layout: &Layout,
     logs: &Logs,
     state: &mut BrainState,
+    flusher: &crate::flush::Flusher,
     budget: std::time::Duration,
+    mut queued: impl FnMut(&str, &TaskFile),
 ) -> Result<bool, QueueError> {
+    if state.queueing.is_empty() {
+        return Ok(true);
+    }
+    let _held = logs.hold();
     let deadline = std::time::Instant::now() + budget;
     let mut written = Vec::new();
     let mut finished = Vec::new();
@@ -293,7 +345,12 @@ pub fn queue_some(
                 break 'batches;
             }
             match queue_one(layout, logs, b, t) {
-                Ok(p) => written.push(p),
+                Ok(p) => {
+                    if !b.record.cancel_requested {
+                        queued(&t.file_name(), t);
+                    }
+                    written.push(p);
+                }
                 Err(e) => {
                     result = Err(e);
                     break 'batches;
@@ -303,9 +360,12 @@ pub fn queue_some(
         }
         finished.push(batch.clone());
     }
-    fsio::sync_group(&written)?;
+    flusher.files(written);
     for batch in finished {
-        fsio::remove_if_exists(&manifest_path(layout, &batch))?;
+        let sealed = written_manifest_path(layout, &batch);
+        fsio::rename_if_exists(&manifest_path(layout, &batch), &sealed)?;
+        let dirs = vec![layout.dir(TaskDir::Queue), layout.dir(TaskDir::Failed)];
+        flusher.seal(sealed, dirs);
         state.queueing.remove(&batch);
     }
     result.map(|()| state.queueing.is_empty())
