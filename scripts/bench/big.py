@@ -9,6 +9,9 @@ the rounds interleaved so that slow moments of a shared machine fall on both):
     every task is in tasks/queue/ (the submission's manifest is gone and queue/ holds
     N files). The brain's RSS is sampled meanwhile: peak (VmHWM) and steady (VmRSS
     3 s after the last task was queued, past a full rescan).
+  - the floor: N files of a task file's size created, written and renamed in one
+    directory by Python, unflushed (what any design that gives each task its own
+    file pays, whatever else it does), once per round.
   - validate: `rigmind validate` of a plan of M tasks (a first stage fanned out over
     M/2 items, an item-wise second stage, a fan-in report: M + 1 tasks), wall time and
     maximum RSS from /usr/bin/time.
@@ -90,6 +93,21 @@ def measure_submit(binary, plan, n, work):
     return secs, peak / 1024, steady / 1024
 
 
+def measure_floor(n, work):
+    d = tempfile.mkdtemp(dir=work)
+    body = b"x" * 750
+    t = time.monotonic()
+    for i in range(n):
+        tmp = f"{d}/.t{i}.tmp"
+        f = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(f, body)
+        os.close(f)
+        os.rename(tmp, f"{d}/p05-{i:08}-abcdef-t[{i}].json")
+    secs = time.monotonic() - t
+    subprocess.run(["rm", "-rf", d])
+    return secs
+
+
 def measure_validate(binary, plan):
     out = subprocess.run(["/usr/bin/time", "-f", "%e %M", binary, "validate", plan],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -108,7 +126,10 @@ def main():
         fanout_plan(fan, n)
         staged_plan(staged, m // 2)
         rows = {label: [] for label, _ in builds}
+        floors = []
         for r in range(rounds):
+            floors.append(measure_floor(n, work))
+            print(f"round {r + 1} floor: {floors[-1]:.2f} s", file=sys.stderr)
             for label, binary in builds:
                 s = measure_submit(binary, fan, n, work)
                 v = measure_validate(binary, staged)
@@ -116,6 +137,9 @@ def main():
                 print(f"round {r + 1} {label}: submit {s[0]:.2f} s, brain peak {s[1]:.0f} MB, "
                       f"steady {s[2]:.0f} MB; validate {v[0]:.2f} s, {v[1]:.0f} MB", file=sys.stderr)
         report(rows, n, m, rounds)
+        print()
+        print(f"floor (N files created, written, renamed by Python, unflushed): "
+              f"{statistics.median(floors):.2f} s ({min(floors):.2f}–{max(floors):.2f})")
     finally:
         subprocess.run(["rm", "-rf", work])
 
