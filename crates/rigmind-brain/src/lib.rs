@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod cancel;
+pub mod flush;
 pub mod lost;
 pub mod observe;
 pub mod rebuild;

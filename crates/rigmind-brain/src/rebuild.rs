@@ -230,12 +230,12 @@ fn rebuild_batch(
     // A submission that stopped while queueing its ready tasks: finish it (read
     // only, its unqueued tasks are found missing and re-created below).
     let manifest = crate::submit::read_manifest(layout, &batch_id).filter(|_| mode.writes());
-    if let Some(ready) = manifest {
-        crate::submit::queue_manifest(layout, logs, &batch_id, &ready, |name| {
+    if let Some((ready, written)) = manifest {
+        crate::submit::queue_manifest(layout, logs, &batch_id, (&ready, written), |name| {
             mine.contains_key(name)
         })
         .map_err(err)?;
-        for t in &ready {
+        for t in ready.iter().filter(|_| !written) {
             mine.entry(t.file_name())
                 .or_insert_with(|| vec![TaskDir::Queue]);
         }

@@ -150,6 +150,11 @@ struct Brain {
     queue_lock: QueueLock,
     queue: QueueIndex,
     cancellations: crate::cancel::Cancellations,
+    /// Flushes submissions' ready tasks in the background.
+    flusher: crate::flush::Flusher,
+    /// Queue files the brain wrote itself (a submission's ready tasks) whose event
+    /// has not come back yet: known without reading them again.
+    echoes: std::collections::HashSet<String>,
     /// How brain-executed tasks run, the tasks running, and how they are told to stop.
     runner: Runner,
     running: JoinSet<String>,
@@ -196,6 +201,8 @@ impl Brain {
             heartbeat: tokio::time::interval(opts.heartbeat_every),
         };
         let cancellations = crate::cancel::Cancellations::new(&layout);
+        let flusher = crate::flush::Flusher::start();
+        crate::submit::flush_leftovers(&layout, &flusher);
         Ok(Brain {
             layout,
             logs,
@@ -207,6 +214,8 @@ impl Brain {
             queue_lock,
             queue,
             cancellations,
+            flusher,
+            echoes: Default::default(),
             runner,
             running: JoinSet::new(),
             abort_tx,
@@ -225,12 +234,22 @@ impl Brain {
         // Cancellations first: nothing below may keep one waiting.
         self.cancellations
             .take(&self.layout, &self.logs, &mut self.state, &mut self.queue);
-        let queued_all =
-            crate::submit::queue_some(&self.layout, &self.logs, &mut self.state, TURN_BUDGET)
-                .unwrap_or_else(|e| {
-                    tracing::warn!("{e}; queueing goes on next turn");
-                    false
-                });
+        let (queue, echoes) = (&mut self.queue, &mut self.echoes);
+        let queued_all = crate::submit::queue_some(
+            &self.layout,
+            &self.logs,
+            &mut self.state,
+            &self.flusher,
+            TURN_BUDGET,
+            |name, t| {
+                queue.insert(name, t);
+                echoes.insert(name.to_string());
+            },
+        )
+        .unwrap_or_else(|e| {
+            tracing::warn!("{e}; queueing goes on next turn");
+            false
+        });
         // `|`, not `||`: the decisions are carried out whatever the queueing did.
         let mut more = !queued_all | !self.converge(TURN_BUDGET);
         if !self.stopping
@@ -392,6 +411,11 @@ impl Brain {
             return None;
         }
         if p.parent() == Some(layout.dir(TaskDir::Queue).as_path()) {
+            // The echo of a file this brain just wrote, still there: its job and
+            // the index already say what it holds (a release costs no read back).
+            if self.echoes.remove(name) && p.exists() {
+                return None;
+            }
             self.queue.note(layout, name);
             if unclassified(&self.queue, name) {
                 crate::observe::fix_unclassified(layout, logs, state, name);
@@ -418,6 +442,8 @@ impl Brain {
     }
 
     fn full_rescan(&mut self) {
+        // Whatever echo is still due (or was dropped with an overflow) is read anew.
+        self.echoes.clear();
         full_rescan(
             &self.layout,
             &self.logs,

@@ -230,55 +230,107 @@ pub fn manifest_path(layout: &Layout, batch: &str) -> PathBuf {
     layout.private_dir(batch).join(MANIFEST)
 }
 
+/// The same manifest once every task it lists has been written into the queue
+/// (unflushed): `private_tasks/<batch>/.queued.json`, removed once they are
+/// flushed ([`crate::flush`]).
+pub fn written_manifest_path(layout: &Layout, batch: &str) -> PathBuf {
+    layout.private_dir(batch).join(WRITTEN)
+}
+
 const MANIFEST: &str = ".ready.json";
+const WRITTEN: &str = ".queued.json";
 
 fn write_manifest(dir: &Path, tasks: &[TaskFile]) -> Result<PathBuf, QueueError> {
-    let bytes = serde_json::to_vec(tasks).expect("tasks serialise");
     let path = dir.join(MANIFEST);
-    fsio::write_atomic(&path, &bytes, Sync::None)?;
+    // Streamed: the manifest of 100,000 tasks is ~70 MB.
+    fsio::write_atomic_with(&path, Sync::None, |f| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+        serde_json::to_writer(&mut w, tasks).map_err(std::io::Error::from)?;
+        std::io::Write::flush(&mut w)
+    })?;
     Ok(path)
 }
 
-/// Reads a manifest left by a submission that did not finish queueing.
-pub fn read_manifest(layout: &Layout, batch: &str) -> Option<Vec<TaskFile>> {
-    let bytes = fsio::read(&manifest_path(layout, batch)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+/// A manifest left by a submission whose ready tasks were not all flushed, and
+/// whether they had all been written at least (`.queued.json`).
+pub fn read_manifest(layout: &Layout, batch: &str) -> Option<(Vec<TaskFile>, bool)> {
+    let read = |p: PathBuf| {
+        let bytes = fsio::read(&p).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    read(manifest_path(layout, batch))
+        .map(|t| (t, false))
+        .or_else(|| read(written_manifest_path(layout, batch)).map(|t| (t, true)))
 }
 
-/// Writes the manifest's tasks into the queue (all but those `present` says exist
-/// somewhere already) in claim order, so that a worker claiming while they appear
-/// finds the best of them first; logs their release, flushes, and removes the
-/// manifest.
+/// Finishes what a submission's manifest lists, at the brain's start, in claim order
+/// (a worker claiming meanwhile finds the best first). A file in `queue/` that is
+/// not the valid task (torn by a power loss before its flush) is written again. When
+/// not all were `written` yet, those that `present` says are nowhere are written too
+/// (once all were, a task found nowhere was claimed and then lost, which the
+/// rebuild handles as any lost task). Logs the releases; the manifest is left as
+/// `.queued.json` for [`flush_leftovers`] to flush its files and remove it.
 pub fn queue_manifest(
     layout: &Layout,
     logs: &Logs,
     batch: &str,
-    tasks: &[TaskFile],
+    (tasks, written): (&[TaskFile], bool),
     present: impl Fn(&str) -> bool,
 ) -> Result<(), QueueError> {
     let queue = layout.dir(TaskDir::Queue);
-    let mut written = Vec::new();
+    let _held = logs.hold();
     let mut in_order: Vec<(String, &TaskFile)> = tasks.iter().map(|t| (t.file_name(), t)).collect();
     // File names sort in claim order (`pRR-SSSSSSSS-...`).
     in_order.sort_by(|a, b| a.0.cmp(&b.0));
-    for (_, t) in in_order.into_iter().filter(|(n, _)| !present(n)) {
-        written.push(t.write_to(&queue, Sync::None)?);
-        crate::apply::log_release(logs, batch, t, "no dependencies")?;
+    for (name, t) in in_order {
+        let path = queue.join(&name);
+        let torn = path.exists() && TaskFile::read(&path).is_err();
+        if torn || (!written && !present(&name)) {
+            t.write_to(&queue, Sync::None)?;
+            crate::apply::log_release(logs, batch, t, "no dependencies")?;
+        }
     }
-    fsio::sync_group(&written)?;
-    fsio::remove_if_exists(&manifest_path(layout, batch))
+    fsio::rename_if_exists(
+        &manifest_path(layout, batch),
+        &written_manifest_path(layout, batch),
+    )
+}
+
+/// Hands the files of every `.queued.json` manifest left under the root (by a brain
+/// stopped before their flush, or by [`queue_manifest`]) to `flusher`, which
+/// removes each manifest once its files are flushed.
+pub fn flush_leftovers(layout: &Layout, flusher: &crate::flush::Flusher) {
+    let queue = layout.dir(TaskDir::Queue);
+    for batch in fsio::list_names(&layout.private_root()).unwrap_or_default() {
+        let manifest = written_manifest_path(layout, &batch);
+        let Ok(bytes) = fsio::read(&manifest) else {
+            continue;
+        };
+        let tasks: Vec<TaskFile> = serde_json::from_slice(&bytes).unwrap_or_default();
+        flusher.files(tasks.iter().map(|t| queue.join(t.file_name())).collect());
+        flusher.seal(manifest, vec![queue.clone(), layout.dir(TaskDir::Failed)]);
+    }
 }
 
 /// Writes ready tasks of new submissions into the queue (in claim order) until
-/// `budget` is spent, flushes them as one group, and removes the manifest of each
-/// submission that is fully queued. The rest of a submission cancelled meanwhile
-/// goes straight to `failed/` as cancelled. True when nothing is left to write.
+/// `budget` is spent, unflushed: `flusher` flushes them in the background. A
+/// submission fully written has its manifest renamed to `.queued.json`, which the
+/// flusher removes once its files are flushed. The rest of a submission cancelled
+/// meanwhile goes straight to `failed/` as cancelled. The log lines of the turn
+/// are written together; `queued` is told of each task written into the queue.
+/// True when nothing is left to write.
 pub fn queue_some(
     layout: &Layout,
     logs: &Logs,
     state: &mut BrainState,
+    flusher: &crate::flush::Flusher,
     budget: std::time::Duration,
+    mut queued: impl FnMut(&str, &TaskFile),
 ) -> Result<bool, QueueError> {
+    if state.queueing.is_empty() {
+        return Ok(true);
+    }
+    let _held = logs.hold();
     let deadline = std::time::Instant::now() + budget;
     let mut written = Vec::new();
     let mut finished = Vec::new();
@@ -293,7 +345,12 @@ pub fn queue_some(
                 break 'batches;
             }
             match queue_one(layout, logs, b, t) {
-                Ok(p) => written.push(p),
+                Ok(p) => {
+                    if !b.record.cancel_requested {
+                        queued(&t.file_name(), t);
+                    }
+                    written.push(p);
+                }
                 Err(e) => {
                     result = Err(e);
                     break 'batches;
@@ -303,12 +360,27 @@ pub fn queue_some(
         }
         finished.push(batch.clone());
     }
-    fsio::sync_group(&written)?;
+    flusher.files(written);
     for batch in finished {
-        fsio::remove_if_exists(&manifest_path(layout, &batch))?;
+        let sealed = written_manifest_path(layout, &batch);
+        fsio::rename_if_exists(&manifest_path(layout, &batch), &sealed)?;
+        let dirs = vec![layout.dir(TaskDir::Queue), layout.dir(TaskDir::Failed)];
+        flusher.seal(sealed, dirs);
         state.queueing.remove(&batch);
+        give_back_freed_memory();
     }
     result.map(|()| state.queueing.is_empty())
+}
+
+/// A submission's task files (a gigabyte at a million tasks) are freed once they
+/// are written, but the allocator keeps the pages: handed back to the system here,
+/// so the brain's resident memory is what it holds, not what it once held.
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Writes one ready task of a new submission into the queue, or, its batch being
@@ -346,4 +418,74 @@ fn queue_one(
         b.unhandled_failures.remove(&i);
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rigmind_types::TaskClass;
+
+    /// Two ready tasks of batch `ab12cd`: `a` torn in the queue (a power loss
+    /// before its flush), `b` found in no directory.
+    fn torn_and_missing() -> (tempfile::TempDir, Layout, Vec<TaskFile>) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.ensure().unwrap();
+        std::fs::create_dir_all(layout.private_dir("ab12cd")).unwrap();
+        let tasks: Vec<TaskFile> = ["a", "b"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let mut t = TaskFile::new("ab12cd", n, TaskClass::Cpu);
+                t.seq = i as u64 + 1;
+                t.status = TaskStatus::Queued;
+                t
+            })
+            .collect();
+        let queue = layout.dir(TaskDir::Queue);
+        std::fs::write(queue.join(tasks[0].file_name()), b"").unwrap();
+        (dir, layout, tasks)
+    }
+
+    #[test]
+    fn a_replayed_manifest_repairs_torn_files_and_writes_missing_ones_only_before_all_were_written()
+    {
+        for written in [false, true] {
+            let (_dir, layout, tasks) = torn_and_missing();
+            let manifest = if written {
+                written_manifest_path(&layout, "ab12cd")
+            } else {
+                manifest_path(&layout, "ab12cd")
+            };
+            std::fs::write(&manifest, serde_json::to_vec(&tasks).unwrap()).unwrap();
+            assert!(read_manifest(&layout, "ab12cd").is_some_and(|(_, w)| w == written));
+            let logs = Logs::new(&layout);
+            queue_manifest(&layout, &logs, "ab12cd", (&tasks, written), |_| false).unwrap();
+            let queue = layout.dir(TaskDir::Queue);
+            let a = TaskFile::read(&queue.join(tasks[0].file_name())).unwrap();
+            assert_eq!(
+                a.task_id, tasks[0].task_id,
+                "the torn file is written again"
+            );
+            assert_eq!(queue.join(tasks[1].file_name()).exists(), !written);
+            // Left for the flusher, as .queued.json.
+            assert!(!manifest_path(&layout, "ab12cd").exists());
+            assert!(written_manifest_path(&layout, "ab12cd").exists());
+        }
+    }
+
+    #[test]
+    fn the_flusher_removes_a_manifest_once_its_files_are_flushed() {
+        let (_dir, layout, tasks) = torn_and_missing();
+        let manifest = written_manifest_path(&layout, "ab12cd");
+        std::fs::write(&manifest, serde_json::to_vec(&tasks).unwrap()).unwrap();
+        let flusher = crate::flush::Flusher::start();
+        flush_leftovers(&layout, &flusher);
+        drop(flusher);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while manifest.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(!manifest.exists());
+    }
 }

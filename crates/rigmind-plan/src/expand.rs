@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use rigmind_types::{Executor, TaskClass};
 
@@ -110,7 +111,7 @@ pub fn expand(plan: &Plan, defaults: &ExpandDefaults) -> Result<ExpandedPlan, Pl
     let mut total = 0;
     for it in &items {
         starts.push(total);
-        total += it.as_ref().map_or(1, Vec::len);
+        total += it.as_ref().map_or(1, |i| i.len());
     }
     let ctx = Expansion {
         plan,
@@ -290,8 +291,9 @@ impl Expansion<'_> {
     }
 }
 
-/// `(item, stem)` pairs of a fanned-out task.
-type Items = Vec<(String, String)>;
+/// `(item, stem)` pairs of a fanned-out task; shared by the tasks that fan out
+/// over the same value (a million items are not copied per task).
+type Items = Rc<Vec<(String, String)>>;
 
 /// The per-item values of a job.
 struct Fill {
@@ -407,27 +409,32 @@ fn expand_items(t: &PlanTask, fe: &ForEach, dir: &Path, d: &mut Diags) -> Option
             return None;
         }
     };
-    let mut stems: HashMap<String, usize> = HashMap::with_capacity(raw.len());
-    let mut out = Vec::with_capacity(raw.len());
+    let out: Vec<(String, String)> = raw
+        .into_iter()
+        .map(|item| {
+            let stem = stem_of(&item);
+            (item, stem)
+        })
+        .collect();
+    // Borrowed stems: no copy of each one for the check.
+    let mut stems: HashMap<&str, usize> = HashMap::with_capacity(out.len());
     let mut ok = true;
-    for (i, item) in raw.into_iter().enumerate() {
-        let stem = stem_of(&item);
-        if let Some(&first) = stems.get(&stem) {
-            let first_item: &(String, String) = &out[first];
+    for (i, (item, stem)) in out.iter().enumerate() {
+        if let Some(&first) = stems.get(stem.as_str()) {
             d.error(
                 t.for_each_line,
                 format!(
                     "task '{}': for_each items '{}' and '{item}' have the same stem '{stem}'",
-                    t.name, first_item.0
+                    t.name, out[first].0
                 ),
             );
             ok = false;
         } else {
-            stems.insert(stem.clone(), i);
+            stems.insert(stem, i);
         }
-        out.push((item, stem));
     }
-    ok.then_some(out)
+    drop(stems);
+    ok.then(|| Rc::new(out))
 }
 
 /// Re-reports the error of an already expanded (failed) for_each value for another task.

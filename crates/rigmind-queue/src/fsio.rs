@@ -17,6 +17,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::QueueError;
@@ -34,6 +35,16 @@ pub enum Sync {
 
 /// Writes `bytes` to `path` atomically (write beside, flush, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8], sync: Sync) -> Result<(), QueueError> {
+    write_atomic_with(path, sync, |f| f.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `fill` writes into the new file: a big file (a
+/// submission's manifest) need not be held whole in memory.
+pub fn write_atomic_with(
+    path: &Path,
+    sync: Sync,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<(), QueueError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(
@@ -47,8 +58,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], sync: Sync) -> Result<(), QueueEr
             .create_new(true)
             .open(&tmp)
             .map_err(|e| QueueError::io("create", &tmp, e))?;
-        f.write_all(bytes)
-            .map_err(|e| QueueError::io("write", &tmp, e))?;
+        fill(&mut f).map_err(|e| QueueError::io("write", &tmp, e))?;
         if sync != Sync::None {
             f.sync_data()
                 .map_err(|e| QueueError::io("flush", &tmp, e))?;
@@ -81,31 +91,53 @@ pub fn rewrite_and_move(from: &Path, to_dir: &Path, bytes: &[u8]) -> Result<Path
 /// Flushes files written with [`Sync::None`] as one group, then their directories.
 /// A file that is gone by then is skipped.
 ///
-/// The first flush commits the journal transaction that holds all of them, so the
-/// rest cost little: a group commit for the thousands of files of a submission,
-/// without flushing anyone else's data as `syncfs` would.
+/// Each file's data is flushed on its own (`fdatasync`: with delayed allocation a
+/// journal commit alone does not write a new file's data), ~3.5 ms a file on this
+/// project's VM; the directories once each. This flushes nobody else's data, as
+/// `syncfs` would.
 pub fn sync_group(paths: &[PathBuf]) -> Result<(), QueueError> {
+    sync_files(paths)?;
     let mut dirs: Vec<&Path> = Vec::new();
-    for p in paths {
-        // Non-blocking: a FIFO put in a file's place must not hang the flush.
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-            .open(p);
-        match opened.and_then(|f| f.sync_data()) {
-            Ok(()) => {}
-            // Already moved on by someone else (a claim): its new place is theirs.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(QueueError::io("flush", p, e)),
-        }
-        if let Some(d) = p.parent() {
-            if !dirs.contains(&d) {
-                dirs.push(d);
-            }
+    for d in paths.iter().filter_map(|p| p.parent()) {
+        if !dirs.contains(&d) {
+            dirs.push(d);
         }
     }
     for d in dirs {
         sync_dir(d)?;
+    }
+    Ok(())
+}
+
+/// Flushes the data of files written with [`Sync::None`], not their directories;
+/// a file that is gone by then is skipped. All are asked to be written first
+/// (`sync_file_range`, which waits for nothing), so the disk gets them as one
+/// stream and each `fdatasync` after finds its data already on its way.
+pub fn sync_files(paths: &[PathBuf]) -> Result<(), QueueError> {
+    let open = |p: &PathBuf| {
+        // Non-blocking: a FIFO put in a file's place must not hang the flush.
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(p)
+    };
+    for chunk in paths.chunks(1024) {
+        let files: Vec<(&PathBuf, std::io::Result<File>)> =
+            chunk.iter().map(|p| (p, open(p))).collect();
+        for f in files.iter().filter_map(|(_, f)| f.as_ref().ok()) {
+            // SAFETY: a plain syscall on an open descriptor; no memory is passed.
+            unsafe {
+                libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+            }
+        }
+        for (p, f) in files {
+            match f.and_then(|f| f.sync_data()) {
+                Ok(()) => {}
+                // Already moved on by someone else (a claim): its new place is theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(QueueError::io("flush", p, e)),
+            }
+        }
     }
     Ok(())
 }
@@ -233,6 +265,16 @@ pub fn remove_if_exists(path: &Path) -> Result<(), QueueError> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(QueueError::io("remove", path, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Renames `from` to `to` (replacing it), unless `from` does not exist.
+pub fn rename_if_exists(from: &Path, to: &Path) -> Result<(), QueueError> {
+    match fs::rename(from, to) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(QueueError::io("rename", from, e))
         }
         _ => Ok(()),
     }

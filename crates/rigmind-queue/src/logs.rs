@@ -2,9 +2,18 @@
 //!
 //! A decision line is `TIME decision=KIND key=value ... reason="..."`: one line per
 //! decision, greppable by any key. Values with spaces or quotes are quoted.
+//!
+//! Both logs stay open between lines ([`Logs`]); a burst of lines (a bulk release)
+//! can be gathered and written together ([`Logs::hold`]).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -74,24 +83,39 @@ fn quote(v: &str) -> String {
 }
 
 /// Appends decisions and events under a root.
+///
+/// Each log is opened once and kept open (a line used to cost an open, a write and
+/// a close). Every line is still one `write` on an `O_APPEND` file, so lines from
+/// several processes never interleave, and it reaches the file at once, unless a
+/// [`Hold`] is alive: then lines are gathered and written together (at most
+/// [`HOLD_BYTES`] per write) when the last hold ends. Clones share the open files.
 #[derive(Debug, Clone)]
 pub struct Logs {
-    decisions: PathBuf,
-    events: PathBuf,
+    decisions: Arc<Mutex<LogFile>>,
+    events: Arc<Mutex<LogFile>>,
+    holds: Arc<AtomicUsize>,
 }
+
+/// Lines gathered under a hold are written once this many bytes are waiting.
+pub const HOLD_BYTES: usize = 64 * 1024;
+
+/// How often the path of an open log is looked at again: a log removed, renamed
+/// away or replaced by hand gets a fresh file within this time.
+const RECHECK: Duration = Duration::from_secs(1);
 
 impl Logs {
     pub fn new(layout: &Layout) -> Self {
         Self {
-            decisions: layout.decisions_log(),
-            events: layout.events_log(),
+            decisions: Arc::new(Mutex::new(LogFile::new(layout.decisions_log()))),
+            events: Arc::new(Mutex::new(LogFile::new(layout.events_log()))),
+            holds: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// Writes one decision line, stamped with the time.
     pub fn decision(&self, d: &Decision) -> Result<(), QueueError> {
         let line = format!("{} {}", crate::time::now_rfc3339(), d.render());
-        append_or_replace(&self.decisions, &line)
+        self.line(&self.decisions, &line)
     }
 
     /// Writes one event as a JSON line, with `ts` and `event` first.
@@ -104,16 +128,140 @@ impl Logs {
         obj.insert("ts".into(), Value::String(crate::time::now_rfc3339()));
         obj.insert("event".into(), Value::String(event.to_string()));
         obj.append(&mut fields);
-        append_or_replace(&self.events, &Value::Object(obj).to_string())
+        self.line(&self.events, &Value::Object(obj).to_string())
+    }
+
+    /// Gathers the lines of a burst (a bulk release: one write per 64 KiB instead
+    /// of two per task) until the returned guard is dropped, which writes them.
+    /// A process killed meanwhile loses the gathered lines, as it would lose the
+    /// line of a move it had made but not yet logged.
+    pub fn hold(&self) -> Hold<'_> {
+        self.holds.fetch_add(1, Ordering::SeqCst);
+        Hold { logs: self }
+    }
+
+    /// Writes what a hold gathered.
+    pub fn flush(&self) -> Result<(), QueueError> {
+        let d = lock(&self.decisions).flush();
+        let e = lock(&self.events).flush();
+        d.and(e)
+    }
+
+    fn line(&self, log: &Mutex<LogFile>, line: &str) -> Result<(), QueueError> {
+        let held = self.holds.load(Ordering::SeqCst) > 0;
+        lock(log).line(line, held)
     }
 }
 
-/// Appends a line to a log. A log that is not a regular file (a FIFO someone made
+/// Lines are gathered while this lives (see [`Logs::hold`]).
+#[must_use = "lines are gathered only while the hold lives"]
+#[derive(Debug)]
+pub struct Hold<'a> {
+    logs: &'a Logs,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        if self.logs.holds.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Err(e) = self.logs.flush() {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
+
+/// A poisoned lock only means a panic while a line was added: the log goes on.
+fn lock(m: &Mutex<LogFile>) -> std::sync::MutexGuard<'_, LogFile> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One log: its path, the file open on it (opened at the first line, so a
+/// process that logs nothing creates nothing) and the lines not written yet.
+#[derive(Debug)]
+struct LogFile {
+    path: PathBuf,
+    open: Option<OpenLog>,
+    pending: String,
+}
+
+#[derive(Debug)]
+struct OpenLog {
+    file: File,
+    /// (device, inode) of the file opened, to tell whether the path still names it.
+    id: (u64, u64),
+    checked: Instant,
+}
+
+impl LogFile {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            open: None,
+            pending: String::new(),
+        }
+    }
+
+    fn line(&mut self, line: &str, held: bool) -> Result<(), QueueError> {
+        self.pending.push_str(line);
+        self.pending.push('\n');
+        if held && self.pending.len() < HOLD_BYTES {
+            return Ok(());
+        }
+        self.flush()
+    }
+
+    /// Writes the pending lines with one `write`. On failure they are dropped (as
+    /// a line was before) and the file is opened afresh next time.
+    fn flush(&mut self) -> Result<(), QueueError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let result = open_log(&self.path, &mut self.open).and_then(|f| {
+            f.write_all(self.pending.as_bytes())
+                .map_err(|e| QueueError::io("append to", &self.path, e))
+        });
+        self.pending.clear();
+        if result.is_err() {
+            self.open = None;
+        }
+        result
+    }
+}
+
+/// The open log at `path`, opened (again) when there is none yet or the path names
+/// another file than the one open (removed, rotated, replaced by hand).
+fn open_log<'a>(path: &Path, open: &'a mut Option<OpenLog>) -> Result<&'a mut File, QueueError> {
+    let current = match open {
+        Some(o) if o.checked.elapsed() < RECHECK => true,
+        Some(o) => {
+            let same = std::fs::symlink_metadata(path)
+                .is_ok_and(|m| m.is_file() && (m.dev(), m.ino()) == o.id);
+            o.checked = Instant::now();
+            same
+        }
+        None => false,
+    };
+    if !current {
+        let file = open_or_replace(path)?;
+        let m = file
+            .metadata()
+            .map_err(|e| QueueError::io("stat", path, e))?;
+        *open = Some(OpenLog {
+            file,
+            id: (m.dev(), m.ino()),
+            checked: Instant::now(),
+        });
+    }
+    Ok(&mut open.as_mut().expect("opened above").file)
+}
+
+/// Opens a log for appending. A log that is not a regular file (a FIFO someone made
 /// under its name) is renamed aside to `<name>.not-a-file` (a rename never opens
-/// it, so nothing blocks) and the line goes into a fresh log: no decision is lost
-/// and nobody waits on a reader that never comes.
-fn append_or_replace(path: &std::path::Path, line: &str) -> Result<(), QueueError> {
-    match fsio::append_line(path, line) {
+/// it, so nothing blocks) and a fresh log is opened: no decision is lost and nobody
+/// waits on a reader that never comes.
+fn open_or_replace(path: &Path) -> Result<File, QueueError> {
+    let open = || fsio::open_regular(path, OpenOptions::new().create(true).append(true), "log");
+    match open() {
         Err(QueueError::Invalid { reason, .. }) => {
             let aside = path.with_extension(format!(
                 "{}.not-a-file",
@@ -129,7 +277,7 @@ fn append_or_replace(path: &std::path::Path, line: &str) -> Result<(), QueueErro
                 path: path.to_path_buf(),
                 source: e,
             })?;
-            fsio::append_line(path, line)
+            open()
         }
         other => other,
     }
@@ -152,5 +300,41 @@ mod tests {
         );
         assert_eq!(quote("say \"hi\"\n"), "\"say \\\"hi\\\"\\n\"");
         assert_eq!(quote(""), "\"\"");
+    }
+
+    fn lines(p: &Path) -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn lines_arrive_at_once_unless_held_and_a_removed_log_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        std::fs::create_dir_all(layout.logs_dir()).unwrap();
+        let logs = Logs::new(&layout);
+        logs.decision(&Decision::new("one")).unwrap();
+        assert_eq!(lines(&layout.decisions_log()).len(), 1);
+        {
+            let other = logs.clone();
+            let _hold = logs.hold();
+            let _inner = other.hold();
+            logs.decision(&Decision::new("two")).unwrap();
+            logs.event("two", Default::default()).unwrap();
+            assert_eq!(lines(&layout.decisions_log()).len(), 1, "held");
+            assert!(lines(&layout.events_log()).is_empty(), "held");
+        }
+        assert_eq!(lines(&layout.decisions_log()).len(), 2);
+        assert_eq!(lines(&layout.events_log()).len(), 1);
+        // Removed by hand: a fresh log once the path is looked at again.
+        std::fs::remove_file(layout.decisions_log()).unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(50));
+        logs.decision(&Decision::new("three")).unwrap();
+        let now = lines(&layout.decisions_log());
+        assert_eq!(now.len(), 1);
+        assert!(now[0].ends_with("decision=three"), "{now:?}");
     }
 }
