@@ -114,14 +114,15 @@ fn status_and_wait_answer_from_names_and_records_without_reading_every_task_file
     assert!(text(&out.stdout).contains("still running"));
 }
 
-/// How many tasks the fan-out has: `RIGMIND_SCALE_TASKS`, else 20,000 (the
-/// 100,000 of the issue take too long for every `cargo test` on a small machine;
-/// `scripts/bench/scale.sh` runs them, and `RIGMIND_SCALE_TASKS=100000` here).
+/// How many tasks the fan-out has: `RIGMIND_SCALE_TASKS`, else 5,000. The
+/// 100,000 of the issue take too long for every `cargo test` on a 2-core machine
+/// (a debug build runs about 25 tasks a second there while others compile);
+/// `scripts/bench/scale.sh` runs them, as does `RIGMIND_SCALE_TASKS=100000` here.
 fn scale_tasks() -> usize {
     std::env::var("RIGMIND_SCALE_TASKS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000)
+        .unwrap_or(5_000)
 }
 
 /// The plan of one cpu task `true` fanned out over the inline list [1, ..., n].
@@ -146,19 +147,20 @@ fn a_big_fan_out_runs_to_completion_with_4_workers_while_status_is_called() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // `status` while it runs: it answers, and never counts more tasks than the
-    // batch has (requests apart).
-    let mut calls = 0;
+    // `status` while it runs: it answers, and its count of complete tasks only
+    // grows, up to the batch's size. (Its directories are listed one after the
+    // other, so a task moving meanwhile may be seen in two of them.)
+    let (mut calls, mut complete) = (0, 0);
     while calls < 1000 {
         let out = rig.rigmind(&["status", "--json"]);
         assert!(out.status.success(), "status: {}", text(&out.stderr));
         let s: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let tasks: u64 = ["queue", "processing", "complete", "failed"]
-            .iter()
-            .flat_map(|d| classes(&s, d))
-            .map(|(_, k)| k)
-            .sum();
-        assert!(tasks <= n as u64, "{tasks} tasks counted of {n}");
+        let now: u64 = classes(&s, "complete").iter().map(|(_, k)| k).sum();
+        assert!(
+            (complete..=n as u64).contains(&now),
+            "{now} complete after {complete}, of {n}"
+        );
+        complete = now;
         calls += 1;
         if s["batches"][0]["state"] == "complete" {
             break;
