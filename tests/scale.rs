@@ -15,19 +15,12 @@ use rigmind_types::TaskClass;
 use serde_json::Value;
 
 /// Writes `n` files of plan task `task` (items `task[1]` ... `task[n]`) of `batch`
-/// into `d`: the first is a real task file of `class`, every other one holds
+/// into `d`: the last one (`status` samples from the end of a listing, which
+/// workers claim last) is a real task file of `class`, every other one holds
 /// garbage (every hundredth is a FIFO).
 fn fake_fan(layout: &Layout, d: TaskDir, batch: &str, task: &str, class: TaskClass, n: u64) {
     let dir = layout.dir(d);
-    let mut t = TaskFile::new(batch, &format!("{task}[1]"), class);
-    t.seq = 1;
-    t.status = match d {
-        TaskDir::Queue => TaskStatus::Queued,
-        TaskDir::Complete => TaskStatus::Complete,
-        _ => TaskStatus::Failed,
-    };
-    t.write_to(&dir, rigmind_queue::fsio::Sync::None).unwrap();
-    for i in 2..=n {
+    for i in 1..n {
         let name = TaskName::new(5, i, batch, &format!("{task}[{i}]")).to_file_name();
         let path = dir.join(&name);
         if i % 100 == 0 {
@@ -36,6 +29,16 @@ fn fake_fan(layout: &Layout, d: TaskDir, batch: &str, task: &str, class: TaskCla
             std::fs::write(&path, b"\x00\xffnot a task file {").unwrap();
         }
     }
+    let mut t = TaskFile::new(batch, &format!("{task}[{n}]"), class);
+    (t.seq, t.priority) = (n, 5);
+    t.status = match d {
+        TaskDir::Queue => TaskStatus::Queued,
+        TaskDir::Complete => TaskStatus::Complete,
+        _ => TaskStatus::Failed,
+    };
+    let path = t.write_to(&dir, rigmind_queue::fsio::Sync::None).unwrap();
+    let name = TaskName::new(5, n, batch, &format!("{task}[{n}]")).to_file_name();
+    assert_eq!(path, dir.join(name));
 }
 
 fn mkfifo(path: &Path) {

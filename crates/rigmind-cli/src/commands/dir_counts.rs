@@ -1,12 +1,14 @@
-//! How `rigmind status` counts a task directory without reading every file in it
-//! (issue 13: a 100,000-task batch must not make each `status` read 100,000 files).
+//! How `rigmind status` counts the task directories without reading every file
+//! in them (issue 13: a 100,000-task batch must not make each `status` read
+//! 100,000 files).
 //!
-//! The totals come from the listing alone: every entry that is not a dot-name is a
-//! file, and a file name says its batch and task name (`TaskName`). The class is
-//! not in the name, so the files are grouped by batch and plan task (the task name
-//! before its `[item]`) and one file of each group is read: the items of a plan
-//! task share their class, written once in the plan. A call reads one file per
-//! (batch, plan task) of the directory, whatever the number of items.
+//! The totals come from the listings alone: every entry that is not a dot-name is
+//! a file, and a file name says its batch and task name (`TaskName`). The class is
+//! not in the name, so the files of a directory are grouped by batch and plan task
+//! (the task name before its `[item]`) and one file of each group is read: the
+//! items of a plan task share their class, written once in the plan. A call reads
+//! about one file per (batch, plan task) and directory, whatever the number of
+//! items.
 //!
 //! `processing/` is the exception: it holds a few tasks per worker, and each of
 //! them is read, for its exact class and to find tasks held by a dead worker.
@@ -15,11 +17,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use rigmind_queue::task::{TaskFile, TaskName};
-use rigmind_queue::{fsio, Layout, LifeLock, TaskDir};
+use rigmind_queue::{fsio, Layout, LifeLock, QueueError, TaskDir};
 
-/// How many files of a group are tried before its class is given up as unknown
-/// (a ruined file waits in `queue/` until the brain moves it to `rejected/`).
+/// How many files of a group that are not valid tasks are tried before the group
+/// is counted as `invalid` (a ruined file waits in `queue/` until the brain moves
+/// it to `rejected/`).
 const SAMPLE_TRIES: usize = 3;
+
+/// How many files of a group may vanish between the listing and their read (a
+/// worker claimed them, a result moved them on) before the group's class is
+/// taken from another directory instead.
+const VANISHED_TRIES: usize = 32;
 
 /// A task in `processing/` whose worker is dead.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -33,7 +41,8 @@ pub struct LostTask {
 #[derive(Debug, Default)]
 pub struct DirCount {
     /// class -> files; `invalid` for files that are not tasks, `unclassified` for
-    /// tasks without a class.
+    /// tasks without a class, `unknown` for a group whose files all moved on
+    /// before one could be read, when no other directory told its class.
     pub by_class: BTreeMap<String, usize>,
     /// Requests to the brain (`@execute_plan`, ...): not tasks.
     pub requests: usize,
@@ -41,35 +50,71 @@ pub struct DirCount {
     pub lost: Vec<LostTask>,
 }
 
-/// Counts directory `d` of the root: from its names, reading one file per
-/// (batch, plan task), or every file of `processing/`.
-pub fn count(layout: &Layout, d: TaskDir) -> Result<DirCount, rigmind_queue::QueueError> {
+/// A (batch, plan task): files that share a class. A name that is not a task
+/// file's is a group of its own (the empty batch and the whole name).
+type Group = (String, String);
+
+/// Counts every task directory ([`TaskDir::ALL`], in that order): from the
+/// names, reading one file per (batch, plan task) and directory, and every file
+/// of `processing/`.
+pub fn count_all(layout: &Layout) -> Result<Vec<DirCount>, QueueError> {
+    let mut known: BTreeMap<Group, String> = BTreeMap::new();
+    let mut counts = Vec::new();
+    // Groups none of whose files could be read: (directory, group, files).
+    let mut moved_on: Vec<(usize, Group, usize)> = Vec::new();
+    for (k, d) in TaskDir::ALL.into_iter().enumerate() {
+        let (mut c, groups) = list(layout, d, &mut known)?;
+        let dir = layout.dir(d);
+        for (group, names) in groups {
+            match sample_class(&dir, &names) {
+                Some(class) => {
+                    *c.by_class.entry(class.clone()).or_default() += names.len();
+                    known.entry(group).or_insert(class);
+                }
+                None => moved_on.push((k, group, names.len())),
+            }
+        }
+        counts.push(c);
+    }
+    for (k, group, n) in moved_on {
+        let class = known.get(&group).map_or("unknown", String::as_str);
+        *counts[k].by_class.entry(class.to_string()).or_default() += n;
+    }
+    Ok(counts)
+}
+
+/// Lists directory `d`: requests counted, `processing/` read file by file (its
+/// classes go into `known`), the other files grouped by (batch, plan task).
+fn list(
+    layout: &Layout,
+    d: TaskDir,
+    known: &mut BTreeMap<Group, String>,
+) -> Result<(DirCount, BTreeMap<Group, Vec<String>>), QueueError> {
     let dir = layout.dir(d);
-    let mut out = DirCount::default();
-    let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut c = DirCount::default();
+    let mut groups: BTreeMap<Group, Vec<String>> = BTreeMap::new();
     for name in fsio::list_names(&dir)? {
-        match TaskName::parse(&name) {
-            Some(n) if rigmind_queue::requests::is_request(&n.name) => out.requests += 1,
-            // Read each file here: exact, and few (about two per worker).
-            _ if d == TaskDir::Processing => {
-                let class = read_processing(layout, &dir.join(&name), &mut out.lost);
-                *out.by_class.entry(class).or_default() += 1;
-            }
-            Some(n) => {
-                let key = (n.batch, plan_task_of(&n.name).to_string());
-                groups.entry(key).or_default().push(name);
-            }
-            // Not a task file's name: a file of its own (hand-dropped, rare).
-            None => groups
-                .entry((String::new(), name.clone()))
-                .or_default()
-                .push(name),
+        let parsed = TaskName::parse(&name);
+        if parsed
+            .as_ref()
+            .is_some_and(|n| rigmind_queue::requests::is_request(&n.name))
+        {
+            c.requests += 1;
+            continue;
+        }
+        let group = parsed.map_or_else(
+            || (String::new(), name.clone()),
+            |n| (n.batch.clone(), plan_task_of(&n.name).to_string()),
+        );
+        if d == TaskDir::Processing {
+            let class = read_processing(layout, &dir.join(&name), &mut c.lost);
+            *c.by_class.entry(class.clone()).or_default() += 1;
+            known.entry(group).or_insert(class);
+        } else {
+            groups.entry(group).or_default().push(name);
         }
     }
-    for names in groups.values() {
-        *out.by_class.entry(sample_class(&dir, names)).or_default() += names.len();
-    }
-    Ok(out)
+    Ok((c, groups))
 }
 
 /// The plan task a task name belongs to: `transcribe[ep1]` -> `transcribe`.
@@ -77,14 +122,26 @@ pub fn plan_task_of(name: &str) -> &str {
     name.split_once('[').map_or(name, |(base, _)| base)
 }
 
-/// The class of a group of files of one plan task: that of the first of them that
-/// reads as a task (at most [`SAMPLE_TRIES`] are tried), else `invalid`.
-fn sample_class(dir: &Path, names: &[String]) -> String {
-    names
-        .iter()
-        .take(SAMPLE_TRIES)
-        .find_map(|n| TaskFile::read(&dir.join(n)).ok())
-        .map_or("invalid".into(), |t| class_of(&t))
+/// The class of a group of files of one plan task: that of the first of them,
+/// from the end of the listing (the last a worker claims), that reads as a task;
+/// `invalid` after [`SAMPLE_TRIES`] files that are not tasks; `None` when the
+/// files tried all moved on before they could be read.
+fn sample_class(dir: &Path, names: &[String]) -> Option<String> {
+    let (mut invalid, mut vanished) = (0, 0);
+    for n in names.iter().rev() {
+        match TaskFile::read(&dir.join(n)) {
+            Ok(t) => return Some(class_of(&t)),
+            Err(e) if e.is_not_found() => vanished += 1,
+            Err(_) => invalid += 1,
+        }
+        if invalid >= SAMPLE_TRIES {
+            return Some("invalid".into());
+        }
+        if vanished >= VANISHED_TRIES {
+            return None;
+        }
+    }
+    (invalid > 0).then(|| "invalid".into())
 }
 
 fn class_of(t: &TaskFile) -> String {
@@ -123,27 +180,44 @@ mod tests {
         p.file_name().unwrap().to_str().unwrap().to_string()
     }
 
+    fn classes(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
     #[test]
     fn one_file_per_plan_task_is_read_and_the_names_give_the_totals() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
         layout.ensure().unwrap();
         let complete = layout.dir(TaskDir::Complete);
-        let first = task(&layout, TaskDir::Complete, "t[a]", TaskClass::Cpu);
+        // The sample is the last of its group in the listing.
+        let last = task(&layout, TaskDir::Complete, "t[z]", TaskClass::Cpu);
         task(&layout, TaskDir::Complete, "llm", TaskClass::Llm);
-        // Items after the first are garbage: counted by name as their plan task.
+        // Other items are garbage: counted by name as their plan task.
         for i in 0..50 {
-            let n = first.replace("t[a]", &format!("t[b{i}]"));
+            let n = last.replace("t[z]", &format!("t[b{i}]"));
             std::fs::write(complete.join(n), b"\x00 not json").unwrap();
         }
         std::fs::write(complete.join("notes.txt"), b"hello").unwrap();
-        let c = count(&layout, TaskDir::Complete).unwrap();
-        let want: BTreeMap<String, usize> = [("cpu", 51), ("llm", 1), ("invalid", 1)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        assert_eq!(c.by_class, want);
+        let c = count_all(&layout).unwrap();
+        let want = classes(&[("cpu", 51), ("llm", 1), ("invalid", 1)]);
+        assert_eq!(c[2].by_class, want);
         assert_eq!(plan_task_of("transcribe[ep1]"), "transcribe");
         assert_eq!(plan_task_of("init"), "init");
+    }
+
+    #[test]
+    fn files_that_moved_on_before_their_read_leave_the_class_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = dir.path().join("queue");
+        std::fs::create_dir(&queue).unwrap();
+        // Listed, then claimed by a worker before status read them.
+        let gone: Vec<String> = (0..40)
+            .map(|i| format!("p05-{i:08}-abc123-t[q{i}].json"))
+            .collect();
+        assert_eq!(sample_class(&queue, &gone), None);
+        // One garbage file among them: the group is invalid.
+        std::fs::write(queue.join(&gone[39]), b"{").unwrap();
+        assert_eq!(sample_class(&queue, &gone[30..]), Some("invalid".into()));
     }
 }

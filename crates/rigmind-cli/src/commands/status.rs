@@ -81,8 +81,7 @@ fn gather(layout: &Layout) -> Result<Status> {
     let mut queues = BTreeMap::new();
     let mut lost = Vec::new();
     let mut requests = 0;
-    for d in TaskDir::ALL {
-        let c = dir_counts::count(layout, d)?;
+    for (d, c) in TaskDir::ALL.into_iter().zip(dir_counts::count_all(layout)?) {
         if matches!(d, TaskDir::Queue | TaskDir::Processing) {
             requests += c.requests;
         }
