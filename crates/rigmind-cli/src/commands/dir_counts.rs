@@ -13,10 +13,10 @@
 //! `processing/` is the exception: it holds a few tasks per worker, and each of
 //! them is read, for its exact class and to find tasks held by a dead worker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 
-use rigmind_queue::task::{TaskFile, TaskName};
+use rigmind_queue::task::TaskFile;
 use rigmind_queue::{fsio, Layout, LifeLock, QueueError, TaskDir};
 
 /// How many files of a group that are not valid tasks are tried before the group
@@ -63,17 +63,8 @@ pub fn count_all(layout: &Layout) -> Result<Vec<DirCount>, QueueError> {
     // Groups none of whose files could be read: (directory, group, files).
     let mut moved_on: Vec<(usize, Group, usize)> = Vec::new();
     for (k, d) in TaskDir::ALL.into_iter().enumerate() {
-        let (mut c, groups) = list(layout, d, &mut known)?;
-        let dir = layout.dir(d);
-        for (group, names) in groups {
-            match sample_class(&dir, &names) {
-                Some(class) => {
-                    *c.by_class.entry(class.clone()).or_default() += names.len();
-                    known.entry(group).or_insert(class);
-                }
-                None => moved_on.push((k, group, names.len())),
-            }
-        }
+        let (c, open) = count_dir(layout, d, &mut known)?;
+        moved_on.extend(open.into_iter().map(|(g, n)| (k, g, n)));
         counts.push(c);
     }
     for (k, group, n) in moved_on {
@@ -83,38 +74,74 @@ pub fn count_all(layout: &Layout) -> Result<Vec<DirCount>, QueueError> {
     Ok(counts)
 }
 
-/// Lists directory `d`: requests counted, `processing/` read file by file (its
-/// classes go into `known`), the other files grouped by (batch, plan task).
-fn list(
+/// The files of one group seen in a listing: how many, and the last few names
+/// (the ones a sample is taken from).
+#[derive(Default)]
+struct Seen {
+    files: usize,
+    last: VecDeque<usize>,
+}
+
+/// Counts directory `d`: requests apart, `processing/` read file by file, the
+/// other files sampled per group. The classes found go into `known`; the groups
+/// whose files all moved on are returned with their number of files.
+fn count_dir(
     layout: &Layout,
     d: TaskDir,
     known: &mut BTreeMap<Group, String>,
-) -> Result<(DirCount, BTreeMap<Group, Vec<String>>), QueueError> {
+) -> Result<(DirCount, Vec<(Group, usize)>), QueueError> {
     let dir = layout.dir(d);
+    let names = fsio::list_names(&dir)?;
     let mut c = DirCount::default();
-    let mut groups: BTreeMap<Group, Vec<String>> = BTreeMap::new();
-    for name in fsio::list_names(&dir)? {
-        let parsed = TaskName::parse(&name);
-        if parsed
-            .as_ref()
-            .is_some_and(|n| rigmind_queue::requests::is_request(&n.name))
-        {
+    let mut groups: HashMap<(&str, &str), Seen> = HashMap::new();
+    for (i, name) in names.iter().enumerate() {
+        let key = group_of(name);
+        if key.1.starts_with(rigmind_queue::requests::REQUEST_MARK) && !key.0.is_empty() {
             c.requests += 1;
-            continue;
-        }
-        let group = parsed.map_or_else(
-            || (String::new(), name.clone()),
-            |n| (n.batch.clone(), plan_task_of(&n.name).to_string()),
-        );
-        if d == TaskDir::Processing {
-            let class = read_processing(layout, &dir.join(&name), &mut c.lost);
+        } else if d == TaskDir::Processing {
+            let class = read_processing(layout, &dir.join(name), &mut c.lost);
             *c.by_class.entry(class.clone()).or_default() += 1;
-            known.entry(group).or_insert(class);
+            known.entry(owned(key)).or_insert(class);
         } else {
-            groups.entry(group).or_default().push(name);
+            let seen = groups.entry(key).or_default();
+            seen.files += 1;
+            seen.last.push_back(i);
+            if seen.last.len() > SAMPLE_TRIES + VANISHED_TRIES {
+                seen.last.pop_front();
+            }
         }
     }
-    Ok((c, groups))
+    let mut open = Vec::new();
+    for (key, seen) in groups {
+        let last: Vec<&str> = seen.last.iter().map(|&i| names[i].as_str()).collect();
+        match sample_class(&dir, &last) {
+            Some(class) => {
+                *c.by_class.entry(class.clone()).or_default() += seen.files;
+                known.entry(owned(key)).or_insert(class);
+            }
+            None => open.push((owned(key), seen.files)),
+        }
+    }
+    Ok((c, open))
+}
+
+/// The group of a file name, read from the name as it is (nothing decoded or
+/// allocated: a call splits 100,000 names): its batch and the (encoded) name
+/// before its `[item]`, as `TaskName` lays a name out. A name of another shape
+/// is a group of its own (the empty batch and the whole name).
+fn group_of(file_name: &str) -> (&str, &str) {
+    let parts = || {
+        let rest = file_name.strip_suffix(".json")?.strip_prefix('p')?;
+        let mut p = rest.splitn(4, '-');
+        let (rank, _seq, batch, name) = (p.next()?, p.next()?, p.next()?, p.next()?);
+        (rank.len() == 2 && !batch.is_empty() && !name.is_empty())
+            .then(|| (batch, plan_task_of(name)))
+    };
+    parts().unwrap_or(("", file_name))
+}
+
+fn owned((batch, task): (&str, &str)) -> Group {
+    (batch.to_string(), task.to_string())
 }
 
 /// The plan task a task name belongs to: `transcribe[ep1]` -> `transcribe`.
@@ -126,7 +153,7 @@ pub fn plan_task_of(name: &str) -> &str {
 /// from the end of the listing (the last a worker claims), that reads as a task;
 /// `invalid` after [`SAMPLE_TRIES`] files that are not tasks; `None` when the
 /// files tried all moved on before they could be read.
-fn sample_class(dir: &Path, names: &[String]) -> Option<String> {
+fn sample_class(dir: &Path, names: &[&str]) -> Option<String> {
     let (mut invalid, mut vanished) = (0, 0);
     for n in names.iter().rev() {
         match TaskFile::read(&dir.join(n)) {
@@ -204,6 +231,11 @@ mod tests {
         assert_eq!(c[2].by_class, want);
         assert_eq!(plan_task_of("transcribe[ep1]"), "transcribe");
         assert_eq!(plan_task_of("init"), "init");
+        assert_eq!(
+            group_of("p05-00000012-abc123-t[a%20b].json"),
+            ("abc123", "t")
+        );
+        assert_eq!(group_of("notes.txt"), ("", "notes.txt"));
     }
 
     #[test]
@@ -215,9 +247,10 @@ mod tests {
         let gone: Vec<String> = (0..40)
             .map(|i| format!("p05-{i:08}-abc123-t[q{i}].json"))
             .collect();
+        let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
         assert_eq!(sample_class(&queue, &gone), None);
         // One garbage file among them: the group is invalid.
-        std::fs::write(queue.join(&gone[39]), b"{").unwrap();
+        std::fs::write(queue.join(gone[39]), b"{").unwrap();
         assert_eq!(sample_class(&queue, &gone[30..]), Some("invalid".into()));
     }
 }
