@@ -119,7 +119,7 @@ fn status_and_wait_answer_from_names_and_records_without_reading_every_task_file
 
 /// How many tasks the fan-out has: `RIGMIND_SCALE_TASKS`, else 5,000. The
 /// 100,000 of the issue take too long for every `cargo test` on a 2-core machine
-/// (a debug build runs about 25 tasks a second there while others compile);
+/// (a debug build runs 25 to 130 tasks a second there, as others compile or not);
 /// `scripts/bench/scale.sh` runs them, as does `RIGMIND_SCALE_TASKS=100000` here.
 fn scale_tasks() -> usize {
     std::env::var("RIGMIND_SCALE_TASKS")
