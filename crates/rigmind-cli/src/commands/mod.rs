@@ -1,5 +1,6 @@
 //! One function per command; each returns the process exit code.
 
+mod dir_counts;
 mod drain;
 mod find;
 mod logs;

@@ -148,8 +148,15 @@ fn brain_behind_at(layout: &Layout, r: &BatchRecord, now: std::time::SystemTime)
         .checked_sub(BRAIN_CATCH_UP)
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos() as i64);
+    let changed_at = |p: &Path| {
+        std::fs::metadata(p).map_or(i64::MAX, |m| m.ctime() * 1_000_000_000 + m.ctime_nsec())
+    };
     TaskDir::ALL.iter().any(|d| {
         let dir = layout.dir(*d);
+        // Every move into or out of a directory changes it: when it has not changed
+        // since the record, none of its files has moved since either, and its
+        // files need no look (a batch of 100,000 tasks is not stat'ed file by file).
+        let moved_since = changed_at(&dir) > finished;
         fsio::list_names(&dir).unwrap_or_default().iter().any(|n| {
             if TaskName::parse(n).is_none_or(|t| {
                 t.batch != r.batch_id || rigmind_queue::requests::is_request(&t.name)
@@ -159,12 +166,10 @@ fn brain_behind_at(layout: &Layout, r: &BatchRecord, now: std::time::SystemTime)
             if matches!(d, TaskDir::Queue | TaskDir::Processing) {
                 return true;
             }
-            std::fs::metadata(dir.join(n))
-                .map(|m| {
-                    let changed = m.ctime() * 1_000_000_000 + m.ctime_nsec();
-                    changed > finished && changed > recent
-                })
-                .unwrap_or(false)
+            moved_since && {
+                let changed = changed_at(&dir.join(n));
+                changed != i64::MAX && changed > finished && changed > recent
+            }
         })
     })
 }
