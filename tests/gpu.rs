@@ -110,6 +110,14 @@ fn a_mixed_plan_runs_on_two_fake_gpus_with_loads_before_llm_work() {
             f.display()
         );
     }
+    // Nor in what `rigmind report` prints and draws of the run.
+    let (said, drawn, page) = report(&rig, &batch);
+    for shown in [said, drawn, page] {
+        assert!(
+            !shown.contains("TOPSECRET-4711"),
+            "the report holds the sensitive prompt"
+        );
+    }
     assert!(
         !std::fs::read_to_string(rig.dir.path().join("out/secret.md"))
             .unwrap()
@@ -153,18 +161,7 @@ fn one_card_swaps_between_script_and_llm_and_never_runs_both() {
     // `rigmind report` tells the same story from the files, and draws it.
     let loads = rig.decisions_with(&["decision=load_llm"]).len();
     let unloads = rig.decisions_with(&["decision=unload_llm"]).len();
-    let svg = rig.dir.path().join("run.svg");
-    let page = rig.dir.path().join("run.html");
-    let out = rig.rigmind(&[
-        "report",
-        &batch,
-        "--svg",
-        svg.to_str().unwrap(),
-        "--html",
-        page.to_str().unwrap(),
-    ]);
-    let report = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{report}{}", text(&out.stderr));
+    let (report, drawn, page) = report(&rig, &batch);
     assert!(
         report.contains(&format!("loads {loads}, unloads {unloads},")),
         "{report}"
@@ -190,11 +187,9 @@ fn one_card_swaps_between_script_and_llm_and_never_runs_both() {
         );
     }
     assert!(report.contains("failures 0, retries 0"), "{report}");
-    let drawn = std::fs::read_to_string(&svg).unwrap();
     assert!(drawn.starts_with("<svg") && drawn.contains("live run: makespan"));
     assert!(drawn.contains("load_llm on gpu0") && drawn.contains("unload_llm on gpu0"));
     // The page is self-contained: the same chart inline, the tables as tables.
-    let page = std::fs::read_to_string(&page).unwrap();
     assert!(page.starts_with("<!DOCTYPE html>") && page.contains(&drawn));
     assert!(
         page.contains("<caption>per plan task</caption>") && page.contains("<td>summarize</td>")
@@ -378,4 +373,23 @@ fn a_gpu_worker_without_nvml_or_fake_gpus_stops_at_once_with_a_clear_message() {
         err.contains("NVML") && err.contains("RIGMIND_FAKE_GPUS"),
         "{err}"
     );
+}
+
+/// `rigmind report BATCH --svg --html`, which must succeed: what it printed, the
+/// SVG and the HTML page.
+fn report(rig: &Rig, batch: &str) -> (String, String, String) {
+    let svg = rig.dir.path().join("run.svg");
+    let page = rig.dir.path().join("run.html");
+    let out = rig.rigmind(&[
+        "report",
+        batch,
+        "--svg",
+        svg.to_str().unwrap(),
+        "--html",
+        page.to_str().unwrap(),
+    ]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    (said, read(&svg), read(&page))
 }

@@ -467,20 +467,8 @@ pub fn note_hand_task(logs: &Logs, path: &Path, t: &mut TaskFile) {
 
 /// `name (uid N)` of a file's owner, the name from /etc/passwd where it is listed.
 fn owner_of(path: &Path) -> String {
-    let Ok(uid) = std::fs::symlink_metadata(path).map(|m| m.uid()) else {
-        return "unknown (the file is gone)".into();
-    };
-    let name = std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|passwd| {
-            passwd.lines().find_map(|l| {
-                let mut f = l.split(':');
-                let (name, _, id) = (f.next()?, f.next()?, f.next()?);
-                (id.parse() == Ok(uid)).then(|| name.to_string())
-            })
-        });
-    match name {
-        Some(n) => format!("{n} (uid {uid})"),
-        None => format!("uid {uid}"),
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => rigmind_queue::access::owner_name(m.uid()),
+        Err(_) => "unknown (the file is gone)".into(),
     }
 }

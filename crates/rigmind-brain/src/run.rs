@@ -522,10 +522,7 @@ fn brain_runner(state: &BrainState, resources: &ResourceManager) -> Runner {
         log_cap: resources.config().logs.max_task_log_bytes(),
         scrub_env: resources
             .config()
-            .endpoints
-            .iter()
-            .filter_map(|e| e.api_key_env.clone())
-            .collect(),
+            .scrubbed_env(env_names().iter().map(String::as_str)),
     }
 }
 
@@ -578,4 +575,11 @@ fn write_heartbeat(layout: &Layout, started_at: DateTime<Utc>, state: &BrainStat
     if let Err(e) = record.write(layout) {
         tracing::warn!("{e}");
     }
+}
+
+/// The names of this process's environment variables (what a task would inherit).
+fn env_names() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect()
 }

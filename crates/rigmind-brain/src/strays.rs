@@ -94,6 +94,12 @@ pub(crate) fn accept_stray(
     let Ok(mut t) = TaskFile::read(&path) else {
         return;
     };
+    if let Some(reason) = refused(layout, &path) {
+        if crate::observe::quarantine(layout, logs, &path, &reason).is_some() {
+            index.forget(name);
+        }
+        return;
+    }
     if let Some(done) = completed_file(state, &t) {
         let reason = format!(
             "a copy of task {} ({}), which is complete as complete/{done}; not run again",
@@ -113,6 +119,14 @@ pub(crate) fn accept_stray(
     } else if let Err(e) = fsio::write_atomic(&path, &t.to_bytes(), fsio::Sync::Data) {
         tracing::warn!("{e}");
     }
+}
+
+/// Why the root's sharing rules refuse the task file at `path` (writable by
+/// others; in a locked-down root, owned by someone outside its group).
+fn refused(layout: &Layout, path: &Path) -> Option<String> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    let access = rigmind_queue::access::RootAccess::of(layout.root());
+    rigmind_queue::access::refusal(&meta, &access)
 }
 
 /// The `complete/` file of the known task that `t` copies (same task id, or the

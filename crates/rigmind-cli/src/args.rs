@@ -69,10 +69,27 @@ pub enum Command {
     Drain(DrainArgs),
     /// Resume a drained worker (or --all): it claims work again.
     Resume(DrainArgs),
+    /// Create a root's directories; with --group, lock it down to one Unix group.
+    ///
+    /// With --group NAME: every directory and file under the root gets group NAME,
+    /// directories become setgid with no access for others (drwxrws---), files lose
+    /// their access for others, and every rigmind process working on the root keeps
+    /// a umask of 007. Workers then refuse task files owned by someone outside the
+    /// group (docs/safety.md).
+    Init(InitArgs),
     /// Run the brain (same as the `brain` binary).
     Brain(BrainArgs),
     /// Run a worker (same as the `worker` binary).
     Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub root: RootArg,
+    /// The Unix group that alone may use the root (must exist: `groupadd NAME`).
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -50,6 +50,53 @@ pub struct RigConfig {
     pub scheduling: Scheduling,
     /// `[[model]]`: the memory each named model takes on a card.
     pub models: Vec<Model>,
+    /// `[security]`: what task commands may not inherit.
+    pub security: Security,
+}
+
+/// `[security]`: environment variables no task command inherits, besides the
+/// `api_key_env` variables of the endpoints (always dropped).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Security {
+    /// Names, or patterns with one `*` at either end (`*_TOKEN`, `AWS_*`).
+    pub scrub_env: Vec<String>,
+}
+
+impl RigConfig {
+    /// The variables of `env` (names) that a task command must not inherit: the
+    /// endpoints' `api_key_env` and whatever `[security] scrub_env` names or
+    /// matches. Sorted, each once.
+    pub fn scrubbed_env<'a>(&self, env: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let mut out: std::collections::BTreeSet<String> = self
+            .endpoints
+            .iter()
+            .filter_map(|e| e.api_key_env.clone())
+            .collect();
+        out.extend(
+            self.security
+                .scrub_env
+                .iter()
+                .filter(|p| !p.contains('*'))
+                .cloned(),
+        );
+        out.extend(
+            env.into_iter()
+                .filter(|name| self.security.scrub_env.iter().any(|p| env_matches(p, name)))
+                .map(String::from),
+        );
+        out.into_iter().collect()
+    }
+}
+
+/// Whether variable `name` matches `pattern`: the same name, or `PREFIX*`,
+/// `*SUFFIX`, `*PART*`.
+fn env_matches(pattern: &str, name: &str) -> bool {
+    match (pattern.strip_prefix('*'), pattern.strip_suffix('*')) {
+        (Some(rest), _) if rest.ends_with('*') => name.contains(&rest[..rest.len() - 1]),
+        (Some(suffix), _) => name.ends_with(suffix),
+        (None, Some(prefix)) => name.starts_with(prefix),
+        (None, None) => name == pattern,
+    }
 }
 
 /// A model's size (`[[model]]`): a card holds it only when the card's memory less
@@ -188,6 +235,7 @@ impl Default for RigConfig {
                 aging_seconds_per_level: 300.0,
             },
             models: Vec::new(),
+            security: Security::default(),
         }
     }
 }
@@ -218,6 +266,15 @@ struct RawFile {
     scheduling: RawScheduling,
     #[serde(default)]
     model: Vec<toml::Spanned<RawModel>>,
+    #[serde(default)]
+    security: RawSecurity,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    #[serde(default)]
+    scrub_env: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -406,6 +463,7 @@ impl RigConfig {
         cfg.gpus = gpus(raw.gpu, &line_of, &invalid)?;
         cfg.endpoints = endpoints(raw.endpoint, &line_of, &invalid)?;
         cfg.models = models(raw.model, &line_of, &invalid)?;
+        cfg.security.scrub_env = raw.security.scrub_env;
         if let Some(esc) = raw.escalation {
             let line = line_of(esc.span().start);
             cfg.escalation =
@@ -549,6 +607,35 @@ fn endpoints(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrubbed_env_takes_api_keys_names_and_patterns() {
+        let cfg = RigConfig::parse(
+            Path::new("rig.toml"),
+            "[security]\nscrub_env = [\"HF_TOKEN\", \"*_SECRET\", \"AWS_*\", \"*PASS*\"]\n\n\
+             [[endpoint]]\nname = \"o\"\napi = \"openai\"\nurl = \"https://api.example.com/v1\"\n\
+             models = [\"m\"]\napi_key_env = \"OPENAI_API_KEY\"\n",
+        )
+        .unwrap();
+        let env = [
+            "PATH",
+            "DB_SECRET",
+            "AWS_REGION",
+            "MYPASSWORD",
+            "HOME",
+            "SECRET_X",
+        ];
+        assert_eq!(
+            cfg.scrubbed_env(env),
+            [
+                "AWS_REGION",
+                "DB_SECRET",
+                "HF_TOKEN",
+                "MYPASSWORD",
+                "OPENAI_API_KEY"
+            ]
+        );
+    }
 
     const SPEC_EXAMPLE: &str = r#"
 [defaults]

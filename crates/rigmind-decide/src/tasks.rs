@@ -54,6 +54,7 @@ pub fn task_files(
             t.prompt_file = j.llm.prompt_file.clone();
             t.system = j.llm.system.clone();
             t.output = j.llm.output.clone();
+            t.write_outside = j.llm.write_outside;
             t.sensitive = j.llm.sensitive;
             if j.task_class == TaskClass::Llm {
                 route(&mut t, &j.llm, &ladder);

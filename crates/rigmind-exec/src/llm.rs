@@ -486,6 +486,16 @@ fn write_output(task: &TaskFile, workdir: &Path, response: &str) -> Result<(), S
         return Ok(());
     };
     let path = workdir.join(out);
+    // The plan was checked when it was read; this catches hand-edited task
+    // files and links inside the plan's directory that lead elsewhere.
+    if !task.write_outside && !rigmind_queue::access::contained(workdir, Path::new(out), &[workdir])
+    {
+        return Err(format!(
+            "output {} is outside the plan's directory {} (the plan may allow it with 'write_outside: true')",
+            path.display(),
+            workdir.display()
+        ));
+    }
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -674,5 +684,40 @@ async fn wait_memory_back(
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_output(out: &str, outside: bool) -> TaskFile {
+        let mut t = TaskFile::new("b1", "s", rigmind_types::TaskClass::Llm);
+        t.output = Some(out.into());
+        t.write_outside = outside;
+        t
+    }
+
+    #[test]
+    fn an_output_outside_the_plan_s_directory_is_refused_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = dir.path().join("plan");
+        std::fs::create_dir_all(&plan).unwrap();
+        std::os::unix::fs::symlink(dir.path(), plan.join("up")).unwrap();
+        assert_eq!(
+            write_output(&with_output("out/a.md", false), &plan, "a"),
+            Ok(())
+        );
+        assert!(plan.join("out/a.md").exists());
+        for bad in ["../b.md", "up/c.md", "/tmp/rigmind-never.md"] {
+            let why = write_output(&with_output(bad, false), &plan, "x").unwrap_err();
+            assert!(why.contains("outside the plan's directory"), "{bad}: {why}");
+        }
+        assert!(!dir.path().join("b.md").exists() && !dir.path().join("c.md").exists());
+        assert_eq!(
+            write_output(&with_output("../b.md", true), &plan, "b"),
+            Ok(())
+        );
+        assert!(dir.path().join("b.md").exists());
     }
 }

@@ -252,6 +252,7 @@ impl Expansion<'_> {
                         prompt_file: t.llm.prompt_file.as_ref().map(sub),
                         system: t.llm.system.clone(),
                         output: t.llm.output.as_ref().map(sub),
+                        write_outside: t.llm.write_outside,
                         sensitive: t.llm.sensitive,
                         expect_json: t.llm.expect_json,
                         endpoint: t.llm.endpoint.clone(),

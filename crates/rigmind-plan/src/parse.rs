@@ -60,6 +60,8 @@ pub struct LlmFields {
     pub prompt_file: Option<String>,
     pub system: Option<String>,
     pub output: Option<String>,
+    /// `write_outside: true`: `output` may lie outside the plan's directory.
+    pub write_outside: bool,
     pub sensitive: bool,
     /// `expect: json`: the answer must parse as JSON (a fenced json block counts).
     pub expect_json: bool,
@@ -120,7 +122,7 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Plan, PlanError> {
 }
 
 /// Every field a task may set, in the order used for suggestions.
-pub(crate) const KEYS: [&str; 21] = [
+pub(crate) const KEYS: [&str; 22] = [
     "task_class",
     "command",
     "depends_on",
@@ -137,6 +139,7 @@ pub(crate) const KEYS: [&str; 21] = [
     "prompt_file",
     "system",
     "output",
+    "write_outside",
     "sensitive",
     "estimate",
     "expect",
@@ -190,6 +193,7 @@ struct Fields {
     prompt_file: At<String>,
     system: At<String>,
     output: At<String>,
+    write_outside: At<bool>,
     sensitive: At<bool>,
     estimate: At<f64>,
     expect_json: At<bool>,
@@ -665,14 +669,11 @@ fn parse_env(v: Value) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-fn parse_bool(s: &str) -> Result<bool, String> {
+fn parse_bool(key: &str, s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" | "yes" => Ok(true),
         "false" | "no" => Ok(false),
-        _ => Err(format!(
-            "sensitive must be true or false, not '{}'",
-            s.trim()
-        )),
+        _ => Err(format!("{key} must be true or false, not '{}'", s.trim())),
     }
 }
 
@@ -762,22 +763,37 @@ fn set_field(key: &str, v: Value, line: usize, f: &mut Fields) -> Result<(), Str
         "prompt_file" => f.prompt_file = Some((scalar(key, v)?.trim().to_string(), line)),
         "system" => f.system = Some((scalar(key, v)?, line)),
         "output" => f.output = Some((scalar(key, v)?.trim().to_string(), line)),
-        "sensitive" => f.sensitive = Some((parse_bool(&scalar(key, v)?)?, line)),
+        "sensitive" => f.sensitive = Some((parse_bool(key, &scalar(key, v)?)?, line)),
+        "write_outside" => f.write_outside = Some((parse_bool(key, &scalar(key, v)?)?, line)),
         "expect" => f.expect_json = Some((parse_expect(&scalar(key, v)?)?, line)),
         "endpoint" => f.endpoint = Some((scalar(key, v)?.trim().to_string(), line)),
         "requires_external" => {
-            let s = scalar(key, v)?;
-            let b = parse_bool(&s).map_err(|_| {
-                format!(
-                    "requires_external must be true or false, not '{}'",
-                    s.trim()
-                )
-            })?;
-            f.requires_external = Some((b, line));
+            f.requires_external = Some((parse_bool(key, &scalar(key, v)?)?, line));
         }
         _ => unreachable!("keys are checked against KEYS"),
     }
     Ok(())
+}
+
+/// Why an `output` path would leave the plan's directory, judged by its text
+/// (the worker checks again, links included, before it writes).
+fn leaves_plan_dir(out: &str) -> Option<&'static str> {
+    let path = Path::new(out);
+    if path.is_absolute() {
+        return Some("is an absolute path, outside the plan's directory");
+    }
+    let mut depth = 0i32;
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => depth -= 1,
+            std::path::Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return Some("climbs out of the plan's directory");
+        }
+    }
+    None
 }
 
 fn val<T: Clone>(task: &At<T>, defaults: &At<T>) -> Option<T> {
@@ -845,6 +861,15 @@ fn build_task(
             );
         }
     }
+    let write_outside = val(&f.write_outside, &defs.write_outside).unwrap_or(false);
+    if let (Some((out, oline)), false) = (&f.output, write_outside) {
+        if let Some(why) = leaves_plan_dir(out) {
+            d.error(
+                *oline,
+                format!("task '{name}': output '{out}' {why}; add 'write_outside: true' if that is meant"),
+            );
+        }
+    }
     if executor == Executor::Brain
         && effective != TaskClass::Cpu
         && !(class_given && task_class.is_none())
@@ -886,6 +911,7 @@ fn build_task(
             prompt_file: f.prompt_file.as_ref().map(|(v, _)| v.clone()),
             system: val(&f.system, &defs.system),
             output: f.output.as_ref().map(|(v, _)| v.clone()),
+            write_outside,
             sensitive: val(&f.sensitive, &defs.sensitive).unwrap_or(false),
             expect_json: val(&f.expect_json, &defs.expect_json).unwrap_or(false),
             endpoint: val(&f.endpoint, &defs.endpoint),

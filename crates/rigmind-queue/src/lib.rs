@@ -4,6 +4,7 @@
 //! the workers and the CLI all go through it so that the rules (atomic writes, one
 //! claim per task, claim order, quarantine of bad files) live in one place.
 
+pub mod access;
 pub mod aging;
 pub mod batch;
 pub mod brain_record;

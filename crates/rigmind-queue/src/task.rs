@@ -144,6 +144,9 @@ pub struct TaskFile {
     pub system: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// `output` may lie outside the plan's directory (the plan says so).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub write_outside: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     pub sensitive: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -390,6 +393,7 @@ impl TaskFile {
             prompt_file: None,
             system: None,
             output: None,
+            write_outside: false,
             sensitive: false,
             estimate_seconds: None,
             endpoint: None,
@@ -466,6 +470,12 @@ impl TaskFile {
         }
         if t.batch_id.trim().is_empty() {
             return Err(invalid("batch_id is empty".into()));
+        }
+        // Both become parts of file names (logs/tasks/<task_id>.log, ...).
+        for (field, id) in [("task_id", &t.task_id), ("batch_id", &t.batch_id)] {
+            if let Some(why) = crate::access::safe_file_stem(id) {
+                return Err(invalid(format!("{field} '{}' {why}", id.escape_debug())));
+            }
         }
         if !(1..=10).contains(&t.priority) {
             return Err(invalid(format!("priority {} is not 1..10", t.priority)));

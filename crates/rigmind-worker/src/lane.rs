@@ -178,6 +178,9 @@ impl Lane {
         );
         let give_up = self.signals.give_up.clone();
         async move {
+            if crate::worker::refuse_claimed(&layout, &runner.worker_id, &c.path) {
+                return None;
+            }
             let task = match TaskFile::read(&c.path) {
                 Ok(t) => t,
                 Err(e) => {

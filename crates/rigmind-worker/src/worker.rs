@@ -91,11 +91,13 @@ impl Worker {
             default_workdir: profile::default_workdir(),
             llm: llm.clone(),
             log_cap: config.logs.max_task_log_bytes(),
-            scrub_env: config
-                .endpoints
-                .iter()
-                .filter_map(|e| e.api_key_env.clone())
-                .collect(),
+            scrub_env: config.scrubbed_env(
+                std::env::vars_os()
+                    .filter_map(|(k, _)| k.into_string().ok())
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(String::as_str),
+            ),
         };
         let state = profile::first_state(&opts, session, &classes, card.as_ref(), llm_url);
         let mut profile = Profile {
@@ -173,6 +175,9 @@ impl Worker {
                 continue;
             };
             self.idle_since = None;
+            if refuse_claimed(&self.layout, &self.profile.opts.id, &claimed.path) {
+                continue;
+            }
             let task = match TaskFile::read(&claimed.path) {
                 Ok(t) => t,
                 Err(e) => {
@@ -484,4 +489,26 @@ fn note_events(layout: &Layout, index: &mut QueueIndex, changes: Vec<Change>) {
     for name in names {
         index.note(layout, &name);
     }
+}
+
+/// Moves a claimed task file that the root's sharing rules refuse (writable by
+/// others; in a locked-down root, owned by someone outside its group) into
+/// `tasks/rejected/` instead of running it; says whether it did.
+pub(crate) fn refuse_claimed(layout: &Layout, worker: &str, path: &std::path::Path) -> bool {
+    use rigmind_queue::access::{refusal, RootAccess};
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    let Some(reason) = refusal(&meta, &RootAccess::of(layout.root())) else {
+        return false;
+    };
+    match rigmind_queue::quarantine::quarantine(layout, path) {
+        Ok(to) => {
+            tracing::warn!(worker = %worker, "{}: {reason}; not run, moved to {}", path.display(), to.display())
+        }
+        Err(e) => {
+            tracing::error!(worker = %worker, "{}: {reason}; not run, and it could not be moved aside: {e}", path.display())
+        }
+    }
+    true
 }

@@ -3,6 +3,7 @@
 mod dir_counts;
 mod drain;
 mod find;
+mod init;
 mod logs;
 mod report;
 mod retry;
@@ -26,6 +27,9 @@ pub use submit::{submit_plan_file, wait_for_batch, WaitOutcome};
 
 /// Runs one `rigmind` command.
 pub fn dispatch(cmd: Command) -> Result<i32> {
+    if let Some(root) = writer_root(&cmd) {
+        rigmind_queue::access::keep_umask(root);
+    }
     match cmd {
         Command::Run(a) => run::run(a),
         Command::Submit(a) => submit::submit(a),
@@ -40,8 +44,22 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Logs(a) => logs::logs(a),
         Command::Drain(a) => drain::drain(a, false),
         Command::Resume(a) => drain::drain(a, true),
+        Command::Init(a) => init::init(a),
         Command::Brain(a) => brain(a),
         Command::Worker(a) => worker(a),
+    }
+}
+
+/// The root of a command that writes into it (its files must keep a locked-down
+/// root's umask); the brain and the worker see to it themselves.
+fn writer_root(cmd: &Command) -> Option<&std::path::Path> {
+    match cmd {
+        Command::Run(a) => Some(&a.root.root),
+        Command::Submit(a) => Some(&a.root.root),
+        Command::Retry(a) => Some(&a.root.root),
+        Command::Cancel(a) => Some(&a.root.root),
+        Command::Drain(a) | Command::Resume(a) => Some(&a.root.root),
+        _ => None,
     }
 }
 
@@ -86,6 +104,7 @@ pub fn gpus(a: GpusArgs) -> Result<i32> {
 
 /// `brain --root DIR`
 pub fn brain(a: BrainArgs) -> Result<i32> {
+    rigmind_queue::access::keep_umask(&a.root.root);
     let mut opts = BrainOptions::new(&a.root.root);
     opts.rescan_every = secs(a.rescan, "--rescan")?;
     runtime()?.block_on(run_brain(opts, crate::signals::stop_requested()))?;
@@ -95,6 +114,7 @@ pub fn brain(a: BrainArgs) -> Result<i32> {
 /// `worker --id ID [--gpu N] [--classes cpu,script] --root DIR`
 pub fn worker(a: WorkerArgs) -> Result<i32> {
     rigmind_worker::check_worker_id(&a.id)?;
+    rigmind_queue::access::keep_umask(&a.root.root);
     let mut opts = WorkerOptions::new(&a.id, &a.root.root);
     opts.gpu = a
         .gpu
