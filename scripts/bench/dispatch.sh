@@ -41,22 +41,22 @@ batch_elapsed() { # root -> the batch record's elapsed_seconds (submit to done)
 t0=$(now)
 seq "$n" | xargs -P 2 -I{} bash -c true
 t1=$(now)
-xargs_s=$(echo "$t1 - $t0" | bc -l)
+xargs_s=$(echo "$t1 - $t0" | calc)
 
 t0=$(now)
 "$bin" run "$work/independent.md" --root "$work/root1" --workers 2 > /dev/null 2>&1
 t1=$(now)
-run_s=$(echo "$t1 - $t0" | bc -l)
+run_s=$(echo "$t1 - $t0" | calc)
 batch_s=$(batch_elapsed "$work/root1")
 
 # --- 2. chain -------------------------------------------------------------------
 t0=$(now)
 for _ in $(seq "$chain"); do bash -c true; done
 t1=$(now)
-bash_link_ms=$(echo "($t1 - $t0) * 1000 / $chain" | bc -l)
+bash_link_ms=$(echo "($t1 - $t0) * 1000 / $chain" | calc)
 "$bin" run "$work/chain.md" --root "$work/root2" --workers 2 > /dev/null 2>&1
 chain_s=$(batch_elapsed "$work/root2")
-link_ms=$(echo "$chain_s * 1000 / $chain" | bc -l)
+link_ms=$(echo "$chain_s * 1000 / $chain" | calc)
 
 # The filesystem's own cost per file, measured now: the protocol writes a few files
 # per task, xargs none, so the ratio moves with this.
@@ -83,8 +83,8 @@ printf '| filesystem now: the same with fdatasync | %s ms |\n' "${fs##* }"
 printf '| xargs -P 2, %d x bash -c true | %.2f s |\n' "$n" "$xargs_s"
 printf '| rigmind, %d tasks, 2 workers: submit to batch done | %.2f s |\n' "$n" "$batch_s"
 printf '| rigmind run, whole command (start, submit, wait, stop) | %.2f s |\n' "$run_s"
-printf '| ratio rigmind / xargs (batch) | %.2fx |\n' "$(echo "$batch_s / $xargs_s" | bc -l)"
-printf '| ratio rigmind / xargs (whole command) | %.2fx |\n' "$(echo "$run_s / $xargs_s" | bc -l)"
+printf '| ratio rigmind / xargs (batch) | %.2fx |\n' "$(echo "$batch_s / $xargs_s" | calc)"
+printf '| ratio rigmind / xargs (whole command) | %.2fx |\n' "$(echo "$run_s / $xargs_s" | calc)"
 printf '| chain of %d: per link | %.2f ms |\n' "$chain" "$link_ms"
 printf '| serial bash -c true: per run | %.2f ms |\n' "$bash_link_ms"
-printf '| chain overhead per link beyond bash | %.2f ms |\n' "$(echo "$link_ms - $bash_link_ms" | bc -l)"
+printf '| chain overhead per link beyond bash | %.2f ms |\n' "$(echo "$link_ms - $bash_link_ms" | calc)"

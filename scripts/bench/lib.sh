@@ -4,6 +4,10 @@
 # Now, in seconds since the epoch, with nanoseconds.
 now() { date +%s.%N; }
 
+# The value of the arithmetic on stdin (`echo "$a / $b" | calc`), with awk:
+# bc is not on every machine the benchmarks run on.
+calc() { awk "BEGIN { printf \"%.6f\", $(cat) }"; }
+
 # Builds the release `rigmind` and prints its path (release/ under
 # $CARGO_TARGET_DIR, else under the repository's target/); fails when the build
 # does. RIGMIND_BIN=PATH measures another build instead (a before/after

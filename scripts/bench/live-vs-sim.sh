@@ -5,6 +5,7 @@
 # its makespan with `rigmind simulate` of the very same scaled plan and rig.
 #
 # Usage: scripts/bench/live-vs-sim.sh [WORKLOAD] [SCALE] [NOISE_SEED]
+#   (RIGMIND_BIN_DIR=DIR uses the release binaries in DIR instead of building)
 #   WORKLOAD    a plan under plans/workloads/ (default stage-bursts)
 #   SCALE       durations and load times are divided by this (default 30)
 #   NOISE_SEED  run the noisy variant (`rigmind simulate --noise SEED`): each task
@@ -26,8 +27,14 @@ seed=${3:-}
 plan=plans/workloads/$workload.md
 rig=plans/workloads/rig-5x1060.toml
 [ -f "$plan" ] || { echo "no such workload: $plan" >&2; exit 2; }
-cargo build --release -q --workspace --bins
-bin=target/release
+# RIGMIND_BIN_DIR=DIR: the release binaries are already built there (a machine
+# without a Rust toolchain runs them); else they are built now.
+if [ -n "${RIGMIND_BIN_DIR:-}" ]; then
+  bin=$RIGMIND_BIN_DIR
+else
+  cargo build --release -q --workspace --bins
+  bin=target/release
+fi
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 root=$work/root

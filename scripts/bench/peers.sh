@@ -263,7 +263,7 @@ measure() { # PEER WORKLOAD -> seconds, or "fail"
     fi
     t0=$(now)
     end=$("${peer}_$load") || exit 1
-    echo "${end##*$'\n'} - $t0" | bc -l
+    echo "${end##*$'\n'} - $t0" | calc
   ) 2> "$dir.err" || { echo fail; sed 's/^/  /' "$dir.err" | tail -n 5 >&2; }
   rm -rf "$dir" "$dir.err"
 }

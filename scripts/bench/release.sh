@@ -51,5 +51,5 @@ print((last - start).total_seconds())
 PY
 )
   printf '| %d | %d | %.2f s | %.2f s | %.0f µs |\n' "$n" $((2 * n + 1)) \
-    "$(echo "$t1 - $t0" | bc -l)" "$secs" "$(echo "$secs * 1000000 / $n" | bc -l)"
+    "$(echo "$t1 - $t0" | calc)" "$secs" "$(echo "$secs * 1000000 / $n" | calc)"
 done

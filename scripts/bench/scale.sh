@@ -45,7 +45,7 @@ ms_of() {
   t0=$(now)
   "$@" > /dev/null 2>&1 || true
   t1=$(now)
-  echo "($t1 - $t0) * 1000" | bc -l
+  echo "($t1 - $t0) * 1000" | calc
 }
 
 t0=$(now)
@@ -80,12 +80,12 @@ printf '| measure | value |\n| --- | --- |\n'
 printf '| tasks, workers | %d, %d |\n' "$n" "$workers"
 printf '| complete | %d |\n' "$complete"
 printf '| submit to batch done (record) | %.1f s |\n' "$elapsed"
-printf '| submit to done seen (script) | %.1f s |\n' "$(echo "$t1 - $t0" | bc -l)"
+printf '| submit to done seen (script) | %.1f s |\n' "$(echo "$t1 - $t0" | calc)"
 printf '| status calls while it ran | %d |\n' "$calls"
 printf '| status ms: median / p95 / max | %s / %s / %s |\n' "$med" "$p95" "$max"
 if [ -n "$base" ]; then
   read -r bcalls bmed bp95 bmax <<< "$(stats "$work/base.ms")"
   printf '| baseline status calls | %d |\n' "$bcalls"
   printf '| baseline status ms: median / p95 / max | %s / %s / %s |\n' "$bmed" "$bp95" "$bmax"
-  printf '| ratio of medians, baseline / ours | %.1fx |\n' "$(echo "$bmed / $med" | bc -l)"
+  printf '| ratio of medians, baseline / ours | %.1fx |\n' "$(echo "$bmed / $med" | calc)"
 fi
