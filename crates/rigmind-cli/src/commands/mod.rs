@@ -2,6 +2,7 @@
 
 mod drain;
 mod find;
+mod gate;
 mod logs;
 mod report;
 mod retry;
@@ -34,6 +35,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Retry(a) => retry::retry(a),
         Command::Cancel(a) => submit::cancel(a),
         Command::Gpus(a) => gpus(a),
+        Command::Gate(a) => gate::gate(a),
         Command::Simulate(a) => simulate::simulate(a),
         Command::Report(a) => report::report(a),
         Command::Logs(a) => logs::logs(a),
@@ -80,6 +82,10 @@ pub fn gpus(a: GpusArgs) -> Result<i32> {
         );
     }
     println!("({} telemetry)", telemetry.kind());
+    match rigmind_gpu::read_cpu_temp() {
+        Some(t) => println!("CPU: {} C ({})", t.celsius, t.sensor),
+        None => println!("CPU: no temperature sensor"),
+    }
     Ok(0)
 }
 
