@@ -74,6 +74,23 @@ fn group_plan(rig: &Rig, n: usize, hold_secs: f64) -> std::path::PathBuf {
     )
 }
 
+/// Submits one task of group `wl` while its only slot is held (`held`: by what),
+/// checks that it waits, calls `free`, and waits for the batch to complete.
+fn submit_held_then_freed(rig: &Rig, held: &str, free: impl FnOnce()) {
+    let batch = rig.submit(&group_plan(rig, 1, 0.0));
+    let queued = || {
+        rig.tasks_in("queue")
+            .iter()
+            .any(|t| t["name"] == "work[t0]")
+    };
+    eventually(10, "the task to be queued", queued);
+    // The worker has had several rescans (0.5 s) to take the task: the slot holds it.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(queued(), "a task ran while {held}");
+    free();
+    assert_eq!(rig.wait(&batch), 0, "the slot stayed taken after: {held}");
+}
+
 /// Asserts the journal alternates `start X` / `end X`: nothing overlapped.
 fn assert_no_overlap(journal: &str, expect_runs: usize) {
     let lines: Vec<&str> = journal.lines().collect();
@@ -135,23 +152,10 @@ fn a_killed_gate_frees_its_slot_and_its_command_dies_with_it() {
     );
     await_gate_file(&rig);
     let cmd_pid = rig.await_line("cmd.pid");
-    let batch = rig.submit(&group_plan(&rig, 1, 0.0));
-    // The worker has had several rescans (0.5 s) to take the task: the slot holds it.
-    eventually(10, "the task to be queued", || {
-        !rig.names_in("queue").is_empty()
+    submit_held_then_freed(&rig, "a gate held the group's only slot", || {
+        gate.kill().unwrap();
+        gate.wait().unwrap();
     });
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert!(
-        rig.names_in("complete").is_empty() && rig.names_in("processing").is_empty(),
-        "a task ran while a gate held the group's only slot"
-    );
-    gate.kill().unwrap();
-    gate.wait().unwrap();
-    assert_eq!(
-        rig.wait(&batch),
-        0,
-        "the slot of the killed gate was not freed"
-    );
     eventually(10, "the gate's command to die with it", || {
         !running(&cmd_pid)
     });
@@ -252,22 +256,10 @@ fn a_matching_foreign_process_holds_the_group() {
     rig.start_brain();
     rig.start_worker("w1", &["--classes", "cpu"]);
     rig.queue_dir();
-    let batch = rig.submit(&group_plan(&rig, 1, 0.0));
-    eventually(10, "the task to be queued", || {
-        !rig.names_in("queue").is_empty()
+    submit_held_then_freed(&rig, "a matching process held the group", || {
+        foreign.kill().unwrap();
+        foreign.wait().unwrap();
     });
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert!(
-        rig.names_in("complete").is_empty() && rig.names_in("processing").is_empty(),
-        "a task of the group ran beside a matching process"
-    );
-    foreign.kill().unwrap();
-    foreign.wait().unwrap();
-    assert_eq!(
-        rig.wait(&batch),
-        0,
-        "the group stayed held after the process ended"
-    );
 }
 
 /// A `/sys` tree with one coretemp package sensor at `celsius`.

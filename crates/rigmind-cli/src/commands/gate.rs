@@ -26,6 +26,8 @@ const POLL: Duration = Duration::from_millis(500);
 /// `rigmind gate [--group G] [--mem-mb N] [--wait|--no-wait|--check] -- CMD ARGS...`
 pub fn gate(a: GateArgs) -> Result<i32> {
     let layout = Layout::new(&a.root.root);
+    // A gate may be the first to use a root: the claim lock lives in it.
+    layout.ensure()?;
     let config = RigConfig::load(&layout.rig_toml())?;
     if let Some(g) = a
         .group
