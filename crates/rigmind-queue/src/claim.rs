@@ -717,34 +717,6 @@ mod tests {
     }
 
     #[test]
-    fn a_live_gate_takes_a_slot_of_its_group_until_it_is_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path());
-        layout.ensure().unwrap();
-        let mut t = TaskFile::new("b1", "w1", TaskClass::Script);
-        t.status = crate::TaskStatus::Queued;
-        t.group = Some("whisper_large".into());
-        t.write_to(&layout.dir(TaskDir::Queue), Sync::None).unwrap();
-        let limits = BTreeMap::from([("whisper_large".to_string(), 1)]);
-        let record = crate::gates::GateRecord::new(
-            Some("whisper_large".into()),
-            None,
-            vec!["whisper".into()],
-        );
-        let hold = crate::gates::GateHold::take(&layout, &record).unwrap();
-        let mut index = QueueIndex::default();
-        index.rescan(&layout).unwrap();
-        let mut lock = QueueLock::open(&layout).unwrap();
-        let mut take = |index: &mut QueueIndex| {
-            lock.claim_within(&layout, index, &limits, Utc::now(), |_| Some(1))
-                .unwrap()
-        };
-        assert!(take(&mut index).is_none(), "claimed beside a live gate");
-        drop(hold);
-        assert!(take(&mut index).is_some());
-    }
-
-    #[test]
     fn an_endpoint_at_its_rate_limit_is_not_claimed_though_its_tasks_are_done() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
