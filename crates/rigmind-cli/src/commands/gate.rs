@@ -63,9 +63,10 @@ pub fn gate(a: GateArgs) -> Result<i32> {
         }
         return Ok(i32::from(!why.is_empty()));
     }
-    let record = GateRecord::new(a.group, a.mem_mb, a.command.clone());
     let mut said: Vec<String> = Vec::new();
     let hold = loop {
+        // A fresh record each look: `started_at` is when the slot was taken.
+        let record = GateRecord::new(a.group.clone(), a.mem_mb, a.command.clone());
         match gate.try_take(Some(&record))? {
             Ok(hold) => break hold.context("the gate file was not written")?,
             Err(why) if a.no_wait => {
