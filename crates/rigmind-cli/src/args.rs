@@ -77,6 +77,14 @@ pub enum Command {
     /// a umask of 007. Workers then refuse task files owned by someone outside the
     /// group (docs/safety.md).
     Init(InitArgs),
+    /// Run a command outside the queue under the rig's rules: a group slot, RAM, safety.
+    ///
+    /// Takes a slot of --group (through the claim lock and the counts the workers
+    /// use), checks the safety gates and --mem-mb, runs the command, frees the slot
+    /// when it ends or the gate is killed. Waits for a slot by default; --no-wait
+    /// exits 1 with the reasons; --check only says whether it could start now (exit
+    /// 0, or 1 and the reasons, one per line). Exit: the command's status.
+    Gate(GateArgs),
     /// Run the brain (same as the `brain` binary).
     Brain(BrainArgs),
     /// Run a worker (same as the `worker` binary).
@@ -102,6 +110,31 @@ pub struct DrainArgs {
     pub all: bool,
     #[command(flatten)]
     pub root: RootArg,
+}
+
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// The concurrency group (rig.toml [groups]) whose slot the command takes.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// The RAM the command needs, in MB: available RAM less [safety]
+    /// min_free_ram_mb less the other gates' reservations must cover it.
+    #[arg(long, value_name = "N")]
+    pub mem_mb: Option<u64>,
+    /// Wait until it may start (the default).
+    #[arg(long, conflicts_with = "no_wait")]
+    pub wait: bool,
+    /// Do not wait: exit 1 with the reasons when it may not start now.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Only say whether it could start now: exit 0, or 1 and the reasons.
+    #[arg(long, conflicts_with_all = ["wait", "no_wait"])]
+    pub check: bool,
+    #[command(flatten)]
+    pub root: RootArg,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required_unless_present = "check", value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

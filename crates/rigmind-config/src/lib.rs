@@ -10,6 +10,7 @@ use rigmind_types::parse_duration;
 use serde::Deserialize;
 
 mod endpoint;
+mod groups;
 
 pub use endpoint::{url_host, Api, Endpoint, Escalation};
 
@@ -40,6 +41,9 @@ pub struct RigConfig {
     pub safety: Safety,
     /// Concurrency groups: at most N tasks of the group running on the whole rig.
     pub groups: BTreeMap<String, u32>,
+    /// The groups' command-line patterns (`match`, a regex): processes on the box
+    /// whose `/proc/PID/cmdline` matches count against the group.
+    pub group_match: BTreeMap<String, String>,
     pub gpus: Vec<Gpu>,
     pub logs: Logs,
     /// `[[endpoint]]`: LLM servers not tied to a card.
@@ -173,6 +177,9 @@ pub struct Safety {
     pub min_free_ram_mb: u64,
     pub max_swap_percent: f64,
     pub max_gpu_temp_c: f64,
+    /// The hottest CPU package or core sensor may not pass this (`rigmind_gpu`'s
+    /// thermal module says which sensors count).
+    pub max_cpu_temp_c: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -223,8 +230,10 @@ impl Default for RigConfig {
                 min_free_ram_mb: 2048,
                 max_swap_percent: 80.0,
                 max_gpu_temp_c: 83.0,
+                max_cpu_temp_c: 90.0,
             },
             groups: BTreeMap::new(),
+            group_match: BTreeMap::new(),
             gpus: Vec::new(),
             logs: Logs {
                 max_task_log_mb: 64,
@@ -253,7 +262,7 @@ struct RawFile {
     #[serde(default)]
     safety: RawSafety,
     #[serde(default)]
-    groups: BTreeMap<String, u32>,
+    groups: Option<toml::Spanned<BTreeMap<String, groups::RawGroup>>>,
     #[serde(default)]
     gpu: Vec<toml::Spanned<RawGpu>>,
     #[serde(default)]
@@ -338,6 +347,7 @@ struct RawSafety {
     min_free_ram_mb: Option<u64>,
     max_swap_percent: Option<f64>,
     max_gpu_temp_c: Option<f64>,
+    max_cpu_temp_c: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -458,8 +468,13 @@ impl RigConfig {
         cfg.safety.min_free_ram_mb = s.min_free_ram_mb.unwrap_or(cfg.safety.min_free_ram_mb);
         cfg.safety.max_swap_percent = s.max_swap_percent.unwrap_or(cfg.safety.max_swap_percent);
         cfg.safety.max_gpu_temp_c = s.max_gpu_temp_c.unwrap_or(cfg.safety.max_gpu_temp_c);
+        cfg.safety.max_cpu_temp_c = s.max_cpu_temp_c.unwrap_or(cfg.safety.max_cpu_temp_c);
         cfg.scheduling = scheduling(raw.scheduling, cfg.scheduling, &invalid)?;
-        cfg.groups = raw.groups;
+        if let Some(g) = raw.groups {
+            let line = line_of(g.span().start);
+            let read = groups::groups(g.into_inner()).map_err(|m| invalid(line, m))?;
+            (cfg.groups, cfg.group_match) = (read.slots, read.matches);
+        }
         cfg.gpus = gpus(raw.gpu, &line_of, &invalid)?;
         cfg.endpoints = endpoints(raw.endpoint, &line_of, &invalid)?;
         cfg.models = models(raw.model, &line_of, &invalid)?;
@@ -686,6 +701,30 @@ vram_mb = 6144
         assert_eq!(c.gpus.len(), 2);
         assert_eq!(c.gpus[1].worker, "worker_2");
         assert_eq!(c.llm.load_seconds, 120.0);
+    }
+
+    #[test]
+    fn groups_read_plain_or_as_a_table_with_a_pattern() {
+        let text = "[safety]\nmax_cpu_temp_c = 85\n\n[groups]\nplain = 2\nwl = { slots = 1, match = \"whisper.*large\" }\nbare = { slots = 3 }\n";
+        let c = RigConfig::parse(Path::new("rig.toml"), text).unwrap();
+        assert_eq!(c.safety.max_cpu_temp_c, 85.0);
+        assert_eq!(
+            (c.groups["plain"], c.groups["wl"], c.groups["bare"]),
+            (2, 1, 3)
+        );
+        assert_eq!(c.group_match.len(), 1);
+        assert_eq!(c.group_match["wl"], "whisper.*large");
+        assert_eq!(RigConfig::default().safety.max_cpu_temp_c, 90.0);
+        let bad = RigConfig::parse(
+            Path::new("rig.toml"),
+            "\n[groups]\nwl = { slots = 1, match = \"whisper(\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.starts_with("rig.toml:2: groups.wl.match: not a valid regex"),
+            "{bad}"
+        );
     }
 
     #[test]

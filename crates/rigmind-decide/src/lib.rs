@@ -25,6 +25,7 @@ pub mod claim;
 pub mod effect;
 pub mod estimate;
 pub mod eta;
+pub mod gate;
 pub mod ladder;
 pub mod policy;
 pub mod projection;

@@ -1,4 +1,5 @@
-//! GPU telemetry for workers, host memory readings, and the safety-gate check.
+//! GPU telemetry for workers, host memory and CPU temperature readings, and the
+//! safety-gate check.
 //!
 //! A worker asks [`open`] for the [`Telemetry`] of its machine: NVML on a real box, or
 //! [`FakeGpus`] when `RIGMIND_FAKE_GPUS` is set (tests on machines without GPUs; the
@@ -15,6 +16,7 @@ mod fake;
 mod host;
 mod nvml;
 mod safety;
+mod thermal;
 
 use std::fmt;
 use std::str::FromStr;
@@ -25,8 +27,9 @@ pub use host::{parse_meminfo, read_host_memory, read_host_memory_from};
 pub use nvml::Nvml;
 /// The readings themselves are plain data of `rigmind-types` (the worker state file
 /// embeds them); they are re-exported here for the callers of the telemetry.
-pub use rigmind_types::{GpuInfo, HostMemory};
+pub use rigmind_types::{CpuTemp, GpuInfo, HostMemory};
 pub use safety::safety_violations;
+pub use thermal::{read_cpu_temp, read_cpu_temp_from, SYS_ROOT_ENV};
 
 /// Which GPU a worker was told to use: `--gpu 1` or `--gpu GPU-5f2c...`.
 #[derive(Debug, Clone, PartialEq, Eq)]

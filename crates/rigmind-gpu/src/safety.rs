@@ -3,16 +3,22 @@
 
 use rigmind_config::Safety;
 
-use crate::{GpuInfo, HostMemory};
+use crate::{CpuTemp, GpuInfo, HostMemory};
 
 /// The safety gates of rig.toml's `[safety]` that are violated now, as short human
 /// reasons ("free RAM 1500 MB < min_free_ram_mb 2048", "swap 85% > max_swap_percent 80",
-/// "GPU 1 at 86 C > max_gpu_temp_c 83"). Empty: all clear. Pure.
+/// "GPU 1 at 86 C > max_gpu_temp_c 83", "CPU at 97 C > max_cpu_temp_c 90"). Empty: all
+/// clear. Pure.
 ///
 /// Limits are strict: sitting exactly at a limit is allowed. A GPU that does not report
-/// its temperature (or no GPU, for a CPU worker) passes the temperature gate: there is
-/// nothing to hold against it.
-pub fn safety_violations(safety: &Safety, host: &HostMemory, gpu: Option<&GpuInfo>) -> Vec<String> {
+/// its temperature (or no GPU, for a CPU worker), and a machine with no CPU sensor
+/// (`cpu` None), pass the temperature gates: there is nothing to hold against them.
+pub fn safety_violations(
+    safety: &Safety,
+    host: &HostMemory,
+    gpu: Option<&GpuInfo>,
+    cpu: Option<&CpuTemp>,
+) -> Vec<String> {
     let mut out = Vec::new();
     if host.ram_available_mb < safety.min_free_ram_mb {
         out.push(format!(
@@ -37,6 +43,13 @@ pub fn safety_violations(safety: &Safety, host: &HostMemory, gpu: Option<&GpuInf
             ));
         }
     }
+    if let Some(c) = cpu.filter(|c| c.celsius > safety.max_cpu_temp_c) {
+        out.push(format!(
+            "CPU at {} C > max_cpu_temp_c {}",
+            num(c.celsius),
+            num(safety.max_cpu_temp_c)
+        ));
+    }
     out
 }
 
@@ -57,6 +70,7 @@ mod tests {
             min_free_ram_mb: 2048,
             max_swap_percent: 80.0,
             max_gpu_temp_c: 83.0,
+            max_cpu_temp_c: 90.0,
         }
     }
 
@@ -85,27 +99,27 @@ mod tests {
 
     #[test]
     fn all_clear() {
-        let v = safety_violations(&safety(), &host(8000, 100), Some(&gpu(Some(60))));
+        let v = safety_violations(&safety(), &host(8000, 100), Some(&gpu(Some(60))), None);
         assert!(v.is_empty(), "{v:?}");
     }
 
     #[test]
     fn exactly_at_the_limits_is_clear() {
-        let v = safety_violations(&safety(), &host(2048, 800), Some(&gpu(Some(83))));
+        let v = safety_violations(&safety(), &host(2048, 800), Some(&gpu(Some(83))), None);
         assert!(v.is_empty(), "{v:?}");
     }
 
     #[test]
     fn low_ram() {
-        let v = safety_violations(&safety(), &host(1500, 0), None);
+        let v = safety_violations(&safety(), &host(1500, 0), None, None);
         assert_eq!(v, ["free RAM 1500 MB < min_free_ram_mb 2048"]);
     }
 
     #[test]
     fn high_swap() {
-        let v = safety_violations(&safety(), &host(8000, 850), None);
+        let v = safety_violations(&safety(), &host(8000, 850), None, None);
         assert_eq!(v, ["swap 85% > max_swap_percent 80"]);
-        let v = safety_violations(&safety(), &host(8000, 804), None);
+        let v = safety_violations(&safety(), &host(8000, 804), None, None);
         assert_eq!(v, ["swap 80.4% > max_swap_percent 80"]);
     }
 
@@ -120,24 +134,24 @@ mod tests {
             max_swap_percent: 0.0,
             ..safety()
         };
-        assert!(safety_violations(&strict, &h, None).is_empty());
+        assert!(safety_violations(&strict, &h, None, None).is_empty());
     }
 
     #[test]
     fn hot_gpu() {
-        let v = safety_violations(&safety(), &host(8000, 0), Some(&gpu(Some(86))));
+        let v = safety_violations(&safety(), &host(8000, 0), Some(&gpu(Some(86))), None);
         assert_eq!(v, ["GPU 1 at 86 C > max_gpu_temp_c 83"]);
     }
 
     #[test]
     fn gpu_none_or_without_temperature_passes_the_temp_gate() {
-        assert!(safety_violations(&safety(), &host(8000, 0), None).is_empty());
-        assert!(safety_violations(&safety(), &host(8000, 0), Some(&gpu(None))).is_empty());
+        assert!(safety_violations(&safety(), &host(8000, 0), None, None).is_empty());
+        assert!(safety_violations(&safety(), &host(8000, 0), Some(&gpu(None)), None).is_empty());
     }
 
     #[test]
     fn every_gate_at_once_in_order() {
-        let v = safety_violations(&safety(), &host(100, 900), Some(&gpu(Some(90))));
+        let v = safety_violations(&safety(), &host(100, 900), Some(&gpu(Some(90))), None);
         assert_eq!(
             v,
             [
@@ -146,6 +160,19 @@ mod tests {
                 "GPU 1 at 90 C > max_gpu_temp_c 83",
             ]
         );
+    }
+
+    #[test]
+    fn hot_cpu_and_no_cpu_sensor() {
+        let cpu = |c: f64| CpuTemp {
+            celsius: c,
+            sensor: "coretemp Package id 0".into(),
+        };
+        let v = safety_violations(&safety(), &host(8000, 0), None, Some(&cpu(97.0)));
+        assert_eq!(v, ["CPU at 97 C > max_cpu_temp_c 90"]);
+        let v = safety_violations(&safety(), &host(8000, 0), None, Some(&cpu(90.0)));
+        assert!(v.is_empty(), "{v:?}");
+        assert!(safety_violations(&safety(), &host(8000, 0), None, None).is_empty());
     }
 
     #[test]

@@ -296,6 +296,9 @@ pub struct QueueLock {
     rates: BTreeMap<String, u32>,
     /// The endpoints the last claim found at their rate limit.
     rate_held: Vec<RateHold>,
+    /// The groups' command-line patterns (`[groups]` `match`): matching processes
+    /// on the box count against their group ([`crate::holders`]).
+    matches: BTreeMap<String, regex::Regex>,
 }
 
 impl QueueLock {
@@ -308,7 +311,16 @@ impl QueueLock {
             markers: CancelMarkers::new(layout),
             rates: BTreeMap::new(),
             rate_held: Vec::new(),
+            matches: BTreeMap::new(),
         })
+    }
+
+    /// Claims with the groups' command-line patterns too: a process on the box
+    /// whose command line matches a group's pattern takes a slot of that group
+    /// (see [`crate::holders::group_holders`]).
+    pub fn with_matches(mut self, matches: BTreeMap<String, regex::Regex>) -> Self {
+        self.matches = matches;
+        self
     }
 
     /// Claims under per-endpoint rate limits too (endpoint name →
@@ -364,7 +376,7 @@ impl QueueLock {
             .lock
             .write()
             .map_err(|e| QueueError::io("lock", &self.path, e))?;
-        let mut full = full_groups_now(layout, index, limits)?;
+        let mut full = full_groups_now(layout, index, limits, &self.matches)?;
         self.rate_held = rate_held_now(layout, index, &self.rates, now);
         full.extend(self.rate_held.iter().map(|h| endpoint_group(&h.endpoint)));
         self.markers.refresh()?;
@@ -454,12 +466,14 @@ fn note_start(layout: &Layout, endpoint: &str, limit: u32, now: DateTime<Utc>) {
     }
 }
 
-/// The groups at their limit now, from the tasks in `processing/`. Reads nothing
+/// The groups at their limit now, from the tasks in `processing/`, the live gates
+/// and the processes matching a group's pattern ([`crate::holders`]). Reads nothing
 /// when no queued task belongs to a limited group.
 fn full_groups_now(
     layout: &Layout,
     index: &QueueIndex,
     limits: &BTreeMap<String, u32>,
+    matches: &BTreeMap<String, regex::Regex>,
 ) -> Result<BTreeSet<String>, QueueError> {
     if limits.is_empty() {
         return Ok(BTreeSet::new());
@@ -468,17 +482,11 @@ fn full_groups_now(
     if !wanted {
         return Ok(BTreeSet::new());
     }
-    let dir = layout.dir(TaskDir::Processing);
-    let mut groups = Vec::new();
-    for name in fsio::list_names(&dir)? {
-        // A file that cannot be read is counted as nothing: it is being moved, or
-        // it is junk the brain will move aside.
-        if let Ok(t) = TaskFile::read(&dir.join(&name)) {
-            groups.extend(t.endpoint_group());
-            groups.extend(t.group);
-        }
-    }
-    Ok(full_groups(groups.iter().map(String::as_str), limits))
+    let holders = crate::holders::group_holders(layout, matches)?;
+    Ok(full_groups(
+        holders.iter().map(|h| h.group.as_str()),
+        limits,
+    ))
 }
 
 /// The concurrency groups at their limit: those with at least `limits[group]`

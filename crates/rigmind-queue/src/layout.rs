@@ -133,6 +133,10 @@ impl Layout {
     pub fn worker_lock(&self, worker: &str) -> PathBuf {
         self.workers_dir().join(format!("{worker}.lock"))
     }
+    /// `gates/`: one file per live `rigmind gate` ([`crate::gates`]).
+    pub fn gates_dir(&self) -> PathBuf {
+        self.root.join("gates")
+    }
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
     }

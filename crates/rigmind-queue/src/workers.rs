@@ -103,6 +103,10 @@ pub struct WorkerState {
     /// Host memory at the last heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<rigmind_types::HostMemory>,
+    /// The CPU's hottest sensor at the last heartbeat; absent: no sensor (or a
+    /// worker older than the reading).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_temp: Option<rigmind_types::CpuTemp>,
     /// Safety gates violated now: while any is, it claims no script or llm work.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<String>,

@@ -47,6 +47,17 @@ pub struct HostMemory {
     pub swap_used_mb: u64,
 }
 
+/// The hottest CPU sensor at one reading (`rigmind_gpu`'s thermal module says which
+/// sensors count). No sensor at all is no value, not a zero.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CpuTemp {
+    /// Degrees Celsius.
+    pub celsius: f64,
+    /// Which sensor it was, e.g. `coretemp Package id 0`, `k10temp Tctl`,
+    /// `thermal_zone2 x86_pkg_temp`.
+    pub sensor: String,
+}
+
 impl HostMemory {
     /// Swap in use as a percentage of swap size; 0 when there is no swap.
     pub fn swap_used_percent(&self) -> f64 {

@@ -3,7 +3,7 @@
 //! claim rule itself ([`tier`]) lives in `rigmind-decide`, which the simulator
 //! calls too; it is re-exported here.
 
-use rigmind_gpu::{GpuInfo, HostMemory, Telemetry};
+use rigmind_gpu::{CpuTemp, GpuInfo, HostMemory, Telemetry};
 use rigmind_types::{GpuState, TaskClass};
 
 pub use rigmind_decide::claim::{state_for, tier, ClaimContext};
@@ -70,33 +70,36 @@ impl Card {
     }
 }
 
-/// The safety gates violated now, read from the host and the card.
-pub fn gates(
-    safety: &rigmind_config::Safety,
-    card: Option<&GpuInfo>,
-) -> (Option<HostMemory>, Vec<String>) {
-    match rigmind_gpu::read_host_memory() {
-        Ok(host) => {
-            let v = rigmind_gpu::safety_violations(safety, &host, card);
-            (Some(host), v)
-        }
-        Err(e) => {
-            tracing::warn!("reading host memory: {e}");
-            let v = card
-                .map(|c| {
-                    rigmind_gpu::safety_violations(
-                        safety,
-                        &HostMemory {
-                            ram_total_mb: u64::MAX,
-                            ram_available_mb: u64::MAX,
-                            swap_total_mb: 0,
-                            swap_used_mb: 0,
-                        },
-                        Some(c),
-                    )
-                })
-                .unwrap_or_default();
-            (None, v)
-        }
+/// What the gates were judged on: the host's memory and the CPU's hottest sensor
+/// (either `None` when it could not be read), and the gates violated.
+pub struct GateReading {
+    pub host: Option<HostMemory>,
+    pub cpu: Option<CpuTemp>,
+    pub violations: Vec<String>,
+}
+
+/// The safety gates violated now, read from the host, the CPU's sensors and the card.
+/// Host memory that cannot be read holds nothing against heavy work (it is logged).
+pub fn gates(safety: &rigmind_config::Safety, card: Option<&GpuInfo>) -> GateReading {
+    let cpu = rigmind_gpu::read_cpu_temp();
+    let host = rigmind_gpu::read_host_memory()
+        .map_err(|e| tracing::warn!("reading host memory: {e}"))
+        .ok();
+    let unknown = HostMemory {
+        ram_total_mb: u64::MAX,
+        ram_available_mb: u64::MAX,
+        swap_total_mb: 0,
+        swap_used_mb: 0,
+    };
+    let violations = rigmind_gpu::safety_violations(
+        safety,
+        host.as_ref().unwrap_or(&unknown),
+        card,
+        cpu.as_ref(),
+    );
+    GateReading {
+        host,
+        cpu,
+        violations,
     }
 }

@@ -61,7 +61,11 @@ impl Profile {
         }
         self.gates_read = Some(Instant::now());
         let info = self.card.as_mut().map(|c| c.refresh().clone());
-        let (host, gates) = card::gates(&self.config.safety, info.as_ref());
+        let card::GateReading {
+            host,
+            cpu,
+            violations: gates,
+        } = card::gates(&self.config.safety, info.as_ref());
         if gates != self.state.gates {
             if gates.is_empty() {
                 tracing::info!(worker = %self.opts.id, "safety gates clear again: claiming script and llm work");
@@ -70,6 +74,7 @@ impl Profile {
             }
         }
         self.state.host = host;
+        self.state.cpu_temp = cpu;
         self.state.telemetry = info;
         self.state.gates = gates;
     }
@@ -379,6 +384,7 @@ pub(crate) fn first_state(
         telemetry: None,
         telemetry_source: card.map(|c| c.source().to_string()),
         host: None,
+        cpu_temp: None,
         gates: Vec::new(),
         draining: false,
     }

@@ -114,7 +114,9 @@ impl Worker {
             profile.config.scheduling.aging_seconds_per_level,
         ));
         index.rescan(&layout)?;
-        let claim_lock = QueueLock::open(&layout)?;
+        let claim_lock = QueueLock::open(&layout)?.with_matches(
+            rigmind_queue::holders::compile_matches(&profile.config.group_match),
+        );
         let rescan = tokio::time::interval(profile.opts.rescan_every);
         let heartbeat = tokio::time::interval(profile.opts.heartbeat_every);
         let (abort_tx, abort_rx) = watch::channel(false);

@@ -3,6 +3,7 @@
 mod dir_counts;
 mod drain;
 mod find;
+mod gate;
 mod init;
 mod logs;
 mod report;
@@ -39,6 +40,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Retry(a) => retry::retry(a),
         Command::Cancel(a) => submit::cancel(a),
         Command::Gpus(a) => gpus(a),
+        Command::Gate(a) => gate::gate(a),
         Command::Simulate(a) => simulate::simulate(a),
         Command::Report(a) => report::report(a),
         Command::Logs(a) => logs::logs(a),
@@ -59,6 +61,7 @@ fn writer_root(cmd: &Command) -> Option<&std::path::Path> {
         Command::Retry(a) => Some(&a.root.root),
         Command::Cancel(a) => Some(&a.root.root),
         Command::Drain(a) | Command::Resume(a) => Some(&a.root.root),
+        Command::Gate(a) => Some(&a.root.root),
         _ => None,
     }
 }
@@ -99,6 +102,10 @@ pub fn gpus(a: GpusArgs) -> Result<i32> {
         );
     }
     println!("({} telemetry)", telemetry.kind());
+    match rigmind_gpu::read_cpu_temp() {
+        Some(t) => println!("CPU: {} C ({})", t.celsius, t.sensor),
+        None => println!("CPU: no temperature sensor"),
+    }
     Ok(0)
 }
 

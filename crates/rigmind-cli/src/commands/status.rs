@@ -21,6 +21,12 @@ use crate::args::StatusArgs;
 struct Status {
     root: String,
     brain: Option<BrainStatus>,
+    /// The CPU's hottest sensor, read now; null: no sensor.
+    cpu_temp: Option<rigmind_gpu::CpuTemp>,
+    /// `[safety] max_cpu_temp_c` (null when rig.toml cannot be read).
+    max_cpu_temp_c: Option<f64>,
+    /// The live `rigmind gate`s (`gates/`).
+    gates: Vec<rigmind_queue::gates::GateRecord>,
     /// directory -> class -> count (`invalid` for files that are not tasks).
     queues: BTreeMap<String, BTreeMap<String, usize>>,
     /// Requests to the brain not yet done (in queue/ or processing/).
@@ -121,9 +127,15 @@ fn gather(layout: &Layout) -> Result<Status> {
         alive,
         pid: BrainRecord::read_pid(layout),
     });
+    let max_cpu_temp_c = rigmind_config::RigConfig::load(&layout.rig_toml())
+        .ok()
+        .map(|c| c.safety.max_cpu_temp_c);
     Ok(Status {
         root: layout.root().display().to_string(),
         brain,
+        cpu_temp: rigmind_gpu::read_cpu_temp(),
+        max_cpu_temp_c,
+        gates: rigmind_queue::gates::live(layout)?,
         queues,
         requests,
         rejected: fsio::list_names(&layout.rejected_dir())?.len(),
@@ -142,6 +154,10 @@ fn print_tables(s: &Status) {
     match &s.brain {
         Some(b) if b.alive => println!("brain: running (pid {})", b.pid.unwrap_or(0)),
         _ => println!("brain: not running"),
+    }
+    println!("{}", cpu_line(s.cpu_temp.as_ref(), s.max_cpu_temp_c));
+    for g in &s.gates {
+        println!("{}", gate_line(g));
     }
     println!();
     println!("{:<12} {:>7}  by class", "directory", "tasks");
@@ -304,6 +320,34 @@ pub(crate) fn span(secs: i64) -> String {
         s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
         s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
     }
+}
+
+/// `CPU temperature: 97 C (coretemp Package id 0) > max_cpu_temp_c 90: heavy work
+/// held`, `... 62 C (k10temp Tdie), limit 90`, or `CPU temperature: no sensor`.
+fn cpu_line(t: Option<&rigmind_gpu::CpuTemp>, max: Option<f64>) -> String {
+    let Some(t) = t else {
+        return "CPU temperature: no sensor".into();
+    };
+    let head = format!("CPU temperature: {} C ({})", t.celsius, t.sensor);
+    match max {
+        Some(m) if t.celsius > m => format!("{head} > max_cpu_temp_c {m}: heavy work held"),
+        Some(m) => format!("{head}, limit {m}"),
+        None => head,
+    }
+}
+
+/// `gate pid 1234 (group whisper_large, 9000 MB, since 14:02:11): whisper ...`
+fn gate_line(g: &rigmind_queue::gates::GateRecord) -> String {
+    let mut what = Vec::new();
+    what.extend(g.group.as_ref().map(|x| format!("group {x}")));
+    what.extend(g.mem_mb.map(|m| format!("{m} MB")));
+    what.push(format!("since {}", clock(g.started_at, Utc::now())));
+    format!(
+        "gate pid {} ({}): {}",
+        g.pid,
+        what.join(", "),
+        truncate(&g.command.join(" "), 60)
+    )
 }
 
 /// `name $0.0123, other $1.5000 (total $1.5123)`: a batch's cost by endpoint.
