@@ -40,6 +40,9 @@ pub struct RigConfig {
     pub safety: Safety,
     /// Concurrency groups: at most N tasks of the group running on the whole rig.
     pub groups: BTreeMap<String, u32>,
+    /// The RAM a task of a group reserves when it does not say (`[groups] name =
+    /// { slots = N, mem_mb = M }`), by group.
+    pub group_mem_mb: BTreeMap<String, u64>,
     pub gpus: Vec<Gpu>,
     pub logs: Logs,
     /// `[[endpoint]]`: LLM servers not tied to a card.
@@ -123,9 +126,21 @@ pub struct ResourceManager {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Safety {
+    /// RAM kept free: no heavy claim below it, and no memory reservation into it.
     pub min_free_ram_mb: u64,
     pub max_swap_percent: f64,
     pub max_gpu_temp_c: f64,
+    /// A task's memory cap, when it gives no `mem_limit_mb`, is its `mem_mb` times
+    /// this (at least 1).
+    pub mem_limit_factor: f64,
+}
+
+impl Safety {
+    /// The memory cap of a task in MB: its `mem_limit_mb`, else its `mem_mb` ×
+    /// `mem_limit_factor` (rounded up), else none.
+    pub fn mem_cap_mb(&self, mem_mb: Option<u64>, mem_limit_mb: Option<u64>) -> Option<u64> {
+        mem_limit_mb.or_else(|| mem_mb.map(|m| (m as f64 * self.mem_limit_factor).ceil() as u64))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -176,8 +191,10 @@ impl Default for RigConfig {
                 min_free_ram_mb: 2048,
                 max_swap_percent: 80.0,
                 max_gpu_temp_c: 83.0,
+                mem_limit_factor: 1.5,
             },
             groups: BTreeMap::new(),
+            group_mem_mb: BTreeMap::new(),
             gpus: Vec::new(),
             logs: Logs {
                 max_task_log_mb: 64,
@@ -205,7 +222,7 @@ struct RawFile {
     #[serde(default)]
     safety: RawSafety,
     #[serde(default)]
-    groups: BTreeMap<String, u32>,
+    groups: BTreeMap<String, toml::Spanned<RawGroup>>,
     #[serde(default)]
     gpu: Vec<toml::Spanned<RawGpu>>,
     #[serde(default)]
@@ -218,6 +235,21 @@ struct RawFile {
     scheduling: RawScheduling,
     #[serde(default)]
     model: Vec<toml::Spanned<RawModel>>,
+}
+
+/// A `[groups]` entry: `name = N`, or `name = { slots = N, mem_mb = M }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawGroup {
+    Slots(u32),
+    Table(RawGroupTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroupTable {
+    slots: u32,
+    mem_mb: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +313,7 @@ struct RawSafety {
     min_free_ram_mb: Option<u64>,
     max_swap_percent: Option<f64>,
     max_gpu_temp_c: Option<f64>,
+    mem_limit_factor: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -401,8 +434,17 @@ impl RigConfig {
         cfg.safety.min_free_ram_mb = s.min_free_ram_mb.unwrap_or(cfg.safety.min_free_ram_mb);
         cfg.safety.max_swap_percent = s.max_swap_percent.unwrap_or(cfg.safety.max_swap_percent);
         cfg.safety.max_gpu_temp_c = s.max_gpu_temp_c.unwrap_or(cfg.safety.max_gpu_temp_c);
+        if let Some(f) = s.mem_limit_factor {
+            if !f.is_finite() || f < 1.0 {
+                return Err(invalid(
+                    1,
+                    format!("safety.mem_limit_factor: {f} is not a number >= 1 (the cap is mem_mb times it)"),
+                ));
+            }
+            cfg.safety.mem_limit_factor = f;
+        }
         cfg.scheduling = scheduling(raw.scheduling, cfg.scheduling, &invalid)?;
-        cfg.groups = raw.groups;
+        (cfg.groups, cfg.group_mem_mb) = groups(raw.groups, &line_of, &invalid)?;
         cfg.gpus = gpus(raw.gpu, &line_of, &invalid)?;
         cfg.endpoints = endpoints(raw.endpoint, &line_of, &invalid)?;
         cfg.models = models(raw.model, &line_of, &invalid)?;
@@ -457,6 +499,38 @@ fn gpus(
         });
     }
     Ok(gpus)
+}
+
+/// The `[groups]` entries: each group's slots, and the RAM its tasks reserve
+/// where it gives one (above 0).
+fn groups(
+    raw: BTreeMap<String, toml::Spanned<RawGroup>>,
+    line_of: &dyn Fn(usize) -> usize,
+    invalid: &dyn Fn(usize, String) -> ConfigError,
+) -> Result<(BTreeMap<String, u32>, BTreeMap<String, u64>), ConfigError> {
+    let mut slots = BTreeMap::new();
+    let mut mem = BTreeMap::new();
+    for (name, g) in raw {
+        let line = line_of(g.span().start);
+        match g.into_inner() {
+            RawGroup::Slots(n) => {
+                slots.insert(name, n);
+            }
+            RawGroup::Table(t) => {
+                if t.mem_mb == Some(0) {
+                    return Err(invalid(
+                        line,
+                        format!("groups.{name}: mem_mb must be more than 0"),
+                    ));
+                }
+                slots.insert(name.clone(), t.slots);
+                if let Some(m) = t.mem_mb {
+                    mem.insert(name, m);
+                }
+            }
+        }
+    }
+    Ok((slots, mem))
 }
 
 /// The `[[model]]` entries, checked: a name, canonical, given once; a size above 0.
@@ -671,6 +745,32 @@ vram_mb = 6144
             .unwrap_err()
             .to_string();
         assert!(e.contains("scheduling.aging_seconds_per_level: -1"), "{e}");
+    }
+
+    #[test]
+    fn groups_read_as_slots_or_a_table_with_their_memory() {
+        let c = RigConfig::parse(
+            Path::new("rig.toml"),
+            "[safety]\nmem_limit_factor = 2\n\n[groups]\nplain = 2\nwhisper_large = { slots = 1, mem_mb = 10000 }\nslots_only = { slots = 3 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.groups["plain"], 2);
+        assert_eq!(c.groups["whisper_large"], 1);
+        assert_eq!(c.groups["slots_only"], 3);
+        assert_eq!(c.group_mem_mb.get("whisper_large"), Some(&10000));
+        assert_eq!(c.group_mem_mb.len(), 1);
+        assert_eq!(c.safety.mem_limit_factor, 2.0);
+        assert_eq!(c.safety.mem_cap_mb(Some(1000), None), Some(2000));
+        assert_eq!(c.safety.mem_cap_mb(Some(1000), Some(1200)), Some(1200));
+        assert_eq!(c.safety.mem_cap_mb(None, Some(700)), Some(700));
+        assert_eq!(c.safety.mem_cap_mb(None, None), None);
+        assert_eq!(RigConfig::default().safety.mem_limit_factor, 1.5);
+        let e = err("[groups]\n\nw = { slots = 1, mem_mb = 0 }\n");
+        assert_eq!(e, "rig.toml:3: groups.w: mem_mb must be more than 0");
+        let e = err("[groups]\nw = { slots = 1, memmb = 10 }\n");
+        assert!(e.starts_with("rig.toml:2:"), "{e}");
+        let e = err("[safety]\nmem_limit_factor = 0.5\n");
+        assert!(e.contains("safety.mem_limit_factor: 0.5"), "{e}");
     }
 
     #[test]

@@ -57,6 +57,7 @@ mod tests {
             min_free_ram_mb: 2048,
             max_swap_percent: 80.0,
             max_gpu_temp_c: 83.0,
+            mem_limit_factor: 1.5,
         }
     }
 
