@@ -21,6 +21,7 @@ use crate::cancel::CancelMarkers;
 use crate::error::QueueError;
 use crate::fsio;
 use crate::layout::{Layout, TaskDir};
+use crate::memory::Reservation;
 use crate::rate::{self, RateHold};
 use crate::task::{endpoint_group, TaskFile, TaskName, TaskStatus};
 
@@ -36,6 +37,8 @@ pub struct QueueEntry {
     pub target_worker: Option<String>,
     pub not_before: Option<DateTime<Utc>>,
     pub vram_mb: Option<u64>,
+    /// Host RAM it reserves: claimed only where it fits ([`crate::memory`]).
+    pub mem_mb: Option<u64>,
     pub group: Option<String>,
     /// The model an llm task needs (a resource task: the one to load).
     pub model: Option<String>,
@@ -87,6 +90,7 @@ impl QueueEntry {
             target_worker: t.target_worker.clone(),
             not_before: t.not_before,
             vram_mb: t.vram_mb,
+            mem_mb: t.mem_mb,
             group: t.group.clone(),
             model: t.model.clone(),
             endpoint: t.endpoint.clone(),
@@ -296,6 +300,12 @@ pub struct QueueLock {
     rates: BTreeMap<String, u32>,
     /// The endpoints the last claim found at their rate limit.
     rate_held: Vec<RateHold>,
+    /// `[safety] min_free_ram_mb` and where `MemAvailable` is read, when memory
+    /// reservations are honoured.
+    memory: Option<(u64, PathBuf)>,
+    /// The RAM the last claim found free for a reservation, when a task with
+    /// `mem_mb` waited in the queue.
+    mem_room: Option<u64>,
 }
 
 impl QueueLock {
@@ -308,7 +318,25 @@ impl QueueLock {
             markers: CancelMarkers::new(layout),
             rates: BTreeMap::new(),
             rate_held: Vec::new(),
+            memory: None,
+            mem_room: None,
         })
+    }
+
+    /// Claims under memory reservations too ([`crate::memory`]): a task with
+    /// `mem_mb` is claimed only when the host's available RAM, less what the
+    /// running tasks reserved and have not touched, less `min_free_ram_mb`,
+    /// covers it. `meminfo`: the host's `/proc/meminfo`
+    /// ([`crate::memory::meminfo_path`]).
+    pub fn with_memory(mut self, min_free_ram_mb: u64, meminfo: PathBuf) -> Self {
+        self.memory = Some((min_free_ram_mb, meminfo));
+        self
+    }
+
+    /// The RAM (MB) the last claim found free for a reservation (`None`: no task
+    /// with `mem_mb` waited, or reservations are off).
+    pub fn mem_room(&self) -> Option<u64> {
+        self.mem_room
     }
 
     /// Claims under per-endpoint rate limits too (endpoint name →
@@ -367,11 +395,21 @@ impl QueueLock {
         let mut full = full_groups_now(layout, index, limits)?;
         self.rate_held = rate_held_now(layout, index, &self.rates, now);
         full.extend(self.rate_held.iter().map(|h| endpoint_group(&h.endpoint)));
+        self.mem_room = self
+            .memory
+            .as_ref()
+            .and_then(|(min_free, meminfo)| mem_room_now(layout, index, *min_free, meminfo));
+        let room = self.mem_room;
         self.markers.refresh()?;
         let markers = &self.markers;
         let tier = |e: &QueueEntry| {
             if e.in_full_group(&full) {
                 return None;
+            }
+            if let (Some(need), Some(room)) = (e.mem_mb, room) {
+                if need > room {
+                    return None;
+                }
             }
             if !markers.is_empty() && of_cancelled_batch(markers, &e.file_name) {
                 return None;
@@ -452,6 +490,36 @@ fn note_start(layout: &Layout, endpoint: &str, limit: u32, now: DateTime<Utc>) {
             "endpoint '{endpoint}': its start is not counted for requests_per_minute: {e}"
         );
     }
+}
+
+/// The RAM free for a reservation now ([`crate::memory::room_mb`]), the holders
+/// being the tasks in `processing/` with `mem_mb`. `None` (nothing held back)
+/// when no queued task has `mem_mb` (nothing is read then) or `MemAvailable`
+/// cannot be read.
+fn mem_room_now(
+    layout: &Layout,
+    index: &QueueIndex,
+    min_free_mb: u64,
+    meminfo: &Path,
+) -> Option<u64> {
+    if !index.entries().any(|e| e.mem_mb.is_some()) {
+        return None;
+    }
+    let available = crate::memory::mem_available_mb(meminfo)?;
+    let dir = layout.dir(TaskDir::Processing);
+    let holders: Vec<Reservation> = fsio::list_names(&dir)
+        .unwrap_or_default()
+        .iter()
+        // A file that cannot be read holds nothing: it is being moved, or junk.
+        .filter_map(|name| TaskFile::read(&dir.join(name)).ok())
+        .filter_map(|t| {
+            Some(Reservation {
+                mem_mb: t.mem_mb?,
+                used_mb: crate::memory::task_used_mb(&t),
+            })
+        })
+        .collect();
+    Some(crate::memory::room_mb(available, min_free_mb, &holders))
 }
 
 /// The groups at their limit now, from the tasks in `processing/`. Reads nothing
@@ -706,6 +774,53 @@ mod tests {
         std::fs::remove_file(layout.dir(TaskDir::Processing).join(first)).unwrap();
         index.rescan(&layout).unwrap();
         assert_eq!(take(&mut index).as_deref(), Some("w2"));
+    }
+
+    #[test]
+    fn a_reservation_that_would_not_fit_waits_until_the_holder_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.ensure().unwrap();
+        // 12 GB available, 1 GB kept free: one 10 GB task fits, two do not.
+        let meminfo = dir.path().join("meminfo");
+        std::fs::write(
+            &meminfo,
+            "MemTotal: 16000000 kB\nMemAvailable: 12582912 kB\n",
+        )
+        .unwrap();
+        for (i, (name, mem)) in [
+            ("big1", Some(10_240)),
+            ("big2", Some(10_240)),
+            ("small", None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut t = TaskFile::new("b1", name, TaskClass::Cpu);
+            t.status = crate::TaskStatus::Queued;
+            t.seq = i as u64;
+            t.mem_mb = mem;
+            t.write_to(&layout.dir(TaskDir::Queue), Sync::None).unwrap();
+        }
+        let mut index = QueueIndex::default();
+        index.rescan(&layout).unwrap();
+        let mut lock = QueueLock::open(&layout)
+            .unwrap()
+            .with_memory(1024, meminfo.clone());
+        let mut take = |index: &mut QueueIndex| {
+            lock.claim_within(&layout, index, &BTreeMap::new(), Utc::now(), |_| Some(1))
+                .unwrap()
+                .map(|c| TaskName::parse(&c.file_name).unwrap().name)
+        };
+        assert_eq!(take(&mut index).as_deref(), Some("big1"));
+        assert_eq!(take(&mut index).as_deref(), Some("small"), "big2 waits");
+        assert_eq!(take(&mut index), None);
+        // big1 is done: its reservation is gone, big2 fits.
+        let done = fsio::list_names(&layout.dir(TaskDir::Processing)).unwrap();
+        let first = done.iter().find(|n| n.contains("-big1")).unwrap();
+        std::fs::remove_file(layout.dir(TaskDir::Processing).join(first)).unwrap();
+        index.rescan(&layout).unwrap();
+        assert_eq!(take(&mut index).as_deref(), Some("big2"));
     }
 
     #[test]

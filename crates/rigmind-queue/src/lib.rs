@@ -16,6 +16,7 @@ pub mod json;
 pub mod layout;
 pub mod lifelock;
 pub mod logs;
+pub mod memory;
 pub mod moves;
 pub mod quarantine;
 pub mod rate;

@@ -91,6 +91,7 @@ impl Worker {
             default_workdir: profile::default_workdir(),
             llm: llm.clone(),
             log_cap: config.logs.max_task_log_bytes(),
+            safety: config.safety.clone(),
             scrub_env: config
                 .endpoints
                 .iter()
@@ -112,7 +113,10 @@ impl Worker {
             profile.config.scheduling.aging_seconds_per_level,
         ));
         index.rescan(&layout)?;
-        let claim_lock = QueueLock::open(&layout)?;
+        let claim_lock = QueueLock::open(&layout)?.with_memory(
+            profile.config.safety.min_free_ram_mb,
+            rigmind_queue::memory::meminfo_path(),
+        );
         let rescan = tokio::time::interval(profile.opts.rescan_every);
         let heartbeat = tokio::time::interval(profile.opts.heartbeat_every);
         let (abort_tx, abort_rx) = watch::channel(false);
@@ -440,6 +444,7 @@ async fn announce(profile: &mut Profile, layout: &Layout) {
     let id = &profile.opts.id;
     tracing::info!(worker = %id, classes = ?profile.state.classes, gpu = ?profile.state.gpu, "worker started");
     tracing::info!(worker = %id, "task containment: {}", rigmind_exec::mechanism());
+    tracing::info!(worker = %id, "{}", rigmind_exec::cap_mechanism());
     let stale = rigmind_exec::remove_stale_cgroups();
     if stale > 0 {
         tracing::info!(worker = %id, "removed {stale} empty task cgroups left by runners that died");
