@@ -21,8 +21,9 @@ const MB: u64 = 1024 * 1024;
 const POLL_CAPPED: Duration = Duration::from_millis(100);
 /// How often it looks at the others (for their peak only).
 const POLL_PEAK: Duration = Duration::from_millis(250);
-/// The first look, soon after the start, so that short tasks have a peak too.
-const FIRST_LOOK: Duration = Duration::from_millis(20);
+/// The second look, soon after the start (the first is at once): short tasks
+/// have a peak too.
+const SECOND_LOOK: Duration = Duration::from_millis(20);
 
 /// How memory caps are enforced on this machine, for the worker's start line.
 pub fn cap_mechanism() -> String {
@@ -100,7 +101,13 @@ impl MemWatch {
     /// Watches the task until it is past a cap the runner enforces (then returns:
     /// the caller kills it); keeps the peak meanwhile. Never returns otherwise.
     pub(crate) async fn until_over(&mut self) {
-        tokio::time::sleep(FIRST_LOOK).await;
+        // At once: a task over before any later look has the peak of its first
+        // process at its start (the kernel's or rusage's, where known, is larger).
+        if self.look() {
+            self.over = true;
+            return;
+        }
+        tokio::time::sleep(SECOND_LOOK).await;
         let every = if self.cap.is_some() && !self.kernel {
             POLL_CAPPED
         } else {
