@@ -133,6 +133,10 @@ pub struct Safety {
     /// A task's memory cap, when it gives no `mem_limit_mb`, is its `mem_mb` times
     /// this (at least 1).
     pub mem_limit_factor: f64,
+    /// The host's RAM as `rigmind simulate` sees it (MB): its tasks wait while
+    /// their `mem_mb` would not fit. `None`: the simulator holds nothing back for
+    /// memory. Live claims read the real host.
+    pub host_ram_mb: Option<u64>,
 }
 
 impl Safety {
@@ -192,6 +196,7 @@ impl Default for RigConfig {
                 max_swap_percent: 80.0,
                 max_gpu_temp_c: 83.0,
                 mem_limit_factor: 1.5,
+                host_ram_mb: None,
             },
             groups: BTreeMap::new(),
             group_mem_mb: BTreeMap::new(),
@@ -314,6 +319,7 @@ struct RawSafety {
     max_swap_percent: Option<f64>,
     max_gpu_temp_c: Option<f64>,
     mem_limit_factor: Option<f64>,
+    host_ram_mb: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -443,6 +449,7 @@ impl RigConfig {
             }
             cfg.safety.mem_limit_factor = f;
         }
+        cfg.safety.host_ram_mb = s.host_ram_mb;
         cfg.scheduling = scheduling(raw.scheduling, cfg.scheduling, &invalid)?;
         (cfg.groups, cfg.group_mem_mb) = groups(raw.groups, &line_of, &invalid)?;
         cfg.gpus = gpus(raw.gpu, &line_of, &invalid)?;

@@ -18,7 +18,7 @@ pub use rigmind_queue::claim::full_groups;
 /// reservations held and `[safety] min_free_ram_mb`. Defined beside the claim
 /// lock (`rigmind_queue::memory`), which feeds it `processing/` under the lock;
 /// the simulator feeds it its virtual host and running tasks.
-pub use rigmind_queue::memory::{room_mb, Reservation};
+pub use rigmind_queue::memory::{fits, room_mb, Reservation};
 
 /// What a worker is and holds at the moment it picks a task.
 #[derive(Debug, Clone, PartialEq)]

@@ -58,6 +58,7 @@ mod tests {
             max_swap_percent: 80.0,
             max_gpu_temp_c: 83.0,
             mem_limit_factor: 1.5,
+            host_ram_mb: None,
         }
     }
 

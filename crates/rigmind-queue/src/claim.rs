@@ -406,10 +406,8 @@ impl QueueLock {
             if e.in_full_group(&full) {
                 return None;
             }
-            if let (Some(need), Some(room)) = (e.mem_mb, room) {
-                if need > room {
-                    return None;
-                }
+            if !crate::memory::fits(e.mem_mb, room) {
+                return None;
             }
             if !markers.is_empty() && of_cancelled_batch(markers, &e.file_name) {
                 return None;

@@ -41,6 +41,15 @@ pub fn room_mb(available_mb: u64, min_free_mb: u64, holders: &[Reservation]) -> 
         .saturating_sub(min_free_mb)
 }
 
+/// Whether a task reserving `need_mb` (`None`: it reserves nothing) may start
+/// with `room_mb` free for reservations (`None`: not known or not limited).
+pub fn fits(need_mb: Option<u64>, room_mb: Option<u64>) -> bool {
+    match (need_mb, room_mb) {
+        (Some(need), Some(room)) => need <= room,
+        _ => true,
+    }
+}
+
 /// The host's `MemAvailable` in MB, from `meminfo` (a file in `/proc/meminfo`
 /// form, [`meminfo_path`]); `None` when it cannot be read (then no reservation is
 /// refused for want of a reading).

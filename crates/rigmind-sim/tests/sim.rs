@@ -534,3 +534,37 @@ fn two_models_in_a_chain_are_served_one_after_the_other_by_every_policy() {
         assert!(res.loads >= 2, "{}: a load per model", run.policy);
     }
 }
+
+#[test]
+fn tasks_whose_memory_would_not_fit_together_wait_for_each_other() {
+    let text = plan_text(
+        "whisper",
+        &[
+            ("w", "task_class: script; for_each: [a, b, c]; group: whisper_large; estimate: 10s; command: `true`"),
+            ("small", "task_class: script; mem_mb: 2048; estimate: 10s; command: `true`"),
+        ],
+    );
+    let p = plan(&text);
+    // A 16 GB box keeping 2 GB free: one 10 GB Whisper at a time, the small
+    // task beside it.
+    let groups = "\n[groups]\nwhisper_large = { slots = 3, mem_mb = 10240 }\n";
+    let box16 = rig_n(
+        4,
+        0,
+        &format!("\n[safety]\nhost_ram_mb = 16384\nmin_free_ram_mb = 2048\n{groups}"),
+    );
+    let res = simulate(&p, &box16, RmPolicy::Phases).unwrap();
+    assert_eq!(res.makespan_s, 30.0);
+    let mut w: Vec<(f64, f64)> = res
+        .gpus
+        .iter()
+        .flat_map(|t| &t.segments)
+        .filter(|s| matches!(&s.kind, SegmentKind::Task { name, .. } if name.starts_with("w[")))
+        .map(|s| (s.start, s.end))
+        .collect();
+    w.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(w, vec![(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]);
+    // Without a host size the simulator holds nothing back for memory.
+    let unsized_box = rig_n(4, 0, groups);
+    assert_eq!(makespan(&p, &unsized_box, RmPolicy::Phases), 10.0);
+}
