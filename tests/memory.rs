@@ -75,7 +75,11 @@ fn runaway_is_killed_alone(no_cgroup: bool) {
         sibling["peak_rss_mb"].as_u64().unwrap() >= 150,
         "{sibling:#}"
     );
-    assert!(rig.task("complete", "after")["peak_rss_mb"].is_u64());
+    if !no_cgroup {
+        // Without a cgroup a task over before the runner's first look has no
+        // peak (no memory.peak, no rusage of a std-spawned command).
+        assert!(rig.task("complete", "after")["peak_rss_mb"].is_u64());
+    }
     assert_eq!(rig.await_file("after.txt"), "after\n");
     assert!(rig.all_alive(), "brain and workers live on");
     let failed = rig.decisions_with(&["runaway", "oom"]);

@@ -21,8 +21,8 @@ const MB: u64 = 1024 * 1024;
 const POLL_CAPPED: Duration = Duration::from_millis(100);
 /// How often it looks at the others (for their peak only).
 const POLL_PEAK: Duration = Duration::from_millis(250);
-/// The second look, soon after the start (the first is at once): short tasks
-/// have a peak too.
+/// The second look, soon after the start (the first is at once,
+/// [`MemWatch::started`]): short tasks have a peak too.
 const SECOND_LOOK: Duration = Duration::from_millis(20);
 
 /// How memory caps are enforced on this machine, for the worker's start line.
@@ -93,18 +93,18 @@ impl MemWatch {
         }
     }
 
-    /// The command has started as process group `pgid`.
+    /// The command has started as process group `pgid`: the first look, at once
+    /// (a task over before any later look has the peak of its command at its
+    /// start; the kernel's or rusage's, where known, is larger).
     pub(crate) fn started(&mut self, pgid: Option<i32>) {
         self.pgid = pgid;
+        self.over = self.look(true);
     }
 
     /// Watches the task until it is past a cap the runner enforces (then returns:
     /// the caller kills it); keeps the peak meanwhile. Never returns otherwise.
     pub(crate) async fn until_over(&mut self) {
-        // At once: a task over before any later look has the peak of its first
-        // process at its start (the kernel's or rusage's, where known, is larger).
-        if self.look() {
-            self.over = true;
+        if self.over {
             return;
         }
         tokio::time::sleep(SECOND_LOOK).await;
@@ -114,7 +114,7 @@ impl MemWatch {
             POLL_PEAK
         };
         loop {
-            if self.look() {
+            if self.look(false) {
                 self.over = true;
                 return;
             }
@@ -122,15 +122,19 @@ impl MemWatch {
         }
     }
 
-    /// One look: notes the peak; true when past a cap the runner enforces.
-    fn look(&mut self) -> bool {
+    /// One look: notes the peak; true when past a cap the runner enforces. The
+    /// `first`, at the start, looks at the command alone where finding its process
+    /// group would mean reading every process of the machine.
+    fn look(&mut self, first: bool) -> bool {
         if let Some(peak) = self.cgroup.as_deref().and_then(kernel_peak) {
             self.peak = self.peak.max(peak);
             return false;
         }
-        let pids = match &self.cgroup {
-            Some(dir) => memory::subtree_pids(dir),
-            None => self.pgid.map(memory::group_pids).unwrap_or_default(),
+        let pids = match (&self.cgroup, self.pgid) {
+            (Some(dir), _) => memory::subtree_pids(dir),
+            (None, Some(g)) if first => vec![g],
+            (None, Some(g)) => memory::group_pids(g),
+            (None, None) => Vec::new(),
         };
         self.peak = self.peak.max(memory::rss_bytes(&pids, Rss::Peak));
         let now = memory::rss_bytes(&pids, Rss::Now);

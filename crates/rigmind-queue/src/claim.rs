@@ -587,6 +587,13 @@ mod tests {
         t.file_name()
     }
 
+    /// The task in `processing/` whose file name holds `part` is done: its file goes.
+    fn finish(layout: &Layout, part: &str) {
+        let running = fsio::list_names(&layout.dir(TaskDir::Processing)).unwrap();
+        let file = running.iter().find(|n| n.contains(part)).unwrap();
+        std::fs::remove_file(layout.dir(TaskDir::Processing).join(file)).unwrap();
+    }
+
     #[test]
     fn claims_by_tier_then_priority_then_age_and_never_twice() {
         let dir = tempfile::tempdir().unwrap();
@@ -767,9 +774,7 @@ mod tests {
             "w2 waits: group full"
         );
         assert_eq!(take(&mut index), None);
-        let done = fsio::list_names(&layout.dir(TaskDir::Processing)).unwrap();
-        let first = done.iter().find(|n| n.contains("-w1")).unwrap();
-        std::fs::remove_file(layout.dir(TaskDir::Processing).join(first)).unwrap();
+        finish(&layout, "-w1");
         index.rescan(&layout).unwrap();
         assert_eq!(take(&mut index).as_deref(), Some("w2"));
     }
@@ -814,9 +819,7 @@ mod tests {
         assert_eq!(take(&mut index).as_deref(), Some("small"), "big2 waits");
         assert_eq!(take(&mut index), None);
         // big1 is done: its reservation is gone, big2 fits.
-        let done = fsio::list_names(&layout.dir(TaskDir::Processing)).unwrap();
-        let first = done.iter().find(|n| n.contains("-big1")).unwrap();
-        std::fs::remove_file(layout.dir(TaskDir::Processing).join(first)).unwrap();
+        finish(&layout, "-big1");
         index.rescan(&layout).unwrap();
         assert_eq!(take(&mut index).as_deref(), Some("big2"));
     }

@@ -208,6 +208,19 @@ fn llm_work_without_an_llm_server_is_infeasible() {
     }
 }
 
+/// `(start, end)` of every task whose name starts with `prefix`, by start.
+fn spans_of(res: &rigmind_sim::SimResult, prefix: &str) -> Vec<(f64, f64)> {
+    let mut spans: Vec<(f64, f64)> = res
+        .gpus
+        .iter()
+        .flat_map(|t| &t.segments)
+        .filter(|s| matches!(&s.kind, SegmentKind::Task { name, .. } if name.starts_with(prefix)))
+        .map(|s| (s.start, s.end))
+        .collect();
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    spans
+}
+
 #[test]
 fn a_group_limit_of_one_serialises_its_tasks() {
     let text = plan_text(
@@ -223,15 +236,10 @@ fn a_group_limit_of_one_serialises_its_tasks() {
         let res = simulate(&p, &limited, policy).unwrap();
         assert_eq!(res.makespan_s, 30.0, "{}", policy.name());
         // Never two group tasks at once.
-        let mut g: Vec<(f64, f64)> = res
-            .gpus
-            .iter()
-            .flat_map(|t| &t.segments)
-            .filter(|s| matches!(&s.kind, SegmentKind::Task { name, .. } if name.starts_with("g[")))
-            .map(|s| (s.start, s.end))
-            .collect();
-        g.sort_by(|a, b| a.0.total_cmp(&b.0));
-        assert_eq!(g, vec![(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]);
+        assert_eq!(
+            spans_of(&res, "g["),
+            vec![(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]
+        );
     }
     assert_eq!(
         lower_bound(&p, &limited),
@@ -555,15 +563,10 @@ fn tasks_whose_memory_would_not_fit_together_wait_for_each_other() {
     );
     let res = simulate(&p, &box16, RmPolicy::Phases).unwrap();
     assert_eq!(res.makespan_s, 30.0);
-    let mut w: Vec<(f64, f64)> = res
-        .gpus
-        .iter()
-        .flat_map(|t| &t.segments)
-        .filter(|s| matches!(&s.kind, SegmentKind::Task { name, .. } if name.starts_with("w[")))
-        .map(|s| (s.start, s.end))
-        .collect();
-    w.sort_by(|a, b| a.0.total_cmp(&b.0));
-    assert_eq!(w, vec![(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]);
+    assert_eq!(
+        spans_of(&res, "w["),
+        vec![(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]
+    );
     // Without a host size the simulator holds nothing back for memory.
     let unsized_box = rig_n(4, 0, groups);
     assert_eq!(makespan(&p, &unsized_box, RmPolicy::Phases), 10.0);

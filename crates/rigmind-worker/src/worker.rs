@@ -308,9 +308,22 @@ impl Worker {
             self.abort_rx.clone(),
         );
         tokio::pin!(run);
+        // The card's memory and utilisation while it runs (NVML only).
+        let mut gpu = self.profile.card.as_ref().map(|c| c.sampler());
+        let mut every_second = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                f = &mut run => return f,
+                mut f = &mut run => {
+                    if let Some(g) = gpu.as_ref().filter(|_| f.dir != TaskDir::Queue) {
+                        g.apply(&mut f.task);
+                    }
+                    return f;
+                }
+                _ = every_second.tick(), if gpu.is_some() => {
+                    if let Some(g) = gpu.as_mut() {
+                        g.sample(path);
+                    }
+                }
                 _ = self.heartbeat.tick() => self.profile.beat_while_running(&self.layout),
                 _ = shutdown.as_mut(), if !self.stopping => {
                     self.stopping = true;
