@@ -508,13 +508,16 @@ fn gpus(
     Ok(gpus)
 }
 
+/// Each group's slots, and the RAM its tasks reserve where it gives one.
+type Groups = (BTreeMap<String, u32>, BTreeMap<String, u64>);
+
 /// The `[groups]` entries: each group's slots, and the RAM its tasks reserve
 /// where it gives one (above 0).
 fn groups(
     raw: BTreeMap<String, toml::Spanned<RawGroup>>,
     line_of: &dyn Fn(usize) -> usize,
     invalid: &dyn Fn(usize, String) -> ConfigError,
-) -> Result<(BTreeMap<String, u32>, BTreeMap<String, u64>), ConfigError> {
+) -> Result<Groups, ConfigError> {
     let mut slots = BTreeMap::new();
     let mut mem = BTreeMap::new();
     for (name, g) in raw {

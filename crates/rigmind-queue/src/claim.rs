@@ -109,6 +109,9 @@ pub struct QueueIndex {
     /// The creation times of the entries (with their counts): the oldest bounds
     /// how far aging can lift any of them.
     created: BTreeMap<DateTime<Utc>, usize>,
+    /// How many entries reserve memory (`mem_mb`): a claim reads the host's
+    /// memory and `processing/` only when some do.
+    reserving: usize,
 }
 
 impl QueueIndex {
@@ -130,12 +133,20 @@ impl QueueIndex {
         if let Some(at) = entry.as_ref().and_then(|e| e.created_at) {
             *self.created.entry(at).or_default() += 1;
         }
+        if entry.as_ref().is_some_and(|e| e.mem_mb.is_some()) {
+            self.reserving += 1;
+        }
         if let Some(old) = self.entries.insert(name, entry) {
-            self.forget_created(old.as_ref());
+            self.uncount(old.as_ref());
         }
     }
 
-    fn forget_created(&mut self, old: Option<&QueueEntry>) {
+    /// Takes an entry that leaves the index out of its counts (creation times,
+    /// memory reservations).
+    fn uncount(&mut self, old: Option<&QueueEntry>) {
+        if old.is_some_and(|e| e.mem_mb.is_some()) {
+            self.reserving -= 1;
+        }
         let Some(at) = old.and_then(|e| e.created_at) else {
             return;
         };
@@ -165,6 +176,7 @@ impl QueueIndex {
         }
         self.entries = BTreeMap::new();
         self.created.clear();
+        self.reserving = 0;
         for (name, entry) in fresh {
             self.put(name, entry);
         }
@@ -196,7 +208,7 @@ impl QueueIndex {
     /// Forgets a file (claimed by someone, or gone).
     pub fn forget(&mut self, file_name: &str) {
         if let Some(old) = self.entries.remove(file_name) {
-            self.forget_created(old.as_ref());
+            self.uncount(old.as_ref());
         }
     }
 
@@ -500,7 +512,7 @@ fn mem_room_now(
     min_free_mb: u64,
     meminfo: &Path,
 ) -> Option<u64> {
-    if !index.entries().any(|e| e.mem_mb.is_some()) {
+    if index.reserving == 0 {
         return None;
     }
     let available = crate::memory::mem_available_mb(meminfo)?;
