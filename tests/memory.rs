@@ -144,6 +144,14 @@ fn two_reservations_that_do_not_fit_together_never_run_together() {
         }
     }
     let tasks = rig.tasks_in("complete");
+    let said: String = ["w1", "w2", "w3"]
+        .iter()
+        .map(|w| text(&std::fs::read(rig.dir.path().join(format!("{w}.stderr"))).unwrap()))
+        .collect();
+    assert!(
+        said.contains("memory: a task reserving mem_mb = 10240 waits"),
+        "a worker says why a task waits:\n{said}"
+    );
     for t in tasks.iter().filter(|t| t["executor"] != "brain") {
         let want = if t["name"] == "small" { 1024 } else { 10240 };
         assert_eq!(t["mem_mb"], want, "{t:#}");

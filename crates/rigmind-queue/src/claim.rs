@@ -318,6 +318,8 @@ pub struct QueueLock {
     /// The RAM the last claim found free for a reservation, when a task with
     /// `mem_mb` waited in the queue.
     mem_room: Option<u64>,
+    /// The smallest `mem_mb` the last claim held back for want of memory.
+    mem_held: Option<u64>,
 }
 
 impl QueueLock {
@@ -332,6 +334,7 @@ impl QueueLock {
             rate_held: Vec::new(),
             memory: None,
             mem_room: None,
+            mem_held: None,
         })
     }
 
@@ -349,6 +352,12 @@ impl QueueLock {
     /// with `mem_mb` waited, or reservations are off).
     pub fn mem_room(&self) -> Option<u64> {
         self.mem_room
+    }
+
+    /// The smallest `mem_mb` the last claim held back because it did not fit
+    /// ([`QueueLock::mem_room`] says what was free); `None`: memory held nothing.
+    pub fn mem_held(&self) -> Option<u64> {
+        self.mem_held
     }
 
     /// Claims under per-endpoint rate limits too (endpoint name →
@@ -412,6 +421,7 @@ impl QueueLock {
             .as_ref()
             .and_then(|(min_free, meminfo)| mem_room_now(layout, index, *min_free, meminfo));
         let room = self.mem_room;
+        let held = std::cell::Cell::new(None::<u64>);
         self.markers.refresh()?;
         let markers = &self.markers;
         let tier = |e: &QueueEntry| {
@@ -419,6 +429,10 @@ impl QueueLock {
                 return None;
             }
             if !crate::memory::fits(e.mem_mb, room) {
+                // Only what this worker could run otherwise counts as held.
+                if tier(e).is_some() {
+                    held.set(held.get().min(e.mem_mb).or(e.mem_mb));
+                }
                 return None;
             }
             if !markers.is_empty() && of_cancelled_batch(markers, &e.file_name) {
@@ -427,7 +441,9 @@ impl QueueLock {
             tier(e)
         };
         loop {
-            let Some(entry) = index.best(now, tier) else {
+            let best = index.best(now, tier);
+            self.mem_held = held.get();
+            let Some(entry) = best else {
                 return Ok(None);
             };
             let name = entry.file_name.clone();

@@ -59,6 +59,8 @@ pub(crate) struct Worker {
     last_publish: Instant,
     idle_since: Option<Instant>,
     stopping: bool,
+    /// Memory reservations held a task back at the last claim.
+    memory_held: bool,
     /// The endpoint lane ([`crate::lane`]), when rig.toml declares endpoints.
     lane: Option<tokio::task::JoinHandle<WorkerSummary>>,
     /// Tells the lane to stop claiming.
@@ -158,6 +160,7 @@ impl Worker {
             last_publish: Instant::now(),
             idle_since: None,
             stopping: false,
+            memory_held: false,
             _alive: alive,
         })
     }
@@ -226,12 +229,32 @@ impl Worker {
                 |e| card::tier(&ctx, e),
             )
         };
+        self.log_memory_hold();
         claimed.unwrap_or_else(|e| {
             // A full disk or a permission problem: say so, keep the task where
             // it is, and try again after the next rescan.
             tracing::warn!(worker = %self.profile.opts.id, "{e}");
             None
         })
+    }
+
+    /// Says when memory reservations begin and stop holding tasks back from
+    /// this worker (not at every claim).
+    fn log_memory_hold(&mut self) {
+        let held = self.claim_lock.mem_held();
+        if held.is_some() == self.memory_held {
+            return;
+        }
+        self.memory_held = held.is_some();
+        let id = &self.profile.opts.id;
+        match held {
+            Some(need) => tracing::info!(
+                worker = %id,
+                "memory: a task reserving mem_mb = {need} waits: {} MB free for reservations (MemAvailable less what running tasks reserved and have not touched, less min_free_ram_mb)",
+                self.claim_lock.mem_room().unwrap_or(0)
+            ),
+            None => tracing::info!(worker = %id, "memory: no task waits for memory any more"),
+        }
     }
 
     /// With nothing to claim: waits for the first of a queue event, a rescan, a
