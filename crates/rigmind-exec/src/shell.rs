@@ -194,11 +194,9 @@ pub(crate) async fn run_contained(
             stop(pgid, &contained, &mut child).await
         }
         _ = mem.until_over() => {
-            // Past its cap and still growing: no grace period.
             let why = format!("past its memory cap of {} MB", run.mem_cap_mb.unwrap_or(0));
             killed = Some((rigmind_queue::time::now_rfc3339(), why));
-            signal_all(pgid, &contained, libc::SIGKILL);
-            child.wait().await.ok()
+            kill_now(pgid, &contained, &mut child).await
         }
         _ = wait_abort(&mut abort) => {
             outcome.aborted = true;
@@ -402,6 +400,17 @@ async fn stop(
     };
     signal_all(pgid, contained, libc::SIGKILL);
     status
+}
+
+/// SIGKILL to the group and every process of the task at once, no grace period
+/// (a task past its memory cap is still growing), and its exit status.
+async fn kill_now(
+    pgid: Option<i32>,
+    contained: &Containment,
+    child: &mut Proc,
+) -> Option<std::process::ExitStatus> {
+    signal_all(pgid, contained, libc::SIGKILL);
+    child.wait().await.ok()
 }
 
 fn signal_all(pgid: Option<i32>, contained: &Containment, sig: i32) {
