@@ -336,3 +336,45 @@ fn without_a_sensor_the_gate_passes_and_status_says_so() {
     let check = gate_run(&rig, &["--check"]);
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
 }
+
+/// A gate's `--mem-mb` and the tasks' `mem_mb` are reservations in one count: a
+/// task that would not fit beside a gate waits for it, and a gate that would not
+/// fit beside a running task is refused. The host's RAM is a fake `/proc/meminfo`
+/// (12 GB available).
+#[test]
+fn a_gate_s_memory_and_the_tasks_memory_are_one_count() {
+    let mut rig = Rig::new();
+    let meminfo = rig.write(
+        "meminfo",
+        "MemTotal: 16777216 kB\nMemAvailable: 12582912 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n",
+    );
+    rig.env
+        .push(("RIGMIND_MEMINFO".into(), meminfo.display().to_string()));
+    rig.write("root/rig.toml", "[safety]\nmin_free_ram_mb = 1024\n");
+    rig.start_brain();
+    rig.start_worker("w1", &["--classes", "cpu"]);
+    rig.queue_dir();
+    let mut gate = gate_spawn(&rig, &["--mem-mb", "8000", "--", "sleep", "60"]);
+    await_gate_file(&rig);
+    let plan = rig.write(
+        "mem.md",
+        "# Plan: mem\n\n## Task: big\n- task_class: cpu\n- mem_mb: 8000\n- command: `sleep 60`\n",
+    );
+    rig.submit(&plan);
+    let in_dir = |dir: &str| rig.tasks_in(dir).iter().any(|t| t["name"] == "big");
+    eventually(10, "the 8 GB task to be queued", || in_dir("queue"));
+    // Several rescans (0.5 s) later it still waits: 12 GB - 8 GB - 1 GB < 8 GB.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(in_dir("queue"), "the task ran beside the gate's 8 GB");
+    gate.kill().unwrap();
+    gate.wait().unwrap();
+    eventually(20, "the task to start once the gate is gone", || {
+        in_dir("processing")
+    });
+    let out = gate_run(&rig, &["--check", "--mem-mb", "8000"]);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("RAM: needs 8000 MB"), "{said}");
+    let out = gate_run(&rig, &["--check", "--mem-mb", "1000"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}

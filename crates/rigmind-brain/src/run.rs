@@ -520,6 +520,7 @@ fn brain_runner(state: &BrainState, resources: &ResourceManager) -> Runner {
         default_workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         llm: None,
         log_cap: resources.config().logs.max_task_log_bytes(),
+        safety: resources.config().safety.clone(),
         scrub_env: resources
             .config()
             .scrubbed_env(env_names().iter().map(String::as_str)),

@@ -1,9 +1,9 @@
 //! rig.toml's `[groups]`: concurrency groups, each `name = N` or a table
-//! `name = { slots = N, match = "REGEX" }` whose pattern makes processes already
-//! running on the box (started by anything) count against the group.
+//! `name = { slots = N, match = "REGEX", mem_mb = M }`. A pattern makes processes
+//! already running on the box (started by anything) count against the group; a
+//! group's `mem_mb` is the RAM each of its tasks reserves when it does not say.
 //!
-//! The table's keys are read in one place, [`group`], so that keys added later
-//! (a group's `mem_mb`) go beside `slots` and `match`.
+//! The table's keys are read in one place, [`group`].
 
 use std::collections::BTreeMap;
 
@@ -15,7 +15,7 @@ use serde::Deserialize;
 pub(crate) enum RawGroup {
     /// `name = N`.
     Slots(u32),
-    /// `name = { slots = N, match = "REGEX" }`.
+    /// `name = { slots = N, match = "REGEX", mem_mb = M }`.
     Table(RawGroupTable),
 }
 
@@ -25,38 +25,52 @@ pub(crate) struct RawGroupTable {
     slots: u32,
     #[serde(rename = "match")]
     pattern: Option<String>,
+    mem_mb: Option<u64>,
 }
 
-/// The groups read: slots by name, and the command-line patterns of those that have one.
+/// The groups read: slots by name, and the patterns and memory of those that have one.
 #[derive(Debug, Default)]
 pub(crate) struct Groups {
     pub slots: BTreeMap<String, u32>,
     pub matches: BTreeMap<String, String>,
+    pub mem_mb: BTreeMap<String, u64>,
 }
 
-/// Reads every `[groups]` entry; the error names the group and what is wrong.
-pub(crate) fn groups(raw: BTreeMap<String, RawGroup>) -> Result<Groups, String> {
+/// Reads every `[groups]` entry; an error is `(line, message)`, the message
+/// naming the group and what is wrong.
+pub(crate) fn groups(
+    raw: BTreeMap<String, toml::Spanned<RawGroup>>,
+    line_of: &dyn Fn(usize) -> usize,
+) -> Result<Groups, (usize, String)> {
     let mut out = Groups::default();
     for (name, g) in raw {
-        let (slots, pattern) = group(&name, g)?;
+        let line = line_of(g.span().start);
+        let (slots, pattern, mem) = group(&name, g.into_inner()).map_err(|m| (line, m))?;
         out.slots.insert(name.clone(), slots);
         if let Some(p) = pattern {
-            out.matches.insert(name, p);
+            out.matches.insert(name.clone(), p);
+        }
+        if let Some(m) = mem {
+            out.mem_mb.insert(name, m);
         }
     }
     Ok(out)
 }
 
-/// One entry: its slots and its pattern, checked (a pattern must compile).
-fn group(name: &str, g: RawGroup) -> Result<(u32, Option<String>), String> {
+/// One entry: its slots, pattern and memory, checked (a pattern must compile, a
+/// memory be above 0).
+fn group(name: &str, g: RawGroup) -> Result<(u32, Option<String>, Option<u64>), String> {
     match g {
-        RawGroup::Slots(n) => Ok((n, None)),
+        RawGroup::Slots(n) => Ok((n, None, None)),
         RawGroup::Table(t) => {
             if let Some(p) = &t.pattern {
                 regex::Regex::new(p)
                     .map_err(|e| format!("groups.{name}.match: not a valid regex: {e}"))?;
             }
-            Ok((t.slots, t.pattern))
+            if t.mem_mb == Some(0) {
+                return Err(format!("groups.{name}: mem_mb must be more than 0"));
+            }
+            Ok((t.slots, t.pattern, t.mem_mb))
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct RigConfig {
     /// The groups' command-line patterns (`match`, a regex): processes on the box
     /// whose `/proc/PID/cmdline` matches count against the group.
     pub group_match: BTreeMap<String, String>,
+    /// The RAM a task of a group reserves when it does not say (`[groups] name =
+    /// { slots = N, mem_mb = M }`), by group.
+    pub group_mem_mb: BTreeMap<String, u64>,
     pub gpus: Vec<Gpu>,
     pub logs: Logs,
     /// `[[endpoint]]`: LLM servers not tied to a card.
@@ -174,12 +177,28 @@ pub struct ResourceManager {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Safety {
+    /// RAM kept free: no heavy claim below it, and no memory reservation into it.
     pub min_free_ram_mb: u64,
     pub max_swap_percent: f64,
     pub max_gpu_temp_c: f64,
     /// The hottest CPU package or core sensor may not pass this (`rigmind_gpu`'s
     /// thermal module says which sensors count).
     pub max_cpu_temp_c: f64,
+    /// A task's memory cap, when it gives no `mem_limit_mb`, is its `mem_mb` times
+    /// this (at least 1).
+    pub mem_limit_factor: f64,
+    /// The host's RAM as `rigmind simulate` sees it (MB): its tasks wait while
+    /// their `mem_mb` would not fit. `None`: the simulator holds nothing back for
+    /// memory. Live claims read the real host.
+    pub host_ram_mb: Option<u64>,
+}
+
+impl Safety {
+    /// The memory cap of a task in MB: its `mem_limit_mb`, else its `mem_mb` ×
+    /// `mem_limit_factor` (rounded up), else none.
+    pub fn mem_cap_mb(&self, mem_mb: Option<u64>, mem_limit_mb: Option<u64>) -> Option<u64> {
+        mem_limit_mb.or_else(|| mem_mb.map(|m| (m as f64 * self.mem_limit_factor).ceil() as u64))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -231,9 +250,12 @@ impl Default for RigConfig {
                 max_swap_percent: 80.0,
                 max_gpu_temp_c: 83.0,
                 max_cpu_temp_c: 90.0,
+                mem_limit_factor: 1.5,
+                host_ram_mb: None,
             },
             groups: BTreeMap::new(),
             group_match: BTreeMap::new(),
+            group_mem_mb: BTreeMap::new(),
             gpus: Vec::new(),
             logs: Logs {
                 max_task_log_mb: 64,
@@ -262,7 +284,7 @@ struct RawFile {
     #[serde(default)]
     safety: RawSafety,
     #[serde(default)]
-    groups: Option<toml::Spanned<BTreeMap<String, groups::RawGroup>>>,
+    groups: BTreeMap<String, toml::Spanned<groups::RawGroup>>,
     #[serde(default)]
     gpu: Vec<toml::Spanned<RawGpu>>,
     #[serde(default)]
@@ -348,6 +370,8 @@ struct RawSafety {
     max_swap_percent: Option<f64>,
     max_gpu_temp_c: Option<f64>,
     max_cpu_temp_c: Option<f64>,
+    mem_limit_factor: Option<f64>,
+    host_ram_mb: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -469,12 +493,19 @@ impl RigConfig {
         cfg.safety.max_swap_percent = s.max_swap_percent.unwrap_or(cfg.safety.max_swap_percent);
         cfg.safety.max_gpu_temp_c = s.max_gpu_temp_c.unwrap_or(cfg.safety.max_gpu_temp_c);
         cfg.safety.max_cpu_temp_c = s.max_cpu_temp_c.unwrap_or(cfg.safety.max_cpu_temp_c);
-        cfg.scheduling = scheduling(raw.scheduling, cfg.scheduling, &invalid)?;
-        if let Some(g) = raw.groups {
-            let line = line_of(g.span().start);
-            let read = groups::groups(g.into_inner()).map_err(|m| invalid(line, m))?;
-            (cfg.groups, cfg.group_match) = (read.slots, read.matches);
+        if let Some(f) = s.mem_limit_factor {
+            if !f.is_finite() || f < 1.0 {
+                return Err(invalid(
+                    1,
+                    format!("safety.mem_limit_factor: {f} is not a number >= 1 (the cap is mem_mb times it)"),
+                ));
+            }
+            cfg.safety.mem_limit_factor = f;
         }
+        cfg.safety.host_ram_mb = s.host_ram_mb;
+        cfg.scheduling = scheduling(raw.scheduling, cfg.scheduling, &invalid)?;
+        let read = groups::groups(raw.groups, &line_of).map_err(|(l, m)| invalid(l, m))?;
+        (cfg.groups, cfg.group_match, cfg.group_mem_mb) = (read.slots, read.matches, read.mem_mb);
         cfg.gpus = gpus(raw.gpu, &line_of, &invalid)?;
         cfg.endpoints = endpoints(raw.endpoint, &line_of, &invalid)?;
         cfg.models = models(raw.model, &line_of, &invalid)?;
@@ -797,6 +828,32 @@ vram_mb = 6144
             .unwrap_err()
             .to_string();
         assert!(e.contains("scheduling.aging_seconds_per_level: -1"), "{e}");
+    }
+
+    #[test]
+    fn groups_read_as_slots_or_a_table_with_their_memory() {
+        let c = RigConfig::parse(
+            Path::new("rig.toml"),
+            "[safety]\nmem_limit_factor = 2\n\n[groups]\nplain = 2\nwhisper_large = { slots = 1, mem_mb = 10000 }\nslots_only = { slots = 3 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.groups["plain"], 2);
+        assert_eq!(c.groups["whisper_large"], 1);
+        assert_eq!(c.groups["slots_only"], 3);
+        assert_eq!(c.group_mem_mb.get("whisper_large"), Some(&10000));
+        assert_eq!(c.group_mem_mb.len(), 1);
+        assert_eq!(c.safety.mem_limit_factor, 2.0);
+        assert_eq!(c.safety.mem_cap_mb(Some(1000), None), Some(2000));
+        assert_eq!(c.safety.mem_cap_mb(Some(1000), Some(1200)), Some(1200));
+        assert_eq!(c.safety.mem_cap_mb(None, Some(700)), Some(700));
+        assert_eq!(c.safety.mem_cap_mb(None, None), None);
+        assert_eq!(RigConfig::default().safety.mem_limit_factor, 1.5);
+        let e = err("[groups]\n\nw = { slots = 1, mem_mb = 0 }\n");
+        assert_eq!(e, "rig.toml:3: groups.w: mem_mb must be more than 0");
+        let e = err("[groups]\nw = { slots = 1, memmb = 10 }\n");
+        assert!(e.starts_with("rig.toml:2:"), "{e}");
+        let e = err("[safety]\nmem_limit_factor = 0.5\n");
+        assert!(e.contains("safety.mem_limit_factor: 0.5"), "{e}");
     }
 
     #[test]

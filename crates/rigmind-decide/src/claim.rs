@@ -14,6 +14,12 @@ use rigmind_types::{Executor, GpuState, TaskClass};
 /// `processing/` under the lock with it; the simulator counts its running tasks.
 pub use rigmind_queue::claim::full_groups;
 
+/// The RAM free for a memory reservation, from the host's available RAM, the
+/// reservations held and `[safety] min_free_ram_mb`. Defined beside the claim
+/// lock (`rigmind_queue::memory`), which feeds it `processing/` under the lock;
+/// the simulator feeds it its virtual host and running tasks.
+pub use rigmind_queue::memory::{fits, room_mb, Reservation};
+
 /// What a worker is and holds at the moment it picks a task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimContext<'a> {
@@ -204,6 +210,7 @@ mod tests {
             target_worker: None,
             not_before: None,
             vram_mb: None,
+            mem_mb: None,
             group: None,
             model: (class == TaskClass::Llm).then(|| "m".to_string()),
             endpoint: None,

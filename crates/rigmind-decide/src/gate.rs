@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use rigmind_queue::claim::full_groups;
 use rigmind_queue::holders::GroupHolder;
+use rigmind_queue::memory::{room_mb, Reservation};
 
 /// What a gate asks for.
 #[derive(Debug, Clone, Default)]
@@ -30,8 +31,9 @@ pub struct GateFacts {
     pub ram_available_mb: Option<u64>,
     /// `[safety] min_free_ram_mb`.
     pub min_free_ram_mb: u64,
-    /// The RAM the other live gates reserved.
-    pub reserved_mb: Vec<u64>,
+    /// The reservations held now: running tasks and other live gates with
+    /// `mem_mb` (`rigmind_queue::memory::holders_now`).
+    pub reserved: Vec<Reservation>,
 }
 
 /// Why the gate may not start now, one reason per line; empty: it may.
@@ -63,31 +65,27 @@ pub fn refusals(ask: &GateAsk, facts: &GateFacts) -> Vec<String> {
             need,
             avail,
             facts.min_free_ram_mb,
-            facts.reserved_mb.iter().copied(),
+            &facts.reserved,
         ));
     }
     out
 }
 
 /// Whether `need_mb` of RAM fits: the host's available RAM, less `[safety]
-/// min_free_ram_mb`, less what the live holders reserved (`reserved_mb`, one entry
-/// per holder), must cover it. `None`: it fits; else the reason. Pure.
-///
-/// The task reservations of issue 14 (`mem_mb` per task) take the same arithmetic:
-/// there the reserved amounts are what running tasks reserved but have not touched.
+/// min_free_ram_mb`, less what the holders reserved and have not touched yet,
+/// must cover it: the arithmetic of the workers' claims
+/// (`rigmind_queue::memory::room_mb`). `None`: it fits; else the reason. Pure.
 pub fn memory_refusal(
     need_mb: u64,
     available_mb: u64,
     min_free_ram_mb: u64,
-    reserved_mb: impl IntoIterator<Item = u64>,
+    holders: &[Reservation],
 ) -> Option<String> {
-    let reserved: u64 = reserved_mb.into_iter().sum();
-    let room = available_mb
-        .saturating_sub(min_free_ram_mb)
-        .saturating_sub(reserved);
+    let room = room_mb(available_mb, min_free_ram_mb, holders);
+    let untouched: u64 = holders.iter().map(Reservation::untouched_mb).sum();
     (need_mb > room).then(|| {
         format!(
-            "RAM: needs {need_mb} MB, {room} MB free for it (available {available_mb} - min_free_ram_mb {min_free_ram_mb} - reserved by others {reserved})"
+            "RAM: needs {need_mb} MB, {room} MB free for it (available {available_mb} - min_free_ram_mb {min_free_ram_mb} - reserved and not yet used by others {untouched})"
         )
     })
 }
@@ -144,16 +142,21 @@ mod tests {
 
     #[test]
     fn memory_counts_the_margin_and_the_other_reservations() {
-        assert_eq!(memory_refusal(9952, 12_000, 2048, []), None);
-        let why = memory_refusal(10_000, 12_000, 2048, [500, 500]).unwrap();
+        let held = |mem_mb, used_mb| Reservation { mem_mb, used_mb };
+        assert_eq!(memory_refusal(9952, 12_000, 2048, &[]), None);
+        // What a holder already uses is gone from MemAvailable: only the rest counts.
+        let why = memory_refusal(10_000, 12_000, 2048, &[held(500, 0), held(800, 300)]).unwrap();
         assert_eq!(
             why,
-            "RAM: needs 10000 MB, 8952 MB free for it (available 12000 - min_free_ram_mb 2048 - reserved by others 1000)"
+            "RAM: needs 10000 MB, 8952 MB free for it (available 12000 - min_free_ram_mb 2048 - reserved and not yet used by others 1000)"
         );
-        assert!(memory_refusal(1, 1000, 2048, []).is_some());
+        assert!(memory_refusal(1, 1000, 2048, &[]).is_some());
         let mut f = facts(0);
         f.safety = vec!["CPU at 97 C > max_cpu_temp_c 90".into()];
-        f.reserved_mb = vec![4000];
+        f.reserved = vec![Reservation {
+            mem_mb: 4000,
+            used_mb: 0,
+        }];
         let ask = GateAsk {
             group: None,
             mem_mb: Some(8000),

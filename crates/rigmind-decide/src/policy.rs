@@ -337,7 +337,10 @@ fn decide_failures(
             "a dependency failed".to_string()
         } else if matches!(
             info.kind,
-            FailureKind::WorkerFailure | FailureKind::Timeout | FailureKind::LostWorker
+            FailureKind::WorkerFailure
+                | FailureKind::Timeout
+                | FailureKind::LostWorker
+                | FailureKind::Oom
         ) {
             format!("{}; no retries left ({} allowed)", info.kind, info.retries)
         } else {
@@ -381,7 +384,10 @@ fn climb(
     let (next, to) = ladder.next(tier)?;
     if !matches!(
         info.kind,
-        FailureKind::WorkerFailure | FailureKind::Timeout | FailureKind::LostWorker
+        FailureKind::WorkerFailure
+            | FailureKind::Timeout
+            | FailureKind::LostWorker
+            | FailureKind::Oom
     ) {
         return None;
     }

@@ -65,7 +65,10 @@ impl FailureInfo {
     pub fn retryable(&self) -> bool {
         matches!(
             self.kind,
-            FailureKind::WorkerFailure | FailureKind::Timeout | FailureKind::LostWorker
+            FailureKind::WorkerFailure
+                | FailureKind::Timeout
+                | FailureKind::LostWorker
+                | FailureKind::Oom
         ) && self.retry_count < self.retries
     }
 }

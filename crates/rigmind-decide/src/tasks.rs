@@ -45,6 +45,12 @@ pub fn task_files(
             t.retries = j.retries;
             t.group = j.group.clone();
             t.vram_mb = j.vram_mb;
+            // A group's `mem_mb` is what its tasks reserve when they do not say.
+            t.mem_mb = j.mem_mb.or_else(|| {
+                let g = j.group.as_ref()?;
+                config.group_mem_mb.get(g).copied()
+            });
+            t.mem_limit_mb = j.mem_limit_mb;
             t.env = j.env.iter().cloned().collect::<BTreeMap<_, _>>();
             t.model = match (j.task_class, &j.llm.model) {
                 (TaskClass::Llm, None) => Some(config.llm.model.clone()),

@@ -11,12 +11,14 @@ pub mod answer;
 mod contain;
 mod group;
 pub mod llm;
+mod memwatch;
 mod shell;
 mod spawn;
 mod tasklog;
 
 pub use contain::{mechanism, remove_stale_cgroups, Mechanism};
 pub use group::kill_task_group;
+pub use memwatch::cap_mechanism;
 pub use shell::{run_shell, Abort, ShellOutcome, ShellRun};
 pub use tasklog::{append_note, kill_line, DEFAULT_MAX_TASK_LOG_MB};
 
@@ -47,6 +49,9 @@ pub struct Runner {
     /// Environment variables no task command inherits: the `api_key_env`
     /// variables of rig.toml's endpoints.
     pub scrub_env: Vec<String>,
+    /// rig.toml's `[safety]`: a task's memory cap is `mem_limit_mb`, else its
+    /// `mem_mb` times its `mem_limit_factor`.
+    pub safety: rigmind_config::Safety,
 }
 
 /// What came of running a task, whatever kind of task it was.
@@ -65,6 +70,8 @@ pub struct RunOutcome {
     pub llm: Option<LlmStats>,
     /// A failed llm attempt's answer (cut), for the next escalation tier.
     pub failed_output: Option<String>,
+    /// A shell run's memory: its cap, its peak, and whether it went past the cap.
+    pub mem: shell::MemReport,
 }
 
 /// What an llm run adds to the result (queue-layout.md).
@@ -93,6 +100,7 @@ impl From<ShellOutcome> for RunOutcome {
             output_lines: o.output_lines,
             llm: None,
             failed_output: None,
+            mem: o.mem,
         }
     }
 }
@@ -313,6 +321,7 @@ async fn run_started(
                     header,
                     task_id: &task_id,
                     log_cap: runner.log_cap,
+                    mem_cap_mb: runner.safety.mem_cap_mb(task.mem_mb, task.mem_limit_mb),
                 };
                 let record = |pgid: Option<i32>, cgroup: Option<&Path>| {
                     task.pgid = pgid;
@@ -362,6 +371,8 @@ fn finish(mut task: TaskFile, processing_path: &Path, outcome: RunOutcome) -> Fi
         task.cost_usd = stats.cost_usd;
     }
     task.failed_output = outcome.failed_output.clone();
+    task.mem_cap_mb = outcome.mem.cap_mb;
+    task.peak_rss_mb = outcome.mem.peak_mb;
     // Failures on an escalation tier are counted there; the brain moves the
     // task up once they reach `[escalation] after_failures`.
     if outcome.failure.is_some() && task.tier.is_some() {

@@ -14,6 +14,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use crate::contain::{Containment, Mechanism};
+pub use crate::memwatch::MemReport;
+use crate::memwatch::MemWatch;
 use crate::tasklog::{kill_line, LogSink};
 
 /// Set to `true` to stop a running command (all its processes) and return its task.
@@ -38,6 +40,8 @@ pub struct ShellRun<'a> {
     /// Bytes of output the log keeps of this run (its head and its tail); `None`:
     /// all of it.
     pub log_cap: Option<u64>,
+    /// The task's memory cap in MB ([`crate::memwatch`]); `None`: no cap.
+    pub mem_cap_mb: Option<u64>,
 }
 
 /// How a command ended.
@@ -54,6 +58,8 @@ pub struct ShellOutcome {
     pub output_lines: u64,
     /// The last 200 characters of stderr.
     pub stderr_tail: String,
+    /// Its memory cap, peak, and whether it went past the cap.
+    pub mem: MemReport,
 }
 
 impl ShellOutcome {
@@ -69,6 +75,19 @@ impl ShellOutcome {
     pub fn failure(&self) -> Option<(FailureKind, String)> {
         if let Some(e) = &self.spawn_error {
             return Some((FailureKind::DefinitionError, e.clone()));
+        }
+        if self.mem.oom {
+            let cap = self.mem.cap_mb.unwrap_or(0);
+            let peak = self
+                .mem
+                .peak_mb
+                .map_or_else(String::new, |p| format!(" (peak {p} MB)"));
+            return Some((
+                FailureKind::Oom,
+                format!(
+                    "oom: past its memory cap of {cap} MB{peak}; all its processes were killed"
+                ),
+            ));
         }
         if self.timed_out {
             return Some((
@@ -136,6 +155,7 @@ pub(crate) async fn run_contained(
         ..ShellOutcome::default()
     };
     let mut contained = Containment::new(run.task_id, how);
+    let mut mem = MemWatch::new(run.mem_cap_mb, contained.cgroup());
     let mut child = match spawn(&run, &mut contained) {
         Ok(c) => c,
         Err(e) => {
@@ -145,6 +165,7 @@ pub(crate) async fn run_contained(
         }
     };
     let pgid = child.id().map(|p| p as i32);
+    mem.started(pgid);
     on_spawn(pgid, contained.cgroup());
     // Output waits in the pipes until the log is open.
     let log = match open_log(&run) {
@@ -172,6 +193,11 @@ pub(crate) async fn run_contained(
             killed = Some((rigmind_queue::time::now_rfc3339(), why));
             stop(pgid, &contained, &mut child).await
         }
+        _ = mem.until_over() => {
+            let why = format!("past its memory cap of {} MB", run.mem_cap_mb.unwrap_or(0));
+            killed = Some((rigmind_queue::time::now_rfc3339(), why));
+            kill_now(pgid, &contained, &mut child).await
+        }
         _ = wait_abort(&mut abort) => {
             outcome.aborted = true;
             let why = "the runner is shutting down and its grace period is over; the task goes back to the queue";
@@ -191,6 +217,7 @@ pub(crate) async fn run_contained(
         // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
         unsafe { libc::kill(-pg, libc::SIGKILL) };
     }
+    outcome.mem = mem.finish(child.max_rss());
     contained.end().await;
     finish_log(&mut outcome, (out, err), &log, killed).await;
     outcome.elapsed_secs = started.elapsed().as_secs_f64();
@@ -212,6 +239,15 @@ impl Proc {
         match self {
             Proc::Std(c) => c.id(),
             Proc::Clone(s) => Some(s.id()),
+        }
+    }
+
+    /// The command's `ru_maxrss` in bytes, once reaped (known only when it was
+    /// started by [`crate::spawn`]).
+    fn max_rss(&self) -> Option<u64> {
+        match self {
+            Proc::Std(_) => None,
+            Proc::Clone(s) => s.max_rss(),
         }
     }
 
@@ -366,6 +402,17 @@ async fn stop(
     status
 }
 
+/// SIGKILL to the group and every process of the task at once, no grace period
+/// (a task past its memory cap is still growing), and its exit status.
+async fn kill_now(
+    pgid: Option<i32>,
+    contained: &Containment,
+    child: &mut Proc,
+) -> Option<std::process::ExitStatus> {
+    signal_all(pgid, contained, libc::SIGKILL);
+    child.wait().await.ok()
+}
+
 fn signal_all(pgid: Option<i32>, contained: &Containment, sig: i32) {
     if let Some(pg) = pgid {
         // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
@@ -454,6 +501,7 @@ mod tests {
                 header: "--- header ---".into(),
                 task_id: &id,
                 log_cap: cap,
+                mem_cap_mb: None,
             },
             abort,
             |_, _| {},
@@ -494,10 +542,66 @@ mod tests {
             header: "--- header ---".into(),
             task_id: &id,
             log_cap: None,
+            mem_cap_mb: None,
         };
         let o = run_contained(run, abort, |_, _| {}, how).await;
         assert_eq!(o.return_code, Some(0), "{o:?}");
         assert!(!left.exists(), "the task's cgroup is removed at its end");
+    }
+
+    /// Runs `cmd` under a memory cap of `cap_mb` by `how`.
+    async fn run_capped(cmd: &str, how: &Mechanism, cap_mb: Option<u64>) -> ShellOutcome {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("t.log");
+        let id = task_id();
+        let run = ShellRun {
+            command: cmd,
+            workdir: dir.path(),
+            env: vec![("RIGMIND_TASK_ID".into(), id.clone())],
+            unset: &[],
+            timeout_secs: 60.0,
+            log_path: &log,
+            header: "--- header ---".into(),
+            task_id: &id,
+            log_cap: None,
+            mem_cap_mb: cap_mb,
+        };
+        run_contained(run, watch::channel(false).1, |_, _| {}, how).await
+    }
+
+    /// `tail -n 1` keeps a line without a newline whole: it holds `mb` MB until
+    /// its input ends, `hold` seconds later.
+    fn hog(mb: u64, hold: u32) -> String {
+        format!("(head -c {mb}M /dev/zero; sleep {hold}) | tail -n 1 > /dev/null; echo done")
+    }
+
+    #[tokio::test]
+    async fn a_task_past_its_memory_cap_is_killed_as_oom_its_peak_recorded() {
+        for how in mechanisms() {
+            let o = run_capped(&hog(400, 30), &how, Some(100)).await;
+            let (kind, why) = o.failure().expect("killed");
+            assert_eq!(kind, FailureKind::Oom, "{how}: {why} {o:?}");
+            assert!(
+                why.starts_with("oom: past its memory cap of 100 MB"),
+                "{why}"
+            );
+            assert!(
+                o.elapsed_secs < 25.0,
+                "{how}: killed at once, not at its end"
+            );
+            assert_eq!(o.mem.cap_mb, Some(100));
+            assert!(o.mem.peak_mb.is_some_and(|p| p >= 90), "{how}: {:?}", o.mem);
+            // Under its cap it runs to its end, with its peak.
+            let o = run_capped(&hog(150, 1), &how, Some(1000)).await;
+            assert_eq!(o.failure(), None, "{how}: {o:?}");
+            assert!(
+                o.mem.peak_mb.is_some_and(|p| p >= 150),
+                "{how}: {:?}",
+                o.mem
+            );
+            let o = run_capped("true", &how, None).await;
+            assert_eq!((o.failure(), o.mem.cap_mb, o.mem.oom), (None, None, false));
+        }
     }
 
     /// Both mechanisms where this machine has cgroups, else the marker alone.

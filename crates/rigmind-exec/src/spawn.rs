@@ -61,9 +61,18 @@ pub(crate) struct Spawned {
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
     status: Option<ExitStatus>,
+    /// The command's `ru_maxrss` (bytes) once reaped: the largest RSS of it and
+    /// of the descendants it waited for.
+    max_rss: Option<u64>,
 }
 
 impl Spawned {
+    /// The largest RSS of the command (and of the children it reaped), in bytes,
+    /// from `wait4`'s rusage; `None` before it is reaped.
+    pub(crate) fn max_rss(&self) -> Option<u64> {
+        self.max_rss
+    }
+
     /// The command's pid (also its process group).
     pub(crate) fn id(&self) -> u32 {
         self.pid as u32
@@ -78,10 +87,16 @@ impl Spawned {
             }
             let mut ready = self.pidfd.readable().await?;
             let mut raw = 0;
-            // SAFETY: waitpid(2) on our own child, writing into a local.
-            let r = unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) };
+            // SAFETY: all-zero is a valid rusage (plain integers).
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: wait4(2) on our own child, writing into locals.
+            let r = unsafe { libc::wait4(self.pid, &mut raw, libc::WNOHANG, &mut usage) };
             match r {
-                r if r == self.pid => self.status = Some(ExitStatus::from_raw(raw)),
+                r if r == self.pid => {
+                    self.status = Some(ExitStatus::from_raw(raw));
+                    // Linux gives ru_maxrss in kilobytes.
+                    self.max_rss = Some(usage.ru_maxrss.max(0) as u64 * 1024);
+                }
                 0 => ready.clear_ready(),
                 _ => return Err(std::io::Error::last_os_error()),
             }
@@ -141,6 +156,7 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> Result<Spawned, SpawnError> {
         stdout: None,
         stderr: None,
         status: None,
+        max_rss: None,
     };
     // The child writes its errno here and exits when `execve` failed; the clone
     // returns only after the exec or the exit (CLONE_VFORK).

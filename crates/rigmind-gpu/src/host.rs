@@ -6,11 +6,9 @@ use std::path::Path;
 
 use crate::{GpuError, HostMemory};
 
-const MEMINFO: &str = "/proc/meminfo";
-
-/// Reads `/proc/meminfo` now.
+/// Reads `/proc/meminfo` (or the file `RIGMIND_MEMINFO` names) now.
 pub fn read_host_memory() -> Result<HostMemory, GpuError> {
-    read_host_memory_from(Path::new(MEMINFO))
+    read_host_memory_from(&rigmind_types::meminfo_path())
 }
 
 /// Reads a file in `/proc/meminfo` form.

@@ -87,6 +87,13 @@ pub trait Telemetry: Send + Sync {
     /// (naming the selector and the count) if it names no GPU.
     fn find(&self, sel: &GpuSelector) -> Result<GpuInfo, GpuError>;
 
+    /// The GPU memory (MB) each compute process holds on the GPU at this index,
+    /// as `(pid, MB)`; `None` where this telemetry cannot tell (the fake, or a
+    /// failed read). A task's peak VRAM is summed over its own pids.
+    fn process_vram_mb(&self, _index: u32) -> Option<Vec<(u32, u64)>> {
+        None
+    }
+
     /// The current readings of all GPUs, in index order.
     fn all(&self) -> Result<Vec<GpuInfo>, GpuError> {
         (0..self.count()?).map(|i| self.read(i)).collect()

@@ -125,6 +125,25 @@ impl Telemetry for Nvml {
         self.info(&dev, &label)
     }
 
+    fn process_vram_mb(&self, index: u32) -> Option<Vec<(u32, u64)>> {
+        use nvml_wrapper::enums::device::UsedGpuMemory;
+        let dev = self.nvml.device_by_index(index).ok()?;
+        let procs = optional(
+            &index.to_string(),
+            "running_compute_processes",
+            dev.running_compute_processes(),
+        )?;
+        Some(
+            procs
+                .into_iter()
+                .filter_map(|p| match p.used_gpu_memory {
+                    UsedGpuMemory::Used(bytes) => Some((p.pid, bytes / MIB)),
+                    UsedGpuMemory::Unavailable => None,
+                })
+                .collect(),
+        )
+    }
+
     fn find(&self, sel: &GpuSelector) -> Result<GpuInfo, GpuError> {
         match sel {
             GpuSelector::Index(i) => self.read(*i),

@@ -71,6 +71,8 @@ mod tests {
             max_swap_percent: 80.0,
             max_gpu_temp_c: 83.0,
             max_cpu_temp_c: 90.0,
+            mem_limit_factor: 1.5,
+            host_ram_mb: None,
         }
     }
 

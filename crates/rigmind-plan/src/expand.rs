@@ -51,6 +51,10 @@ pub struct Job {
     pub executor: Executor,
     pub group: Option<String>,
     pub vram_mb: Option<u64>,
+    /// Host RAM it reserves (the plan's `mem_mb`).
+    pub mem_mb: Option<u64>,
+    /// Its memory cap (the plan's `mem_limit_mb`).
+    pub mem_limit_mb: Option<u64>,
     pub env: Vec<(String, String)>,
     pub llm: LlmFields,
     pub estimate_secs: Option<f64>,
@@ -341,6 +345,8 @@ fn make_job(
         executor: t.executor,
         group: t.group.clone(),
         vram_mb: t.vram_mb,
+        mem_mb: t.mem_mb,
+        mem_limit_mb: t.mem_limit_mb,
         env: fill.env,
         llm: fill.llm,
         estimate_secs: t.estimate_secs,

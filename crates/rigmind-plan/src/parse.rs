@@ -41,6 +41,10 @@ pub struct PlanTask {
     pub executor: Executor,
     pub group: Option<String>,
     pub vram_mb: Option<u64>,
+    /// Host RAM the task reserves while it runs (MB).
+    pub mem_mb: Option<u64>,
+    /// Its memory cap (MB); absent: `mem_mb` × rig.toml's `mem_limit_factor`.
+    pub mem_limit_mb: Option<u64>,
     pub for_each: Option<ForEach>,
     pub for_each_line: usize,
     pub env: Vec<(String, String)>,
@@ -122,7 +126,7 @@ pub fn parse_str(path: &Path, text: &str) -> Result<Plan, PlanError> {
 }
 
 /// Every field a task may set, in the order used for suggestions.
-pub(crate) const KEYS: [&str; 22] = [
+pub(crate) const KEYS: [&str; 24] = [
     "task_class",
     "command",
     "depends_on",
@@ -132,6 +136,8 @@ pub(crate) const KEYS: [&str; 22] = [
     "executor",
     "group",
     "vram_mb",
+    "mem_mb",
+    "mem_limit_mb",
     "for_each",
     "env",
     "model",
@@ -186,6 +192,8 @@ struct Fields {
     executor: At<Executor>,
     group: At<String>,
     vram_mb: At<u64>,
+    mem_mb: At<u64>,
+    mem_limit_mb: At<u64>,
     for_each: At<ForEach>,
     env: At<Vec<(String, String)>>,
     model: At<String>,
@@ -744,18 +752,9 @@ fn set_field(key: &str, v: Value, line: usize, f: &mut Fields) -> Result<(), Str
             }
             f.group = Some((s, line));
         }
-        "vram_mb" => {
-            let s = scalar(key, v)?;
-            match s.trim().parse::<u64>() {
-                Ok(n) if n > 0 => f.vram_mb = Some((n, line)),
-                _ => {
-                    return Err(format!(
-                        "bad vram_mb '{}' (expected a positive integer)",
-                        s.trim()
-                    ))
-                }
-            }
-        }
+        "vram_mb" => f.vram_mb = Some((parse_mb(key, &scalar(key, v)?)?, line)),
+        "mem_mb" => f.mem_mb = Some((parse_mb(key, &scalar(key, v)?)?, line)),
+        "mem_limit_mb" => f.mem_limit_mb = Some((parse_mb(key, &scalar(key, v)?)?, line)),
         "for_each" => f.for_each = Some((parse_for_each(v)?, line)),
         "env" => f.env = Some((parse_env(v)?, line)),
         "model" => f.model = Some((scalar(key, v)?.trim().to_string(), line)),
@@ -794,6 +793,17 @@ fn leaves_plan_dir(out: &str) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// A positive number of megabytes (`vram_mb`, `mem_mb`, `mem_limit_mb`).
+fn parse_mb(key: &str, s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "bad {key} '{}' (expected a positive integer)",
+            s.trim()
+        )),
+    }
 }
 
 fn val<T: Clone>(task: &At<T>, defaults: &At<T>) -> Option<T> {
@@ -902,6 +912,8 @@ fn build_task(
         executor,
         group: val(&f.group, &defs.group),
         vram_mb: val(&f.vram_mb, &defs.vram_mb),
+        mem_mb: val(&f.mem_mb, &defs.mem_mb),
+        mem_limit_mb: val(&f.mem_limit_mb, &defs.mem_limit_mb),
         for_each: f.for_each.as_ref().map(|(v, _)| v.clone()),
         for_each_line: f.for_each.as_ref().map(|(_, l)| *l).unwrap_or(line),
         env: val(&f.env, &defs.env).unwrap_or_default(),

@@ -611,6 +611,30 @@ fn group_and_vram() {
 }
 
 #[test]
+fn memory_fields_read_from_the_task_or_its_defaults() {
+    assert_error(
+        "# p\n## a\n- task_class: cpu\n- command: x\n- mem_mb: 0\n",
+        5,
+        "bad mem_mb '0'",
+    );
+    assert_error(
+        "# p\n## a\n- task_class: cpu\n- command: x\n- mem_limit_mb: 2GB\n",
+        5,
+        "bad mem_limit_mb '2GB'",
+    );
+    let p = ok_expanded(
+        "# p\n## Defaults\n- mem_mb: 500\n## a\n- task_class: cpu\n- command: x\n- mem_mb: 9000\n- mem_limit_mb: 12000\n## b\n- task_class: cpu\n- command: y\n",
+    );
+    let (a, b) = (&p.jobs[0], &p.jobs[1]);
+    assert_eq!((a.mem_mb, a.mem_limit_mb), (Some(9000), Some(12000)));
+    assert_eq!(
+        (b.mem_mb, b.mem_limit_mb),
+        (Some(500), None),
+        "from Defaults"
+    );
+}
+
+#[test]
 fn for_each_forms() {
     let fe = |v: &str| {
         ok(&format!(

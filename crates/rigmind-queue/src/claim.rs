@@ -36,6 +36,8 @@ pub struct QueueEntry {
     pub target_worker: Option<String>,
     pub not_before: Option<DateTime<Utc>>,
     pub vram_mb: Option<u64>,
+    /// Host RAM it reserves: claimed only where it fits ([`crate::memory`]).
+    pub mem_mb: Option<u64>,
     pub group: Option<String>,
     /// The model an llm task needs (a resource task: the one to load).
     pub model: Option<String>,
@@ -87,6 +89,7 @@ impl QueueEntry {
             target_worker: t.target_worker.clone(),
             not_before: t.not_before,
             vram_mb: t.vram_mb,
+            mem_mb: t.mem_mb,
             group: t.group.clone(),
             model: t.model.clone(),
             endpoint: t.endpoint.clone(),
@@ -105,6 +108,9 @@ pub struct QueueIndex {
     /// The creation times of the entries (with their counts): the oldest bounds
     /// how far aging can lift any of them.
     created: BTreeMap<DateTime<Utc>, usize>,
+    /// How many entries reserve memory (`mem_mb`): a claim reads the host's
+    /// memory and `processing/` only when some do.
+    reserving: usize,
 }
 
 impl QueueIndex {
@@ -126,12 +132,20 @@ impl QueueIndex {
         if let Some(at) = entry.as_ref().and_then(|e| e.created_at) {
             *self.created.entry(at).or_default() += 1;
         }
+        if entry.as_ref().is_some_and(|e| e.mem_mb.is_some()) {
+            self.reserving += 1;
+        }
         if let Some(old) = self.entries.insert(name, entry) {
-            self.forget_created(old.as_ref());
+            self.uncount(old.as_ref());
         }
     }
 
-    fn forget_created(&mut self, old: Option<&QueueEntry>) {
+    /// Takes an entry that leaves the index out of its counts (creation times,
+    /// memory reservations).
+    fn uncount(&mut self, old: Option<&QueueEntry>) {
+        if old.is_some_and(|e| e.mem_mb.is_some()) {
+            self.reserving -= 1;
+        }
         let Some(at) = old.and_then(|e| e.created_at) else {
             return;
         };
@@ -161,6 +175,7 @@ impl QueueIndex {
         }
         self.entries = BTreeMap::new();
         self.created.clear();
+        self.reserving = 0;
         for (name, entry) in fresh {
             self.put(name, entry);
         }
@@ -192,7 +207,7 @@ impl QueueIndex {
     /// Forgets a file (claimed by someone, or gone).
     pub fn forget(&mut self, file_name: &str) {
         if let Some(old) = self.entries.remove(file_name) {
-            self.forget_created(old.as_ref());
+            self.uncount(old.as_ref());
         }
     }
 
@@ -299,6 +314,14 @@ pub struct QueueLock {
     /// The groups' command-line patterns (`[groups]` `match`): matching processes
     /// on the box count against their group ([`crate::holders`]).
     matches: BTreeMap<String, regex::Regex>,
+    /// `[safety] min_free_ram_mb` and where `MemAvailable` is read, when memory
+    /// reservations are honoured.
+    memory: Option<(u64, PathBuf)>,
+    /// The RAM the last claim found free for a reservation, when a task with
+    /// `mem_mb` waited in the queue.
+    mem_room: Option<u64>,
+    /// The smallest `mem_mb` the last claim held back for want of memory.
+    mem_held: Option<u64>,
 }
 
 impl QueueLock {
@@ -312,6 +335,9 @@ impl QueueLock {
             rates: BTreeMap::new(),
             rate_held: Vec::new(),
             matches: BTreeMap::new(),
+            memory: None,
+            mem_room: None,
+            mem_held: None,
         })
     }
 
@@ -321,6 +347,28 @@ impl QueueLock {
     pub fn with_matches(mut self, matches: BTreeMap<String, regex::Regex>) -> Self {
         self.matches = matches;
         self
+    }
+
+    /// Claims under memory reservations too ([`crate::memory`]): a task with
+    /// `mem_mb` is claimed only when the host's available RAM, less what the
+    /// running tasks reserved and have not touched, less `min_free_ram_mb`,
+    /// covers it. `meminfo`: the host's `/proc/meminfo`
+    /// ([`crate::memory::meminfo_path`]).
+    pub fn with_memory(mut self, min_free_ram_mb: u64, meminfo: PathBuf) -> Self {
+        self.memory = Some((min_free_ram_mb, meminfo));
+        self
+    }
+
+    /// The RAM (MB) the last claim found free for a reservation (`None`: no task
+    /// with `mem_mb` waited, or reservations are off).
+    pub fn mem_room(&self) -> Option<u64> {
+        self.mem_room
+    }
+
+    /// The smallest `mem_mb` the last claim held back because it did not fit
+    /// ([`QueueLock::mem_room`] says what was free); `None`: memory held nothing.
+    pub fn mem_held(&self) -> Option<u64> {
+        self.mem_held
     }
 
     /// Claims under per-endpoint rate limits too (endpoint name →
@@ -379,10 +427,23 @@ impl QueueLock {
         let mut full = full_groups_now(layout, index, limits, &self.matches)?;
         self.rate_held = rate_held_now(layout, index, &self.rates, now);
         full.extend(self.rate_held.iter().map(|h| endpoint_group(&h.endpoint)));
+        self.mem_room = self
+            .memory
+            .as_ref()
+            .and_then(|(min_free, meminfo)| mem_room_now(layout, index, *min_free, meminfo));
+        let room = self.mem_room;
+        let held = std::cell::Cell::new(None::<u64>);
         self.markers.refresh()?;
         let markers = &self.markers;
         let tier = |e: &QueueEntry| {
             if e.in_full_group(&full) {
+                return None;
+            }
+            if !crate::memory::fits(e.mem_mb, room) {
+                // Only what this worker could run otherwise counts as held.
+                if tier(e).is_some() {
+                    held.set(held.get().min(e.mem_mb).or(e.mem_mb));
+                }
                 return None;
             }
             if !markers.is_empty() && of_cancelled_batch(markers, &e.file_name) {
@@ -391,7 +452,9 @@ impl QueueLock {
             tier(e)
         };
         loop {
-            let Some(entry) = index.best(now, tier) else {
+            let best = index.best(now, tier);
+            self.mem_held = held.get();
+            let Some(entry) = best else {
                 return Ok(None);
             };
             let name = entry.file_name.clone();
@@ -466,6 +529,24 @@ fn note_start(layout: &Layout, endpoint: &str, limit: u32, now: DateTime<Utc>) {
     }
 }
 
+/// The RAM free for a reservation now ([`crate::memory::room_mb`]), the holders
+/// being the running tasks and live gates with `mem_mb`
+/// ([`crate::memory::holders_now`]). `None` (nothing held back) when no queued task
+/// has `mem_mb` (nothing is read then) or `MemAvailable` cannot be read.
+fn mem_room_now(
+    layout: &Layout,
+    index: &QueueIndex,
+    min_free_mb: u64,
+    meminfo: &Path,
+) -> Option<u64> {
+    if index.reserving == 0 {
+        return None;
+    }
+    let available = crate::memory::mem_available_mb(meminfo)?;
+    let holders = crate::memory::holders_now(layout);
+    Some(crate::memory::room_mb(available, min_free_mb, &holders))
+}
+
 /// The groups at their limit now, from the tasks in `processing/`, the live gates
 /// and the processes matching a group's pattern ([`crate::holders`]). Reads nothing
 /// when no queued task belongs to a limited group.
@@ -527,6 +608,13 @@ mod tests {
         t.status = crate::TaskStatus::Queued;
         t.write_to(&layout.dir(TaskDir::Queue), Sync::None).unwrap();
         t.file_name()
+    }
+
+    /// The task in `processing/` whose file name holds `part` is done: its file goes.
+    fn finish(layout: &Layout, part: &str) {
+        let running = fsio::list_names(&layout.dir(TaskDir::Processing)).unwrap();
+        let file = running.iter().find(|n| n.contains(part)).unwrap();
+        std::fs::remove_file(layout.dir(TaskDir::Processing).join(file)).unwrap();
     }
 
     #[test]
@@ -709,11 +797,54 @@ mod tests {
             "w2 waits: group full"
         );
         assert_eq!(take(&mut index), None);
-        let done = fsio::list_names(&layout.dir(TaskDir::Processing)).unwrap();
-        let first = done.iter().find(|n| n.contains("-w1")).unwrap();
-        std::fs::remove_file(layout.dir(TaskDir::Processing).join(first)).unwrap();
+        finish(&layout, "-w1");
         index.rescan(&layout).unwrap();
         assert_eq!(take(&mut index).as_deref(), Some("w2"));
+    }
+
+    #[test]
+    fn a_reservation_that_would_not_fit_waits_until_the_holder_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.ensure().unwrap();
+        // 12 GB available, 1 GB kept free: one 10 GB task fits, two do not.
+        let meminfo = dir.path().join("meminfo");
+        std::fs::write(
+            &meminfo,
+            "MemTotal: 16000000 kB\nMemAvailable: 12582912 kB\n",
+        )
+        .unwrap();
+        for (i, (name, mem)) in [
+            ("big1", Some(10_240)),
+            ("big2", Some(10_240)),
+            ("small", None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut t = TaskFile::new("b1", name, TaskClass::Cpu);
+            t.status = crate::TaskStatus::Queued;
+            t.seq = i as u64;
+            t.mem_mb = mem;
+            t.write_to(&layout.dir(TaskDir::Queue), Sync::None).unwrap();
+        }
+        let mut index = QueueIndex::default();
+        index.rescan(&layout).unwrap();
+        let mut lock = QueueLock::open(&layout)
+            .unwrap()
+            .with_memory(1024, meminfo.clone());
+        let mut take = |index: &mut QueueIndex| {
+            lock.claim_within(&layout, index, &BTreeMap::new(), Utc::now(), |_| Some(1))
+                .unwrap()
+                .map(|c| TaskName::parse(&c.file_name).unwrap().name)
+        };
+        assert_eq!(take(&mut index).as_deref(), Some("big1"));
+        assert_eq!(take(&mut index).as_deref(), Some("small"), "big2 waits");
+        assert_eq!(take(&mut index), None);
+        // big1 is done: its reservation is gone, big2 fits.
+        finish(&layout, "-big1");
+        index.rescan(&layout).unwrap();
+        assert_eq!(take(&mut index).as_deref(), Some("big2"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod json;
 pub mod layout;
 pub mod lifelock;
 pub mod logs;
+pub mod memory;
 pub mod moves;
 pub mod procs;
 pub mod quarantine;

@@ -50,6 +50,9 @@ pub enum FailureKind {
     Timeout,
     /// The worker holding it died.
     LostWorker,
+    /// It went past its memory cap and was killed (by the kernel in its cgroup,
+    /// or by its runner watching its processes); retried while retries remain.
+    Oom,
     /// Cancelled by the operator.
     Cancelled,
 }
@@ -62,6 +65,7 @@ impl FailureKind {
             Self::DependencyFailed => "dependency_failed",
             Self::Timeout => "timeout",
             Self::LostWorker => "lost_worker",
+            Self::Oom => "oom",
             Self::Cancelled => "cancelled",
         }
     }
@@ -132,6 +136,12 @@ pub struct TaskFile {
     pub group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vram_mb: Option<u64>,
+    /// Host RAM (MB) the task reserves: claimed only where it fits (docs/safety.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_mb: Option<u64>,
+    /// Its memory cap (MB); absent: `mem_mb` × `[safety] mem_limit_factor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_limit_mb: Option<u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -240,6 +250,19 @@ pub struct TaskFile {
     /// sensitive task), for the next tier's "Earlier attempts".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_output: Option<String>,
+    /// The memory cap the run had (MB), where it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_cap_mb: Option<u64>,
+    /// The most RAM its processes held together (MB): the cgroup's `memory.peak`,
+    /// else the largest sum of their peak RSS seen while it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mb: Option<u64>,
+    /// The most GPU memory its processes held (MB), sampled from NVML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_vram_mb: Option<u64>,
+    /// Its card's mean utilisation while it ran (percent), sampled from NVML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_util_mean: Option<f64>,
 
     // --- added by the brain ---
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -387,6 +410,8 @@ impl TaskFile {
             retries: 0,
             group: None,
             vram_mb: None,
+            mem_mb: None,
+            mem_limit_mb: None,
             env: BTreeMap::new(),
             model: None,
             prompt: None,
@@ -425,6 +450,10 @@ impl TaskFile {
             load_seconds: None,
             cost_usd: None,
             failed_output: None,
+            mem_cap_mb: None,
+            peak_rss_mb: None,
+            peak_vram_mb: None,
+            gpu_util_mean: None,
             fix_applied: None,
             failure_kind: None,
             error: None,
@@ -535,6 +564,10 @@ impl TaskFile {
         self.load_seconds = None;
         self.cost_usd = None;
         self.failed_output = None;
+        self.mem_cap_mb = None;
+        self.peak_rss_mb = None;
+        self.peak_vram_mb = None;
+        self.gpu_util_mean = None;
         self.failure_kind = None;
         self.error = None;
     }

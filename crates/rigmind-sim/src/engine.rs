@@ -166,6 +166,8 @@ struct Running {
     name: String,
     class: TaskClass,
     group: Option<String>,
+    /// The host RAM it reserves (`mem_mb`).
+    mem_mb: Option<u64>,
     end: Us,
 }
 
@@ -522,6 +524,7 @@ impl<'a> Sim<'a> {
                 name: t.name.clone(),
                 class: t.task_class.unwrap_or(TaskClass::Cpu),
                 group: t.group.clone(),
+                mem_mb: t.mem_mb,
                 end: self.now + self.real[job],
             };
             self.brain.push((run, self.now));
@@ -606,6 +609,32 @@ impl<'a> Sim<'a> {
         claim::full_groups(running, &self.rig.groups)
     }
 
+    /// The RAM free for a reservation, as the live claim lock computes it
+    /// ([`claim::room_mb`]): the virtual host (`[safety] host_ram_mb`) holds
+    /// nothing else, and each running task holds its whole `mem_mb` (it uses what
+    /// it reserved, which is all the live lock counts too). `None`: no host RAM is
+    /// given, memory holds nothing back.
+    fn mem_room(&self) -> Option<u64> {
+        let total = self.rig.safety.host_ram_mb?;
+        let holders: Vec<claim::Reservation> = self
+            .workers
+            .iter()
+            .filter_map(|w| w.running.as_ref())
+            .chain(self.brain.iter().map(|(r, _)| r))
+            .filter_map(|r| {
+                Some(claim::Reservation {
+                    mem_mb: r.mem_mb?,
+                    used_mb: 0,
+                })
+            })
+            .collect();
+        Some(claim::room_mb(
+            total,
+            self.rig.safety.min_free_ram_mb,
+            &holders,
+        ))
+    }
+
     fn claim_round(&mut self) -> Result<bool, SimError> {
         let mut changed = false;
         let now = self.at();
@@ -614,6 +643,7 @@ impl<'a> Sim<'a> {
                 continue;
             }
             let full = self.full_groups();
+            let room = self.mem_room();
             let w = &self.workers[wi];
             // As the live worker's `Profile::context`: its card, no safety gate
             // violated.
@@ -626,6 +656,9 @@ impl<'a> Sim<'a> {
                 .index
                 .best(now, |e| {
                     if e.group.as_ref().is_some_and(|g| full.contains(g)) {
+                        return None;
+                    }
+                    if !claim::fits(e.mem_mb, room) {
                         return None;
                     }
                     claim::tier(&ctx, e)
@@ -645,6 +678,10 @@ impl<'a> Sim<'a> {
 
     fn start(&mut self, wi: usize, file: String, item: Item) -> Result<(), SimError> {
         let now = self.now;
+        let mem_mb = match &item {
+            Item::Job(i) => self.tasks[*i].mem_mb,
+            _ => None,
+        };
         let (name, class, group, dur, kind) = match &item {
             Item::Job(i) => {
                 let t = &self.tasks[*i];
@@ -701,6 +738,7 @@ impl<'a> Sim<'a> {
             name,
             class,
             group,
+            mem_mb,
             end: now + dur,
         });
         Ok(())

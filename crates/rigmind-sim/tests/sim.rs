@@ -208,6 +208,19 @@ fn llm_work_without_an_llm_server_is_infeasible() {
     }
 }
 
+/// `(start, end)` of every task whose name starts with `prefix`, by start.
+fn spans_of(res: &rigmind_sim::SimResult, prefix: &str) -> Vec<(f64, f64)> {
+    let mut spans: Vec<(f64, f64)> = res
+        .gpus
+        .iter()
+        .flat_map(|t| &t.segments)
+        .filter(|s| matches!(&s.kind, SegmentKind::Task { name, .. } if name.starts_with(prefix)))
+        .map(|s| (s.start, s.end))
+        .collect();
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    spans
+}
+
 #[test]
 fn a_group_limit_of_one_serialises_its_tasks() {
     let text = plan_text(
@@ -223,15 +236,10 @@ fn a_group_limit_of_one_serialises_its_tasks() {
         let res = simulate(&p, &limited, policy).unwrap();
         assert_eq!(res.makespan_s, 30.0, "{}", policy.name());
         // Never two group tasks at once.
-        let mut g: Vec<(f64, f64)> = res
-            .gpus
-            .iter()
-            .flat_map(|t| &t.segments)
-            .filter(|s| matches!(&s.kind, SegmentKind::Task { name, .. } if name.starts_with("g[")))
-            .map(|s| (s.start, s.end))
-            .collect();
-        g.sort_by(|a, b| a.0.total_cmp(&b.0));
-        assert_eq!(g, vec![(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]);
+        assert_eq!(
+            spans_of(&res, "g["),
+            vec![(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]
+        );
     }
     assert_eq!(
         lower_bound(&p, &limited),
@@ -533,4 +541,33 @@ fn two_models_in_a_chain_are_served_one_after_the_other_by_every_policy() {
         assert_eq!(res.tasks_completed, 7, "{}", run.policy);
         assert!(res.loads >= 2, "{}: a load per model", run.policy);
     }
+}
+
+#[test]
+fn tasks_whose_memory_would_not_fit_together_wait_for_each_other() {
+    let text = plan_text(
+        "whisper",
+        &[
+            ("w", "task_class: script; for_each: [a, b, c]; group: whisper_large; estimate: 10s; command: `true`"),
+            ("small", "task_class: script; mem_mb: 2048; estimate: 10s; command: `true`"),
+        ],
+    );
+    let p = plan(&text);
+    // A 16 GB box keeping 2 GB free: one 10 GB Whisper at a time, the small
+    // task beside it.
+    let groups = "\n[groups]\nwhisper_large = { slots = 3, mem_mb = 10240 }\n";
+    let box16 = rig_n(
+        4,
+        0,
+        &format!("\n[safety]\nhost_ram_mb = 16384\nmin_free_ram_mb = 2048\n{groups}"),
+    );
+    let res = simulate(&p, &box16, RmPolicy::Phases).unwrap();
+    assert_eq!(res.makespan_s, 30.0);
+    assert_eq!(
+        spans_of(&res, "w["),
+        vec![(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]
+    );
+    // Without a host size the simulator holds nothing back for memory.
+    let unsized_box = rig_n(4, 0, groups);
+    assert_eq!(makespan(&p, &unsized_box, RmPolicy::Phases), 10.0);
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 mod readings;
 mod words;
 
-pub use readings::{CpuTemp, GpuInfo, HostMemory};
+pub use readings::{meminfo_path, CpuTemp, GpuInfo, HostMemory, MEMINFO_ENV};
 pub use words::TaskType;
 
 /// Environment variable that holds a fanned-out task's for_each item. A plan's

@@ -68,6 +68,18 @@ impl HostMemory {
     }
 }
 
+/// The environment variable naming a file read instead of `/proc/meminfo` (tests
+/// fake a machine's RAM with it): the safety gates and the memory reservations
+/// both read host memory from [`meminfo_path`].
+pub const MEMINFO_ENV: &str = "RIGMIND_MEMINFO";
+
+/// The file host memory is read from: `$RIGMIND_MEMINFO`, else `/proc/meminfo`.
+pub fn meminfo_path() -> std::path::PathBuf {
+    std::env::var_os(MEMINFO_ENV)
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| "/proc/meminfo".into(), std::path::PathBuf::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,11 @@ impl Card {
         move || telemetry.read(index).ok().map(|i| i.memory_used_mb)
     }
 
+    /// A sampler of the card's memory and utilisation for one running task.
+    pub fn sampler(&self) -> crate::gpusample::GpuSample {
+        crate::gpusample::GpuSample::new(self.telemetry.clone(), self.index)
+    }
+
     /// Moves the card to `state`, noting when it crossed between LLM and script.
     pub fn set_state(&mut self, state: GpuState) {
         if state.is_llm() != self.state.is_llm() {

@@ -14,6 +14,7 @@
 //! the worker is and holds, and its state file, in `profile`.
 
 pub mod card;
+mod gpusample;
 mod lane;
 mod profile;
 mod worker;

@@ -59,6 +59,8 @@ pub(crate) struct Worker {
     last_publish: Instant,
     idle_since: Option<Instant>,
     stopping: bool,
+    /// Memory reservations held a task back at the last claim.
+    memory_held: bool,
     /// The endpoint lane ([`crate::lane`]), when rig.toml declares endpoints.
     lane: Option<tokio::task::JoinHandle<WorkerSummary>>,
     /// Tells the lane to stop claiming.
@@ -91,6 +93,7 @@ impl Worker {
             default_workdir: profile::default_workdir(),
             llm: llm.clone(),
             log_cap: config.logs.max_task_log_bytes(),
+            safety: config.safety.clone(),
             scrub_env: config.scrubbed_env(
                 std::env::vars_os()
                     .filter_map(|(k, _)| k.into_string().ok())
@@ -114,9 +117,14 @@ impl Worker {
             profile.config.scheduling.aging_seconds_per_level,
         ));
         index.rescan(&layout)?;
-        let claim_lock = QueueLock::open(&layout)?.with_matches(
-            rigmind_queue::holders::compile_matches(&profile.config.group_match),
-        );
+        let claim_lock = QueueLock::open(&layout)?
+            .with_matches(rigmind_queue::holders::compile_matches(
+                &profile.config.group_match,
+            ))
+            .with_memory(
+                profile.config.safety.min_free_ram_mb,
+                rigmind_queue::memory::meminfo_path(),
+            );
         let rescan = tokio::time::interval(profile.opts.rescan_every);
         let heartbeat = tokio::time::interval(profile.opts.heartbeat_every);
         let (abort_tx, abort_rx) = watch::channel(false);
@@ -158,6 +166,7 @@ impl Worker {
             last_publish: Instant::now(),
             idle_since: None,
             stopping: false,
+            memory_held: false,
             _alive: alive,
         })
     }
@@ -229,12 +238,32 @@ impl Worker {
                 |e| card::tier(&ctx, e),
             )
         };
+        self.log_memory_hold();
         claimed.unwrap_or_else(|e| {
             // A full disk or a permission problem: say so, keep the task where
             // it is, and try again after the next rescan.
             tracing::warn!(worker = %self.profile.opts.id, "{e}");
             None
         })
+    }
+
+    /// Says when memory reservations begin and stop holding tasks back from
+    /// this worker (not at every claim).
+    fn log_memory_hold(&mut self) {
+        let held = self.claim_lock.mem_held();
+        if held.is_some() == self.memory_held {
+            return;
+        }
+        self.memory_held = held.is_some();
+        let id = &self.profile.opts.id;
+        match held {
+            Some(need) => tracing::info!(
+                worker = %id,
+                "memory: a task reserving mem_mb = {need} waits: {} MB free for reservations (MemAvailable less what running tasks reserved and have not touched, less min_free_ram_mb)",
+                self.claim_lock.mem_room().unwrap_or(0)
+            ),
+            None => tracing::info!(worker = %id, "memory: no task waits for memory any more"),
+        }
     }
 
     /// With nothing to claim: waits for the first of a queue event, a rescan, a
@@ -311,9 +340,22 @@ impl Worker {
             self.abort_rx.clone(),
         );
         tokio::pin!(run);
+        // The card's memory and utilisation while it runs (NVML only).
+        let mut gpu = self.profile.card.as_ref().map(|c| c.sampler());
+        let mut every_second = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                f = &mut run => return f,
+                mut f = &mut run => {
+                    if let Some(g) = gpu.as_ref().filter(|_| f.dir != TaskDir::Queue) {
+                        g.apply(&mut f.task);
+                    }
+                    return f;
+                }
+                _ = every_second.tick(), if gpu.is_some() => {
+                    if let Some(g) = gpu.as_mut() {
+                        g.sample(path);
+                    }
+                }
                 _ = self.heartbeat.tick() => self.profile.beat_while_running(&self.layout),
                 _ = shutdown.as_mut(), if !self.stopping => {
                     self.stopping = true;
@@ -447,6 +489,7 @@ async fn announce(profile: &mut Profile, layout: &Layout) {
     let id = &profile.opts.id;
     tracing::info!(worker = %id, classes = ?profile.state.classes, gpu = ?profile.state.gpu, "worker started");
     tracing::info!(worker = %id, "task containment: {}", rigmind_exec::mechanism());
+    tracing::info!(worker = %id, "{}", rigmind_exec::cap_mechanism());
     let stale = rigmind_exec::remove_stale_cgroups();
     if stale > 0 {
         tracing::info!(worker = %id, "removed {stale} empty task cgroups left by runners that died");

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use rigmind_config::RigConfig;
 use rigmind_decide::gate::{refusals, GateAsk, GateFacts};
 use rigmind_queue::claim::QueueLock;
-use rigmind_queue::gates::{self, GateHold, GateRecord};
+use rigmind_queue::gates::{GateHold, GateRecord};
 use rigmind_queue::holders::{compile_matches, group_holders};
 use rigmind_queue::Layout;
 
@@ -127,10 +127,7 @@ impl Gate {
                 safety,
                 ram_available_mb: host.map(|h| h.ram_available_mb),
                 min_free_ram_mb: self.config.safety.min_free_ram_mb,
-                reserved_mb: gates::live(&self.layout)?
-                    .iter()
-                    .filter_map(|g| g.mem_mb)
-                    .collect(),
+                reserved: rigmind_queue::memory::holders_now(&self.layout),
             };
             let why = refusals(&self.ask, &facts);
             if !why.is_empty() {

@@ -303,6 +303,7 @@ impl<'a> Sim<'a> {
             name: t.name.clone(),
             class: t.task_class.unwrap_or(TaskClass::Cpu),
             group: t.group.clone(),
+            mem_mb: t.mem_mb,
             end: left,
         };
         self.hold(i, "brain");
