@@ -69,10 +69,18 @@ pub enum Command {
     Drain(DrainArgs),
     /// Resume a drained worker (or --all): it claims work again.
     Resume(DrainArgs),
+    /// Print a shell completion script: `rigmind completions bash > /etc/bash_completion.d/rigmind`.
+    Completions(CompletionsArgs),
     /// Run the brain (same as the `brain` binary).
     Brain(BrainArgs),
     /// Run a worker (same as the `worker` binary).
     Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +168,10 @@ pub struct RunArgs {
     /// else 2 CPU workers that also take script tasks).
     #[arg(long, value_parser = worker_count)]
     pub workers: Option<usize>,
+    /// Passed to the brain it starts: serve /metrics and /health on HOST:PORT
+    /// (ignored when a brain already runs on the root).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +244,10 @@ pub struct BrainArgs {
     /// Seconds between full rescans of the directories (events can be lost).
     #[arg(long, default_value_t = 2.0)]
     pub rescan: f64,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics and a JSON summary at
+    /// /health (metrics/rigmind.prom is written either way).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// worker: claims tasks from the queue and runs them, one at a time; one per GPU

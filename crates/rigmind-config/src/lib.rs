@@ -10,8 +10,10 @@ use rigmind_types::parse_duration;
 use serde::Deserialize;
 
 mod endpoint;
+mod ops;
 
 pub use endpoint::{url_host, Api, Endpoint, Escalation};
+pub use ops::{Alerts, Notify, NOTIFY_TIMEOUT_SECS};
 
 /// A rig.toml that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,10 @@ pub struct RigConfig {
     pub scheduling: Scheduling,
     /// `[[model]]`: the memory each named model takes on a card.
     pub models: Vec<Model>,
+    /// `[alerts]`: when the brain raises its alerts.
+    pub alerts: Alerts,
+    /// `[notify]`: the command run on batch ends and alerts.
+    pub notify: Notify,
 }
 
 /// A model's size (`[[model]]`): a card holds it only when the card's memory less
@@ -188,6 +194,11 @@ impl Default for RigConfig {
                 aging_seconds_per_level: 300.0,
             },
             models: Vec::new(),
+            alerts: Alerts::default(),
+            notify: Notify {
+                command: None,
+                timeout_secs: NOTIFY_TIMEOUT_SECS,
+            },
         }
     }
 }
@@ -218,6 +229,10 @@ struct RawFile {
     scheduling: RawScheduling,
     #[serde(default)]
     model: Vec<toml::Spanned<RawModel>>,
+    #[serde(default)]
+    alerts: ops::RawAlerts,
+    #[serde(default)]
+    notify: ops::RawNotify,
 }
 
 #[derive(Deserialize)]
@@ -242,7 +257,7 @@ struct RawLogs {
 /// A duration as rig.toml may write it: `"30m"` or a number of seconds.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum RawDuration {
+pub(crate) enum RawDuration {
     Text(String),
     Secs(f64),
 }
@@ -406,6 +421,13 @@ impl RigConfig {
         cfg.gpus = gpus(raw.gpu, &line_of, &invalid)?;
         cfg.endpoints = endpoints(raw.endpoint, &line_of, &invalid)?;
         cfg.models = models(raw.model, &line_of, &invalid)?;
+        if let Some(v) = &raw.alerts.stalled_after {
+            cfg.alerts.stalled_after_secs = duration("alerts.stalled_after", v)?;
+        }
+        if let Some(v) = &raw.notify.timeout {
+            cfg.notify.timeout_secs = duration("notify.timeout", v)?;
+        }
+        cfg.notify.command = raw.notify.command.filter(|c| !c.trim().is_empty());
         if let Some(esc) = raw.escalation {
             let line = line_of(esc.span().start);
             cfg.escalation =
@@ -589,6 +611,22 @@ worker = "worker_2"
 ollama = "http://127.0.0.1:11436"
 vram_mb = 6144
 "#;
+
+    #[test]
+    fn alerts_and_notify_read_with_defaults() {
+        let d = RigConfig::parse(Path::new("rig.toml"), "").unwrap();
+        assert_eq!(d.alerts.stalled_after_secs, 600.0);
+        assert_eq!(d.notify.command, None);
+        assert_eq!(d.notify.timeout_secs, 60.0);
+        let text =
+            "[alerts]\nstalled_after = \"5m\"\n[notify]\ncommand = \"echo hi\"\ntimeout = 10\n";
+        let c = RigConfig::parse(Path::new("rig.toml"), text).unwrap();
+        assert_eq!(c.alerts.stalled_after_secs, 300.0);
+        assert_eq!(c.notify.command.as_deref(), Some("echo hi"));
+        assert_eq!(c.notify.timeout_secs, 10.0);
+        let bad = RigConfig::parse(Path::new("rig.toml"), "[alerts]\nstaled_after = 3\n");
+        assert!(bad.unwrap_err().to_string().contains("staled_after"));
+    }
 
     #[test]
     fn the_spec_example_reads() {

@@ -1,8 +1,10 @@
 //! One function per command; each returns the process exit code.
 
+mod completions;
 mod drain;
 mod find;
 mod logs;
+mod progress;
 mod report;
 mod retry;
 mod run;
@@ -39,6 +41,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Logs(a) => logs::logs(a),
         Command::Drain(a) => drain::drain(a, false),
         Command::Resume(a) => drain::drain(a, true),
+        Command::Completions(a) => completions::completions(a),
         Command::Brain(a) => brain(a),
         Command::Worker(a) => worker(a),
     }
@@ -87,6 +90,7 @@ pub fn gpus(a: GpusArgs) -> Result<i32> {
 pub fn brain(a: BrainArgs) -> Result<i32> {
     let mut opts = BrainOptions::new(&a.root.root);
     opts.rescan_every = secs(a.rescan, "--rescan")?;
+    opts.metrics_addr = a.metrics_addr;
     runtime()?.block_on(run_brain(opts, crate::signals::stop_requested()))?;
     Ok(0)
 }
