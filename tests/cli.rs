@@ -13,9 +13,23 @@ use common::{text, Rig, RIGMIND};
 use serde_json::Value;
 
 /// The commands `rigmind --help` lists.
-const COMMANDS: [&str; 15] = [
-    "run", "submit", "wait", "status", "validate", "retry", "cancel", "gpus", "simulate", "report",
-    "logs", "drain", "resume", "brain", "worker",
+const COMMANDS: [&str; 16] = [
+    "run",
+    "submit",
+    "wait",
+    "status",
+    "validate",
+    "retry",
+    "cancel",
+    "gpus",
+    "simulate",
+    "report",
+    "logs",
+    "drain",
+    "resume",
+    "completions",
+    "brain",
+    "worker",
 ];
 
 /// `rigmind ARGS` with the rig's root as `RIGMIND_ROOT` (not `--root`, which
@@ -286,4 +300,34 @@ fn submit_warns_of_llm_work_only_when_nothing_in_rig_toml_serves_it() {
     );
     let err = exits(&rigmind(&rig, &args, &[]), 0, "submit with a card's server");
     assert!(!err.contains("warning"), "{err}");
+}
+
+#[test]
+fn completions_are_scripts_their_shells_accept() {
+    let rig = Rig::new();
+    let out = rigmind(&rig, &["completions", "bash"], &[]);
+    exits(&out, 0, "completions bash");
+    let script = text(&out.stdout);
+    for c in COMMANDS {
+        assert!(script.contains(c), "bash completion lacks '{c}'");
+    }
+    assert!(script.contains("--metrics-addr"), "flags are completed too");
+    let path = rig.write("rigmind.bash", &script);
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .expect("run bash -n");
+    assert!(
+        check.status.success(),
+        "bash -n refused it: {}",
+        text(&check.stderr)
+    );
+    for shell in ["zsh", "fish"] {
+        let out = rigmind(&rig, &["completions", shell], &[]);
+        exits(&out, 0, shell);
+        assert!(text(&out.stdout).contains("rigmind"), "{shell}");
+    }
+    let err = exits(&rigmind(&rig, &["completions", "tcsh"], &[]), 2, "tcsh");
+    assert!(err.contains("invalid value 'tcsh'"), "{err}");
 }

@@ -111,7 +111,14 @@ impl Rig {
     }
 
     pub fn start_brain(&mut self) {
-        self.spawn("brain", BRAIN, &["--rescan", "0.5"]);
+        self.start_brain_with(&[]);
+    }
+
+    /// Starts the brain with more options (e.g. `--metrics-addr`).
+    pub fn start_brain_with(&mut self, extra: &[&str]) {
+        let mut args = vec!["--rescan", "0.5"];
+        args.extend_from_slice(extra);
+        self.spawn("brain", BRAIN, &args);
     }
 
     pub fn start_worker(&mut self, id: &str, extra: &[&str]) {

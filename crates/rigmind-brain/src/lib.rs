@@ -11,19 +11,27 @@
 //! `rescan` and `strays` for the full rescan and the files no task owns). The resource manager follows the
 //! same split: [`resources::decide`] is pure, [`rig`] reads the workers and writes
 //! its `load_llm` / `unload_llm` tasks. [`record`] writes each decision round, on
-//! request, for a replay through the simulator.
+//! request, for a replay through the simulator. [`ops`] is what the brain does for
+//! the people who run the rig: [`alerting`] (the alert policy's raises and clears),
+//! [`notify`] (`[notify] command`), [`metrics`] (Prometheus text) and [`serve`]
+//! (`--metrics-addr`).
 
+pub mod alerting;
 pub mod apply;
 pub mod cancel;
 pub mod flush;
 pub mod lost;
+pub mod metrics;
+pub mod notify;
 pub mod observe;
+pub mod ops;
 pub mod rebuild;
 pub mod record;
 pub mod requests;
 mod rescan;
 pub mod rig;
 pub mod run;
+pub mod serve;
 mod strays;
 pub mod submit;
 
@@ -42,6 +50,12 @@ pub enum BrainError {
     AlreadyRunning {
         pid: String,
         root: std::path::PathBuf,
+    },
+    #[error("--metrics-addr {addr}: cannot listen there: {source}")]
+    MetricsAddr {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
     },
     #[error(transparent)]
     Watch(#[from] rigmind_queue::watch::WatchError),

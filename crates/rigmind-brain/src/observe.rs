@@ -237,9 +237,32 @@ pub fn refresh(layout: &Layout, logs: &Logs, state: &mut BrainState, file_name: 
     {
         batch.add_cost(e, usd);
     }
+    let class = batch.jobs[i].work.class;
     batch.set_status(i, new);
+    note_arrived(state, class, new, t.elapsed_seconds);
     if let (JobStatus::Complete, Some(secs)) = (new, t.elapsed_seconds) {
         state.learned.entry(plan_task_id).or_default().add(secs);
+    }
+}
+
+/// Notes a result that arrived, for the metrics (`crate::metrics`).
+fn note_arrived(
+    state: &mut BrainState,
+    class: Option<rigmind_types::TaskClass>,
+    new: JobStatus,
+    elapsed_secs: Option<f64>,
+) {
+    let outcome = match new {
+        JobStatus::Complete => "complete",
+        JobStatus::Failed(f) => f.kind.as_str(),
+        _ => return,
+    };
+    if state.arrived.len() < rigmind_decide::state::ARRIVED_MAX {
+        state.arrived.push(rigmind_decide::state::Arrived {
+            class,
+            outcome,
+            elapsed_secs,
+        });
     }
 }
 

@@ -62,6 +62,8 @@ pub struct BrainOptions {
     pub rescan_every: Duration,
     /// How often `brain/brain.json` is rewritten.
     pub heartbeat_every: Duration,
+    /// Where to serve `/metrics` and `/health` (`--metrics-addr`), if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl BrainOptions {
@@ -70,6 +72,7 @@ impl BrainOptions {
             root: root.into(),
             rescan_every: Duration::from_secs(2),
             heartbeat_every: Duration::from_secs(5),
+            metrics_addr: None,
         }
     }
 }
@@ -100,6 +103,7 @@ pub async fn run_brain(
             }
             _ = brain.timers.rescan.tick() => brain.on_rescan(),
             _ = brain.timers.heartbeat.tick() => brain.on_heartbeat(),
+            _ = brain.timers.ops.tick() => brain.on_ops(),
             // A record behind the state is written when its half second is up,
             // even if no file moves meanwhile.
             _ = tokio::time::sleep_until((brain.last_flush + RECORD_EVERY).into()), if records_live(&brain.state) => {}
@@ -131,6 +135,8 @@ struct Timers {
     rescan: Interval,
     /// The heartbeat file.
     heartbeat: Interval,
+    /// Alerts, notifications and metrics ([`crate::ops`]), each second.
+    ops: Interval,
 }
 
 /// A running brain: what it has read, what it watches and what it runs itself.
@@ -166,6 +172,8 @@ struct Brain {
     last_flush: Instant,
     /// Shutdown was asked for: no new work is taken.
     stopping: bool,
+    /// Alerts, notifications, metrics.
+    ops: crate::ops::Ops,
 }
 
 impl Brain {
@@ -199,7 +207,9 @@ impl Brain {
             resources: resources_tick,
             rescan: tokio::time::interval(opts.rescan_every),
             heartbeat: tokio::time::interval(opts.heartbeat_every),
+            ops: tokio::time::interval(Duration::from_secs(1)),
         };
+        let ops = crate::ops::Ops::new(&layout, &state, serve_metrics(opts.metrics_addr)?);
         let cancellations = crate::cancel::Cancellations::new(&layout);
         let flusher = crate::flush::Flusher::start();
         crate::submit::flush_leftovers(&layout, &flusher);
@@ -224,6 +234,7 @@ impl Brain {
             started_at,
             last_flush: Instant::now() - RECORD_EVERY,
             stopping: false,
+            ops,
         })
     }
 
@@ -453,6 +464,13 @@ impl Brain {
         );
     }
 
+    /// Alerts, notifications and metrics.
+    fn on_ops(&mut self) {
+        let config = self.resources.config();
+        self.ops
+            .tick(&self.layout, &self.logs, &mut self.state, config);
+    }
+
     fn on_heartbeat(&self) {
         write_heartbeat(&self.layout, self.started_at, &self.state);
     }
@@ -475,6 +493,20 @@ impl Brain {
         let _ = BrainRecord::remove(&self.layout);
         Ok(())
     }
+}
+
+/// Starts the `/metrics` and `/health` server when an address is given.
+fn serve_metrics(
+    addr: Option<std::net::SocketAddr>,
+) -> Result<Option<crate::serve::Shared>, BrainError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let shared = crate::serve::Shared::default();
+    let bound = crate::serve::start(addr, shared.clone())
+        .map_err(|source| BrainError::MetricsAddr { addr, source })?;
+    tracing::info!("metrics: http://{bound}/metrics and http://{bound}/health");
+    Ok(Some(shared))
 }
 
 /// The decision line and log lines of a start.

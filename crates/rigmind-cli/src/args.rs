@@ -85,6 +85,8 @@ pub enum Command {
     /// exits 1 with the reasons; --check only says whether it could start now (exit
     /// 0, or 1 and the reasons, one per line). Exit: the command's status.
     Gate(GateArgs),
+    /// Print a shell completion script: `rigmind completions bash > /etc/bash_completion.d/rigmind`.
+    Completions(CompletionsArgs),
     /// Run the brain (same as the `brain` binary).
     Brain(BrainArgs),
     /// Run a worker (same as the `worker` binary).
@@ -98,6 +100,12 @@ pub struct InitArgs {
     /// The Unix group that alone may use the root (must exist: `groupadd NAME`).
     #[arg(long, value_name = "NAME")]
     pub group: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +218,10 @@ pub struct RunArgs {
     /// else 2 CPU workers that also take script tasks).
     #[arg(long, value_parser = worker_count)]
     pub workers: Option<usize>,
+    /// Passed to the brain it starts: serve /metrics and /health on HOST:PORT
+    /// (ignored when a brain already runs on the root).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +294,10 @@ pub struct BrainArgs {
     /// Seconds between full rescans of the directories (events can be lost).
     #[arg(long, default_value_t = 2.0)]
     pub rescan: f64,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics and a JSON summary at
+    /// /health (metrics/rigmind.prom is written either way).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// worker: claims tasks from the queue and runs them, one at a time; one per GPU

@@ -11,8 +11,10 @@ use serde::Deserialize;
 
 mod endpoint;
 mod groups;
+mod ops;
 
 pub use endpoint::{url_host, Api, Endpoint, Escalation};
+pub use ops::{Alerts, Notify, NOTIFY_TIMEOUT_SECS};
 
 /// A rig.toml that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,10 @@ pub struct RigConfig {
     pub models: Vec<Model>,
     /// `[security]`: what task commands may not inherit.
     pub security: Security,
+    /// `[alerts]`: when the brain raises its alerts.
+    pub alerts: Alerts,
+    /// `[notify]`: the command run on batch ends and alerts.
+    pub notify: Notify,
 }
 
 /// `[security]`: environment variables no task command inherits, besides the
@@ -267,6 +273,11 @@ impl Default for RigConfig {
             },
             models: Vec::new(),
             security: Security::default(),
+            alerts: Alerts::default(),
+            notify: Notify {
+                command: None,
+                timeout_secs: NOTIFY_TIMEOUT_SECS,
+            },
         }
     }
 }
@@ -299,6 +310,10 @@ struct RawFile {
     model: Vec<toml::Spanned<RawModel>>,
     #[serde(default)]
     security: RawSecurity,
+    #[serde(default)]
+    alerts: ops::RawAlerts,
+    #[serde(default)]
+    notify: ops::RawNotify,
 }
 
 #[derive(Deserialize, Default)]
@@ -330,7 +345,7 @@ struct RawLogs {
 /// A duration as rig.toml may write it: `"30m"` or a number of seconds.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum RawDuration {
+pub(crate) enum RawDuration {
     Text(String),
     Secs(f64),
 }
@@ -510,6 +525,13 @@ impl RigConfig {
         cfg.endpoints = endpoints(raw.endpoint, &line_of, &invalid)?;
         cfg.models = models(raw.model, &line_of, &invalid)?;
         cfg.security.scrub_env = raw.security.scrub_env;
+        if let Some(v) = &raw.alerts.stalled_after {
+            cfg.alerts.stalled_after_secs = duration("alerts.stalled_after", v)?;
+        }
+        if let Some(v) = &raw.notify.timeout {
+            cfg.notify.timeout_secs = duration("notify.timeout", v)?;
+        }
+        cfg.notify.command = raw.notify.command.filter(|c| !c.trim().is_empty());
         if let Some(esc) = raw.escalation {
             let line = line_of(esc.span().start);
             cfg.escalation =
@@ -722,6 +744,22 @@ worker = "worker_2"
 ollama = "http://127.0.0.1:11436"
 vram_mb = 6144
 "#;
+
+    #[test]
+    fn alerts_and_notify_read_with_defaults() {
+        let d = RigConfig::parse(Path::new("rig.toml"), "").unwrap();
+        assert_eq!(d.alerts.stalled_after_secs, 600.0);
+        assert_eq!(d.notify.command, None);
+        assert_eq!(d.notify.timeout_secs, 60.0);
+        let text =
+            "[alerts]\nstalled_after = \"5m\"\n[notify]\ncommand = \"echo hi\"\ntimeout = 10\n";
+        let c = RigConfig::parse(Path::new("rig.toml"), text).unwrap();
+        assert_eq!(c.alerts.stalled_after_secs, 300.0);
+        assert_eq!(c.notify.command.as_deref(), Some("echo hi"));
+        assert_eq!(c.notify.timeout_secs, 10.0);
+        let bad = RigConfig::parse(Path::new("rig.toml"), "[alerts]\nstaled_after = 3\n");
+        assert!(bad.unwrap_err().to_string().contains("staled_after"));
+    }
 
     #[test]
     fn the_spec_example_reads() {

@@ -1,6 +1,8 @@
 //! The decision core: every rigmind decision as a pure function, shared by the live
 //! brain, the worker and the simulator, so nothing is mirrored between them.
 //!
+//! - [`alerts`]: the alerts people must hear about ([`alerts::decide`]), raised
+//!   once and cleared once.
 //! - [`state`]: what the brain knows of its batches ([`state::BrainState`]).
 //! - [`policy`]: which tasks to release, retry, fail or kill ([`policy::decide`]),
 //!   and [`effect`]: what each of those actions does to the state.
@@ -21,6 +23,7 @@
 //! Nothing here reads or writes files, spawns processes or needs an async runtime:
 //! callers gather the facts and carry the decisions out.
 
+pub mod alerts;
 pub mod claim;
 pub mod effect;
 pub mod estimate;

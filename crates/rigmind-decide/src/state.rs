@@ -157,7 +157,17 @@ pub struct Batch {
     /// observation: left out of a recorded round).
     #[serde(skip)]
     pub dirty: bool,
+    /// Jobs that reached complete or failed since the brain last took them, with
+    /// the outcome (`complete` or the failure kind): its metrics count each end
+    /// once, even one retried at once. Bookkeeping, left out of a recorded round;
+    /// at most [`ENDED_MAX`] wait.
+    #[serde(skip)]
+    pub ended: Vec<(usize, &'static str)>,
 }
+
+/// At most this many ends wait in a batch's [`Batch::ended`]; later ones are
+/// dropped (nobody takes them in the simulator).
+pub const ENDED_MAX: usize = 100_000;
 
 impl Batch {
     /// Builds a batch from its jobs (deps given, dependents derived) and statuses.
@@ -186,6 +196,7 @@ impl Batch {
             queued_early: BTreeSet::new(),
             retry_at: BTreeMap::new(),
             dirty: true,
+            ended: Vec::new(),
         };
         for i in 0..b.jobs.len() {
             b.jobs[i].unmet = b.jobs[i]
@@ -342,6 +353,14 @@ impl Batch {
         {
             self.revived.insert(i);
         }
+        let outcome = match status {
+            JobStatus::Complete => Some("complete"),
+            JobStatus::Failed(f) => Some(f.kind.as_str()),
+            _ => None,
+        };
+        if let Some(o) = outcome.filter(|_| self.ended.len() < ENDED_MAX) {
+            self.ended.push((i, o));
+        }
         // Counts: one out, one in.
         let c = &mut self.record.counts;
         for (st, delta) in [(old, -1i64), (status, 1)] {
@@ -419,6 +438,24 @@ pub struct BrainState {
     /// so that a huge submission keeps no cancellation waiting. Their jobs are
     /// already `Queued`; nothing is decided about those until their files exist.
     pub queueing: BTreeMap<String, std::collections::VecDeque<rigmind_queue::task::TaskFile>>,
+    /// Results seen arriving from runners since the brain last took them (for its
+    /// metrics' duration histogram); bounded by [`ARRIVED_MAX`]. Bookkeeping of the
+    /// brain's loop, not an observation: left out of a recorded round.
+    #[serde(skip)]
+    pub arrived: Vec<Arrived>,
+}
+
+/// At most this many [`Arrived`] results wait to be taken; later ones are dropped.
+pub const ARRIVED_MAX: usize = 100_000;
+
+/// A task's result as it arrived in `complete/` or `failed/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arrived {
+    pub class: Option<rigmind_types::TaskClass>,
+    /// `complete`, or the failure kind's word.
+    pub outcome: &'static str,
+    /// Its `elapsed_seconds`, if it ran.
+    pub elapsed_secs: Option<f64>,
 }
 
 impl BrainState {

@@ -123,6 +123,19 @@ impl Layout {
     pub fn brain_state(&self) -> PathBuf {
         self.brain_dir().join("brain.json")
     }
+    /// The alerts the brain has raised and not cleared (`docs/operations.md`).
+    pub fn alerts_file(&self) -> PathBuf {
+        self.brain_dir().join("alerts.json")
+    }
+    /// `metrics/`: the brain's Prometheus text file, for node_exporter's textfile
+    /// collector (made by the brain on first write).
+    pub fn metrics_dir(&self) -> PathBuf {
+        self.root.join("metrics")
+    }
+    /// `metrics/rigmind.prom`.
+    pub fn metrics_file(&self) -> PathBuf {
+        self.metrics_dir().join("rigmind.prom")
+    }
     pub fn workers_dir(&self) -> PathBuf {
         self.root.join("workers")
     }

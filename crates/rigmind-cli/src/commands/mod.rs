@@ -1,11 +1,13 @@
 //! One function per command; each returns the process exit code.
 
+mod completions;
 mod dir_counts;
 mod drain;
 mod find;
 mod gate;
 mod init;
 mod logs;
+mod progress;
 mod report;
 mod retry;
 mod run;
@@ -47,6 +49,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Drain(a) => drain::drain(a, false),
         Command::Resume(a) => drain::drain(a, true),
         Command::Init(a) => init::init(a),
+        Command::Completions(a) => completions::completions(a),
         Command::Brain(a) => brain(a),
         Command::Worker(a) => worker(a),
     }
@@ -114,6 +117,7 @@ pub fn brain(a: BrainArgs) -> Result<i32> {
     rigmind_queue::access::keep_umask(&a.root.root);
     let mut opts = BrainOptions::new(&a.root.root);
     opts.rescan_every = secs(a.rescan, "--rescan")?;
+    opts.metrics_addr = a.metrics_addr;
     runtime()?.block_on(run_brain(opts, crate::signals::stop_requested()))?;
     Ok(0)
 }

@@ -35,7 +35,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
             return Ok(1);
         }
     };
-    let mut started = start_processes(&layout, &workers)?;
+    let mut started = start_processes(&layout, &workers, a.metrics_addr)?;
     let interrupted = watch_for_interrupt();
     let t0 = Instant::now();
     let (outcome, died) = wait_with_progress(&layout, &batch, &mut started, &interrupted, t0);
@@ -105,7 +105,11 @@ fn worker_ids_valid(layout: &Layout, config: &RigConfig) -> bool {
 }
 
 /// Starts the brain (unless one already holds the root) and the workers.
-fn start_processes(layout: &Layout, workers: &[WorkerPlan]) -> Result<Vec<Started>> {
+fn start_processes(
+    layout: &Layout,
+    workers: &[WorkerPlan],
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> Result<Vec<Started>> {
     let exe = std::env::current_exe().context("finding the rigmind executable")?;
     let mut started: Vec<Started> = Vec::new();
     if LifeLock::is_held(&layout.brain_lock()) == Some(true) {
@@ -114,7 +118,12 @@ fn start_processes(layout: &Layout, workers: &[WorkerPlan]) -> Result<Vec<Starte
             layout.root().display()
         );
     } else {
-        started.push(spawn(&exe, layout, "brain", &["brain"])?);
+        let addr = metrics_addr.map(|a| a.to_string());
+        let mut args = vec!["brain"];
+        if let Some(a) = addr.as_deref() {
+            args.extend(["--metrics-addr", a]);
+        }
+        started.push(spawn(&exe, layout, "brain", &args)?);
     }
     for w in workers {
         // A grace shorter than stop_all's deadline, so that a task still running
@@ -148,7 +157,8 @@ fn watch_for_interrupt() -> Arc<AtomicBool> {
     interrupted
 }
 
-/// Waits for the batch, printing a progress line when it changes; stops waiting
+/// Waits for the batch, showing its progress (`progress`: a bar on a terminal,
+/// else a line when it changes); stops waiting
 /// when a started process exits (returned as the second value) or on interrupt.
 fn wait_with_progress(
     layout: &Layout,
@@ -157,15 +167,11 @@ fn wait_with_progress(
     interrupted: &AtomicBool,
     t0: Instant,
 ) -> (Result<WaitOutcome>, Option<String>) {
-    let mut last = String::new();
+    let mut progress = super::progress::Progress::for_run(t0);
     let mut died: Option<String> = None;
     let outcome = wait_for_batch(layout, batch, None, |r: Option<&BatchRecord>| {
         if let Some(r) = r {
-            let line = progress_line(r);
-            if line != last {
-                eprintln!("[{:>7.1}s] {line}", t0.elapsed().as_secs_f64());
-                last = line;
-            }
+            progress.update(r);
         }
         for s in started.iter_mut() {
             if !matches!(s.child.try_wait(), Ok(None)) {
@@ -175,6 +181,7 @@ fn wait_with_progress(
         }
         !interrupted.load(Ordering::SeqCst)
     });
+    progress.finish();
     (outcome, died)
 }
 
@@ -335,22 +342,6 @@ fn stop_all(started: &mut [Started]) {
 /// One line of progress: `running` is the tasks whose commands run now (a task
 /// claimed, or whose result is being filed, is in processing/ but not running), and
 /// a task waiting out its retry back-off is `retrying`, not queued or failed.
-fn progress_line(r: &BatchRecord) -> String {
-    let c = r.counts;
-    format!(
-        "batch {} '{}': {}/{} complete, {} running, {} queued, {} retrying, {} waiting, {} failed",
-        r.batch_id,
-        r.name,
-        c.complete,
-        c.total,
-        c.running.min(c.processing),
-        c.queued.saturating_sub(c.retrying),
-        c.retrying,
-        c.pending,
-        c.failed
-    )
-}
-
 fn print_summary(layout: &Layout, r: &BatchRecord, took: Duration) {
     let c = r.counts;
     let counts = format!(

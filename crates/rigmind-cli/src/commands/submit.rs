@@ -259,7 +259,15 @@ pub fn wait(a: WaitArgs) -> Result<i32> {
         return Ok(2);
     }
     let timeout = a.timeout.map(Duration::from_secs_f64);
-    match wait_for_batch(&layout, &a.batch, timeout, |_| true)? {
+    let mut progress = super::progress::Progress::for_wait();
+    let outcome = wait_for_batch(&layout, &a.batch, timeout, |r| {
+        if let Some(r) = r {
+            progress.update(r);
+        }
+        true
+    })?;
+    progress.finish();
+    match outcome {
         WaitOutcome::Done(r) => {
             println!(
                 "batch {} ({}): {} — {} complete, {} failed of {}",
