@@ -791,7 +791,7 @@ vram_mb = 6144
         .unwrap_err()
         .to_string();
         assert!(
-            bad.starts_with("rig.toml:2: groups.wl.match: not a valid regex"),
+            bad.starts_with("rig.toml:3: groups.wl.match: not a valid regex"),
             "{bad}"
         );
     }

@@ -13,6 +13,14 @@
 //! that hold it are signalled one by one ([`crate::group`] finds them).
 //!
 //! `RIGMIND_NO_CGROUP=1` forces the fallback (tests cover both ways).
+//!
+//! Memory caps (`memory.max`, crate::memwatch) need the memory controller in the
+//! task cgroups, which cgroup v2 hands to the children of a cgroup only while that
+//! cgroup holds no process itself. A runner that is alone in its cgroup (a systemd
+//! unit with `Delegate=yes`, or a cgroup made for it) therefore moves itself into
+//! a leaf beside its tasks' cgroups (`rigmind-runner-<pid>`) and turns the memory
+//! controller on for the children ([`delegate_memory`]); elsewhere nothing moves
+//! and caps are enforced by polling.
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -68,7 +76,12 @@ fn detect() -> Mechanism {
         };
     }
     match own_cgroup_dir().and_then(|dir| probe(&dir).map(|()| dir)) {
-        Ok(parent) => Mechanism::Cgroup { parent },
+        Ok(parent) => {
+            if let Err(why) = delegate_memory(&parent) {
+                tracing::debug!(cgroup = %parent.display(), "memory controller not handed to task cgroups: {why}");
+            }
+            Mechanism::Cgroup { parent }
+        }
         Err(why) => Mechanism::Marker { why },
     }
 }
@@ -104,6 +117,32 @@ fn own_cgroup_dir() -> Result<PathBuf, String> {
         .ok_or("this process has no cgroup v2 path in /proc/self/cgroup")?;
     let rel = own.strip_prefix(root.trim_end_matches('/')).unwrap_or(own);
     Ok(mount.join(rel.trim_start_matches('/')))
+}
+
+/// Turns the memory controller on for the children of `parent` (this process's
+/// cgroup) when it is available there, not on yet, and this process is the only
+/// one in it: the process first moves into a leaf of its own under `parent`, as
+/// cgroup v2 allows controllers for children only in a cgroup without processes.
+fn delegate_memory(parent: &Path) -> Result<(), String> {
+    let read = |f: &str| std::fs::read_to_string(parent.join(f)).unwrap_or_default();
+    let has = |f: &str| read(f).split_whitespace().any(|c| c == "memory");
+    if has("cgroup.subtree_control") {
+        return Ok(());
+    }
+    if !has("cgroup.controllers") {
+        return Err("the memory controller is not available in this cgroup".into());
+    }
+    let me = std::process::id().to_string();
+    let procs = read("cgroup.procs");
+    if procs.lines().any(|p| p.trim() != me) {
+        return Err("other processes share this cgroup".into());
+    }
+    let leaf = parent.join(format!("rigmind-runner-{me}"));
+    std::fs::create_dir_all(&leaf).map_err(|e| format!("{}: {e}", leaf.display()))?;
+    std::fs::write(leaf.join("cgroup.procs"), &me)
+        .map_err(|e| format!("moving into {}: {e}", leaf.display()))?;
+    std::fs::write(parent.join("cgroup.subtree_control"), "+memory")
+        .map_err(|e| format!("{}/cgroup.subtree_control: {e}", parent.display()))
 }
 
 /// Whether a child cgroup can be made, joined (its `cgroup.procs` opened) and removed.
