@@ -20,7 +20,11 @@ pub fn rigmind_main() -> Result<i32> {
     ));
     if matches!(
         cli.command,
-        Command::Status(_) | Command::Gpus(_) | Command::Validate(_) | Command::Simulate(_)
+        Command::Status(_)
+            | Command::Top(_)
+            | Command::Gpus(_)
+            | Command::Validate(_)
+            | Command::Simulate(_)
     ) {
         // Commands that only print end quietly when their reader goes away
         // (`rigmind status | head`), as Unix tools do, instead of panicking on the

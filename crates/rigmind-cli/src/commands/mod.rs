@@ -4,6 +4,7 @@ mod dir_counts;
 mod drain;
 mod find;
 mod logs;
+pub mod overview;
 mod report;
 mod retry;
 mod run;
@@ -11,6 +12,7 @@ mod simulate;
 mod simulate_root;
 mod status;
 mod submit;
+pub mod top;
 
 use std::time::Duration;
 
@@ -31,6 +33,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Submit(a) => submit::submit(a),
         Command::Wait(a) => submit::wait(a),
         Command::Status(a) => status::status(a),
+        Command::Top(a) => top::top(a),
         Command::Validate(a) => validate(a),
         Command::Retry(a) => retry::retry(a),
         Command::Cancel(a) => submit::cancel(a),
