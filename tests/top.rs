@@ -136,6 +136,20 @@ fn the_screen_of_a_running_rig_fits_80x24_and_shows_it_all() {
 }
 
 #[test]
+fn a_root_whose_processes_were_killed_still_draws() {
+    let (mut rig, batch) = running_rig();
+    rig.kill9("brain");
+    rig.kill9("cpu1");
+    let snap = Snapshot::read(&rig.root()).unwrap();
+    let all = rows(&render(&snap, &Ui::default())).join("\n");
+    assert!(all.contains("brain not running"), "{all}");
+    assert!(all.contains("cpu1       dead"), "{all}");
+    // Its task is still in processing/, held by a dead worker: lost.
+    assert!(all.contains("lost 1 (dead worker)"), "{all}");
+    assert!(all.contains(&batch), "{all}");
+}
+
+#[test]
 fn keys_pick_the_failed_task_the_batch_and_the_worker() {
     let (rig, batch) = running_rig();
     let snap = Snapshot::read(&rig.root()).unwrap();
