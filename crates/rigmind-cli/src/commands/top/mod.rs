@@ -9,7 +9,8 @@
 //!
 //! No busy loop: the loop sleeps on one channel fed by a thread reading keys and
 //! by the directory watcher (`rigmind_queue::watch`, inotify); a change re-reads
-//! the root at most every [`MIN_GAP`], and with no change the snapshot is read
+//! the root at most every [`MIN_GAP`] (or [`READ_SHARE`] of its time, on a root
+//! so big that a read is slow), and with no change the snapshot is read
 //! again every `--every` seconds (the cards' telemetry, the clocks). When stdout
 //! is not a terminal it is `rigmind status --watch`.
 
@@ -20,7 +21,8 @@ pub mod view;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -38,6 +40,13 @@ use crate::args::TopArgs;
 /// batch completing thousands of tasks a second must not make `top` list the
 /// directories thousands of times a second.
 const MIN_GAP: Duration = Duration::from_millis(300);
+
+/// How long the watcher's thread lets a burst of events gather.
+const BURST: Duration = Duration::from_millis(50);
+
+/// At most this share of the time goes to reading the root while files keep
+/// changing: after a read that took `t`, the next waits `t / READ_SHARE`.
+const READ_SHARE: u32 = 5;
 
 /// What wakes the loop.
 enum Wake {
@@ -77,37 +86,52 @@ impl Drop for Restore {
 
 fn run(root: &Path, every: Duration) -> Result<i32> {
     let (tx, rx) = mpsc::channel();
-    let _watcher = watch(root, tx.clone())?;
+    // Set while a file wake is on its way; cleared before each read of the
+    // root, so that a change after the read wakes the loop again.
+    let pending = Arc::new(AtomicBool::new(false));
+    let _watcher = watch(root, tx.clone(), pending.clone())?;
     let mut snap = Snapshot::read(root)?;
     let mut terminal = ratatui::try_init().context("rigmind top: setting up the terminal")?;
     let _restore = Restore;
     read_keys(tx);
     let mut ui = Ui::default();
-    let (mut last, mut dirty) = (Instant::now(), false);
+    let (mut last, mut dirty, mut redraw) = (Instant::now(), false, true);
+    let mut gap = MIN_GAP;
     loop {
-        terminal.draw(|f| draw(f, &snap, &ui))?;
+        // Drawn only when the screen may differ: a file event alone waits for
+        // the next read of the root (a busy batch raises thousands a second).
+        if std::mem::take(&mut redraw) {
+            terminal.draw(|f| draw(f, &snap, &ui))?;
+        }
         let wait = if dirty {
-            MIN_GAP.saturating_sub(last.elapsed())
+            gap.saturating_sub(last.elapsed())
         } else {
             every
         };
         match rx.recv_timeout(wait) {
-            Ok(Wake::Key(k)) if k.kind != KeyEventKind::Release => match ui.on_key(k, &snap) {
-                Some(ui::Action::Quit) => return Ok(0),
-                Some(action) => {
-                    act::perform(root, action, &mut ui);
-                    dirty = true;
+            Ok(Wake::Key(k)) if k.kind != KeyEventKind::Release => {
+                redraw = true;
+                match ui.on_key(k, &snap) {
+                    Some(ui::Action::Quit) => return Ok(0),
+                    Some(action) => {
+                        act::perform(root, action, &mut ui);
+                        dirty = true;
+                    }
+                    None => {}
                 }
-                None => {}
-            },
+            }
+            Ok(Wake::Key(_)) => {}
             Ok(Wake::Files) => dirty = true,
-            Ok(_) => {}
+            Ok(Wake::Resize) => redraw = true,
             Err(mpsc::RecvTimeoutError::Timeout) => dirty = true,
             Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(0),
         }
-        if dirty && last.elapsed() >= MIN_GAP {
+        if dirty && last.elapsed() >= gap {
+            pending.store(false, Ordering::SeqCst);
+            let took = Instant::now();
             refresh(root, &mut snap, &mut ui);
-            (last, dirty) = (Instant::now(), false);
+            gap = MIN_GAP.max(took.elapsed() * READ_SHARE);
+            (last, dirty, redraw) = (Instant::now(), false, true);
         }
     }
 }
@@ -122,10 +146,19 @@ fn refresh(root: &Path, snap: &mut Snapshot, ui: &mut Ui) {
 }
 
 /// Watches the directories whose changes show on screen (those that exist);
-/// each change wakes the loop. Dropping the watcher stops it.
-fn watch(root: &Path, tx: mpsc::Sender<Wake>) -> Result<rigmind_queue::watch::DirWatcher> {
+/// changes wake the loop. Not `complete/`: a task that completes leaves
+/// `processing/` (watched) at the same moment, and its files would double the
+/// events of a busy batch. Dropping the watcher stops it.
+fn watch(
+    root: &Path,
+    tx: mpsc::Sender<Wake>,
+    pending: Arc<AtomicBool>,
+) -> Result<rigmind_queue::watch::DirWatcher> {
     let layout = Layout::new(root);
-    let mut dirs: Vec<PathBuf> = TaskDir::ALL.iter().map(|d| layout.dir(*d)).collect();
+    let mut dirs: Vec<PathBuf> = [TaskDir::Queue, TaskDir::Processing, TaskDir::Failed]
+        .iter()
+        .map(|d| layout.dir(*d))
+        .collect();
     dirs.extend([
         layout.rejected_dir(),
         layout.workers_dir(),
@@ -136,7 +169,16 @@ fn watch(root: &Path, tx: mpsc::Sender<Wake>) -> Result<rigmind_queue::watch::Di
     let (watcher, mut changes) = rigmind_queue::watch::watch_dirs(&dirs)?;
     std::thread::spawn(move || {
         while let Some(change) = changes.blocking_recv() {
-            if only_locks(&change) {
+            // A burst (a batch completing hundreds of tasks a second) is taken
+            // whole after a short wait: one wake-up of this thread for many
+            // events, not one each.
+            let mut wake = !only_locks(&change);
+            std::thread::sleep(BURST);
+            while let Ok(c) = changes.try_recv() {
+                wake |= !only_locks(&c);
+            }
+            // One wake of the loop stands for every change until its next read.
+            if !wake || pending.swap(true, Ordering::SeqCst) {
                 continue;
             }
             if tx.send(Wake::Files).is_err() {

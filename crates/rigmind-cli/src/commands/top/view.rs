@@ -513,3 +513,23 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
         h,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bar_fills_by_what_is_done_and_an_empty_batch_draws_empty() {
+        assert_eq!(progress_bar(1, 8, 10), "[█░░░░░░░░░]");
+        assert_eq!(progress_bar(8, 8, 4), "[████]");
+        assert_eq!(progress_bar(0, 0, 3), "[░░░]");
+    }
+
+    #[test]
+    fn a_decision_line_loses_its_key_and_keeps_its_kind_and_fields() {
+        let line = decision_line("not-a-time decision=release task=a batch=b");
+        let text: String = line.spans.iter().map(|s| s.content.as_ref()).collect();
+        assert_eq!(text, "not-a-time release task=a batch=b");
+        assert_eq!(line.spans[1].style.fg, Some(Color::Cyan));
+    }
+}
