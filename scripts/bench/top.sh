@@ -26,18 +26,7 @@ sock="rigmind-bench-top-$$"
 pids=()
 trap 'tmux -L "$sock" kill-server 2> /dev/null || true; for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done; wait 2> /dev/null; rm -rf "$work"' EXIT
 
-{
-  echo "# Plan: top-$n"
-  echo
-  cpu_fanout_task t "$n" true "retries: 0"
-} > "$work/plan.md"
-
-"$bin" brain --root "$root" 2> "$work/brain.log" &
-pids+=($!)
-for i in $(seq 1 "$workers"); do
-  "$bin" worker --root "$root" --id "cpu_$i" --classes cpu,script 2> "$work/cpu_$i.log" &
-  pids+=($!)
-done
+fanout_rig "$bin" "$work" top "$n" "$workers"
 sleep 1
 
 # cpu_of PID: its user + system CPU time so far, in clock ticks.
