@@ -36,3 +36,22 @@ cpu_fanout_task() {
   echo "]"
   echo "- command: \`$cmd\`"
 }
+
+# Writes WORK/plan.md (plan NAME-N: N `true` tasks, one cpu task fanned out, no
+# retries) and starts a brain and W cpu workers (`cpu_1`...) on WORK/root, their
+# stderr in WORK/*.log; appends their pids to the caller's `pids` array.
+#   fanout_rig BIN WORK NAME N W
+fanout_rig() {
+  local bin=$1 work=$2 name=$3 n=$4 workers=$5 i
+  {
+    echo "# Plan: $name-$n"
+    echo
+    cpu_fanout_task t "$n" true "retries: 0"
+  } > "$work/plan.md"
+  "$bin" brain --root "$work/root" 2> "$work/brain.log" &
+  pids+=($!)
+  for i in $(seq 1 "$workers"); do
+    "$bin" worker --root "$work/root" --id "cpu_$i" --classes cpu,script 2> "$work/cpu_$i.log" &
+    pids+=($!)
+  done
+}

@@ -26,18 +26,7 @@ root="$work/root"
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done; wait; rm -rf "$work"' EXIT
 
-{
-  echo "# Plan: scale-$n"
-  echo
-  cpu_fanout_task t "$n" true "retries: 0"
-} > "$work/plan.md"
-
-"$bin" brain --root "$root" 2> "$work/brain.log" &
-pids+=($!)
-for i in $(seq 1 "$workers"); do
-  "$bin" worker --root "$root" --id "cpu_$i" --classes cpu,script 2> "$work/cpu_$i.log" &
-  pids+=($!)
-done
+fanout_rig "$bin" "$work" scale "$n" "$workers"
 
 # ms_of CMD...: runs CMD (output dropped) and prints its wall time in ms.
 ms_of() {

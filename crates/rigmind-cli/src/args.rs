@@ -34,6 +34,12 @@ pub enum Command {
     Wait(WaitArgs),
     /// Queue depths, workers and batches.
     Status(StatusArgs),
+    /// Live full-screen view: cards, workers, queues, batches, decisions.
+    ///
+    /// Redrawn as the root's files change. Keys: Tab/arrows move, l log,
+    /// r retry, c cancel batch, d drain / R resume worker, ? help, q quit. When
+    /// stdout is not a terminal it prints `status --watch` instead.
+    Top(TopArgs),
     /// Check plans without running them: exit 0 if valid (warnings allowed), 1 if not.
     Validate(ValidateArgs),
     /// Send failed tasks (one by id or name, or a whole batch's) back to the queue.
@@ -249,6 +255,20 @@ pub struct StatusArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Print it again every SECS seconds (default 2) until interrupted.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub root: RootArg,
+    /// Seconds between redraws when no file changes (the cards' telemetry, the
+    /// clocks); a change under the root redraws at once. Also the period of
+    /// `status --watch` when stdout is not a terminal.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub every: f64,
 }
 
 #[derive(Debug, Args)]

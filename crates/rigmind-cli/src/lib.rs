@@ -21,6 +21,7 @@ pub fn rigmind_main() -> Result<i32> {
     if matches!(
         cli.command,
         Command::Status(_)
+            | Command::Top(_)
             | Command::Gpus(_)
             | Command::Validate(_)
             | Command::Simulate(_)

@@ -37,6 +37,19 @@ pub struct LostTask {
     pub worker: String,
 }
 
+/// A task in `processing/`, as its file says (`rigmind top` shows how long it
+/// has run).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunningTask {
+    pub task_id: String,
+    pub task: String,
+    pub batch: String,
+    /// The worker that claimed it (`brain` for the brain's own tasks).
+    pub worker: Option<String>,
+    /// When its command started; none while it is only claimed.
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// One directory, counted.
 #[derive(Debug, Default)]
 pub struct DirCount {
@@ -44,10 +57,31 @@ pub struct DirCount {
     /// tasks without a class, `unknown` for a group whose files all moved on
     /// before one could be read, when no other directory told its class.
     pub by_class: BTreeMap<String, usize>,
+    /// class -> written priority (from the `pRR` of the file name) -> files.
+    pub by_class_priority: BTreeMap<String, BTreeMap<u8, usize>>,
     /// Requests to the brain (`@execute_plan`, ...): not tasks.
     pub requests: usize,
     /// Tasks in `processing/` held by a dead worker.
     pub lost: Vec<LostTask>,
+    /// Every task of `processing/` (empty for the other directories).
+    pub running: Vec<RunningTask>,
+}
+
+impl DirCount {
+    /// Counts `n` files of `class` written with `ranks` (priority rank -> files).
+    fn add(&mut self, class: &str, n: usize, ranks: &BTreeMap<u8, usize>) {
+        *self.by_class.entry(class.to_string()).or_default() += n;
+        let by_priority = self.by_class_priority.entry(class.to_string()).or_default();
+        for (rank, k) in ranks {
+            *by_priority.entry(10u8.saturating_sub(*rank)).or_default() += k;
+        }
+    }
+}
+
+/// The priority rank a file name carries (`p05-...` -> 5); none for other names.
+fn rank_of(file_name: &str) -> Option<u8> {
+    let r: u8 = file_name.strip_prefix('p')?.get(..2)?.parse().ok()?;
+    (r <= 10).then_some(r)
 }
 
 /// A (batch, plan task): files that share a class. A name that is not a task
@@ -61,35 +95,36 @@ pub fn count_all(layout: &Layout) -> Result<Vec<DirCount>, QueueError> {
     let mut known: BTreeMap<Group, String> = BTreeMap::new();
     let mut counts = Vec::new();
     // Groups none of whose files could be read: (directory, group, files).
-    let mut moved_on: Vec<(usize, Group, usize)> = Vec::new();
+    let mut moved_on: Vec<(usize, Group, Seen)> = Vec::new();
     for (k, d) in TaskDir::ALL.into_iter().enumerate() {
         let (c, open) = count_dir(layout, d, &mut known)?;
-        moved_on.extend(open.into_iter().map(|(g, n)| (k, g, n)));
+        moved_on.extend(open.into_iter().map(|(g, seen)| (k, g, seen)));
         counts.push(c);
     }
-    for (k, group, n) in moved_on {
+    for (k, group, seen) in moved_on {
         let class = known.get(&group).map_or("unknown", String::as_str);
-        *counts[k].by_class.entry(class.to_string()).or_default() += n;
+        counts[k].add(class, seen.files, &seen.ranks);
     }
     Ok(counts)
 }
 
-/// The files of one group seen in a listing: how many, and the last few names
-/// (the ones a sample is taken from).
+/// The files of one group seen in a listing: how many, by priority rank, and the
+/// last few names (the ones a sample is taken from).
 #[derive(Default)]
 struct Seen {
     files: usize,
+    ranks: BTreeMap<u8, usize>,
     last: VecDeque<usize>,
 }
 
 /// Counts directory `d`: requests apart, `processing/` read file by file, the
 /// other files sampled per group. The classes found go into `known`; the groups
-/// whose files all moved on are returned with their number of files.
+/// whose files all moved on are returned with what was seen of them.
 fn count_dir(
     layout: &Layout,
     d: TaskDir,
     known: &mut BTreeMap<Group, String>,
-) -> Result<(DirCount, Vec<(Group, usize)>), QueueError> {
+) -> Result<(DirCount, Vec<(Group, Seen)>), QueueError> {
     let dir = layout.dir(d);
     let names = fsio::list_names(&dir)?;
     let mut c = DirCount::default();
@@ -99,12 +134,16 @@ fn count_dir(
         if key.1.starts_with(rigmind_queue::requests::REQUEST_MARK) && !key.0.is_empty() {
             c.requests += 1;
         } else if d == TaskDir::Processing {
-            let class = read_processing(layout, &dir.join(name), &mut c.lost);
-            *c.by_class.entry(class.clone()).or_default() += 1;
+            let class = read_processing(layout, &dir.join(name), &mut c);
+            let ranks = rank_of(name).map(|r| (r, 1)).into_iter().collect();
+            c.add(&class, 1, &ranks);
             known.entry(owned(key)).or_insert(class);
         } else {
             let seen = groups.entry(key).or_default();
             seen.files += 1;
+            if let Some(r) = rank_of(name) {
+                *seen.ranks.entry(r).or_default() += 1;
+            }
             seen.last.push_back(i);
             if seen.last.len() > SAMPLE_TRIES + VANISHED_TRIES {
                 seen.last.pop_front();
@@ -116,10 +155,10 @@ fn count_dir(
         let last: Vec<&str> = seen.last.iter().map(|&i| names[i].as_str()).collect();
         match sample_class(&dir, &last) {
             Some(class) => {
-                *c.by_class.entry(class.clone()).or_default() += seen.files;
+                c.add(&class, seen.files, &seen.ranks);
                 known.entry(owned(key)).or_insert(class);
             }
-            None => open.push((owned(key), seen.files)),
+            None => open.push((owned(key), seen)),
         }
     }
     Ok((c, open))
@@ -176,15 +215,22 @@ fn class_of(t: &TaskFile) -> String {
         .map_or("unclassified".into(), |c| c.to_string())
 }
 
-/// Reads a file of `processing/`: its class, and a lost task when its worker's
-/// life lock is free.
-fn read_processing(layout: &Layout, path: &Path, lost: &mut Vec<LostTask>) -> String {
+/// Reads a file of `processing/`: its class; the task goes into `c.running`, and
+/// into `c.lost` when its worker's life lock is free.
+fn read_processing(layout: &Layout, path: &Path, c: &mut DirCount) -> String {
     let Ok(t) = TaskFile::read(path) else {
         return "invalid".into();
     };
+    c.running.push(RunningTask {
+        task_id: t.task_id.clone(),
+        task: t.name.clone(),
+        batch: t.batch_id.clone(),
+        worker: t.worker_id.clone(),
+        started_at: t.started_at,
+    });
     if let Some(w) = &t.worker_id {
         if w != "brain" && LifeLock::is_held(&layout.worker_lock(w)) == Some(false) {
-            lost.push(LostTask {
+            c.lost.push(LostTask {
                 task: t.name.clone(),
                 batch: t.batch_id.clone(),
                 worker: w.clone(),

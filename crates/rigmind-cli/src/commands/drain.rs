@@ -28,25 +28,30 @@ pub fn drain(a: DrainArgs, resume: bool) -> Result<i32> {
         _ => bail!("give a worker id, or --all"),
     };
     for w in &which {
-        if resume {
-            let was = drain::lift(&layout, w)?;
-            println!("{w}: {}", if was { "resumed" } else { "was not drained" });
-        } else {
-            let fresh = drain::request(&layout, w, "rigmind drain")?;
-            println!(
-                "{w}: {}",
-                if fresh {
-                    "drained: it finishes what it runs and claims nothing new (rigmind resume to undo)"
-                } else {
-                    "already drained"
-                }
-            );
-        }
+        println!("{}", set_drain(&layout, w, resume, "rigmind drain")?);
     }
     if which.is_empty() {
         println!("no worker has run under {} yet", layout.root().display());
     }
     Ok(0)
+}
+
+/// Drains worker `w` (`resume`: false) or resumes it (true), as `by` asks; the
+/// line saying what happened. `rigmind drain`/`resume` and `rigmind top`'s
+/// `d`/`R` both call it.
+pub(super) fn set_drain(layout: &Layout, w: &str, resume: bool, by: &str) -> Result<String> {
+    let what = if resume {
+        if drain::lift(layout, w)? {
+            "resumed"
+        } else {
+            "was not drained"
+        }
+    } else if drain::request(layout, w, by)? {
+        "drained: it finishes what it runs and claims nothing new (rigmind resume to undo)"
+    } else {
+        "already drained"
+    };
+    Ok(format!("{w}: {what}"))
 }
 
 /// The workers that have a state file under the root.

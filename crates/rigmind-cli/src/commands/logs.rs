@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rigmind_queue::{Layout, TaskDir};
 
-use super::find::{private_dirs, tasks_named_in, the_one, Asked};
+use rigmind_queue::task::TaskFile;
+
+use super::find::{private_dirs, tasks_named_in, the_one, Asked, Found};
 use crate::args::LogsArgs;
 
 /// How often `-f` looks for more output (`tail -f` looks once a second).
@@ -27,18 +29,9 @@ pub fn logs(a: LogsArgs) -> Result<i32> {
         copy_from(&direct, 0, &mut out)?;
         return Ok(0);
     }
-    let matches = tasks_named_in(&every_dir(&layout), &a.task)?;
-    let asked = Asked {
-        kind: "",
-        where_: layout.tasks_dir().display().to_string(),
-        verb: "show",
-    };
-    let found = the_one(matches, &a.task, &asked)?;
+    let found = find(&layout, &a.task)?;
     let task = &found.task;
-    let log = task
-        .log_path
-        .clone()
-        .unwrap_or_else(|| layout.task_log(&task.task_id));
+    let log = log_of(&layout, task);
     if !log.is_file() && !a.follow {
         eprintln!(
             "{} has no log yet ({} does not exist): it has not started; -f waits for it",
@@ -58,6 +51,43 @@ pub fn logs(a: LogsArgs) -> Result<i32> {
         copy_from(&log, at, &mut out)?;
     }
     Ok(0)
+}
+
+/// The one task `wanted` names (id, name or file name), wherever it is.
+fn find(layout: &Layout, wanted: &str) -> Result<Found> {
+    let matches = tasks_named_in(&every_dir(layout), wanted)?;
+    let asked = Asked {
+        kind: "",
+        where_: layout.tasks_dir().display().to_string(),
+        verb: "show",
+    };
+    the_one(matches, wanted, &asked)
+}
+
+/// Where a task's log is (or will be).
+fn log_of(layout: &Layout, task: &TaskFile) -> PathBuf {
+    task.log_path
+        .clone()
+        .unwrap_or_else(|| layout.task_log(&task.task_id))
+}
+
+/// The log of the task `wanted` names (it may not exist yet): an id names it
+/// directly, anything else is looked up as `rigmind logs` does.
+pub(super) fn log_file(layout: &Layout, wanted: &str) -> Result<PathBuf> {
+    let direct = layout.task_log(wanted);
+    if is_id(wanted) && direct.is_file() {
+        return Ok(direct);
+    }
+    Ok(log_of(layout, &find(layout, wanted)?.task))
+}
+
+/// The last `max` bytes of a log (all of it when shorter; nothing when it does
+/// not exist yet), for `rigmind top`'s log view.
+pub(super) fn log_tail(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
+    let mut out = Vec::new();
+    copy_from(path, len.saturating_sub(max), &mut out)?;
+    Ok(out)
 }
 
 /// A task id as the brain makes them (a UUID): the only names safe to join to a

@@ -7,6 +7,7 @@ mod find;
 mod gate;
 mod init;
 mod logs;
+pub mod overview;
 mod progress;
 mod report;
 mod retry;
@@ -15,6 +16,7 @@ mod simulate;
 mod simulate_root;
 mod status;
 mod submit;
+pub mod top;
 
 use std::time::Duration;
 
@@ -38,6 +40,7 @@ pub fn dispatch(cmd: Command) -> Result<i32> {
         Command::Submit(a) => submit::submit(a),
         Command::Wait(a) => submit::wait(a),
         Command::Status(a) => status::status(a),
+        Command::Top(a) => top::top(a),
         Command::Validate(a) => validate(a),
         Command::Retry(a) => retry::retry(a),
         Command::Cancel(a) => submit::cancel(a),

@@ -20,6 +20,13 @@ pub fn retry(a: RetryArgs) -> Result<i32> {
 }
 
 fn retry_one(layout: &Layout, wanted: &str) -> Result<i32> {
+    println!("{}", retry_task(layout, wanted)?);
+    Ok(0)
+}
+
+/// Requeues the one failed task `wanted` names (id, name or file name); the
+/// line saying so. `rigmind retry TASK` and `rigmind top`'s `r` both call it.
+pub(super) fn retry_task(layout: &Layout, wanted: &str) -> Result<String> {
     let matches = tasks_named(layout, &[TaskDir::Failed], wanted)?;
     let asked = Asked {
         kind: "failed ",
@@ -42,8 +49,7 @@ fn retry_one(layout: &Layout, wanted: &str) -> Result<i32> {
     }
     let (name, batch, id) = (t.name.clone(), t.batch_id.clone(), t.task_id.clone());
     requeue(layout, &path, t)?;
-    println!("requeued {name} (batch {batch}, id {id})");
-    Ok(0)
+    Ok(format!("requeued {name} (batch {batch}, id {id})"))
 }
 
 /// Every failed task of a batch, but those that failed only because a dependency

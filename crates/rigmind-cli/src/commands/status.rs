@@ -4,78 +4,32 @@
 //! directory (`dir_counts`), never every task file: it stays fast on 100,000 tasks.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use chrono::Utc;
 use rigmind_queue::batch::BatchRecord;
-use rigmind_queue::brain_record::BrainRecord;
-use rigmind_queue::rate::RateHold;
-use rigmind_queue::workers::{self, WorkerState};
-use rigmind_queue::{fsio, Layout, LifeLock, TaskDir};
-use serde::Serialize;
+use rigmind_queue::Layout;
 
-use super::dir_counts::{self, LostTask};
+use super::overview::{self, Overview};
 use crate::args::StatusArgs;
 
-#[derive(Debug, Serialize)]
-struct Status {
-    root: String,
-    brain: Option<BrainStatus>,
-    /// The CPU's hottest sensor, read now; null: no sensor.
-    cpu_temp: Option<rigmind_gpu::CpuTemp>,
-    /// `[safety] max_cpu_temp_c` (null when rig.toml cannot be read).
-    max_cpu_temp_c: Option<f64>,
-    /// The live `rigmind gate`s (`gates/`).
-    gates: Vec<rigmind_queue::gates::GateRecord>,
-    /// directory -> class -> count (`invalid` for files that are not tasks).
-    queues: BTreeMap<String, BTreeMap<String, usize>>,
-    /// Requests to the brain not yet done (in queue/ or processing/).
-    requests: usize,
-    rejected: usize,
-    /// Running tasks whose worker is dead: the brain requeues them.
-    lost: Vec<LostTask>,
-    workers: Vec<WorkerStatus>,
-    /// Endpoints whose tasks wait for their `requests_per_minute`.
-    rate_holds: Vec<RateHold>,
-    batches: Vec<BatchRecord>,
-}
-
-#[derive(Debug, Serialize)]
-struct BrainStatus {
-    alive: bool,
-    pid: Option<u64>,
-}
-
-#[derive(Debug, Serialize)]
-struct WorkerStatus {
-    worker_id: String,
-    alive: bool,
-    state: String,
-    gpu: Option<String>,
-    current_task: Option<String>,
-    heartbeat_age_seconds: Option<f64>,
-    tasks_done: u64,
-    tasks_failed: u64,
-    gpu_state: Option<String>,
-    model: Option<String>,
-    vram_used_mb: Option<u64>,
-    vram_total_mb: Option<u64>,
-    temperature_c: Option<u32>,
-    gates: Vec<String>,
-}
-
-/// `rigmind status [--json]`
+/// `rigmind status [--json] [--watch [SECS]]`
 pub fn status(a: StatusArgs) -> Result<i32> {
     let layout = Layout::new(&a.root.root);
-    if !layout.tasks_dir().is_dir() {
-        eprintln!(
-            "rigmind status: {} is not a rigmind root (no tasks/ directory)",
-            layout.root().display()
-        );
+    if !overview::is_root(&layout, "status") {
         return Ok(2);
     }
-    let s = gather(&layout)?;
-    if a.json {
+    match a.watch {
+        None => print_once(&layout, a.json),
+        Some(every) => watch(&layout, a.json, every),
+    }
+}
+
+/// Prints the status once, as tables or JSON.
+fn print_once(layout: &Layout, json: bool) -> Result<i32> {
+    let s = overview::gather(layout)?;
+    if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
         print_tables(&s);
@@ -83,73 +37,27 @@ pub fn status(a: StatusArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn gather(layout: &Layout) -> Result<Status> {
-    let mut queues = BTreeMap::new();
-    let mut lost = Vec::new();
-    let mut requests = 0;
-    for (d, c) in TaskDir::ALL.into_iter().zip(dir_counts::count_all(layout)?) {
-        if matches!(d, TaskDir::Queue | TaskDir::Processing) {
-            requests += c.requests;
-        }
-        lost.extend(c.lost);
-        queues.insert(d.as_str().to_string(), c.by_class);
+/// The shortest `--watch` period: a smaller one would be a busy loop.
+const WATCH_MIN_SECS: f64 = 0.1;
+
+/// `--watch SECS`: the plain status again every `every` seconds, each print
+/// headed by a line with the time, until interrupted (Ctrl-C, or the reader of
+/// a pipe going away). `rigmind top` runs this when stdout is not a terminal.
+pub(super) fn watch(layout: &Layout, json: bool, every: f64) -> Result<i32> {
+    if !every.is_finite() || every < WATCH_MIN_SECS {
+        bail!("--watch {every}: give a number of seconds, at least {WATCH_MIN_SECS}");
     }
-    let now = Utc::now();
-    let mut workers = Vec::new();
-    for w in WorkerState::read_all(layout)?.into_iter().flatten() {
-        let alive = LifeLock::is_held(&layout.worker_lock(&w.worker_id)) == Some(true);
-        let age = Some((now - w.heartbeat_at).num_milliseconds() as f64 / 1000.0);
-        workers.push(WorkerStatus {
-            worker_id: w.worker_id,
-            alive,
-            // Not alive: stopped if it said so on its way out, dead otherwise.
-            // Drained (`rigmind drain`): "drained" once idle, "busy, draining" till then.
-            state: match (alive, w.state) {
-                (true, workers::WorkerStatus::Idle) if w.draining => "drained".into(),
-                (true, s) if w.draining => format!("{s}, draining"),
-                (true, s) | (false, s @ workers::WorkerStatus::Stopped) => s.to_string(),
-                (false, _) => "dead".into(),
-            },
-            gpu: w.gpu,
-            current_task: w.current_task_name,
-            heartbeat_age_seconds: age,
-            tasks_done: w.tasks_done,
-            tasks_failed: w.tasks_failed,
-            gpu_state: w.gpu_state.map(|g| g.to_string()),
-            model: w.model,
-            vram_used_mb: w.telemetry.as_ref().map(|t| t.memory_used_mb),
-            vram_total_mb: w.telemetry.as_ref().map(|t| t.memory_total_mb),
-            temperature_c: w.telemetry.as_ref().and_then(|t| t.temperature_c),
-            gates: w.gates,
-        });
+    let period = Duration::from_secs_f64(every);
+    loop {
+        let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+        println!("=== rigmind status at {now} (every {every}s; Ctrl-C stops) ===");
+        print_once(layout, json)?;
+        println!();
+        std::thread::sleep(period);
     }
-    let brain = LifeLock::is_held(&layout.brain_lock()).map(|alive| BrainStatus {
-        alive,
-        pid: BrainRecord::read_pid(layout),
-    });
-    let max_cpu_temp_c = rigmind_config::RigConfig::load(&layout.rig_toml())
-        .ok()
-        .map(|c| c.safety.max_cpu_temp_c);
-    Ok(Status {
-        root: layout.root().display().to_string(),
-        brain,
-        cpu_temp: rigmind_gpu::read_cpu_temp(),
-        max_cpu_temp_c,
-        gates: rigmind_queue::gates::live(layout)?,
-        queues,
-        requests,
-        rejected: fsio::list_names(&layout.rejected_dir())?.len(),
-        lost,
-        workers,
-        rate_holds: rigmind_queue::rate::holds_recorded(layout, now),
-        batches: BatchRecord::read_all(layout)?
-            .into_iter()
-            .flatten()
-            .collect(),
-    })
 }
 
-fn print_tables(s: &Status) {
+fn print_tables(s: &Overview) {
     println!("root: {}", s.root);
     match &s.brain {
         Some(b) if b.alive => println!("brain: running (pid {})", b.pid.unwrap_or(0)),
@@ -281,7 +189,7 @@ fn print_tables(s: &Status) {
 /// `eta 14:05:31 (in 3m12s)` for a live batch with an ETA (in local time, with the
 /// date when not today); `computed 5m ago` is added when the brain has not
 /// brought it up to date for over two minutes (it rewrites it each minute).
-fn eta_line(b: &BatchRecord, now: chrono::DateTime<Utc>) -> Option<String> {
+pub(super) fn eta_line(b: &BatchRecord, now: chrono::DateTime<Utc>) -> Option<String> {
     let eta = b.eta.filter(|_| !b.state.is_done())?;
     let (shown, when) = (clock(eta, now), from_now(eta, now));
     let age = b.eta_computed_at.map_or(0, |c| (now - c).num_seconds());
@@ -351,13 +259,13 @@ fn gate_line(g: &rigmind_queue::gates::GateRecord) -> String {
 }
 
 /// `name $0.0123, other $1.5000 (total $1.5123)`: a batch's cost by endpoint.
-fn cost_line(cost: &BTreeMap<String, f64>) -> String {
+pub(super) fn cost_line(cost: &BTreeMap<String, f64>) -> String {
     let parts: Vec<String> = cost.iter().map(|(e, c)| format!("{e} ${c:.4}")).collect();
     let total: f64 = cost.values().sum();
     format!("{} (total ${total:.4})", parts.join(", "))
 }
 
-fn truncate(s: &str, n: usize) -> String {
+pub(super) fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
     } else {

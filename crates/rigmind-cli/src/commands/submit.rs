@@ -307,43 +307,32 @@ pub fn wait(a: WaitArgs) -> Result<i32> {
 /// batch, or when the brain has not finished (or does not run).
 pub fn cancel(a: CancelArgs) -> Result<i32> {
     let layout = Layout::new(&a.root.root);
-    match BatchRecord::read(&layout.batch_file(&a.batch)) {
-        Ok(r) if r.state.is_done() => {
-            println!("batch {} is already {}", a.batch, r.state.as_str());
+    match request_cancel(&layout, &a.batch)? {
+        CancelAsked::AlreadyDone(state) => {
+            println!("batch {} is already {state}", a.batch);
             return Ok(0);
         }
-        Ok(_) => {}
-        Err(e) if e.is_not_found() => {
-            if !rigmind_queue::cancel::valid_batch_name(&a.batch)
-                || !submission_pending(&layout, &a.batch)
-            {
-                eprintln!(
-                    "no batch {} under {} (nothing in {} and no pending submission of it)",
-                    a.batch,
-                    layout.root().display(),
-                    layout.batches_dir().display()
-                );
-                return Ok(2);
-            }
+        CancelAsked::Unknown(why) => {
+            eprintln!("{why}");
+            return Ok(2);
         }
-        Err(e) => return Err(e.into()),
-    }
-    layout.ensure()?;
-    rigmind_queue::cancel::write_marker(&layout, &a.batch, &user_name())
-        .with_context(|| format!("cancelling batch {}", a.batch))?;
-    let accepted = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    println!(
-        "batch {}: cancellation accepted at {accepted}; no task of it starts from now on",
-        a.batch
-    );
-    if rigmind_queue::LifeLock::is_held(&layout.brain_lock()) != Some(true) {
-        eprintln!(
-            "note: no brain is running on {}; no task of batch {} starts (workers honour {}), and a brain files its tasks as cancelled when it starts",
-            layout.root().display(),
-            a.batch,
-            layout.cancel_marker(&a.batch).display()
-        );
-        return Ok(2);
+        CancelAsked::Accepted { at, brain: true } => println!(
+            "batch {}: cancellation accepted at {at}; no task of it starts from now on",
+            a.batch
+        ),
+        CancelAsked::Accepted { at, brain: false } => {
+            println!(
+                "batch {}: cancellation accepted at {at}; no task of it starts from now on",
+                a.batch
+            );
+            eprintln!(
+                "note: no brain is running on {}; no task of batch {} starts (workers honour {}), and a brain files its tasks as cancelled when it starts",
+                layout.root().display(),
+                a.batch,
+                layout.cancel_marker(&a.batch).display()
+            );
+            return Ok(2);
+        }
     }
     let timeout = Some(Duration::from_secs_f64(a.timeout.max(0.0)));
     match wait_for_batch(&layout, &a.batch, timeout, |_| true)? {
@@ -368,6 +357,45 @@ pub fn cancel(a: CancelArgs) -> Result<i32> {
             Ok(2)
         }
     }
+}
+
+/// What asking to cancel a batch did.
+pub(super) enum CancelAsked {
+    /// The batch had ended already (its state's word): nothing was written.
+    AlreadyDone(&'static str),
+    /// No such batch (the message says where it looked): nothing was written.
+    Unknown(String),
+    /// The marker is written (at this time): no task of the batch starts from
+    /// now on; `brain` says whether a brain runs to file its tasks.
+    Accepted { at: String, brain: bool },
+}
+
+/// Writes the cancellation marker of `batch` if it names a live batch (or a
+/// submission the brain has not read yet), without waiting for the brain.
+/// `rigmind cancel` and `rigmind top`'s `c` both start here.
+pub(super) fn request_cancel(layout: &Layout, batch: &str) -> Result<CancelAsked> {
+    match BatchRecord::read(&layout.batch_file(batch)) {
+        Ok(r) if r.state.is_done() => return Ok(CancelAsked::AlreadyDone(r.state.as_str())),
+        Ok(_) => {}
+        Err(e) if e.is_not_found() => {
+            if !rigmind_queue::cancel::valid_batch_name(batch) || !submission_pending(layout, batch)
+            {
+                return Ok(CancelAsked::Unknown(format!(
+                    "no batch {batch} under {} (nothing in {} and no pending submission of it)",
+                    layout.root().display(),
+                    layout.batches_dir().display()
+                )));
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    layout.ensure()?;
+    rigmind_queue::cancel::write_marker(layout, batch, &user_name())
+        .with_context(|| format!("cancelling batch {batch}"))?;
+    Ok(CancelAsked::Accepted {
+        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        brain: rigmind_queue::LifeLock::is_held(&layout.brain_lock()) == Some(true),
+    })
 }
 
 /// Whether an `@execute_plan` request of `batch` waits in `queue/` or runs in
