@@ -385,6 +385,13 @@ impl Worker {
             self.profile
                 .publish(&self.layout, WorkerStatus::Busy, Some(task));
             self.last_publish = Instant::now();
+        } else {
+            // Not written now, but the next heartbeat writes the task that runs,
+            // not the one before it.
+            let me = &mut self.profile.state;
+            me.current_task = Some(task.task_id.clone());
+            me.current_task_name = Some(task.name.clone());
+            me.current_class = task.task_class;
         }
     }
 
