@@ -198,6 +198,7 @@ fn one_card_swaps_between_script_and_llm_and_never_runs_both() {
         !page.contains("src=") && !page.contains("href="),
         "nothing to fetch"
     );
+    opens_in_a_browser(&rig.dir.path().join("run.html"));
     let unknown = rig.rigmind(&["report", "no-such-batch"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(text(&unknown.stderr).contains("no batch no-such-batch"));
@@ -392,4 +393,33 @@ fn report(rig: &Rig, batch: &str) -> (String, String, String) {
     assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
     let read = |p: &Path| std::fs::read_to_string(p).unwrap();
     (said, read(&svg), read(&page))
+}
+
+/// Headless Chromium opens the report as a page: the DOM it builds holds the chart
+/// and the tables. Without Chromium the check says it skipped.
+fn opens_in_a_browser(page: &Path) {
+    let browser = ["chromium", "chromium-browser"].into_iter().find_map(|b| {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(b))
+                .find(|p| p.is_file())
+        })
+    });
+    let Some(browser) = browser else {
+        return common::skip(
+            "report_opens_in_chromium",
+            "no chromium on PATH (apt-get install chromium)",
+        );
+    };
+    let out = std::process::Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run chromium");
+    let dom = text(&out.stdout);
+    assert!(
+        dom.contains("<svg") && dom.contains("per plan task") && dom.contains("live run: makespan"),
+        "chromium's DOM of the report:\n{dom}\n{}",
+        text(&out.stderr)
+    );
 }

@@ -6,7 +6,7 @@ now() { date +%s.%N; }
 
 # The value of the arithmetic on stdin (`echo "$a / $b" | calc`), with awk:
 # bc is not on every machine the benchmarks run on.
-calc() { awk "BEGIN { printf \"%.6f\", $(cat) }"; }
+calc() { awk "BEGIN { printf \"%.6f\\n\", $(cat) }"; }
 
 # Builds the release `rigmind` and prints its path (release/ under
 # $CARGO_TARGET_DIR, else under the repository's target/); fails when the build

@@ -5,7 +5,8 @@
 # its makespan with `rigmind simulate` of the very same scaled plan and rig.
 #
 # Usage: scripts/bench/live-vs-sim.sh [WORKLOAD] [SCALE] [NOISE_SEED]
-#   (RIGMIND_BIN_DIR=DIR uses the release binaries in DIR instead of building)
+#   (RIGMIND_BIN_DIR=DIR uses the release binaries in DIR instead of building;
+#   KEEP_ROOT=DIR keeps the live run's root there, for `rigmind report`)
 #   WORKLOAD    a plan under plans/workloads/ (default stage-bursts)
 #   SCALE       durations and load times are divided by this (default 30)
 #   NOISE_SEED  run the noisy variant (`rigmind simulate --noise SEED`): each task
@@ -140,6 +141,8 @@ export RIGMIND_FAKE_GPUS="${gpus}x6144" RIGMIND_FAKE_GPU_DIR="$work/fakegpu"
 live=$(python3 -c 'import json,glob,sys; r=[json.load(open(f)) for f in glob.glob(sys.argv[1]+"/brain/batches/*.json")]; print(r[0]["elapsed_seconds"])' "$root")
 loads=$(grep -c "decision=load_llm" "$root/logs/brain_decisions.log" || true)
 unloads=$(grep -c "decision=unload_llm" "$root/logs/brain_decisions.log" || true)
+# KEEP_ROOT=DIR keeps the run's root there (for `rigmind report`).
+[ -n "${KEEP_ROOT:-}" ] && rm -rf "$KEEP_ROOT" && cp -a "$root" "$KEEP_ROOT"
 python3 - "$sim" "$live" "$loads" "$unloads" "$workload" "$scale" "$seed" <<'PY'
 import json, sys
 sim = json.loads(sys.argv[1])["policies"][0]

@@ -225,8 +225,12 @@ pub fn refresh(layout: &Layout, logs: &Logs, state: &mut BrainState, file_name: 
     let _ = logs.event(
         new.as_str(),
         obj(
+            // The run's resource use rides along, so that memory needs can be
+            // learned from the history as durations are (docs/safety.md).
             json!({"batch": tn.batch, "task": job.name, "task_id": t.task_id,
-                   "worker": t.worker_id, "elapsed_seconds": t.elapsed_seconds}),
+                   "plan_task_id": job.plan_task_id, "worker": t.worker_id,
+                   "elapsed_seconds": t.elapsed_seconds, "peak_rss_mb": t.peak_rss_mb,
+                   "peak_vram_mb": t.peak_vram_mb, "gpu_util_mean": t.gpu_util_mean}),
         ),
     );
     let plan_task_id = job.plan_task_id.clone();

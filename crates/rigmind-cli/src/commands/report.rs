@@ -209,9 +209,20 @@ fn workers_table(r: &SimResult) -> Table {
     }
 }
 
-/// Count, mean and p95 of the run time, and mean tokens/s, per plan task.
+/// What the runs of one plan task came to.
+#[derive(Default)]
+struct PlanTaskRuns {
+    secs: Vec<f64>,
+    tokens_per_second: Vec<f64>,
+    /// The most RAM and GPU memory one run held (MB), where the results say.
+    peak_rss_mb: Option<u64>,
+    peak_vram_mb: Option<u64>,
+}
+
+/// Count, mean and p95 of the run time, mean tokens/s, and the largest peak RAM
+/// and VRAM of a run, per plan task: what to set `mem_mb` from (docs/safety.md).
 fn per_task_table(own: &[&TaskFile]) -> Table {
-    let mut by: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut by: BTreeMap<&str, PlanTaskRuns> = BTreeMap::new();
     for t in own {
         let Some(e) = t.elapsed_seconds else { continue };
         // The brain's own tasks (`@execute_plan`) have no plan task: their name stands.
@@ -220,17 +231,22 @@ fn per_task_table(own: &[&TaskFile]) -> Table {
         } else {
             &t.plan_task_id
         };
-        let entry = by.entry(key.as_str()).or_default();
-        entry.0.push(e);
-        entry.1.extend(t.tokens_per_second);
+        let runs = by.entry(key.as_str()).or_default();
+        runs.secs.push(e);
+        runs.tokens_per_second.extend(t.tokens_per_second);
+        runs.peak_rss_mb = runs.peak_rss_mb.max(t.peak_rss_mb);
+        runs.peak_vram_mb = runs.peak_vram_mb.max(t.peak_vram_mb);
     }
+    let mb = |v: Option<u64>| v.map_or("-".to_string(), |m| m.to_string());
     let rows = by
         .into_iter()
-        .map(|(name, (mut secs, tps))| {
-            secs.sort_by(f64::total_cmp);
+        .map(|(name, mut r)| {
+            r.secs.sort_by(f64::total_cmp);
+            let secs = &r.secs;
             let mean = secs.iter().sum::<f64>() / secs.len() as f64;
             // Nearest rank: the smallest value with at least 95 % of the runs at or below it.
             let p95 = secs[((0.95 * secs.len() as f64).ceil() as usize).clamp(1, secs.len()) - 1];
+            let tps = &r.tokens_per_second;
             let tok = if tps.is_empty() {
                 "-".to_string()
             } else {
@@ -242,12 +258,22 @@ fn per_task_table(own: &[&TaskFile]) -> Table {
                 format!("{mean:.2}s"),
                 format!("{p95:.2}s"),
                 tok,
+                mb(r.peak_rss_mb),
+                mb(r.peak_vram_mb),
             ]
         })
         .collect();
     Table {
         caption: "per plan task".into(),
-        header: vec!["plan task", "count", "mean", "p95", "tok/s"],
+        header: vec![
+            "plan task",
+            "count",
+            "mean",
+            "p95",
+            "tok/s",
+            "peak RSS MB",
+            "peak VRAM MB",
+        ],
         rows,
     }
 }
