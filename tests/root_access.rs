@@ -296,3 +296,39 @@ fn validate_refuses_an_output_outside_the_plan_s_directory() {
     let out = rig.rigmind(&["validate", ok.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 }
+
+/// An open umask (000) does not make rigmind's own task files writable by others,
+/// which the workers would refuse: a plan still runs to its end.
+#[test]
+fn an_open_umask_does_not_make_rigmind_refuse_its_own_files() {
+    let rig = Rig::new();
+    let plan = rig.write(
+        "plan.md",
+        "# p\n\n## a\n- task_class: cpu\n- command: touch ran-a\n\n## b\n- task_class: cpu\n- depends_on: a\n- command: touch ran-b\n",
+    );
+    let out = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg("umask 000 && exec \"$0\" run \"$1\" --root \"$2\"")
+        .arg(common::RIGMIND)
+        .arg(&plan)
+        .arg(rig.root())
+        .current_dir(rig.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(rig.dir.path().join("ran-b").exists());
+    assert!(
+        rig.names_in("rejected").is_empty(),
+        "{:?}",
+        rig.names_in("rejected")
+    );
+    for f in common::walk(&rig.root().join("tasks/complete")) {
+        let mode = std::fs::metadata(&f).unwrap().mode();
+        assert_eq!(mode & 0o002, 0, "{} is writable by others", f.display());
+    }
+}

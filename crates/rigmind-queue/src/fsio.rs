@@ -53,9 +53,13 @@ pub fn write_atomic_with(
         uuid::Uuid::new_v4().simple()
     ));
     let result = (|| {
+        // Never writable by others, whatever the umask: a task file others may
+        // write is refused by the workers (crate::access), so an open umask (000)
+        // must not make every file rigmind writes one of those.
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o664)
             .open(&tmp)
             .map_err(|e| QueueError::io("create", &tmp, e))?;
         fill(&mut f).map_err(|e| QueueError::io("write", &tmp, e))?;
