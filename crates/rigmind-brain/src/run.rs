@@ -553,9 +553,7 @@ fn brain_runner(state: &BrainState, resources: &ResourceManager) -> Runner {
         llm: None,
         log_cap: resources.config().logs.max_task_log_bytes(),
         safety: resources.config().safety.clone(),
-        scrub_env: resources
-            .config()
-            .scrubbed_env(env_names().iter().map(String::as_str)),
+        scrub_env: resources.config().scrubbed_env_now(),
     }
 }
 
@@ -608,11 +606,4 @@ fn write_heartbeat(layout: &Layout, started_at: DateTime<Utc>, state: &BrainStat
     if let Err(e) = record.write(layout) {
         tracing::warn!("{e}");
     }
-}
-
-/// The names of this process's environment variables (what a task would inherit).
-fn env_names() -> Vec<String> {
-    std::env::vars_os()
-        .filter_map(|(k, _)| k.into_string().ok())
-        .collect()
 }

@@ -94,7 +94,7 @@ pub(crate) fn accept_stray(
     let Ok(mut t) = TaskFile::read(&path) else {
         return;
     };
-    if let Some(reason) = refused(layout, &path) {
+    if let Some(reason) = rigmind_queue::access::refusal_at(layout, &path) {
         if crate::observe::quarantine(layout, logs, &path, &reason).is_some() {
             index.forget(name);
         }
@@ -119,14 +119,6 @@ pub(crate) fn accept_stray(
     } else if let Err(e) = fsio::write_atomic(&path, &t.to_bytes(), fsio::Sync::Data) {
         tracing::warn!("{e}");
     }
-}
-
-/// Why the root's sharing rules refuse the task file at `path` (writable by
-/// others; in a locked-down root, owned by someone outside its group).
-fn refused(layout: &Layout, path: &Path) -> Option<String> {
-    let meta = std::fs::symlink_metadata(path).ok()?;
-    let access = rigmind_queue::access::RootAccess::of(layout.root());
-    rigmind_queue::access::refusal(&meta, &access)
 }
 
 /// The `complete/` file of the known task that `t` copies (same task id, or the

@@ -101,6 +101,17 @@ impl RigConfig {
     }
 }
 
+impl RigConfig {
+    /// [`RigConfig::scrubbed_env`] of this process's environment: what the tasks
+    /// it starts must not inherit.
+    pub fn scrubbed_env_now(&self) -> Vec<String> {
+        let names: Vec<String> = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .collect();
+        self.scrubbed_env(names.iter().map(String::as_str))
+    }
+}
+
 /// Whether variable `name` matches `pattern`: the same name, or `PREFIX*`,
 /// `*SUFFIX`, `*PART*`.
 fn env_matches(pattern: &str, name: &str) -> bool {

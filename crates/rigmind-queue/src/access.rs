@@ -92,6 +92,13 @@ pub fn refusal(meta: &std::fs::Metadata, access: &RootAccess) -> Option<String> 
     ))
 }
 
+/// Why the root of `layout` refuses the task file at `path` ([`refusal`] under
+/// the root's [`RootAccess`]), or `None` when it may run or is gone.
+pub fn refusal_at(layout: &crate::Layout, path: &Path) -> Option<String> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    refusal(&meta, &RootAccess::of(layout.root()))
+}
+
 /// `name (uid N)`, the name from /etc/passwd where it is listed.
 pub fn owner_name(uid: u32) -> String {
     match passwd_entry(uid) {

@@ -94,13 +94,7 @@ impl Worker {
             llm: llm.clone(),
             log_cap: config.logs.max_task_log_bytes(),
             safety: config.safety.clone(),
-            scrub_env: config.scrubbed_env(
-                std::env::vars_os()
-                    .filter_map(|(k, _)| k.into_string().ok())
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(String::as_str),
-            ),
+            scrub_env: config.scrubbed_env_now(),
         };
         let state = profile::first_state(&opts, session, &classes, card.as_ref(), llm_url);
         let mut profile = Profile {
@@ -547,11 +541,7 @@ fn note_events(layout: &Layout, index: &mut QueueIndex, changes: Vec<Change>) {
 /// others; in a locked-down root, owned by someone outside its group) into
 /// `tasks/rejected/` instead of running it; says whether it did.
 pub(crate) fn refuse_claimed(layout: &Layout, worker: &str, path: &std::path::Path) -> bool {
-    use rigmind_queue::access::{refusal, RootAccess};
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return false;
-    };
-    let Some(reason) = refusal(&meta, &RootAccess::of(layout.root())) else {
+    let Some(reason) = rigmind_queue::access::refusal_at(layout, path) else {
         return false;
     };
     match rigmind_queue::quarantine::quarantine(layout, path) {
