@@ -533,3 +533,110 @@ fn a_stale_copy_left_by_a_dead_runner_is_removed_while_running() {
     assert!(!lines.is_empty());
     assert_eq!(rig.wait(&batch), 0);
 }
+
+/// A plan whose `follows` waits on a task the brain runs itself, so that it is
+/// released with no worker there to claim it.
+const BEHIND: &str = "# Plan: behind
+
+## Task: gate
+- task_class: cpu
+- executor: brain
+- command: `true`
+
+## Task: follows
+- task_class: cpu
+- depends_on: gate
+- for_each: [1, 2, 3]
+- command: `echo {item} > out-{item}.txt`
+";
+
+fn released(rig: &Rig) -> Vec<String> {
+    rig.names_in("queue")
+        .into_iter()
+        .filter(|n| n.contains("-follows"))
+        .collect()
+}
+
+fn private_names(rig: &Rig, batch: &str) -> Vec<String> {
+    std::fs::read_dir(rig.root().join("brain/private_tasks").join(batch))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Submits BEHIND as plan `name` and waits until its three are released, with
+/// `before` released already; gives the batch.
+fn submit_behind(rig: &Rig, name: &str, before: usize) -> String {
+    let plan = rig.write(
+        &format!("{name}.md"),
+        &BEHIND.replace("# Plan: behind", &format!("# Plan: {name}")),
+    );
+    let batch = rig.submit(&plan);
+    eventually(20, "the three to be released", || {
+        released(rig).len() == before + 3
+    });
+    batch
+}
+
+#[test]
+fn released_tasks_keep_no_private_copy_once_flushed_nor_after_a_clean_stop() {
+    let mut rig = Rig::started(&[]);
+    let batch = submit_behind(&rig, "behind", 0);
+    // The loop removes a private copy once the flusher has flushed its queue copy.
+    eventually(20, "the private copies to go", || {
+        private_names(&rig, &batch).is_empty()
+    });
+    // A second batch, stopped as soon as its tasks are out: the stop waits for the
+    // flush and removes the copies itself.
+    let batch2 = submit_behind(&rig, "behind2", 3);
+    assert_eq!(rig.stop("brain"), Some(0));
+    assert_eq!(private_names(&rig, &batch2), Vec::<String>::new());
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    assert_eq!(rig.wait(&batch), 0);
+    assert_eq!(rig.wait(&batch2), 0);
+    assert!(rig
+        .decisions_with(&["decision=resolve_duplicate"])
+        .is_empty());
+}
+
+#[test]
+fn a_release_torn_by_a_power_cut_runs_again_from_its_private_copy() {
+    let mut rig = Rig::started(&[]);
+    let batch = submit_behind(&rig, "behind", 0);
+    rig.kill9("brain");
+    // What a power cut between the release and its flush leaves: the queue copy
+    // empty (its data never written), the private copy still there.
+    let name = released(&rig).remove(0);
+    let queued = rig.root().join("tasks/queue").join(&name);
+    let private = rig
+        .root()
+        .join("brain/private_tasks")
+        .join(&batch)
+        .join(&name);
+    if !private.exists() {
+        std::fs::copy(&queued, &private).unwrap();
+    }
+    std::fs::write(&queued, b"").unwrap();
+    // And the temporary of a write the kill cut short (written in the private
+    // directory, renamed into queue/): removed at the start.
+    let tmp = private.with_file_name(format!(".{name}.4242.0123abcd.tmp"));
+    std::fs::write(&tmp, b"{\"half\": ").unwrap();
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    assert_eq!(rig.wait(&batch), 0);
+    for item in 1..=3 {
+        let out = rig.dir.path().join(format!("out-{item}.txt"));
+        assert!(out.exists(), "{} missing", out.display());
+    }
+    // The torn copy was moved aside and the task released again from its private copy.
+    assert_eq!(rig.decisions_with(&["decision=quarantine"]).len(), 1);
+    let releases = rig.decisions_with(&["decision=release", "plan_task_id=follows"]);
+    assert_eq!(releases.len(), 4, "{releases:#?}");
+    assert!(private_names(&rig, &batch).is_empty());
+    assert!(!tmp.exists(), "{} left", tmp.display());
+}

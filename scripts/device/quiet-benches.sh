@@ -10,16 +10,7 @@ set -uo pipefail
 bin=$(cd "$1" && pwd); out=$(mkdir -p "$2" && cd "$2" && pwd)
 cd "$(dirname "$0")/../.."
 export PATH="$bin:$PATH" RIGMIND_BIN="$bin/rigmind" RIGMIND_BIN_DIR="$bin"
-say() { echo "$*" | tee -a "$out/summary.txt"; }
-say "== $(date -u +%FT%TZ) on $(hostname): $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-run() { # name, command...
-  local name=$1; shift
-  say "== $name: $*"
-  local t0; t0=$(date +%s.%N)
-  timeout 240 "$@" > "$out/$name.txt" 2>&1; local rc=$?
-  say "   rc=$rc in $(python3 -c "print(round($(date +%s.%N)-$t0,1))") s"
-  tail -25 "$out/$name.txt" | tee -a "$out/summary.txt"
-}
+. scripts/device/lib.sh
 run dispatch scripts/bench/dispatch.sh 2000 300
 run round_time "$bin/round_time"
 run live-vs-sim-1 scripts/bench/live-vs-sim.sh stage-bursts 30 1

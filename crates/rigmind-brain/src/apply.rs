@@ -31,19 +31,32 @@ struct Apply<'a> {
     action: &'a Action,
     now: DateTime<Utc>,
     state: &'a mut BrainState,
+    released: &'a mut Vec<Released>,
+}
+
+/// A task a release wrote into `queue/` unflushed, its private copy still in
+/// place: the loop hands it to the flusher, which flushes it before the private
+/// copy goes (see [`crate::flush`], "Releases"), and puts it into its own queue
+/// index without reading it back.
+#[derive(Debug)]
+pub struct Released {
+    pub batch: String,
+    pub file_name: String,
+    pub task: TaskFile,
 }
 
 /// What carrying out one action gives.
 type Done = Result<(), QueueError>;
 
 /// Applies one action. An error leaves the files as they were (the task stays where
-/// it is) and the action is decided again on the next round.
+/// it is) and the action is decided again on the next round. A release adds its
+/// task to `released`, for the caller to hand on.
 pub fn apply(
     layout: &Layout,
     logs: &Logs,
     state: &mut BrainState,
-    action: &Action,
-    now: DateTime<Utc>,
+    (action, now): (&Action, DateTime<Utc>),
+    released: &mut Vec<Released>,
 ) -> Result<(), QueueError> {
     let mut cx = Apply {
         layout,
@@ -51,6 +64,7 @@ pub fn apply(
         action,
         now,
         state,
+        released,
     };
     match action {
         Action::Release { batch, job, reason } => cx.release(batch, *job, reason),
@@ -110,16 +124,29 @@ fn note_kill(t: &TaskFile, why: &str, now: DateTime<Utc>) {
 
 impl Apply<'_> {
     /// A pending job whose dependencies completed goes into the queue.
+    /// Written unflushed, its temporary in the (unwatched) private directory so
+    /// that `queue/` sees one event; the private copy stays until the flusher has
+    /// flushed the queue copy (one flush per task on the loop made a fan-out of
+    /// 100,000 behind one task cost minutes).
     fn release(&mut self, batch: &str, job: usize, reason: &str) -> Done {
         let name = batch_mut(self.state, batch).jobs[job].file_name.clone();
-        let from = self.layout.private_dir(batch).join(&name);
-        let mut t = TaskFile::read(&from)?;
+        let private = self.layout.private_dir(batch);
+        let mut t = TaskFile::read(&private.join(&name))?;
         t.status = TaskStatus::Queued;
         t.let_in();
-        t.write_named(&self.layout.dir(TaskDir::Queue), &name, Sync::Data)?;
-        fsio::remove_if_exists(&from)?;
+        t.write_named_via(
+            &self.layout.dir(TaskDir::Queue),
+            &name,
+            &private,
+            Sync::None,
+        )?;
         log_release(self.logs, batch, &t, reason)?;
         self.effect();
+        self.released.push(Released {
+            batch: batch.to_string(),
+            file_name: name,
+            task: t,
+        });
         Ok(())
     }
 

@@ -50,12 +50,12 @@ pub fn rank(p: Place) -> u8 {
     }
 }
 
-/// Removes copies of a task left in earlier places than `latest` (a runner killed
-/// between writing its result and removing its claim), as a restart would: the
-/// later state wins.
 /// How long a stale copy may sit beside the newer one before it is removed.
 const MOVE_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Removes copies of a task left in earlier places than `latest` (a runner killed
+/// between writing its result and removing its claim), as a restart would: the
+/// later state wins.
 fn drop_stale_copies(
     layout: &Layout,
     logs: &Logs,
@@ -69,11 +69,20 @@ fn drop_stale_copies(
     let settled = std::fs::metadata(latest.dir(layout, batch).join(file_name))
         .and_then(|m| m.modified())
         .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= MOVE_SETTLE));
+    let finished = rank(latest) >= rank(Place::Public(TaskDir::Failed));
+    let private = layout.private_dir(batch).join(file_name);
+    if finished && private.exists() {
+        // A released task's private copy, kept until its queue copy is flushed
+        // (crate::flush): its result is flushed by its runner, so the copy goes
+        // now, as the loop would have removed it; routine, not logged.
+        let _ = rigmind_queue::fsio::remove_if_exists(&private);
+    }
     if !settled {
         return;
     }
+    // A private copy beside a queue or processing copy is a release whose flush
+    // may still be due: the loop removes it once it is done.
     let all = [
-        Place::Private,
         Place::Public(TaskDir::Queue),
         Place::Public(TaskDir::Processing),
         Place::Public(TaskDir::Failed),

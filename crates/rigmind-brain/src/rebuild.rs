@@ -227,6 +227,10 @@ fn rebuild_batch(
 ) -> Result<(Batch, Vec<(PathBuf, String)>), String> {
     let batch_id = record.batch_id.clone();
     let err = |e: QueueError| e.to_string();
+    if mode.writes() {
+        // A brain killed while writing a task into queue/ leaves its temporary here.
+        fsio::remove_temporaries(&layout.private_dir(&batch_id)).map_err(err)?;
+    }
     // A submission that stopped while queueing its ready tasks: finish it (read
     // only, its unqueued tasks are found missing and re-created below).
     let manifest = crate::submit::read_manifest(layout, &batch_id).filter(|_| mode.writes());

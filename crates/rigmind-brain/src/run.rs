@@ -16,6 +16,7 @@ use rigmind_config::RigConfig;
 use rigmind_exec::{run_claimed, Runner};
 use rigmind_queue::brain_record::BrainRecord;
 use rigmind_queue::claim::{Claimed, QueueIndex, QueueLock};
+use rigmind_queue::fsio;
 use rigmind_queue::logs::{Decision, Logs};
 use rigmind_queue::task::TaskFile;
 use rigmind_queue::watch::{watch_dirs, Change, DirWatcher};
@@ -25,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Interval;
 
-use crate::apply::{apply, flush_records};
+use crate::apply::{apply, flush_records, Released};
 use crate::observe::refresh;
 use crate::policy::decide;
 use crate::record::Recorder;
@@ -156,11 +157,15 @@ struct Brain {
     queue_lock: QueueLock,
     queue: QueueIndex,
     cancellations: crate::cancel::Cancellations,
-    /// Flushes submissions' ready tasks in the background.
+    /// Flushes submissions' ready tasks and released tasks in the background.
     flusher: crate::flush::Flusher,
+    /// Released tasks whose private copy waits for their flush, by file name: how
+    /// many of their releases are not flushed yet (a task held back and released
+    /// again within a flush has two).
+    unflushed: std::collections::HashMap<String, u32>,
     /// Queue files the brain wrote itself (a submission's ready tasks) whose event
     /// has not come back yet: known without reading them again.
-    echoes: std::collections::HashSet<String>,
+    echoes: std::collections::HashMap<String, fsio::FileStamp>,
     /// How brain-executed tasks run, the tasks running, and how they are told to stop.
     runner: Runner,
     running: JoinSet<String>,
@@ -211,7 +216,7 @@ impl Brain {
         };
         let ops = crate::ops::Ops::new(&layout, &state, serve_metrics(opts.metrics_addr)?);
         let cancellations = crate::cancel::Cancellations::new(&layout);
-        let flusher = crate::flush::Flusher::start();
+        let flusher = crate::flush::Flusher::start(&layout);
         crate::submit::flush_leftovers(&layout, &flusher);
         Ok(Brain {
             layout,
@@ -225,6 +230,7 @@ impl Brain {
             queue,
             cancellations,
             flusher,
+            unflushed: Default::default(),
             echoes: Default::default(),
             runner,
             running: JoinSet::new(),
@@ -242,10 +248,11 @@ impl Brain {
     /// the records, brain-executed tasks. True when decisions are left for the
     /// next turn (the budget ran out).
     fn turn(&mut self) -> bool {
+        self.drop_flushed_copies();
         // Cancellations first: nothing below may keep one waiting.
         self.cancellations
             .take(&self.layout, &self.logs, &mut self.state, &mut self.queue);
-        let (queue, echoes) = (&mut self.queue, &mut self.echoes);
+        let (queue, echoes, layout) = (&mut self.queue, &mut self.echoes, &self.layout);
         let queued_all = crate::submit::queue_some(
             &self.layout,
             &self.logs,
@@ -254,7 +261,7 @@ impl Brain {
             TURN_BUDGET,
             |name, t| {
                 queue.insert(name, t);
-                echoes.insert(name.to_string());
+                note_echo(echoes, layout, name);
             },
         )
         .unwrap_or_else(|e| {
@@ -280,6 +287,14 @@ impl Brain {
     /// when it stopped for the budget (the rest is decided again next turn). A failed
     /// action is logged and left for the next round: its task stays where it is.
     fn converge(&mut self, budget: Duration) -> bool {
+        let mut released = Vec::new();
+        let done = self.converge_into(budget, &mut released);
+        self.hand_on(released);
+        done
+    }
+
+    /// [`Brain::converge`], the tasks it released left in `released`.
+    fn converge_into(&mut self, budget: Duration, released: &mut Vec<Released>) -> bool {
         let (layout, logs, state) = (&self.layout, &self.logs, &mut self.state);
         let deadline = Instant::now() + budget;
         self.recorder.begin_converge();
@@ -295,7 +310,7 @@ impl Brain {
                 if Instant::now() >= deadline {
                     return false;
                 }
-                match apply(layout, logs, state, a, now) {
+                match apply(layout, logs, state, (a, now), released) {
                     Ok(()) => progressed = true,
                     // A task file ruined by hand (in private_tasks/, which no event
                     // covers): moved aside, and its task fails as a definition error.
@@ -311,6 +326,47 @@ impl Brain {
             }
         }
         true
+    }
+
+    /// Released tasks go into the brain's own queue index as written (their
+    /// events are echoes) and to the flusher, which flushes them before their
+    /// private copies go ([`Brain::drop_flushed_copies`]).
+    fn hand_on(&mut self, released: Vec<Released>) {
+        let mut files = Vec::with_capacity(released.len());
+        for r in released {
+            self.queue.insert(&r.file_name, &r.task);
+            note_echo(&mut self.echoes, &self.layout, &r.file_name);
+            *self.unflushed.entry(r.file_name.clone()).or_default() += 1;
+            files.push((r.batch, r.file_name));
+        }
+        self.flusher.released(files);
+    }
+
+    /// Removes the private copies of released tasks whose queue copies are
+    /// flushed, unless their job is pending again (held back, revived: the private
+    /// copy is then its only one).
+    fn drop_flushed_copies(&mut self) {
+        for (batch, name) in self.flusher.flushed() {
+            let Some(left) = self.unflushed.get_mut(&name) else {
+                continue;
+            };
+            *left -= 1;
+            if *left > 0 {
+                continue;
+            }
+            self.unflushed.remove(&name);
+            let pending = self.state.batches.get(&batch).is_some_and(|b| {
+                b.by_file
+                    .get(&name)
+                    .is_some_and(|&i| b.jobs[i].status == JobStatus::Pending)
+            });
+            if !pending {
+                let copy = self.layout.private_dir(&batch).join(&name);
+                if let Err(e) = rigmind_queue::fsio::remove_if_exists(&copy) {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
     }
 
     /// Counts are derived from the files, so the records are rewritten at most
@@ -422,9 +478,13 @@ impl Brain {
             return None;
         }
         if p.parent() == Some(layout.dir(TaskDir::Queue).as_path()) {
-            // The echo of a file this brain just wrote, still there: its job and
+            // The echo of a file this brain just wrote, still as written: its job and
             // the index already say what it holds (a release costs no read back).
-            if self.echoes.remove(name) && p.exists() {
+            if self
+                .echoes
+                .remove(name)
+                .is_some_and(|written| fsio::stamp(p) == Some(written))
+            {
                 return None;
             }
             self.queue.note(layout, name);
@@ -484,6 +544,9 @@ impl Brain {
 
     /// Writes the records, logs the stop and removes the heartbeat file.
     fn stop(mut self) -> Result<(), BrainError> {
+        // A clean stop leaves no released task with two copies.
+        self.flusher.wait_idle();
+        self.drop_flushed_copies();
         let _ = flush_records(&self.layout, &mut self.state);
         self.logs.decision(
             &Decision::new("stop")
@@ -492,6 +555,19 @@ impl Brain {
         )?;
         let _ = BrainRecord::remove(&self.layout);
         Ok(())
+    }
+}
+
+/// Notes that the brain just wrote `queue/<name>`: its event is an echo to skip,
+/// as long as the file is still the one written (a hand that rewrites it before the
+/// event is taken makes a change the brain must read). Claimed already: no echo.
+fn note_echo(
+    echoes: &mut std::collections::HashMap<String, fsio::FileStamp>,
+    layout: &Layout,
+    name: &str,
+) {
+    if let Some(s) = fsio::stamp(&layout.dir(TaskDir::Queue).join(name)) {
+        echoes.insert(name.to_string(), s);
     }
 }
 

@@ -392,7 +392,14 @@ fn queue_one(
     t: &TaskFile,
 ) -> Result<PathBuf, QueueError> {
     if !b.record.cancel_requested {
-        let p = t.write_to(&layout.dir(TaskDir::Queue), Sync::None)?;
+        // The temporary in the batch's private directory: queue/ sees one event.
+        let private = layout.private_dir(&b.record.batch_id);
+        let p = t.write_named_via(
+            &layout.dir(TaskDir::Queue),
+            &t.file_name(),
+            &private,
+            Sync::None,
+        )?;
         crate::apply::log_release(logs, &b.record.batch_id, t, "no dependencies")?;
         return Ok(p);
     }
@@ -479,7 +486,7 @@ mod tests {
         let (_dir, layout, tasks) = torn_and_missing();
         let manifest = written_manifest_path(&layout, "ab12cd");
         std::fs::write(&manifest, serde_json::to_vec(&tasks).unwrap()).unwrap();
-        let flusher = crate::flush::Flusher::start();
+        let flusher = crate::flush::Flusher::start(&layout);
         flush_leftovers(&layout, &flusher);
         drop(flusher);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

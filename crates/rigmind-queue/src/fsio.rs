@@ -46,8 +46,23 @@ pub fn write_atomic_with(
     fill: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<(), QueueError> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    write_atomic_via(path, dir, sync, fill)
+}
+
+/// [`write_atomic_with`] with the temporary file in `tmp_dir` (on the same
+/// filesystem) instead of beside `path`: a watched directory then sees one event
+/// for the new file (the rename) instead of the four of a create, write, close and
+/// rename, which keeps the kernel's event queue from overflowing when thousands of
+/// files arrive at once.
+pub fn write_atomic_via(
+    path: &Path,
+    tmp_dir: &Path,
+    sync: Sync,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<(), QueueError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(
+    let tmp = tmp_dir.join(format!(
         ".{file_name}.{}.{}.tmp",
         std::process::id(),
         uuid::Uuid::new_v4().simple()
@@ -79,6 +94,49 @@ pub fn write_atomic_with(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// What tells one version of a file from another without reading it: its inode
+/// (a rename over it is a new one), length and modification time (a rewrite in
+/// place changes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+/// The stamp of the file at `path` now; None when there is none.
+pub fn stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    Some(FileStamp {
+        ino: m.ino(),
+        len: m.len(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    })
+}
+
+/// Removes the temporaries ([`write_atomic_via`]'s `.NAME.PID.ID.tmp`) that a
+/// writer killed mid-write left in `dir`; gives how many. Only for a directory
+/// whose writers are all known to be dead (a brain's private directories at its
+/// start: its life lock says no other brain runs).
+pub fn remove_temporaries(dir: &Path) -> Result<usize, QueueError> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(QueueError::io("list", dir, e)),
+    };
+    let mut removed = 0;
+    for entry in rd.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            remove_if_exists(&entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Moves a file to another directory with new contents, so that at every instant
@@ -329,6 +387,35 @@ mod tests {
         let all: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(all.len(), 1, "temporaries left behind");
         assert_eq!(list_names(dir.path()).unwrap(), vec!["a.json"]);
+    }
+
+    #[test]
+    fn a_write_via_another_directory_leaves_its_temporary_nowhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let (watched, tmp) = (dir.path().join("queue"), dir.path().join("private"));
+        fs::create_dir_all(&watched).unwrap();
+        fs::create_dir_all(&tmp).unwrap();
+        let p = watched.join("a.json");
+        write_atomic_via(&p, &tmp, Sync::None, |f| f.write_all(b"one")).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(fs::read_dir(&watched).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn temporaries_of_a_killed_writer_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [".a.json.12.ab.tmp", ".ready.json", "b.json", ".notes"] {
+            fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        assert_eq!(remove_temporaries(dir.path()).unwrap(), 1);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".notes", ".ready.json", "b.json"]);
+        assert_eq!(remove_temporaries(&dir.path().join("gone")).unwrap(), 0);
     }
 
     #[test]

@@ -531,6 +531,24 @@ impl TaskFile {
         Ok(path)
     }
 
+    /// [`TaskFile::write_named`] with the temporary file in `tmp_dir` (same
+    /// filesystem, not watched), so that `dir` sees only the rename
+    /// ([`fsio::write_atomic_via`]).
+    pub fn write_named_via(
+        &self,
+        dir: &Path,
+        file_name: &str,
+        tmp_dir: &Path,
+        sync: fsio::Sync,
+    ) -> Result<PathBuf, QueueError> {
+        let path = dir.join(file_name);
+        let bytes = self.to_bytes();
+        fsio::write_atomic_via(&path, tmp_dir, sync, |f| {
+            std::io::Write::write_all(f, &bytes)
+        })?;
+        Ok(path)
+    }
+
     /// Writes the task atomically to `dir` under its file name.
     pub fn write_to(&self, dir: &Path, sync: fsio::Sync) -> Result<PathBuf, QueueError> {
         let path = dir.join(self.file_name());
