@@ -89,6 +89,44 @@ pub fn load_of(state: &BrainState, model: &str, worker: &str, written: f64) -> E
     )
 }
 
+/// How far the run times seen were from the plan's written estimates, over the
+/// plan tasks of the live batches that have both: `exp(mean |ln(median seen /
+/// written)|) - 1`, each plan task one vote (a person misjudges a task, not an
+/// item). 0 when every median matched its estimate or nothing was seen yet;
+/// estimates off by ×2 either way give 1. The resource manager's hysteresis
+/// (`resources/hysteresis.rs`) asks a move to gain this share of its cost on top
+/// of its margin: a projection built on estimates that have proven wrong is
+/// trusted for large gains only.
+pub fn estimate_error(state: &BrainState) -> f64 {
+    let (mut sum, mut n) = (0.0f64, 0u32);
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for batch in state.batches.values().filter(|b| b.active()) {
+        let mut last: Option<&str> = None;
+        for j in &batch.jobs {
+            // The jobs of a plan task come one after another: one look-up each.
+            if last == Some(j.plan_task_id.as_str()) {
+                continue;
+            }
+            last = Some(&j.plan_task_id);
+            if !seen.insert(&j.plan_task_id) {
+                continue;
+            }
+            let Some(w) = j.work.estimate_secs.filter(|w| *w > 0.0) else {
+                continue;
+            };
+            let Some(m) = state.learned.get(&j.plan_task_id).and_then(Learned::median) else {
+                continue;
+            };
+            sum += (m.max(1e-3) / w).ln().abs();
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return 0.0;
+    }
+    (sum / f64::from(n)).exp() - 1.0
+}
+
 /// A job's expected run time and where it came from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Estimate {
@@ -188,6 +226,29 @@ mod tests {
         assert_eq!(work[0].secs, 6.625);
         let e = crate::resources::estimates_of(&state);
         assert_eq!(e["prep"].to_string(), "learned:6.6s n=3");
+    }
+
+    #[test]
+    fn the_estimate_error_is_how_far_the_medians_were_from_the_written_estimates() {
+        let mut b = crate::state::tests::batch(&[&[], &[], &[]]);
+        for (j, (task, est)) in b
+            .jobs
+            .iter_mut()
+            .zip([("a", 10.0), ("a", 10.0), ("b", 60.0)])
+        {
+            j.plan_task_id = task.into();
+            j.work.estimate_secs = Some(est);
+        }
+        let mut state = BrainState::default();
+        state.insert(b);
+        assert_eq!(estimate_error(&state), 0.0, "nothing seen yet");
+        state.learned.entry("a".into()).or_default().add(10.0);
+        assert_eq!(estimate_error(&state), 0.0, "as written");
+        // a took twice its estimate, b half of it: off by ×2 either way.
+        state.learned.entry("a".into()).or_default().add(30.0);
+        state.learned.entry("a".into()).or_default().add(20.0);
+        state.learned.entry("b".into()).or_default().add(30.0);
+        assert!((estimate_error(&state) - 1.0).abs() < 1e-9);
     }
 
     #[test]

@@ -188,6 +188,7 @@ mod tests {
             cards,
             work,
             estimates: Default::default(),
+            estimate_error: 0.0,
         }
     }
 

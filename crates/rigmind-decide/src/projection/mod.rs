@@ -504,6 +504,7 @@ mod tests {
                 .collect(),
             work,
             estimates: Default::default(),
+            estimate_error: 0.0,
         }
     }
 

@@ -2,14 +2,25 @@
 //!
 //! A projection that moves cards now must beat standing still by a margin
 //! ([`pays`]):
-//! - any move: 2 % of the standing-still end, at least one unload time;
+//! - any move: 2 % of the standing-still end, at least one unload time; only the
+//!   unload time when the move displaces nothing ([`displaces`]: every card it
+//!   moves is free and nothing of its current kind is ready, the move on-demand
+//!   would make);
 //! - a load on one card with an unload on another in the same round (a *move* of
 //!   the model): more than the move costs in card time (one load and one unload),
 //!   since the projection's estimates are no better than that;
+//! - a move that displaces ready work (a load while script work is ready, an
+//!   unload while llm work is ready): at least the estimate error seen
+//!   ([`RigView::estimate_error`]) times the dearest such move (a load's time on
+//!   its card, or the unload time). Where estimates have proven wrong the
+//!   projection's small gains are within its error, and a card taken from ready
+//!   work is the bet most likely to lose (a straggler on the work it left);
 //! - a card that just loaded ([`just_loaded`]) keeps its model while llm work for
 //!   it is ready, or will be within the time a round trip (unload and load back)
 //!   takes, as long as another card runs script work: unloading it would only
 //!   mean loading again.
+
+use rigmind_types::TaskClass;
 
 use crate::projection::Projection;
 
@@ -25,16 +36,50 @@ pub(super) fn pays(view: &RigView, still: f64, proj: &Projection) -> bool {
     if !still.is_finite() {
         return true;
     }
-    let mut margin = (0.02 * still).max(cfg.unload_secs);
+    let (displacing, at_stake) = displaces(view, proj);
+    let mut margin = if displacing {
+        (0.02 * still).max(cfg.unload_secs)
+    } else {
+        cfg.unload_secs
+    };
     let loads = proj.now.iter().any(|(_, to_llm)| *to_llm);
     let unloads = proj.now.iter().any(|(_, to_llm)| !*to_llm);
     if loads && unloads {
         margin = margin.max(cfg.load_secs + cfg.unload_secs);
     }
+    margin = margin.max(view.estimate_error.max(0.0) * at_stake);
     if proj.now.iter().any(|&(i, to_llm)| !to_llm && kept(view, i)) {
         return false;
     }
     proj.makespan < still - margin
+}
+
+/// Whether the moves `proj` makes now displace anything (a card it moves is busy,
+/// or work of a moved card's current kind is ready), and the dearest move that
+/// takes a card from ready work (a load's time on its card while script work is
+/// ready, the unload time while llm work is ready; 0 when none does).
+fn displaces(view: &RigView, proj: &Projection) -> (bool, f64) {
+    let ready = |class: TaskClass| {
+        view.work
+            .iter()
+            .any(|w| !w.running && w.ready_in <= 0.0 && w.class == class)
+    };
+    let (script_ready, llm_ready) = (ready(TaskClass::Script), ready(TaskClass::Llm));
+    let mut busy = false;
+    let mut at_stake = 0.0f64;
+    for &(i, to_llm) in &proj.now {
+        let card = view.cards.get(i);
+        busy |= card.is_none_or(|c| !c.free());
+        let cost = if to_llm {
+            card.map_or(view.config.load_secs, |c| c.load_secs)
+        } else {
+            view.config.unload_secs
+        };
+        if (to_llm && script_ready) || (!to_llm && llm_ready) {
+            at_stake = at_stake.max(cost);
+        }
+    }
+    (busy || at_stake > 0.0, at_stake)
 }
 
 /// A card keeps its model: it just loaded, llm work for its model is ready or will
@@ -64,4 +109,43 @@ fn kept(view: &RigView, i: usize) -> bool {
 fn just_loaded(card: &Card, trip: f64) -> bool {
     // `in_mode_secs` counts from the start of the load.
     card.mode == CardMode::Llm && card.in_mode_secs < trip + trip
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::super::*;
+    use super::pays;
+    use crate::projection::Projection;
+
+    /// A projection that loads card 0 now and ends at `makespan`.
+    fn loading(makespan: f64) -> Projection {
+        Projection {
+            makespan,
+            batch_ends: vec![makespan],
+            now: vec![(0, true)],
+        }
+    }
+
+    #[test]
+    fn a_load_that_takes_a_card_from_ready_work_must_beat_the_estimate_error() {
+        // script-heavy (noisy) at minute 13: loading a free card while script work
+        // is ready projects 502 s against 541 s standing still (39 s gained).
+        let mut w = work(TaskClass::Script, 9, 100.0, 0.0);
+        w.extend(work(TaskClass::Llm, 4, 120.0, 0.0));
+        let cards = vec![card("w1", CardMode::Script), card("w2", CardMode::Script)];
+        let mut v = view(RmPolicy::Adaptive, cards, w);
+        // Estimates that held: the 2 % margin (10.8 s) is all it must beat.
+        assert!(pays(&v, 541.0, &loading(502.0)));
+        // Estimates off by about half: the load must gain 0.5 × its 120 s.
+        v.estimate_error = 0.5;
+        assert!(!pays(&v, 541.0, &loading(502.0)));
+        assert!(pays(&v, 541.0, &loading(480.0)));
+        // With no script work ready the free card displaces nothing: the error
+        // does not count, nor the 2 % margin (only the unload time, 10 s).
+        v.work.retain(|w| w.class == TaskClass::Llm);
+        assert!(pays(&v, 541.0, &loading(502.0)));
+        assert!(pays(&v, 541.0, &loading(530.0)));
+        assert!(!pays(&v, 541.0, &loading(532.0)));
+    }
 }

@@ -247,6 +247,11 @@ pub struct RigView {
     /// The estimate each plan task with work left has, by plan task id: what
     /// `work`'s run times came from, named in each decision's reason.
     pub estimates: BTreeMap<String, Estimate>,
+    /// How far the run times seen were from the plan's estimates
+    /// ([`crate::estimate::estimate_error`]: 0 when they matched or nothing was
+    /// seen, 0.5 when they were off by half on the typical plan task): the
+    /// hysteresis asks a move to gain this much of its cost on top of its margin.
+    pub estimate_error: f64,
 }
 
 /// One decision of the resource manager.

@@ -148,6 +148,7 @@ fn adaptive_never_moves_a_card_its_projection_says_loses_time() {
             cards,
             work,
             estimates: Default::default(),
+            estimate_error: 0.0,
         };
         let actions = decide(&view);
         if actions.is_empty() {

@@ -127,6 +127,7 @@ pub fn view_of(
             .collect(),
         work,
         estimates,
+        estimate_error: crate::estimate::estimate_error(state),
     }
 }
 

@@ -52,6 +52,7 @@ pub(super) fn view(policy: RmPolicy, cards: Vec<Card>, work: Vec<Work>) -> RigVi
         cards,
         work,
         estimates: Default::default(),
+        estimate_error: 0.0,
     }
 }
 
