@@ -88,12 +88,13 @@ impl Flusher {
         self.flushed.try_iter().flatten().collect()
     }
 
-    /// Blocks until everything given before is done (a brain stopping).
-    pub fn wait_idle(&self) {
+    /// Blocks until everything given before is done, or `limit` has passed (a
+    /// brain stopping: what is left then is safe on disk for a restart to finish,
+    /// so a stop on a slow disk need not wait for minutes of flushes). True when
+    /// everything was done.
+    pub fn wait_idle(&self, limit: std::time::Duration) -> bool {
         let (tx, rx) = mpsc::channel();
-        if self.tx.send(Job::Barrier(tx)).is_ok() {
-            let _ = rx.recv();
-        }
+        self.tx.send(Job::Barrier(tx)).is_ok() && rx.recv_timeout(limit).is_ok()
     }
 
     /// Files written unflushed, to be flushed in the background.
@@ -189,7 +190,7 @@ mod tests {
         let flusher = Flusher::start(&layout);
         assert!(flusher.flushed().is_empty());
         flusher.released(files.clone());
-        flusher.wait_idle();
+        assert!(flusher.wait_idle(std::time::Duration::from_secs(30)));
         assert_eq!(flusher.flushed(), files);
         assert!(flusher.flushed().is_empty(), "handed back once");
     }
@@ -203,7 +204,7 @@ mod tests {
         std::fs::remove_dir_all(layout.dir(TaskDir::Queue)).unwrap();
         let flusher = Flusher::start(&layout);
         flusher.released(vec![("ab12cd".into(), "a.json".into())]);
-        flusher.wait_idle();
+        assert!(flusher.wait_idle(std::time::Duration::from_secs(30)));
         assert!(flusher.flushed().is_empty());
     }
 }

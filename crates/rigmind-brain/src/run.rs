@@ -544,8 +544,13 @@ impl Brain {
 
     /// Writes the records, logs the stop and removes the heartbeat file.
     fn stop(mut self) -> Result<(), BrainError> {
-        // A clean stop leaves no released task with two copies.
-        self.flusher.wait_idle();
+        // A clean stop leaves no released task with two copies, unless the disk
+        // is too slow to flush them in STOP_FLUSH: a restart resolves the rest.
+        if !self.flusher.wait_idle(STOP_FLUSH) {
+            tracing::warn!(
+                "flushes still due after {STOP_FLUSH:?}; a restart finishes them from the files"
+            );
+        }
         self.drop_flushed_copies();
         let _ = flush_records(&self.layout, &mut self.state);
         self.logs.decision(
@@ -557,6 +562,9 @@ impl Brain {
         Ok(())
     }
 }
+
+/// How long a stopping brain waits for its background flushes.
+const STOP_FLUSH: Duration = Duration::from_secs(10);
 
 /// Notes that the brain just wrote `queue/<name>`: its event is an echo to skip,
 /// as long as the file is still the one written (a hand that rewrites it before the
