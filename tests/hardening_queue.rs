@@ -436,3 +436,46 @@ fn a_hand_dropped_task_is_logged_with_its_owner_before_it_runs() {
         lines[0]
     );
 }
+
+/// A root whose `tasks/` is on another filesystem than its `brain/` (here: a tmpfs
+/// under /dev/shm). The brain writes the temporaries of its queue files in
+/// `brain/private_tasks/<batch>/` and renames them into `tasks/queue/`; across
+/// filesystems that rename fails (EXDEV), and the file is moved beside its place
+/// first. Submitted tasks and released ones both run.
+#[test]
+fn tasks_on_another_filesystem_than_the_brain_still_run() {
+    use std::os::unix::fs::MetadataExt;
+    let test = "tasks_on_another_filesystem_than_the_brain_still_run";
+    let Ok(apart) = tempfile::tempdir_in("/dev/shm") else {
+        return common::skip(test, "no writable /dev/shm here");
+    };
+    let rig = Rig::new();
+    let root = rig.root();
+    std::fs::create_dir_all(&root).unwrap();
+    let dev = |p: &Path| std::fs::metadata(p).unwrap().dev();
+    if dev(apart.path()) == dev(&root) {
+        return common::skip(test, "/dev/shm is on the same filesystem as the temp dir");
+    }
+    std::os::unix::fs::symlink(apart.path(), root.join("tasks")).unwrap();
+    let mut rig = rig;
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    let plan = rig.write(
+        "apart.md",
+        "# Plan: apart\n\n## Task: first\n- task_class: cpu\n- command: `echo 1 > first.txt`\n\n\
+         ## Task: then\n- task_class: cpu\n- depends_on: first\n- for_each: [a, b]\n\
+         - command: `echo {item} > then-{item}.txt`\n",
+    );
+    let batch = rig.submit(&plan);
+    assert_eq!(rig.wait(&batch), 0);
+    for f in ["first.txt", "then-a.txt", "then-b.txt"] {
+        assert!(rig.dir.path().join(f).exists(), "{f} missing");
+    }
+    // No temporary is left on either side.
+    let left: Vec<_> = common::walk(&root)
+        .into_iter()
+        .chain(common::walk(apart.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -173,8 +173,14 @@ pub fn refresh(layout: &Layout, logs: &Logs, state: &mut BrainState, file_name: 
     let Some(&i) = batch.by_file.get(file_name) else {
         return;
     };
-    // In flight between two places: the next event tells.
-    let Some(place) = locate(layout, &tn.batch, file_name) else {
+    // In flight between two places: the next event tells. A job past pending
+    // found only in private_tasks/ is in flight too: its private copy is the one a
+    // release keeps until its flush (crate::flush), not a way back (the brain's
+    // own moves back there, hold-back and revive, set the job pending first).
+    let past_pending = batch.jobs[i].status != JobStatus::Pending;
+    let Some(place) =
+        locate(layout, &tn.batch, file_name).filter(|p| !(past_pending && *p == Place::Private))
+    else {
         return;
     };
     drop_stale_copies(

@@ -420,12 +420,12 @@ fn read_job(
             Err(_) if *place == Place::Public(TaskDir::Complete) => kept = Some((*place, None)),
             // Judged below, once it is known whether a good copy exists.
             Err(QueueError::Invalid { reason, .. }) => bad_copies.push((path, reason)),
-            // Moved on since the listing (a worker claimed it): look again.
+            // Moved on since the listing (a worker claimed it): look again. Found
+            // in no public place, it is still moving: an earlier place (a private
+            // copy a release keeps until its flush) is no way back.
             Err(e) if e.is_not_found() => {
                 kept = relocate(layout, batch_id, &file_name);
-                if kept.is_some() {
-                    break;
-                }
+                break;
             }
             Err(e) => return Err(e),
         }
@@ -519,7 +519,10 @@ fn job_read(
 
 /// Where a file that vanished during the rebuild has gone, read there.
 fn relocate(layout: &Layout, batch: &str, file_name: &str) -> Option<(Place, Option<TaskFile>)> {
-    let place = crate::observe::locate(layout, batch, file_name)?;
+    // Listed in a public directory, so past pending: a private copy beside it is a
+    // release's, kept until its flush, and the task is still moving.
+    let place =
+        crate::observe::locate(layout, batch, file_name).filter(|p| *p != Place::Private)?;
     if place == Place::Public(TaskDir::Complete) {
         return Some((place, None));
     }

@@ -49,11 +49,12 @@ pub fn write_atomic_with(
     write_atomic_via(path, dir, sync, fill)
 }
 
-/// [`write_atomic_with`] with the temporary file in `tmp_dir` (on the same
-/// filesystem) instead of beside `path`: a watched directory then sees one event
-/// for the new file (the rename) instead of the four of a create, write, close and
-/// rename, which keeps the kernel's event queue from overflowing when thousands of
-/// files arrive at once.
+/// [`write_atomic_with`] with the temporary file in `tmp_dir` instead of beside
+/// `path`: a watched directory then sees one event for the new file (the rename)
+/// instead of the four of a create, write, close and rename, which keeps the
+/// kernel's event queue from overflowing when thousands of files arrive at once.
+/// Where `tmp_dir` is on another filesystem, the temporary is copied beside `path`
+/// before the rename ([`move_across`]): slower, and as safe.
 pub fn write_atomic_via(
     path: &Path,
     tmp_dir: &Path,
@@ -83,7 +84,10 @@ pub fn write_atomic_via(
                 .map_err(|e| QueueError::io("flush", &tmp, e))?;
         }
         drop(f);
-        fs::rename(&tmp, path).map_err(|e| QueueError::io("rename into", path, e))?;
+        match fs::rename(&tmp, path) {
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => move_across(&tmp, dir, path, sync)?,
+            r => r.map_err(|e| QueueError::io("rename into", path, e))?,
+        }
         if sync == Sync::Dir {
             sync_dir(dir)?;
         }
@@ -93,6 +97,27 @@ pub fn write_atomic_via(
         // Nothing half-written may stay behind (a full disk leaves a short tmp file).
         let _ = fs::remove_file(&tmp);
     }
+    result
+}
+
+/// The rename of [`write_atomic_via`] when `tmp_dir` is on another filesystem than
+/// `path` (a root whose `tasks/` is mounted apart from `brain/`): the temporary is
+/// copied beside `path` first (flushed as asked), then renamed in.
+fn move_across(tmp: &Path, dir: &Path, path: &Path, sync: Sync) -> Result<(), QueueError> {
+    let beside = dir.join(tmp.file_name().unwrap_or_default());
+    let result = (|| {
+        fs::copy(tmp, &beside).map_err(|e| QueueError::io("copy", &beside, e))?;
+        if sync != Sync::None {
+            File::open(&beside)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| QueueError::io("flush", &beside, e))?;
+        }
+        fs::rename(&beside, path).map_err(|e| QueueError::io("rename into", path, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&beside);
+    }
+    let _ = fs::remove_file(tmp);
     result
 }
 
