@@ -69,13 +69,11 @@ fn drop_stale_copies(
     let settled = std::fs::metadata(latest.dir(layout, batch).join(file_name))
         .and_then(|m| m.modified())
         .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= MOVE_SETTLE));
-    let finished = rank(latest) >= rank(Place::Public(TaskDir::Failed));
-    let private = layout.private_dir(batch).join(file_name);
-    if finished && private.exists() {
+    if rank(latest) >= rank(Place::Public(TaskDir::Failed)) {
         // A released task's private copy, kept until its queue copy is flushed
         // (crate::flush): its result is flushed by its runner, so the copy goes
         // now, as the loop would have removed it; routine, not logged.
-        let _ = rigmind_queue::fsio::remove_if_exists(&private);
+        let _ = rigmind_queue::fsio::remove_if_exists(&layout.private_dir(batch).join(file_name));
     }
     if !settled {
         return;

@@ -99,9 +99,7 @@ impl RigConfig {
         );
         out.into_iter().collect()
     }
-}
 
-impl RigConfig {
     /// [`RigConfig::scrubbed_env`] of this process's environment: what the tasks
     /// it starts must not inherit.
     pub fn scrubbed_env_now(&self) -> Vec<String> {

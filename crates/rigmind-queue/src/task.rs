@@ -526,13 +526,11 @@ impl TaskFile {
         file_name: &str,
         sync: fsio::Sync,
     ) -> Result<PathBuf, QueueError> {
-        let path = dir.join(file_name);
-        fsio::write_atomic(&path, &self.to_bytes(), sync)?;
-        Ok(path)
+        self.write_named_via(dir, file_name, dir, sync)
     }
 
-    /// [`TaskFile::write_named`] with the temporary file in `tmp_dir` (same
-    /// filesystem, not watched), so that `dir` sees only the rename
+    /// [`TaskFile::write_named`] with the temporary file in `tmp_dir` (an
+    /// unwatched directory), so that `dir` sees only the rename
     /// ([`fsio::write_atomic_via`]).
     pub fn write_named_via(
         &self,
