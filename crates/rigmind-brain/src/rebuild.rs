@@ -44,6 +44,10 @@ struct ReadJob {
     invalid: Option<(PathBuf, String)>,
     /// A queued retry's back-off (`not_before`), so status can say `retrying`.
     retry_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// A private copy behind a later public copy (a release whose flush the last
+    /// brain may not have finished): the public copy to flush first, when it is
+    /// not a result (a runner flushes its results), and the private copy.
+    stale_private: Option<(Option<PathBuf>, PathBuf)>,
 }
 
 /// Reads every batch record and task file under the root into a [`BrainState`].
@@ -256,11 +260,13 @@ fn rebuild_batch(
     let mut pending_deps: Vec<(usize, Vec<String>)> = Vec::new();
     let mut retry_at = Vec::new();
     let mut invalid: Vec<(PathBuf, String)> = Vec::new();
+    let mut stale_private = Vec::new();
     for (file_name, places) in files {
         let Some(read) = read_job(layout, logs, &batch_id, file_name, places, mode).map_err(err)?
         else {
             continue;
         };
+        stale_private.extend(read.stale_private);
         // Every job read gets its edges back: pending ones wait on them, failed
         // ones are revived through them, queued ones are held back by them.
         if let Some(deps) = read.deps {
@@ -272,6 +278,7 @@ fn rebuild_batch(
         }
         jobs.push(read.job);
     }
+    finish_release_flushes(layout, logs, &batch_id, stale_private).map_err(err)?;
     recover_missing(
         layout,
         logs,
@@ -285,6 +292,40 @@ fn rebuild_batch(
     batch.retry_at.extend(retry_at);
     batch.refresh_counts();
     Ok((batch, invalid))
+}
+
+/// Finishes what the last brain's flushing thread may have left undone
+/// (crate::flush): the public copies of released tasks are flushed, with their
+/// directories, and only then are their private copies removed, so that a power cut
+/// at any moment still finds each task whole in one of its places.
+fn finish_release_flushes(
+    layout: &Layout,
+    logs: &Logs,
+    batch_id: &str,
+    stale: Vec<(Option<PathBuf>, PathBuf)>,
+) -> Result<(), QueueError> {
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let public: Vec<PathBuf> = stale.iter().filter_map(|(p, _)| p.clone()).collect();
+    if !public.is_empty() {
+        // A copy claimed since it was read is skipped: its claimer flushes it.
+        fsio::sync_files(&public)?;
+        fsio::sync_dir(&layout.dir(TaskDir::Queue))?;
+        fsio::sync_dir(&layout.dir(TaskDir::Processing))?;
+    }
+    for (_, private) in &stale {
+        fsio::remove_if_exists(private)?;
+    }
+    logs.decision(
+        &Decision::new("finish_release_flush")
+            .kv("batch", batch_id)
+            .kv("tasks", stale.len())
+            .kv(
+                "reason",
+                "released before the last brain stopped; their queue copies are flushed and their private copies removed",
+            ),
+    )
 }
 
 /// Jobs the batch record counts but no directory holds (a file removed while the
@@ -380,7 +421,8 @@ fn read_job(
     let mut bad_copies: Vec<(PathBuf, String)> = Vec::new();
     for place in &places {
         let path = place.dir(layout, batch_id).join(&file_name);
-        if kept.is_some() && !mode.writes() {
+        if kept.is_some() && (!mode.writes() || *place == Place::Private) {
+            // A private copy behind a later one is judged below.
             continue;
         }
         if kept.is_some() {
@@ -430,6 +472,11 @@ fn read_job(
             Err(e) => return Err(e),
         }
     }
+    let stale_private = if mode.writes() {
+        stale_private(layout, batch_id, &file_name, &kept, &places)
+    } else {
+        None
+    };
     let good_copy = matches!(
         kept,
         Some((_, Some(_))) | Some((Place::Public(TaskDir::Complete), _))
@@ -464,7 +511,32 @@ fn read_job(
         deps: task.map(|t| t.depends_on),
         invalid,
         retry_at,
+        stale_private,
     }))
+}
+
+/// A private copy behind the kept later copy (see [`ReadJob::stale_private`]).
+fn stale_private(
+    layout: &Layout,
+    batch_id: &str,
+    file_name: &str,
+    kept: &Option<(Place, Option<TaskFile>)>,
+    places: &[Place],
+) -> Option<(Option<PathBuf>, PathBuf)> {
+    let place = kept
+        .as_ref()
+        .map(|k| k.0)
+        .filter(|p| *p != Place::Private)?;
+    if !places.contains(&Place::Private) {
+        return None;
+    }
+    let public = place.dir(layout, batch_id).join(file_name);
+    let result =
+        crate::observe::rank(place) >= crate::observe::rank(Place::Public(TaskDir::Failed));
+    Some((
+        (!result).then_some(public),
+        layout.private_dir(batch_id).join(file_name),
+    ))
 }
 
 /// The job of a task read at `place` (`task`: its file, when it could be read).
@@ -565,5 +637,81 @@ fn resolve_dependencies(jobs: &mut [Job], pending: Vec<(usize, Vec<String>)>) {
         .collect();
     for (i, deps) in resolved {
         jobs[i].deps = deps;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BATCH: &str = "ab12cd";
+    const FILE: &str = "p05-00000001-ab12cd-work.json";
+
+    fn root() -> (tempfile::TempDir, Layout, Logs) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.ensure().unwrap();
+        std::fs::create_dir_all(layout.private_dir(BATCH)).unwrap();
+        let logs = Logs::new(&layout);
+        (dir, layout, logs)
+    }
+
+    /// Reads the job listed at `listed` and beside a private copy, as a starting
+    /// brain does, then finishes the flushes that read found due.
+    fn read_then_finish(
+        layout: &Layout,
+        logs: &Logs,
+        listed: Place,
+    ) -> (JobStatus, Option<(Option<PathBuf>, PathBuf)>) {
+        let places = vec![Place::Private, listed];
+        let read = read_job(layout, logs, BATCH, FILE.into(), places, Mode::Start)
+            .unwrap()
+            .unwrap();
+        let stale = read.stale_private.clone();
+        finish_release_flushes(layout, logs, BATCH, stale.clone().into_iter().collect()).unwrap();
+        (read.job.status, stale)
+    }
+
+    #[test]
+    fn a_release_that_finished_while_the_rebuild_read_it_loses_its_private_copy() {
+        let (_dir, layout, logs) = root();
+        // Listed in processing/ (and its private copy, kept until the release's
+        // flush), then filed into complete/ before the rebuild read it.
+        std::fs::write(layout.dir(TaskDir::Complete).join(FILE), b"{}").unwrap();
+        let private = layout.private_dir(BATCH).join(FILE);
+        std::fs::write(&private, b"{}").unwrap();
+        let (status, stale) = read_then_finish(&layout, &logs, Place::Public(TaskDir::Processing));
+        assert_eq!(status, JobStatus::Complete);
+        // A result is its runner's to flush: only the private copy goes.
+        assert_eq!(stale, Some((None, private.clone())));
+        assert!(!private.exists());
+    }
+
+    #[test]
+    fn a_private_copy_beside_a_queue_copy_goes_once_the_queue_copy_is_flushed() {
+        let (_dir, layout, logs) = root();
+        let queued = layout.dir(TaskDir::Queue).join(FILE);
+        let task = TaskFile::new(BATCH, "work", rigmind_types::TaskClass::Cpu);
+        std::fs::write(&queued, task.to_bytes()).unwrap();
+        let private = layout.private_dir(BATCH).join(FILE);
+        std::fs::write(&private, task.to_bytes()).unwrap();
+        let (status, stale) = read_then_finish(&layout, &logs, Place::Public(TaskDir::Queue));
+        assert_eq!(status, JobStatus::Queued);
+        assert_eq!(stale, Some((Some(queued.clone()), private.clone())));
+        assert!(!private.exists());
+        assert!(queued.exists());
+    }
+
+    #[test]
+    fn read_only_keeps_every_copy() {
+        let (_dir, layout, logs) = root();
+        std::fs::write(layout.dir(TaskDir::Complete).join(FILE), b"{}").unwrap();
+        std::fs::write(layout.private_dir(BATCH).join(FILE), b"{}").unwrap();
+        let places = vec![Place::Private, Place::Public(TaskDir::Complete)];
+        let read = read_job(&layout, &logs, BATCH, FILE.into(), places, Mode::ReadOnly)
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.stale_private, None);
+        assert!(layout.private_dir(BATCH).join(FILE).exists());
     }
 }
