@@ -194,3 +194,156 @@ fn run_without_a_gpu_runs_llm_tasks_an_endpoint_serves() {
     assert_eq!(done.len(), 1);
     assert_eq!(done[0]["endpoint"], "far");
 }
+
+/// `requires_external: true` starts a task on the last `[escalation]` tier: here
+/// an `anthropic` endpoint (the repo's Messages API test server, with a key from
+/// the environment), on a machine with no GPU, although its written model is the
+/// first tier's, which nothing here could run.
+#[test]
+fn a_task_that_requires_external_starts_on_the_last_tier_at_an_anthropic_endpoint() {
+    const KEY: &str = "sk-ant-test-0123456789";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut opts = ApiFakeOptions::new(ApiFlavor::Anthropic, &["claude-top"]);
+    opts.api_key = Some(KEY.into());
+    let server = rt.block_on(start_api(opts)).unwrap();
+    let mut rig = Rig::new();
+    rig.env = vec![("RIGMIND_TEST_ANTHROPIC_KEY".into(), KEY.into())];
+    rig.write(
+        "root/rig.toml",
+        &format!(
+            "{SAFETY}[escalation]\ntiers = [\"small\", \"claude-top\"]\n\n\
+             [[endpoint]]\nname = \"top\"\napi = \"anthropic\"\nurl = \"{}\"\n\
+             models = [\"claude-top\"]\napi_key_env = \"RIGMIND_TEST_ANTHROPIC_KEY\"\n",
+            server.url()
+        ),
+    );
+    let plan = rig.write(
+        "plan.md",
+        "# Plan: hard\n\n## Task: hard\n- task_class: llm\n- model: small\n\
+         - requires_external: true\n- output: hard.md\n- prompt: Say hello.\n",
+    );
+    let out = rig.rigmind(&["run", plan.to_str().unwrap(), "--workers", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let done = llm_tasks(&rig, "complete");
+    assert_eq!(done.len(), 1);
+    let t = &done[0];
+    assert_eq!(t["tier"], 2, "{t}");
+    assert_eq!(t["model"], "claude-top", "{t}");
+    assert_eq!(t["endpoint"], "top", "{t}");
+    assert_eq!(t["attempts"], 1, "{t}");
+    assert!(t["eval_count"].as_u64().unwrap() > 0, "{t}");
+    assert!(rig.decisions_with(&["decision=escalate"]).is_empty());
+    let answer = std::fs::read_to_string(rig.dir.path().join("hard.md")).unwrap();
+    assert!(!answer.trim().is_empty());
+    // One Messages call, with the key in its header and the API version.
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].path, "/v1/messages");
+    assert_eq!(reqs[0].model.as_deref(), Some("claude-top"));
+    assert!(
+        reqs[0].key_valid && reqs[0].api_version.is_some(),
+        "{reqs:?}"
+    );
+    // The key is in no file under the root.
+    for f in common::walk(&rig.root()) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(KEY),
+            "{}",
+            f.display()
+        );
+    }
+}
+
+/// A first tier whose endpoint is dead (nothing listens on its port) fails with
+/// a server error, and the task climbs to the next tier's endpoint and completes
+/// there; the escalation line gives the failure as its reason.
+#[test]
+fn a_dead_first_tier_endpoint_escalates_to_the_next_tier() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = api(&rt, &["big"]);
+    let mut rig = Rig::new();
+    let toml = format!(
+        "{SAFETY}[escalation]\ntiers = [\"small\", \"big\"]\nafter_failures = 1\n\n\
+         [[endpoint]]\nname = \"dead\"\napi = \"openai\"\nurl = \"http://127.0.0.1:9\"\nmodels = [\"small\"]\n\n\
+         [[endpoint]]\nname = \"live\"\napi = \"openai\"\nurl = \"{}\"\nmodels = [\"big\"]\n",
+        server.url()
+    );
+    rig.start_with_config(&toml, &["cpu1"]);
+    let plan = rig.write(
+        "plan.md",
+        "# Plan: dead\n\n## Task: ask\n- task_class: llm\n- model: small\n- prompt: Say hello.\n",
+    );
+    let batch = rig.submit(&plan);
+    assert_eq!(rig.wait(&batch), 0, "{}", rig.decisions().join("\n"));
+    let esc = rig.decisions_with(&["decision=escalate"]);
+    assert_eq!(esc.len(), 1, "{}", rig.decisions().join("\n"));
+    assert!(
+        esc[0].contains("endpoint=live")
+            && esc[0].contains("tier=2")
+            && esc[0]
+                .contains("reason=\"worker_failure; failed 1 times on tier 1 (small:latest)\""),
+        "{}",
+        esc[0]
+    );
+    let t = &llm_tasks(&rig, "complete")[0];
+    assert_eq!(t["endpoint"], "live", "{t}");
+    let first = &t["earlier_attempts"][0];
+    assert_eq!(first["endpoint"], "dead", "{t}");
+    assert!(!first["error"].as_str().unwrap().is_empty(), "{t}");
+}
+
+/// A GPU worker runs endpoint requests in its endpoint lane while its card runs
+/// script work: the two overlap on the one worker (fake GPU, real processes).
+#[test]
+fn a_gpu_worker_runs_endpoint_requests_beside_its_card_work() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut opts = ApiFakeOptions::new(ApiFlavor::OpenAi, &["remote"]);
+    // Slow enough that a reply is still streaming while the script task runs.
+    opts.tokens_per_sec = 4.0;
+    opts.listen = "127.0.0.2:0".parse().unwrap();
+    let server = rt.block_on(start_api(opts)).unwrap();
+    let (mut rig, _fake) = common::gpu::fake_rig(1);
+    let toml = format!(
+        "{SAFETY}[[gpu]]\nindex = 0\nworker = \"gpu0\"\nvram_mb = 6144\n\n\
+         [[endpoint]]\nname = \"far\"\napi = \"openai\"\nurl = \"{}\"\nmodels = [\"remote\"]\n\
+         max_concurrent = 0\n",
+        server.url()
+    );
+    rig.write("root/rig.toml", &toml);
+    rig.start_brain();
+    rig.start_worker("gpu0", &["--gpu", "0"]);
+    let plan = rig.write(
+        "plan.md",
+        "# Plan: beside\n\n## Task: card\n- task_class: script\n- command: `sleep 3`\n\n\
+         ## Task: ask\n- task_class: llm\n- model: remote\n- for_each: [1, 2]\n\
+         - prompt: Say hello in a few words please.\n",
+    );
+    let batch = rig.submit(&plan);
+    assert_eq!(rig.wait(&batch), 0, "{}", rig.decisions().join("\n"));
+    let done = rig.tasks_in("complete");
+    let span = |t: &serde_json::Value| {
+        let at = |k: &str| {
+            t[k].as_str()
+                .unwrap()
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap()
+        };
+        (at("started_at"), at("finished_at"))
+    };
+    let card = done.iter().find(|t| t["name"] == "card").unwrap();
+    assert_eq!(card["worker_id"], "gpu0");
+    let (c0, c1) = span(card);
+    let asks: Vec<_> = done.iter().filter(|t| t["plan_task_id"] == "ask").collect();
+    assert_eq!(asks.len(), 2);
+    for t in &asks {
+        assert_eq!(t["worker_id"], "gpu0", "{t}");
+    }
+    assert!(
+        asks.iter().any(|t| {
+            let (a0, a1) = span(t);
+            a0 < c1 && c0 < a1
+        }),
+        "no endpoint request ran while the card's script task did: {card} {asks:?}"
+    );
+}

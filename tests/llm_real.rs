@@ -139,6 +139,8 @@ fn a_mixed_plan_runs_on_two_cards_with_real_llama_servers() {
         );
         assert!(t["eval_count"].as_u64().unwrap() > 0, "{t}");
         assert!(t["prompt_tokens"].as_u64().unwrap() > 0, "{t}");
+        // From the router's own timings.
+        assert!(t["tokens_per_second"].as_f64().unwrap() > 0.0, "{t}");
     }
     assert!(rig.tasks_in("failed").is_empty());
     // A card that ran llm work ran a script task only after an unload.
@@ -163,6 +165,10 @@ fn a_mixed_plan_runs_on_two_cards_with_real_llama_servers() {
         });
         assert!(loaded, "{t}");
     }
+    // Each load records how long it took, for the resource manager to learn.
+    for r in resource.iter().filter(|r| r["name"] == "load_llm") {
+        assert!(r["load_seconds"].as_f64().unwrap() > 0.0, "{r}");
+    }
     drop(routers);
 }
 
@@ -184,8 +190,9 @@ fn an_expect_json_task_the_small_model_fails_escalates_and_completes() {
     let r = router(&dir, false, &rig.dir.path().join("router.log"));
     let toml = base_toml(&format!(
         "[escalation]\ntiers = [\"{MODEL}\", \"big-json\"]\nafter_failures = 1\n\n\
-         [[endpoint]]\nname = \"big\"\napi = \"openai\"\nurl = \"{}\"\nmodels = [\"big-json\"]\n\n\
-         [[gpu]]\nindex = 0\nworker = \"gpu0\"\nllama_server = \"{}\"\nvram_mb = 6144\n",
+         [[endpoint]]\nname = \"big\"\napi = \"openai\"\nurl = \"{0}\"\nmodels = [\"big-json\"]\n\n\
+         [[endpoint]]\nname = \"pinned\"\napi = \"openai\"\nurl = \"{0}\"\nmodels = [\"big-json\"]\n\n\
+         [[gpu]]\nindex = 0\nworker = \"gpu0\"\nllama_server = \"{1}\"\nvram_mb = 6144\n",
         api.url(),
         r.url
     ));
@@ -195,31 +202,49 @@ fn an_expect_json_task_the_small_model_fails_escalates_and_completes() {
     let plan = rig.write(
         "plan.md",
         "# Plan: tiers\n\n## Task: facts\n- task_class: llm\n- expect: json\n\
-         - output: facts.json\n- prompt: Write one short sentence about the sea.\n",
+         - endpoint: pinned\n- output: facts.json\n\
+         - prompt: Write one short sentence about the sea.\n",
     );
     let batch = rig.submit(&plan);
     assert_eq!(wait_long(&rig, &batch), 0, "{}", rig.decisions().join("\n"));
     let esc = rig.decisions_with(&["decision=escalate"]);
     assert_eq!(esc.len(), 1, "{}", rig.decisions().join("\n"));
+    // The line says why: the failure and how often on which tier.
     assert!(
-        esc[0].contains("to=big-json") && esc[0].contains("tier=2"),
+        esc[0].contains("to=big-json")
+            && esc[0].contains("tier=2")
+            && esc[0].contains("endpoint=pinned")
+            && esc[0].contains("failed 1 times on tier 1"),
         "{}",
         esc[0]
     );
     let t = rig.task("complete", "facts");
     assert_eq!(t["tier"], 2);
-    assert_eq!(t["endpoint"], "big");
+    // The plan's pin holds on the tier it serves (the first endpoint serving
+    // big-json is "big").
+    assert_eq!(t["endpoint"], "pinned");
+    assert_eq!(t["pinned_endpoint"], "pinned");
     assert_eq!(t["earlier_attempts"].as_array().unwrap().len(), 1, "{t}");
     let out = std::fs::read_to_string(rig.dir.path().join("facts.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["model"], "big-json");
-    // The second tier was told about the first.
-    let reqs = api.requests();
-    assert_eq!(
-        reqs.iter()
-            .filter(|q| q.path == "/v1/chat/completions")
-            .count(),
-        1
+    // The second tier was told about the first: its error and its answer.
+    let chats: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|q| q.path == "/v1/chat/completions")
+        .collect();
+    assert_eq!(chats.len(), 1);
+    let sent = chats[0].prompt.clone().unwrap_or_default();
+    let first = &t["earlier_attempts"][0];
+    assert!(
+        sent.contains("## Earlier attempts")
+            && sent.contains(&format!(
+                "Tier 1: model {}",
+                first["model"].as_str().unwrap()
+            ))
+            && sent.contains("Write one short sentence about the sea."),
+        "{sent}"
     );
     drop(r);
 }

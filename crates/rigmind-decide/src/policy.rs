@@ -418,7 +418,7 @@ fn climb(
             from,
             to: to.to_string(),
             tier: next,
-            endpoint: ladder.endpoint_for(to, None),
+            endpoint: ladder.endpoint_for(to, job.work.pinned_endpoint.as_deref()),
         }),
     })
 }
@@ -487,6 +487,43 @@ mod tests {
         DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
             .unwrap()
             .into()
+    }
+
+    #[test]
+    fn an_escalation_keeps_the_plans_endpoint_pin_where_it_serves_the_next_tier() {
+        let mut s = state_of(batch(&[&[], &[]]));
+        s.ladder = crate::ladder::Ladder {
+            tiers: vec!["small:latest".into(), "big:latest".into()],
+            after_failures: 1,
+            endpoints: vec![
+                ("lan".into(), vec!["big:latest".into()]),
+                ("cloud".into(), vec!["big:latest".into()]),
+            ],
+        };
+        let b = s.batches.get_mut("b").unwrap();
+        for (i, pin) in [(0, None), (1, Some("cloud"))] {
+            b.jobs[i].work.model = Some("small:latest".into());
+            b.jobs[i].work.pinned_endpoint = pin.map(str::to_string);
+            b.set_status(
+                i,
+                JobStatus::Failed(FailureInfo {
+                    kind: FailureKind::WorkerFailure,
+                    retry_count: 0,
+                    retries: 0,
+                    tier: Some(1),
+                    tier_failures: 1,
+                }),
+            );
+        }
+        let endpoints: Vec<Option<String>> = decide(&s, now())
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Escalate { step, .. } => Some(step.endpoint),
+                _ => None,
+            })
+            .collect();
+        // Unpinned: the first endpoint that serves the model; pinned: its pin.
+        assert_eq!(endpoints, vec![Some("lan".into()), Some("cloud".into())]);
     }
 
     #[test]

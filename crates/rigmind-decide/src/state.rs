@@ -121,6 +121,9 @@ pub struct JobWork {
     /// The endpoint an llm task runs on: no card is needed for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The plan's `endpoint:` pin, which every tier's endpoint follows when it can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_endpoint: Option<String>,
 }
 
 impl JobWork {
@@ -131,6 +134,7 @@ impl JobWork {
             estimate_secs: t.estimate_seconds,
             group: t.group.clone(),
             endpoint: t.endpoint.clone(),
+            pinned_endpoint: t.pinned_endpoint.clone(),
         }
     }
 }

@@ -179,6 +179,7 @@ fn route(t: &mut TaskFile, llm: &rigmind_plan::LlmFields, ladder: &Ladder) {
         t.model = Some(m);
     }
     let model = t.model.clone().unwrap_or_default();
+    t.pinned_endpoint = llm.endpoint.clone();
     t.endpoint = ladder.endpoint_for(&model, llm.endpoint.as_deref());
 }
 

@@ -166,6 +166,10 @@ pub struct TaskFile {
     /// endpoint that lists its model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The plan's `endpoint:` pin, kept through every tier: an escalation moves the
+    /// task to the pinned endpoint whenever it serves the new tier's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_endpoint: Option<String>,
     /// `json`: the answer must parse as JSON, else the attempt fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<String>,
@@ -422,6 +426,7 @@ impl TaskFile {
             sensitive: false,
             estimate_seconds: None,
             endpoint: None,
+            pinned_endpoint: None,
             expect: None,
             requires_external: false,
             tier: None,

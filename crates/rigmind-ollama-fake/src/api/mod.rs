@@ -108,6 +108,10 @@ pub struct ApiRequestRecord {
     pub key_valid: bool,
     /// `anthropic-version`, when sent.
     pub api_version: Option<String>,
+    /// The chat as the model read it: the system text, then each message as
+    /// `role: text` on its own line (so a test can see what a task was sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
 }
 
 pub(crate) struct ApiShared {
@@ -237,6 +241,7 @@ pub async fn start_api(opts: ApiFakeOptions) -> io::Result<ApiFakeHandle> {
 pub(crate) struct Seen {
     pub(crate) model: Option<String>,
     pub(crate) stream: bool,
+    pub(crate) prompt: Option<String>,
 }
 
 /// The key check's outcome.
@@ -288,6 +293,7 @@ async fn handle(shared: Arc<ApiShared>, req: Request<Incoming>) -> Response<Body
         key_header: a.header,
         key_valid: a.valid,
         api_version,
+        prompt: seen.prompt,
     };
     if let Some(f) = lock(&shared.log).as_mut() {
         if let Ok(mut line) = serde_json::to_vec(&rec) {
@@ -456,6 +462,7 @@ fn decode(shared: &ApiShared, body: &Bytes, seen: &mut Seen) -> Result<Job, Fail
             focus = text;
         }
     }
+    seen.prompt = Some(input.trim().to_string());
     // A model whose name says `json` answers a JSON object (the escalation
     // tests' bigger model that keeps an `expect: json`).
     let reply = if model.contains("json") {
