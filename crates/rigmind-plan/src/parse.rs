@@ -820,79 +820,21 @@ fn build_task(
     d: &mut Diags,
 ) -> PlanTask {
     let task_class = val(&f.task_class, &defs.task_class);
-    let class_given = f.seen.contains_key("task_class") || defs.seen.contains_key("task_class");
     let command = f.command.as_ref().map(|(c, _)| c.clone());
     let prompt = f.prompt.as_ref().map(|(p, _)| p.clone());
     let executor = val(&f.executor, &defs.executor).unwrap_or_default();
-
-    let effective = task_class
-        .unwrap_or_else(|| rigmind_types::infer_class(command.as_deref(), prompt.is_some()));
-    match task_class {
-        Some(TaskClass::Llm) => {
-            if prompt.is_none() && !f.seen.contains_key("prompt") {
-                d.error(
-                    line,
-                    format!("task '{name}' has no prompt (llm tasks need one)"),
-                );
-            }
-        }
-        Some(_) => {
-            if command.is_none() && !f.seen.contains_key("command") {
-                d.error(
-                    line,
-                    format!("task '{name}' has no command (cpu and script tasks need one)"),
-                );
-            }
-        }
-        None if class_given => {}
-        None => {
-            if command.is_none() && prompt.is_none() {
-                if !f.seen.contains_key("command") && !f.seen.contains_key("prompt") {
-                    d.error(line, format!("task '{name}' has no command"));
-                }
-            } else {
-                let from = if effective == TaskClass::Llm && prompt.is_some() {
-                    "its prompt"
-                } else {
-                    "its command"
-                };
-                d.warning(
-                    line,
-                    format!("task '{name}' has no task_class; inferred '{effective}' from {from}"),
-                );
-            }
-        }
-    }
-    if effective == TaskClass::Llm {
-        if let Some((_, cline)) = &f.command {
-            d.warning(
-                *cline,
-                format!("task '{name}': command is ignored for llm tasks"),
-            );
-        }
-    }
+    let kind = Kind {
+        name: &name,
+        line,
+        class: task_class,
+        class_given: f.seen.contains_key("task_class") || defs.seen.contains_key("task_class"),
+        effective: task_class
+            .unwrap_or_else(|| rigmind_types::infer_class(command.as_deref(), prompt.is_some())),
+    };
+    check_runs(&kind, &f, command.as_deref(), prompt.as_deref(), d);
     let write_outside = val(&f.write_outside, &defs.write_outside).unwrap_or(false);
-    if let (Some((out, oline)), false) = (&f.output, write_outside) {
-        if let Some(why) = leaves_plan_dir(out) {
-            d.error(
-                *oline,
-                format!("task '{name}': output '{out}' {why}; add 'write_outside: true' if that is meant"),
-            );
-        }
-    }
-    if executor == Executor::Brain
-        && effective != TaskClass::Cpu
-        && !(class_given && task_class.is_none())
-    {
-        let (eline, whence) = match &f.executor {
-            Some((_, l)) => (*l, ""),
-            None => (line, " (set in Defaults)"),
-        };
-        d.error(
-            eline,
-            format!("task '{name}': executor 'brain'{whence} is only for cpu tasks, and this one is {effective}"),
-        );
-    }
+    check_output(&kind, &f, write_outside, d);
+    check_executor(&kind, &f, executor, d);
 
     PlanTask {
         name,
@@ -931,5 +873,109 @@ fn build_task(
         },
         estimate_secs: val(&f.estimate, &defs.estimate),
         notes,
+    }
+}
+
+/// What decides which fields a task needs: its class, written or inferred.
+struct Kind<'a> {
+    name: &'a str,
+    line: usize,
+    /// `task_class` as written (in the task or Defaults), when it parsed.
+    class: Option<TaskClass>,
+    /// `task_class` was written, whether or not it parsed (then it has its error).
+    class_given: bool,
+    /// The class it runs as: the written one, else the one inferred.
+    effective: TaskClass,
+}
+
+/// A task has what its class runs (an llm task a prompt, others a command), and
+/// a task without a class says which one was inferred; a command on an llm task
+/// is ignored, with a warning.
+fn check_runs(
+    k: &Kind<'_>,
+    f: &Fields,
+    command: Option<&str>,
+    prompt: Option<&str>,
+    d: &mut Diags,
+) {
+    let (name, line, effective) = (k.name, k.line, k.effective);
+    match k.class {
+        Some(TaskClass::Llm) => {
+            if prompt.is_none() && !f.seen.contains_key("prompt") {
+                d.error(
+                    line,
+                    format!("task '{name}' has no prompt (llm tasks need one)"),
+                );
+            }
+        }
+        Some(_) => {
+            if command.is_none() && !f.seen.contains_key("command") {
+                d.error(
+                    line,
+                    format!("task '{name}' has no command (cpu and script tasks need one)"),
+                );
+            }
+        }
+        None if k.class_given => {}
+        None => {
+            if command.is_none() && prompt.is_none() {
+                if !f.seen.contains_key("command") && !f.seen.contains_key("prompt") {
+                    d.error(line, format!("task '{name}' has no command"));
+                }
+            } else {
+                let from = if effective == TaskClass::Llm && prompt.is_some() {
+                    "its prompt"
+                } else {
+                    "its command"
+                };
+                d.warning(
+                    line,
+                    format!("task '{name}' has no task_class; inferred '{effective}' from {from}"),
+                );
+            }
+        }
+    }
+    if effective == TaskClass::Llm {
+        if let Some((_, cline)) = &f.command {
+            d.warning(
+                *cline,
+                format!("task '{name}': command is ignored for llm tasks"),
+            );
+        }
+    }
+}
+
+/// An `output` stays inside the plan's directory unless `write_outside` says so.
+fn check_output(k: &Kind<'_>, f: &Fields, write_outside: bool, d: &mut Diags) {
+    if let (Some((out, oline)), false) = (&f.output, write_outside) {
+        if let Some(why) = leaves_plan_dir(out) {
+            d.error(
+                *oline,
+                format!(
+                    "task '{}': output '{out}' {why}; add 'write_outside: true' if that is meant",
+                    k.name
+                ),
+            );
+        }
+    }
+}
+
+/// `executor: brain` is only for cpu tasks.
+fn check_executor(k: &Kind<'_>, f: &Fields, executor: Executor, d: &mut Diags) {
+    if executor == Executor::Brain
+        && k.effective != TaskClass::Cpu
+        && !(k.class_given && k.class.is_none())
+    {
+        let (eline, whence) = match &f.executor {
+            Some((_, l)) => (*l, ""),
+            None => (k.line, " (set in Defaults)"),
+        };
+        d.error(
+            eline,
+            format!(
+                "task '{}': executor 'brain'{whence} is only for cpu tasks, and this one is {}",
+                k.name, k.effective
+            ),
+        );
     }
 }
