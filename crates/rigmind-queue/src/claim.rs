@@ -489,7 +489,7 @@ fn of_cancelled_batch(markers: &CancelMarkers, file_name: &str) -> bool {
     else {
         return false;
     };
-    !crate::requests::is_request(name) && markers.contains(batch)
+    !crate::action::is_request(name) && markers.contains(batch)
 }
 
 /// The endpoints of `rates` at their limit now. Reads only the files of

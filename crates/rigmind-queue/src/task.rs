@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use rigmind_types::{Executor, TaskClass, TaskType};
 use serde::{Deserialize, Serialize};
 
+use crate::action::BrainAction;
 use crate::error::QueueError;
 use crate::fsio;
-use crate::requests::BrainAction;
 use crate::time::rfc3339_opt as opt_time;
 
 /// Where a task is in its life; mirrors the directory it lives in.
