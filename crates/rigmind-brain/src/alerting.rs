@@ -12,8 +12,8 @@ use rigmind_queue::Layout;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::metrics::WorkerView;
 use crate::state::BrainState;
+use crate::worker_view::WorkerView;
 
 /// `brain/alerts.json`: the alerts raised and not cleared.
 #[derive(Debug, Default, Serialize, Deserialize)]

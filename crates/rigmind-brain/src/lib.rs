@@ -34,6 +34,7 @@ pub mod run;
 pub mod serve;
 mod strays;
 pub mod submit;
+pub mod worker_view;
 
 // The pure decisions live in rigmind-decide; their paths here keep working.
 pub use rigmind_decide::{policy, projection, resources, state};

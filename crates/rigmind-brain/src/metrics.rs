@@ -9,10 +9,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use rigmind_queue::workers::WorkerState;
 use rigmind_types::TaskClass;
 
 use crate::state::{BrainState, JobStatus};
+use crate::worker_view::WorkerView;
 
 /// Upper bounds of the task duration histogram's buckets, in seconds.
 pub const DURATION_BUCKETS: [f64; 9] =
@@ -112,17 +112,6 @@ impl Metrics {
         }
         out
     }
-}
-
-/// A worker as the metrics and `/health` show it.
-#[derive(Debug, Clone)]
-pub struct WorkerView {
-    pub state: WorkerState,
-    /// Its life lock is held (or, where none can be asked, its heartbeat is fresh).
-    pub alive: bool,
-    /// Its life lock, as asked (`None`: no lock file to ask).
-    pub lock_held: Option<bool>,
-    pub heartbeat_age_secs: f64,
 }
 
 /// Everything one render needs besides the counts.

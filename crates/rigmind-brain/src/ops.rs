@@ -15,10 +15,11 @@ use rigmind_queue::{Layout, LifeLock};
 use serde_json::json;
 
 use crate::alerting::{rig_seen, Alerting};
-use crate::metrics::{render, Metrics, Snapshot, WorkerView};
+use crate::metrics::{render, Metrics, Snapshot};
 use crate::notify::{Event, Notifier};
 use crate::serve::{Served, Shared};
 use crate::state::BrainState;
+use crate::worker_view::WorkerView;
 
 /// `metrics/rigmind.prom` is rewritten at most this often (when it changed).
 pub const METRICS_FILE_EVERY: Duration = Duration::from_secs(5);

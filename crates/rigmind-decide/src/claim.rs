@@ -1,7 +1,9 @@
 //! The claim rule: which queued task a worker may claim now ([`tier`]), from what
 //! it is and holds ([`ClaimContext::new`], with the classes a worker claims by
 //! default, [`default_classes`]), which concurrency groups are at their limit
-//! ([`full_groups`]), and the state its card is in while it runs a task
+//! ([`full_groups`], over the groups each running task holds, [`held_groups`]),
+//! whether the rig's shared limits let a task start
+//! ([`admissible`]), and the state its card is in while it runs a task
 //! ([`state_for`]). The live worker and the simulator both call these.
 
 use chrono::{DateTime, Utc};
@@ -13,6 +15,15 @@ use rigmind_types::{Executor, GpuState, TaskClass};
 /// Defined beside the claim lock (`rigmind_queue::claim`), which counts
 /// `processing/` under the lock with it; the simulator counts its running tasks.
 pub use rigmind_queue::claim::full_groups;
+
+/// Whether a queued task may start as far as the rig's shared limits go (its
+/// groups not full, its memory reservation fitting), before [`tier`]. Defined
+/// beside the claim lock, which calls it under the lock; the simulator too.
+pub use rigmind_queue::claim::{admissible, Refusal};
+
+/// The concurrency groups a running task holds (its endpoint's implicit group and
+/// its own), as both counts of [`full_groups`] name them.
+pub use rigmind_queue::task::held_groups;
 
 /// The RAM free for a memory reservation, from the host's available RAM, the
 /// reservations held and `[safety] min_free_ram_mb`. Defined beside the claim

@@ -20,58 +20,14 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-
 use crate::state::{BrainState, Job};
 
 /// The run time assumed for a task with neither an `estimate` nor an earlier run.
 pub const DEFAULT_ESTIMATE_SECS: f64 = 60.0;
 
-/// At most this many run times are kept per plan task. Past it, the shortest and
-/// the longest are dropped together, which leaves the median of what is kept where
-/// it was (later runs outside the kept range move it a little: an approximation
-/// that keeps a 100,000-item plan task's memory and insertion cheap).
-const KEEP: usize = 255;
-
-/// Run times seen of one plan task.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Learned {
-    /// The run times kept, shortest first.
-    sorted: Vec<f64>,
-    /// How many runs were seen (kept or not).
-    runs: u32,
-}
-
-impl Learned {
-    /// Notes one run of `secs` (a negative or non-finite time is ignored).
-    pub fn add(&mut self, secs: f64) {
-        if !secs.is_finite() || secs < 0.0 {
-            return;
-        }
-        let at = self.sorted.partition_point(|s| *s < secs);
-        self.sorted.insert(at, secs);
-        self.runs += 1;
-        if self.sorted.len() > KEEP {
-            self.sorted.pop();
-            self.sorted.remove(0);
-        }
-    }
-
-    /// How many runs were seen.
-    pub fn runs(&self) -> u32 {
-        self.runs
-    }
-
-    /// The median run time (`None` before the first run).
-    pub fn median(&self) -> Option<f64> {
-        let n = self.sorted.len();
-        match n {
-            0 => None,
-            _ if n % 2 == 1 => Some(self.sorted[n / 2]),
-            _ => Some((self.sorted[n / 2 - 1] + self.sorted[n / 2]) / 2.0),
-        }
-    }
-}
+/// Run times seen of one plan task; one level down so that the brain's state,
+/// which keeps them, does not depend on this module.
+pub use crate::learned::Learned;
 
 /// The key of `model`'s load times on `worker`'s card in
 /// [`BrainState::learned_loads`].
@@ -205,27 +161,6 @@ mod tests {
         assert_eq!(Estimate::of(None, Some(&l)).secs(), 7.5);
         assert_eq!(Estimate::of(None, None).secs(), DEFAULT_ESTIMATE_SECS);
         assert_eq!(Estimate::Written(4.0).to_string(), "written:4s");
-    }
-
-    #[test]
-    fn the_resource_managers_work_uses_the_learned_estimate() {
-        let mut b = crate::state::tests::batch(&[&[], &[]]);
-        for j in &mut b.jobs {
-            j.plan_task_id = "prep".into();
-            j.work.estimate_secs = Some(4.0);
-        }
-        let mut state = BrainState::default();
-        state.insert(b);
-        let now = chrono::Utc::now();
-        let work = crate::resources::work_of(&state, "m", now);
-        assert_eq!(work[0].secs, 4.0);
-        for _ in 0..3 {
-            state.learned.entry("prep".into()).or_default().add(7.5);
-        }
-        let work = crate::resources::work_of(&state, "m", now);
-        assert_eq!(work[0].secs, 6.625);
-        let e = crate::resources::estimates_of(&state);
-        assert_eq!(e["prep"].to_string(), "learned:6.6s n=3");
     }
 
     #[test]

@@ -11,8 +11,6 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::projection::{project, Projection, Strategy};
-use crate::resources::{llm_cap, RigView, RmPolicy};
 use crate::state::BrainState;
 
 /// A record's ETA is rewritten when the new one is more than this many seconds
@@ -24,26 +22,9 @@ pub const REFRESH_SECS: f64 = 60.0;
 /// had left) is worth a decision line.
 pub const MOVED_A_LOT_SECS: f64 = 60.0;
 
-/// The projection strategy that moves the cards as the view's policy does:
-/// `static` keeps its number of cards (at most the cap), `phases` and
-/// `on-demand` are their own strategies, and `adaptive` — where it projected
-/// nothing this round (a model swap, no llm work left, a very large batch) —
-/// is taken as `stages`, the plan it most often follows.
-pub fn strategy_of(view: &RigView) -> Strategy {
-    match view.config.policy {
-        RmPolicy::Static { llm_cards } => Strategy::Fixed((llm_cards as usize).min(llm_cap(view))),
-        RmPolicy::Phases => Strategy::Phases,
-        RmPolicy::OnDemand => Strategy::OnDemand,
-        RmPolicy::Adaptive => Strategy::Stages,
-    }
-}
-
-/// The projection the policy follows: `followed` (what the policy itself
-/// projected and chose this round) when there is one, else the projection under
-/// [`strategy_of`].
-pub fn projection_of(view: &RigView, followed: Option<Projection>) -> Projection {
-    followed.unwrap_or_else(|| project(view, strategy_of(view)))
-}
+// The projection a policy follows belongs to the projection, which the policies
+// call; its paths here keep working.
+pub use crate::projection::{projection_of, strategy_of};
 
 /// Each active batch (in `state.batches` order, the order of
 /// [`Work::batch`](crate::resources::Work::batch)) with its expected finish time:
@@ -153,7 +134,8 @@ pub fn secs_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::{testkit, Card, CardMode, Dep, RmConfig, Work};
+    use crate::projection::{Projection, Strategy};
+    use crate::view::{testkit, Card, CardMode, Dep, RigView, RmConfig, RmPolicy, Work};
     use rigmind_queue::batch::BatchRecord;
     use rigmind_types::TaskClass;
 

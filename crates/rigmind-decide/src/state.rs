@@ -418,11 +418,11 @@ pub struct BrainState {
     /// Heartbeat age after which a worker whose lock cannot be asked is presumed dead.
     pub stale_after_secs: f64,
     /// Run times of completed tasks, by plan task id ([`crate::estimate`]).
-    pub learned: HashMap<String, crate::estimate::Learned>,
+    pub learned: HashMap<String, crate::learned::Learned>,
     /// Load times of completed `load_llm` tasks, by [`crate::estimate::load_key`]
     /// (model and worker).
     #[serde(default)]
-    pub learned_loads: HashMap<String, crate::estimate::Learned>,
+    pub learned_loads: HashMap<String, crate::learned::Learned>,
     /// Models an LLM server refused to load as unknown, with the error: llm tasks
     /// that need them fail as definition errors instead of waiting for a load.
     pub unknown_models: BTreeMap<String, String>,

@@ -10,6 +10,7 @@
 pub mod answer;
 mod contain;
 mod group;
+mod kill;
 pub mod llm;
 mod memwatch;
 mod shell;
@@ -17,7 +18,7 @@ mod spawn;
 mod tasklog;
 
 pub use contain::{mechanism, remove_stale_cgroups, Mechanism};
-pub use group::kill_task_group;
+pub use kill::kill_task_group;
 pub use memwatch::cap_mechanism;
 pub use shell::{run_shell, Abort, ShellOutcome, ShellRun};
 pub use tasklog::{append_note, kill_line, DEFAULT_MAX_TASK_LOG_MB};

@@ -65,15 +65,9 @@ fn num(x: f64) -> String {
 mod tests {
     use super::*;
 
+    /// rig.toml's `[safety]` defaults (the tests' numbers are theirs).
     fn safety() -> Safety {
-        Safety {
-            min_free_ram_mb: 2048,
-            max_swap_percent: 80.0,
-            max_gpu_temp_c: 83.0,
-            max_cpu_temp_c: 90.0,
-            mem_limit_factor: 1.5,
-            host_ram_mb: None,
-        }
+        rigmind_config::RigConfig::default().safety
     }
 
     fn host(avail: u64, swap_used: u64) -> HostMemory {

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::diag::Diags;
-use crate::parse::PlanTask;
+use crate::plan::PlanTask;
 use crate::suggest::did_you_mean;
 
 /// Index of each task name (the first task of a duplicated name wins).

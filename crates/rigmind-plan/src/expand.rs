@@ -7,7 +7,7 @@ use std::rc::Rc;
 use rigmind_types::{Executor, TaskClass};
 
 use crate::diag::{Diagnostic, Diags, PlanError, Severity};
-use crate::parse::{ForEach, LlmFields, Plan, PlanTask};
+use crate::plan::{ForEach, LlmFields, Plan, PlanTask};
 use crate::shellsub::CommandTemplate;
 
 /// Values used where neither the task nor the plan's Defaults set them (rig.toml's

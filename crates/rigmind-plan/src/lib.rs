@@ -11,12 +11,14 @@ mod diag;
 mod expand;
 mod md;
 mod parse;
+mod plan;
 mod shellsub;
 mod suggest;
 
 pub use diag::{Diagnostic, PlanError, Severity};
 pub use expand::{expand, ExpandDefaults, ExpandedPlan, Job};
-pub use parse::{parse_file, parse_str, ForEach, LlmFields, Plan, PlanTask};
+pub use parse::{parse_file, parse_str};
+pub use plan::{ForEach, LlmFields, Plan, PlanTask};
 
 use std::path::Path;
 

@@ -4,89 +4,12 @@ use std::path::{Path, PathBuf};
 
 use rigmind_types::{Executor, TaskClass};
 
-use crate::diag::{Diagnostic, Diags, PlanError};
+use crate::diag::{Diags, PlanError};
 use crate::md::{self, Lines, Node};
+use crate::plan::{ForEach, LlmFields, Plan, PlanTask};
 use crate::suggest::did_you_mean;
 
 use std::collections::HashMap;
-
-/// What a `for_each` field iterates over.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ForEach {
-    /// A glob relative to the plan's directory, expanded and sorted at submission.
-    Glob(String),
-    /// An inline list `[a, b, c]` (or a nested bullet list).
-    List(Vec<String>),
-}
-
-/// One `## Task:` section with `## Defaults` already applied.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlanTask {
-    pub name: String,
-    /// Line of the task's heading.
-    pub line: usize,
-    pub task_class: Option<TaskClass>,
-    pub command: Option<String>,
-    /// Line of the `command` item (the heading's when there is none).
-    pub command_line: usize,
-    /// Names of plan tasks, as written.
-    pub depends_on: Vec<String>,
-    /// Line of the `depends_on` item, for dependency errors.
-    pub depends_on_line: usize,
-    pub priority: u8,
-    /// `None`: not set by the task nor Defaults; the rig's default applies.
-    pub timeout_secs: Option<f64>,
-    /// `None`: not set by the task nor Defaults; the rig's default applies.
-    pub retries: Option<u32>,
-    pub executor: Executor,
-    pub group: Option<String>,
-    pub vram_mb: Option<u64>,
-    /// Host RAM the task reserves while it runs (MB).
-    pub mem_mb: Option<u64>,
-    /// Its memory cap (MB); absent: `mem_mb` × rig.toml's `mem_limit_factor`.
-    pub mem_limit_mb: Option<u64>,
-    pub for_each: Option<ForEach>,
-    pub for_each_line: usize,
-    pub env: Vec<(String, String)>,
-    pub llm: LlmFields,
-    pub estimate_secs: Option<f64>,
-    /// Prose and deeper headings inside the task: kept, never run.
-    pub notes: String,
-}
-
-/// What an llm task sends to the server and where the answer goes, as the plan
-/// writes it. A plan task and each of its jobs carry one (a fanned-out job's with
-/// its item's values filled in).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LlmFields {
-    pub model: Option<String>,
-    pub prompt: Option<String>,
-    pub prompt_file: Option<String>,
-    pub system: Option<String>,
-    pub output: Option<String>,
-    /// `write_outside: true`: `output` may lie outside the plan's directory.
-    pub write_outside: bool,
-    pub sensitive: bool,
-    /// `expect: json`: the answer must parse as JSON (a fenced json block counts).
-    pub expect_json: bool,
-    /// `endpoint: NAME`: runs on that `[[endpoint]]` of rig.toml, never on a card.
-    pub endpoint: Option<String>,
-    /// `requires_external: true`: starts on the last escalation tier.
-    pub requires_external: bool,
-}
-
-/// A parsed plan, before `for_each` expansion.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    /// The plan file as given.
-    pub path: PathBuf,
-    /// The plan's directory: commands run there and globs expand there.
-    pub dir: PathBuf,
-    pub name: String,
-    pub description: String,
-    pub tasks: Vec<PlanTask>,
-    pub warnings: Vec<Diagnostic>,
-}
 
 /// Reads and parses a plan file (refusing a file that is not UTF-8).
 pub fn parse_file(path: &Path) -> Result<Plan, PlanError> {
@@ -820,79 +743,21 @@ fn build_task(
     d: &mut Diags,
 ) -> PlanTask {
     let task_class = val(&f.task_class, &defs.task_class);
-    let class_given = f.seen.contains_key("task_class") || defs.seen.contains_key("task_class");
     let command = f.command.as_ref().map(|(c, _)| c.clone());
     let prompt = f.prompt.as_ref().map(|(p, _)| p.clone());
     let executor = val(&f.executor, &defs.executor).unwrap_or_default();
-
-    let effective = task_class
-        .unwrap_or_else(|| rigmind_types::infer_class(command.as_deref(), prompt.is_some()));
-    match task_class {
-        Some(TaskClass::Llm) => {
-            if prompt.is_none() && !f.seen.contains_key("prompt") {
-                d.error(
-                    line,
-                    format!("task '{name}' has no prompt (llm tasks need one)"),
-                );
-            }
-        }
-        Some(_) => {
-            if command.is_none() && !f.seen.contains_key("command") {
-                d.error(
-                    line,
-                    format!("task '{name}' has no command (cpu and script tasks need one)"),
-                );
-            }
-        }
-        None if class_given => {}
-        None => {
-            if command.is_none() && prompt.is_none() {
-                if !f.seen.contains_key("command") && !f.seen.contains_key("prompt") {
-                    d.error(line, format!("task '{name}' has no command"));
-                }
-            } else {
-                let from = if effective == TaskClass::Llm && prompt.is_some() {
-                    "its prompt"
-                } else {
-                    "its command"
-                };
-                d.warning(
-                    line,
-                    format!("task '{name}' has no task_class; inferred '{effective}' from {from}"),
-                );
-            }
-        }
-    }
-    if effective == TaskClass::Llm {
-        if let Some((_, cline)) = &f.command {
-            d.warning(
-                *cline,
-                format!("task '{name}': command is ignored for llm tasks"),
-            );
-        }
-    }
+    let kind = Kind {
+        name: &name,
+        line,
+        class: task_class,
+        class_given: f.seen.contains_key("task_class") || defs.seen.contains_key("task_class"),
+        effective: task_class
+            .unwrap_or_else(|| rigmind_types::infer_class(command.as_deref(), prompt.is_some())),
+    };
+    check_runs(&kind, &f, command.as_deref(), prompt.as_deref(), d);
     let write_outside = val(&f.write_outside, &defs.write_outside).unwrap_or(false);
-    if let (Some((out, oline)), false) = (&f.output, write_outside) {
-        if let Some(why) = leaves_plan_dir(out) {
-            d.error(
-                *oline,
-                format!("task '{name}': output '{out}' {why}; add 'write_outside: true' if that is meant"),
-            );
-        }
-    }
-    if executor == Executor::Brain
-        && effective != TaskClass::Cpu
-        && !(class_given && task_class.is_none())
-    {
-        let (eline, whence) = match &f.executor {
-            Some((_, l)) => (*l, ""),
-            None => (line, " (set in Defaults)"),
-        };
-        d.error(
-            eline,
-            format!("task '{name}': executor 'brain'{whence} is only for cpu tasks, and this one is {effective}"),
-        );
-    }
+    check_output(&kind, &f, write_outside, d);
+    check_executor(&kind, &f, executor, d);
 
     PlanTask {
         name,
@@ -931,5 +796,109 @@ fn build_task(
         },
         estimate_secs: val(&f.estimate, &defs.estimate),
         notes,
+    }
+}
+
+/// What decides which fields a task needs: its class, written or inferred.
+struct Kind<'a> {
+    name: &'a str,
+    line: usize,
+    /// `task_class` as written (in the task or Defaults), when it parsed.
+    class: Option<TaskClass>,
+    /// `task_class` was written, whether or not it parsed (then it has its error).
+    class_given: bool,
+    /// The class it runs as: the written one, else the one inferred.
+    effective: TaskClass,
+}
+
+/// A task has what its class runs (an llm task a prompt, others a command), and
+/// a task without a class says which one was inferred; a command on an llm task
+/// is ignored, with a warning.
+fn check_runs(
+    k: &Kind<'_>,
+    f: &Fields,
+    command: Option<&str>,
+    prompt: Option<&str>,
+    d: &mut Diags,
+) {
+    let (name, line, effective) = (k.name, k.line, k.effective);
+    match k.class {
+        Some(TaskClass::Llm) => {
+            if prompt.is_none() && !f.seen.contains_key("prompt") {
+                d.error(
+                    line,
+                    format!("task '{name}' has no prompt (llm tasks need one)"),
+                );
+            }
+        }
+        Some(_) => {
+            if command.is_none() && !f.seen.contains_key("command") {
+                d.error(
+                    line,
+                    format!("task '{name}' has no command (cpu and script tasks need one)"),
+                );
+            }
+        }
+        None if k.class_given => {}
+        None => {
+            if command.is_none() && prompt.is_none() {
+                if !f.seen.contains_key("command") && !f.seen.contains_key("prompt") {
+                    d.error(line, format!("task '{name}' has no command"));
+                }
+            } else {
+                let from = if effective == TaskClass::Llm && prompt.is_some() {
+                    "its prompt"
+                } else {
+                    "its command"
+                };
+                d.warning(
+                    line,
+                    format!("task '{name}' has no task_class; inferred '{effective}' from {from}"),
+                );
+            }
+        }
+    }
+    if effective == TaskClass::Llm {
+        if let Some((_, cline)) = &f.command {
+            d.warning(
+                *cline,
+                format!("task '{name}': command is ignored for llm tasks"),
+            );
+        }
+    }
+}
+
+/// An `output` stays inside the plan's directory unless `write_outside` says so.
+fn check_output(k: &Kind<'_>, f: &Fields, write_outside: bool, d: &mut Diags) {
+    if let (Some((out, oline)), false) = (&f.output, write_outside) {
+        if let Some(why) = leaves_plan_dir(out) {
+            d.error(
+                *oline,
+                format!(
+                    "task '{}': output '{out}' {why}; add 'write_outside: true' if that is meant",
+                    k.name
+                ),
+            );
+        }
+    }
+}
+
+/// `executor: brain` is only for cpu tasks.
+fn check_executor(k: &Kind<'_>, f: &Fields, executor: Executor, d: &mut Diags) {
+    if executor == Executor::Brain
+        && k.effective != TaskClass::Cpu
+        && !(k.class_given && k.class.is_none())
+    {
+        let (eline, whence) = match &f.executor {
+            Some((_, l)) => (*l, ""),
+            None => (k.line, " (set in Defaults)"),
+        };
+        d.error(
+            eline,
+            format!(
+                "task '{}': executor 'brain'{whence} is only for cpu tasks, and this one is {}",
+                k.name, k.effective
+            ),
+        );
     }
 }

@@ -54,26 +54,21 @@ pub struct QueueEntry {
 }
 
 impl QueueEntry {
+    /// The concurrency groups it holds a slot of once it runs
+    /// ([`crate::task::held_groups`]).
+    fn held_groups(&self) -> impl Iterator<Item = String> + '_ {
+        crate::task::held_groups(self.group.as_deref(), self.endpoint.as_deref())
+    }
+
     /// Whether the task is in a group at its limit: its own `group`, or its
     /// endpoint's implicit group (`endpoint:<name>`).
     fn in_full_group(&self, full: &BTreeSet<String>) -> bool {
-        if full.is_empty() {
-            return false;
-        }
-        self.group.as_ref().is_some_and(|g| full.contains(g))
-            || self
-                .endpoint
-                .as_deref()
-                .is_some_and(|e| full.contains(&crate::task::endpoint_group(e)))
+        !full.is_empty() && self.held_groups().any(|g| full.contains(&g))
     }
 
     /// Whether a limit in `limits` applies to it.
     fn limited(&self, limits: &BTreeMap<String, u32>) -> bool {
-        self.group.as_ref().is_some_and(|g| limits.contains_key(g))
-            || self
-                .endpoint
-                .as_deref()
-                .is_some_and(|e| limits.contains_key(&crate::task::endpoint_group(e)))
+        self.held_groups().any(|g| limits.contains_key(&g))
     }
 
     fn from_task(file_name: &str, t: &TaskFile) -> Self {
@@ -436,16 +431,18 @@ impl QueueLock {
         self.markers.refresh()?;
         let markers = &self.markers;
         let tier = |e: &QueueEntry| {
-            if e.in_full_group(&full) {
-                return None;
-            }
-            if !crate::memory::fits(e.mem_mb, room) {
-                // Only what this worker could run otherwise counts as held.
-                if tier(e).is_some() {
-                    held.set(held.get().min(e.mem_mb).or(e.mem_mb));
+            match admissible(e, &full, room) {
+                Ok(()) => {}
+                Err(Refusal::GroupFull) => return None,
+                Err(Refusal::NoRoom) => {
+                    // Only what this worker could run otherwise counts as held.
+                    if tier(e).is_some() {
+                        held.set(held.get().min(e.mem_mb).or(e.mem_mb));
+                    }
+                    return None;
                 }
-                return None;
             }
+            // Live only: the simulator cancels nothing, so it has no markers.
             if !markers.is_empty() && of_cancelled_batch(markers, &e.file_name) {
                 return None;
             }
@@ -492,7 +489,7 @@ fn of_cancelled_batch(markers: &CancelMarkers, file_name: &str) -> bool {
     else {
         return false;
     };
-    !crate::requests::is_request(name) && markers.contains(batch)
+    !crate::action::is_request(name) && markers.contains(batch)
 }
 
 /// The endpoints of `rates` at their limit now. Reads only the files of
@@ -571,7 +568,8 @@ fn full_groups_now(
 }
 
 /// The concurrency groups at their limit: those with at least `limits[group]`
-/// tasks among `running` (the group of each task running, one entry per task).
+/// tasks among `running` (each group a running task holds, as
+/// [`crate::task::held_groups`] names them: one entry per task and group).
 /// The claim lock counts `processing/` with it; the simulator (through
 /// `rigmind_decide::claim`) its running tasks.
 pub fn full_groups<'a>(
@@ -587,6 +585,37 @@ pub fn full_groups<'a>(
         .filter(|(g, limit)| count.get(g.as_str()).copied().unwrap_or(0) >= **limit)
         .map(|(g, _)| g.clone())
         .collect()
+}
+
+/// Why a queued task may not start now, whatever the claim rule says of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A concurrency group it would hold ([`crate::task::held_groups`]) is full.
+    GroupFull,
+    /// Its `mem_mb` does not fit the RAM free for reservations
+    /// ([`crate::memory::fits`]).
+    NoRoom,
+}
+
+/// Whether `e` may start now as far as the rig's shared limits go: none of the
+/// groups it would hold is in `full` (from [`full_groups`]; the claim lock adds
+/// the endpoints held by `requests_per_minute`), and its memory reservation fits
+/// `room_mb` (`None`: memory holds nothing back). Checked in this order, before
+/// the claim rule (`rigmind_decide::claim::tier`), by the claim lock and the
+/// simulator alike. The lock also skips a cancelled batch's tasks; that check is
+/// not here because the simulator cancels nothing.
+pub fn admissible(
+    e: &QueueEntry,
+    full: &BTreeSet<String>,
+    room_mb: Option<u64>,
+) -> Result<(), Refusal> {
+    if e.in_full_group(full) {
+        return Err(Refusal::GroupFull);
+    }
+    if !crate::memory::fits(e.mem_mb, room_mb) {
+        return Err(Refusal::NoRoom);
+    }
+    Ok(())
 }
 
 /// A task just renamed into `processing/`; read it with [`TaskFile::read`].
@@ -615,6 +644,34 @@ mod tests {
         let running = fsio::list_names(&layout.dir(TaskDir::Processing)).unwrap();
         let file = running.iter().find(|n| n.contains(part)).unwrap();
         std::fs::remove_file(layout.dir(TaskDir::Processing).join(file)).unwrap();
+    }
+
+    #[test]
+    fn admissible_refuses_a_full_group_or_endpoint_group_then_a_reservation_too_big() {
+        let mut t = TaskFile::new("b1", "ask", TaskClass::Llm);
+        t.group = Some("gpu-heavy".into());
+        t.endpoint = Some("claude".into());
+        t.mem_mb = Some(500);
+        let held: Vec<String> = t.held_groups().collect();
+        assert_eq!(held, ["endpoint:claude", "gpu-heavy"]);
+        let e = QueueEntry::from_task(&t.file_name(), &t);
+        let full = |g: &[&str]| g.iter().map(|g| g.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(admissible(&e, &full(&[]), None), Ok(()));
+        assert_eq!(admissible(&e, &full(&["other"]), Some(500)), Ok(()));
+        assert_eq!(
+            admissible(&e, &full(&["gpu-heavy"]), None),
+            Err(Refusal::GroupFull)
+        );
+        assert_eq!(
+            admissible(&e, &full(&["endpoint:claude"]), None),
+            Err(Refusal::GroupFull)
+        );
+        // The group is checked first: a full group with no room says the group.
+        assert_eq!(
+            admissible(&e, &full(&["gpu-heavy"]), Some(0)),
+            Err(Refusal::GroupFull)
+        );
+        assert_eq!(admissible(&e, &full(&[]), Some(499)), Err(Refusal::NoRoom));
     }
 
     #[test]

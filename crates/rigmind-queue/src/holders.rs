@@ -69,7 +69,7 @@ pub fn group_holders(
         let Ok(t) = TaskFile::read(&dir.join(&name)) else {
             continue;
         };
-        for group in t.endpoint_group().into_iter().chain(t.group.clone()) {
+        for group in t.held_groups() {
             if let Some(pgid) = t.pgid {
                 owned
                     .entry(group.clone())

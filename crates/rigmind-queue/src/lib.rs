@@ -5,6 +5,7 @@
 //! claim per task, claim order, quarantine of bad files) live in one place.
 
 pub mod access;
+pub mod action;
 pub mod aging;
 pub mod batch;
 pub mod brain_record;

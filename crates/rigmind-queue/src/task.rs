@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use rigmind_types::{Executor, TaskClass, TaskType};
 use serde::{Deserialize, Serialize};
 
+use crate::action::BrainAction;
 use crate::error::QueueError;
 use crate::fsio;
-use crate::requests::BrainAction;
 use crate::time::rfc3339_opt as opt_time;
 
 /// Where a task is in its life; mirrors the directory it lives in.
@@ -313,11 +313,31 @@ impl TaskFile {
     pub fn endpoint_group(&self) -> Option<String> {
         self.endpoint.as_deref().map(endpoint_group)
     }
+
+    /// The concurrency groups this task holds a slot of while it runs
+    /// ([`held_groups`]).
+    pub fn held_groups(&self) -> impl Iterator<Item = String> + '_ {
+        held_groups(self.group.as_deref(), self.endpoint.as_deref())
+    }
 }
 
 /// The implicit concurrency group of endpoint `name`.
 pub fn endpoint_group(name: &str) -> String {
     format!("endpoint:{name}")
+}
+
+/// The concurrency groups a task of `group` on `endpoint` holds a slot of while it
+/// runs: its endpoint's implicit group ([`endpoint_group`]), then its own group.
+/// The one naming that the claim lock's count of `processing/`, its filter and
+/// the simulator's count of its running tasks all use.
+pub fn held_groups<'a>(
+    group: Option<&'a str>,
+    endpoint: Option<&'a str>,
+) -> impl Iterator<Item = String> + 'a {
+    endpoint
+        .map(endpoint_group)
+        .into_iter()
+        .chain(group.map(str::to_string))
 }
 
 /// [`TaskFile::released_by`] of the tasks the brain makes.

@@ -165,7 +165,8 @@ struct Running {
     file: String,
     name: String,
     class: TaskClass,
-    group: Option<String>,
+    /// The concurrency groups it holds a slot of ([`claim::held_groups`]).
+    groups: Vec<String>,
     /// The host RAM it reserves (`mem_mb`).
     mem_mb: Option<u64>,
     end: Us,
@@ -523,7 +524,7 @@ impl<'a> Sim<'a> {
                 file,
                 name: t.name.clone(),
                 class: t.task_class.unwrap_or(TaskClass::Cpu),
-                group: t.group.clone(),
+                groups: t.held_groups().collect(),
                 mem_mb: t.mem_mb,
                 end: self.now + self.real[job],
             };
@@ -597,15 +598,16 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
-    /// Concurrency groups at their limit, counted over the tasks running (the
-    /// live claim lock counts `processing/`).
+    /// Concurrency groups at their limit, counted over the groups the tasks
+    /// running hold (the live claim lock counts those of `processing/`), under
+    /// rig.toml's `[groups]`, which the live GPU worker claims under too.
     fn full_groups(&self) -> BTreeSet<String> {
         let running = self
             .workers
             .iter()
             .filter_map(|w| w.running.as_ref())
             .chain(self.brain.iter().map(|(r, _)| r))
-            .filter_map(|r| r.group.as_deref());
+            .flat_map(|r| r.groups.iter().map(String::as_str));
         claim::full_groups(running, &self.rig.groups)
     }
 
@@ -655,12 +657,9 @@ impl<'a> Sim<'a> {
             let best = self
                 .index
                 .best(now, |e| {
-                    if e.group.as_ref().is_some_and(|g| full.contains(g)) {
-                        return None;
-                    }
-                    if !claim::fits(e.mem_mb, room) {
-                        return None;
-                    }
+                    // The live lock's filter, less its cancelled-batch check: the
+                    // simulator cancels nothing.
+                    claim::admissible(e, &full, room).ok()?;
                     claim::tier(&ctx, e)
                 })
                 .map(|e| e.file_name.clone());
@@ -682,7 +681,7 @@ impl<'a> Sim<'a> {
             Item::Job(i) => self.tasks[*i].mem_mb,
             _ => None,
         };
-        let (name, class, group, dur, kind) = match &item {
+        let (name, class, groups, dur, kind) = match &item {
             Item::Job(i) => {
                 let t = &self.tasks[*i];
                 let class = t.task_class.unwrap_or(TaskClass::Cpu);
@@ -690,7 +689,13 @@ impl<'a> Sim<'a> {
                     name: t.name.clone(),
                     class,
                 };
-                let r = (t.name.clone(), class, t.group.clone(), self.real[*i], kind);
+                let r = (
+                    t.name.clone(),
+                    class,
+                    t.held_groups().collect(),
+                    self.real[*i],
+                    kind,
+                );
                 let worker = self.workers[wi].id.clone();
                 self.hold(*i, &worker);
                 r
@@ -712,7 +717,7 @@ impl<'a> Sim<'a> {
                 (
                     LOAD_LLM.to_string(),
                     TaskClass::Resource,
-                    None,
+                    Vec::new(),
                     us(self.cfg.load_secs),
                     SegmentKind::Load,
                 )
@@ -722,7 +727,7 @@ impl<'a> Sim<'a> {
                 (
                     UNLOAD_LLM.to_string(),
                     TaskClass::Resource,
-                    None,
+                    Vec::new(),
                     us(self.cfg.unload_secs),
                     SegmentKind::Unload,
                 )
@@ -737,7 +742,7 @@ impl<'a> Sim<'a> {
             file,
             name,
             class,
-            group,
+            groups,
             mem_mb,
             end: now + dur,
         });

@@ -6,9 +6,11 @@
 //!   would build ([`rigmind_decide::tasks::task_files`], [`rigmind_decide::tasks::job_of`]).
 //! - Claims: [`rigmind_decide::claim::tier`] through
 //!   [`QueueIndex::best`](rigmind_queue::claim::QueueIndex::best), from the worker's
-//!   [`ClaimContext::new`](rigmind_decide::claim::ClaimContext::new), with the
-//!   concurrency groups at their limit by [`rigmind_decide::claim::full_groups`], as
-//!   the live claim lock counts them.
+//!   [`ClaimContext::new`](rigmind_decide::claim::ClaimContext::new), after the
+//!   live claim lock's filter [`rigmind_decide::claim::admissible`] (the concurrency
+//!   groups at their limit by [`rigmind_decide::claim::full_groups`] over the groups
+//!   each running task holds, [`rigmind_decide::claim::held_groups`], as the live
+//!   lock counts them; the memory reservation's fit).
 //! - Cards: [`rigmind_decide::resources::decide`] over the `RigView` that
 //!   [`rigmind_decide::resources::view_of`] builds from the cards' facts, as for the
 //!   live brain; each action becomes the `load_llm` / `unload_llm` resource task

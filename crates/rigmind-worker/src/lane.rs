@@ -178,7 +178,7 @@ impl Lane {
         );
         let give_up = self.signals.give_up.clone();
         async move {
-            if crate::worker::refuse_claimed(&layout, &runner.worker_id, &c.path) {
+            if crate::refuse::refuse_claimed(&layout, &runner.worker_id, &c.path) {
                 return None;
             }
             let task = match TaskFile::read(&c.path) {

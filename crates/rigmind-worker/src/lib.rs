@@ -17,6 +17,7 @@ pub mod card;
 mod gpusample;
 mod lane;
 mod profile;
+mod refuse;
 mod worker;
 
 use std::future::Future;

@@ -27,6 +27,7 @@ use tokio::time::Interval;
 
 use crate::card;
 use crate::profile::{self, publish, Profile};
+use crate::refuse::refuse_claimed;
 use crate::{check_worker_id, WorkerError, WorkerOptions, WorkerSummary};
 
 /// How long a worker waits with nothing to do before it publishes `idle`.
@@ -535,22 +536,4 @@ fn note_events(layout: &Layout, index: &mut QueueIndex, changes: Vec<Change>) {
     for name in names {
         index.note(layout, &name);
     }
-}
-
-/// Moves a claimed task file that the root's sharing rules refuse (writable by
-/// others; in a locked-down root, owned by someone outside its group) into
-/// `tasks/rejected/` instead of running it; says whether it did.
-pub(crate) fn refuse_claimed(layout: &Layout, worker: &str, path: &std::path::Path) -> bool {
-    let Some(reason) = rigmind_queue::access::refusal_at(layout, path) else {
-        return false;
-    };
-    match rigmind_queue::quarantine::quarantine(layout, path) {
-        Ok(to) => {
-            tracing::warn!(worker = %worker, "{}: {reason}; not run, moved to {}", path.display(), to.display())
-        }
-        Err(e) => {
-            tracing::error!(worker = %worker, "{}: {reason}; not run, and it could not be moved aside: {e}", path.display())
-        }
-    }
-    true
 }

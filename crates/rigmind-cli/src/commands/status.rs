@@ -57,7 +57,21 @@ pub(super) fn watch(layout: &Layout, json: bool, every: f64) -> Result<i32> {
     }
 }
 
+/// The plain status: the brain and the host, the queue's directories, the
+/// workers (and the rate limits holding endpoints), the batches.
 fn print_tables(s: &Overview) {
+    print_head(s);
+    println!();
+    print_queues(s);
+    println!();
+    print_workers(s);
+    print_rate_holds(s);
+    println!();
+    print_batches(s);
+}
+
+/// The root, whether the brain runs, the CPU temperature and the live gates.
+fn print_head(s: &Overview) {
     println!("root: {}", s.root);
     match &s.brain {
         Some(b) if b.alive => println!("brain: running (pid {})", b.pid.unwrap_or(0)),
@@ -67,7 +81,11 @@ fn print_tables(s: &Overview) {
     for g in &s.gates {
         println!("{}", gate_line(g));
     }
-    println!();
+}
+
+/// Tasks per directory and class, the requests waiting for the brain, the files
+/// moved aside and the tasks held by dead workers.
+fn print_queues(s: &Overview) {
     println!("{:<12} {:>7}  by class", "directory", "tasks");
     for (dir, classes) in &s.queues {
         let total: usize = classes.values().sum();
@@ -92,7 +110,10 @@ fn print_tables(s: &Overview) {
             l.task, l.batch, l.worker
         );
     }
-    println!();
+}
+
+/// One line per worker (and one per gate it runs), or `workers: none`.
+fn print_workers(s: &Overview) {
     if s.workers.is_empty() {
         println!("workers: none");
     } else {
@@ -133,6 +154,10 @@ fn print_tables(s: &Overview) {
             }
         }
     }
+}
+
+/// One line per endpoint that `requests_per_minute` holds now.
+fn print_rate_holds(s: &Overview) {
     for h in &s.rate_holds {
         println!(
             "endpoint {}: held by requests_per_minute = {} ({} starts in the last minute; next at {})",
@@ -142,7 +167,10 @@ fn print_tables(s: &Overview) {
             rigmind_queue::time::to_rfc3339(h.until)
         );
     }
-    println!();
+}
+
+/// One line per batch (with its cost and ETA lines), or `batches: none`.
+fn print_batches(s: &Overview) {
     if s.batches.is_empty() {
         println!("batches: none");
     } else {

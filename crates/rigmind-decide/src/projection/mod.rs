@@ -16,6 +16,7 @@
 //! deterministic and costs O((chunks + groups + group edges) · log groups) per
 //! strategy (`progress` holds the DAG's side).
 
+mod follow;
 mod progress;
 
 use std::cmp::Reverse;
@@ -23,7 +24,8 @@ use std::collections::BinaryHeap;
 
 use rigmind_types::TaskClass;
 
-use crate::resources::{CardMode, RigView, RmConfig};
+use crate::view::{CardMode, RigView, RmConfig};
+pub use follow::{projection_of, strategy_of};
 use progress::Progress;
 
 /// A chunk is at most the ready items over this many per able card: large enough
@@ -484,8 +486,8 @@ impl Run<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::testkit::{card, cfg};
-    use crate::resources::{Card, Dep, RmConfig, RmPolicy, Work};
+    use crate::view::testkit::{card, cfg};
+    use crate::view::{Card, Dep, RmConfig, RmPolicy, Work};
 
     /// `cards` bare script cards, each loading in `load` s, unloading in `unload` s.
     pub(super) fn rig(cards: usize, work: Vec<Work>, load: f64, unload: f64) -> RigView {
@@ -569,7 +571,7 @@ mod tests {
 #[cfg(test)]
 mod group_tests {
     use super::*;
-    use crate::resources::{Dep, Work};
+    use crate::view::{Dep, Work};
 
     fn view(cards: usize, work: Vec<Work>) -> RigView {
         super::tests::rig(cards, work, 30.0, 5.0)

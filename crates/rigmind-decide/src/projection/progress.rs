@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use rigmind_types::TaskClass;
 
-use crate::resources::{RigView, Work};
+use crate::view::{RigView, Work};
 
 /// A class's place in the per-class arrays: script 0, llm 1, cpu (and any other) 2.
 pub(super) fn class_slot(c: TaskClass) -> usize {

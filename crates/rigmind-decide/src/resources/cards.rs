@@ -2,15 +2,8 @@
 //! shares.
 
 use super::demand::Demand;
+pub(super) use super::llm_cap;
 use super::{Card, CardMode, RigView, RmAction};
-
-/// The most cards that may hold the model at once.
-pub(crate) fn llm_cap(view: &RigView) -> usize {
-    let capable = view.cards.iter().filter(|c| c.llm_capable).count();
-    view.config
-        .max_llm_gpus
-        .map_or(capable, |m| capable.min(m as usize))
-}
 
 pub(super) fn llm_cards(view: &RigView) -> usize {
     view.cards.iter().filter(|c| c.mode.is_llm()).count()

@@ -18,65 +18,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use super::cards::{llm_cap, llm_cards, load, unload};
 use super::demand::{demand, Demand};
-use super::{Card, CardMode, RigView, RmAction, RmPolicy};
-
-/// The models' sizes and the margin a card keeps beside one (rig.toml's
-/// `[[model]]` entries and `[llm] vram_margin_mb`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ModelSizes {
-    /// MB each declared model takes, by canonical name.
-    pub vram_mb: BTreeMap<String, u64>,
-    /// MB a card keeps free beside its model.
-    pub margin_mb: u64,
-}
-
-impl ModelSizes {
-    pub fn of(cfg: &rigmind_config::RigConfig) -> Self {
-        Self {
-            vram_mb: cfg
-                .models
-                .iter()
-                .map(|m| (m.name.clone(), m.vram_mb))
-                .collect(),
-            margin_mb: cfg.llm.vram_margin_mb,
-        }
-    }
-
-    /// The memory `model` takes (`None`: not declared).
-    pub fn need(&self, model: &str) -> Option<u64> {
-        self.vram_mb
-            .get(&rigmind_types::canonical_model(model))
-            .copied()
-    }
-
-    /// Whether a card of `card_mb` (unknown: `None`) can hold `model`.
-    pub fn fits(&self, card_mb: Option<u64>, model: &str) -> bool {
-        match (card_mb, self.need(model)) {
-            (Some(card), Some(need)) => card.saturating_sub(self.margin_mb) >= need,
-            _ => true,
-        }
-    }
-
-    /// `model=M fits=yes vram_mb=10500 card_vram_mb=24576` for a decision's reason.
-    fn note(&self, card: &Card, model: &str) -> String {
-        let mb = |v: Option<u64>| v.map_or("unknown".to_string(), |v| v.to_string());
-        format!(
-            "model={model} fits={} vram_mb={} card_vram_mb={} margin_mb={}",
-            if self.fits(card.vram_mb, model) {
-                "yes"
-            } else {
-                "no"
-            },
-            mb(self.need(model)),
-            mb(card.vram_mb),
-            self.margin_mb
-        )
-    }
-}
+use super::{Card, CardMode, ModelSizes, RigView, RmAction, RmPolicy};
 
 /// Whether `card` can hold `model` under the view's sizes.
 pub(super) fn fits(view: &RigView, card: &Card, model: &str) -> bool {

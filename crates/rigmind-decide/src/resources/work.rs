@@ -508,4 +508,25 @@ mod tests {
         assert_eq!(work[4].deps, each(2));
         assert_eq!(work[5].deps, each(3));
     }
+
+    #[test]
+    fn the_resource_managers_work_uses_the_learned_estimate() {
+        let mut b = batch(&[&[], &[]]);
+        for j in &mut b.jobs {
+            j.plan_task_id = "prep".into();
+            j.work.estimate_secs = Some(4.0);
+        }
+        let mut state = BrainState::default();
+        state.insert(b);
+        let now = chrono::Utc::now();
+        let work = work_of(&state, "m", now);
+        assert_eq!(work[0].secs, 4.0);
+        for _ in 0..3 {
+            state.learned.entry("prep".into()).or_default().add(7.5);
+        }
+        let work = work_of(&state, "m", now);
+        assert_eq!(work[0].secs, 6.625);
+        let e = estimates_of(&state);
+        assert_eq!(e["prep"].to_string(), "learned:6.6s n=3");
+    }
 }

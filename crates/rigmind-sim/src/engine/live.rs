@@ -302,7 +302,7 @@ impl<'a> Sim<'a> {
             file,
             name: t.name.clone(),
             class: t.task_class.unwrap_or(TaskClass::Cpu),
-            group: t.group.clone(),
+            groups: t.held_groups().collect(),
             mem_mb: t.mem_mb,
             end: left,
         };
