@@ -296,3 +296,44 @@ fn an_inferred_class_is_fixed_and_logged() {
         1
     );
 }
+
+/// A brain and a worker started with a relative `--root` (the default is the
+/// relative `shared`) act on file events, not only on their full rescans (set to
+/// ten minutes here): the watcher names its paths absolute, and a brain that
+/// compared them with its relative directories saw no event of its queue.
+#[test]
+fn a_relative_root_is_followed_by_events_not_only_by_rescans() {
+    let mut rig = Rig::new();
+    for (what, exe, id) in [
+        ("brain", common::BRAIN, None),
+        ("w1", common::WORKER, Some("w1")),
+    ] {
+        let mut args = vec!["--root", "root", "--rescan", "600"];
+        if let Some(id) = id {
+            args.extend(["--id", id]);
+        }
+        let child = std::process::Command::new(exe)
+            .current_dir(rig.dir.path())
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(rig.dir.path().join(format!("{what}.stderr"))).unwrap())
+            .spawn()
+            .unwrap();
+        rig.children.push((what.to_string(), child));
+    }
+    eventually(20, "the brain and the worker to be up", || {
+        rig.root().join("brain/brain.json").exists() && rig.root().join("workers/w1.json").exists()
+    });
+    let plan = rig.write(
+        "plan.md",
+        "# Plan: rel\n\n## Task: a\n- task_class: cpu\n- command: `echo a > a.txt`\n\n\
+         ## Task: b\n- task_class: cpu\n- depends_on: a\n- command: `cat a.txt > b.txt`\n",
+    );
+    let batch = rig.submit(&plan);
+    // Well inside the ten minutes a rescan would take.
+    eventually(60, "the batch to complete from events alone", || {
+        rig.dir.path().join("b.txt").exists()
+    });
+    assert_eq!(rig.wait(&batch), 0);
+}

@@ -43,6 +43,8 @@ pub struct Released {
     pub batch: String,
     pub file_name: String,
     pub task: TaskFile,
+    /// The queue file as written: its event is an echo while it still is.
+    pub stamp: rigmind_queue::fsio::FileStamp,
 }
 
 /// What carrying out one action gives.
@@ -134,18 +136,19 @@ impl Apply<'_> {
         let mut t = TaskFile::read(&private.join(&name))?;
         t.status = TaskStatus::Queued;
         t.let_in();
-        t.write_named_via(
+        let (_, stamp) = t.write_named_via(
             &self.layout.dir(TaskDir::Queue),
             &name,
             &private,
             Sync::None,
         )?;
-        log_release(self.logs, batch, &t, reason)?;
+        log_release(self.logs, batch, (&t, &name), reason)?;
         self.effect();
         self.released.push(Released {
             batch: batch.to_string(),
             file_name: name,
             task: t,
+            stamp,
         });
         Ok(())
     }
@@ -444,8 +447,6 @@ impl Apply<'_> {
     fn settle(&mut self, batch: &str, to: BatchState) -> Done {
         self.effect();
         let b = batch_mut(self.state, batch);
-        b.record.write(self.layout)?;
-        b.dirty = false;
         let c = b.record.counts;
         let kind = if to.is_done() {
             "batch_done"
@@ -469,7 +470,18 @@ impl Apply<'_> {
                 json!({"batch": batch, "state": to.as_str(), "complete": c.complete,
                    "failed": c.failed, "total": c.total}),
             ),
-        )
+        )?;
+        // The lines go out before the record that `wait` and `cancel` return on,
+        // so that whoever sees the record settled finds its line in the log (lines
+        // of a bulk release are otherwise gathered until the end of the turn). A
+        // record that then fails to be written stays due for the next flush of
+        // records.
+        self.logs.flush()?;
+        let b = batch_mut(self.state, batch);
+        b.dirty = true;
+        b.record.write(self.layout)?;
+        b.dirty = false;
+        Ok(())
     }
 
     /// Moves a job that has not started (pending or queued; or already failed) into
@@ -560,7 +572,7 @@ fn settle_reason(to: BatchState) -> &'static str {
 pub(crate) fn log_release(
     logs: &Logs,
     batch: &str,
-    t: &TaskFile,
+    (t, file): (&TaskFile, &str),
     reason: &str,
 ) -> Result<(), QueueError> {
     logs.decision(
@@ -572,11 +584,26 @@ pub(crate) fn log_release(
             .kv("class", t.task_class.map_or("none", |c| c.as_str()))
             .kv("reason", reason),
     )?;
-    logs.event(
-        "release",
-        obj(json!({"batch": batch, "task": t.name, "task_id": t.task_id,
-                   "file": t.file_name()})),
-    )
+    logs.event_record(&ReleaseEvent {
+        batch,
+        event: "release",
+        file,
+        task: &t.name,
+        task_id: &t.task_id,
+        ts: rigmind_queue::time::now_rfc3339(),
+    })
+}
+
+/// The events log's line of a release, written for each task of a bulk release
+/// (fields in the alphabetical order of every event line).
+#[derive(serde::Serialize)]
+struct ReleaseEvent<'a> {
+    batch: &'a str,
+    event: &'static str,
+    file: &'a str,
+    task: &'a str,
+    task_id: &'a str,
+    ts: String,
 }
 
 /// Writes the records of batches whose counts changed since the last write.

@@ -4,6 +4,7 @@
 //! followed as lost.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use rigmind_config::RigConfig;
 use rigmind_queue::claim::QueueIndex;
@@ -19,6 +20,57 @@ use crate::strays::{accept_stray, is_known_job, judge_stray};
 
 /// Where each listed file is: its name and the status its directory stands for.
 type Seen = HashMap<String, JobStatus>;
+
+/// A periodic rescan takes at most one part in this many of the brain's time: it
+/// is a safety net for events the kernel lost, and listing a 100,000-file queue
+/// every 2 s cost the brain a third of a big submission's time.
+const COST_SHARE: u32 = 20;
+
+/// While a submission's ready tasks are being written, the periodic rescan waits
+/// this long at most: the queue it would list is the one being written, and each
+/// rescan forgets the echoes of the brain's own writes, so every later event of
+/// the submission would be read back.
+const QUEUEING_WAIT: Duration = Duration::from_secs(30);
+
+/// When the next periodic rescan is due: `every` (`--rescan`) apart, or further
+/// apart when rescans are costly or a submission is being queued. A rescan forced
+/// by lost events (an overflow) runs at once and counts as the last one.
+#[derive(Debug, Clone)]
+pub(crate) struct Pace {
+    every: Duration,
+    /// When the last rescan started; `None`: none yet, the first is due at once.
+    last_start: Option<Instant>,
+    last_cost: Duration,
+}
+
+impl Pace {
+    pub(crate) fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last_start: None,
+            last_cost: Duration::ZERO,
+        }
+    }
+
+    /// Whether a periodic rescan is due at `now` (a tick of the `every` timer);
+    /// `queueing`: a submission's ready tasks are still being written.
+    pub(crate) fn due(&self, now: Instant, queueing: bool) -> bool {
+        let mut gap = self.every.max(self.last_cost * COST_SHARE);
+        if queueing {
+            gap = gap.max(QUEUEING_WAIT);
+        }
+        // Half a period of slack: the timer's ticks are `every` apart, give or
+        // take how late each was handled.
+        self.last_start
+            .is_none_or(|last| now.saturating_duration_since(last) + self.every / 2 >= gap)
+    }
+
+    /// A rescan ran from `start` to `end`.
+    pub(crate) fn ran(&mut self, start: Instant, end: Instant) {
+        self.last_cost = end.saturating_duration_since(start);
+        self.last_start = Some(start);
+    }
+}
 
 /// Re-lists every directory and brings each job whose place changed into the state;
 /// jobs whose file is in no directory any more are followed as lost.
@@ -152,4 +204,31 @@ fn moved_jobs(state: &BrainState, seen: &Seen) -> Vec<String> {
         }
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rescan_waits_for_its_period_its_cost_and_a_submission_being_queued() {
+        let t0 = Instant::now();
+        let (s, ms) = (Duration::from_secs, Duration::from_millis);
+        let mut pace = Pace::new(s(2));
+        assert!(pace.due(t0, false), "the first at once");
+        pace.ran(t0, t0);
+        // Every tick of the timer, even one handled a little early.
+        assert!(!pace.due(t0 + ms(900), false));
+        assert!(pace.due(t0 + ms(1990), false));
+        // A cheap rescan keeps the period.
+        pace.ran(t0 + s(2), t0 + s(2) + ms(10));
+        assert!(pace.due(t0 + s(4), false));
+        // One that took 0.5 s waits 20 times that (the tick at 10 s).
+        pace.ran(t0 + s(4), t0 + s(4) + ms(500));
+        assert!(!pace.due(t0 + s(12), false));
+        assert!(pace.due(t0 + s(14), false));
+        // A submission being queued holds it back up to 30 s.
+        assert!(!pace.due(t0 + s(32), true));
+        assert!(pace.due(t0 + s(34), true));
+    }
 }

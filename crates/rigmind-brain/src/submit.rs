@@ -287,7 +287,7 @@ pub fn queue_manifest(
         let torn = path.exists() && TaskFile::read(&path).is_err();
         if torn || (!written && !present(&name)) {
             t.write_to(&queue, Sync::None)?;
-            crate::apply::log_release(logs, batch, t, "no dependencies")?;
+            crate::apply::log_release(logs, batch, (t, &name), "no dependencies")?;
         }
     }
     fsio::rename_if_exists(
@@ -325,7 +325,7 @@ pub fn queue_some(
     state: &mut BrainState,
     flusher: &crate::flush::Flusher,
     budget: std::time::Duration,
-    mut queued: impl FnMut(&str, &TaskFile),
+    mut queued: impl FnMut(&str, &TaskFile, fsio::FileStamp),
 ) -> Result<bool, QueueError> {
     if state.queueing.is_empty() {
         return Ok(true);
@@ -344,10 +344,11 @@ pub fn queue_some(
             if std::time::Instant::now() >= deadline {
                 break 'batches;
             }
-            match queue_one(layout, logs, b, t) {
-                Ok(p) => {
-                    if !b.record.cancel_requested {
-                        queued(&t.file_name(), t);
+            let name = t.file_name();
+            match queue_one(layout, logs, b, (t, &name)) {
+                Ok((p, stamp)) => {
+                    if let Some(stamp) = stamp {
+                        queued(&name, t, stamp);
                     }
                     written.push(p);
                 }
@@ -383,25 +384,22 @@ fn give_back_freed_memory() {
     }
 }
 
-/// Writes one ready task of a new submission into the queue, or, its batch being
-/// cancelled, into `failed/` as cancelled (recorded as the policy's cancel would).
+/// Writes one ready task of a new submission into the queue (giving its path and
+/// stamp), or, its batch being cancelled, into `failed/` as cancelled (recorded as
+/// the policy's cancel would; no stamp).
 fn queue_one(
     layout: &Layout,
     logs: &Logs,
     b: &mut Batch,
-    t: &TaskFile,
-) -> Result<PathBuf, QueueError> {
+    (t, name): (&TaskFile, &str),
+) -> Result<(PathBuf, Option<fsio::FileStamp>), QueueError> {
     if !b.record.cancel_requested {
         // The temporary in the batch's private directory: queue/ sees one event.
         let private = layout.private_dir(&b.record.batch_id);
-        let p = t.write_named_via(
-            &layout.dir(TaskDir::Queue),
-            &t.file_name(),
-            &private,
-            Sync::None,
-        )?;
-        crate::apply::log_release(logs, &b.record.batch_id, t, "no dependencies")?;
-        return Ok(p);
+        let (p, stamp) =
+            t.write_named_via(&layout.dir(TaskDir::Queue), name, &private, Sync::None)?;
+        crate::apply::log_release(logs, &b.record.batch_id, (t, name), "no dependencies")?;
+        return Ok((p, Some(stamp)));
     }
     let mut t = t.clone();
     t.status = TaskStatus::Failed;
@@ -424,7 +422,7 @@ fn queue_one(
         );
         b.unhandled_failures.remove(&i);
     }
-    Ok(p)
+    Ok((p, None))
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ pub fn write_atomic_with(
     fill: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<(), QueueError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    write_atomic_via(path, dir, sync, fill)
+    write_atomic_via(path, dir, sync, fill).map(|_| ())
 }
 
 /// [`write_atomic_with`] with the temporary file in `tmp_dir` instead of beside
@@ -54,20 +54,18 @@ pub fn write_atomic_with(
 /// instead of the four of a create, write, close and rename, which keeps the
 /// kernel's event queue from overflowing when thousands of files arrive at once.
 /// Where `tmp_dir` is on another filesystem, the temporary is copied beside `path`
-/// before the rename ([`move_across`]): slower, and as safe.
+/// before the rename ([`move_across`]): slower, and as safe. Gives the stamp of
+/// the file written, as [`stamp`] would read it at `path` (a rename keeps a file's
+/// inode, length and modification time).
 pub fn write_atomic_via(
     path: &Path,
     tmp_dir: &Path,
     sync: Sync,
     fill: impl FnOnce(&mut File) -> std::io::Result<()>,
-) -> Result<(), QueueError> {
+) -> Result<FileStamp, QueueError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = tmp_dir.join(format!(
-        ".{file_name}.{}.{}.tmp",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    ));
+    let tmp = tmp_dir.join(format!(".{file_name}.{}.tmp", temporary_id()));
     let result = (|| {
         // Never writable by others, whatever the umask: a task file others may
         // write is refused by the workers (crate::access), so an open umask (000)
@@ -83,15 +81,26 @@ pub fn write_atomic_via(
             f.sync_data()
                 .map_err(|e| QueueError::io("flush", &tmp, e))?;
         }
+        let mut written = f.metadata().ok().map(|m| stamp_of(&m));
         drop(f);
         match fs::rename(&tmp, path) {
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => move_across(&tmp, dir, path, sync)?,
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                move_across(&tmp, dir, path, sync)?;
+                // A copy: a new inode.
+                written = stamp(path);
+            }
             r => r.map_err(|e| QueueError::io("rename into", path, e))?,
         }
         if sync == Sync::Dir {
             sync_dir(dir)?;
         }
-        Ok(())
+        // Unknown only if fstat failed on a file just written: then no echo of it
+        // matches, and its event is read back like anyone's.
+        Ok(written.unwrap_or(FileStamp {
+            ino: 0,
+            len: u64::MAX,
+            mtime_ns: 0,
+        }))
     })();
     if result.is_err() {
         // Nothing half-written may stay behind (a full disk leaves a short tmp file).
@@ -133,13 +142,32 @@ pub struct FileStamp {
 
 /// The stamp of the file at `path` now; None when there is none.
 pub fn stamp(path: &Path) -> Option<FileStamp> {
+    fs::metadata(path).ok().map(|m| stamp_of(&m))
+}
+
+fn stamp_of(m: &fs::Metadata) -> FileStamp {
     use std::os::unix::fs::MetadataExt;
-    let m = fs::metadata(path).ok()?;
-    Some(FileStamp {
+    FileStamp {
         ino: m.ino(),
         len: m.len(),
         mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-    })
+    }
+}
+
+/// What makes a temporary's name unique: this process's id, a random number
+/// drawn once per process (a crashed writer's leftover under a reused pid never
+/// clashes) and a count. Two syscalls a file cheaper than a fresh UUID and a
+/// `getpid` each time, which a 100,000-task submission felt.
+fn temporary_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PROCESS: OnceLock<(u32, String)> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let (pid, nonce) = PROCESS.get_or_init(|| {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        (std::process::id(), id[..12].to_string())
+    });
+    format!("{pid}.{nonce}{}", COUNT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Removes the temporaries ([`write_atomic_via`]'s `.NAME.PID.ID.tmp`) that a

@@ -6,7 +6,6 @@
 //! Both logs stay open between lines ([`Logs`]); a burst of lines (a bulk release)
 //! can be gathered and written together ([`Logs::hold`]).
 
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt;
@@ -55,31 +54,36 @@ impl Decision {
     pub fn render(&self) -> String {
         let mut s = format!("decision={}", self.kind);
         for (k, v) in &self.fields {
-            let _ = write!(s, " {k}={}", quote(v));
+            s.push(' ');
+            s.push_str(k);
+            s.push('=');
+            quote_into(&mut s, v);
         }
         s
     }
 }
 
-fn quote(v: &str) -> String {
+/// Appends `v` to `out`, in double quotes (with `"`, `\\` and newlines escaped,
+/// other control characters made spaces) unless it is one plain word.
+fn quote_into(out: &mut String, v: &str) {
     let plain = !v.is_empty()
         && v.chars()
             .all(|c| !c.is_whitespace() && c != '"' && c != '=' && !c.is_control());
     if plain {
-        v.to_string()
-    } else {
-        let escaped: String = v
-            .chars()
-            .flat_map(|c| match c {
-                '"' => vec!['\\', '"'],
-                '\\' => vec!['\\', '\\'],
-                '\n' => vec!['\\', 'n'],
-                c if c.is_control() => vec![' '],
-                c => vec![c],
-            })
-            .collect();
-        format!("\"{escaped}\"")
+        out.push_str(v);
+        return;
     }
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// Appends decisions and events under a root.
@@ -118,7 +122,8 @@ impl Logs {
         self.line(&self.decisions, &line)
     }
 
-    /// Writes one event as a JSON line, with `ts` and `event` first.
+    /// Writes one event as a JSON line with `ts` and `event` added (its keys in
+    /// alphabetical order, as a JSON map is written).
     pub fn event(
         &self,
         event: &str,
@@ -129,6 +134,18 @@ impl Logs {
         obj.insert("event".into(), Value::String(event.to_string()));
         obj.append(&mut fields);
         self.line(&self.events, &Value::Object(obj).to_string())
+    }
+
+    /// Writes one event given as a record that carries its own `ts` and `event`
+    /// fields, declared in alphabetical order like every other event line: the
+    /// per-task events of a bulk release, without building a map for each.
+    pub fn event_record<T: serde::Serialize>(&self, record: &T) -> Result<(), QueueError> {
+        let line = serde_json::to_string(record).map_err(|e| QueueError::Invalid {
+            path: lock(&self.events).path.clone(),
+            what: "event",
+            reason: format!("cannot be written as JSON: {e}"),
+        })?;
+        self.line(&self.events, &line)
     }
 
     /// Gathers the lines of a burst (a bulk release: one write per 64 KiB instead
@@ -298,8 +315,14 @@ mod tests {
             d.render(),
             "decision=release batch=ab12 task=transcribe[ep1] reason=\"all 2 dependencies complete\""
         );
+        let quote = |v: &str| {
+            let mut s = String::new();
+            quote_into(&mut s, v);
+            s
+        };
         assert_eq!(quote("say \"hi\"\n"), "\"say \\\"hi\\\"\\n\"");
         assert_eq!(quote(""), "\"\"");
+        assert_eq!(quote("a\\b\tc"), "\"a\\\\b c\"");
     }
 
     fn lines(p: &Path) -> Vec<String> {

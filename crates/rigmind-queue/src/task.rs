@@ -552,24 +552,25 @@ impl TaskFile {
         sync: fsio::Sync,
     ) -> Result<PathBuf, QueueError> {
         self.write_named_via(dir, file_name, dir, sync)
+            .map(|(path, _)| path)
     }
 
     /// [`TaskFile::write_named`] with the temporary file in `tmp_dir` (an
     /// unwatched directory), so that `dir` sees only the rename
-    /// ([`fsio::write_atomic_via`]).
+    /// ([`fsio::write_atomic_via`]); gives its path and stamp.
     pub fn write_named_via(
         &self,
         dir: &Path,
         file_name: &str,
         tmp_dir: &Path,
         sync: fsio::Sync,
-    ) -> Result<PathBuf, QueueError> {
+    ) -> Result<(PathBuf, fsio::FileStamp), QueueError> {
         let path = dir.join(file_name);
         let bytes = self.to_bytes();
-        fsio::write_atomic_via(&path, tmp_dir, sync, |f| {
+        let stamp = fsio::write_atomic_via(&path, tmp_dir, sync, |f| {
             std::io::Write::write_all(f, &bytes)
         })?;
-        Ok(path)
+        Ok((path, stamp))
     }
 
     /// Writes the task atomically to `dir` under its file name.
