@@ -55,6 +55,9 @@ const RECORD_EVERY: Duration = Duration::from_millis(500);
 /// 100,000-task release or cancellation must not keep a new cancellation waiting.
 const TURN_BUDGET: Duration = Duration::from_millis(200);
 
+/// The room kept for echoes between bursts (a release round's worth).
+const ECHOES_KEPT: usize = 1024;
+
 /// How the brain runs.
 #[derive(Debug, Clone)]
 pub struct BrainOptions {
@@ -471,6 +474,12 @@ impl Brain {
         }
         for name in tasks {
             refresh(&self.layout, &self.logs, &mut self.state, &name);
+        }
+        // A 100,000-task submission's echoes once filled the map; its room is
+        // given back once they have all come home.
+        if self.echoes.is_empty() && self.echoes.capacity() > ECHOES_KEPT {
+            self.echoes.shrink_to(ECHOES_KEPT);
+            crate::submit::give_back_freed_memory();
         }
     }
 

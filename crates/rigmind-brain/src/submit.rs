@@ -376,7 +376,7 @@ pub fn queue_some(
 /// A submission's task files (a gigabyte at a million tasks) are freed once they
 /// are written, but the allocator keeps the pages: handed back to the system here,
 /// so the brain's resident memory is what it holds, not what it once held.
-fn give_back_freed_memory() {
+pub(crate) fn give_back_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe {
