@@ -347,3 +347,40 @@ fn a_gpu_worker_runs_endpoint_requests_beside_its_card_work() {
         "no endpoint request ran while the card's script task did: {card} {asks:?}"
     );
 }
+
+/// A loopback endpoint takes one request at a time by default; its waiting
+/// tasks go by priority, then age (plan order): the endpoint lane claims in the
+/// queue's claim order.
+#[test]
+fn waiting_endpoint_tasks_go_by_priority_then_age() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut opts = ApiFakeOptions::new(ApiFlavor::OpenAi, &["remote"]);
+    opts.tokens_per_sec = 20.0;
+    let server = rt.block_on(start_api(opts)).unwrap();
+    let mut rig = Rig::new();
+    let toml = format!(
+        "{SAFETY}[[endpoint]]\nname = \"near\"\napi = \"openai\"\nurl = \"{}\"\nmodels = [\"remote\"]\n",
+        server.url()
+    );
+    rig.start_with_config(&toml, &["cpu1"]);
+    let task = |name: &str, prio: u8| {
+        format!("## Task: {name}\n- task_class: llm\n- model: remote\n- priority: {prio}\n- prompt: Say hello.\n\n")
+    };
+    let plan = rig.write(
+        "plan.md",
+        &format!(
+            "# Plan: order\n\n{}{}{}{}",
+            task("a", 3),
+            task("b", 8),
+            task("c", 8),
+            task("d", 5)
+        ),
+    );
+    let batch = rig.submit(&plan);
+    assert_eq!(rig.wait(&batch), 0, "{}", rig.decisions().join("\n"));
+    let mut done = llm_tasks(&rig, "complete");
+    done.sort_by_key(|t| t["started_at"].as_str().unwrap().to_string());
+    let order: Vec<&str> = done.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(order, ["b", "c", "d", "a"]);
+    assert_eq!(server.max_in_flight(), 1, "a loopback endpoint's default");
+}

@@ -447,6 +447,9 @@ impl Apply<'_> {
     fn settle(&mut self, batch: &str, to: BatchState) -> Done {
         self.effect();
         let b = batch_mut(self.state, batch);
+        // Due until written: a log that cannot be written must not leave the
+        // settled record unwritten (the policy will not settle it again).
+        b.dirty = true;
         let c = b.record.counts;
         let kind = if to.is_done() {
             "batch_done"
@@ -478,7 +481,6 @@ impl Apply<'_> {
         // records.
         self.logs.flush()?;
         let b = batch_mut(self.state, batch);
-        b.dirty = true;
         b.record.write(self.layout)?;
         b.dirty = false;
         Ok(())

@@ -15,8 +15,9 @@
 //! meanwhile, the copy in `processing/`) and `queue/` itself; the thread then hands
 //! the names back ([`Flusher::flushed`]) and the brain's loop removes the private
 //! copies of the jobs that are still past pending. Until then a power cut finds the
-//! task whole in one of its two places, and a restart keeps the later valid copy
-//! (`resolve_duplicate`), as after any crash between a write and a removal.
+//! task whole in one of its two places; a restart flushes the later valid copy the
+//! same way before it removes the private one (`finish_release_flush`), and a torn
+//! queue copy is moved aside and the task released again from its private copy.
 //!
 //! On this project's VM one `fdatasync` costs ~3.5 ms, so flushing a 100,000-task
 //! submission takes minutes of disk time: on the loop it kept every task out of
@@ -64,10 +65,7 @@ impl Flusher {
     pub fn start(layout: &Layout) -> Self {
         let (tx, rx) = mpsc::channel();
         let (done_tx, flushed) = mpsc::channel();
-        let dirs = Dirs {
-            queue: layout.dir(TaskDir::Queue),
-            processing: layout.dir(TaskDir::Processing),
-        };
+        let dirs = Dirs::of(layout);
         std::thread::Builder::new()
             .name("rigmind-flush".into())
             .spawn(move || run(rx, &dirs, &done_tx))
@@ -111,9 +109,18 @@ impl Flusher {
 }
 
 /// The directories a released task may be in while its flush is due.
-struct Dirs {
+pub(crate) struct Dirs {
     queue: PathBuf,
     processing: PathBuf,
+}
+
+impl Dirs {
+    pub(crate) fn of(layout: &Layout) -> Self {
+        Self {
+            queue: layout.dir(TaskDir::Queue),
+            processing: layout.dir(TaskDir::Processing),
+        }
+    }
 }
 
 fn run(rx: mpsc::Receiver<Job>, dirs: &Dirs, done: &mpsc::Sender<Vec<ReleasedFile>>) {
@@ -153,8 +160,14 @@ fn run(rx: mpsc::Receiver<Job>, dirs: &Dirs, done: &mpsc::Sender<Vec<ReleasedFil
     }
 }
 
-/// Flushes released tasks where they are now, then `queue/`'s entries.
-fn flush_released(dirs: &Dirs, files: &[ReleasedFile]) -> Result<(), rigmind_queue::QueueError> {
+/// Flushes released tasks where they are now, then `queue/`'s entries (also what a
+/// restart does for the releases its last brain had not flushed:
+/// `crate::rebuild`). A claim is a bare rename, so a task claimed before its flush
+/// is flushed in `processing/`.
+pub(crate) fn flush_released(
+    dirs: &Dirs,
+    files: &[ReleasedFile],
+) -> Result<(), rigmind_queue::QueueError> {
     let in_queue: Vec<PathBuf> = files.iter().map(|(_, n)| dirs.queue.join(n)).collect();
     fsio::sync_files(&in_queue)?;
     // Claimed before their flush: flushed in processing/ (a file claimed after

@@ -307,12 +307,16 @@ fn finish_release_flushes(
     if stale.is_empty() {
         return Ok(());
     }
-    let public: Vec<PathBuf> = stale.iter().filter_map(|(p, _)| p.clone()).collect();
-    if !public.is_empty() {
-        // A copy claimed since it was read is skipped: its claimer flushes it.
-        fsio::sync_files(&public)?;
-        fsio::sync_dir(&layout.dir(TaskDir::Queue))?;
-        fsio::sync_dir(&layout.dir(TaskDir::Processing))?;
+    // As the flushing thread does: each where it is now (a copy claimed since it
+    // was read is flushed in processing/), then queue/'s entries.
+    let due: Vec<crate::flush::ReleasedFile> = stale
+        .iter()
+        .filter(|(public, _)| public.is_some())
+        .filter_map(|(_, private)| private.file_name()?.to_str())
+        .map(|name| (batch_id.to_string(), name.to_string()))
+        .collect();
+    if !due.is_empty() {
+        crate::flush::flush_released(&crate::flush::Dirs::of(layout), &due)?;
     }
     for (_, private) in &stale {
         fsio::remove_if_exists(private)?;
@@ -690,16 +694,47 @@ mod tests {
     #[test]
     fn a_private_copy_beside_a_queue_copy_goes_once_the_queue_copy_is_flushed() {
         let (_dir, layout, logs) = root();
-        let queued = layout.dir(TaskDir::Queue).join(FILE);
-        let task = TaskFile::new(BATCH, "work", rigmind_types::TaskClass::Cpu);
-        std::fs::write(&queued, task.to_bytes()).unwrap();
-        let private = layout.private_dir(BATCH).join(FILE);
-        std::fs::write(&private, task.to_bytes()).unwrap();
+        let (queued, private) = released(&layout);
         let (status, stale) = read_then_finish(&layout, &logs, Place::Public(TaskDir::Queue));
         assert_eq!(status, JobStatus::Queued);
         assert_eq!(stale, Some((Some(queued.clone()), private.clone())));
         assert!(!private.exists());
         assert!(queued.exists());
+    }
+
+    #[test]
+    fn a_release_claimed_between_the_read_and_the_flush_is_flushed_where_it_went() {
+        let (_dir, layout, logs) = root();
+        let (queued, private) = released(&layout);
+        let places = vec![Place::Private, Place::Public(TaskDir::Queue)];
+        let read = read_job(&layout, &logs, BATCH, FILE.into(), places, Mode::Start)
+            .unwrap()
+            .unwrap();
+        // A worker claims it (a bare rename) before the flush.
+        let claimed = layout.dir(TaskDir::Processing).join(FILE);
+        std::fs::rename(&queued, &claimed).unwrap();
+        finish_release_flushes(
+            &layout,
+            &logs,
+            BATCH,
+            read.stale_private.into_iter().collect(),
+        )
+        .unwrap();
+        assert!(!private.exists());
+        assert!(TaskFile::read(&claimed).is_ok());
+    }
+
+    /// A released task as the last brain left it: its queue copy (let in) and its
+    /// private copy (as submitted); their paths.
+    fn released(layout: &Layout) -> (PathBuf, PathBuf) {
+        let mut task = TaskFile::new(BATCH, "work", rigmind_types::TaskClass::Cpu);
+        let private = layout.private_dir(BATCH).join(FILE);
+        std::fs::write(&private, task.to_bytes()).unwrap();
+        task.status = rigmind_queue::task::TaskStatus::Queued;
+        task.let_in();
+        let queued = layout.dir(TaskDir::Queue).join(FILE);
+        std::fs::write(&queued, task.to_bytes()).unwrap();
+        (queued, private)
     }
 
     #[test]

@@ -477,9 +477,14 @@ impl Brain {
         }
         // A 100,000-task submission's echoes once filled the map; its room is
         // given back once they have all come home.
-        if self.echoes.is_empty() && self.echoes.capacity() > ECHOES_KEPT {
+        // (A shrunk map keeps some room over what it is asked for: only a shrink
+        // that gave room back calls for handing pages back.)
+        let room = self.echoes.capacity();
+        if self.echoes.is_empty() && room > 4 * ECHOES_KEPT {
             self.echoes.shrink_to(ECHOES_KEPT);
-            crate::submit::give_back_freed_memory();
+            if self.echoes.capacity() < room {
+                crate::submit::give_back_freed_memory();
+            }
         }
     }
 
