@@ -45,8 +45,8 @@ struct ReadJob {
     /// A queued retry's back-off (`not_before`), so status can say `retrying`.
     retry_at: Option<chrono::DateTime<chrono::Utc>>,
     /// A private copy behind a later public copy (a release whose flush the last
-    /// brain may not have finished): the public copy to flush first, when it is
-    /// not a result (a runner flushes its results), and the private copy.
+    /// brain may not have finished): the public copy as read, when it is not a
+    /// result and so still needs its flush, and the private copy.
     stale_private: Option<(Option<PathBuf>, PathBuf)>,
 }
 
@@ -295,9 +295,10 @@ fn rebuild_batch(
 }
 
 /// Finishes what the last brain's flushing thread may have left undone
-/// (crate::flush): the public copies of released tasks are flushed, with their
-/// directories, and only then are their private copies removed, so that a power cut
-/// at any moment still finds each task whole in one of its places.
+/// (crate::flush): the public copies of released tasks are flushed where they are
+/// now, then `queue/`'s entries (a result needs neither: its runner flushed it),
+/// and only then are their private copies removed, so that a power cut at any
+/// moment still finds each task whole in one of its places.
 fn finish_release_flushes(
     layout: &Layout,
     logs: &Logs,
