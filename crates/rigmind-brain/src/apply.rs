@@ -43,8 +43,9 @@ pub struct Released {
     pub batch: String,
     pub file_name: String,
     pub task: TaskFile,
-    /// The queue file as written: its event is an echo while it still is.
-    pub stamp: rigmind_queue::fsio::FileStamp,
+    /// The queue file as written: its event is an echo while it still is
+    /// (`None`: unknown, its event is read back).
+    pub stamp: Option<rigmind_queue::fsio::FileStamp>,
 }
 
 /// What carrying out one action gives.

@@ -270,7 +270,9 @@ impl Brain {
             TURN_BUDGET,
             |name, t, stamp| {
                 queue.insert(name, t);
-                echoes.insert(name.to_string(), stamp);
+                if let Some(stamp) = stamp {
+                    echoes.insert(name.to_string(), stamp);
+                }
             },
         )
         .unwrap_or_else(|e| {
@@ -344,7 +346,9 @@ impl Brain {
         let mut files = Vec::with_capacity(released.len());
         for r in released {
             self.queue.insert(&r.file_name, &r.task);
-            self.echoes.insert(r.file_name.clone(), r.stamp);
+            if let Some(stamp) = r.stamp {
+                self.echoes.insert(r.file_name.clone(), stamp);
+            }
             *self.unflushed.entry(r.file_name.clone()).or_default() += 1;
             files.push((r.batch, r.file_name));
         }

@@ -325,7 +325,7 @@ pub fn queue_some(
     state: &mut BrainState,
     flusher: &crate::flush::Flusher,
     budget: std::time::Duration,
-    mut queued: impl FnMut(&str, &TaskFile, fsio::FileStamp),
+    mut queued: impl FnMut(&str, &TaskFile, Option<fsio::FileStamp>),
 ) -> Result<bool, QueueError> {
     if state.queueing.is_empty() {
         return Ok(true);
@@ -347,7 +347,7 @@ pub fn queue_some(
             let name = t.file_name();
             match queue_one(layout, logs, b, (t, &name)) {
                 Ok((p, stamp)) => {
-                    if let Some(stamp) = stamp {
+                    if !b.record.cancel_requested {
                         queued(&name, t, stamp);
                     }
                     written.push(p);
@@ -386,7 +386,7 @@ pub(crate) fn give_back_freed_memory() {
 
 /// Writes one ready task of a new submission into the queue (giving its path and
 /// stamp), or, its batch being cancelled, into `failed/` as cancelled (recorded as
-/// the policy's cancel would; no stamp).
+/// the policy's cancel would).
 fn queue_one(
     layout: &Layout,
     logs: &Logs,
@@ -399,7 +399,7 @@ fn queue_one(
         let (p, stamp) =
             t.write_named_via(&layout.dir(TaskDir::Queue), name, &private, Sync::None)?;
         crate::apply::log_release(logs, &b.record.batch_id, (t, name), "no dependencies")?;
-        return Ok((p, Some(stamp)));
+        return Ok((p, stamp));
     }
     let mut t = t.clone();
     t.status = TaskStatus::Failed;

@@ -56,13 +56,13 @@ pub fn write_atomic_with(
 /// Where `tmp_dir` is on another filesystem, the temporary is copied beside `path`
 /// before the rename ([`move_across`]): slower, and as safe. Gives the stamp of
 /// the file written, as [`stamp`] would read it at `path` (a rename keeps a file's
-/// inode, length and modification time).
+/// inode, length and modification time); `None` if it could not be read.
 pub fn write_atomic_via(
     path: &Path,
     tmp_dir: &Path,
     sync: Sync,
     fill: impl FnOnce(&mut File) -> std::io::Result<()>,
-) -> Result<FileStamp, QueueError> {
+) -> Result<Option<FileStamp>, QueueError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = tmp_dir.join(format!(".{file_name}.{}.tmp", temporary_id()));
@@ -94,13 +94,7 @@ pub fn write_atomic_via(
         if sync == Sync::Dir {
             sync_dir(dir)?;
         }
-        // Unknown only if fstat failed on a file just written: then no echo of it
-        // matches, and its event is read back like anyone's.
-        Ok(written.unwrap_or(FileStamp {
-            ino: 0,
-            len: u64::MAX,
-            mtime_ns: 0,
-        }))
+        Ok(written)
     })();
     if result.is_err() {
         // Nothing half-written may stay behind (a full disk leaves a short tmp file).

@@ -564,7 +564,7 @@ impl TaskFile {
         file_name: &str,
         tmp_dir: &Path,
         sync: fsio::Sync,
-    ) -> Result<(PathBuf, fsio::FileStamp), QueueError> {
+    ) -> Result<(PathBuf, Option<fsio::FileStamp>), QueueError> {
         let path = dir.join(file_name);
         let bytes = self.to_bytes();
         let stamp = fsio::write_atomic_via(&path, tmp_dir, sync, |f| {
