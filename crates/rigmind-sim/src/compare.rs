@@ -288,14 +288,15 @@ impl Comparison {
         let b = &self.bound;
         let _ = writeln!(
             o,
-            "plan '{}' on {} GPU(s): lower bound {} (critical path {:.1} s, all GPUs {:.1} s, LLM cards {:.1} s, groups {:.1} s)",
+            "plan '{}' on {} GPU(s): lower bound {} (critical path {:.1} s, all GPUs {:.1} s, LLM cards {:.1} s, groups {:.1} s, packed path {:.1} s)",
             self.plan,
             self.gpus,
             human_secs(self.lower_bound_s),
             b.critical_path_s,
             b.all_gpus_s,
             b.llm_cards_s,
-            b.groups_s
+            b.groups_s,
+            b.packed_path_s
         );
         for run in &self.runs {
             let label = match run.static_llm_cards {

@@ -202,6 +202,7 @@ fn observed_bound(own: &[&TaskFile], workers: usize) -> BoundTerms {
         },
         llm_cards_s: 0.0,
         groups_s: 0.0,
+        packed_path_s: 0.0,
     }
 }
 

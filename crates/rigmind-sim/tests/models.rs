@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rigmind_config::RigConfig;
 use rigmind_plan::{ExpandDefaults, ExpandedPlan};
-use rigmind_sim::{simulate, RmPolicy};
+use rigmind_sim::{noise, simulate, simulate_truth, RmPolicy};
 
 fn workloads() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plans/workloads")
@@ -62,5 +62,40 @@ fn every_policy_finishes_the_two_model_workload_with_the_14b_only_on_big_cards()
             r.unloads,
             r.loaded
         );
+    }
+}
+
+/// The plan and rig of `tests/fixtures/NAME.md` and `NAME.toml`.
+fn fixture(name: &str) -> (ExpandedPlan, RigConfig) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let p = rigmind_plan::parse_file(&fixtures.join(format!("{name}.md"))).expect("plan parses");
+    let plan = rigmind_plan::expand(&p, &ExpandDefaults::default()).expect("plan expands");
+    let rig = RigConfig::load(&fixtures.join(format!("{name}.toml"))).expect("rig parses");
+    (plan, rig)
+}
+
+#[test]
+fn the_policy_and_the_model_step_do_not_undo_each_other() {
+    // Before: the policy freed a card (for ready scripts, or by a projection that
+    // wanted no llm card), the model step loaded it again for its model's ready
+    // work, the policy freed it... and the run never ended (the simulator's event
+    // cap, after minutes). Now a card freed a round trip ago for ready scripts is
+    // not loaded again by the model step, and a card that just loaded keeps its
+    // model while work for it is ready.
+    for (name, seed, most_loads) in [
+        ("models-trading", 14560442096177046168, 8),
+        ("models-stranded", 13814797628375668068, 4),
+    ] {
+        let (plan, rig) = fixture(name);
+        for truth in [plan.clone(), noise::truth(&plan, seed)] {
+            let r = simulate_truth(&plan, &truth, &rig, RmPolicy::Adaptive)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                r.loads <= most_loads,
+                "{name}: {} loads, {} unloads",
+                r.loads,
+                r.unloads
+            );
+        }
     }
 }

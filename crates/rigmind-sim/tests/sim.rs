@@ -349,6 +349,38 @@ fn lower_bound_terms() {
 }
 
 #[test]
+fn lower_bound_counts_whole_rounds_of_a_stage_behind_a_barrier() {
+    // 7 tasks of 60 s on 5 GPUs take two rounds (120 s) before the barrier, however
+    // the work spreads: 10 + 120 + 1 + 30 = 161 s, where the path is 101 s and the
+    // work over the GPUs 104.2 s. Phases reaches it, so it is the makespan.
+    let text = plan_text(
+        "stages",
+        &[
+            ("prep", "task_class: cpu; estimate: 10s; command: `true`"),
+            (
+                "stage",
+                "task_class: script; depends_on: prep; for_each: [a, b, c, d, e, f, g]; estimate: 60s; command: `true`",
+            ),
+            (
+                "barrier",
+                "task_class: cpu; depends_on: stage; estimate: 1s; command: `true`",
+            ),
+            (
+                "last",
+                "task_class: script; depends_on: barrier; for_each: [x, y, z]; estimate: 30s; command: `true`",
+            ),
+        ],
+    );
+    let p = plan(&text);
+    let r = rig_n(5, 0, "");
+    let terms = rigmind_sim::bound_terms(&p, &r);
+    assert_eq!(terms.critical_path_s, 101.0);
+    assert_eq!(terms.packed_path_s, 161.0);
+    assert_eq!(lower_bound(&p, &r), 161.0);
+    assert_eq!(makespan(&p, &r, RmPolicy::Phases), 161.0);
+}
+
+#[test]
 fn brain_tasks_run_beside_the_gpus() {
     let text = plan_text(
         "brainy",

@@ -66,6 +66,7 @@ pub fn simulate_root(a: &SimulateArgs, root: &Path) -> Result<i32> {
                 all_gpus_s: 0.0,
                 llm_cards_s: 0.0,
                 groups_s: 0.0,
+                packed_path_s: 0.0,
             },
             runs: runs.clone(),
             warnings: Vec::new(),

@@ -17,7 +17,7 @@
 //!   work is the bet most likely to lose (a straggler on the work it left);
 //! - a card that just loaded ([`just_loaded`]) keeps its model while llm work for
 //!   it is ready, or will be within the time a round trip (unload and load back)
-//!   takes, as long as another card runs script work: unloading it would only
+//!   takes as long as another card runs script work: unloading it would only
 //!   mean loading again.
 
 use rigmind_types::TaskClass;
@@ -82,8 +82,8 @@ fn displaces(view: &RigView, proj: &Projection) -> (bool, f64) {
     (busy || at_stake > 0.0, at_stake)
 }
 
-/// A card keeps its model: it just loaded, llm work for its model is ready or will
-/// be within a round trip, and another card runs script work meanwhile.
+/// A card keeps its model: it just loaded, and llm work for its model is ready, or
+/// will be within a round trip while another card runs script work.
 fn kept(view: &RigView, i: usize) -> bool {
     let Some(card) = view.cards.get(i) else {
         return false;
@@ -96,12 +96,14 @@ fn kept(view: &RigView, i: usize) -> bool {
         .enumerate()
         .any(|(k, c)| k != i && matches!(c.mode, CardMode::Script | CardMode::Unloading));
     let model = card.model.as_deref().unwrap_or(&cfg.model);
-    just_loaded(card, trip)
-        && scripts_go_on
-        && view
-            .work
+    let waiting_within = |secs: f64| {
+        view.work
             .iter()
-            .any(|w| w.model.as_deref() == Some(model) && !w.running && w.ready_in <= trip)
+            .any(|w| w.model.as_deref() == Some(model) && !w.running && w.ready_in <= secs)
+    };
+    // Work for its model ready now keeps it whatever the other cards do: freed, it
+    // could be loaded again for that work at once, and the two would never end.
+    just_loaded(card, trip) && (waiting_within(0.0) || (scripts_go_on && waiting_within(trip)))
 }
 
 /// A card in the LLM state that loaded within the last round trip: its load has not

@@ -10,7 +10,8 @@
 //! - [`switches`], before the policy: a card whose model no work needs is freed,
 //!   and ready work for a model no card holds gets a card (a switch of a loaded
 //!   card counts as an unload and a load; a bare card is loaded at once when the
-//!   rig already runs llm work, since the policies see llm cards, not models);
+//!   rig already runs llm work, since the policies see llm cards, not models,
+//!   unless the policy freed it a round trip ago for script work still ready);
 //! - [`assign`], after it: the policy says how many cards load (and which it
 //!   would take); each load gets the model that needs a card most among those the
 //!   card fits, and moves to the smallest card as free that fits it, so big cards
@@ -171,9 +172,10 @@ pub(super) fn switches(view: &RigView) -> Vec<RmAction> {
 
 /// A card for `model`, whose ready work no card holds: a free loaded card whose
 /// own model has no ready work, else (the rig runs llm work already) a free bare
-/// card, else a free loaded card whose model another card also holds and whose
-/// switch the waiting work pays for. Smallest card that fits first, then the one
-/// whose model has the least work left.
+/// card not freed within a round trip while script work is ready, else a free
+/// loaded card whose model another card also holds and whose switch the waiting
+/// work pays for. Smallest card that fits first, then the one whose model has the
+/// least work left.
 fn place(view: &RigView, ms: &Models<'_>, model: &str) -> Option<RmAction> {
     let mut cands: Vec<&Card> = view
         .cards
@@ -216,8 +218,16 @@ fn place(view: &RigView, ms: &Models<'_>, model: &str) -> Option<RmAction> {
         RmPolicy::Static { llm_cards } => llm_cap(view).min(llm_cards as usize),
         _ => llm_cap(view),
     };
+    // A card freed within a round trip while script work is ready was freed by the
+    // policy for that work: loading it again would undo the policy's move.
+    let trip = view.config.load_secs + view.config.unload_secs;
+    let script_ready = ms.d.ready_script_n > 0;
+    let just_freed = |c: &Card| script_ready && c.in_mode_secs < trip;
     if llm_now && llm_cards(view) < cap {
-        if let Some(c) = cands.iter().find(|c| c.mode == CardMode::Script) {
+        if let Some(c) = cands
+            .iter()
+            .find(|c| c.mode == CardMode::Script && !just_freed(c))
+        {
             let reason = format!(
                 "its llm work is ready ({ready:.0}s) and no card holds it; the smallest free card that fits; load {:.0}s; {}",
                 c.load_secs,
