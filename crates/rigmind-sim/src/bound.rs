@@ -179,7 +179,14 @@ impl Machines {
                 if j.task_class != TaskClass::Llm || j.executor != Executor::Worker {
                     return None;
                 }
-                let name = j.llm.model.clone().unwrap_or_else(|| rig.llm.model.clone());
+                // A task that requires an external model starts on the escalation
+                // ladder's last tier, whatever it names: any LLM card (no name
+                // fits every card).
+                let name = if j.llm.requires_external {
+                    String::new()
+                } else {
+                    j.llm.model.clone().unwrap_or_else(|| rig.llm.model.clone())
+                };
                 Some(names.iter().position(|n| *n == name).unwrap_or_else(|| {
                     names.push(name);
                     names.len() - 1
@@ -272,18 +279,17 @@ fn packed_path(plan: &ExpandedPlan, rig: &RigConfig, dur: &[i64], load: i64) -> 
     }
     // Each plan task's jobs, and each model's, as one set followed by the shortest
     // chain after any of them.
-    let mut sets: BTreeMap<(u8, &str), Vec<usize>> = BTreeMap::new();
+    let mut sets: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut by_model: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, j) in plan.jobs.iter().enumerate() {
-        sets.entry((0, j.plan_task_id.as_str()))
-            .or_default()
-            .push(i);
-        if machines.model[i].is_some() {
-            let model = j.llm.model.as_deref().unwrap_or(rig.llm.model.as_str());
-            sets.entry((1, model)).or_default().push(i);
+        sets.entry(j.plan_task_id.as_str()).or_default().push(i);
+        if let Some(m) = machines.model[i] {
+            by_model.entry(m).or_default().push(i);
         }
     }
     let through_sets = sets
         .values()
+        .chain(by_model.values())
         .filter_map(|set| {
             let (first, span) = machines.span(set, dur, &est, &on_worker)?;
             let after = set.iter().map(|&i| tail[i]).min().unwrap_or(0);
