@@ -117,7 +117,7 @@ fn just_loaded(card: &Card, trip: f64) -> bool {
 mod tests {
     use super::super::testkit::*;
     use super::super::*;
-    use super::pays;
+    use super::{kept, pays};
     use crate::projection::Projection;
 
     /// A projection that loads card 0 now and ends at `makespan`.
@@ -149,5 +149,36 @@ mod tests {
         assert!(pays(&v, 541.0, &loading(502.0)));
         assert!(pays(&v, 541.0, &loading(530.0)));
         assert!(!pays(&v, 541.0, &loading(532.0)));
+    }
+
+    #[test]
+    fn a_card_that_just_loaded_keeps_its_model_while_work_for_it_is_ready() {
+        // w1 finished loading 30 s ago (a round trip is 130 s); w2 holds the
+        // model too, so no card runs script work.
+        let mut w1 = card("w1", CardMode::Llm);
+        w1.in_mode_secs = 30.0;
+        let w2 = card("w2", CardMode::Llm);
+        let mut v = view(
+            RmPolicy::Adaptive,
+            vec![w1, w2],
+            work(TaskClass::Llm, 3, 60.0, 0.0),
+        );
+        // Ready now: kept, whatever the other cards do (before, only beside
+        // script work, and a model step could load it again the moment it went).
+        assert!(kept(&v, 0));
+        let unloading = Projection {
+            makespan: 1.0,
+            batch_ends: vec![1.0],
+            now: vec![(0, false)],
+        };
+        assert!(!pays(&v, 1000.0, &unloading));
+        // Ready only within the round trip: kept only beside script work.
+        v.work = work(TaskClass::Llm, 3, 60.0, 50.0);
+        assert!(!kept(&v, 0));
+        v.cards[1] = card("w2", CardMode::Script);
+        assert!(kept(&v, 0));
+        // Loaded long ago: not kept.
+        v.cards[0].in_mode_secs = 1000.0;
+        assert!(!kept(&v, 0));
     }
 }

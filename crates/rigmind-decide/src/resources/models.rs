@@ -551,4 +551,26 @@ mod tests {
         let unknown = rig(&(gpu(0, "vram_mb = 6144") + &gpu(1, "")));
         assert!(model_errors(&plan("qwen2.5:14b"), &unknown).is_empty());
     }
+
+    #[test]
+    fn a_card_freed_a_moment_ago_for_ready_scripts_is_not_loaded_again() {
+        // w1 runs the 7B; w2 was freed 5 s ago; the 14B's work waits and no card
+        // holds it.
+        let mut w1 = sized("w1", 24_576, CardMode::Llm, Some(SMALL));
+        w1.running = Some(TaskClass::Llm);
+        let mut w2 = sized("w2", 24_576, CardMode::Script, None);
+        w2.in_mode_secs = 5.0;
+        let mut w = llm(BIG, 4, 0.0);
+        w.extend(llm(SMALL, 4, 0.0));
+        w.extend(work(TaskClass::Script, 3, 60.0, 0.0));
+        let mut v = rig(RmPolicy::Adaptive, vec![w1, w2], w);
+        // Script work is ready: the policy freed w2 for it; the model step leaves it.
+        assert!(loaded(&super::switches(&v)).is_empty());
+        // Freed a round trip ago (130 s), or no script work ready: loaded at once.
+        v.cards[1].in_mode_secs = 131.0;
+        assert_eq!(loaded(&super::switches(&v)), vec![("w2", BIG)]);
+        v.cards[1].in_mode_secs = 5.0;
+        v.work.retain(|w| w.class == TaskClass::Llm);
+        assert_eq!(loaded(&super::switches(&v)), vec![("w2", BIG)]);
+    }
 }
