@@ -31,7 +31,7 @@
 //! counted, since a schedule may avoid them: unloads (a loaded card may run cpu
 //! work to the end), more than one load per model, and waiting for a card.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use rigmind_config::RigConfig;
 use rigmind_decide::view::ModelSizes;
@@ -77,30 +77,19 @@ pub fn bound_terms(plan: &ExpandedPlan, rig: &RigConfig) -> BoundTerms {
     let on_worker = |i: usize| plan.jobs[i].executor == Executor::Worker;
     let is_llm = |i: usize| plan.jobs[i].task_class == TaskClass::Llm;
 
-    // 1. Critical path (Kahn's order: a plan may name a later task as dependency).
-    let mut indeg: Vec<usize> = plan.jobs.iter().map(|j| j.depends_on.len()).collect();
-    let mut dependents = vec![Vec::new(); n];
-    for (i, j) in plan.jobs.iter().enumerate() {
-        for &d in &j.depends_on {
-            dependents[d].push(i);
-        }
-    }
+    // 1. Critical path (in dependency order: a plan may name a later task as
+    // dependency).
+    let order = topological(plan);
     let mut start = vec![0i64; n];
-    let mut queue: VecDeque<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
     let mut cp = 0i64;
-    while let Some(i) = queue.pop_front() {
+    for &i in &order {
+        let deps = &plan.jobs[i].depends_on;
+        let mut s = deps.iter().map(|&d| start[d] + dur[d]).max().unwrap_or(0);
         if is_llm(i) && on_worker(i) {
-            start[i] = start[i].max(load);
+            s = s.max(load);
         }
-        let end = start[i] + dur[i];
-        cp = cp.max(end);
-        for &k in &dependents[i] {
-            start[k] = start[k].max(end);
-            indeg[k] -= 1;
-            if indeg[k] == 0 {
-                queue.push_back(k);
-            }
-        }
+        start[i] = s;
+        cp = cp.max(s + dur[i]);
     }
 
     // 2 and 3. Work over the GPUs and over the LLM cards.
@@ -144,7 +133,7 @@ pub fn bound_terms(plan: &ExpandedPlan, rig: &RigConfig) -> BoundTerms {
         })
         .fold(0.0, f64::max);
 
-    let packed_path_s = secs(packed_path(plan, rig, &dur, load));
+    let packed_path_s = secs(packed_path(plan, rig, &order, &dur, load));
 
     BoundTerms {
         critical_path_s: secs(cp),
@@ -240,7 +229,13 @@ impl Machines {
 }
 
 /// Term 5 of the module doc, in microseconds.
-fn packed_path(plan: &ExpandedPlan, rig: &RigConfig, dur: &[i64], load: i64) -> i64 {
+fn packed_path(
+    plan: &ExpandedPlan,
+    rig: &RigConfig,
+    order: &[usize],
+    dur: &[i64],
+    load: i64,
+) -> i64 {
     let n = plan.jobs.len();
     let on_worker: Vec<bool> = plan
         .jobs
@@ -248,11 +243,10 @@ fn packed_path(plan: &ExpandedPlan, rig: &RigConfig, dur: &[i64], load: i64) -> 
         .map(|j| j.executor == Executor::Worker)
         .collect();
     let machines = Machines::of(plan, rig);
-    let order = topological(plan);
 
     let mut est = vec![0i64; n];
     let mut previous: Option<(&[usize], i64)> = None;
-    for &k in &order {
+    for &k in order {
         let deps = plan.jobs[k].depends_on.as_slice();
         let mut start = deps.iter().map(|&d| est[d] + dur[d]).max().unwrap_or(0);
         // Items of one for_each share their dependencies: pack them once.
