@@ -198,15 +198,18 @@ fn await_slow_started(rig: &Rig) {
     });
 }
 
+/// `slow`'s file name in processing/.
+fn running_slow_file(rig: &Rig) -> String {
+    rig.names_in("processing")
+        .into_iter()
+        .find(|n| n.ends_with("-slow.json"))
+        .expect("slow runs")
+}
+
 /// Removes `slow`'s file from processing/.
 fn remove_running_slow(rig: &Rig) {
     let dir = rig.root().join("tasks/processing");
-    let name = rig
-        .names_in("processing")
-        .into_iter()
-        .find(|n| n.ends_with("-slow.json"))
-        .expect("slow runs");
-    std::fs::remove_file(dir.join(name)).unwrap();
+    std::fs::remove_file(dir.join(running_slow_file(rig))).unwrap();
 }
 
 /// `worker_says`: what the worker that ran the first attempt logs when it finds
@@ -269,6 +272,69 @@ fn a_task_removed_while_the_brain_is_down_is_recreated_and_retried() {
         "found in no directory",
         "result is discarded",
     );
+}
+
+/// ONCE (`slow` sleeping `secs`) with an independent task `side` first, of the given
+/// estimate: at 1 s it is numbered after `slow` and `after` (a shorter chain behind
+/// it), at 1000 s before them.
+fn once_beside(side_estimate: &str, secs: &str) -> String {
+    ONCE.replace("SECS", secs).replace(
+        "# Plan: once\n\n",
+        &format!(
+            "# Plan: once\n\n## Task: side\n- task_class: cpu\n- estimate: {side_estimate}\n- command: `true`\n\n"
+        ),
+    )
+}
+
+/// The task re-created for `slow` keeps the file name its job had, though the plan
+/// now numbers its tasks otherwise; it is retried and the batch completes whole.
+fn assert_renumbered_slow_retried(rig: &Rig, batch: &str, slow_file: &str, reason: &str) {
+    assert_eq!(rig.wait(batch), 0);
+    let lost = rig.decisions_with(&["decision=lost", "task=slow"]);
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert!(lost[0].contains(reason), "{lost:?}");
+    let slow = rig.task("complete", "slow");
+    assert_eq!(slow["retry_count"], 1, "{slow}");
+    let r = record(rig, batch);
+    assert_eq!(r["counts"]["total"], 3);
+    assert_eq!(r["counts"]["complete"], 3);
+    assert!(
+        rig.names_in("complete").iter().any(|n| n == slow_file),
+        "slow ends under its job's own file name {slow_file}: {:?}",
+        rig.names_in("complete")
+    );
+}
+
+#[test]
+fn a_lost_task_is_recreated_under_its_own_name_after_the_plans_estimates_change() {
+    // The claim order follows the estimates, so editing one renumbers the plan: the
+    // job's file name, not today's numbering, names the re-created task.
+    let mut rig = Rig::new();
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    let plan = rig.write("once.md", &once_beside("1s", "60"));
+    let batch = rig.submit(&plan);
+    await_slow_started(&rig);
+    let slow_file = running_slow_file(&rig);
+    rig.write("once.md", &once_beside("1000s", "60"));
+    remove_running_slow(&rig);
+    assert_renumbered_slow_retried(&rig, &batch, &slow_file, "file removed from processing/");
+}
+
+#[test]
+fn a_task_removed_while_the_brain_is_down_is_recreated_after_the_plans_estimates_change() {
+    let mut rig = Rig::new();
+    rig.start_brain();
+    rig.start_worker("w1", &[]);
+    let plan = rig.write("once.md", &once_beside("1s", "4"));
+    let batch = rig.submit(&plan);
+    await_slow_started(&rig);
+    let slow_file = running_slow_file(&rig);
+    rig.stop("brain");
+    rig.write("once.md", &once_beside("1000s", "4"));
+    remove_running_slow(&rig);
+    rig.start_brain();
+    assert_renumbered_slow_retried(&rig, &batch, &slow_file, "found in no directory");
 }
 
 #[test]

@@ -10,24 +10,39 @@
 # kind has its own geometric mean. A workload NAME.md runs on plans/workloads/rig-NAME.toml
 # instead when that file exists (two-models.md: cards of two sizes, two models).
 #
-# Usage: scripts/bench/policies.sh [--write] [--large]
+# One seed is one draw of the noise: a single straggler can decide a row. So a second
+# table follows: each workload noisy under seeds 1 to N, each policy's geometric
+# mean of the ratio over those runs, and on how many of them adaptive is at most
+# every baseline (the 100,000-task workload of --large is left out of it).
+#
+# Usage: scripts/bench/policies.sh [--write] [--large] [--seeds N]
 #   --write   also replace the text between `<!-- policies:begin -->` and
-#             `<!-- policies:end -->` in docs/scheduling.md with the table.
+#             `<!-- policies:end -->` in docs/scheduling.md with the tables.
 #   --large   also the 100,000-task workload (`hundred-thousand`, written by
 #             scripts/bench/big-plan.sh): opt-in, its simulation takes hours.
+#   --seeds N the second table's seeds, 1 to N (default 12; 0: no second table).
 # RIGMIND_BIN=path uses that binary instead of building target/release/rigmind.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 write=0
 large=0
-for arg in "$@"; do
-  case "$arg" in
+seeds=12
+while [ $# -gt 0 ]; do
+  case "$1" in
     --write) write=1 ;;
     --large) large=1 ;;
-    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "policies.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+    --seeds)
+      seeds=${2:-}
+      if ! [[ "$seeds" =~ ^[0-9]+$ ]]; then
+        echo "policies.sh: --seeds needs a number of seeds (0 for none), not '${2:-}'" >&2
+        exit 2
+      fi
+      shift ;;
+    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "policies.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
+  shift
 done
 
 doc=docs/scheduling.md
@@ -94,6 +109,34 @@ for noisy in 0 1; do
     args+=("$name" "$out")
   done
 done
+
+# The second table's runs: each workload under seeds 1..N (seed 1's run is the first
+# table's noisy row, reused).
+many=()
+if [ "$seeds" -gt 0 ]; then
+  for plan in "${workloads[@]}"; do
+    name=$(basename "$plan" .md)
+    [ "$name" = hundred-thousand ] && continue
+    wl_rig=$rig
+    [ -f "plans/workloads/rig-$name.toml" ] && wl_rig=plans/workloads/rig-$name.toml
+    for s in $(seq 1 "$seeds"); do
+      out="$work/$name.seed$s.json"
+      if [ "$s" = "$seed" ]; then
+        shown=$name
+        [ "$wl_rig" != "$rig" ] && shown="$name (on rig-$name.toml)"
+        cp "$work/$shown (noisy).json" "$out"
+        many+=("$name" "$out")
+        continue
+      fi
+      if ! "$bin" simulate "$plan" --rig "$wl_rig" --policy all --noise "$s" --json > "$out" 2> "$work/$name.err"; then
+        echo "policies.sh: rigmind simulate $plan --noise $s failed:" >&2
+        cat "$work/$name.err" >&2
+        exit 1
+      fi
+      many+=("$name" "$out")
+    done
+  done
+fi
 
 python3 - "$rig" "${args[@]}" > "$work/table.md" << 'PY'
 import json, math, sys
@@ -166,6 +209,48 @@ else:
     print("Adaptive ≤ every baseline (phases, static, on-demand) on every workload: **no** — "
           + "; ".join(losses) + ".")
 PY
+
+if [ "$seeds" -gt 0 ]; then
+  python3 - "$seeds" "${many[@]}" >> "$work/table.md" << 'PY'
+import json, math, sys
+
+POLICIES = ["adaptive", "phases", "static", "on-demand"]
+seeds, rest = int(sys.argv[1]), sys.argv[2:]
+by_workload = {}
+for name, path in zip(rest[0::2], rest[1::2]):
+    with open(path) as f:
+        data = json.load(f)
+    lb = data["lower_bound_s"]
+    # A policy that cannot finish the workload has no makespan (null): infinite.
+    spans = {
+        p["policy"]: p["makespan_s"] if isinstance(p.get("makespan_s"), (int, float)) else math.inf
+        for p in data["policies"]
+    }
+    by_workload.setdefault(name, []).append({p: spans[p] / lb for p in POLICIES})
+
+def geomean(xs):
+    if any(not math.isfinite(x) for x in xs):
+        return "∞"
+    return f"{math.exp(sum(map(math.log, xs)) / len(xs)):.3f}"
+
+print()
+print(f"Noisy, over seeds 1 to {seeds} (`--noise 1` … `--noise {seeds}`): each policy's "
+      "geometric mean of makespan / lower bound, and on how many seeds adaptive is at "
+      "most every baseline.")
+print()
+print("| workload | " + " | ".join(POLICIES) + " | adaptive ≤ every baseline |")
+print("| --- |" + " ---: |" * (len(POLICIES) + 1))
+every = []
+for name, runs in by_workload.items():
+    every += runs
+    wins = sum(1 for r in runs if all(r["adaptive"] <= r[p] + 1e-9 for p in POLICIES[1:]))
+    print(f"| {name} | " + " | ".join(geomean([r[p] for r in runs]) for p in POLICIES)
+          + f" | {wins} of {len(runs)} |")
+wins = sum(1 for r in every if all(r["adaptive"] <= r[p] + 1e-9 for p in POLICIES[1:]))
+print("| **all** | " + " | ".join(f"**{geomean([r[p] for r in every])}**" for p in POLICIES)
+      + f" | **{wins} of {len(every)}** |")
+PY
+fi
 
 cat "$work/table.md"
 

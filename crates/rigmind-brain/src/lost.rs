@@ -23,9 +23,12 @@ use crate::state::{BrainState, JobStatus};
 /// two listings is missed by one of them, never by two this far apart.
 pub const VANISHED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The task files a batch's plan gives, by file name, as they were submitted
-/// (same names, sequence numbers and definitions). `Err` names why the plan cannot
-/// give them (gone, changed into something with errors).
+/// The task files a batch's plan gives, by task name, with the definitions they
+/// were submitted with. Their sequence numbers are today's numbering of the plan
+/// (`rigmind_decide::tasks::claim_order`), which need not be the batch's: one
+/// submitted by an earlier build, or whose plan's estimates were edited since, was
+/// numbered otherwise; [`as_job`] gives a task the number its job has. `Err` names
+/// why the plan cannot give them (gone, changed into something with errors).
 pub fn plan_tasks(
     record: &BatchRecord,
     config: &RigConfig,
@@ -41,9 +44,19 @@ pub fn plan_tasks(
     Ok(
         crate::submit::task_files(&plan, &record.batch_id, record.seq_base, config, now)
             .into_iter()
-            .map(|t| (t.file_name(), t))
+            .map(|t| (t.name.clone(), t))
             .collect(),
     )
+}
+
+/// `t` under the file name its job has (`file_name`): the written priority and
+/// the sequence number the batch gave it, so that the re-created file is the job's.
+pub fn as_job(mut t: TaskFile, file_name: &str) -> TaskFile {
+    if let Some(tn) = TaskName::parse(file_name) {
+        t.priority = 10 - tn.rank.min(9);
+        t.seq = tn.seq;
+    }
+    t
 }
 
 /// A task re-created for a job whose file is gone: from its plan when the plan
@@ -188,7 +201,10 @@ pub fn follow_vanished(
         let tasks = plans
             .entry(id.clone())
             .or_insert_with(|| plan_tasks(&b.record, config).ok());
-        let from_plan = tasks.as_ref().and_then(|m| m.get(&file_name)).cloned();
+        let from_plan = tasks
+            .as_ref()
+            .and_then(|m| m.get(&b.jobs[i].name))
+            .map(|t| as_job(t.clone(), &file_name));
         let reason = format!("file removed from {from}");
         state.vanished.remove(&file_name);
         if let Err(e) = file_lost(

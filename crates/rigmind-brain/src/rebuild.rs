@@ -356,11 +356,10 @@ fn recover_missing(
     let missing = want - jobs.len();
     let lead = format!("{missing} of its {want} tasks are in no directory");
     let tasks = crate::lost::plan_tasks(record, config).map_err(|e| format!("{lead}, and {e}"))?;
-    let known: std::collections::HashSet<&str> =
-        jobs.iter().map(|j| j.file_name.as_str()).collect();
+    let known: std::collections::HashSet<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
     let mut gone: Vec<TaskFile> = tasks
         .into_values()
-        .filter(|t| !known.contains(t.file_name().as_str()))
+        .filter(|t| !known.contains(t.name.as_str()))
         .collect();
     if gone.len() != missing {
         return Err(format!(
@@ -370,6 +369,7 @@ fn recover_missing(
         ));
     }
     gone.sort_by_key(|t| t.seq);
+    renumber_gone(&mut gone, jobs, record);
     let reason = "file removed (found in no directory at the brain's start)";
     for mut t in gone {
         t.status = TaskStatus::Failed;
@@ -385,6 +385,29 @@ fn recover_missing(
         jobs.push(job);
     }
     Ok(())
+}
+
+/// Gives the re-created tasks `gone` sequence numbers no found job of the batch
+/// has: today's numbering of the plan where it is free, else the first free number
+/// of the batch's range. (A batch numbered by an earlier build, or whose plan's
+/// estimates were edited since, was numbered otherwise: its found jobs keep their
+/// own numbers, and two files must never share one.)
+fn renumber_gone(gone: &mut [TaskFile], jobs: &[Job], record: &BatchRecord) {
+    let mut used: std::collections::HashSet<u64> = jobs
+        .iter()
+        .filter_map(|j| rigmind_queue::task::TaskName::parse(&j.file_name).map(|n| n.seq))
+        .collect();
+    let mut next = record.seq_base;
+    for t in gone.iter_mut() {
+        if used.insert(t.seq) {
+            continue;
+        }
+        while used.contains(&next) {
+            next += 1;
+        }
+        t.seq = next;
+        used.insert(next);
+    }
 }
 
 /// Files a task re-created from the plan in `failed/` as lost, and logs it.

@@ -14,7 +14,8 @@ use crate::ladder::Ladder;
 use crate::state::{Job, JobStatus};
 
 /// The task files of `plan` as batch `batch_id`, all pending, in plan order: what a
-/// submission writes, and what the simulator runs. Pure.
+/// submission writes, and what the simulator runs. Pure. Their submission
+/// sequence numbers (`seq_base` onward) follow [`claim_order`], not plan order.
 pub fn task_files(
     plan: &ExpandedPlan,
     batch_id: &str,
@@ -25,6 +26,7 @@ pub fn task_files(
     let plan_file = absolute(&plan.path);
     let workdir = absolute(&plan.dir);
     let ladder = Ladder::of(config);
+    let place = claim_order(plan);
     plan.jobs
         .iter()
         .enumerate()
@@ -38,7 +40,7 @@ pub fn task_files(
             t.priority = j.priority;
             t.status = TaskStatus::Pending;
             t.created_at = Some(now);
-            t.seq = seq_base + i as u64;
+            t.seq = seq_base + place[i];
             t.plan_file = Some(plan_file.clone());
             t.workdir = Some(workdir.clone());
             t.timeout_seconds = j.timeout_secs;
@@ -72,6 +74,43 @@ pub fn task_files(
             t
         })
         .collect()
+}
+
+/// Each job's place in its batch's claim order (0 first): the longest chain of
+/// written estimates from the job to the batch's end first, plan order among equals.
+///
+/// Among tasks of one priority that are ready together, a worker takes the one that
+/// holds the most work behind it (critical-path list scheduling, as Snakemake favours
+/// jobs with more descendants): a batch whose pages take longest, or whose stage leads
+/// to a long tail, starts first instead of last because the plan lists it last. The
+/// items of one `for_each` keep their order where their chains are equal (a task
+/// that waits on one named item moves that item ahead). Pure and deterministic; a
+/// lost task is re-created under its job's own number all the same
+/// (`rigmind_brain::lost::as_job`), since editing an estimate renumbers the plan.
+pub fn claim_order(plan: &ExpandedPlan) -> Vec<u64> {
+    let n = plan.jobs.len();
+    let dependents = plan.dependents();
+    // A dependent's tail is known before its dependencies' when summed back along
+    // the topological order. Validation refuses cycles; a job on one would keep its
+    // own estimate as its tail.
+    let order = plan.topological();
+    let own = |i: usize| {
+        plan.jobs[i]
+            .estimate_secs
+            .unwrap_or(crate::estimate::DEFAULT_ESTIMATE_SECS)
+    };
+    let mut tail: Vec<f64> = (0..n).map(own).collect();
+    for &i in order.iter().rev() {
+        let behind = dependents[i].iter().map(|&d| tail[d]).fold(0.0, f64::max);
+        tail[i] = own(i) + behind;
+    }
+    let mut by_tail: Vec<usize> = (0..n).collect();
+    by_tail.sort_by(|&a, &b| tail[b].total_cmp(&tail[a]).then(a.cmp(&b)));
+    let mut place = vec![0u64; n];
+    for (k, &i) in by_tail.iter().enumerate() {
+        place[i] = k as u64;
+    }
+    place
 }
 
 /// The llm jobs of `plan` that need a card's LLM server: those no
@@ -204,4 +243,71 @@ pub fn job_of(t: &TaskFile, deps: Vec<usize>) -> Job {
 /// `p` made absolute (as it is, if the current directory cannot be read).
 pub fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expanded(text: &str) -> ExpandedPlan {
+        let p = rigmind_plan::parse_str(Path::new("p.md"), text).expect("plan parses");
+        rigmind_plan::expand(&p, &Default::default()).expect("plan expands")
+    }
+
+    /// Each job's name in claim order.
+    fn claimed(plan: &ExpandedPlan) -> Vec<String> {
+        let place = claim_order(plan);
+        let mut names: Vec<(u64, &str)> = plan
+            .jobs
+            .iter()
+            .zip(&place)
+            .map(|(j, &p)| (p, j.name.as_str()))
+            .collect();
+        names.sort();
+        names.into_iter().map(|(_, n)| n.to_string()).collect()
+    }
+
+    #[test]
+    fn the_batch_with_the_longest_chain_behind_it_is_claimed_first() {
+        // Batch b is listed last but its pages take longest, and its embedding
+        // too: its pages come first, in item order; then a's; then the
+        // embeddings, b's (longer) first.
+        let plan = expanded(
+            "# Plan: p\n\n\
+             ## Task: ocr_a\n- task_class: script\n- for_each: [a1, a2]\n- estimate: 60s\n- command: `true`\n\n\
+             ## Task: embed_a\n- task_class: script\n- depends_on: ocr_a\n- estimate: 100s\n- command: `true`\n\n\
+             ## Task: ocr_b\n- task_class: script\n- for_each: [b1, b2]\n- estimate: 120s\n- command: `true`\n\n\
+             ## Task: embed_b\n- task_class: script\n- depends_on: ocr_b\n- estimate: 150s\n- command: `true`\n",
+        );
+        assert_eq!(
+            claimed(&plan),
+            [
+                "ocr_b[b1]",
+                "ocr_b[b2]",
+                "ocr_a[a1]",
+                "ocr_a[a2]",
+                "embed_b",
+                "embed_a"
+            ]
+        );
+    }
+
+    #[test]
+    fn equal_chains_keep_plan_order_and_the_numbers_are_the_batchs_own() {
+        let plan = expanded(
+            "# Plan: p\n\n\
+             ## Task: one\n- task_class: cpu\n- command: `true`\n\n\
+             ## Task: two\n- task_class: cpu\n- command: `true`\n\n\
+             ## Task: three\n- task_class: cpu\n- command: `true`\n",
+        );
+        assert_eq!(claimed(&plan), ["one", "two", "three"]);
+        let config = rigmind_config::RigConfig::parse(Path::new("rig.toml"), "")
+            .expect("an empty rig.toml is the defaults");
+        let now = chrono::Utc::now();
+        let seqs: Vec<u64> = task_files(&plan, "b", 40, &config, now)
+            .iter()
+            .map(|t| t.seq)
+            .collect();
+        assert_eq!(seqs, [40, 41, 42]);
+    }
 }

@@ -78,6 +78,42 @@ pub struct ExpandedPlan {
     pub warnings: Vec<Diagnostic>,
 }
 
+impl ExpandedPlan {
+    /// Each job's dependents (the jobs that wait on it), by index: what walks a
+    /// plan from its ends back (the claim order's chains, the lower bound's paths).
+    pub fn dependents(&self) -> Vec<Vec<usize>> {
+        let mut out = vec![Vec::new(); self.jobs.len()];
+        for (i, j) in self.jobs.iter().enumerate() {
+            for &d in &j.depends_on {
+                out[d].push(i);
+            }
+        }
+        out
+    }
+
+    /// The jobs in an order where each comes after its dependencies (Kahn's), so
+    /// that a pass over it, or back over it, sees a job's dependencies, or its
+    /// dependents, first. Jobs on a cycle, which validation refuses
+    /// ([`crate::dag`]), are left out.
+    pub fn topological(&self) -> Vec<usize> {
+        let dependents = self.dependents();
+        let mut unmet: Vec<usize> = self.jobs.iter().map(|j| j.depends_on.len()).collect();
+        let mut order: Vec<usize> = (0..self.jobs.len()).filter(|&i| unmet[i] == 0).collect();
+        let mut next = 0;
+        while next < order.len() {
+            let i = order[next];
+            next += 1;
+            for &k in &dependents[i] {
+                unmet[k] -= 1;
+                if unmet[k] == 0 {
+                    order.push(k);
+                }
+            }
+        }
+        order
+    }
+}
+
 /// Expands `for_each` (globs against `plan.dir`), substitutes `{item}` `{stem}`
 /// `{index}` in fanned-out tasks, resolves dependencies, infers missing classes.
 ///

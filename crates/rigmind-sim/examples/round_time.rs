@@ -9,8 +9,13 @@
 //! milliseconds of wall-clock, and the mean of the thread's CPU time (on a loaded
 //! machine the CPU time is the round's cost, the wall-clock time also its waiting).
 //!
-//! Usage: cargo run --release -p rigmind-sim --example round_time [-- SIZES... [--rounds R]]
-//! (default sizes 1000 10000 100000, 11 rounds).
+//! With `--two-models K`: K such chains side by side (N/3K items each), the
+//! chains' `label` alternating between the 7B and a 14B that only gpu1 (24 GB)
+//! holds; gpu0 holds the 7B, gpu1 the 14B. The projection then tracks which card
+//! holds which model, and the model step's moves, at every step.
+//!
+//! Usage: cargo run --release -p rigmind-sim --example round_time [-- SIZES...
+//! [--rounds R] [--two-models K]] (default sizes 1000 10000 100000, 11 rounds).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,23 +40,40 @@ unload_seconds = 10
 policy = "adaptive"
 "#;
 
-/// The plan of `n` tasks (rounded down to a multiple of three).
-fn plan_text(n: usize) -> String {
-    let items: Vec<String> = (0..n / 3).map(|i| format!("i{i:06}")).collect();
-    let list = format!("[{}]", items.join(", "));
-    format!(
-        "# Plan: round-time\n\n## Task: prep\n- task_class: script\n- for_each: {list}\n- estimate: 30s\n- command: `true {{item}}`\n\n\
-         ## Task: label\n- task_class: llm\n- depends_on: prep\n- for_each: {list}\n- estimate: 10s\n- prompt: Label {{item}}.\n\n\
-         ## Task: post\n- task_class: script\n- depends_on: label\n- for_each: {list}\n- estimate: 20s\n- command: `true {{item}}`\n"
-    )
+/// The plan of `n` tasks (rounded down to a multiple of `3 * chains`): `chains`
+/// chains prep → label → post, the labels of odd chains on the 14B when
+/// `two_models`.
+fn plan_text(n: usize, chains: usize, two_models: bool) -> String {
+    let per = n / (3 * chains);
+    let mut text = "# Plan: round-time\n\n".to_string();
+    for c in 0..chains {
+        let items: Vec<String> = (0..per).map(|i| format!("i{i:06}")).collect();
+        let list = format!("[{}]", items.join(", "));
+        let model = if two_models && c % 2 == 1 {
+            "- model: qwen2.5:14b\n"
+        } else {
+            ""
+        };
+        text.push_str(&format!(
+            "## Task: prep{c}\n- task_class: script\n- for_each: {list}\n- estimate: 30s\n- command: `true {{item}}`\n\n\
+             ## Task: label{c}\n- task_class: llm\n- depends_on: prep{c}\n- for_each: {list}\n- estimate: 10s\n{model}- prompt: Label {{item}}.\n\n\
+             ## Task: post{c}\n- task_class: script\n- depends_on: label{c}\n- for_each: {list}\n- estimate: 20s\n- command: `true {{item}}`\n\n"
+        ));
+    }
+    text
 }
 
-/// The rig: five cards, gpu0 and gpu1 with an LLM server.
-fn rig() -> RigConfig {
+/// The rig: five cards, gpu0 and gpu1 with an LLM server; with `two_models`, gpu1
+/// is a 24 GB card and the 14B is declared (10,500 MB).
+fn rig(two_models: bool) -> RigConfig {
     let mut t = RIG.to_string();
+    if two_models {
+        t.push_str("\n[[model]]\nname = \"qwen2.5:14b\"\nvram_mb = 10500\n");
+    }
     for i in 0..5 {
+        let mb = if two_models && i == 1 { 24576 } else { 6144 };
         t.push_str(&format!(
-            "\n[[gpu]]\nindex = {i}\nworker = \"gpu{i}\"\nvram_mb = 6000\n"
+            "\n[[gpu]]\nindex = {i}\nworker = \"gpu{i}\"\nvram_mb = {mb}\n"
         ));
         if i < 2 {
             t.push_str(&format!("ollama = \"http://127.0.0.1:{}\"\n", 11434 + i));
@@ -61,8 +83,8 @@ fn rig() -> RigConfig {
 }
 
 /// The brain's state just after submitting the plan of `n` tasks.
-fn state(n: usize, rig: &RigConfig) -> BrainState {
-    let text = plan_text(n);
+fn state(n: usize, rig: &RigConfig, chains: usize, two_models: bool) -> BrainState {
+    let text = plan_text(n, chains, two_models);
     let parsed = rigmind_plan::parse_str(Path::new("/nonexistent/plan.md"), &text).expect("plan");
     let plan = rigmind_plan::expand(&parsed, &ExpandDefaults::default()).expect("expands");
     let now = rigmind_sim::engine::epoch();
@@ -86,19 +108,25 @@ fn state(n: usize, rig: &RigConfig) -> BrainState {
     state
 }
 
-fn facts() -> Vec<CardFacts> {
+fn facts(two_models: bool) -> Vec<CardFacts> {
     (0..5)
         .map(|i| CardFacts {
             worker: format!("gpu{i}"),
             loaded: i < 2,
-            model: (i < 2).then(|| "qwen2.5:7b".to_string()),
+            model: (i < 2).then(|| {
+                if two_models && i == 1 {
+                    "qwen2.5:14b".to_string()
+                } else {
+                    "qwen2.5:7b".to_string()
+                }
+            }),
             running: None::<TaskClass>,
             running_task: None,
             llm_idle_secs: 0.0,
             in_mode_secs: 1000.0,
             llm_capable: i < 2,
             cooling_down: false,
-            vram_mb: Some(6144),
+            vram_mb: Some(if two_models && i == 1 { 24576 } else { 6144 }),
         })
         .collect()
 }
@@ -126,6 +154,7 @@ fn median_min(mut xs: Vec<f64>) -> String {
 fn main() {
     let mut sizes = Vec::new();
     let mut rounds = 11usize;
+    let mut chains: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--rounds" {
@@ -133,6 +162,13 @@ fn main() {
                 .next()
                 .and_then(|r| r.parse().ok())
                 .expect("--rounds N");
+        } else if a == "--two-models" {
+            chains = Some(
+                args.next()
+                    .and_then(|k| k.parse().ok())
+                    .filter(|k| *k >= 2)
+                    .expect("--two-models K (K >= 2 chains)"),
+            );
         } else {
             sizes.push(a.parse::<usize>().expect("a size"));
         }
@@ -140,15 +176,17 @@ fn main() {
     if sizes.is_empty() {
         sizes = vec![1000, 10_000, 100_000];
     }
-    let rig = rig();
+    let two_models = chains.is_some();
+    let chains = chains.unwrap_or(1);
+    let rig = rig(two_models);
     let config = RmConfig::from_rig(&rig);
-    let facts = facts();
+    let facts = facts(two_models);
     let in_flight = BTreeMap::new();
     let now = rigmind_sim::engine::epoch();
     println!("| unfinished tasks | view_of, ms (median / least) | whole round, ms (median / least) | whole round, CPU ms (mean) | actions |");
     println!("| ---: | ---: | ---: | ---: | --- |");
     for n in sizes {
-        let state = state(n, &rig);
+        let state = state(n, &rig, chains, two_models);
         let (mut view_ms, mut round_ms, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
         let mut actions = Vec::new();
         for _ in 0..rounds {
@@ -181,7 +219,7 @@ fn main() {
         let cpu_mean = cpu.iter().sum::<f64>() / cpu.len() as f64;
         println!(
             "| {} | {} | {} | {cpu_mean:.2} | {} |",
-            n / 3 * 3,
+            n / (3 * chains) * 3 * chains,
             median_min(view_ms),
             median_min(round_ms),
             if shown.is_empty() {

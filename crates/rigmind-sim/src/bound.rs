@@ -79,7 +79,7 @@ pub fn bound_terms(plan: &ExpandedPlan, rig: &RigConfig) -> BoundTerms {
 
     // 1. Critical path (in dependency order: a plan may name a later task as
     // dependency).
-    let order = topological(plan);
+    let order = plan.topological();
     let mut start = vec![0i64; n];
     let mut cp = 0i64;
     for &i in &order {
@@ -293,32 +293,6 @@ fn packed_path(
         .unwrap_or(0);
     let through_jobs = (0..n).map(|i| est[i] + dur[i]).max().unwrap_or(0);
     through_jobs.max(through_sets)
-}
-
-/// The jobs in an order where each comes after its dependencies (Kahn's); jobs on a
-/// cycle, which validation refuses, are left out.
-fn topological(plan: &ExpandedPlan) -> Vec<usize> {
-    let n = plan.jobs.len();
-    let mut indeg: Vec<usize> = plan.jobs.iter().map(|j| j.depends_on.len()).collect();
-    let mut dependents = vec![Vec::new(); n];
-    for (i, j) in plan.jobs.iter().enumerate() {
-        for &d in &j.depends_on {
-            dependents[d].push(i);
-        }
-    }
-    let mut order: Vec<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
-    let mut next = 0;
-    while next < order.len() {
-        let i = order[next];
-        next += 1;
-        for &k in &dependents[i] {
-            indeg[k] -= 1;
-            if indeg[k] == 0 {
-                order.push(k);
-            }
-        }
-    }
-    order
 }
 
 /// The least makespan of independent tasks of durations `d`, all available at once,

@@ -17,6 +17,7 @@
 //! strategy (`progress` holds the DAG's side).
 
 mod follow;
+mod models;
 mod progress;
 
 use std::cmp::Reverse;
@@ -26,6 +27,7 @@ use rigmind_types::TaskClass;
 
 use crate::view::{CardMode, RigView, RmConfig};
 pub use follow::{projection_of, strategy_of};
+use models::Models;
 use progress::Progress;
 
 /// A chunk is at most the ready items over this many per able card: large enough
@@ -104,6 +106,16 @@ struct SimCard {
     arriving: bool,
     /// How long a load takes on it.
     load_secs: f64,
+    /// Its task has run past its estimate ([`crate::view::Card::overdue`]).
+    overdue: bool,
+    /// The model it holds or loads in the LLM state (an index into
+    /// [`Models::names`]; `None`: none, or one no work needs).
+    model: Option<usize>,
+    /// When its last change of state began (negative: before the projection's now).
+    since: f64,
+    /// A resource task for it failed a moment ago ([`crate::view::Card::cooling_down`]):
+    /// the live policy leaves it alone now, so the projection moves it no sooner.
+    cooling: bool,
 }
 
 /// Totally ordered f64 for the event heap (times are finite here).
@@ -120,7 +132,8 @@ impl Ord for T {
 /// Sends a card to `to` once it is free after `at`: it is unavailable for its load
 /// time or the unload time.
 fn switch(card: &mut SimCard, to: Mode, at: f64, cfg: &RmConfig) {
-    card.free_at = card.free_at.max(at)
+    card.since = card.free_at.max(at);
+    card.free_at = card.since
         + match to {
             Mode::Llm => card.load_secs,
             Mode::Script => cfg.unload_secs,
@@ -146,7 +159,7 @@ fn group_limits(view: &RigView) -> Vec<Option<(usize, u32)>> {
 
 /// The view's cards as the projection moves them: a card loading or unloading is
 /// already in its new state, busy for the rest of the change.
-fn sim_cards(view: &RigView) -> Vec<SimCard> {
+fn sim_cards(view: &RigView, models: &Models<'_>) -> Vec<SimCard> {
     let cfg = &view.config;
     view.cards
         .iter()
@@ -163,6 +176,13 @@ fn sim_cards(view: &RigView) -> Vec<SimCard> {
                 capable: c.llm_capable,
                 arriving: c.mode != CardMode::Script && c.mode != CardMode::Llm,
                 load_secs: c.load_secs,
+                overdue: c.overdue,
+                model: match mode {
+                    Mode::Llm => models.index(c.model.as_deref(), &cfg.model),
+                    Mode::Script => None,
+                },
+                since: -c.in_mode_secs,
+                cooling: c.cooling_down,
             }
         })
         .collect()
@@ -185,6 +205,10 @@ struct Run<'v> {
     now_moves: Vec<(usize, bool)>,
     /// When each batch's last item ended so far.
     batch_ends: Vec<f64>,
+    /// The work's models and the cards that fit them.
+    models: Models<'v>,
+    /// A card changed state or model since the model step last looked.
+    cards_changed: bool,
 }
 
 impl<'v> Run<'v> {
@@ -194,17 +218,20 @@ impl<'v> Run<'v> {
         let cap = view.config.max_llm_gpus.map_or(usize::MAX, |m| m as usize);
         let floor = view.config.min_llm_gpus as usize;
         let batches = view.work.iter().map(|w| w.batch + 1).max().unwrap_or(0);
+        let models = Models::of(view);
         let mut run = Run {
             view,
             cfg: &view.config,
-            dag: Progress::new(view),
+            dag: Progress::new(view, models.of_work.clone(), models.names.len()),
             events: BinaryHeap::new(),
             limit_of: group_limits(view),
             in_group: vec![0u32; view.config.groups.len()],
-            cards: sim_cards(view),
+            cards: sim_cards(view, &models),
             bounds: (floor, cap),
             now_moves: Vec::new(),
             batch_ends: vec![0.0; batches],
+            models,
+            cards_changed: true,
         };
         for (g, w) in view.work.iter().enumerate() {
             if w.running {
@@ -228,9 +255,13 @@ impl<'v> Run<'v> {
         self.limit_of[i].is_none_or(|(g, l)| self.in_group[g] < l)
     }
 
-    /// `Fixed(k)` and `Split(k)` start by moving cards now until `k` hold the model:
-    /// free cards first, then those that free up soonest; ties by position. A card
-    /// already changing state is not moved again.
+    /// `Fixed(k)` and `Split(k)` start by moving cards now until `k` hold a model,
+    /// each load as the live model step gives it its model and card
+    /// ([`Run::best_model`], [`Run::card_for`]); an unload frees the cards that
+    /// free up soonest, ties by position. Not moved: a card already changing state,
+    /// one a failed resource task left alone, and one whose task has run past its
+    /// estimate (its end is a guess, and a change queued behind a heavy-tailed task
+    /// waits as long as it runs).
     fn fix_llm_cards(&mut self, k: usize) {
         let have = self.llm_cards();
         let cards = &self.cards;
@@ -241,30 +272,44 @@ impl<'v> Run<'v> {
                 .total_cmp(&cards[*b].free_at)
                 .then(a.cmp(b))
         });
-        let (to, movers): (Mode, Vec<usize>) = if k > have {
-            let movers = order
+        if k > have {
+            let mut movable: Vec<usize> = order
+                .into_iter()
+                .filter(|&i| {
+                    let c = &self.cards[i];
+                    c.mode == Mode::Script && c.capable && !c.arriving && !c.overdue && !c.cooling
+                })
+                .collect();
+            for _ in have..k {
+                let fits = &self.models.fits;
+                let Some(m) = self.best_model(|m| movable.iter().any(|&i| fits[i][m])) else {
+                    break;
+                };
+                let Some(i) = self.card_for(m, &movable) else {
+                    break;
+                };
+                movable.retain(|&c| c != i);
+                switch(&mut self.cards[i], Mode::Llm, 0.0, self.cfg);
+                self.cards[i].model = Some(m);
+                self.now_moves.push((i, true));
+                self.cards_changed = true;
+            }
+        } else if k < have {
+            let movers: Vec<usize> = order
                 .iter()
                 .copied()
                 .filter(|i| {
-                    cards[*i].mode == Mode::Script && cards[*i].capable && !cards[*i].arriving
+                    let c = &cards[*i];
+                    c.mode == Mode::Llm && !c.arriving && !c.overdue && !c.cooling
                 })
-                .take(k - have)
-                .collect();
-            (Mode::Llm, movers)
-        } else if k < have {
-            let movers = order
-                .iter()
-                .copied()
-                .filter(|i| cards[*i].mode == Mode::Llm && !cards[*i].arriving)
                 .take(have - k)
                 .collect();
-            (Mode::Script, movers)
-        } else {
-            return;
-        };
-        for i in movers {
-            switch(&mut self.cards[i], to, 0.0, self.cfg);
-            self.now_moves.push((i, to == Mode::Llm));
+            for i in movers {
+                switch(&mut self.cards[i], Mode::Script, 0.0, self.cfg);
+                self.cards[i].model = None;
+                self.now_moves.push((i, false));
+                self.cards_changed = true;
+            }
         }
     }
 
@@ -276,9 +321,19 @@ impl<'v> Run<'v> {
             Mode::Llm => self.cards[i].capable && *llm < cap,
             Mode::Script => *llm > floor,
         };
-        if !allowed {
+        // Now, a card a failed resource task left alone stays so, and a card whose
+        // task ran past its estimate is not given a change to queue behind it.
+        let c = &self.cards[i];
+        if !allowed || (t == 0.0 && (c.cooling || c.overdue)) {
             return false;
         }
+        let model = match to {
+            Mode::Llm => match self.model_for(i) {
+                Some(m) => Some(m),
+                None => return false,
+            },
+            Mode::Script => None,
+        };
         if t == 0.0 {
             self.now_moves.push((i, to == Mode::Llm));
         }
@@ -287,6 +342,8 @@ impl<'v> Run<'v> {
             Mode::Script => *llm -= 1,
         }
         switch(&mut self.cards[i], to, t, self.cfg);
+        self.cards[i].model = model;
+        self.cards_changed = true;
         true
     }
 
@@ -316,8 +373,8 @@ impl<'v> Run<'v> {
             Mode::Script
         };
         let (s, o) = (phase.slot(), phase.other().slot());
-        let drained = self.dag.ready[s].is_empty() && self.dag.running[s] == 0;
-        if drained && !self.dag.ready[o].is_empty() {
+        let drained = self.dag.none_ready(s) && self.dag.running[s] == 0;
+        if drained && !self.dag.none_ready(o) {
             let to = phase.other();
             let mut llm = llm_cards;
             for i in 0..self.cards.len() {
@@ -335,12 +392,12 @@ impl<'v> Run<'v> {
             if self.cards[card].free_at > t {
                 continue;
             }
-            let own = self.cards[card].mode.slot();
-            let pick = self.dag.ready[own]
-                .iter()
-                .find(|i| self.open(**i))
-                .or_else(|| self.dag.ready[2].iter().find(|i| self.open(**i)))
-                .copied();
+            let c = &self.cards[card];
+            let pick = self
+                .dag
+                .ready_of(c.mode.slot(), c.model)
+                .find(|&g| self.open(g))
+                .or_else(|| self.dag.ready_groups(2).find(|&g| self.open(g)));
             let Some(g) = pick else { continue };
             if let Some((k, _)) = self.limit_of[g] {
                 self.in_group[k] += 1;
@@ -372,7 +429,7 @@ impl<'v> Run<'v> {
     /// Whether more items than `than` of slot `slot` are ready in open groups.
     fn ready_beyond(&self, slot: usize, than: usize) -> bool {
         let mut n = 0usize;
-        for &g in &self.dag.ready[slot] {
+        for g in self.dag.ready_groups(slot) {
             if self.open(g) {
                 n += self.dag.ready_items(g);
                 if n > than {
@@ -399,15 +456,18 @@ impl<'v> Run<'v> {
                 continue;
             }
             let (s, o) = (mode.slot(), mode.other().slot());
-            if self.dag.ready[s].iter().any(|j| self.open(*j))
-                || self.dag.ready[2].iter().any(|j| self.open(*j))
+            if self
+                .dag
+                .ready_of(s, self.cards[i].model)
+                .any(|g| self.open(g))
+                || self.dag.ready_groups(2).any(|g| self.open(g))
             {
                 continue;
             }
             let other_has = if matches!(strategy, Strategy::OnDemand | Strategy::Split(_)) {
                 self.ready_beyond(o, turned[o])
             } else {
-                !self.dag.ready[o].is_empty() || self.dag.running[o] > 0 || self.dag.waiting[o] > 0
+                !self.dag.none_ready(o) || self.dag.running[o] > 0 || self.dag.waiting[o] > 0
             };
             if other_has && self.turn(i, mode.other(), t, &mut llm) {
                 turned[o] += 1;
@@ -449,6 +509,7 @@ pub fn project(view: &RigView, strategy: Strategy) -> Projection {
         if strategy == Strategy::Phases {
             run.phase_turn(t);
         }
+        run.model_switches(t);
         run.take_work(t);
         if matches!(
             strategy,
@@ -565,6 +626,69 @@ mod tests {
         v.cards[0].running = Some(TaskClass::Script);
         // The running one ends at 50, its dependency runs 50-150: once each.
         assert_eq!(project(&v, Strategy::Fixed(0)).makespan, 150.0);
+    }
+
+    #[test]
+    fn ready_work_is_taken_in_claim_order_not_in_the_order_of_the_view() {
+        // One card, two ready 10 s jobs of two batches: the one the workers would
+        // claim first (its file name sorts first) runs first, though listed second.
+        let mut work = vec![
+            Work::one(TaskClass::Script, 10.0),
+            Work::one(TaskClass::Script, 10.0),
+        ];
+        work[0].claim = (5, 7);
+        work[1].claim = (5, 3);
+        work[1].batch = 1;
+        let p = project(&view(1, work), Strategy::Fixed(0));
+        assert_eq!(p.batch_ends, vec![20.0, 10.0]);
+    }
+
+    #[test]
+    fn a_loaded_card_runs_only_its_own_models_work() {
+        // The card holds model `a`; ten 5 s jobs need `m`. It is freed (10 s, the
+        // model step's move, not the strategy's), loaded with `m` (100 s), then
+        // runs them: model-blind, the projection had it run them at once (50 s).
+        let mut v = view(1, (0..10).map(|_| w(TaskClass::Llm, 5.0, vec![])).collect());
+        v.cards[0].mode = CardMode::Llm;
+        v.cards[0].model = Some("a".into());
+        let p = project(&v, Strategy::OnDemand);
+        assert_eq!(p.makespan, 10.0 + 100.0 + 50.0);
+        assert!(p.now.is_empty(), "{:?}", p.now);
+    }
+
+    #[test]
+    fn a_load_goes_to_a_card_that_fits_the_model_waiting() {
+        // The 14B's work waits; the first card (6 GB) cannot hold it, the second
+        // (24 GB) can: the load goes there, as the live model step would move it.
+        let mut work: Vec<Work> = (0..4).map(|_| w(TaskClass::Llm, 30.0, vec![])).collect();
+        for x in &mut work {
+            x.model = Some("qwen2.5:14b".into());
+        }
+        let mut v = view(2, work);
+        v.config.models.vram_mb.insert("qwen2.5:14b".into(), 10_500);
+        v.config.models.margin_mb = 512;
+        v.cards[0].vram_mb = Some(6144);
+        v.cards[1].vram_mb = Some(24_576);
+        let p = project(&v, Strategy::Fixed(1));
+        assert_eq!(p.now, vec![(1, true)]);
+        assert_eq!(p.makespan, 100.0 + 4.0 * 30.0);
+    }
+
+    #[test]
+    fn a_card_whose_task_ran_past_its_estimate_is_not_given_a_load() {
+        // Card 0 is expected to free first, but only because its task is overdue
+        // (its end is a guess): the load goes to card 1, busy for a known 50 s.
+        let mut work = vec![w(TaskClass::Llm, 30.0, vec![])];
+        work[0].model = Some("m".into());
+        let mut v = view(2, work);
+        for (c, busy) in v.cards.iter_mut().zip([1.0, 50.0]) {
+            c.running = Some(TaskClass::Script);
+            c.busy_for = busy;
+        }
+        v.cards[0].overdue = true;
+        assert_eq!(project(&v, Strategy::Fixed(1)).now, vec![(1, true)]);
+        v.cards[0].overdue = false;
+        assert_eq!(project(&v, Strategy::Fixed(1)).now, vec![(0, true)]);
     }
 }
 

@@ -35,19 +35,46 @@ pub(super) struct Progress<'v> {
     first_each: Vec<usize>,
     /// The groups waiting on each group: (group, its item-wise slot in `credit`).
     dependents: Vec<Vec<(usize, Option<usize>)>>,
-    /// Groups with ready items, by class slot, oldest (lowest index) first.
-    pub(super) ready: [BTreeSet<usize>; 3],
+    /// Groups with ready items, by class slot, in claim order ([`Work::claim`],
+    /// then index): read through [`Progress::ready_groups`]. The llm slot stays
+    /// empty: llm groups are in `ready_by_model`.
+    ready: [BTreeSet<Ready>; 3],
+    /// The llm groups with ready items, by model, so that a loaded card finds its
+    /// model's work without passing over the others' ([`Progress::ready_of`]).
+    ready_by_model: Vec<BTreeSet<Ready>>,
     /// Chunks running, and items waiting on dependencies, by class slot.
     pub(super) running: [usize; 3],
     pub(super) waiting: [usize; 3],
     /// Items not yet ended, of all groups.
     pub(super) left: usize,
+    /// Each group's llm model (an index into the projection's models).
+    model_of: Vec<Option<usize>>,
+    /// Per model, its llm work ready and not taken, and not yet ended: kept as the
+    /// DAG moves, so that the projection's model step asks in O(models), not by
+    /// walking the groups at every step.
+    by_model: Vec<ModelWork>,
+    /// A model's work became ready, or ended, since [`Progress::take_model_news`].
+    model_news: bool,
+}
+
+/// A ready group in claim order: its claim, then its index.
+type Ready = ((u8, u64), usize);
+
+/// One model's llm work at a moment of the projection: items (exact, for "is
+/// there any") and seconds (for "how much").
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct ModelWork {
+    pub(super) ready_n: usize,
+    pub(super) ready_secs: f64,
+    pub(super) left_n: usize,
+    pub(super) left_secs: f64,
 }
 
 impl<'v> Progress<'v> {
     /// The start: running items end after what they have left (the caller starts
     /// them), items whose groups wait for nothing unended are ready, the rest wait.
-    pub(super) fn new(view: &'v RigView) -> Self {
+    /// `model_of`: each group's model among `models` (`None`: not llm work).
+    pub(super) fn new(view: &'v RigView, model_of: Vec<Option<usize>>, models: usize) -> Self {
         let work = &view.work[..];
         let n = work.len();
         let mut p = Progress {
@@ -63,7 +90,17 @@ impl<'v> Progress<'v> {
             running: [0; 3],
             waiting: [0; 3],
             left: work.iter().map(|w| w.items).sum(),
+            model_of,
+            by_model: vec![ModelWork::default(); models],
+            model_news: true,
+            ready_by_model: vec![BTreeSet::new(); models],
         };
+        for (g, w) in work.iter().enumerate() {
+            if let Some(m) = p.model_of[g] {
+                p.by_model[m].left_n += w.items;
+                p.by_model[m].left_secs += w.items as f64 * w.secs.max(0.0);
+            }
+        }
         for (g, w) in work.iter().enumerate() {
             p.first_each.push(p.credit.len());
             if w.running {
@@ -118,16 +155,64 @@ impl<'v> Progress<'v> {
         let slot = class_slot(self.work[g].class);
         self.released[g] += new;
         self.ready_n[g] += new;
+        if let Some(m) = self.model_of[g] {
+            self.model_news |= self.by_model[m].ready_n == 0;
+            self.by_model[m].ready_n += new;
+            self.by_model[m].ready_secs += new as f64 * self.work[g].secs.max(0.0);
+        }
         self.waiting[slot] = self.waiting[slot].saturating_sub(new);
-        self.ready[slot].insert(g);
+        let key = (self.work[g].claim, g);
+        match self.model_of[g] {
+            Some(m) => self.ready_by_model[m].insert(key),
+            None => self.ready[slot].insert(key),
+        };
+    }
+
+    /// The groups of class slot `slot` with ready items: in the order workers would
+    /// claim them, but for llm work, which comes model by model.
+    pub(super) fn ready_groups(&self, slot: usize) -> impl Iterator<Item = usize> + '_ {
+        let by_model: &[BTreeSet<Ready>] = if slot == 1 { &self.ready_by_model } else { &[] };
+        self.ready[slot]
+            .iter()
+            .chain(by_model.iter().flatten())
+            .map(|&(_, g)| g)
+    }
+
+    /// The groups a card in class slot `slot` holding `model` (llm cards) may take,
+    /// with ready items, in claim order.
+    pub(super) fn ready_of(
+        &self,
+        slot: usize,
+        model: Option<usize>,
+    ) -> impl Iterator<Item = usize> + '_ {
+        // A loaded card holding no model of the work finds the (empty) llm slot.
+        let set = match (slot, model) {
+            (1, Some(m)) => &self.ready_by_model[m],
+            _ => &self.ready[slot],
+        };
+        set.iter().map(|&(_, g)| g)
+    }
+
+    /// Whether no group of class slot `slot` has ready items.
+    pub(super) fn none_ready(&self, slot: usize) -> bool {
+        self.ready[slot].is_empty()
+            && (slot != 1 || self.ready_by_model.iter().all(|s| s.is_empty()))
     }
 
     /// Takes `count` ready items of group `g` as one chunk (at least one is ready).
     pub(super) fn take(&mut self, g: usize, count: usize) {
         let slot = class_slot(self.work[g].class);
         self.ready_n[g] -= count;
+        if let Some(m) = self.model_of[g] {
+            self.by_model[m].ready_n -= count;
+            self.by_model[m].ready_secs -= count as f64 * self.work[g].secs.max(0.0);
+        }
         if self.ready_n[g] == 0 {
-            self.ready[slot].remove(&g);
+            let key = (self.work[g].claim, g);
+            match self.model_of[g] {
+                Some(m) => self.ready_by_model[m].remove(&key),
+                None => self.ready[slot].remove(&key),
+            };
         }
         self.running[slot] += 1;
     }
@@ -141,6 +226,11 @@ impl<'v> Progress<'v> {
     /// A chunk of `count` items of group `g` ended: what waited on them is released.
     pub(super) fn end(&mut self, g: usize, count: usize) {
         self.left -= count;
+        if let Some(m) = self.model_of[g] {
+            self.model_news |= self.by_model[m].left_n == count;
+            self.by_model[m].left_n -= count;
+            self.by_model[m].left_secs -= count as f64 * self.work[g].secs.max(0.0);
+        }
         self.unended[g] -= count;
         self.running[class_slot(self.work[g].class)] -= 1;
         for k in 0..self.dependents[g].len() {
@@ -152,6 +242,17 @@ impl<'v> Progress<'v> {
             }
             self.release(h);
         }
+    }
+
+    /// Whether a model's work became ready (none was) or all ended since the last
+    /// call: what can give the model step something new to do.
+    pub(super) fn take_model_news(&mut self) -> bool {
+        std::mem::take(&mut self.model_news)
+    }
+
+    /// Model `m`'s llm work now.
+    pub(super) fn model_work(&self, m: usize) -> ModelWork {
+        self.by_model[m]
     }
 
     /// Groups with items not yet ended.

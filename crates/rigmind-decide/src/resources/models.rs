@@ -260,6 +260,8 @@ pub(super) fn assign(view: &RigView, actions: Vec<RmAction>) -> Vec<RmAction> {
         .cards
         .iter()
         .filter(|c| c.llm_capable && c.mode == CardMode::Script && !c.cooling_down)
+        // A load queued behind a task past its estimate waits as long as it runs.
+        .filter(|c| !c.overdue)
         .filter(|c| !targets.contains(&c.worker.as_str()))
         .collect();
     let mut out = Vec::new();

@@ -13,6 +13,7 @@ use rigmind_queue::task::{ResourceAction, TaskFile};
 use rigmind_types::TaskClass;
 use serde::{Deserialize, Serialize};
 
+use super::work::overdue;
 use super::{left_of, work_and_estimates, Card, CardMode, RigView, RmAction, RmConfig};
 use crate::estimate::load_of;
 use crate::state::BrainState;
@@ -90,16 +91,18 @@ impl Card {
             .map(|f| f.model.clone())
             .or_else(|| facts.model.clone());
         let loads = model.as_deref().unwrap_or(&config.model);
+        let (busy_for, overdue) = facts
+            .running_task
+            .as_deref()
+            .map_or((0.0, false), |id| running_left(state, id, now));
         Card {
             worker: facts.worker.clone(),
             mode,
             load_secs: load_of(state, loads, &facts.worker, config.load_secs).secs(),
             model,
             running: facts.running,
-            busy_for: facts
-                .running_task
-                .as_deref()
-                .map_or(0.0, |id| running_left(state, id, now)),
+            busy_for,
+            overdue,
             llm_idle_secs: facts.llm_idle_secs,
             in_mode_secs: facts.in_mode_secs,
             llm_capable: facts.llm_capable,
@@ -132,18 +135,18 @@ pub fn view_of(
 }
 
 /// How long the running job with this task id is expected to go on (0: not
-/// known, as for a resource task).
-fn running_left(state: &BrainState, task_id: &str, now: DateTime<Utc>) -> f64 {
+/// known, as for a resource task), and whether it has run past its estimate.
+fn running_left(state: &BrainState, task_id: &str, now: DateTime<Utc>) -> (f64, bool) {
     for b in state.batches.values() {
         for &i in &b.running {
             let j = &b.jobs[i];
             if j.task_id != task_id {
                 continue;
             }
-            return left_of(state, j, now);
+            return (left_of(state, j, now), overdue(state, j, now));
         }
     }
-    0.0
+    (0.0, false)
 }
 
 /// The resource task `action` becomes, addressed to its worker. It times out

@@ -297,6 +297,8 @@ impl<'s> Grouping<'s> {
                     .collect(),
                 group: j.work.group.clone(),
                 batch: index,
+                claim: rigmind_queue::task::TaskName::parse(&j.file_name)
+                    .map_or((0, 0), |n| (n.rank, n.seq)),
             });
         }
     }
@@ -416,6 +418,18 @@ pub fn estimate_of(state: &BrainState, job: &crate::state::Job) -> f64 {
 /// runs (past its estimate: a little more, not nothing).
 pub fn left_of(state: &BrainState, job: &crate::state::Job, now: DateTime<Utc>) -> f64 {
     left_after(estimate_of(state, job), job, now)
+}
+
+/// Whether a running job has run past its estimate at `now`: when it will end
+/// cannot be told (a heavy-tailed task runs on long after).
+pub(super) fn overdue(state: &BrainState, job: &Job, now: DateTime<Utc>) -> bool {
+    match (&job.holder, job.status) {
+        (Some(h), JobStatus::Processing) => {
+            let ran = (now - h.since).num_milliseconds().max(0) as f64 / 1000.0;
+            ran > estimate_of(state, job)
+        }
+        _ => false,
+    }
 }
 
 /// What a job whose estimate is `s` still needs at `now`.

@@ -167,6 +167,9 @@ pub struct Card {
     pub running: Option<TaskClass>,
     /// Seconds until its current task is expected to end (0 when free).
     pub busy_for: f64,
+    /// Its current task has run past its estimate, so `busy_for` is a guess: no load
+    /// or unload is queued behind it now (it would wait as long as the task runs).
+    pub overdue: bool,
     /// Seconds since it last ran an llm task or finished loading (in `Llm` mode).
     pub llm_idle_secs: f64,
     /// Seconds since its mode last changed (hysteresis).
@@ -216,6 +219,12 @@ pub struct Work {
     /// Its batch: the index among the active batches, in `state.batches` order
     /// (what [`crate::projection::Projection::batch_ends`] is indexed by).
     pub batch: usize,
+    /// Its first job's place in the claim order: the rank of its written priority
+    /// and its submission sequence, as in its file name. The projection's cards
+    /// take ready work in this order, as workers claim (aging aside). The first job
+    /// stands for the group: alike jobs share their chain to the batch's end, so
+    /// they are numbered one after another.
+    pub claim: (u8, u64),
 }
 
 impl Work {
@@ -232,6 +241,7 @@ impl Work {
             deps: Vec::new(),
             group: None,
             batch: 0,
+            claim: (0, 0),
         }
     }
 }

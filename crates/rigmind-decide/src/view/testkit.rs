@@ -27,6 +27,7 @@ pub(crate) fn card(worker: &str, mode: CardMode) -> Card {
         model: mode.is_llm().then(|| "m".to_string()),
         running: None,
         busy_for: 0.0,
+        overdue: false,
         llm_idle_secs: 0.0,
         in_mode_secs: 1000.0,
         llm_capable: true,
