@@ -388,7 +388,14 @@ fn a_full_disk_loses_nothing_and_everything_resumes_when_space_returns() {
     let _unmount = Mount(root.clone());
     rig.start_brain();
     rig.start_worker("w1", &[]);
-    let plan = rig.fixture("long_task.md");
+    // The task ends only once the disk is full (`disk-full`, beside the plan, off
+    // the small disk): on a loaded machine a fixed sleep could end, and its result
+    // be filed, before the filler is done.
+    let plan = rig.write(
+        "long_task.md",
+        "# Plan: long_task\n\n## Task: long\n- task_class: cpu\n\
+         - command: `until [ -f disk-full ]; do sleep 0.05; done; echo finished > long.txt`\n",
+    );
     let batch = rig.submit(&plan);
     wait_running(&rig, "-long.json");
     // Fill the disk while the task runs: its result cannot be written.
@@ -400,6 +407,7 @@ fn a_full_disk_loses_nothing_and_everything_resumes_when_space_returns() {
         while f.write_all(&block).is_ok() {}
         let _ = f.sync_all();
     }
+    std::fs::write(rig.dir.path().join("disk-full"), "").unwrap();
     eventually(20, "the command to finish", || {
         rig.dir.path().join("long.txt").exists()
     });

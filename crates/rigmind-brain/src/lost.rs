@@ -23,8 +23,7 @@ use crate::state::{BrainState, JobStatus};
 /// two listings is missed by one of them, never by two this far apart.
 pub const VANISHED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The task files a batch's plan gives, by task name, with the definitions they
-/// were submitted with. Their sequence numbers are today's numbering of the plan
+/// The task files a batch's plan gives today, by task name. Their sequence numbers are today's numbering of the plan
 /// (`rigmind_decide::tasks::claim_order`), which need not be the batch's: one
 /// submitted by an earlier build, or whose plan's estimates were edited since, was
 /// numbered otherwise; [`as_job`] gives a task the number its job has. `Err` names

@@ -35,6 +35,10 @@ use progress::Progress;
 /// that the last chunks are short and balance the cards' ends.
 pub const CHUNKS_PER_CARD: usize = 16;
 
+/// How long the projection keeps a card a failed resource task left alone out of
+/// its moves: long enough not to be a move made now.
+const COOLING_SECS: f64 = 1.0;
+
 /// How the cards are moved between their states in a projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
@@ -172,7 +176,13 @@ fn sim_cards(view: &RigView, models: &Models<'_>) -> Vec<SimCard> {
             };
             SimCard {
                 mode,
-                free_at: c.busy_for.max(0.0) + extra,
+                // A card a failed resource task left alone is not moved now, but is
+                // not lost to the projection either: busy for a moment.
+                free_at: (c.busy_for.max(0.0) + extra).max(if c.cooling_down {
+                    COOLING_SECS
+                } else {
+                    0.0
+                }),
                 capable: c.llm_capable,
                 arriving: c.mode != CardMode::Script && c.mode != CardMode::Llm,
                 load_secs: c.load_secs,
