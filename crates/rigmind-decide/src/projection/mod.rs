@@ -217,8 +217,6 @@ struct Run<'v> {
     batch_ends: Vec<f64>,
     /// The work's models and the cards that fit them.
     models: Models<'v>,
-    /// A card changed state or model since the model step last looked.
-    cards_changed: bool,
 }
 
 impl<'v> Run<'v> {
@@ -241,7 +239,6 @@ impl<'v> Run<'v> {
             now_moves: Vec::new(),
             batch_ends: vec![0.0; batches],
             models,
-            cards_changed: true,
         };
         for (g, w) in view.work.iter().enumerate() {
             if w.running {
@@ -302,7 +299,6 @@ impl<'v> Run<'v> {
                 switch(&mut self.cards[i], Mode::Llm, 0.0, self.cfg);
                 self.cards[i].model = Some(m);
                 self.now_moves.push((i, true));
-                self.cards_changed = true;
             }
         } else if k < have {
             let movers: Vec<usize> = order
@@ -318,7 +314,6 @@ impl<'v> Run<'v> {
                 switch(&mut self.cards[i], Mode::Script, 0.0, self.cfg);
                 self.cards[i].model = None;
                 self.now_moves.push((i, false));
-                self.cards_changed = true;
             }
         }
     }
@@ -353,7 +348,6 @@ impl<'v> Run<'v> {
         }
         switch(&mut self.cards[i], to, t, self.cfg);
         self.cards[i].model = model;
-        self.cards_changed = true;
         true
     }
 

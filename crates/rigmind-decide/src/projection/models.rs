@@ -10,6 +10,7 @@
 //! was projected to run the 7B's work too, so it saw no cost in loading the wrong
 //! model or too few cards of the right one.
 
+use super::progress::ModelWork;
 use super::{Mode, Run};
 
 /// The llm models of a projection's work and which cards fit each.
@@ -68,12 +69,8 @@ impl<'v> Models<'v> {
 /// What a model's llm work amounts to at one moment of a projection.
 #[derive(Default, Clone, Copy)]
 struct Need {
-    /// Its work ready and not taken: items, seconds.
-    ready_n: usize,
-    ready: f64,
-    /// Its work not yet ended: items, seconds.
-    left_n: usize,
-    left: f64,
+    /// Its work ready and not taken, and not yet ended (seconds never below zero).
+    work: ModelWork,
     /// Cards in the LLM state holding it.
     held: usize,
 }
@@ -85,13 +82,12 @@ impl Run<'_> {
         let mut out: Vec<Need> = (0..self.models.names.len())
             .map(|m| {
                 let w = self.dag.model_work(m);
-                Need {
-                    ready_n: w.ready_n,
-                    ready: w.ready_secs.max(0.0),
-                    left_n: w.left_n,
-                    left: w.left_secs.max(0.0),
-                    held: 0,
-                }
+                let work = ModelWork {
+                    ready_secs: w.ready_secs.max(0.0),
+                    left_secs: w.left_secs.max(0.0),
+                    ..w
+                };
+                Need { work, held: 0 }
             })
             .collect();
         for c in self.cards.iter().filter(|c| c.mode == Mode::Llm) {
@@ -118,14 +114,14 @@ impl Run<'_> {
             let n = needs[m];
             let per = (n.held + 1) as f64;
             (
-                n.ready_n > 0 && n.held == 0,
-                n.ready / per,
-                n.left / per,
+                n.work.ready_n > 0 && n.held == 0,
+                n.work.ready_secs / per,
+                n.work.left_secs / per,
                 Some(m) == self.models.default,
             )
         };
         (0..needs.len())
-            .filter(|&m| ok(m) && needs[m].left_n > 0)
+            .filter(|&m| ok(m) && needs[m].work.left_n > 0)
             .max_by(|&a, &b| {
                 let (x, y) = (key(a), key(b));
                 x.0.cmp(&y.0)
@@ -176,23 +172,17 @@ impl Run<'_> {
         if self.models.names.len() < 2 && (self.models.names.is_empty() || settled) {
             return;
         }
-        // Nothing new since the last look (no card freed or changed, no model's
-        // work became ready or ended): nothing new to do.
-        let news = self.dag.take_model_news() | std::mem::take(&mut self.cards_changed);
-        if !news && !self.cards.iter().any(|c| c.free_at == t) {
-            return;
-        }
         if self.cards.iter().all(|c| c.free_at > t) || !self.model_step_due(t) {
             return;
         }
         let needs = self.needs();
-        if needs.iter().all(|n| n.left_n == 0) {
+        if needs.iter().all(|n| n.work.left_n == 0) {
             return;
         }
         let mut freed = false;
         for i in 0..self.cards.len() {
             let c = &self.cards[i];
-            let idle = c.mode == Mode::Llm && c.model.is_none_or(|m| needs[m].left_n == 0);
+            let idle = c.mode == Mode::Llm && c.model.is_none_or(|m| needs[m].work.left_n == 0);
             if c.free_at <= t && idle && !(t == 0.0 && c.cooling) {
                 super::switch(&mut self.cards[i], Mode::Script, t, self.cfg);
                 self.cards[i].model = None;
@@ -203,9 +193,15 @@ impl Run<'_> {
             return;
         }
         let mut starved: Vec<usize> = (0..needs.len())
-            .filter(|&m| needs[m].ready_n > 0 && needs[m].held == 0)
+            .filter(|&m| needs[m].work.ready_n > 0 && needs[m].held == 0)
             .collect();
-        starved.sort_by(|&a, &b| needs[b].ready.total_cmp(&needs[a].ready).then(a.cmp(&b)));
+        starved.sort_by(|&a, &b| {
+            needs[b]
+                .work
+                .ready_secs
+                .total_cmp(&needs[a].work.ready_secs)
+                .then(a.cmp(&b))
+        });
         for m in starved {
             self.place(m, t);
         }
@@ -233,7 +229,7 @@ impl Run<'_> {
     /// qualifies (see [`Run::model_switches`]).
     fn place(&mut self, m: usize, t: f64) {
         let needs = self.needs();
-        let own_left = |c: &super::SimCard| c.model.map_or(0.0, |o| needs[o].left);
+        let own_left = |c: &super::SimCard| c.model.map_or(0.0, |o| needs[o].work.left_secs);
         let size = |i: usize| self.view.cards[i].vram_mb.unwrap_or(u64::MAX);
         let mut cands: Vec<usize> = (0..self.cards.len())
             .filter(|&i| {
@@ -248,7 +244,7 @@ impl Run<'_> {
                 .then(a.cmp(&b))
         });
         let loaded = |i: usize| self.cards[i].mode == Mode::Llm;
-        let own_ready = |i: usize| self.cards[i].model.map_or(0, |o| needs[o].ready_n);
+        let own_ready = |i: usize| self.cards[i].model.map_or(0, |o| needs[o].work.ready_n);
         let cost = |i: usize| self.cfg.unload_secs + self.cards[i].load_secs;
         let pick = cands
             .iter()
@@ -271,7 +267,7 @@ impl Run<'_> {
                 let held = self.cards[i].model.map_or(0, |o| needs[o].held);
                 loaded(i)
                     && held > 1
-                    && needs[m].ready > cost(i)
+                    && needs[m].work.ready_secs > cost(i)
                     && t - self.cards[i].since >= 2.0 * cost(i)
             })
         });

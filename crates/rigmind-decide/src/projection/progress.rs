@@ -53,8 +53,6 @@ pub(super) struct Progress<'v> {
     /// DAG moves, so that the projection's model step asks in O(models), not by
     /// walking the groups at every step.
     by_model: Vec<ModelWork>,
-    /// A model's work became ready, or ended, since [`Progress::take_model_news`].
-    model_news: bool,
 }
 
 /// A ready group in claim order: its claim, then its index.
@@ -92,7 +90,6 @@ impl<'v> Progress<'v> {
             left: work.iter().map(|w| w.items).sum(),
             model_of,
             by_model: vec![ModelWork::default(); models],
-            model_news: true,
             ready_by_model: vec![BTreeSet::new(); models],
         };
         for (g, w) in work.iter().enumerate() {
@@ -156,7 +153,6 @@ impl<'v> Progress<'v> {
         self.released[g] += new;
         self.ready_n[g] += new;
         if let Some(m) = self.model_of[g] {
-            self.model_news |= self.by_model[m].ready_n == 0;
             self.by_model[m].ready_n += new;
             self.by_model[m].ready_secs += new as f64 * self.work[g].secs.max(0.0);
         }
@@ -227,7 +223,6 @@ impl<'v> Progress<'v> {
     pub(super) fn end(&mut self, g: usize, count: usize) {
         self.left -= count;
         if let Some(m) = self.model_of[g] {
-            self.model_news |= self.by_model[m].left_n == count;
             self.by_model[m].left_n -= count;
             self.by_model[m].left_secs -= count as f64 * self.work[g].secs.max(0.0);
         }
@@ -242,12 +237,6 @@ impl<'v> Progress<'v> {
             }
             self.release(h);
         }
-    }
-
-    /// Whether a model's work became ready (none was) or all ended since the last
-    /// call: what can give the model step something new to do.
-    pub(super) fn take_model_news(&mut self) -> bool {
-        std::mem::take(&mut self.model_news)
     }
 
     /// Model `m`'s llm work now.
