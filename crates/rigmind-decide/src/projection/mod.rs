@@ -265,12 +265,23 @@ impl<'v> Run<'v> {
     /// `Fixed(k)` and `Split(k)` start by moving cards now until `k` hold a model,
     /// each load as the live model step gives it its model and card
     /// ([`Run::best_model`], [`Run::card_for`]); an unload frees the cards that
-    /// free up soonest, ties by position. Not moved: a card already changing state,
-    /// one a failed resource task left alone, and one whose task has run past its
-    /// estimate (its end is a guess, and a change queued behind a heavy-tailed task
-    /// waits as long as it runs).
-    fn fix_llm_cards(&mut self, k: usize) {
+    /// free up soonest, ties by position. Not moved now: a card already changing
+    /// state, one a failed resource task left alone, and one whose task has run past
+    /// its estimate (its end is a guess, and a change queued behind a heavy-tailed
+    /// task waits as long as it runs).
+    ///
+    /// Later (`t > 0`), `Fixed(k)` reloads when no card holds a model any more (the
+    /// only one was skipped now, or the model step freed the last one when its
+    /// model's work ended) and some model has ready work: free bare cards load
+    /// until `k` do, as a later live round would. Without it, a second model's work
+    /// released behind a barrier never ran in the projection. Only from none: a
+    /// top-up whenever fewer than `k` hold one kept duplicates of a model loaded,
+    /// and over noise seeds 1–12 two-models went from 1.142 to 1.155 of the bound.
+    fn fix_llm_cards(&mut self, k: usize, t: f64) {
         let have = self.llm_cards();
+        if t > 0.0 && (k <= have || have > 0) {
+            return;
+        }
         let cards = &self.cards;
         let mut order: Vec<usize> = (0..cards.len()).collect();
         order.sort_by(|a, b| {
@@ -284,21 +295,27 @@ impl<'v> Run<'v> {
                 .into_iter()
                 .filter(|&i| {
                     let c = &self.cards[i];
-                    c.mode == Mode::Script && c.capable && !c.arriving && !c.overdue && !c.cooling
+                    let now_ok = !c.arriving && !c.overdue && !c.cooling;
+                    let later_ok = c.free_at <= t;
+                    c.mode == Mode::Script && c.capable && if t == 0.0 { now_ok } else { later_ok }
                 })
                 .collect();
             for _ in have..k {
                 let fits = &self.models.fits;
-                let Some(m) = self.best_model(|m| movable.iter().any(|&i| fits[i][m])) else {
+                let ready = |m: usize| t == 0.0 || self.dag.model_work(m).ready_n > 0;
+                let Some(m) = self.best_model(|m| ready(m) && movable.iter().any(|&i| fits[i][m]))
+                else {
                     break;
                 };
                 let Some(i) = self.card_for(m, &movable) else {
                     break;
                 };
                 movable.retain(|&c| c != i);
-                switch(&mut self.cards[i], Mode::Llm, 0.0, self.cfg);
+                switch(&mut self.cards[i], Mode::Llm, t, self.cfg);
                 self.cards[i].model = Some(m);
-                self.now_moves.push((i, true));
+                if t == 0.0 {
+                    self.now_moves.push((i, true));
+                }
             }
         } else if k < have {
             let movers: Vec<usize> = order
@@ -496,7 +513,7 @@ impl<'v> Run<'v> {
 pub fn project(view: &RigView, strategy: Strategy) -> Projection {
     let mut run = Run::new(view);
     if let Strategy::Fixed(k) | Strategy::Split(k) = strategy {
-        run.fix_llm_cards(k);
+        run.fix_llm_cards(k, 0.0);
     }
     let mut t = 0.0f64;
     let mut guard = 0usize;
@@ -514,6 +531,9 @@ pub fn project(view: &RigView, strategy: Strategy) -> Projection {
             run.phase_turn(t);
         }
         run.model_switches(t);
+        if let (Strategy::Fixed(k), true) = (strategy, t > 0.0) {
+            run.fix_llm_cards(k, t);
+        }
         run.take_work(t);
         if matches!(
             strategy,
@@ -693,6 +713,45 @@ mod tests {
         assert_eq!(project(&v, Strategy::Fixed(1)).now, vec![(1, true)]);
         v.cards[0].overdue = false;
         assert_eq!(project(&v, Strategy::Fixed(1)).now, vec![(0, true)]);
+    }
+
+    #[test]
+    fn fixed_loads_a_card_skipped_now_once_it_frees() {
+        // The only card runs an overdue script (1 s left by its estimate): no load
+        // is queued behind it now, but once it frees it loads (100 s) and runs the
+        // llm job (30 s). Before, the projection never loaded it: never finished.
+        let mut work = vec![w(TaskClass::Llm, 30.0, vec![])];
+        work[0].model = Some("m".into());
+        let mut v = view(1, work);
+        v.cards[0].running = Some(TaskClass::Script);
+        v.cards[0].busy_for = 1.0;
+        v.cards[0].overdue = true;
+        let p = project(&v, Strategy::Fixed(1));
+        assert!(p.now.is_empty(), "{:?}", p.now);
+        assert_eq!(p.makespan, 1.0 + 100.0 + 30.0);
+    }
+
+    #[test]
+    fn fixed_reloads_for_a_second_model_behind_a_barrier() {
+        // The card holds `a`: two 10 s jobs of `a`, a barrier, two of `b`. Once
+        // `a`'s work ends the model step frees the card (unload 10 s); `Fixed(1)`
+        // then loads `b` (100 s), which runs its two jobs. Before, nothing loaded
+        // a bare card again: never finished.
+        let mut work = vec![
+            w(TaskClass::Llm, 10.0, vec![]),
+            w(TaskClass::Llm, 10.0, vec![]),
+        ];
+        work.push(w(TaskClass::Cpu, 0.0, vec![0, 1]));
+        work.extend((0..2).map(|_| w(TaskClass::Llm, 10.0, vec![2])));
+        for (x, m) in work.iter_mut().zip(["a", "a", "", "b", "b"]) {
+            x.model = (!m.is_empty()).then(|| m.to_string());
+        }
+        let mut v = view(1, work);
+        v.cards[0].mode = CardMode::Llm;
+        v.cards[0].model = Some("a".into());
+        let p = project(&v, Strategy::Fixed(1));
+        assert!(p.now.is_empty(), "{:?}", p.now);
+        assert_eq!(p.makespan, 20.0 + 10.0 + 100.0 + 20.0);
     }
 }
 
