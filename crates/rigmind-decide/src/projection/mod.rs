@@ -9,10 +9,11 @@
 //! no claim lock and no brain rounds, only the DAG, the estimates and the cards.
 //!
 //! The DAG comes in groups of identical items ([`crate::resources::Work`]), and a
-//! free card takes a *chunk* of its group's ready items, run back to back: `max(1,
-//! ready / (cards able to take it × CHUNKS_PER_CARD))` (guided self-scheduling). A
-//! batch of a few hundred tasks gets chunks of one, task by task as a list schedule
-//! would; 100,000 items on five cards take about a thousand chunks per group. It is
+//! free card takes a *chunk* of its group's ready items, run back to back: the
+//! class's ready items over `CHUNKS_PER_CARD` per able card, at most the card's share
+//! of the group, at least one ([`Run::chunk`]: guided self-scheduling). A batch of a
+//! few hundred tasks gets chunks of one, task by task as a list schedule would;
+//! 100,000 items on five cards take about a thousand chunks per group. It is
 //! deterministic and costs O((chunks + groups + group edges) · log groups) per
 //! strategy (`progress` holds the DAG's side).
 
@@ -434,8 +435,15 @@ impl<'v> Run<'v> {
         }
     }
 
-    /// How many ready items of work `g` a card takes at once: the ready ones over
-    /// [`CHUNKS_PER_CARD`] per card able to take them, at least one.
+    /// How many ready items of work `g` a card takes at once: the items of its
+    /// class ready in all groups over [`CHUNKS_PER_CARD`] per card able to take
+    /// them, but no more than the card's share of the group, at least one.
+    ///
+    /// Counted over the class, not the group: 300 chains side by side, each
+    /// with a group of a hundred items ready, are as much work as one group of
+    /// 30,000, and chunks of one or two items made the two-model round at 100,000
+    /// tasks spend most of its time on chunk events. The share keeps the cards
+    /// on the group the claim order gives them together, as workers are.
     fn chunk(&self, g: usize) -> usize {
         let class = self.view.work[g].class;
         let able = self
@@ -444,7 +452,9 @@ impl<'v> Run<'v> {
             .filter(|c| c.mode.takes(class))
             .count()
             .max(1);
-        (self.dag.ready_items(g) / (able * CHUNKS_PER_CARD)).max(1)
+        let of_class = self.dag.ready_total[progress::class_slot(class)];
+        let share = self.dag.ready_items(g) / able;
+        share.min(of_class / (able * CHUNKS_PER_CARD)).max(1)
     }
 
     /// Whether more items than `than` of slot `slot` are ready in open groups.
@@ -815,6 +825,26 @@ mod group_tests {
             assert_eq!(g, j, "{s:?}");
             assert!(g.makespan.is_finite(), "{s:?}");
         }
+    }
+
+    #[test]
+    fn chunks_are_sized_by_the_work_of_the_class_not_of_the_group() {
+        // One group of 111 script items on 3 cards: chunks of 111 / 48 = 2. Three
+        // hundred such groups side by side are 33,300 items: chunks of a card's
+        // share of its group (37), not 2 (the 100,000-task two-model round spent
+        // most of its time on chunk events); the cards still end together.
+        let group = || Work {
+            items: 111,
+            ..Work::one(TaskClass::Script, 1.0)
+        };
+        let one = view(3, vec![group()]);
+        assert_eq!(Run::new(&one).chunk(0), 2);
+        let many = view(3, (0..300).map(|_| group()).collect());
+        assert_eq!(Run::new(&many).chunk(0), 37);
+        assert_eq!(
+            project(&many, Strategy::Fixed(0)).makespan,
+            300.0 * 111.0 / 3.0
+        );
     }
 
     #[test]

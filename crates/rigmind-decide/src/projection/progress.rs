@@ -42,6 +42,8 @@ pub(super) struct Progress<'v> {
     /// The llm groups with ready items, by model, so that a loaded card finds its
     /// model's work without passing over the others' ([`Progress::ready_of`]).
     ready_by_model: Vec<BTreeSet<Ready>>,
+    /// Items ready and not taken, by class slot (of all its groups).
+    pub(super) ready_total: [usize; 3],
     /// Chunks running, and items waiting on dependencies, by class slot.
     pub(super) running: [usize; 3],
     pub(super) waiting: [usize; 3],
@@ -85,6 +87,7 @@ impl<'v> Progress<'v> {
             first_each: Vec::with_capacity(n),
             dependents: vec![Vec::new(); n],
             ready: Default::default(),
+            ready_total: [0; 3],
             running: [0; 3],
             waiting: [0; 3],
             left: work.iter().map(|w| w.items).sum(),
@@ -152,6 +155,7 @@ impl<'v> Progress<'v> {
         let slot = class_slot(self.work[g].class);
         self.released[g] += new;
         self.ready_n[g] += new;
+        self.ready_total[slot] += new;
         if let Some(m) = self.model_of[g] {
             self.by_model[m].ready_n += new;
             self.by_model[m].ready_secs += new as f64 * self.work[g].secs.max(0.0);
@@ -199,6 +203,7 @@ impl<'v> Progress<'v> {
     pub(super) fn take(&mut self, g: usize, count: usize) {
         let slot = class_slot(self.work[g].class);
         self.ready_n[g] -= count;
+        self.ready_total[slot] -= count;
         if let Some(m) = self.model_of[g] {
             self.by_model[m].ready_n -= count;
             self.by_model[m].ready_secs -= count as f64 * self.work[g].secs.max(0.0);
