@@ -13,7 +13,7 @@
 //! class's ready items over `CHUNKS_PER_CARD` per able card, at most the card's share
 //! of the group, at least one ([`Run::chunk`]: guided self-scheduling). A batch of a
 //! few hundred tasks gets chunks of one, task by task as a list schedule would;
-//! 100,000 items on five cards take about a thousand chunks per group. It is
+//! a group of 33,333 items on five cards takes about 600 chunks. It is
 //! deterministic and costs O((chunks + groups + group edges) · log groups) per
 //! strategy (`progress` holds the DAG's side).
 
@@ -26,14 +26,15 @@ use std::collections::BinaryHeap;
 
 use rigmind_types::TaskClass;
 
-use crate::view::{CardMode, RigView, RmConfig};
+use crate::view::{CardMode, RigView, RmConfig, RmPolicy};
 pub use follow::{projection_of, strategy_of};
 use models::Models;
 use progress::Progress;
 
-/// A chunk is at most the ready items over this many per able card: large enough
-/// that small batches are projected task by task (a chunk of one), small enough
-/// that the last chunks are short and balance the cards' ends.
+/// A chunk is at most the class's ready items over this many per able card (and
+/// at most a card's share of its group, [`Run::chunk`]): large enough that small
+/// batches are projected task by task (a chunk of one), small enough that the last
+/// chunks are short and balance the cards' ends.
 pub const CHUNKS_PER_CARD: usize = 16;
 
 /// How long the projection keeps a card a failed resource task left alone out of
@@ -271,17 +272,24 @@ impl<'v> Run<'v> {
     /// its estimate (its end is a guess, and a change queued behind a heavy-tailed
     /// task waits as long as it runs).
     ///
-    /// Later (`t > 0`), `Fixed(k)` reloads when no card holds a model any more (the
-    /// only one was skipped now, or the model step freed the last one when its
-    /// model's work ended) and some model has ready work: free bare cards load
-    /// until `k` do, as a later live round would. Without it, a second model's work
-    /// released behind a barrier never ran in the projection. Only from none: a
-    /// top-up whenever fewer than `k` hold one kept duplicates of a model loaded,
-    /// and over noise seeds 1–12 two-models went from 1.142 to 1.155 of the bound.
+    /// Later (`t > 0`), `Fixed(k)` loads cards free at `t` again, each with a model
+    /// whose work is ready, up to `k`, as later live rounds would: under the
+    /// `static` policy whenever fewer than `k` cards are in the LLM state (what
+    /// `static` does each round), under the others only when none is (the only
+    /// card was skipped now, or the model step freed the last one when its model's
+    /// work ended), since a later `adaptive` round chooses afresh. Without it, a
+    /// second model's work released behind a barrier never ran in the projection.
+    /// Only from none for `adaptive`: a top-up whenever fewer than `k` are loaded
+    /// kept duplicates of a model loaded, and over noise seeds 1–12 two-models went
+    /// from 1.142 to 1.155 of the bound.
     fn fix_llm_cards(&mut self, k: usize, t: f64) {
         let have = self.llm_cards();
-        if t > 0.0 && (k <= have || have > 0) {
-            return;
+        if t > 0.0 {
+            let tops_up = matches!(self.cfg.policy, RmPolicy::Static { .. }) || have == 0;
+            let ready = (0..self.models.names.len()).any(|m| self.dag.model_work(m).ready_n > 0);
+            if k <= have || !tops_up || !ready {
+                return;
+            }
         }
         let cards = &self.cards;
         let mut order: Vec<usize> = (0..cards.len()).collect();
@@ -308,7 +316,7 @@ impl<'v> Run<'v> {
                 else {
                     break;
                 };
-                let Some(i) = self.card_for(m, &movable) else {
+                let Some(i) = self.card_for(m, &movable, t) else {
                     break;
                 };
                 movable.retain(|&c| c != i);
@@ -582,7 +590,7 @@ impl Run<'_> {
 mod tests {
     use super::*;
     use crate::view::testkit::{card, cfg};
-    use crate::view::{Card, Dep, RmConfig, RmPolicy, Work};
+    use crate::view::{Card, Dep, RmConfig, Work};
 
     /// `cards` bare script cards, each loading in `load` s, unloading in `unload` s.
     pub(super) fn rig(cards: usize, work: Vec<Work>, load: f64, unload: f64) -> RigView {
@@ -742,6 +750,74 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_later_goes_to_the_smallest_card_free_then() {
+        // Card 2 (6 GB) holds `a`, whose last job ends at 15 s; `b`'s job waits on
+        // it. Card 0 (24 GB, slow to load) has been idle from the start, card 1
+        // (6 GB) frees at 15 s too: `b` goes to card 1, the smallest free at 15 s
+        // (an idle-from-the-start card used to count as "free" before any other).
+        let mut a = w(TaskClass::Llm, 15.0, vec![]);
+        a.model = Some("a".into());
+        a.running = true;
+        a.left = 15.0;
+        let mut script = w(TaskClass::Script, 15.0, vec![]);
+        script.running = true;
+        script.left = 15.0;
+        let mut b = w(TaskClass::Llm, 10.0, vec![0]);
+        b.model = Some("b".into());
+        let mut v = view(3, vec![a, script, b]);
+        v.config.models.vram_mb.insert("b".into(), 4000);
+        v.config.models.margin_mb = 512;
+        for (c, mb) in v.cards.iter_mut().zip([24_576, 6144, 6144]) {
+            c.vram_mb = Some(mb);
+        }
+        v.cards[0].load_secs = 200.0;
+        (v.cards[1].running, v.cards[1].busy_for) = (Some(TaskClass::Script), 15.0);
+        v.cards[2].mode = CardMode::Llm;
+        v.cards[2].model = Some("a".into());
+        (v.cards[2].running, v.cards[2].busy_for) = (Some(TaskClass::Llm), 15.0);
+        let p = project(&v, Strategy::Fixed(1));
+        assert!(p.now.is_empty(), "{:?}", p.now);
+        assert_eq!(p.makespan, 15.0 + 100.0 + 10.0);
+    }
+
+    #[test]
+    fn under_static_a_card_skipped_now_is_loaded_once_it_frees() {
+        // Fixed(2), four 100 s llm jobs; card 1's script ran past its estimate, so
+        // only card 0 loads now. Under `static`, whose every round tops up to its
+        // count, card 1 loads once it frees (1 s) and the jobs run on both: 301 s.
+        // Under `adaptive`, a later round chooses afresh: the projection reloads
+        // only when no card is loaded, and card 0 runs all four: 500 s.
+        let work: Vec<Work> = (0..4).map(|_| w(TaskClass::Llm, 100.0, vec![])).collect();
+        let mut v = view(2, work);
+        (v.cards[1].running, v.cards[1].busy_for) = (Some(TaskClass::Script), 1.0);
+        v.cards[1].overdue = true;
+        let adaptive = project(&v, Strategy::Fixed(2));
+        assert_eq!((adaptive.makespan, adaptive.now), (500.0, vec![(0, true)]));
+        v.config.policy = RmPolicy::Static { llm_cards: 2 };
+        let fixed = project(&v, Strategy::Fixed(2));
+        assert_eq!((fixed.makespan, fixed.now), (301.0, vec![(0, true)]));
+    }
+
+    #[test]
+    fn under_static_the_model_step_loads_no_card_past_the_count() {
+        // Card 0 holds `a` (two 10 s jobs ready), `b`'s job waits with no holder,
+        // card 1 is bare. The model step loads `b` on card 1 (100 s) where the
+        // policy allows two loaded cards; under `static` with one it loads none
+        // (as live) until `a`'s work is done at 20 s: card 0 unloads, which leaves
+        // no card loaded, and `Fixed(1)` loads card 1, free then: 20 + 100 + 10.
+        let mut work: Vec<Work> = (0..3).map(|_| w(TaskClass::Llm, 10.0, vec![])).collect();
+        for (x, m) in work.iter_mut().zip(["a", "a", "b"]) {
+            x.model = Some(m.into());
+        }
+        let mut v = view(2, work);
+        v.cards[0].mode = CardMode::Llm;
+        v.cards[0].model = Some("a".into());
+        assert_eq!(project(&v, Strategy::Fixed(1)).makespan, 110.0);
+        v.config.policy = RmPolicy::Static { llm_cards: 1 };
+        assert_eq!(project(&v, Strategy::Fixed(1)).makespan, 130.0);
+    }
+
+    #[test]
     fn fixed_reloads_for_a_second_model_behind_a_barrier() {
         // The card holds `a`: two 10 s jobs of `a`, a barrier, two of `b`. Once
         // `a`'s work ends the model step frees the card (unload 10 s); `Fixed(1)`
@@ -830,9 +906,10 @@ mod group_tests {
     #[test]
     fn chunks_are_sized_by_the_work_of_the_class_not_of_the_group() {
         // One group of 111 script items on 3 cards: chunks of 111 / 48 = 2. Three
-        // hundred such groups side by side are 33,300 items: chunks of a card's
-        // share of its group (37), not 2 (the 100,000-task two-model round spent
-        // most of its time on chunk events); the cards still end together.
+        // hundred such groups side by side are 33,300 items: the first chunk is a
+        // card's share of its group (37), not 2 (the 100,000-task two-model round spent
+        // most of its time on chunk events; the share shrinks as the group
+        // drains); the cards still end together.
         let group = || Work {
             items: 111,
             ..Work::one(TaskClass::Script, 1.0)

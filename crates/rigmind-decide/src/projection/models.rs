@@ -12,6 +12,7 @@
 
 use super::progress::ModelWork;
 use super::{Mode, Run};
+use crate::view::RmPolicy;
 
 /// The llm models of a projection's work and which cards fit each.
 pub(super) struct Models<'v> {
@@ -132,10 +133,10 @@ impl Run<'_> {
             })
     }
 
-    /// The card of `among` a load of model `m` goes to, as the live model step
-    /// moves it: free ones first, then the smallest that fits (big cards stay
-    /// free for big models), then the soonest free, then by position.
-    pub(super) fn card_for(&self, m: usize, among: &[usize]) -> Option<usize> {
+    /// The card of `among` a load of model `m` at `t` goes to, as the live model
+    /// step moves it: cards free at `t` first, then the smallest that fits (big
+    /// cards stay free for big models), then the soonest free, then by position.
+    pub(super) fn card_for(&self, m: usize, among: &[usize], t: f64) -> Option<usize> {
         let size = |i: usize| self.view.cards[i].vram_mb.unwrap_or(u64::MAX);
         among
             .iter()
@@ -143,8 +144,8 @@ impl Run<'_> {
             .filter(|&i| self.models.fits[i][m])
             .min_by(|&a, &b| {
                 let (x, y) = (&self.cards[a], &self.cards[b]);
-                (x.free_at > 0.0)
-                    .cmp(&(y.free_at > 0.0))
+                (x.free_at > t)
+                    .cmp(&(y.free_at > t))
                     .then(size(a).cmp(&size(b)))
                     .then(x.free_at.total_cmp(&y.free_at))
                     .then(a.cmp(&b))
@@ -252,7 +253,12 @@ impl Run<'_> {
             .find(|&i| loaded(i) && own_ready(i) == 0);
         let pick = pick.or_else(|| {
             let llm = self.llm_cards();
-            if llm == 0 || llm >= self.bounds.1 {
+            // `static` keeps its count: the live model step loads no card past it.
+            let cap = match self.cfg.policy {
+                RmPolicy::Static { llm_cards } => self.bounds.1.min(llm_cards as usize),
+                _ => self.bounds.1,
+            };
+            if llm == 0 || llm >= cap {
                 return None;
             }
             let trip = self.cfg.load_secs + self.cfg.unload_secs;
