@@ -14,7 +14,7 @@ use std::path::Path;
 /// process group. Never to this process or its own group. Returns how many
 /// processes were found.
 pub(crate) fn signal_task_processes(task_id: &str, sig: i32) -> usize {
-    scan_task_processes(task_id, sig).found
+    signal_marked(task_id, &proc_pids(), sig).found
 }
 
 /// What a scan for a task's processes saw.
@@ -31,14 +31,9 @@ pub(crate) struct Scan {
 
 /// [`signal_task_processes`], also naming the processes it could not judge.
 pub(crate) fn scan_task_processes(task_id: &str, sig: i32) -> Scan {
-    let pids: Vec<i32> = match std::fs::read_dir("/proc") {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .collect(),
-        Err(_) => return Scan::default(),
-    };
-    signal_marked(task_id, &pids, sig)
+    let mut scan = signal_marked(task_id, &proc_pids(), sig);
+    scan.unsure.retain(|&pid| may_be_exec(pid));
+    scan
 }
 
 /// Looks again at processes a scan could not judge ([`Scan::unsure`]): those that
@@ -47,7 +42,20 @@ pub(crate) fn recheck(task_id: &str, pids: &[i32], sig: i32) -> usize {
     signal_marked(task_id, pids, sig).found
 }
 
+/// Every process on the machine (none if `/proc` cannot be read).
+fn proc_pids() -> Vec<i32> {
+    match std::fs::read_dir("/proc") {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Signals those of `pids` that carry task `task_id`'s marker, and their groups.
+/// Its `unsure` holds every process that showed an empty environment, kernel
+/// threads and zombies included: only [`scan_task_processes`] asks which.
 fn signal_marked(task_id: &str, pids: &[i32], sig: i32) -> Scan {
     let marker = format!("RIGMIND_TASK_ID={task_id}");
     let me = std::process::id() as i32;
@@ -65,9 +73,7 @@ fn signal_marked(task_id: &str, pids: &[i32], sig: i32) -> Scan {
             continue;
         };
         if env.is_empty() {
-            if may_be_exec(pid) {
-                scan.unsure.push(pid);
-            }
+            scan.unsure.push(pid);
             continue;
         }
         if !env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
@@ -89,21 +95,18 @@ fn signal_marked(task_id: &str, pids: &[i32], sig: i32) -> Scan {
     scan
 }
 
+/// `PF_KTHREAD` in the `flags` of `/proc/<pid>/stat`.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
 /// Whether `pid`, which showed an empty environment, may be a process in the
 /// middle of an exec: not a kernel thread (they have none) and not a zombie (its
 /// memory is gone, and so is the process).
 fn may_be_exec(pid: i32) -> bool {
-    /// `PF_KTHREAD` in the `flags` of `/proc/<pid>/stat`.
-    const PF_KTHREAD: u64 = 0x0020_0000;
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Some(stat) = stat_fields(pid) else {
         return false; // gone
     };
-    // After the command name (in parentheses, which may hold spaces): state,
-    // then five fields, then flags.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return true;
-    };
-    let mut fields = rest.split_whitespace();
+    // State, then five fields, then flags.
+    let mut fields = stat.split_whitespace();
     let state = fields.next().unwrap_or("");
     let flags: u64 = fields.nth(5).and_then(|f| f.parse().ok()).unwrap_or(0);
     !matches!(state, "Z" | "X" | "x") && flags & PF_KTHREAD == 0
@@ -111,10 +114,14 @@ fn may_be_exec(pid: i32) -> bool {
 
 /// The process group of `pid`, from `/proc/<pid>/stat`.
 fn process_group(pid: i32) -> Option<i32> {
+    stat_fields(pid)?.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name, its state first. The
+/// name is in parentheses and may hold spaces or ')': read after the last ')'.
+fn stat_fields(pid: i32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: read after the last ')'.
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(2)?.parse().ok()
+    Some(stat.rsplit_once(')')?.1.to_string())
 }
 
 #[cfg(test)]
@@ -124,9 +131,8 @@ mod tests {
     use std::process::Command;
 
     fn state_of(pid: u32) -> String {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        stat.rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next().map(str::to_string))
+        stat_fields(pid as i32)
+            .and_then(|f| f.split_whitespace().next().map(str::to_string))
             .unwrap_or_default()
     }
 
@@ -167,13 +173,9 @@ mod tests {
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
             .find(|&p| {
-                std::fs::read_to_string(format!("/proc/{p}/stat"))
-                    .ok()
-                    .and_then(|s| {
-                        let rest = s.rsplit_once(')')?.1.to_string();
-                        rest.split_whitespace().nth(6)?.parse::<u64>().ok()
-                    })
-                    .is_some_and(|f| f & 0x0020_0000 != 0)
+                stat_fields(p)
+                    .and_then(|f| f.split_whitespace().nth(6)?.parse::<u64>().ok())
+                    .is_some_and(|flags| flags & PF_KTHREAD != 0)
             });
         match kthread {
             Some(p) => assert!(!may_be_exec(p), "kernel thread {p}"),

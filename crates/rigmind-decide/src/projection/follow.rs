@@ -4,7 +4,7 @@
 //! ([`crate::resources::decide_round`]) take it from here.
 
 use super::{project, Projection, Strategy};
-use crate::view::{llm_cap, RigView, RmPolicy};
+use crate::view::{llm_card_limit, RigView, RmPolicy};
 
 /// The projection strategy that moves the cards as the view's policy does:
 /// `static` keeps its number of cards (at most the cap), `phases` and
@@ -13,7 +13,7 @@ use crate::view::{llm_cap, RigView, RmPolicy};
 /// is taken as `stages`, the plan it most often follows.
 pub fn strategy_of(view: &RigView) -> Strategy {
     match view.config.policy {
-        RmPolicy::Static { llm_cards } => Strategy::Fixed((llm_cards as usize).min(llm_cap(view))),
+        RmPolicy::Static { .. } => Strategy::Fixed(llm_card_limit(view)),
         RmPolicy::Phases => Strategy::Phases,
         RmPolicy::OnDemand => Strategy::OnDemand,
         RmPolicy::Adaptive => Strategy::Stages,

@@ -286,8 +286,7 @@ impl<'v> Run<'v> {
         let have = self.llm_cards();
         if t > 0.0 {
             let tops_up = matches!(self.cfg.policy, RmPolicy::Static { .. }) || have == 0;
-            let ready = (0..self.models.names.len()).any(|m| self.dag.model_work(m).ready_n > 0);
-            if k <= have || !tops_up || !ready {
+            if k <= have || !tops_up || self.dag.none_ready(Mode::Llm.slot()) {
                 return;
             }
         }

@@ -12,7 +12,7 @@
 
 use super::progress::ModelWork;
 use super::{Mode, Run};
-use crate::view::RmPolicy;
+use crate::view::llm_card_limit;
 
 /// The llm models of a projection's work and which cards fit each.
 pub(super) struct Models<'v> {
@@ -253,11 +253,8 @@ impl Run<'_> {
             .find(|&i| loaded(i) && own_ready(i) == 0);
         let pick = pick.or_else(|| {
             let llm = self.llm_cards();
-            // `static` keeps its count: the live model step loads no card past it.
-            let cap = match self.cfg.policy {
-                RmPolicy::Static { llm_cards } => self.bounds.1.min(llm_cards as usize),
-                _ => self.bounds.1,
-            };
+            // As live: `static` keeps its count, and no card loads past it.
+            let cap = self.bounds.1.min(llm_card_limit(self.view));
             if llm == 0 || llm >= cap {
                 return None;
             }

@@ -19,9 +19,10 @@
 
 use std::collections::BTreeMap;
 
-use super::cards::{llm_cap, llm_cards, load, unload};
+use super::cards::{llm_cards, load, unload};
 use super::demand::{demand, Demand};
-use super::{Card, CardMode, ModelSizes, RigView, RmAction, RmPolicy};
+use super::{Card, CardMode, ModelSizes, RigView, RmAction};
+use crate::view::llm_card_limit;
 
 /// Whether `card` can hold `model` under the view's sizes.
 pub(super) fn fits(view: &RigView, card: &Card, model: &str) -> bool {
@@ -213,11 +214,7 @@ fn place(view: &RigView, ms: &Models<'_>, model: &str) -> Option<RmAction> {
         return Some(switch(c, &why));
     }
     let llm_now = view.cards.iter().any(|c| c.mode.is_llm());
-    // `static` keeps its count: there a switch frees a card instead.
-    let cap = match view.config.policy {
-        RmPolicy::Static { llm_cards } => llm_cap(view).min(llm_cards as usize),
-        _ => llm_cap(view),
-    };
+    let cap = llm_card_limit(view);
     // A card freed within a round trip while script work is ready was freed by the
     // policy for that work: loading it again would undo the policy's move.
     let trip = view.config.load_secs + view.config.unload_secs;

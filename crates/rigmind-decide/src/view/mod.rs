@@ -289,3 +289,13 @@ pub(crate) fn llm_cap(view: &RigView) -> usize {
         .max_llm_gpus
         .map_or(capable, |m| capable.min(m as usize))
 }
+
+/// The most cards the policy keeps in the LLM state: [`llm_cap`], and under
+/// `static` at most its count (there the model step switches a card instead of
+/// loading one more).
+pub(crate) fn llm_card_limit(view: &RigView) -> usize {
+    match view.config.policy {
+        RmPolicy::Static { llm_cards } => llm_cap(view).min(llm_cards as usize),
+        _ => llm_cap(view),
+    }
+}
