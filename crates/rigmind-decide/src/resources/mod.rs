@@ -110,7 +110,7 @@ fn decide_projecting(view: &RigView) -> (Vec<RmAction>, Option<Projection>) {
         (swaps, None)
     } else {
         let (by_policy, followed) = match cfg.policy {
-            RmPolicy::Static { llm_cards } => (static_cards::decide(view, llm_cards), None),
+            RmPolicy::Static { .. } => (static_cards::decide(view), None),
             RmPolicy::Phases => (phases::decide(view), None),
             RmPolicy::OnDemand => (on_demand::decide(view), None),
             RmPolicy::Adaptive => adaptive::decide(view),

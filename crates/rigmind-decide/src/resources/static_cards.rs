@@ -1,12 +1,13 @@
 //! `static`: a fixed number of cards keep the model loaded; the rest never load it.
 
-use super::cards::{llm_cap, llm_cards, load, load_candidates, unload, unload_candidates};
+use super::cards::{llm_cards, load, load_candidates, unload, unload_candidates};
 use super::demand::{demand, wanted_model};
 use super::{RigView, RmAction};
+use crate::view::llm_card_limit;
 
-/// Loads or unloads cards until `llm_cards_wanted` (at most the cap) hold the model.
-pub(super) fn decide(view: &RigView, llm_cards_wanted: u32) -> Vec<RmAction> {
-    let target = (llm_cards_wanted as usize).min(llm_cap(view));
+/// Loads or unloads cards until the policy's count (at most the cap) hold the model.
+pub(super) fn decide(view: &RigView) -> Vec<RmAction> {
+    let target = llm_card_limit(view);
     let have = llm_cards(view);
     let model = wanted_model(view, &demand(view, 0.0));
     let mut out = Vec::new();
