@@ -28,7 +28,7 @@ use rigmind_types::TaskClass;
 
 use crate::view::{CardMode, RigView, RmConfig, RmPolicy};
 pub use follow::{projection_of, strategy_of};
-use models::Models;
+use models::{unload_rank, Models};
 use progress::Progress;
 
 /// A chunk is at most the class's ready items over this many per able card (and
@@ -266,8 +266,10 @@ impl<'v> Run<'v> {
 
     /// `Fixed(k)` and `Split(k)` start by moving cards now until `k` hold a model,
     /// each load as the live model step gives it its model and card
-    /// ([`Run::best_model`], [`Run::card_for`]); an unload frees the cards that
-    /// free up soonest, ties by position. Not moved now: a card already changing
+    /// ([`Run::best_model`], [`Run::card_for`]); an unload frees first the cards
+    /// whose model loses least ([`models::unload_rank`]: nothing of it ready, then
+    /// held by another card too, the only copy of a model with ready work last),
+    /// then those that free up soonest, ties by position. Not moved now: a card already changing
     /// state, one a failed resource task left alone, and one whose task has run past
     /// its estimate (its end is a guess, and a change queued behind a heavy-tailed
     /// task waits as long as it runs).
@@ -326,15 +328,18 @@ impl<'v> Run<'v> {
                 }
             }
         } else if k < have {
-            let movers: Vec<usize> = order
+            let mut movers: Vec<usize> = order
                 .iter()
                 .copied()
                 .filter(|i| {
                     let c = &cards[*i];
                     c.mode == Mode::Llm && !c.arriving && !c.overdue && !c.cooling
                 })
-                .take(have - k)
                 .collect();
+            // A stable sort keeps the soonest free first within each rank.
+            let needs = self.needs();
+            movers.sort_by_key(|&i| self.cards[i].model.map_or(0, |m| unload_rank(&needs[m])));
+            movers.truncate(have - k);
             for i in movers {
                 switch(&mut self.cards[i], Mode::Script, 0.0, self.cfg);
                 self.cards[i].model = None;
@@ -814,6 +819,34 @@ mod tests {
         assert_eq!(project(&v, Strategy::Fixed(1)).makespan, 110.0);
         v.config.policy = RmPolicy::Static { llm_cards: 1 };
         assert_eq!(project(&v, Strategy::Fixed(1)).makespan, 130.0);
+    }
+
+    #[test]
+    fn an_unload_frees_a_card_whose_model_another_card_holds() {
+        // Card 0 holds `a` and frees first; cards 1 and 2 hold `b`. Work of both
+        // models is ready. Going from three loaded cards to two frees a `b` card:
+        // freeing card 0 (the soonest free, the rule before) starved `a`, and the
+        // model step then loads `a` elsewhere, a move at the price of a load. Seen
+        // in two-models (noisy, seed 7): the only 7B card freed, a 14B card
+        // switched to the 7B, and the freed card loaded the 7B again 10 s later.
+        let mut work: Vec<Work> = (0..6).map(|_| w(TaskClass::Llm, 60.0, vec![])).collect();
+        for (x, m) in work.iter_mut().zip(["a", "a", "b", "b", "b", "b"]) {
+            x.model = Some(m.into());
+        }
+        work.extend((0..4).map(|_| w(TaskClass::Script, 60.0, vec![])));
+        let mut v = view(3, work);
+        for (i, m) in ["a", "b", "b"].into_iter().enumerate() {
+            v.cards[i].mode = CardMode::Llm;
+            v.cards[i].model = Some(m.into());
+            (v.cards[i].running, v.cards[i].busy_for) =
+                (Some(TaskClass::Llm), 10.0 * (i + 1) as f64);
+        }
+        let p = project(&v, Strategy::Fixed(2));
+        assert_eq!(p.now, vec![(1, false)]);
+        // With nothing of `a` ready, its card goes first although `b` is held twice.
+        v.work.drain(..2);
+        let p = project(&v, Strategy::Fixed(2));
+        assert_eq!(p.now, vec![(0, false)]);
     }
 
     #[test]

@@ -67,9 +67,24 @@ impl<'v> Models<'v> {
     }
 }
 
+/// Which of the loaded cards an unload frees first, by what its model loses: a
+/// model with nothing ready (0), one another card also holds (1), the only copy
+/// of a model whose work is ready (2). Freeing the last copy while its work is
+/// ready starves that model, and the model step then loads it elsewhere at once:
+/// the unload becomes a move of the model at the price of a load.
+pub(super) fn unload_rank(need: &Need) -> u8 {
+    if need.work.ready_n == 0 {
+        0
+    } else if need.held > 1 {
+        1
+    } else {
+        2
+    }
+}
+
 /// What a model's llm work amounts to at one moment of a projection.
 #[derive(Default, Clone, Copy)]
-struct Need {
+pub(super) struct Need {
     /// Its work ready and not taken, and not yet ended (seconds never below zero).
     work: ModelWork,
     /// Cards in the LLM state holding it.
@@ -79,7 +94,7 @@ struct Need {
 impl Run<'_> {
     /// Each model's ready and unfinished work and its holders, now: O(models +
     /// cards), the work's side kept by the DAG's progress as it moves.
-    fn needs(&self) -> Vec<Need> {
+    pub(super) fn needs(&self) -> Vec<Need> {
         let mut out: Vec<Need> = (0..self.models.names.len())
             .map(|m| {
                 let w = self.dag.model_work(m);

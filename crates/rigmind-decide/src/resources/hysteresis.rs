@@ -12,9 +12,12 @@
 //! - a move that displaces ready work (a load while script work is ready, an
 //!   unload while llm work is ready): at least the estimate error seen
 //!   ([`RigView::estimate_error`]) times the dearest such move (a load's time on
-//!   its card, or the unload time). Where estimates have proven wrong the
+//!   its card; for an unload, the unload and the load that would bring the model
+//!   back for the work it left). Where estimates have proven wrong the
 //!   projection's small gains are within its error, and a card taken from ready
-//!   work is the bet most likely to lose (a straggler on the work it left);
+//!   work is the bet most likely to lose (a straggler on the work it left); an
+//!   unload priced at its own 10 s let a noisy projection free a card for a
+//!   gain of 30 s and load it again a round later;
 //! - a card that just loaded ([`just_loaded`]) keeps its model while llm work for
 //!   it is ready, or will be within the time a round trip (unload and load back)
 //!   takes as long as another card runs script work: unloading it would only
@@ -57,7 +60,8 @@ pub(super) fn pays(view: &RigView, still: f64, proj: &Projection) -> bool {
 /// Whether the moves `proj` makes now displace anything (a card it moves is busy,
 /// or work of a moved card's current kind is ready), and the dearest move that
 /// takes a card from ready work (a load's time on its card while script work is
-/// ready, the unload time while llm work is ready; 0 when none does).
+/// ready; while llm work is ready, an unload and the card's load back: a round
+/// trip; 0 when none does).
 fn displaces(view: &RigView, proj: &Projection) -> (bool, f64) {
     let ready = |class: TaskClass| {
         view.work
@@ -70,10 +74,11 @@ fn displaces(view: &RigView, proj: &Projection) -> (bool, f64) {
     for &(i, to_llm) in &proj.now {
         let card = view.cards.get(i);
         busy |= card.is_none_or(|c| !c.free());
+        let load = card.map_or(view.config.load_secs, |c| c.load_secs);
         let cost = if to_llm {
-            card.map_or(view.config.load_secs, |c| c.load_secs)
+            load
         } else {
-            view.config.unload_secs
+            load + view.config.unload_secs
         };
         if (to_llm && script_ready) || (!to_llm && llm_ready) {
             at_stake = at_stake.max(cost);
@@ -122,10 +127,19 @@ mod tests {
 
     /// A projection that loads card 0 now and ends at `makespan`.
     fn loading(makespan: f64) -> Projection {
+        moving(makespan, true)
+    }
+
+    /// A projection that frees card 0 now and ends at `makespan`.
+    fn freeing(makespan: f64) -> Projection {
+        moving(makespan, false)
+    }
+
+    fn moving(makespan: f64, to_llm: bool) -> Projection {
         Projection {
             makespan,
             batch_ends: vec![makespan],
-            now: vec![(0, true)],
+            now: vec![(0, to_llm)],
         }
     }
 
@@ -152,6 +166,24 @@ mod tests {
     }
 
     #[test]
+    fn an_unload_from_ready_llm_work_must_beat_the_error_times_a_round_trip() {
+        // Two loaded cards (load 120 s, unload 10 s), llm and script work ready;
+        // freeing card 0 projects 470 s against 500 s standing still (30 s gained).
+        let mut w = work(TaskClass::Llm, 6, 60.0, 0.0);
+        w.extend(work(TaskClass::Script, 6, 60.0, 0.0));
+        let cards = vec![card("w1", CardMode::Llm), card("w2", CardMode::Llm)];
+        let mut v = view(RmPolicy::Adaptive, cards, w);
+        // Estimates that held: the 2 % margin (10 s) is all it must beat.
+        assert!(pays(&v, 500.0, &freeing(470.0)));
+        // Estimates off by a quarter: the unload must gain 0.25 × (10 s + 120 s),
+        // the round trip that brings the model back for the llm work it left
+        // (priced at its own 10 s, 2.5 s, it went through).
+        v.estimate_error = 0.25;
+        assert!(!pays(&v, 500.0, &freeing(470.0)));
+        assert!(pays(&v, 500.0, &freeing(467.0)));
+    }
+
+    #[test]
     fn a_card_that_just_loaded_keeps_its_model_while_work_for_it_is_ready() {
         // w1 finished loading 30 s ago (a round trip is 130 s); w2 holds the
         // model too, so no card runs script work.
@@ -166,12 +198,7 @@ mod tests {
         // Ready now: kept, whatever the other cards do (before, only beside
         // script work, and a model step could load it again the moment it went).
         assert!(kept(&v, 0));
-        let unloading = Projection {
-            makespan: 1.0,
-            batch_ends: vec![1.0],
-            now: vec![(0, false)],
-        };
-        assert!(!pays(&v, 1000.0, &unloading));
+        assert!(!pays(&v, 1000.0, &freeing(1.0)));
         // Ready only within the round trip: kept only beside script work.
         v.work = work(TaskClass::Llm, 3, 60.0, 50.0);
         assert!(!kept(&v, 0));
