@@ -19,7 +19,8 @@
 #   --write   also replace the text between `<!-- policies:begin -->` and
 #             `<!-- policies:end -->` in docs/scheduling.md with the tables.
 #   --large   also the 100,000-task workload (`hundred-thousand`, written by
-#             scripts/bench/big-plan.sh): opt-in, its simulation takes hours.
+#             scripts/bench/big-plan.sh): opt-in, its simulation takes over
+#             an hour of CPU (docs/scheduling.md, "At 100,000 tasks").
 #   --seeds N the second table's seeds, 1 to N (default 12; 0: no second table).
 # RIGMIND_BIN=path uses that binary instead of building target/release/rigmind.
 set -euo pipefail
