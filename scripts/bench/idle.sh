@@ -12,9 +12,10 @@ cd "$(dirname "$0")/../.."
 . scripts/bench/lib.sh
 secs=${1:-60}
 bin=$(release_rigmind)
-dir=$(dirname "$bin")
-if [ ! -x "$dir/fake-ollama" ] && [ -z "${REAL_GPU:-}" ]; then
+fake=$(dirname "$bin")/fake-ollama
+if [ ! -x "$fake" ] && [ -z "${REAL_GPU:-}" ]; then
   cargo build --release --quiet -p rigmind-ollama-fake >&2
+  fake=${CARGO_TARGET_DIR:-$PWD/target}/release/fake-ollama
 fi
 work=$(mktemp -d)
 pids=()
@@ -30,7 +31,7 @@ mkdir -p "$root"
 gpu_args=(--gpu 0)
 if [ -z "${REAL_GPU:-}" ]; then
   mkdir -p "$work/fakegpu/0"
-  "$dir/fake-ollama" --port-file "$work/port" --fake-vram-file "$work/fakegpu/0/ollama.mb" 2> "$work/ollama.err" &
+  "$fake" --port-file "$work/port" --fake-vram-file "$work/fakegpu/0/ollama.mb" 2> "$work/ollama.err" &
   pids+=($!)
   for _ in $(seq 300); do [ -s "$work/port" ] && break; sleep 0.1; done
   [ -s "$work/port" ] || { echo "idle.sh: fake-ollama did not start" >&2; cat "$work/ollama.err" >&2; exit 1; }
@@ -63,7 +64,8 @@ sleep 5
 # Fields 14 and 15 of /proc/PID/stat (utime, stime) in clock ticks; the command
 # name (field 2) has no spaces here.
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-switches() { awk '/ctxt_switches/ { s += $2 } END { print s }' "/proc/$1/status"; }
+# Every thread's: /proc/PID/status counts the main thread's only.
+switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ { s += $2 } END { print s }'; }
 hz=$(getconf CLK_TCK)
 procs=("${pids[@]: -4}")
 declare -a t0 c0

@@ -12,11 +12,11 @@ n=${3:-33333}
 cd "$(dirname "$0")/../.."
 plan=$(mktemp --suffix=.md)
 trap 'rm -f "$plan"' EXIT
-scripts/bench/big-plan.sh "$n" > "$plan"
+scripts/bench/big-plan.sh "$n" > "$plan" || { echo "hundred-thousand.sh: big-plan.sh failed" >&2; exit 1; }
 nproc; uptime
 for p in adaptive phases on-demand static-1 static-2 static-3 static-4 static-5; do
   (
-    TIMEFORMAT="$p wall %R s, cpu %U s"
+    TIMEFORMAT="$p wall %R s, user %U s, system %S s"
     time "$bin" simulate "$plan" --rig plans/workloads/rig-5x1060.toml --policy "$p" > "$out/$p.txt" 2>&1
   ) 2>> "$out/$p.txt" &
 done

@@ -336,11 +336,19 @@ impl<'v> Run<'v> {
                     c.mode == Mode::Llm && !c.arriving && !c.overdue && !c.cooling
                 })
                 .collect();
-            // A stable sort keeps the soonest free first within each rank.
-            let needs = self.needs();
-            movers.sort_by_key(|&i| self.cards[i].model.map_or(0, |m| unload_rank(&needs[m])));
-            movers.truncate(have - k);
-            for i in movers {
+            // One at a time: each card freed leaves its model one holder fewer,
+            // which may make another card its only copy. Of equal ranks, the
+            // first in `order` (the soonest free).
+            let mut needs = self.needs();
+            for _ in k..have {
+                let rank = |i: usize| self.cards[i].model.map_or(0, |m| unload_rank(&needs[m]));
+                let Some(at) = (0..movers.len()).min_by_key(|&x| (rank(movers[x]), x)) else {
+                    break;
+                };
+                let i = movers.remove(at);
+                if let Some(m) = self.cards[i].model {
+                    needs[m].held -= 1;
+                }
                 switch(&mut self.cards[i], Mode::Script, 0.0, self.cfg);
                 self.cards[i].model = None;
                 self.now_moves.push((i, false));
@@ -843,8 +851,20 @@ mod tests {
         }
         let p = project(&v, Strategy::Fixed(2));
         assert_eq!(p.now, vec![(1, false)]);
-        // With nothing of `a` ready, its card goes first although `b` is held twice.
-        v.work.drain(..2);
+        // Down to one card: the second `b` card is then the only copy too, and
+        // the soonest free of the two only copies goes.
+        let p = project(&v, Strategy::Fixed(1));
+        assert_eq!(p.now, vec![(1, false), (0, false)]);
+        // With `a`'s work waiting on a script job (not ready), card 0 goes first
+        // although it frees last now.
+        for (i, c) in v.cards.iter_mut().enumerate() {
+            c.busy_for = 30.0 - 10.0 * i as f64;
+        }
+        v.work.push(w(TaskClass::Script, 60.0, vec![]));
+        let gate = v.work.len() - 1;
+        for x in &mut v.work[..2] {
+            x.deps = vec![Dep::all(gate)];
+        }
         let p = project(&v, Strategy::Fixed(2));
         assert_eq!(p.now, vec![(0, false)]);
     }

@@ -88,7 +88,7 @@ pub(super) struct Need {
     /// Its work ready and not taken, and not yet ended (seconds never below zero).
     work: ModelWork,
     /// Cards in the LLM state holding it.
-    held: usize,
+    pub(super) held: usize,
 }
 
 impl Run<'_> {

@@ -12,8 +12,8 @@
 //! - a move that displaces ready work (a load while script work is ready, an
 //!   unload while llm work is ready): at least the estimate error seen
 //!   ([`RigView::estimate_error`]) times the dearest such move (a load's time on
-//!   its card; for an unload, the unload and the load that would bring the model
-//!   back for the work it left). Where estimates have proven wrong the
+//!   its card; for an unload while work for the card's own model is ready, the
+//!   unload and the load that would bring the model back for it). Where estimates have proven wrong the
 //!   projection's small gains are within its error, and a card taken from ready
 //!   work is the bet most likely to lose (a straggler on the work it left); an
 //!   unload priced at its own 10 s let a noisy projection free a card for a
@@ -60,8 +60,8 @@ pub(super) fn pays(view: &RigView, still: f64, proj: &Projection) -> bool {
 /// Whether the moves `proj` makes now displace anything (a card it moves is busy,
 /// or work of a moved card's current kind is ready), and the dearest move that
 /// takes a card from ready work (a load's time on its card while script work is
-/// ready; while llm work is ready, an unload and the card's load back: a round
-/// trip; 0 when none does).
+/// ready; while work for the card's own model is ready, an unload and the card's
+/// load back: a round trip; 0 when none does).
 fn displaces(view: &RigView, proj: &Projection) -> (bool, f64) {
     let ready = |class: TaskClass| {
         view.work
@@ -69,22 +69,37 @@ fn displaces(view: &RigView, proj: &Projection) -> (bool, f64) {
             .any(|w| !w.running && w.ready_in <= 0.0 && w.class == class)
     };
     let (script_ready, llm_ready) = (ready(TaskClass::Script), ready(TaskClass::Llm));
-    let mut busy = false;
+    let ready_for = |model: &str| {
+        view.work.iter().any(|w| {
+            !w.running
+                && w.ready_in <= 0.0
+                && w.class == TaskClass::Llm
+                && w.model.as_deref() == Some(model)
+        })
+    };
+    let mut displacing = false;
     let mut at_stake = 0.0f64;
     for &(i, to_llm) in &proj.now {
         let card = view.cards.get(i);
-        busy |= card.is_none_or(|c| !c.free());
+        displacing |= card.is_none_or(|c| !c.free());
         let load = card.map_or(view.config.load_secs, |c| c.load_secs);
-        let cost = if to_llm {
-            load
+        if to_llm {
+            displacing |= script_ready;
+            if script_ready {
+                at_stake = at_stake.max(load);
+            }
         } else {
-            load + view.config.unload_secs
-        };
-        if (to_llm && script_ready) || (!to_llm && llm_ready) {
-            at_stake = at_stake.max(cost);
+            displacing |= llm_ready;
+            // Only work for the card's own model would need it loaded again.
+            let model = card
+                .and_then(|c| c.model.as_deref())
+                .unwrap_or(&view.config.model);
+            if ready_for(model) {
+                at_stake = at_stake.max(load + view.config.unload_secs);
+            }
         }
     }
-    (busy || at_stake > 0.0, at_stake)
+    (displacing, at_stake)
 }
 
 /// A card keeps its model: it just loaded, and llm work for its model is ready, or
