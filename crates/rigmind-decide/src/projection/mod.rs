@@ -269,10 +269,10 @@ impl<'v> Run<'v> {
     /// ([`Run::best_model`], [`Run::card_for`]); an unload frees first the cards
     /// whose model loses least ([`models::unload_rank`]: nothing of it ready, then
     /// held by another card too, the only copy of a model with ready work last),
-    /// then those that free up soonest, ties by position. Not moved now: a card already changing
-    /// state, one a failed resource task left alone, and one whose task has run past
-    /// its estimate (its end is a guess, and a change queued behind a heavy-tailed
-    /// task waits as long as it runs).
+    /// then those that free up soonest, ties by position. Not moved now: a card
+    /// already changing state, one a failed resource task left alone, and one
+    /// whose task has run past its estimate (its end is a guess, and a change
+    /// queued behind a heavy-tailed task waits as long as it runs).
     ///
     /// Later (`t > 0`), `Fixed(k)` loads cards free at `t` again, each with a model
     /// whose work is ready, up to `k`, as later live rounds would: under the

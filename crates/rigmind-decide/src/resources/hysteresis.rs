@@ -13,11 +13,12 @@
 //!   unload while llm work is ready): at least the estimate error seen
 //!   ([`RigView::estimate_error`]) times the dearest such move (a load's time on
 //!   its card; for an unload while work for the card's own model is ready, the
-//!   unload and the load that would bring the model back for it). Where estimates have proven wrong the
-//!   projection's small gains are within its error, and a card taken from ready
-//!   work is the bet most likely to lose (a straggler on the work it left); an
-//!   unload priced at its own 10 s let a noisy projection free a card for a
-//!   gain of 30 s and load it again a round later;
+//!   unload and the load that would bring the model back for it). Where
+//!   estimates have proven wrong the projection's small gains are within its
+//!   error, and a card taken from ready work is the bet most likely to lose (a
+//!   straggler on the work it left); an unload priced at its own 10 s let a
+//!   noisy projection free a card for a gain of 30 s and load it again a round
+//!   later;
 //! - a card that just loaded ([`just_loaded`]) keeps its model while llm work for
 //!   it is ready, or will be within the time a round trip (unload and load back)
 //!   takes as long as another card runs script work: unloading it would only
