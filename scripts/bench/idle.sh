@@ -3,7 +3,8 @@
 # with a fake Ollama server unless REAL_GPU=1) run a small batch, then sit idle.
 # Over SECONDS (default 60) of that idleness, each process's CPU time (user +
 # system from /proc/PID/stat), its share of one core, and its wake-ups a second
-# (context switches from /proc/PID/status). Issue 13's target: ≈ 0 %.
+# (context switches of all its threads, /proc/PID/task/*/status). Issue 13's
+# target: ≈ 0 %.
 #
 # Usage: scripts/bench/idle.sh [SECONDS]
 # RIGMIND_BIN=path measures that build (its brain and worker beside it).

@@ -70,14 +70,6 @@ fn displaces(view: &RigView, proj: &Projection) -> (bool, f64) {
             .any(|w| !w.running && w.ready_in <= 0.0 && w.class == class)
     };
     let (script_ready, llm_ready) = (ready(TaskClass::Script), ready(TaskClass::Llm));
-    let ready_for = |model: &str| {
-        view.work.iter().any(|w| {
-            !w.running
-                && w.ready_in <= 0.0
-                && w.class == TaskClass::Llm
-                && w.model.as_deref() == Some(model)
-        })
-    };
     let mut displacing = false;
     let mut at_stake = 0.0f64;
     for &(i, to_llm) in &proj.now {
@@ -92,10 +84,7 @@ fn displaces(view: &RigView, proj: &Projection) -> (bool, f64) {
         } else {
             displacing |= llm_ready;
             // Only work for the card's own model would need it loaded again.
-            let model = card
-                .and_then(|c| c.model.as_deref())
-                .unwrap_or(&view.config.model);
-            if ready_for(model) {
+            if card.is_some_and(|c| waiting_for(view, c, 0.0)) {
                 at_stake = at_stake.max(load + view.config.unload_secs);
             }
         }
@@ -116,15 +105,19 @@ fn kept(view: &RigView, i: usize) -> bool {
         .iter()
         .enumerate()
         .any(|(k, c)| k != i && matches!(c.mode, CardMode::Script | CardMode::Unloading));
-    let model = card.model.as_deref().unwrap_or(&cfg.model);
-    let waiting_within = |secs: f64| {
-        view.work
-            .iter()
-            .any(|w| w.model.as_deref() == Some(model) && !w.running && w.ready_in <= secs)
-    };
     // Work for its model ready now keeps it whatever the other cards do: freed, it
     // could be loaded again for that work at once, and the two would never end.
-    just_loaded(card, trip) && (waiting_within(0.0) || (scripts_go_on && waiting_within(trip)))
+    just_loaded(card, trip)
+        && (waiting_for(view, card, 0.0) || (scripts_go_on && waiting_for(view, card, trip)))
+}
+
+/// Whether llm work for `card`'s model (the rig's model when it names none) waits,
+/// not running, ready within `secs` (only llm work names a model).
+fn waiting_for(view: &RigView, card: &Card, secs: f64) -> bool {
+    let model = card.model.as_deref().unwrap_or(&view.config.model);
+    view.work
+        .iter()
+        .any(|w| w.model.as_deref() == Some(model) && !w.running && w.ready_in <= secs)
 }
 
 /// A card in the LLM state that loaded within the last round trip: its load has not
