@@ -41,11 +41,48 @@ impl Learned {
 
     /// The median run time (`None` before the first run).
     pub fn median(&self) -> Option<f64> {
-        let n = self.sorted.len();
-        match n {
-            0 => None,
-            _ if n % 2 == 1 => Some(self.sorted[n / 2]),
-            _ => Some((self.sorted[n / 2 - 1] + self.sorted[n / 2]) / 2.0),
+        median_of(&self.sorted)
+    }
+
+    /// The median of the run times seen that went on past `secs` (`None`: none
+    /// did). What a job that has run `secs` is likely to run in all: with
+    /// heavy-tailed run times, one that has run long is likely to run on long.
+    pub fn median_past(&self, secs: f64) -> Option<f64> {
+        median_of(&self.sorted[self.sorted.partition_point(|s| *s <= secs)..])
+    }
+}
+
+/// The median of `sorted` (shortest first).
+fn median_of(sorted: &[f64]) -> Option<f64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_past_a_time_is_that_of_the_runs_that_went_on() {
+        let mut l = Learned::default();
+        for s in [10.0, 11.0, 12.0, 40.0, 80.0] {
+            l.add(s);
         }
+        assert_eq!(l.median(), Some(12.0));
+        assert_eq!(
+            l.median_past(0.0),
+            Some(12.0),
+            "from the start: all of them"
+        );
+        assert_eq!(
+            l.median_past(12.0),
+            Some(60.0),
+            "past 12 s: 40 and 80 went on"
+        );
+        assert_eq!(l.median_past(80.0), None, "none went on past the longest");
     }
 }

@@ -134,7 +134,7 @@ impl<'s> Grouping<'s> {
                 }
             };
             last = Some((j, s, k));
-            (secs[i], left[i], kind[i]) = (s, left_after(s, j, now), k);
+            (secs[i], left[i], kind[i]) = (s, left_after(state, s, j, now), k);
         }
         let done: Vec<bool> = batch.jobs.iter().map(|j| is_done(j.status)).collect();
         let at = ready_times(batch, &done, |i| left[i]);
@@ -417,7 +417,7 @@ pub fn estimate_of(state: &BrainState, job: &crate::state::Job) -> f64 {
 /// How long a job still needs at `now`: its estimate, less what it has run if it
 /// runs (past its estimate: a little more, not nothing).
 pub fn left_of(state: &BrainState, job: &crate::state::Job, now: DateTime<Utc>) -> f64 {
-    left_after(estimate_of(state, job), job, now)
+    left_after(state, estimate_of(state, job), job, now)
 }
 
 /// Whether a running job has run past its estimate at `now`: when it will end
@@ -432,12 +432,21 @@ pub(super) fn overdue(state: &BrainState, job: &Job, now: DateTime<Utc>) -> bool
     }
 }
 
-/// What a job whose estimate is `s` still needs at `now`.
-fn left_after(s: f64, job: &Job, now: DateTime<Utc>) -> f64 {
+/// What a job whose estimate is `s` still needs at `now`: for a running one, its
+/// estimate less what it has run, or, when longer, what the runs seen of its
+/// plan task that went on past that time took beyond it (their median). Run
+/// times are heavy-tailed: a job that has run long is likely to run on, and a
+/// projection that expects it to end at once frees its card too soon.
+fn left_after(state: &BrainState, s: f64, job: &Job, now: DateTime<Utc>) -> f64 {
     match (&job.holder, job.status) {
         (Some(h), JobStatus::Processing) => {
             let ran = (now - h.since).num_milliseconds().max(0) as f64 / 1000.0;
-            (s - ran).max(0.05 * s)
+            let by_estimate = (s - ran).max(0.05 * s);
+            let seen = state.learned.get(&job.plan_task_id);
+            match seen.and_then(|l| l.median_past(ran)) {
+                Some(m) => by_estimate.max(m - ran),
+                None => by_estimate,
+            }
         }
         _ => s,
     }
@@ -542,5 +551,40 @@ mod tests {
         assert_eq!(work[0].secs, 6.625);
         let e = estimates_of(&state);
         assert_eq!(e["prep"].to_string(), "learned:6.6s n=3");
+    }
+
+    #[test]
+    fn a_job_that_ran_long_is_expected_to_run_on_as_the_longer_runs_seen_did() {
+        let mut b = batch(&[&[]]);
+        b.jobs[0].plan_task_id = "judge".into();
+        b.jobs[0].work.estimate_secs = Some(100.0);
+        b.set_status(0, JobStatus::Processing);
+        let now = Utc::now();
+        let ran = |secs: i64| crate::state::Holder {
+            worker: None,
+            session: None,
+            pgid: None,
+            since: now - chrono::Duration::seconds(secs),
+        };
+        let mut state = BrainState::default();
+        state.insert(b);
+        let runs = [100.0, 100.0, 100.0, 300.0, 500.0];
+        let learned = state.learned.entry("judge".into()).or_default();
+        for s in runs {
+            learned.add(s);
+        }
+        let left = |state: &mut BrainState, secs| {
+            let b = state.batches.values_mut().next().expect("one batch");
+            b.jobs[0].holder = Some(ran(secs));
+            let j = b.jobs[0].clone();
+            left_of(state, &j, now)
+        };
+        // Early on, the estimate (100 as written and seen) less what it ran.
+        assert_eq!(left(&mut state, 30), 70.0);
+        // Past the usual 100 s, only the runs of 300 and 500 s went on: their
+        // median (400 s) less the 150 s it ran, where the estimate alone says 5 s.
+        assert_eq!(left(&mut state, 150), 250.0);
+        // Past every run seen: the estimate's floor, 5 % of it.
+        assert_eq!(left(&mut state, 600), 5.0);
     }
 }
