@@ -57,13 +57,9 @@ pub fn estimate_error(state: &BrainState) -> f64 {
     let (mut sum, mut n) = (0.0f64, 0u32);
     let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for batch in state.batches.values().filter(|b| b.active()) {
-        let mut last: Option<&str> = None;
-        for j in &batch.jobs {
-            // The jobs of a plan task come one after another: one look-up each.
-            if last == Some(j.plan_task_id.as_str()) {
-                continue;
-            }
-            last = Some(&j.plan_task_id);
+        // The jobs of a plan task come one after another: one look-up each.
+        for &first in batch.plan_task_runs() {
+            let j = &batch.jobs[first];
             if !seen.insert(&j.plan_task_id) {
                 continue;
             }

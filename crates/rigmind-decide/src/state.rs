@@ -41,6 +41,16 @@ impl JobStatus {
             Self::Failed(_) => TaskStatus::Failed,
         }
     }
+
+    /// Done, or failed for good: nothing more of it will run. A failure that will
+    /// be retried is not done.
+    pub fn is_done(self) -> bool {
+        match self {
+            Self::Complete => true,
+            Self::Failed(f) => !f.retryable(),
+            _ => false,
+        }
+    }
 }
 
 /// What the brain needs of a failure to decide what follows.
@@ -167,6 +177,16 @@ pub struct Batch {
     /// at most [`ENDED_MAX`] wait.
     #[serde(skip)]
     pub ended: Vec<(usize, &'static str)>,
+    /// The jobs not done ([`JobStatus::is_done`]), one bit each, kept by
+    /// [`Batch::set_status`]: the resource manager walks only these every round (a
+    /// batch of 100,000 near its end has a few left). Not recorded: a batch read
+    /// back from a recorded round has none, and [`Batch::unfinished`] walks it whole.
+    #[serde(skip)]
+    unfinished: Vec<u64>,
+    /// The first job of each run of consecutive jobs of one plan task, found on
+    /// first use (a job's plan task never changes once its batch is built).
+    #[serde(skip)]
+    plan_task_runs: std::sync::OnceLock<Vec<usize>>,
 }
 
 /// At most this many ends wait in a batch's [`Batch::ended`]; later ones are
@@ -201,6 +221,8 @@ impl Batch {
             retry_at: BTreeMap::new(),
             dirty: true,
             ended: Vec::new(),
+            unfinished: Vec::new(),
+            plan_task_runs: std::sync::OnceLock::new(),
         };
         for i in 0..b.jobs.len() {
             b.jobs[i].unmet = b.jobs[i]
@@ -224,8 +246,62 @@ impl Batch {
                 _ => {}
             }
         }
+        b.unfinished = vec![0; b.jobs.len().div_ceil(64)];
+        for i in 0..b.jobs.len() {
+            b.mark_unfinished(i);
+        }
         b.refresh_counts();
         b
+    }
+
+    /// Sets job `i`'s bit of [`Batch::unfinished`] from its status.
+    fn mark_unfinished(&mut self, i: usize) {
+        let Some(word) = self.unfinished.get_mut(i / 64) else {
+            return;
+        };
+        let bit = 1u64 << (i % 64);
+        if self.jobs[i].status.is_done() {
+            *word &= !bit;
+        } else {
+            *word |= bit;
+        }
+    }
+
+    /// The indices of the jobs not done, in order.
+    pub fn unfinished(&self) -> Vec<usize> {
+        if self.unfinished.len() != self.jobs.len().div_ceil(64) {
+            // Read back from a recorded round: no index.
+            let todo = self.jobs.iter().enumerate();
+            return todo
+                .filter(|(_, j)| !j.status.is_done())
+                .map(|(i, _)| i)
+                .collect();
+        }
+        let mut out = Vec::new();
+        for (w, &word) in self.unfinished.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                out.push(w * 64 + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+        }
+        out
+    }
+
+    /// The first job of each run of consecutive jobs of one plan task, in order
+    /// (a plan task's jobs are usually one run: its `for_each` items).
+    pub fn plan_task_runs(&self) -> &[usize] {
+        self.plan_task_runs.get_or_init(|| {
+            let mut last: Option<&str> = None;
+            let mut runs = Vec::new();
+            for (i, j) in self.jobs.iter().enumerate() {
+                if last != Some(j.plan_task_id.as_str()) {
+                    runs.push(i);
+                    last = Some(&j.plan_task_id);
+                }
+            }
+            runs
+        })
     }
 
     /// Recomputes the record's counts from the jobs.
@@ -297,6 +373,7 @@ impl Batch {
             return;
         }
         self.jobs[i].status = status;
+        self.mark_unfinished(i);
         let was_complete = old == JobStatus::Complete;
         let is_complete = status == JobStatus::Complete;
         if was_complete != is_complete {
@@ -530,5 +607,53 @@ pub(crate) mod tests {
         assert_eq!(b.ready.iter().copied().collect::<Vec<_>>(), vec![2]);
         assert_eq!(b.record.counts.complete, 2);
         assert_eq!(b.record.counts.pending, 2);
+    }
+
+    #[test]
+    fn the_unfinished_index_follows_every_status_and_survives_no_record() {
+        // 70 jobs: more than one word of the index.
+        let deps: Vec<&[usize]> = vec![&[]; 70];
+        let mut b = batch(&deps);
+        let all: Vec<usize> = (0..70).collect();
+        assert_eq!(b.unfinished(), all);
+        let retryable = FailureInfo {
+            kind: FailureKind::Timeout,
+            retry_count: 0,
+            retries: 1,
+            tier: None,
+            tier_failures: 0,
+        };
+        let for_good = FailureInfo {
+            retries: 0,
+            ..retryable
+        };
+        b.set_status(3, JobStatus::Complete);
+        b.set_status(64, JobStatus::Failed(for_good));
+        b.set_status(65, JobStatus::Failed(retryable));
+        b.set_status(66, JobStatus::Processing);
+        let left: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|i| ![3, 64].contains(i))
+            .collect();
+        assert_eq!(b.unfinished(), left);
+        // Sent back from complete (a result removed by hand): not done again.
+        b.set_status(3, JobStatus::Queued);
+        let left: Vec<usize> = all.iter().copied().filter(|i| *i != 64).collect();
+        assert_eq!(b.unfinished(), left);
+        // A batch read back from a recorded round has no index: walked whole.
+        let json = serde_json::to_string(&b).unwrap();
+        let read: Batch = serde_json::from_str(&json).unwrap();
+        assert_eq!(read.unfinished(), left);
+    }
+
+    #[test]
+    fn plan_task_runs_start_where_the_plan_task_changes() {
+        let deps: Vec<&[usize]> = vec![&[]; 6];
+        let mut b = batch(&deps);
+        for (j, task) in b.jobs.iter_mut().zip(["a", "a", "b", "b", "b", "a"]) {
+            j.plan_task_id = task.into();
+        }
+        assert_eq!(b.plan_task_runs(), &[0, 2, 5]);
     }
 }

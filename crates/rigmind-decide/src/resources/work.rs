@@ -3,8 +3,9 @@
 //! start.
 //!
 //! Grouping happens here, while walking the state, every round (nothing is kept
-//! between rounds): a batch of 100,000 jobs costs a few arrays of its size and one
-//! [`Work`] per group, not one per job. A group holds the jobs of one batch with the
+//! between rounds but the batch's index of the jobs not done,
+//! [`Batch::unfinished`]): a batch of 100,000 jobs costs one array of its size,
+//! one row per job not done, and one [`Work`] per group, not one per job. A group holds the jobs of one batch with the
 //! same plan task, class, model, concurrency group, estimate, start time
 //! (`ready_in`), and the same groups of unfinished dependencies; a running job is a
 //! group of its own. Between groups a dependency is item-wise (each job waits on
@@ -39,11 +40,11 @@ pub fn work_and_estimates(
     let mut estimates = BTreeMap::new();
     let active = state.batches.values().filter(|b| b.active());
     for (index, batch) in active.enumerate() {
-        let g = Grouping::new(state, batch, default_model, now);
+        let mut g = Grouping::new(state, batch, default_model, now);
         g.push_into(index, &mut out);
         // Every plan task with a job not yet done has a group.
         for &first in &g.groups {
-            let j = &batch.jobs[first];
+            let j = &batch.jobs[g.todo[first]];
             if !estimates.contains_key(&j.plan_task_id) {
                 estimates.insert(j.plan_task_id.clone(), Estimate::of_job(state, j));
             }
@@ -56,25 +57,78 @@ pub fn work_and_estimates(
 struct Grouping<'s> {
     batch: &'s Batch,
     default_model: &'s str,
-    /// Each job's estimate, what it has left, and when it can start (`None`: done).
-    secs: Vec<f64>,
-    left: Vec<f64>,
-    at: Vec<Option<f64>>,
-    /// Each job's kind: jobs of one kind share plan task, class, model, group and
-    /// estimate (numbered as met; two runs of one kind may get two numbers).
-    kind: Vec<u32>,
-    /// Whether each job waits for unfinished jobs ([`Grouping::waits`]).
-    waits: Vec<bool>,
-    /// Each unfinished job's group (an index into `groups`).
-    group_of: Vec<usize>,
-    /// Each group's first job.
+    /// The jobs not done, in order: the only ones walked. A job's place in it is
+    /// its position, which indexes `rows`.
+    todo: Vec<usize>,
+    /// Each job's position in `todo` ([`GONE`]: done).
+    pos: Vec<u32>,
+    /// One row per job not done, by position.
+    rows: Vec<Row<'s>>,
+    /// Each group's first job (its position).
     groups: Vec<usize>,
 }
 
+/// The position of a job done: it has no row.
+const GONE: u32 = u32::MAX;
+
+/// What the grouping knows of one job not done. The fields the walks need of
+/// the job itself are copied out of its big struct in one pass, so that each
+/// later walk reads a few bytes per job, not a cache line or two of a struct far
+/// from the last; and all of it is one allocation per round sized by the jobs
+/// not done, not one per field sized by all (a dozen arrays of 100,000 entries,
+/// allocated, filled and freed every round, cost more than the walks).
+#[derive(Clone, Copy)]
+struct Row<'s> {
+    /// Its dependencies (job indices; [`Grouping::pos`] gives their rows).
+    deps: &'s [usize],
+    /// Queued or running: it waits for nothing, whatever its dependencies.
+    placed: bool,
+    running: bool,
+    /// Every dependency complete.
+    unmet_none: bool,
+    /// Its estimate, and what it has left.
+    secs: f64,
+    left: f64,
+    /// Its kind: jobs of one kind share plan task, class, model, group and
+    /// estimate (numbered as met; two runs of one kind may get two numbers).
+    kind: u32,
+    /// When it can start ([`Grouping::ready_times`]; `None`: done).
+    at: Option<f64>,
+    /// Whether it waits for unfinished jobs ([`Grouping::waits`]).
+    waits: bool,
+    /// Its key ([`Grouping::full_keys`]).
+    full: Option<u64>,
+    /// Its group (an index into `groups`).
+    group: usize,
+    /// The group whose job last counted it as a dependency
+    /// ([`Grouping::dependencies`]).
+    taken: usize,
+}
+
+impl Default for Row<'_> {
+    fn default() -> Self {
+        Row {
+            deps: &[],
+            placed: false,
+            running: false,
+            unmet_none: false,
+            secs: 0.0,
+            left: 0.0,
+            kind: 0,
+            at: None,
+            waits: false,
+            full: None,
+            group: NONE,
+            taken: NONE,
+        }
+    }
+}
+
 /// Whether two jobs are of one kind: plan task, class, model, concurrency group,
-/// written estimate and endpoint.
-fn alike(a: &Job, b: &Job) -> bool {
-    a.plan_task_id == b.plan_task_id
+/// written estimate and endpoint. `same_task`: they are known to share their plan
+/// task (one run of [`Batch::plan_task_runs`]), so its name is not compared.
+fn alike(a: &Job, b: &Job, same_task: bool) -> bool {
+    (same_task || a.plan_task_id == b.plan_task_id)
         && a.work.class == b.work.class
         && a.work.model == b.work.model
         && a.work.group == b.work.group
@@ -82,7 +136,7 @@ fn alike(a: &Job, b: &Job) -> bool {
         && a.work.endpoint.is_some() == b.work.endpoint.is_some()
 }
 
-/// Marks a job with no group (done).
+/// Marks a row with no group yet, or no group that took it.
 const NONE: usize = usize::MAX;
 
 /// A fast hasher for the grouping keys (FxHash's rule): they are built here, not
@@ -117,39 +171,52 @@ impl<'s> Grouping<'s> {
         default_model: &'s str,
         now: DateTime<Utc>,
     ) -> Self {
-        let n = batch.jobs.len();
-        let (mut secs, mut left, mut kind) = (vec![0.0; n], vec![0.0; n], vec![0u32; n]);
-        // One pass over the jobs (big structs, their strings elsewhere): alike jobs
-        // come one after another, so each is compared with the last only.
+        let todo = batch.unfinished();
+        let mut pos = vec![GONE; batch.jobs.len()];
+        let mut rows = Vec::with_capacity(todo.len());
+        // The one pass over the jobs' structs (big, their strings elsewhere): alike
+        // jobs come one after another, so each is compared with the last only.
         let mut last: Option<(&Job, f64, u32)> = None;
-        for (i, j) in batch.jobs.iter().enumerate() {
-            if is_done(j.status) {
-                continue;
+        let (runs, mut run, mut last_run) = (batch.plan_task_runs(), 0, usize::MAX);
+        for (p, &i) in todo.iter().enumerate() {
+            let j = &batch.jobs[i];
+            pos[i] = p as u32;
+            while runs.get(run + 1).is_some_and(|r| *r <= i) {
+                run += 1;
             }
             let (s, k) = match last {
-                Some((l, s, k)) if alike(l, j) => (s, k),
+                Some((l, s, k)) if alike(l, j, run == last_run) => (s, k),
                 _ => {
                     let k = last.map_or(0, |(_, _, k)| k + 1);
                     (estimate_of(state, j), k)
                 }
             };
-            last = Some((j, s, k));
-            (secs[i], left[i], kind[i]) = (s, left_after(state, s, j, now), k);
+            (last, last_run) = (Some((j, s, k)), run);
+            rows.push(Row {
+                deps: &j.deps,
+                placed: matches!(j.status, JobStatus::Queued | JobStatus::Processing),
+                running: j.status == JobStatus::Processing,
+                unmet_none: j.unmet == 0,
+                secs: s,
+                left: left_after(state, s, j, now),
+                kind: k,
+                ..Row::default()
+            });
         }
-        let done: Vec<bool> = batch.jobs.iter().map(|j| is_done(j.status)).collect();
-        let at = ready_times(batch, &done, |i| left[i]);
         let mut g = Grouping {
             batch,
             default_model,
-            secs,
-            left,
-            kind,
-            at,
-            waits: Vec::new(),
-            group_of: vec![NONE; n],
+            todo,
+            pos,
+            rows,
             groups: Vec::new(),
         };
-        g.waits = (0..n).map(|i| g.waits(i)).collect();
+        let order = g.dependencies_first();
+        g.ready_times(&order);
+        for p in 0..g.rows.len() {
+            g.rows[p].waits = g.waits(p);
+        }
+        g.full_keys(&order);
         g.assign();
         g
     }
@@ -170,25 +237,82 @@ impl<'s> Grouping<'s> {
             .then(|| j.work.model.as_deref().unwrap_or(self.default_model))
     }
 
-    /// Whether job `i` waits for unfinished jobs (one queued or running waits for
-    /// nothing: one put there by hand may still have unfinished dependencies).
-    fn waits(&self, i: usize) -> bool {
-        let j = &self.batch.jobs[i];
-        !matches!(j.status, JobStatus::Queued | JobStatus::Processing)
-            && j.deps.iter().any(|d| self.at[*d].is_some())
+    /// Every row once, each after the rows of its unfinished dependencies (one
+    /// queued or running waits for nothing: one put there by hand may still have
+    /// unfinished dependencies): depth-first, without recursion, so that a chain
+    /// of 100,000 does not overflow the stack.
+    fn dependencies_first(&self) -> Vec<usize> {
+        let rows = &self.rows;
+        let mut order = Vec::with_capacity(rows.len());
+        let mut seen = vec![false; rows.len()];
+        let mut stack = Vec::new();
+        for start in 0..rows.len() {
+            stack.push((start, false));
+            while let Some((p, expanded)) = stack.pop() {
+                if expanded {
+                    order.push(p);
+                    continue;
+                }
+                if seen[p] {
+                    continue;
+                }
+                seen[p] = true;
+                stack.push((p, true));
+                if !rows[p].placed {
+                    stack.extend(
+                        self.unfinished_deps(p)
+                            .filter(|q| !seen[*q])
+                            .map(|q| (q, false)),
+                    );
+                }
+            }
+        }
+        order
     }
 
-    /// A hash of what makes job `i` alike to others, but for its dependencies: a
-    /// running job is alike to none.
-    fn own_key(&self, i: usize) -> u64 {
-        let j = &self.batch.jobs[i];
+    /// How soon each unfinished job can start (`order`: dependencies first): the
+    /// longest chain of unfinished dependencies before it, each taking what it
+    /// has left.
+    fn ready_times(&mut self, order: &[usize]) {
+        for &p in order {
+            let j = self.rows[p];
+            let at = if j.placed || j.unmet_none {
+                0.0
+            } else {
+                let after = self.unfinished_deps(p).map(|q| {
+                    let d = &self.rows[q];
+                    d.at.unwrap_or(0.0) + d.left
+                });
+                after.fold(0.0f64, f64::max)
+            };
+            self.rows[p].at = Some(at);
+        }
+    }
+
+    /// The rows of the unfinished dependencies of the job at `p`.
+    fn unfinished_deps(&self, p: usize) -> impl Iterator<Item = usize> + '_ {
+        let deps = self.rows[p].deps.iter().map(|d| self.pos[*d]);
+        deps.filter(|q| *q != GONE).map(|q| q as usize)
+    }
+
+    /// Whether the job at `p` waits for unfinished jobs (one queued or running
+    /// waits for nothing: one put there by hand may still have unfinished
+    /// dependencies).
+    fn waits(&self, p: usize) -> bool {
+        !self.rows[p].placed && self.unfinished_deps(p).next().is_some()
+    }
+
+    /// A hash of what makes the job at `p` alike to others, but for its
+    /// dependencies: a running job is alike to none.
+    fn own_key(&self, p: usize) -> u64 {
+        let j = &self.rows[p];
         let mut h = Fx::default();
-        if j.status == JobStatus::Processing {
-            (0u8, i).hash(&mut h);
+        if j.running {
+            (0u8, self.todo[p]).hash(&mut h);
         } else {
-            let at = self.at[i].unwrap_or(0.0);
-            let kind = (self.kind[i], self.secs[i].to_bits());
-            (1u8, kind, at.to_bits(), self.waits[i]).hash(&mut h);
+            let at = j.at.unwrap_or(0.0);
+            let kind = (j.kind, j.secs.to_bits());
+            (1u8, kind, at.to_bits(), j.waits).hash(&mut h);
         }
         h.finish()
     }
@@ -196,98 +320,69 @@ impl<'s> Grouping<'s> {
     /// Puts every unfinished job in a group: alike jobs (their own keys) whose
     /// unfinished dependencies are in the same groups ([`Grouping::full_keys`]).
     fn assign(&mut self) {
-        let full = self.full_keys();
         let mut by_key: HashMap<u64, usize, BuildHasherDefault<Fx>> = HashMap::default();
         // Alike jobs mostly come one after another: the last key is asked first.
         let mut last: Option<(u64, usize)> = None;
-        for (i, key) in full.into_iter().enumerate() {
-            let Some(key) = key else { continue };
+        for p in 0..self.rows.len() {
+            let Some(key) = self.rows[p].full else {
+                continue;
+            };
             let g = match last {
                 Some((k, g)) if k == key => g,
                 _ => {
                     let next = self.groups.len();
                     let g = *by_key.entry(key).or_insert(next);
                     if g == next {
-                        self.groups.push(i);
+                        self.groups.push(p);
                     }
                     last = Some((key, g));
                     g
                 }
             };
-            self.group_of[i] = g;
+            self.rows[p].group = g;
         }
     }
 
-    /// Each unfinished job's key: its own key with the set of its unfinished
-    /// dependencies' keys, so that jobs of one key wait on jobs of the same keys
-    /// (the same groups). Memoised, depth-first without recursion, as
-    /// [`ready_times`].
-    fn full_keys(&self) -> Vec<Option<u64>> {
-        let n = self.batch.jobs.len();
-        let own: Vec<u64> = (0..n)
-            .map(|i| {
-                if self.at[i].is_some() {
-                    self.own_key(i)
-                } else {
-                    0
-                }
-            })
-            .collect();
-        let mut full: Vec<Option<u64>> = vec![None; n];
-        let (mut stack, mut keys) = (Vec::new(), Vec::new());
-        for start in (0..n).filter(|i| self.at[*i].is_some()) {
-            stack.push((start, false));
-            while let Some((i, expanded)) = stack.pop() {
-                if full[i].is_some() {
-                    continue;
-                }
-                let deps = self.batch.jobs[i].deps.iter().copied();
-                let mut unfinished = deps.filter(|d| self.at[*d].is_some() && self.waits[i]);
-                if !expanded {
-                    stack.push((i, true));
-                    stack.extend(
-                        unfinished
-                            .filter(|d| full[*d].is_none())
-                            .map(|d| (d, false)),
-                    );
-                    continue;
-                }
-                keys.clear();
-                keys.extend(unfinished.by_ref().map(|d| full[d].unwrap_or(0)));
-                keys.sort_unstable();
-                keys.dedup();
-                let mut h = Fx::default();
-                (own[i], &keys).hash(&mut h);
-                full[i] = Some(h.finish());
+    /// Each unfinished job's key (`order`: dependencies first): its own key with
+    /// the set of its unfinished dependencies' keys, so that jobs of one key wait
+    /// on jobs of the same keys (the same groups).
+    fn full_keys(&mut self, order: &[usize]) {
+        let mut keys = Vec::new();
+        for &p in order {
+            keys.clear();
+            // A job that waits for nothing has no dependencies in its key.
+            if self.rows[p].waits {
+                let deps = self.unfinished_deps(p);
+                keys.extend(deps.map(|q| self.rows[q].full.unwrap_or(0)));
             }
+            keys.sort_unstable();
+            keys.dedup();
+            let mut h = Fx::default();
+            (self.own_key(p), &keys).hash(&mut h);
+            self.rows[p].full = Some(h.finish());
         }
-        full
     }
 
     /// The groups as [`Work`], appended to `out` (whose indices the dependencies
     /// use), for the batch at `index` among the active ones.
-    fn push_into(&self, index: usize, out: &mut Vec<Work>) {
+    fn push_into(&mut self, index: usize, out: &mut Vec<Work>) {
         let base = out.len();
         let mut items = vec![0usize; self.groups.len()];
-        for &g in self.group_of.iter().filter(|g| **g != NONE) {
-            items[g] += 1;
+        for row in &self.rows {
+            items[row.group] += 1;
         }
         let deps = self.dependencies(&items);
         for (g, &first) in self.groups.iter().enumerate() {
-            let j = &self.batch.jobs[first];
+            let (j, row) = (&self.batch.jobs[self.todo[first]], &self.rows[first]);
             let running = j.status == JobStatus::Processing;
             out.push(Work {
                 class: Self::class(j),
                 model: self.model(j).map(str::to_string),
-                secs: self.secs[first],
-                ready_in: self.at[first].unwrap_or(0.0),
+                secs: row.secs,
+                ready_in: row.at.unwrap_or(0.0),
                 items: items[g],
                 running,
-                left: if running {
-                    self.left[first]
-                } else {
-                    self.secs[first]
-                },
+                left: if running { row.left } else { row.secs },
                 deps: deps[g]
                     .iter()
                     .map(|d| Dep {
@@ -307,20 +402,21 @@ impl<'s> Grouping<'s> {
     /// item-wise when each waiting job has one job of the other group and no two
     /// share it, and there are no more of them than the other group has items;
     /// all-of otherwise.
-    fn dependencies(&self, items: &[usize]) -> Vec<Vec<Dep>> {
+    fn dependencies(&mut self, items: &[usize]) -> Vec<Vec<Dep>> {
         // Per group: (group waited on, edges, last job counted, item-wise so far).
         let mut acc: Vec<Vec<(usize, usize, usize, bool)>> = vec![Vec::new(); self.groups.len()];
-        // The group whose job last counted each job as its dependency.
-        let mut taken = vec![NONE; self.batch.jobs.len()];
-        for (i, j) in self.batch.jobs.iter().enumerate() {
-            let b = self.group_of[i];
-            if b == NONE || !self.waits[i] {
+        let (rows, pos) = (&mut self.rows, &self.pos);
+        for p in 0..rows.len() {
+            let j = rows[p];
+            let b = j.group;
+            if !j.waits {
                 continue;
             }
-            for &d in j.deps.iter().filter(|d| self.group_of[**d] != NONE) {
-                let a = self.group_of[d];
-                let shared = taken[d] == b;
-                taken[d] = b;
+            let unfinished = j.deps.iter().map(|d| pos[*d]).filter(|q| *q != GONE);
+            for q in unfinished.map(|q| q as usize) {
+                let a = rows[q].group;
+                let shared = rows[q].taken == b;
+                rows[q].taken = b;
                 let e = match acc[b].iter().position(|e| e.0 == a) {
                     Some(k) => &mut acc[b][k],
                     None => {
@@ -328,9 +424,9 @@ impl<'s> Grouping<'s> {
                         acc[b].last_mut().expect("just pushed")
                     }
                 };
-                e.3 &= e.2 != i && !shared;
+                e.3 &= e.2 != p && !shared;
                 e.1 += 1;
-                e.2 = i;
+                e.2 = p;
             }
         }
         acc.into_iter()
@@ -346,56 +442,12 @@ impl<'s> Grouping<'s> {
     }
 }
 
-/// How soon each unfinished job of `batch` can start (`None` for jobs `done`, a
-/// compact copy of their statuses: the big jobs are not visited per edge): the
-/// longest chain of unfinished dependencies before it, each taking what it has
-/// `left`. Memoised; computed depth-first without recursion.
-fn ready_times(batch: &Batch, done: &[bool], left: impl Fn(usize) -> f64) -> Vec<Option<f64>> {
-    let n = batch.jobs.len();
-    let mut at: Vec<Option<f64>> = vec![None; n];
-    let mut stack = Vec::new();
-    for start in 0..n {
-        if at[start].is_some() || done[start] {
-            continue;
-        }
-        stack.push((start, false));
-        while let Some((i, expanded)) = stack.pop() {
-            if at[i].is_some() {
-                continue;
-            }
-            let j = &batch.jobs[i];
-            if matches!(j.status, JobStatus::Queued | JobStatus::Processing) || j.unmet == 0 {
-                at[i] = Some(0.0);
-                continue;
-            }
-            if !expanded {
-                stack.push((i, true));
-                for &d in &j.deps {
-                    if at[d].is_none() && !done[d] {
-                        stack.push((d, false));
-                    }
-                }
-                continue;
-            }
-            let mut ready = 0.0f64;
-            for &d in &j.deps {
-                if done[d] {
-                    continue;
-                }
-                ready = ready.max(at[d].unwrap_or(0.0) + left(d));
-            }
-            at[i] = Some(ready);
-        }
-    }
-    at
-}
-
 /// The estimate of each plan task with a job not yet done in a live batch.
 pub fn estimates_of(state: &BrainState) -> BTreeMap<String, Estimate> {
     let mut out = BTreeMap::new();
     for batch in state.batches.values().filter(|b| b.active()) {
         let mut last: Option<&str> = None;
-        for j in batch.jobs.iter().filter(|j| !is_done(j.status)) {
+        for j in batch.unfinished().into_iter().map(|i| &batch.jobs[i]) {
             // The jobs of a plan task come one after another: one look-up each.
             if last == Some(j.plan_task_id.as_str()) {
                 continue;
@@ -449,15 +501,6 @@ fn left_after(state: &BrainState, s: f64, job: &Job, now: DateTime<Utc>) -> f64 
             }
         }
         _ => s,
-    }
-}
-
-/// Done, or failed for good: no demand. A failure that will be retried still is.
-fn is_done(s: JobStatus) -> bool {
-    match s {
-        JobStatus::Complete => true,
-        JobStatus::Failed(f) => !f.retryable(),
-        _ => false,
     }
 }
 
