@@ -4,7 +4,9 @@
 # (the GPU host), where `policies.sh --large` would run them one after another.
 # Each policy's output, with its wall and CPU time, goes to OUT_DIR/POLICY.txt as
 # it finishes; a policy cut off by a time limit leaves its file empty.
-# Usage: scripts/device/hundred-thousand.sh RIGMIND_BIN OUT_DIR [N]
+# LIMIT=SECONDS stops each policy's simulation after that long (its file then
+# says so), so that a call with a time limit still brings the others back.
+# Usage: [LIMIT=SECONDS] scripts/device/hundred-thousand.sh RIGMIND_BIN OUT_DIR [N]
 set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 out=$(mkdir -p "$2" && cd "$2" && pwd)
@@ -17,8 +19,10 @@ nproc; uptime
 for p in adaptive phases on-demand static-1 static-2 static-3 static-4 static-5; do
   (
     TIMEFORMAT="$p wall %R s, user %U s, system %S s"
-    time "$bin" simulate "$plan" --rig plans/workloads/rig-5x1060.toml --policy "$p" > "$out/$p.txt" 2>&1
-  ) 2>> "$out/$p.txt" &
+    time timeout "${LIMIT:-0}" "$bin" simulate "$plan" --rig plans/workloads/rig-5x1060.toml --policy "$p" > "$out/$p.txt" 2>&1
+    rc=$?
+    if [ "$rc" = 124 ]; then echo "$p: stopped after LIMIT=${LIMIT} s, unfinished"; fi
+  ) 2>> "$out/$p.txt" >> "$out/$p.txt" &
 done
 wait
 uptime
