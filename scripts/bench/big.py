@@ -161,10 +161,16 @@ def report(rows, n, m, rounds):
     if len(labels) > 1:
         base = rows[labels[0]]
         for label in labels[1:]:
-            # Ratios within each round (side by side), then their median.
-            ratios = [statistics.median([r[i] / b[i] for r, b in zip(rows[label], base)])
-                      for i in range(len(cols))]
-            print(f"| {label} / {labels[0]} | " + " | ".join(f"{x:.2f}×" for x in ratios) + " |")
+            # Ratios within each round (side by side), then their median; none
+            # where the baseline measured 0 (a validate too small to time).
+            cells = []
+            for i in range(len(cols)):
+                pairs = [(r[i], b[i]) for r, b in zip(rows[label], base)]
+                if any(b == 0 for _, b in pairs):
+                    cells.append("n/a")
+                else:
+                    cells.append(f"{statistics.median([r / b for r, b in pairs]):.2f}×")
+            print(f"| {label} / {labels[0]} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
