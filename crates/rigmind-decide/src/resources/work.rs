@@ -92,7 +92,7 @@ struct Row<'s> {
     /// Its kind: jobs of one kind share plan task, class, model, group and
     /// estimate (numbered as met; two runs of one kind may get two numbers).
     kind: u32,
-    /// When it can start ([`Grouping::ready_times`]; `None`: done).
+    /// When it can start (`None` until [`Grouping::ready_times`]).
     at: Option<f64>,
     /// Whether it waits for unfinished jobs ([`Grouping::waits`]).
     waits: bool,
@@ -240,7 +240,8 @@ impl<'s> Grouping<'s> {
     /// Every row once, each after the rows of its unfinished dependencies (one
     /// queued or running waits for nothing: one put there by hand may still have
     /// unfinished dependencies): depth-first, without recursion, so that a chain
-    /// of 100,000 does not overflow the stack.
+    /// of 100,000 does not overflow the stack. A row already on the way is not
+    /// entered again, so a cycle (task files edited by hand) ends too.
     fn dependencies_first(&self) -> Vec<usize> {
         let rows = &self.rows;
         let mut order = Vec::with_capacity(rows.len());
@@ -629,5 +630,15 @@ mod tests {
         assert_eq!(left(&mut state, 150), 250.0);
         // Past every run seen: the estimate's floor, 5 % of it.
         assert_eq!(left(&mut state, 600), 5.0);
+    }
+
+    #[test]
+    fn dependencies_in_a_cycle_still_give_work() {
+        // Task files edited by hand can make two jobs wait on each other: the
+        // round must still end (nothing of them is ever ready).
+        let mut state = BrainState::default();
+        state.insert(batch(&[&[1], &[0], &[]]));
+        let work = work_of(&state, "m", Utc::now());
+        assert_eq!(work.iter().map(|w| w.items).sum::<usize>(), 3);
     }
 }
