@@ -2,8 +2,10 @@
 //!
 //! The state is rebuilt from the files at start and kept in step with them by
 //! [`BrainState::set_status`], which also keeps the derived indices (unmet dependency
-//! counts, the ready set, failures not yet handled) that let [`crate::policy::decide`]
-//! work in time proportional to what changed, not to the size of the batch.
+//! counts, the ready set, failures not yet handled, the jobs not done) that let
+//! [`crate::policy::decide`] work in time proportional to what changed, and the
+//! resource manager in time proportional to what is left, not to the size of the
+//! batch.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
