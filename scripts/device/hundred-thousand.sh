@@ -3,9 +3,9 @@
 # each policy, each its own process, side by side: for a host with cores to spare
 # (the GPU host), where `policies.sh --large` would run them one after another.
 # Each policy's output, with its wall and CPU time, goes to OUT_DIR/POLICY.txt as
-# it finishes; a policy cut off by a time limit leaves its file empty.
-# LIMIT=SECONDS stops each policy's simulation after that long (its file then
-# says so), so that a call with a time limit still brings the others back.
+# it finishes. LIMIT=SECONDS stops each policy's simulation after that long (its
+# file then says so), so that a device call with a time limit still brings every
+# file back; a policy cut off by the caller's own limit leaves its file empty.
 # Usage: [LIMIT=SECONDS] scripts/device/hundred-thousand.sh RIGMIND_BIN OUT_DIR [N]
 set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")

@@ -211,6 +211,7 @@ impl Batch {
                 jobs[d].dependents.push(i);
             }
         }
+        let unfinished = vec![0; jobs.len().div_ceil(64)];
         let mut b = Batch {
             record,
             jobs,
@@ -223,10 +224,11 @@ impl Batch {
             retry_at: BTreeMap::new(),
             dirty: true,
             ended: Vec::new(),
-            unfinished: Vec::new(),
+            unfinished,
             plan_task_runs: std::sync::OnceLock::new(),
         };
         for i in 0..b.jobs.len() {
+            b.mark_unfinished(i);
             b.jobs[i].unmet = b.jobs[i]
                 .deps
                 .iter()
@@ -247,10 +249,6 @@ impl Batch {
                 }
                 _ => {}
             }
-        }
-        b.unfinished = vec![0; b.jobs.len().div_ceil(64)];
-        for i in 0..b.jobs.len() {
-            b.mark_unfinished(i);
         }
         b.refresh_counts();
         b

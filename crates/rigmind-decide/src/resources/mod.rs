@@ -48,7 +48,7 @@ pub(crate) use crate::view::llm_cap;
 pub use crate::view::{Card, CardMode, Dep, ModelSizes, RigView, RmConfig, RmPolicy, Work};
 pub use models::model_errors;
 pub use observed::{task_of, view_of, CardFacts, InFlight};
-pub use work::{estimate_of, estimates_of, left_of, work_and_estimates, work_of};
+pub use work::{estimate_of, left_of, work_and_estimates, work_of};
 
 /// One decision of the resource manager.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -30,7 +30,8 @@ pub fn work_of(state: &BrainState, default_model: &str, now: DateTime<Utc>) -> V
     work_and_estimates(state, default_model, now).0
 }
 
-/// [`work_of`] and [`estimates_of`] in one walk over the jobs.
+/// [`work_of`], and the estimate of each plan task with a job not yet done in a
+/// live batch, in one walk over the jobs.
 pub fn work_and_estimates(
     state: &BrainState,
     default_model: &str,
@@ -443,25 +444,6 @@ impl<'s> Grouping<'s> {
     }
 }
 
-/// The estimate of each plan task with a job not yet done in a live batch.
-pub fn estimates_of(state: &BrainState) -> BTreeMap<String, Estimate> {
-    let mut out = BTreeMap::new();
-    for batch in state.batches.values().filter(|b| b.active()) {
-        let mut last: Option<&str> = None;
-        for j in batch.unfinished().into_iter().map(|i| &batch.jobs[i]) {
-            // The jobs of a plan task come one after another: one look-up each.
-            if last == Some(j.plan_task_id.as_str()) {
-                continue;
-            }
-            last = Some(&j.plan_task_id);
-            if !out.contains_key(&j.plan_task_id) {
-                out.insert(j.plan_task_id.clone(), Estimate::of_job(state, j));
-            }
-        }
-    }
-    out
-}
-
 /// A job's expected run time, in seconds ([`Estimate::of_job`]).
 pub fn estimate_of(state: &BrainState, job: &crate::state::Job) -> f64 {
     Estimate::of_job(state, job).secs()
@@ -593,7 +575,7 @@ mod tests {
         }
         let work = work_of(&state, "m", now);
         assert_eq!(work[0].secs, 6.625);
-        let e = estimates_of(&state);
+        let e = work_and_estimates(&state, "m", now).1;
         assert_eq!(e["prep"].to_string(), "learned:6.6s n=3");
     }
 
